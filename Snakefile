@@ -1,0 +1,19 @@
+# WSSS pipeline: image-level labels -> VWL CAMs -> IRNet pseudo labels -> DeepLabV2.
+# Run `snakemake --cores all` for the default target (the synthetic run); see README.md.
+
+from snakemake.utils import min_version
+
+min_version("9.19")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        dataset_outputs("synth"),

@@ -1,0 +1,41 @@
+"""Shared fixtures: a tiny hand-made VOC-layout dataset and the repository root."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from wsss.data.dataset import format_labels_tsv
+from wsss.io import write_jpeg, write_label_png
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture
+def tiny_voc(tmp_path: Path) -> Path:
+    """A 3-image VOC-layout root: classes background/cat/dog, masks with ignore pixels, train and val lists."""
+    root = tmp_path / "tiny"
+    rng = np.random.default_rng(0)
+    (root / "ImageSets" / "Segmentation").mkdir(parents=True)
+    labels = {}
+    for k, (image_id, cls) in enumerate([("a_1", [1]), ("b_2", [2]), ("c_3", [1, 2])]):
+        mask = np.zeros((12, 16), np.uint8)
+        for j, c in enumerate(cls):
+            mask[2:8, 2 + 6 * j : 7 + 6 * j] = c
+        mask[0, :] = 255
+        write_label_png(root / "SegmentationClass" / f"{image_id}.png", mask)
+        write_jpeg(root / "JPEGImages" / f"{image_id}.jpg", rng.integers(0, 256, (12, 16, 3), dtype=np.uint8))
+        labels[image_id] = [["cat", "dog"][c - 1] for c in cls]
+    (root / "ImageSets" / "Segmentation" / "train.txt").write_text("a_1\nb_2\n")
+    (root / "ImageSets" / "Segmentation" / "val.txt").write_text("c_3\n")
+    (root / "labels.tsv").write_text(format_labels_tsv(labels))
+    (root / "classes.txt").write_text("background\ncat\ndog\n")
+    (root / "dataset.yaml").write_text("name: tiny\n")
+    return root

@@ -1,0 +1,56 @@
+"""What every stage script shares: argument parsing of the JSON params, logging, timing, one-line errors.
+
+A stage is ``main(args, params) -> None``; :func:`run_stage` wraps it so that bad input ends the process with
+one line ``error: <file>: <problem>`` on stderr and exit status 2, and every run logs its resolved params,
+device and wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from typing import Any, Callable
+
+from wsss.errors import InputError
+
+log = logging.getLogger("wsss")
+
+
+def stage_parser(description: str) -> argparse.ArgumentParser:
+    """An argument parser with the ``--params`` JSON option every stage takes."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--params", default="{}", help="stage hyper-parameters as a JSON object (from config.yaml)")
+    return parser
+
+
+def parse_params(text: str) -> dict[str, Any]:
+    """Parse the ``--params`` JSON; anything but an object is an input error."""
+    try:
+        params = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError("--params", f"invalid JSON ({err})") from None
+    if not isinstance(params, dict):
+        raise InputError("--params", "must be a JSON object")
+    return params
+
+
+def run_stage(main: Callable[[argparse.Namespace, dict[str, Any]], None], parser: argparse.ArgumentParser,
+              argv: list[str] | None = None) -> int:
+    """Parse args, log params, run ``main``; InputError becomes a one-line error and exit status 2."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    try:
+        params = parse_params(args.params)
+        log.info("stage %s", parser.prog)
+        log.info("args %s", {k: v for k, v in vars(args).items() if k != "params"})
+        log.info("params %s", json.dumps(params, sort_keys=True))
+        main(args, params)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    log.info("done in %.1f s", time.perf_counter() - start)
+    return 0

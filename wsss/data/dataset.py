@@ -1,0 +1,195 @@
+"""The dataset contract: one reader over any VOC-layout root.
+
+A prepared root holds::
+
+    JPEGImages/{id}.jpg                 RGB images
+    SegmentationClass/{id}.png          uint8 ids 0..C-1 (0 = background), 255 = ignore; mode L or P
+    ImageSets/Segmentation/{split}.txt  one id per line
+    labels.tsv                          image_id<TAB>space-separated class names (header line first)
+    classes.txt                         class names in id order, background first
+    dataset.yaml                        optional: ``images:``/``masks:`` folders (relative to the root or
+                                        absolute) for a dataset read in place from elsewhere
+
+Every read validates what it reads and raises :class:`wsss.errors.InputError` naming the file.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from wsss.errors import InputError
+from wsss.io import IGNORE, read_label_png, read_rgb
+
+_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+LABELS_HEADER = "image_id\tclasses"
+
+
+def validate_id(image_id: str, source: str | Path) -> str:
+    """Return ``image_id`` if it is a plain file stem (no path separators, no ``..``), else raise naming ``source``."""
+    if not _ID_RE.match(image_id) or ".." in image_id:
+        raise InputError(source, f"invalid image id {image_id!r} (ids are file stems: no '/', '\\\\' or '..')")
+    return image_id
+
+
+def read_id_list(path: str | Path) -> list[str]:
+    """Read a split list: one id per line, blank lines skipped; empty lists and bad ids are errors."""
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        raise InputError(path, "split list is missing") from None
+    except UnicodeDecodeError:
+        raise InputError(path, "split list is not UTF-8 text") from None
+    ids = [validate_id(line.strip(), path) for line in lines if line.strip()]
+    if not ids:
+        raise InputError(path, "split list is empty")
+    return ids
+
+
+def read_classes(path: str | Path) -> list[str]:
+    """Read ``classes.txt`` (background first); at least one foreground class, no duplicates."""
+    path = Path(path)
+    try:
+        names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    except FileNotFoundError:
+        raise InputError(path, "classes file is missing") from None
+    if len(names) < 2:
+        raise InputError(path, "needs background plus at least one class")
+    if len(set(names)) != len(names):
+        raise InputError(path, "duplicate class names")
+    return names
+
+
+def read_labels_tsv(path: str | Path, classes: list[str]) -> dict[str, tuple[str, ...]]:
+    """Read ``labels.tsv`` into {id: class names}; unknown class names and duplicate ids are errors."""
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        raise InputError(path, "labels file is missing") from None
+    if not lines or lines[0].strip() != LABELS_HEADER:
+        raise InputError(path, f"first line must be the header {LABELS_HEADER!r}")
+    known = set(classes[1:])
+    labels: dict[str, tuple[str, ...]] = {}
+    for lineno, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        image_id, _, names = line.partition("\t")
+        validate_id(image_id, f"{path}:{lineno}")
+        if image_id in labels:
+            raise InputError(f"{path}:{lineno}", f"duplicate image id {image_id!r}")
+        parts = tuple(names.split())
+        unknown = [n for n in parts if n not in known]
+        if unknown:
+            raise InputError(f"{path}:{lineno}", f"unknown class names {unknown}")
+        labels[image_id] = parts
+    return labels
+
+
+def format_labels_tsv(labels: dict[str, list[str] | tuple[str, ...]]) -> str:
+    """Serialise {id: class names} as ``labels.tsv`` text, ids sorted."""
+    rows = [LABELS_HEADER] + [f"{i}\t{' '.join(labels[i])}" for i in sorted(labels)]
+    return "\n".join(rows) + "\n"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image of a split: RGB uint8 H×W×3, multi-hot foreground labels, and the mask (None if absent)."""
+
+    image_id: str
+    image: np.ndarray
+    labels: np.ndarray
+    mask: np.ndarray | None
+
+
+class VOCLayoutDataset:
+    """Reader over a VOC-layout root (see module doc). Cheap to construct; files are read on access."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise InputError(self.root, "dataset root is not a directory")
+        layout: dict = {}
+        meta = self.root / "dataset.yaml"
+        if meta.exists():
+            try:
+                layout = yaml.safe_load(meta.read_text()) or {}
+            except yaml.YAMLError as err:
+                raise InputError(meta, f"invalid YAML ({str(err).splitlines()[0]})") from None
+            if not isinstance(layout, dict):
+                raise InputError(meta, "must be a mapping")
+        self.image_dir = self.root / layout.get("images", "JPEGImages")
+        self.mask_dir = self.root / layout.get("masks", "SegmentationClass")
+
+    @cached_property
+    def classes(self) -> list[str]:
+        return read_classes(self.root / "classes.txt")
+
+    @property
+    def num_classes(self) -> int:
+        """Number of ids including background."""
+        return len(self.classes)
+
+    @cached_property
+    def _labels(self) -> dict[str, tuple[str, ...]]:
+        return read_labels_tsv(self.root / "labels.tsv", self.classes)
+
+    def split_path(self, split: str) -> Path:
+        validate_id(split, self.root / "ImageSets/Segmentation")
+        return self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
+
+    def ids(self, split: str) -> list[str]:
+        """The ids of ``split``; every id must have image-level labels."""
+        path = self.split_path(split)
+        ids = read_id_list(path)
+        missing = [i for i in ids if i not in self._labels]
+        if missing:
+            raise InputError(self.root / "labels.tsv", f"no labels for {len(missing)} ids of {path.name}, e.g. {missing[0]!r}")
+        return ids
+
+    def label_names(self, image_id: str) -> tuple[str, ...]:
+        try:
+            return self._labels[image_id]
+        except KeyError:
+            raise InputError(self.root / "labels.tsv", f"no labels for image id {image_id!r}") from None
+
+    def label_vector(self, image_id: str) -> np.ndarray:
+        """Multi-hot float32 vector over the C-1 foreground classes (index k ↔ mask id k+1)."""
+        vec = np.zeros(self.num_classes - 1, dtype=np.float32)
+        index = {name: k for k, name in enumerate(self.classes[1:])}
+        for name in self.label_names(image_id):
+            vec[index[name]] = 1.0
+        return vec
+
+    def image_path(self, image_id: str) -> Path:
+        return self.image_dir / f"{validate_id(image_id, self.image_dir)}.jpg"
+
+    def mask_path(self, image_id: str) -> Path:
+        return self.mask_dir / f"{validate_id(image_id, self.mask_dir)}.png"
+
+    def image(self, image_id: str) -> np.ndarray:
+        return read_rgb(self.image_path(image_id))
+
+    def mask(self, image_id: str) -> np.ndarray:
+        """The H×W uint8 mask, values validated against the class count (255 = ignore)."""
+        return read_label_png(self.mask_path(image_id), self.num_classes)
+
+    def has_mask(self, image_id: str) -> bool:
+        return self.mask_path(image_id).exists()
+
+    def sample(self, image_id: str, with_mask: bool = True) -> Sample:
+        """Read one image, its labels and (if present and asked for) its mask; shapes are cross-checked."""
+        image = self.image(image_id)
+        mask = self.mask(image_id) if with_mask and self.has_mask(image_id) else None
+        if mask is not None and mask.shape != image.shape[:2]:
+            raise InputError(self.mask_path(image_id), f"mask size {mask.shape} differs from image size {image.shape[:2]}")
+        return Sample(image_id, image, self.label_vector(image_id), mask)
+
+
+__all__ = ["IGNORE", "Sample", "VOCLayoutDataset", "format_labels_tsv", "read_id_list", "read_labels_tsv", "validate_id"]
