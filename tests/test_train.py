@@ -1,0 +1,113 @@
+"""Training machinery: poly LR, the step-indexed sampler, and exact resume after an interrupted run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from wsss.train import Checkpoint, StepBatchSampler, build_optimizer, fit, load_state_dict_file, poly_lr
+
+
+def test_poly_lr_known_values() -> None:
+    assert poly_lr(0.1, 0, 100) == pytest.approx(0.1)
+    assert poly_lr(0.1, 50, 100, power=1.0) == pytest.approx(0.05)
+    assert poly_lr(0.01, 3965, 3966) == pytest.approx(0.01 * (1 / 3966) ** 0.9)
+
+
+def test_optimizer_groups_carry_multipliers() -> None:
+    a, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(3))
+    opt = build_optimizer([{"params": [a]}, {"params": [b], "lr_mult": 10.0}], "sgd", 0.01, 1e-4, 1e-4)
+    assert [g["initial_lr"] for g in opt.param_groups] == pytest.approx([0.01, 0.1])
+    assert opt.param_groups[0]["momentum"] == 1e-4
+
+
+def test_sampler_covers_epochs_and_is_a_function_of_step() -> None:
+    s = StepBatchSampler(num_items=10, batch_size=3, seed=7, max_steps=6)
+    batches = list(s)
+    assert len(batches) == 6 and all(len(b) == 3 for b in batches)
+    first_epoch = [i for b in batches[:3] for i, _ in b]
+    assert len(set(first_epoch)) == 9  # drop_last: 3 steps per epoch, no repeats inside an epoch
+    resumed = list(StepBatchSampler(10, 3, 7, 6, start_step=4))
+    assert resumed == batches[4:]
+    seeds = [sd for b in batches for _, sd in b]
+    assert len(set(seeds)) == len(seeds)
+    assert list(StepBatchSampler(10, 3, 8, 6)) != batches
+
+
+def test_sampler_ranks_partition_the_global_batch() -> None:
+    full = list(StepBatchSampler(20, 4, 1, 5))
+    r0 = list(StepBatchSampler(20, 4, 1, 5, rank=0, world_size=2))
+    r1 = list(StepBatchSampler(20, 4, 1, 5, rank=1, world_size=2))
+    for g, a, b in zip(full, r0, r1):
+        assert sorted(a + b) == sorted(g) and not set(a) & set(b)
+
+
+class _Noisy(torch.utils.data.Dataset):
+    """Regression items whose augmentation noise depends only on the aug seed."""
+
+    def __init__(self) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(16, 4, generator=g)
+        self.y = self.x @ torch.tensor([1.0, -2.0, 0.5, 3.0])
+
+    def __len__(self) -> int:
+        return 16
+
+    def __getitem__(self, key):
+        i, seed = key
+        noise = float(np.random.default_rng(seed).normal(0, 0.1))
+        return {"x": self.x[i] + noise, "y": self.y[i]}
+
+
+def _step(model, batch, step):
+    loss = ((model(batch["x"]).squeeze(1) - batch["y"]) ** 2).mean()
+    return loss, {"mse": loss.item()}
+
+
+def _run(tmp: Path, fail_at: int | None = None) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    opt = build_optimizer([{"params": model.parameters()}], "sgd", 0.05, 1e-4, 0.9)
+
+    def step_fn(m, batch, step):
+        if step == fail_at:
+            raise KeyboardInterrupt("killed")
+        return _step(m, batch, step)
+
+    fit(model, _Noisy(), step_fn, opt, batch_size=4, max_steps=20, seed=3, checkpoint=tmp / "ckpt.pt",
+        checkpoint_every=5, final_weights=tmp / "model.pt", log_csv=tmp / "log.csv", device=torch.device("cpu"),
+        fingerprint="f1")
+    return load_state_dict_file(tmp / "model.pt")
+
+
+def test_resume_after_interruption_gives_identical_weights(tmp_path: Path) -> None:
+    straight = _run(tmp_path / "a")
+    (tmp_path / "b").mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "b", fail_at=13)
+    ckpt = Checkpoint.load(tmp_path / "b" / "ckpt.pt")
+    assert ckpt.step == 10 and not (tmp_path / "b" / "model.pt").exists()
+    resumed = _run(tmp_path / "b")
+    for k in straight:
+        torch.testing.assert_close(resumed[k], straight[k], rtol=0, atol=0)
+    log_a = (tmp_path / "a" / "log.csv").read_text()
+    assert log_a == (tmp_path / "b" / "log.csv").read_text()
+    assert log_a.splitlines()[0] == "step,lr,loss,mse" and len(log_a.splitlines()) == 21
+    assert not (tmp_path / "b" / "ckpt.pt").exists()
+
+
+def test_checkpoint_of_other_params_is_ignored(tmp_path: Path) -> None:
+    model = torch.nn.Linear(4, 1)
+    Checkpoint({k: v * 0 + 5 for k, v in model.state_dict().items()}, {}, 19, {"fingerprint": "other"}).save(
+        tmp_path / "ckpt.pt")
+    weights = _run(tmp_path)
+    assert not torch.all(weights["weight"] == 5)
+
+
+def test_corrupt_checkpoint_is_named(tmp_path: Path) -> None:
+    (tmp_path / "ckpt.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(Exception, match="ckpt.pt: cannot load checkpoint"):
+        Checkpoint.load(tmp_path / "ckpt.pt")

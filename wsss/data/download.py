@@ -1,0 +1,209 @@
+"""Fetch and unpack dataset archives: verified downloads (size + md5) and safe, atomic extraction.
+
+A download streams to a temporary sibling file and is renamed onto its destination only after its size and
+checksum check out, so a destination file that exists is always complete. Extraction writes into a temporary
+sibling folder that is renamed onto the destination only when every member is unpacked; archive members that
+would land outside the destination (absolute paths, ``..``, links pointing out) are rejected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import logging
+import os
+import tarfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+import zlib
+from pathlib import Path, PurePosixPath
+
+from tqdm import tqdm
+
+from wsss.errors import InputError
+from wsss.io import atomic_dir, atomic_path
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20
+
+
+def md5sum(path: str | os.PathLike[str]) -> str:
+    """The hex md5 of a file, read in chunks."""
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def url_filename(url: str) -> str:
+    """The file name a URL points at (last path segment, query ignored); used to name the cached download."""
+    name = PurePosixPath(urllib.parse.unquote(urllib.parse.urlparse(url).path)).name
+    if not name or name in (".", ".."):
+        raise InputError(url, "URL does not end in a file name")
+    return name
+
+
+def download(url: str, dest: str | os.PathLike[str], md5: str | None) -> Path:
+    """Download ``url`` (http, https or file) to ``dest``, verified; return ``dest``.
+
+    An existing ``dest`` whose md5 matches is reused without touching the network. The body is streamed to a
+    temporary sibling; a body shorter than the announced Content-Length, or an md5 other than ``md5``, raises
+    :class:`InputError` and leaves no file behind. With ``md5=None`` any content is accepted and its md5 is
+    logged as a warning so that it can be pinned in the config.
+    """
+    dest = Path(dest)
+    expected = md5.lower() if md5 else None
+    if dest.is_file():
+        actual = md5sum(dest)
+        if expected is None:
+            log.warning("reusing %s without a checksum to verify; its md5 is %s (pin it in the config)", dest, actual)
+            return dest
+        if actual == expected:
+            log.info("reusing %s (md5 ok)", dest)
+            return dest
+        log.warning("cached %s has md5 %s, expected %s: downloading again", dest, actual, expected)
+    scheme = urllib.parse.urlparse(url).scheme
+    if scheme not in ("http", "https", "file"):
+        raise InputError(url, f"unsupported URL scheme {scheme!r} (use http, https or file)")
+    log.info("downloading %s -> %s", url, dest)
+    with atomic_path(dest) as tmp:
+        actual = _fetch(url, tmp)
+        if expected is None:
+            log.warning("no md5 configured for %s; downloaded file has md5 %s (pin it in the config)", url, actual)
+        elif actual != expected:
+            raise InputError(dest, f"md5 mismatch for download of {url}: expected {expected}, got {actual}")
+    return dest
+
+
+def _fetch(url: str, path: Path) -> str:
+    """Stream ``url`` into ``path``; check the size against Content-Length; return the md5 of what was written."""
+    digest = hashlib.md5()
+    received = 0
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            length_header = response.headers.get("Content-Length")
+            total = int(length_header) if length_header and length_header.isdigit() else None
+            with open(path, "wb") as out, tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
+                                               desc=url_filename(url), leave=False) as bar:
+                while chunk := response.read(_CHUNK):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+    except http.client.IncompleteRead as err:
+        received += len(err.partial)
+        raise InputError(url, f"download truncated: connection closed after {received} bytes") from None
+    except urllib.error.HTTPError as err:
+        raise InputError(url, f"download failed: HTTP {err.code} {err.reason}") from None
+    except urllib.error.URLError as err:
+        raise InputError(url, f"download failed: {err.reason}") from None
+    except (http.client.HTTPException, ConnectionError, TimeoutError) as err:
+        raise InputError(url, f"download failed after {received} bytes ({type(err).__name__}: {err})") from None
+    if total is not None and received != total:
+        raise InputError(url, f"download truncated: got {received} of {total} bytes (Content-Length)")
+    return digest.hexdigest()
+
+
+def extract(archive: str | os.PathLike[str], dest_dir: str | os.PathLike[str], subdir: str | None = None) -> Path:
+    """Unpack a tar (any compression) or zip archive into ``dest_dir`` atomically; return ``dest_dir``.
+
+    The format is detected from the content, not the file name. With ``subdir`` (a ``/``-separated folder
+    inside the archive) only that folder's content is unpacked, as ``dest_dir`` itself; members outside it
+    are skipped, and an archive without it is an error. A corrupt archive or an unsafe member (absolute path,
+    ``..``, link leaving the destination, device file) raises :class:`InputError` naming the archive, and
+    nothing is left at ``dest_dir`` (an existing ``dest_dir`` is replaced only on success).
+    """
+    archive = Path(archive)
+    prefix = _normalise_subdir(archive, subdir)
+    if not archive.is_file():
+        raise InputError(archive, "archive file is missing")
+    with atomic_dir(dest_dir) as tmp:
+        if zipfile.is_zipfile(archive):
+            count = _extract_zip(archive, tmp, prefix)
+        else:
+            count = _extract_tar(archive, tmp, prefix)
+        if prefix and count == 0:
+            raise InputError(archive, f"archive has no folder {subdir!r}")
+        log.info("extracted %d members of %s into %s", count, archive, dest_dir)
+    return Path(dest_dir)
+
+
+def _normalise_subdir(archive: Path, subdir: str | None) -> str:
+    if not subdir:
+        return ""
+    parts = PurePosixPath(subdir).parts
+    if PurePosixPath(subdir).is_absolute() or ".." in parts:
+        raise InputError(archive, f"subdir {subdir!r} must be a relative folder inside the archive")
+    return "/".join(p for p in parts if p != ".") + "/"
+
+
+def _strip(name: str, prefix: str) -> str | None:
+    """``name`` relative to ``prefix`` (None when outside it); leading ``./`` is ignored."""
+    while name.startswith("./"):
+        name = name[2:]
+    if not prefix:
+        return name
+    if not name.startswith(prefix):
+        return None
+    return name[len(prefix):]
+
+
+def _extract_tar(archive: Path, dest: Path, prefix: str) -> int:
+    count = 0
+
+    def keep(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
+        nonlocal count
+        if member.name.startswith("/") or (member.islnk() and member.linkname.startswith("/")):
+            raise tarfile.AbsolutePathError(member)
+        name = _strip(member.name, prefix)
+        if not name:
+            return None
+        changes: dict[str, str] = {"name": name}
+        if member.islnk():
+            target = _strip(member.linkname, prefix)
+            if target is None:
+                raise InputError(archive, f"member {member.name!r} is a hard link outside {prefix!r}")
+            changes["linkname"] = target
+        safe = tarfile.data_filter(member.replace(**changes, deep=False), path)
+        count += 1
+        return safe
+
+    try:
+        with tarfile.open(archive, mode="r:*") as tar:
+            tar.extractall(dest, filter=keep)
+    except tarfile.FilterError as err:
+        raise InputError(archive, f"unsafe archive member rejected ({err})") from None
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
+        if isinstance(err, OSError) and err.errno is not None:
+            raise
+        raise InputError(archive, f"corrupt or unreadable archive ({type(err).__name__}: {err})") from None
+    return count
+
+
+def _extract_zip(archive: Path, dest: Path, prefix: str) -> int:
+    count = 0
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            infos = zf.infolist()
+            for info in infos:
+                name = info.filename.replace("\\", "/")
+                parts = PurePosixPath(name).parts
+                if name.startswith("/") or (parts and parts[0].endswith(":")) or ".." in parts:
+                    raise InputError(archive, f"unsafe archive member rejected: {info.filename!r}")
+            for info in infos:
+                name = _strip(info.filename.replace("\\", "/"), prefix)
+                if not name:
+                    continue
+                info.filename = name
+                zf.extract(info, dest)
+                count += 1
+    except (zipfile.BadZipFile, zlib.error, EOFError) as err:
+        raise InputError(archive, f"corrupt or unreadable archive ({type(err).__name__}: {err})") from None
+    return count
+
+
+__all__ = ["download", "extract", "md5sum", "url_filename"]

@@ -1,0 +1,38 @@
+"""PyTorch datasets over the VOC-layout reader for the training stages.
+
+Training sets are indexed by ``(index, aug_seed)`` pairs from :class:`wsss.train.StepBatchSampler`, so every
+augmentation draw is reproducible from the step alone (exact resume, same batches under DDP).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from wsss.data import transforms as T
+from wsss.data.dataset import VOCLayoutDataset
+
+
+class ClassificationTrainSet(torch.utils.data.Dataset):
+    """Images with image-level labels, augmented as the VWL/IRN classifier recipe (SPEC §3.7):
+    random long-side resize in ``resize_long``, ImageNet normalisation, flip, random ``crop`` (zero = mean padding)."""
+
+    def __init__(self, data: VOCLayoutDataset, ids: list[str], resize_long: tuple[int, int], crop: int) -> None:
+        self.data, self.ids = data, ids
+        self.resize_long, self.crop = resize_long, crop
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        index, aug_seed = key
+        rng = np.random.default_rng(aug_seed)
+        image_id = self.ids[index]
+        image = T.random_resize_long(self.data.image(image_id), *self.resize_long, rng)
+        image = T.normalize(image)
+        (image,) = T.random_hflip([image], rng)
+        (image,) = T.random_crop([image], self.crop, [0.0], rng)
+        return {"image": torch.from_numpy(T.to_chw(image)), "labels": torch.from_numpy(self.data.label_vector(image_id)),
+                "id": image_id}
