@@ -1,0 +1,312 @@
+"""COCO 2014 preparer on a tiny COCO-format root written by the tests (no real COCO needed)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from wsss.data.coco import Instance, class_table, prepare_coco, segmentation_to_rle, semantic_mask
+from wsss.data.dataset import VOCLayoutDataset
+from wsss.errors import InputError
+from wsss.io import read_label_png
+
+REPO = Path(__file__).resolve().parents[1]
+
+# COCO category ids 1, 3, 90 -> contiguous ids 1, 2, 3 (listed out of order in the JSON on purpose).
+CATEGORIES = [{"id": 90, "name": "teddy bear", "supercategory": "indoor"},
+              {"id": 1, "name": "person", "supercategory": "person"},
+              {"id": 3, "name": "traffic light", "supercategory": "outdoor"}]
+PERSON, LIGHT, TEDDY = 1, 2, 3
+T1, T2, T3 = (f"COCO_train2014_{i:012d}" for i in (1, 2, 3))
+V4, V5, V6 = (f"COCO_val2014_{i:012d}" for i in (4, 5, 6))
+
+
+def box(x0: int, y0: int, x1: int, y1: int) -> list[float]:
+    """An axis-aligned polygon; pycocotools rasterises it to exactly rows y0..y1-1, cols x0..x1-1."""
+    return [x0, y0, x1, y0, x1, y1, x0, y1]
+
+
+def box_mask(h: int, w: int, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+    m = np.zeros((h, w), dtype=np.uint8)
+    m[y0:y1, x0:x1] = 1
+    return m
+
+
+def uncompressed_rle(m: np.ndarray) -> dict:
+    """COCO's uncompressed RLE (column-major runs, starting with zeros), as crowd annotations store it."""
+    flat = m.flatten(order="F")
+    change = np.flatnonzero(np.diff(flat)) + 1
+    edges = np.concatenate([[0], change, [flat.size]])
+    runs = np.diff(edges).tolist()
+    if flat[0] == 1:
+        runs = [0] + runs
+    return {"counts": runs, "size": list(m.shape)}
+
+
+def compressed_rle(m: np.ndarray) -> dict:
+    rle = mask_utils.encode(np.asfortranarray(m))
+    return {"counts": rle["counts"].decode(), "size": list(m.shape)}
+
+
+def ann(aid: int, image_id: int, cat: int, segmentation, iscrowd: int = 0) -> dict:
+    return {"id": aid, "image_id": image_id, "category_id": cat, "segmentation": segmentation,
+            "iscrowd": iscrowd, "area": 0.0, "bbox": [0, 0, 1, 1]}
+
+
+def coco_json() -> dict[str, dict]:
+    """The two subsets. Expected masks are spelled out in the tests below."""
+    train = {
+        "images": [{"id": 1, "file_name": f"{T1}.jpg", "height": 30, "width": 40},
+                   {"id": 2, "file_name": f"{T2}.jpg", "height": 24, "width": 32},
+                   {"id": 3, "file_name": f"{T3}.jpg", "height": 16, "width": 16}],
+        "annotations": [
+            # image 1: a small teddy on a large person (teddy wins), a crowd of lights over the person's corner
+            ann(11, 1, 90, [box(10, 10, 16, 16)]),
+            ann(10, 1, 1, [box(0, 0, 20, 20)]),
+            ann(12, 1, 3, uncompressed_rle(box_mask(30, 40, 15, 15, 40, 30)), iscrowd=1),
+            # image 2: equal areas overlap (higher annotation id 21 wins); a 9-pixel teddy; a two-part person
+            # with a degenerate 2-point polygon that must be skipped
+            ann(21, 2, 3, [box(5, 0, 15, 10)]),
+            ann(20, 2, 1, [box(0, 0, 10, 10)]),
+            ann(22, 2, 90, [box(20, 15, 23, 18)]),
+            ann(23, 2, 1, [box(25, 0, 30, 5), [1, 1, 2, 2]]),
+            # image 3: only a crowd -> dropped
+            ann(24, 3, 1, compressed_rle(box_mask(16, 16, 0, 0, 8, 8)), iscrowd=1),
+        ],
+        "categories": CATEGORIES,
+    }
+    val = {
+        "images": [{"id": 4, "file_name": f"{V4}.jpg", "height": 20, "width": 20},
+                   {"id": 5, "file_name": f"{V5}.jpg", "height": 20, "width": 20},
+                   {"id": 6, "file_name": f"{V6}.jpg", "height": 20, "width": 20}],
+        "annotations": [
+            ann(30, 4, 90, compressed_rle(box_mask(20, 20, 5, 5, 15, 15))),  # non-crowd compressed RLE
+            ann(31, 6, 1, [box(0, 0, 2, 2)]),  # 4 pixels: dropped by min_area=10
+        ],  # image 5 has no annotation -> dropped
+        "categories": copy.deepcopy(CATEGORIES),
+    }
+    return {"train2014": train, "val2014": val}
+
+
+def write_root(root: Path, data: dict[str, dict] | None = None) -> Path:
+    data = coco_json() if data is None else data
+    rng = np.random.default_rng(0)
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    for subset, content in data.items():
+        (root / subset).mkdir(exist_ok=True)
+        for img in content["images"]:
+            pixels = rng.integers(0, 256, (img["height"], img["width"], 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / subset / img["file_name"], format="JPEG")
+        (root / "annotations" / f"instances_{subset}.json").write_text(json.dumps(content))
+    return root
+
+
+@pytest.fixture(scope="module")
+def coco_root(tmp_path_factory) -> Path:
+    return write_root(tmp_path_factory.mktemp("coco_root"))
+
+
+@pytest.fixture(scope="module")
+def prepared(coco_root, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("prepared") / "coco"
+    prepare_coco(coco_root, out)
+    return out
+
+
+def expected_masks(min_area: int = 0) -> dict[str, np.ndarray]:
+    m1 = np.zeros((30, 40), np.uint8)
+    m1[15:30, 15:40] = 255           # crowd
+    m1[0:20, 0:20] = PERSON          # person covers part of the crowd: its pixels stay person
+    m1[10:16, 10:16] = TEDDY         # smaller instance on top of the larger one wins
+    m2 = np.zeros((24, 32), np.uint8)
+    m2[0:10, 0:10] = PERSON
+    m2[0:10, 5:15] = LIGHT           # equal area 100: annotation 21 > 20 wins the overlap
+    m2[15:18, 20:23] = TEDDY if min_area <= 9 else 255
+    m2[0:5, 25:30] = PERSON
+    m4 = np.zeros((20, 20), np.uint8)
+    m4[5:15, 5:15] = TEDDY
+    masks = {T1: m1, T2: m2, V4: m4}
+    if min_area <= 4:
+        m6 = np.zeros((20, 20), np.uint8)
+        m6[0:2, 0:2] = PERSON
+        masks[V6] = m6
+    return masks
+
+
+def test_class_table_sorts_category_ids_and_joins_names():
+    mapping, names = class_table(CATEGORIES, "x.json")
+    assert mapping == {1: 1, 3: 2, 90: 3}
+    assert names == ["background", "person", "traffic_light", "teddy_bear"]
+    with pytest.raises(InputError, match="not unique"):
+        class_table(CATEGORIES + [{"id": 7, "name": "traffic  light"}], "x.json")
+    with pytest.raises(InputError, match="duplicate category id"):
+        class_table(CATEGORIES + [{"id": 3, "name": "car"}], "x.json")
+
+
+def test_semantic_mask_rules_on_known_rles():
+    h, w = 8, 8
+    rle = lambda m: mask_utils.encode(np.asfortranarray(m))  # noqa: E731
+    big = Instance(5, 1, False, rle(box_mask(h, w, 0, 0, 6, 6)))
+    small = Instance(9, 2, False, rle(box_mask(h, w, 2, 2, 4, 4)))      # 4 px, inside big
+    twin = Instance(3, 3, False, rle(box_mask(h, w, 1, 0, 7, 6)))       # same area as big, lower id
+    crowd = Instance(7, 3, True, rle(box_mask(h, w, 4, 4, 8, 8)))
+    for order in ([big, small, twin, crowd], [crowd, twin, small, big]):
+        label, classes = semantic_mask(h, w, order)
+        assert classes == (1, 2, 3)
+        assert label[3, 3] == 2                 # smallest on top
+        assert label[1, 1] == 1                 # big (id 5) beats twin (id 3) on equal area
+        assert label[0, 6] == 3                 # only twin
+        assert label[5, 5] == 1 and label[7, 7] == 255 and label[7, 0] == 0
+    label, classes = semantic_mask(h, w, [big, small, crowd], min_area=5)
+    assert classes == (1,)
+    assert label[3, 3] == 1                     # small instance dropped, covered by big
+    label, classes = semantic_mask(h, w, [small], min_area=5)
+    assert classes == () and label[3, 3] == 255 and (label != 255).sum() == 60
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+def test_segmentation_to_rle_validates():
+    good = segmentation_to_rle(uncompressed_rle(box_mask(4, 5, 1, 1, 3, 3)), 4, 5, "f.json: annotation 1")
+    assert mask_utils.decode(good).tolist() == box_mask(4, 5, 1, 1, 3, 3).tolist()
+    with pytest.raises(InputError, match="adding up to 20"):
+        segmentation_to_rle({"counts": [3, 2, 1], "size": [4, 5]}, 4, 5, "f.json")
+    with pytest.raises(InputError, match="add up to 12"):
+        segmentation_to_rle({"counts": compressed_rle(box_mask(3, 4, 0, 0, 1, 1))["counts"], "size": [4, 5]},
+                            4, 5, "f.json")
+    with pytest.raises(InputError, match="differs from the image size"):
+        segmentation_to_rle(uncompressed_rle(box_mask(5, 4, 1, 1, 3, 3)), 4, 5, "f.json")
+    with pytest.raises(InputError, match="odd number"):
+        segmentation_to_rle([[1, 2, 3, 4, 5, 6, 7]], 4, 5, "f.json")
+
+
+def test_prepared_layout_masks_labels_and_lists(prepared, coco_root):
+    ds = VOCLayoutDataset(prepared)
+    assert (prepared / "classes.txt").read_text() == "background\nperson\ntraffic_light\nteddy_bear\n"
+    assert ds.num_classes == 4
+    assert ds.ids("train") == [T1, T2]
+    assert ds.ids("val") == [V4, V6]
+    assert (prepared / "labels.tsv").read_text() == (
+        "image_id\tclasses\n"
+        f"{T1}\tperson teddy_bear\n"
+        f"{T2}\tperson traffic_light teddy_bear\n"
+        f"{V4}\tteddy_bear\n"
+        f"{V6}\tperson\n")
+    for image_id, want in expected_masks().items():
+        got = read_label_png(prepared / "SegmentationClass" / f"{image_id}.png", 4)
+        np.testing.assert_array_equal(got, want, err_msg=image_id)
+        sample = ds.sample(image_id)
+        assert sample.mask.shape == sample.image.shape[:2]
+    assert ds.label_vector(T2).tolist() == [1.0, 1.0, 1.0]
+    assert ds.label_vector(T1).tolist() == [1.0, 0.0, 1.0]
+    link = prepared / "JPEGImages" / f"{T1}.jpg"
+    assert link.is_symlink() and Path(os.readlink(link)) == Path(os.path.abspath(coco_root)) / "train2014" / f"{T1}.jpg"
+    for dropped in (T3, V5):
+        assert not (prepared / "SegmentationClass" / f"{dropped}.png").exists()
+        assert not (prepared / "JPEGImages" / f"{dropped}.jpg").exists()
+
+
+def test_min_area_drops_small_instances(coco_root, tmp_path):
+    lists = prepare_coco(coco_root, tmp_path / "c", min_area=10)
+    assert lists == {"train": [T1, T2], "val": [V4]}
+    labels = (tmp_path / "c" / "labels.tsv").read_text().splitlines()
+    assert f"{T2}\tperson traffic_light" in labels and not any(line.startswith(V6) for line in labels)
+    for image_id, want in expected_masks(min_area=10).items():
+        np.testing.assert_array_equal(read_label_png(tmp_path / "c" / "SegmentationClass" / f"{image_id}.png"), want)
+
+
+def tree_bytes(root: Path) -> dict[str, bytes | str]:
+    return {str(p.relative_to(root)): (os.readlink(p) if p.is_symlink() else p.read_bytes())
+            for p in sorted(root.rglob("*")) if p.is_symlink() or p.is_file()}
+
+
+def test_deterministic_for_any_worker_count(prepared, coco_root, tmp_path):
+    prepare_coco(coco_root, tmp_path / "w2", workers=2)
+    assert tree_bytes(tmp_path / "w2") == tree_bytes(prepared)
+    prepare_coco(coco_root, tmp_path / "w2", workers=1)  # rerun in place
+    assert tree_bytes(tmp_path / "w2") == tree_bytes(prepared)
+
+
+def broken_root(tmp_path: Path, edit) -> Path:
+    """A good root (images included) whose JSON files are then edited."""
+    root = write_root(tmp_path / "root")
+    data = coco_json()
+    edit(data)
+    for subset, content in data.items():
+        (root / "annotations" / f"instances_{subset}.json").write_text(json.dumps(content))
+    return root
+
+
+def test_unknown_category_and_image_name_the_json(tmp_path):
+    root = broken_root(tmp_path, lambda d: d["val2014"]["annotations"].append(ann(99, 4, 5, [box(0, 0, 3, 3)])))
+    with pytest.raises(InputError) as err:
+        prepare_coco(root, tmp_path / "out")
+    assert err.value.path == str(root / "annotations" / "instances_val2014.json")
+    assert "annotation 99" in err.value.problem and "category_id 5" in err.value.problem
+    assert not (tmp_path / "out" / "dataset.yaml").exists()
+
+    root = broken_root(tmp_path / "b", lambda d: d["train2014"]["annotations"].append(ann(98, 77, 1, [])))
+    with pytest.raises(InputError, match="annotation 98: unknown image_id 77") as err:
+        prepare_coco(root, tmp_path / "out")
+    assert err.value.path.endswith("instances_train2014.json")
+
+
+def test_missing_image_file_is_named(coco_root, tmp_path, prepared):
+    out = tmp_path / "out"
+    prepare_coco(coco_root, out)
+    root = write_root(tmp_path / "root")
+    missing = root / "val2014" / f"{V4}.jpg"
+    missing.unlink()
+    with pytest.raises(InputError) as err:
+        prepare_coco(root, out)
+    assert err.value.path == str(missing) and "missing" in err.value.problem
+    assert not (out / "dataset.yaml").exists() and not (out / "labels.tsv").exists()  # no longer looks complete
+
+
+def test_bad_json_wrong_size_and_category_mismatch(tmp_path):
+    root = write_root(tmp_path / "r1")
+    (root / "annotations" / "instances_train2014.json").write_text('{"images": [')
+    with pytest.raises(InputError, match="invalid JSON") as err:
+        prepare_coco(root, tmp_path / "o")
+    assert err.value.path.endswith("instances_train2014.json")
+
+    root = broken_root(tmp_path / "r2", lambda d: d["train2014"]["images"][1].update(height=25))
+    with pytest.raises(InputError, match="32x24 but") as err:
+        prepare_coco(root, tmp_path / "o", workers=2)
+    assert err.value.path == str(root / "train2014" / f"{T2}.jpg")
+
+    root = broken_root(tmp_path / "r3", lambda d: d["val2014"]["categories"].pop())
+    with pytest.raises(InputError, match="categories differ") as err:
+        prepare_coco(root, tmp_path / "o")
+    assert err.value.path.endswith("instances_val2014.json")
+
+
+def run_stage_script(params: dict, out: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, str(REPO / "stages" / "prepare_coco.py"), "--params", json.dumps(params),
+                           "--out", str(out)], capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+
+
+def test_stage_script(coco_root, prepared, tmp_path):
+    ok = run_stage_script({"root": str(coco_root), "workers": 1}, tmp_path / "ok")
+    assert ok.returncode == 0, ok.stderr
+    assert tree_bytes(tmp_path / "ok") == tree_bytes(prepared)
+
+    root = broken_root(tmp_path, lambda d: d["val2014"]["annotations"].append(ann(99, 4, 5, [box(0, 0, 3, 3)])))
+    bad = run_stage_script({"root": str(root)}, tmp_path / "bad")
+    assert bad.returncode == 2
+    errors = [line for line in bad.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {root / 'annotations' / 'instances_val2014.json'}: annotation 99: unknown category_id 5"]
+    assert bad.stderr.splitlines()[-1] == errors[0]
+    assert "Traceback" not in bad.stderr
+
+    missing = run_stage_script({}, tmp_path / "none")
+    assert missing.returncode == 2 and missing.stderr.splitlines()[-1].startswith("error: params.root: required")
