@@ -57,3 +57,22 @@ def test_bad_values_name_the_key(schema: dict, patch: dict, message: str) -> Non
     assert str(err.value).startswith("my.yaml: ")
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_run_overrides_merge_over_section_defaults(schema: dict) -> None:
+    from wsss.config import run_config
+
+    raw = {"cls": {"lr": 0.05}, "runs": {"small": {"dataset": "synth", "cls": {"backbone": 18}}, "big": {"dataset": "voc"}}}
+    cfg = validate_config(raw, schema)
+    small, big = run_config(cfg, "small"), run_config(cfg, "big")
+    assert small["cls"]["backbone"] == 18 and big["cls"]["backbone"] == 101
+    assert small["cls"]["lr"] == big["cls"]["lr"] == 0.05
+    assert "backbone" not in cfg["runs"]["big"].get("cls", {})  # overrides stay sparse: no defaults injected
+    assert small["cam"]["bg_score"] == 0.13
+    with pytest.raises(InputError, match="runs.nope: no such run"):
+        run_config(cfg, "nope")
+
+
+def test_run_override_is_type_checked(schema: dict) -> None:
+    with pytest.raises(InputError, match="runs.r.cls.backbone: 19 is not one of"):
+        validate_config({"runs": {"r": {"dataset": "synth", "cls": {"backbone": 19}}}}, schema)

@@ -26,9 +26,21 @@ def _with_defaults(validator_class: type) -> type:
     return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
 
 
-def _inline_refs(node: Any, root: dict[str, Any]) -> Any:
-    """Replace local ``{"$ref": "#/definitions/x"}`` nodes by their targets (the schema has no cycles)."""
+def _strip_defaults(node: Any) -> Any:
+    """A copy of a schema without ``default`` keywords (for per-run overrides, which must stay sparse)."""
     if isinstance(node, dict):
+        return {k: _strip_defaults(v) for k, v in node.items() if k != "default"}
+    if isinstance(node, list):
+        return [_strip_defaults(v) for v in node]
+    return node
+
+
+def _inline_refs(node: Any, root: dict[str, Any]) -> Any:
+    """Replace local ``{"$ref": "#/definitions/x"}`` nodes by their targets (the schema has no cycles), and
+    ``{"$override": "x"}`` by definition ``x`` without defaults."""
+    if isinstance(node, dict):
+        if set(node) == {"$override"}:
+            return _strip_defaults(_inline_refs(root["definitions"][node["$override"]], root))
         if set(node) == {"$ref"} and node["$ref"].startswith("#/"):
             target: Any = root
             for part in node["$ref"][2:].split("/"):
@@ -62,3 +74,21 @@ def validate_config(config: dict[str, Any], schema: dict[str, Any], source: str 
         key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
         raise InputError(source, f"{key}: {err.message}")
     return config
+
+
+STAGE_SECTIONS = ("cls", "cam")
+
+
+def run_config(config: dict[str, Any], run: str) -> dict[str, Any]:
+    """The effective settings of one run: its dataset and method, and every stage section with its overrides.
+
+    ``config`` must be validated (defaults filled). Overrides replace values key by key (lists whole).
+    """
+    try:
+        entry = config["runs"][run]
+    except KeyError:
+        raise InputError("config", f"runs.{run}: no such run (known: {sorted(config['runs'])})") from None
+    merged = {"run": run, "dataset": entry["dataset"], "method": entry["method"]}
+    for section in STAGE_SECTIONS:
+        merged[section] = {**config[section], **entry.get(section, {})}
+    return merged
