@@ -6,7 +6,7 @@ import sys
 
 from snakemake.exceptions import WorkflowError
 
-from wsss.config import load_schema, validate_config
+from wsss.config import load_schema, run_config, validate_config
 from wsss.errors import InputError
 
 try:
@@ -43,3 +43,42 @@ def as_json(obj):
 def dataset_outputs(name):
     """The declared outputs of a prepared dataset: its metadata files, written last by the preparer."""
     return [f"resources/{name}/{f}" for f in DATASET_META]
+
+
+RUNS = sorted(config["runs"])
+
+
+wildcard_constraints:
+    run="|".join(RUNS),
+    split=r"[A-Za-z0-9_]+",
+    shard=r"\d+",
+
+
+def run_cfg(run):
+    """Effective settings of a run (dataset, method, stage sections with the run's overrides)."""
+    return run_config(config, run)
+
+
+def dataset_root(run):
+    return f"resources/{run_cfg(run)['dataset']}"
+
+
+def run_dataset(wildcards):
+    """Input function: the prepared dataset of the run."""
+    return dataset_outputs(run_cfg(wildcards.run)["dataset"])
+
+
+def gpus(run, section):
+    """GPUs requested by this run's jobs of a stage section: none when the config pins the CPU."""
+    return 0 if config["device"] == "cpu" else run_cfg(run)[section]["gpus"]
+
+
+def cam_shards(run, split):
+    """The shard folders of a split's CAMs (scatter); eval_cam gathers them."""
+    n = run_cfg(run)["cam"]["shards"]
+    return [f"results/{run}/cam/{split}/shard_{i}" for i in range(n)]
+
+
+def cam_source_split(run, split):
+    """The inferred split whose CAMs cover evaluation split ``split`` (e.g. VOC train lies in train_aug)."""
+    return run_cfg(run)["cam"]["eval"].get(split, split)

@@ -1,0 +1,93 @@
+# VWL classifier -> multi-scale CAMs (sharded) -> CAM evaluation.
+
+
+rule train_cls:
+    input:
+        run_dataset,
+    output:
+        model="results/{run}/cls/model.pt",
+        log_csv="results/{run}/cls/train_log.csv",
+    params:
+        cfg=lambda w: as_json(run_cfg(w.run)["cls"]),
+        method=lambda w: run_cfg(w.run)["method"],
+        dataset=lambda w: dataset_root(w.run),
+        out_dir=lambda w, output: os.path.dirname(output.model),
+        device=config["device"],
+    log:
+        "logs/{run}/train_cls.log",
+    benchmark:
+        "benchmarks/{run}/train_cls.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=720,
+        gpu=lambda w: gpus(w.run, "cls"),
+    conda:
+        "../envs/wsss.yaml"
+    shell:
+        f"OMP_NUM_THREADS={{threads}} {stage('train_cls')} --params {{params.cfg:q}} --dataset {{params.dataset}}"
+        " --method {params.method} --device {params.device} --weights-cache resources/weights"
+        " --out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule infer_cam:
+    input:
+        run_dataset,
+        model="results/{run}/cls/model.pt",
+    output:
+        directory("results/{run}/cam/{split}/shard_{shard}"),
+    params:
+        cfg=lambda w: as_json(
+            {
+                "cls": run_cfg(w.run)["cls"],
+                "cam": {k: run_cfg(w.run)["cam"][k] for k in ("scales", "fusion", "batch_scales")},
+            }
+        ),
+        method=lambda w: run_cfg(w.run)["method"],
+        dataset=lambda w: dataset_root(w.run),
+        shards=lambda w: run_cfg(w.run)["cam"]["shards"],
+        device=config["device"],
+    log:
+        "logs/{run}/infer_cam/{split}_{shard}.log",
+    benchmark:
+        "benchmarks/{run}/infer_cam/{split}_{shard}.tsv"
+    threads: 1
+    resources:
+        mem_mb=6000,
+        runtime=240,
+        gpu=lambda w: gpus(w.run, "cls"),
+    conda:
+        "../envs/wsss.yaml"
+    shell:
+        f"OMP_NUM_THREADS={{threads}} {stage('infer_cam')} --params {{params.cfg:q}} --dataset {{params.dataset}}"
+        " --split {wildcards.split} --shard {wildcards.shard} --shards {params.shards} --method {params.method}"
+        " --model {input.model} --device {params.device} --out {output} > {log} 2>&1"
+
+
+rule eval_cam:
+    input:
+        run_dataset,
+        cams=lambda w: cam_shards(w.run, cam_source_split(w.run, w.split)),
+    output:
+        miou="results/{run}/cam_{split}_miou.txt",
+        metrics="results/{run}/cam_{split}_metrics.json",
+        sweep="results/{run}/cam_{split}_sweep.json",
+        plot="results/{run}/cam_{split}_sweep.png",
+    params:
+        cfg=lambda w: as_json({"cam": {k: run_cfg(w.run)["cam"][k] for k in ("bg_score", "sweep")}}),
+        dataset=lambda w: dataset_root(w.run),
+    log:
+        "logs/{run}/eval_cam_{split}.log",
+    benchmark:
+        "benchmarks/{run}/eval_cam_{split}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+        gpu=0,
+    conda:
+        "../envs/wsss.yaml"
+    shell:
+        f"{stage('eval_cam')} --params {{params.cfg:q}} --dataset {{params.dataset}} --split {{wildcards.split}}"
+        " --cams {input.cams} --miou {output.miou} --metrics {output.metrics} --sweep {output.sweep}"
+        " --plot {output.plot} > {log} 2>&1"

@@ -1,0 +1,55 @@
+#!/usr/bin/env python
+"""Multi-scale + flip CAMs of one shard of a split, stored compactly (stride 4, float16, GT classes only)."""
+
+import logging
+import sys
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from wsss.classify import CamRecord, build_classifier, image_scores, save_cam, shard
+from wsss.cli import run_stage, stage_parser
+from wsss.data.dataset import VOCLayoutDataset
+from wsss.data.transforms import normalize, to_chw
+from wsss.io import atomic_dir
+from wsss.ops.cam import label_keys, multiscale_cams, pack_cam
+from wsss.train import load_state_dict_file, resolve_device
+
+log = logging.getLogger("wsss")
+
+
+def main(args, params):
+    data = VOCLayoutDataset(args.dataset)
+    ids = shard(data.ids(args.split), args.shard, args.shards)
+    device = resolve_device(args.device)
+    log.info("device %s, shard %d/%d of %s: %d images", device, args.shard, args.shards, args.split, len(ids))
+    model = build_classifier(params["cls"], data.num_classes - 1, args.method, pretrained=False)
+    model.load_state_dict(load_state_dict_file(args.model))
+    model.to(device).eval()
+    cam = params["cam"]
+    with atomic_dir(args.out) as tmp, torch.inference_mode():
+        for start in tqdm(range(0, len(ids), args.batch), desc="cam", mininterval=5.0, file=sys.stderr):
+            chunk = ids[start:start + args.batch]
+            images = [torch.from_numpy(to_chw(normalize(data.image(i)))).to(device) for i in chunk]
+            keys = [label_keys(data.label_vector(i)) for i in chunk]
+            cams = multiscale_cams(model.forward_cam, images, keys, cam["scales"], cam["fusion"],
+                                   batch_scales=cam["batch_scales"], max_batch=args.batch, with_high_res=False)
+            for image_id, image, result in zip(chunk, images, cams):
+                scores = image_scores(model, image[None])[0].cpu().numpy()
+                save_cam(Path(tmp) / f"{image_id}.npz", CamRecord(result.keys.cpu().numpy(), pack_cam(result.cam),
+                                                                  tuple(image.shape[-2:]), scores))
+
+
+if __name__ == "__main__":
+    parser = stage_parser(__doc__)
+    parser.add_argument("--dataset", required=True, help="prepared dataset root")
+    parser.add_argument("--split", required=True)
+    parser.add_argument("--shard", type=int, required=True, help="this shard's index, 0-based")
+    parser.add_argument("--shards", type=int, required=True, help="number of shards of the split")
+    parser.add_argument("--method", required=True, choices=["vwl_l", "vwl_m", "cam"])
+    parser.add_argument("--model", required=True, help="trained classifier state dict (model.pt)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch", type=int, default=8, help="images per forward group")
+    parser.add_argument("--out", required=True, help="output folder of this shard: <id>.npz per image")
+    sys.exit(run_stage(main, parser))

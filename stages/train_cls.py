@@ -1,0 +1,47 @@
+#!/usr/bin/env python
+"""Train the VWL classifier (vwl_l, vwl_m or the plain CAM baseline) on image-level labels; resumable."""
+
+import hashlib
+import json
+import logging
+import sys
+from pathlib import Path
+
+from wsss.classify import build_classifier, optimizer_groups, training_step
+from wsss.cli import run_stage, stage_parser
+from wsss.data.dataset import VOCLayoutDataset
+from wsss.data.loaders import ClassificationTrainSet
+from wsss.train import build_optimizer, fit, resolve_device, seed_everything
+
+log = logging.getLogger("wsss")
+
+
+def main(args, params):
+    data = VOCLayoutDataset(args.dataset)
+    ids = data.ids(args.split)
+    device = resolve_device(args.device)
+    log.info("device %s, %d training images of %s", device, len(ids), args.split)
+    seed_everything(params["seed"])
+    model = build_classifier(params, data.num_classes - 1, args.method, cache_dir=args.weights_cache)
+    optimizer = build_optimizer(optimizer_groups(model, params["lr_mult_new"]), params["optimizer"], params["lr"],
+                                params["weight_decay"], params["momentum"])
+    steps = max(1, int(params["epochs"] * (len(ids) // params["batch_size"])))
+    log.info("%d steps of batch %d", steps, params["batch_size"])
+    out = Path(args.out_dir)
+    fingerprint = hashlib.sha256(json.dumps([params, args.method, ids], sort_keys=True).encode()).hexdigest()
+    fit(model, ClassificationTrainSet(data, ids, tuple(params["resize_long"]), params["crop"]),
+        lambda m, batch, step: training_step(m, batch, step, device, params["seed"]), optimizer,
+        batch_size=params["batch_size"], max_steps=steps, seed=params["seed"], checkpoint=out / "checkpoint.pt",
+        checkpoint_every=params["checkpoint_every"], final_weights=out / "model.pt", log_csv=out / "train_log.csv",
+        device=device, fingerprint=fingerprint, poly_power=params["poly_power"], num_workers=params["workers"])
+
+
+if __name__ == "__main__":
+    parser = stage_parser(__doc__)
+    parser.add_argument("--dataset", required=True, help="prepared dataset root (resources/<name>)")
+    parser.add_argument("--split", default="train_aug", help="training split")
+    parser.add_argument("--method", required=True, choices=["vwl_l", "vwl_m", "cam"])
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--weights-cache", default=None, help="folder for downloaded ImageNet weights")
+    parser.add_argument("--out-dir", required=True, help="writes model.pt, train_log.csv (checkpoint.pt meanwhile)")
+    sys.exit(run_stage(main, parser))

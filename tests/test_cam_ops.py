@@ -1,0 +1,197 @@
+"""Multi-scale + flip CAM inference (SPEC §4) and CAM post-processing."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from wsss.models.backbone import build_resnet
+from wsss.models.vwl import VWLNet
+from wsss.ops.cam import (cam_to_labels, fuse_flip, label_keys, multiscale_cam, multiscale_cams, pack_cam,
+                          resize_image, scaled_size, stride4_size, upsample_cam)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """One intra-op thread: on a shared 2-core machine OpenMP spin-waiting makes tiny convolutions ~50× slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class CountingCam:
+    """Wrap a CAM function and record the batch shapes it was called with."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.calls: list[tuple[int, ...]] = []
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        self.calls.append(tuple(batch.shape))
+        return self.fn(batch)
+
+
+def _asymmetric_cam(batch: torch.Tensor) -> torch.Tensor:
+    """A stride-2 CAM function that is not flip-equivariant (asymmetric kernel, strided grid)."""
+    w = torch.linspace(-1, 1, 5 * 3 * 9).reshape(5, 3, 3, 3)
+    return F.relu(F.conv2d(batch, w, stride=2, padding=1))
+
+
+def _pointwise_cam(batch: torch.Tensor) -> torch.Tensor:
+    """A per-pixel CAM function (1×1 conv), hence exactly flip-equivariant."""
+    w = torch.tensor([[1.0, -0.5, 0.2], [0.3, 0.3, 0.3], [-1.0, 0.4, 0.9]])[:, :, None, None]
+    return F.relu(F.conv2d(batch, w))
+
+
+@pytest.fixture(scope="module")
+def vwl_cam():
+    torch.manual_seed(0)
+    net = VWLNet(build_resnet(18), num_classes=4, method="vwl_l", k_words=8).eval()
+    return net.forward_cam
+
+
+def _image(h: int, w: int, seed: int) -> torch.Tensor:
+    return torch.randn(3, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+def test_sizes() -> None:
+    assert scaled_size(375, 500, 0.5) == (188, 250)  # 187.5 rounds half to even, like np.round
+    assert scaled_size(10, 3, 0.1) == (1, 1)
+    assert stride4_size(37, 40) == (10, 10) and stride4_size(1, 4) == (1, 1)
+
+
+def test_fuse_flip_by_hand() -> None:
+    cams = torch.tensor([[[[1.0, 5.0, 0.0]]], [[[2.0, 2.0, 4.0]]]])  # 2×1×1×3: image, flipped image
+    assert fuse_flip(cams, "max").flatten().tolist() == [4.0, 5.0, 2.0]
+    assert fuse_flip(cams, "sum").flatten().tolist() == [5.0, 7.0, 2.0]
+
+
+def test_pointwise_cam_flip_symmetry() -> None:
+    x = _image(12, 10, 0)
+    cam = _pointwise_cam(x[None])
+    torch.testing.assert_close(_pointwise_cam(x.flip(-1)[None]), cam.flip(-1))
+    # an equivariant CAM fused with its flip gives itself (max) — the flip is undone before fusing
+    pair = _pointwise_cam(torch.stack([x, x.flip(-1)]))
+    torch.testing.assert_close(fuse_flip(pair, "max"), cam[0])
+    torch.testing.assert_close(fuse_flip(pair, "sum"), 2 * cam[0])
+
+
+@pytest.mark.parametrize("fusion", ["max", "sum"])
+def test_multiscale_cam_is_flip_equivariant(fusion: str) -> None:
+    """max/sum fusion symmetrises any CAM function: CAMs of flip(x) are the flipped CAMs of x."""
+    x = _image(21, 30, 1)
+    kw = dict(scales=(1.0, 0.5, 1.5), fusion=fusion)
+    a = multiscale_cam(_asymmetric_cam, x, [4, 1], **kw)
+    b = multiscale_cam(_asymmetric_cam, x.flip(-1), [4, 1], **kw)
+    torch.testing.assert_close(b.cam, a.cam.flip(-1), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(b.high_res, a.high_res.flip(-1), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(_asymmetric_cam(x.flip(-1)[None]), _asymmetric_cam(x[None]).flip(-1))
+
+
+def test_symmetric_image_gives_symmetric_cam(vwl_cam) -> None:
+    half = _image(48, 24, 2)
+    x = torch.cat([half, half.flip(-1)], dim=-1)  # 48×48, mirror-symmetric
+    res = multiscale_cam(vwl_cam, x, [0, 1, 2, 3], scales=(1.0, 0.75))
+    torch.testing.assert_close(res.cam, res.cam.flip(-1), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(res.high_res, res.high_res.flip(-1), rtol=1e-5, atol=1e-6)
+
+
+def test_single_scale_known_answer() -> None:
+    """Identity CAM function at scale 1: high_res is the image channels `keys`, max-normalised."""
+    x = _image(9, 14, 3).abs()
+    res = multiscale_cam(lambda b: b, x, torch.tensor([2, 0]), scales=(1.0,))
+    assert res.keys.tolist() == [2, 0]
+    expected = x[[2, 0]] / (x[[2, 0]].amax(dim=(1, 2), keepdim=True) + 1e-5)
+    torch.testing.assert_close(res.high_res, expected)
+    h4, w4 = stride4_size(9, 14)
+    low = F.interpolate(x[None, [2, 0]], size=(h4, w4), mode="bilinear", align_corners=False)[0]
+    torch.testing.assert_close(res.cam, low / (low.amax(dim=(1, 2), keepdim=True) + 1e-5))
+    assert res.cam.shape == (2, 3, 4) and float(res.cam.amax()) < 1.0
+
+
+def test_scales_are_summed_before_normalising() -> None:
+    """A CAM function that is constant per image gives each scale's constant; the sum is then normalised."""
+    def const(b: torch.Tensor) -> torch.Tensor:  # value = image height, at stride 1
+        return torch.full((b.shape[0], 2, *b.shape[-2:]), float(b.shape[-2]))
+    x = torch.zeros(3, 8, 8)
+    res = multiscale_cam(const, x, [1], scales=(1.0, 0.5), fusion="sum", with_high_res=False)
+    assert res.high_res is None
+    total = 2 * 8.0 + 2 * 4.0  # flip pair summed at each scale, then scales summed
+    torch.testing.assert_close(res.cam, torch.full((1, 2, 2), total / (total + 1e-5)))
+
+
+def test_batched_equals_per_scale(vwl_cam) -> None:
+    images = [_image(32, 40, 4), _image(32, 40, 5), _image(25, 22, 6)]
+    keys = [[0, 3], [1], [2, 3, 0]]
+    scales = (1.0, 0.5, 1.5, 1.0)
+    batched, single = CountingCam(vwl_cam), CountingCam(vwl_cam)
+    a = multiscale_cams(batched, images, keys, scales=scales, batch_scales=True, max_batch=16)
+    b = multiscale_cams(single, images, keys, scales=scales, batch_scales=False)
+    for ra, rb in zip(a, b, strict=True):
+        assert torch.equal(ra.keys, rb.keys)
+        torch.testing.assert_close(ra.cam, rb.cam, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(ra.high_res, rb.high_res, rtol=1e-5, atol=1e-5)
+    assert len(single.calls) == 12 and all(c[0] == 2 for c in single.calls)
+    # images 0 and 1 share all shapes, scale 1.0 is listed twice: 3 shapes for them, 3 for image 2
+    # (25×22 at 0.5 and 1.5 rounds half to even: 12×11 and 38×33)
+    assert len(batched.calls) == 6 and sorted(c[0] for c in batched.calls) == [2, 2, 4, 4, 4, 8]
+    one = multiscale_cam(vwl_cam, images[2], keys[2], scales=scales)
+    torch.testing.assert_close(one.cam, a[2].cam, rtol=1e-5, atol=1e-5)
+    assert a[0].cam.shape == (2, 8, 10) and a[0].high_res.shape == (2, 32, 40)
+
+
+def test_max_batch_keeps_flip_pairs() -> None:
+    cam = CountingCam(_asymmetric_cam)
+    images = [_image(16, 16, s) for s in range(5)]
+    res = multiscale_cams(cam, images, [[0]] * 5, scales=(1.0,), max_batch=2)
+    assert [c[0] for c in cam.calls] == [4, 4, 2]
+    ref = multiscale_cam(_asymmetric_cam, images[4], [0], scales=(1.0,))
+    torch.testing.assert_close(res[4].cam, ref.cam)
+
+
+def test_no_keys_skips_forward() -> None:
+    cam = CountingCam(_asymmetric_cam)
+    res = multiscale_cam(cam, _image(10, 12, 0), [])
+    assert cam.calls == [] and res.cam.shape == (0, 3, 3) and res.high_res.shape == (0, 10, 12)
+
+
+def test_bad_keys_and_options() -> None:
+    with pytest.raises(ValueError, match="out of range"):
+        multiscale_cam(_asymmetric_cam, _image(8, 8, 0), [5])
+    with pytest.raises(ValueError, match="fusion"):
+        multiscale_cam(_asymmetric_cam, _image(8, 8, 0), [0], fusion="mean")
+
+
+def test_bicubic_resize_matches_pil() -> None:
+    rng = np.random.default_rng(0)
+    img = cv2.GaussianBlur((rng.random((60, 80, 3)) * 255).astype(np.uint8), (0, 0), 2)
+    for scale in (0.5, 1.5):
+        h, w = scaled_size(60, 80, scale)
+        pil = np.asarray(Image.fromarray(img).resize((w, h), Image.BICUBIC), dtype=np.float32)
+        ours = resize_image(torch.from_numpy(img).permute(2, 0, 1).float(), (h, w)).permute(1, 2, 0).numpy()
+        assert np.abs(pil - ours).mean() < 0.5 and np.abs(pil - ours).max() < 1.5  # PIL rounds to uint8
+
+
+def test_cam_to_labels_by_hand() -> None:
+    cams = np.array([[[0.05, 0.5, 0.2, 0.13]], [[0.10, 0.2, 0.9, 0.0]]], dtype=np.float32)  # 2×1×4
+    labels = cam_to_labels(cams, np.array([4, 11]), bg_score=0.13)
+    assert labels.dtype == np.uint8
+    assert labels.tolist() == [[0, 5, 12, 0]]  # a tie with the background score goes to background
+    assert cam_to_labels(np.zeros((0, 2, 2)), [], 0.13).tolist() == [[0, 0], [0, 0]]
+    assert label_keys(np.array([0, 1, 0, 1.0])).tolist() == [1, 3]
+
+
+def test_pack_and_upsample() -> None:
+    cam = torch.rand(3, 5, 6)
+    packed = pack_cam(cam)
+    assert packed.dtype == np.float16 and np.abs(packed.astype(np.float32) - cam.numpy()).max() < 5e-4
+    up = upsample_cam(np.array([[[0.0, 1.0]]], dtype=np.float16), (1, 4), normalize=False)
+    assert up.dtype == np.float32
+    np.testing.assert_allclose(up, [[[0.0, 0.25, 0.75, 1.0]]])
+    up = upsample_cam(np.array([[[0.0, 0.5]]]), (2, 4))
+    np.testing.assert_allclose(up[0, 1], np.array([0.0, 0.125, 0.375, 0.5]) / (0.5 + 1e-5), rtol=1e-6)

@@ -1,0 +1,1 @@
+"""Networks: torchvision ResNet backbones (``backbone``) and the VWL classifier (``vwl``)."""

@@ -1,0 +1,210 @@
+"""The VWL classifier (SPEC §3): hybrid pooling, visual-word assignment, VWL-L / VWL-M codebooks and the CAM head.
+
+Shapes: features F are N×ch×h×w (stage-4 output, stride 16), the codebook is K×ch, C is the number of foreground
+classes. ``method`` picks the variant:
+- ``vwl_l``: learned codebook (nn.Parameter) with the decorrelation loss; L = L_cls + L_hist + L_word + L_dec.
+- ``vwl_m``: memory-bank codebook (buffer), moved towards the batch word centroids by :meth:`VWLNet.update_memory_bank`
+  after each forward; L = L_cls + L_word (L_hist is computed and logged only).
+- ``cam``: the IRN baseline, GAP logits and L_cls only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wsss.models.backbone import ResNetStages
+
+METHODS = ("vwl_l", "vwl_m", "cam")
+
+
+def hybrid_pool(x: torch.Tensor, gamma: float = 2.0, levels: Iterable[int] = (1, 2, 4)) -> torch.Tensor:
+    """Hybrid pooling N×C×h×w → N×C: (γ·GAP + Σ_s M_s) / (γ + #levels).
+
+    M_s is the mean of the maxima over the non-overlapping windows (⌊h/s⌋, ⌊w/s⌋) with stride = window and floor
+    mode (rows/columns that do not fill a window are dropped)."""
+    levels = tuple(int(s) for s in levels)
+    h, w = x.shape[-2:]
+    total = gamma * x.mean(dim=(2, 3))
+    for s in levels:
+        kh, kw = h // s, w // s
+        if kh < 1 or kw < 1:
+            raise ValueError(f"feature map {h}x{w} is smaller than pyramid level {s}")
+        total = total + F.max_pool2d(x, (kh, kw), stride=(kh, kw)).mean(dim=(2, 3))
+    return total / (gamma + len(levels))
+
+
+class WordAssignment(NamedTuple):
+    """Visual-word assignment of every pixel (SPEC §3.4)."""
+
+    soft: torch.Tensor  # N×K×h×w softmax over words of τ·cosine
+    hard: torch.Tensor  # N×h×w int64 argmax word
+    presence: torch.Tensor  # N×K float {0,1}: word used by at least one pixel
+    histogram: torch.Tensor  # N×K sum of soft assignments over pixels
+
+
+def word_assignment(feat: torch.Tensor, codebook: torch.Tensor, tau: float = 1.0) -> WordAssignment:
+    """Assign pixels to words by cosine similarity of the detached, L2-normalised features to the normalised codebook.
+
+    Gradients reach only the codebook (through ``soft`` and ``histogram``); computed in float32 even under autocast."""
+    with torch.autocast(device_type=feat.device.type, enabled=False):
+        f = F.normalize(feat.detach().float(), dim=1)
+        b = F.normalize(codebook.float(), dim=1)
+        sim = F.conv2d(f, b[:, :, None, None])
+        soft = torch.softmax(tau * sim, dim=1)
+        hard = sim.detach().argmax(dim=1)
+        n, k = sim.shape[:2]
+        presence = torch.zeros(n, k, device=feat.device, dtype=torch.float32)
+        presence.scatter_(1, hard.flatten(1), 1.0)
+        histogram = soft.sum(dim=(2, 3))
+    return WordAssignment(soft, hard, presence, histogram)
+
+
+def decorrelation_loss(codebook: torch.Tensor) -> torch.Tensor:
+    """½(‖G‖_F − ‖diag G‖₂) with G = B̄B̄ᵀ and B̄ the codebook with each row centred (norms, not squared; §3.5)."""
+    with torch.autocast(device_type=codebook.device.type, enabled=False):
+        b = codebook.float().flatten(1)
+        b = b - b.mean(dim=1, keepdim=True)
+        gram = b @ b.t()
+        return 0.5 * (torch.linalg.matrix_norm(gram) - torch.linalg.vector_norm(torch.diagonal(gram)))
+
+
+def memory_bank_update(codebook: torch.Tensor, feats: torch.Tensor, hard_words: torch.Tensor,
+                       rho: float = 1e-3) -> torch.Tensor:
+    """New codebook ρ·μ + (1−ρ)·B with μ_k = Σ_{w(p)=k} X_p / (n_k + 1e-4) over all batch pixels (raw features).
+
+    Unused words have μ_k = 0 and so shrink by (1−ρ) (§3.6)."""
+    k, ch = codebook.shape
+    x = feats.detach().float().permute(0, 2, 3, 1).reshape(-1, ch)
+    idx = hard_words.reshape(-1).to(device=x.device, dtype=torch.long)
+    sums = torch.zeros(k, ch, device=x.device, dtype=torch.float32).index_add_(0, idx, x)
+    counts = torch.bincount(idx, minlength=k).to(torch.float32)
+    mu = sums / (counts[:, None] + 1e-4)
+    return rho * mu.to(codebook.device) + (1.0 - rho) * codebook.float()
+
+
+def memory_bank_reinit(feats: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """K pixel feature vectors (K×ch) drawn uniformly with replacement from the batch's N·h·w pixels.
+
+    The indices are drawn on the generator's device (CPU when ``generator`` is None)."""
+    ch = feats.shape[1]
+    x = feats.detach().float().permute(0, 2, 3, 1).reshape(-1, ch)
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    idx = torch.randint(x.shape[0], (k,), generator=generator, device=gen_device)
+    return x[idx.to(x.device)].clone()
+
+
+def _mlsm(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.multilabel_soft_margin_loss(logits.float(), targets.float())
+
+
+class VWLNet(nn.Module):
+    """VWL classification network on a :class:`ResNetStages` backbone (see module docstring for the methods)."""
+
+    def __init__(self, backbone: ResNetStages, num_classes: int, method: str = "vwl_l", k_words: int = 256,
+                 gamma: float = 2.0, tau: float = 1.0, levels: Iterable[int] = (1, 2, 4),
+                 detach_stage2: bool | None = None, rho: float = 1e-3) -> None:
+        super().__init__()
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        self.backbone = backbone
+        self.method = method
+        self.num_classes = num_classes
+        self.k_words = k_words
+        self.gamma = float(gamma)
+        self.tau = float(tau)
+        self.levels = tuple(int(s) for s in levels)
+        self.rho = float(rho)
+        self.detach_stage2 = (method != "vwl_m") if detach_stage2 is None else bool(detach_stage2)
+        ch = backbone.out_channels[-1]
+        self.classifier = nn.Conv2d(ch, num_classes, 1, bias=False)
+        if method != "cam":
+            self.fc_a = nn.Conv2d(k_words, num_classes, 1, bias=False)
+            self.fc_b = nn.Conv2d(ch, k_words, 1, bias=False)
+            codebook = torch.empty(k_words, ch)
+            nn.init.kaiming_normal_(codebook, a=math.sqrt(5))
+            if method == "vwl_l":
+                self.codebook = nn.Parameter(codebook)
+            else:
+                self.register_buffer("codebook", codebook)
+                self.register_buffer("bank_updates", torch.zeros((), dtype=torch.long))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Stage-4 features F (N×ch×h×w), stage 2 detached when ``detach_stage2``."""
+        return self.backbone(x, detach_after=2 if self.detach_stage2 else None)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Training forward. Keys: ``logits`` (N×C; hybrid pooling, or GAP for ``cam``), ``features`` and, for the
+        VWL methods, ``hist_logits`` (N×C), ``word_logits`` (N×K), ``word_labels`` (N×K presence),
+        ``hard_words`` (N×h×w int64)."""
+        feat = self.features(x)
+        out = {"features": feat}
+        if self.method == "cam":
+            out["logits"] = self.classifier(feat.mean(dim=(2, 3), keepdim=True)).flatten(1)
+            return out
+        pooled = hybrid_pool(feat, self.gamma, self.levels)
+        out["logits"] = self.classifier(pooled[:, :, None, None]).flatten(1)
+        words = word_assignment(feat, self.codebook, self.tau)
+        out["hist_logits"] = self.fc_a(words.histogram[:, :, None, None]).flatten(1)
+        out["word_logits"] = self.fc_b(feat.mean(dim=(2, 3), keepdim=True)).flatten(1)
+        out["word_labels"] = words.presence
+        out["hard_words"] = words.hard
+        return out
+
+    def loss_terms(self, out: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every loss term with its graph: ``cls`` and, for VWL, ``hist``, ``word`` and (vwl_l) ``dec``."""
+        terms = {"cls": _mlsm(out["logits"], labels)}
+        if self.method != "cam":
+            terms["hist"] = _mlsm(out["hist_logits"], labels)
+            terms["word"] = _mlsm(out["word_logits"], out["word_labels"])
+        if self.method == "vwl_l":
+            terms["dec"] = decorrelation_loss(self.codebook)
+        return terms
+
+    def loss(self, out: dict[str, torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(total, detached parts). vwl_l: cls+hist+word+dec; vwl_m: cls+word (hist logged only); cam: cls."""
+        terms = self.loss_terms(out, labels)
+        used = {"vwl_l": ("cls", "hist", "word", "dec"), "vwl_m": ("cls", "word"), "cam": ("cls",)}[self.method]
+        total = sum(terms[name] for name in used)
+        parts = {name: value.detach() for name, value in terms.items()}
+        parts["total"] = total.detach()
+        return total, parts
+
+    @torch.no_grad()
+    def update_memory_bank(self, features: torch.Tensor, hard_words: torch.Tensor,
+                           generator: torch.Generator | None = None) -> None:
+        """VWL-M codebook step, after the forward and before backward (§3.6).
+
+        The first call replaces the codebook by K pixel features sampled from this batch (the reference's
+        update-then-overwrite); later calls apply :func:`memory_bank_update` with the hard word map of the forward."""
+        if self.method != "vwl_m":
+            raise RuntimeError("update_memory_bank is only for method 'vwl_m'")
+        if int(self.bank_updates) == 0:
+            new = memory_bank_reinit(features, self.k_words, generator)
+        else:
+            new = memory_bank_update(self.codebook, features, hard_words, self.rho)
+        self.codebook.copy_(new.to(self.codebook.device, self.codebook.dtype))
+        self.bank_updates += 1
+
+    def forward_cam(self, x: torch.Tensor) -> torch.Tensor:
+        """CAMs N×C×h×w at the backbone's stride: ReLU of the classifier applied to each pixel's features (§3.3)."""
+        return F.relu(F.conv2d(self.features(x), self.classifier.weight))
+
+    cam = forward_cam
+
+    def new_modules(self) -> list[nn.Module]:
+        """Heads added on top of the backbone (trained with the 10× learning rate)."""
+        return [self.classifier] + ([self.fc_a, self.fc_b] if self.method != "cam" else [])
+
+    def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """(backbone parameters, new parameters), trainable ones only; new = classifier, fc_a, fc_b, codebook (L)."""
+        backbone = [p for p in self.backbone.parameters() if p.requires_grad]
+        new = [p for m in self.new_modules() for p in m.parameters() if p.requires_grad]
+        if self.method == "vwl_l":
+            new.append(self.codebook)
+        return backbone, new

@@ -1,0 +1,1 @@
+"""Tensor/array operations shared by stages: CAM inference and post-processing (``cam``)."""
