@@ -1,0 +1,96 @@
+"""Classifier unit: CAM records (compact storage vs the full-resolution path), shards, the training step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from wsss.classify import CamRecord, build_classifier, find_cam, load_cam, save_cam, shard, training_step
+from wsss.errors import InputError
+from wsss.evaluate import labels_at_thresholds
+from wsss.ops.cam import cam_to_labels, multiscale_cams, pack_cam, upsample_cam
+
+PARAMS = {"backbone": 18, "pretrained": "none", "pretrained_sha256": None, "norm": "batch", "k_words": 16,
+          "gamma": 2.0, "tau": 1.0, "rho": 1e-3}
+
+
+def _object_image(h: int, w: int, seed: int) -> torch.Tensor:
+    """Channel k holds a noisy elliptical object of class k, so a stride-16 pooling of it acts like a CAM."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    image = np.zeros((3, h, w), np.float32)
+    for k in range(3):
+        cy, cx = rng.uniform(0.2, 0.8) * h, rng.uniform(0.2, 0.8) * w
+        ry, rx = rng.uniform(0.1, 0.35) * h, rng.uniform(0.1, 0.35) * w
+        image[k] = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1
+    return torch.from_numpy(image + rng.normal(0, 0.1, image.shape).astype(np.float32))
+
+
+def _pooled_cam(batch: torch.Tensor) -> torch.Tensor:
+    """A CAM function with the classifier's output stride: ReLU of 16×16 average pooling (4 classes, last empty)."""
+    pooled = torch.relu(torch.nn.functional.avg_pool2d(batch, 16, ceil_mode=True))
+    return torch.cat([pooled, torch.zeros_like(pooled[:, :1])], dim=1)
+
+
+@pytest.mark.parametrize("bg", [0.13, 0.3, 0.5])
+def test_compact_store_matches_full_resolution_labels(tmp_path: Path, bg: float) -> None:
+    agree, total = 0, 0
+    for seed, (h, w) in enumerate([(375, 500), (333, 250), (160, 160), (97, 130)]):
+        image = _object_image(h, w, seed)
+        keys = np.array([0, 1, 2])
+        (res,) = multiscale_cams(_pooled_cam, [image], [keys])
+        full = cam_to_labels(res.high_res.numpy(), keys, bg)
+        path = tmp_path / f"{seed}.npz"
+        save_cam(path, CamRecord(keys, pack_cam(res.cam), (h, w), np.zeros(5, np.float32)))
+        rec = load_cam(path)
+        assert rec.cam.dtype == np.float16 and rec.size == (h, w)
+        compact = cam_to_labels(upsample_cam(rec.cam, rec.size), rec.keys, bg)
+        agree += int((compact == full).sum())
+        total += full.size
+        # the stored record is at most 1/10 of the reference's float32 full-resolution high_res
+        assert path.stat().st_size * 10 <= res.high_res.numel() * 4 + res.cam.numel() * 4
+    assert agree / total >= 0.99
+
+
+def test_labels_at_thresholds_equal_cam_to_labels() -> None:
+    rng = np.random.default_rng(0)
+    cams = rng.random((3, 6, 7)).astype(np.float32)
+    cams[0, 0, 0] = 0.2  # an exact tie with a threshold goes to background in both
+    cams[1:, 0, 0] = 0.0
+    keys = np.array([4, 0, 9])
+    for t, labels in zip([0.2, 0.5, 0.9], labels_at_thresholds(cams, keys, [0.2, 0.5, 0.9])):
+        np.testing.assert_array_equal(labels, cam_to_labels(cams, keys, t))
+
+
+def test_cam_file_errors_name_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "x.npz"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(InputError, match="x.npz: cannot read CAM file"):
+        load_cam(bad)
+    with pytest.raises(InputError, match="no CAM for image id 'y'"):
+        find_cam([tmp_path], "y")
+
+
+def test_shards_partition_ids() -> None:
+    ids = [f"i{k}" for k in range(11)]
+    parts = [shard(ids, i, 4) for i in range(4)]
+    assert sorted(sum(parts, [])) == sorted(ids) and max(map(len, parts)) - min(map(len, parts)) <= 1
+    with pytest.raises(ValueError):
+        shard(ids, 4, 4)
+
+
+def test_training_step_vwl_m_updates_bank_reproducibly() -> None:
+    batch = {"image": torch.randn(2, 3, 64, 64), "labels": torch.tensor([[1.0, 0, 0], [0, 1.0, 1.0]])}
+    banks = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = build_classifier(PARAMS, 3, "vwl_m")
+        before = model.codebook.clone()
+        loss, parts = training_step(model, batch, 0, torch.device("cpu"), seed=5)
+        assert set(parts) == {"cls", "hist", "word"} and torch.isfinite(loss)
+        assert not torch.equal(before, model.codebook)
+        banks.append(model.codebook.clone())
+    torch.testing.assert_close(banks[0], banks[1], rtol=0, atol=0)
