@@ -25,3 +25,13 @@ def snakemake(workdir: Path, *args: str, timeout: float = 600) -> subprocess.Com
     """Run this repository's Snakefile in ``workdir`` with the project's interpreter; never raises on failure."""
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2", *args]
     return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
+
+TINY_CLS = {"backbone": 18, "pretrained": "none", "norm": "batch", "k_words": 8, "batch_size": 4, "epochs": 1,
+            "optimizer": "adamw", "lr": 1e-3, "resize_long": [64, 80], "crop": 64, "checkpoint_every": 2, "workers": 0}
+TINY_CAM = {"scales": [1.0, 0.5], "shards": 2}
+
+
+def tiny_config(method: str = "vwl_l") -> dict:
+    """A run small enough for the test suite: 64-px synthetic images, a few training steps, two CAM shards."""
+    return {"device": "cpu", "datasets": {"synth": dict(TINY_SYNTH)},
+            "runs": {"tiny": {"dataset": "synth", "method": method, "cls": dict(TINY_CLS), "cam": dict(TINY_CAM)}}}

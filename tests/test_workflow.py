@@ -53,3 +53,36 @@ def test_prepare_synth_runs_for_real_and_is_reproducible(tmp_path: Path) -> None
     assert (first / "logs/prepare_synth.log").exists() and (first / "benchmarks/prepare_synth.tsv").exists()
     proc = snakemake(first, "-n")
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_cam_stages_run_end_to_end(tmp_path: Path) -> None:
+    import json
+
+    from helpers import tiny_config
+
+    write_config(tmp_path, tiny_config("vwl_m"))
+    targets = ["results/tiny/cam_train_miou.txt", "results/tiny/cam_val_miou.txt"]
+    proc = snakemake(tmp_path, *targets)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "results/tiny"
+    assert sorted(p.name for p in (run / "cam/train_aug").iterdir()) == ["shard_0", "shard_1"]
+    assert len(list((run / "cam/train_aug").glob("shard_*/*.npz"))) == 24
+    log = (run / "cls/train_log.csv").read_text().splitlines()
+    assert log[0] == "step,lr,loss,cls,hist,word" and len(log) == 1 + 6  # 24 images / batch 4, one epoch
+    assert not (run / "cls/checkpoint.pt").exists()
+    miou = float((run / "cam_val_miou.txt").read_text())
+    metrics = json.loads((run / "cam_val_metrics.json").read_text())
+    assert 0.0 <= miou <= 100.0 and abs(miou - 100 * metrics["miou_present"]) < 0.006
+    sweep = json.loads((run / "cam_val_sweep.json").read_text())["rows"]
+    assert [r["bg_score"] for r in sweep] == sorted(r["bg_score"] for r in sweep) and len(sweep) == 16
+    assert (run / "cam_val_sweep.png").read_bytes()[:4] == b"\x89PNG"
+    for name in ["train_cls", "infer_cam/train_aug_0", "infer_cam/val_1", "eval_cam_val"]:
+        assert (tmp_path / f"logs/tiny/{name}.log").exists()
+    # a changed evaluation parameter reruns only the evaluation
+    config = tiny_config("vwl_m")
+    config["runs"]["tiny"]["cam"]["bg_score"] = 0.2
+    write_config(tmp_path, config)
+    proc = snakemake(tmp_path, "-n", *targets)
+    jobs = proc.stdout[proc.stdout.index("Job stats"):]
+    assert "eval_cam" in jobs and "train_cls" not in jobs and "infer_cam" not in jobs
