@@ -1,0 +1,240 @@
+"""The synthetic dataset: determinism, the VOC-layout contract, and that colour alone cannot solve it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from wsss.data.dataset import VOCLayoutDataset
+from wsss.data.synth import (
+    MAX_CLASSES,
+    class_names,
+    generate_dataset,
+    layout_objects,
+    min_visible_pixels,
+    parse_params,
+    render_sample,
+)
+from wsss.errors import InputError
+from wsss.io import IGNORE, read_label_png
+
+REPO = Path(__file__).resolve().parents[1]
+PARAMS = {"seed": 0, "image_size": 96, "num_classes": 6, "num_train_aug": 120, "num_train": 40, "num_val": 40,
+          "max_objects": 3}
+
+
+def file_hashes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("synth") / "synth"
+    generate_dataset(root, PARAMS, progress=False)
+    return root
+
+
+def test_same_seed_gives_byte_identical_files_and_another_seed_differs(synth_root, tmp_path):
+    again, other = tmp_path / "again", tmp_path / "other"
+    generate_dataset(again, PARAMS, progress=False)
+    generate_dataset(other, {**PARAMS, "seed": 1}, progress=False)
+    ref = file_hashes(synth_root)
+    assert len(ref) == 2 * (120 + 40) + 3 + 3
+    assert file_hashes(again) == ref
+    changed = file_hashes(other)
+    assert changed.keys() == ref.keys()
+    images = [k for k in ref if k.startswith("JPEGImages/")]
+    assert all(changed[k] != ref[k] for k in images)
+    assert not list(synth_root.parent.glob(".*")), "no temporary files or folders left behind"
+
+
+def test_an_image_does_not_depend_on_generation_order(synth_root):
+    """Image i of a split comes from rng([seed, split, i]) alone: rendering it by itself gives the stored mask."""
+    for split_index, image_id, index in ((0, "synth_train_000077", 77), (1, "synth_val_000013", 13)):
+        _, mask, _ = render_sample([0, split_index, index], 96, 6, 3)
+        np.testing.assert_array_equal(mask, read_label_png(synth_root / "SegmentationClass" / f"{image_id}.png"))
+
+
+def test_layout_follows_the_voc_contract(synth_root):
+    ds = VOCLayoutDataset(synth_root)
+    assert ds.classes == class_names(6) and ds.classes[0] == "background" and len(set(ds.classes)) == 7
+    train_aug, train, val = ds.ids("train_aug"), ds.ids("train"), ds.ids("val")
+    assert train_aug == [f"synth_train_{i:06d}" for i in range(120)]
+    assert train == train_aug[:40]
+    assert val == [f"synth_val_{i:06d}" for i in range(40)]
+    meta = yaml.safe_load((synth_root / "dataset.yaml").read_text())
+    assert {k: meta[k] for k in ("name", "images", "masks", "seed", "generator_version")} == {
+        "name": "synth", "images": "JPEGImages", "masks": "SegmentationClass", "seed": 0, "generator_version": 1}
+
+
+def test_samples_masks_and_labels_agree(synth_root):
+    ds = VOCLayoutDataset(synth_root)
+    seen: dict[str, set[int]] = {}
+    min_pixels = min_visible_pixels(96)
+    for split in ("train_aug", "val"):
+        seen[split] = set()
+        for image_id in ds.ids(split):
+            s = ds.sample(image_id)
+            assert s.image.shape == (96, 96, 3) and s.image.dtype == np.uint8
+            assert s.mask.shape == (96, 96) and s.mask.dtype == np.uint8
+            values = set(np.unique(s.mask).tolist())
+            assert values <= set(range(7)) | {IGNORE}
+            present = sorted(values - {0, IGNORE})
+            labelled = (np.flatnonzero(s.labels) + 1).tolist()
+            assert labelled == present, image_id
+            assert 1 <= len(present) <= 3
+            assert all((s.mask == c).sum() >= min_pixels for c in present)
+            ignore_share = (s.mask == IGNORE).mean()
+            assert 0 < ignore_share < 0.15, "a thin boundary band, not whole regions"
+            seen[split] |= set(present)
+    assert seen["train_aug"] == seen["val"] == set(range(1, 7))
+
+
+def test_objects_are_large_and_never_fully_hidden():
+    counts = []
+    for i in range(60):
+        rng = np.random.default_rng([3, 0, i])
+        objects = layout_objects(rng, 96, 6, 3)
+        counts.append(len(objects))
+        top = np.full((96, 96), -1)
+        for k, (_, mask) in enumerate(objects):
+            assert mask.sum() >= 0.02 * 96 * 96
+            top[mask] = k
+        for k, (_, mask) in enumerate(objects):
+            assert (top == k).sum() >= 0.4 * mask.sum()
+    assert min(counts) == 1 and max(counts) == 3
+    assert np.mean(np.array(counts) > 1) > 0.4, "occlusion needs several objects per image"
+
+
+def _miou_present(cm: np.ndarray) -> float:
+    tp = np.diag(cm).astype(float)
+    gt, pred = cm.sum(1), cm.sum(0)
+    present = gt > 0
+    return float((tp[present] / (gt + pred - tp)[present]).mean())
+
+
+def test_nearest_class_mean_colour_classifier_fails(synth_root):
+    """The required bar: per-pixel nearest class-mean colour, fitted on train_aug, scores val mIoU < 0.35."""
+    ds = VOCLayoutDataset(synth_root)
+    c = ds.num_classes
+    sums, counts = np.zeros((c, 3)), np.zeros(c)
+    for image_id in ds.ids("train_aug"):
+        s = ds.sample(image_id)
+        keep = s.mask != IGNORE
+        sums += np.stack([np.bincount(s.mask[keep], s.image[keep][:, k].astype(float), c) for k in range(3)], 1)
+        counts += np.bincount(s.mask[keep], minlength=c)
+    means = sums / counts[:, None]
+    cm = np.zeros((c, c), np.int64)
+    for image_id in ds.ids("val"):
+        s = ds.sample(image_id)
+        pred = np.argmin(((s.image[:, :, None, :].astype(float) - means) ** 2).sum(-1), -1)
+        keep = s.mask != IGNORE
+        cm += np.bincount(s.mask[keep].astype(np.int64) * c + pred[keep], minlength=c * c).reshape(c, c)
+    miou = _miou_present(cm)
+    assert miou < 0.35, f"colour alone reaches val mIoU {miou:.3f}"
+
+
+def _single_object_features(seed: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Shape+texture and colour descriptors of single, fully in-frame objects: (shape_tex, colour, class)."""
+    feats, colours, classes = [], [], []
+    for i in range(n):
+        rgb, mask, labels = render_sample([seed, 9, i], 96, 6, 1)
+        m = (mask == labels[0]).astype(np.uint8)
+        if m[0].any() or m[-1].any() or m[:, 0].any() or m[:, -1].any():
+            continue
+        contours, _ = cv2.findContours(m, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
+        outer = max(contours, key=cv2.contourArea)
+        area, perimeter = cv2.contourArea(outer), cv2.arcLength(outer, True)
+        solidity = area / cv2.contourArea(cv2.convexHull(outer))
+        grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        gx, gy = cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1)
+        inner = cv2.erode(m, np.ones((5, 5), np.uint8)).astype(bool)
+        magnitude, angle = np.hypot(gx, gy)[inner], np.arctan2(gy, gx)[inner] % np.pi
+        orientation = np.bincount((angle / np.pi * 4).astype(int) % 4, weights=magnitude, minlength=4)
+        feats.append([4 * np.pi * area / perimeter**2, solidity, float(len(contours) > 1),
+                      *(orientation / (orientation.sum() + 1e-6)), magnitude.mean() / 100])
+        colours.append(rgb[m.astype(bool)].mean(0))
+        classes.append(labels[0])
+    return np.array(feats), np.array(colours), np.array(classes)
+
+
+def _nearest_centroid_accuracy(xa: np.ndarray, ya: np.ndarray, xb: np.ndarray, yb: np.ndarray) -> float:
+    mu, sd = xa.mean(0), xa.std(0) + 1e-6
+    a, b = (xa - mu) / sd, (xb - mu) / sd
+    classes = np.unique(ya)
+    centroids = np.stack([a[ya == k].mean(0) for k in classes])
+    pred = classes[np.argmin(((b[:, None] - centroids[None]) ** 2).sum(-1), 1)]
+    return float((pred == yb).mean())
+
+
+def test_classes_differ_by_shape_and_texture_not_colour():
+    """A cheap learnability check: crude silhouette + texture-orientation features separate the classes of
+    isolated objects well; their mean colour is near chance (1/6)."""
+    fa, ca, ya = _single_object_features(0, 200)
+    fb, cb, yb = _single_object_features(1, 200)
+    assert set(ya.tolist()) == set(yb.tolist()) == set(range(1, 7))
+    shape_texture = _nearest_centroid_accuracy(fa, ya, fb, yb)
+    colour = _nearest_centroid_accuracy(ca, ya, cb, yb)
+    assert shape_texture > 0.7, shape_texture
+    assert colour < 0.3, colour
+
+
+def test_all_supported_classes_render_at_small_sizes():
+    seen = set()
+    for i in range(80):
+        rgb, mask, labels = render_sample([0, 0, i], 48, MAX_CLASSES, 2)
+        assert rgb.shape == (48, 48, 3) and mask.shape == (48, 48) and 1 <= len(labels) <= 2
+        assert labels == tuple(sorted(set(np.unique(mask).tolist()) - {0, IGNORE}))
+        seen |= set(labels)
+    assert seen == set(range(1, MAX_CLASSES + 1))
+    assert len(class_names(MAX_CLASSES)) == MAX_CLASSES + 1 >= 9
+
+
+@pytest.mark.parametrize(
+    "params, key",
+    [
+        ({"seed": "0"}, "seed"),
+        ({"image_size": 96.5}, "image_size"),
+        ({"num_classes": True}, "num_classes"),
+        ({"num_classes": MAX_CLASSES + 1}, "num_classes"),
+        ({"num_classes": 0}, "num_classes"),
+        ({"num_train": 300, "num_train_aug": 200}, "num_train"),
+        ({"max_objects": 0}, "max_objects"),
+        ({"image_size": 8}, "image_size"),
+        ({"num_class": 6}, "num_class"),
+    ],
+)
+def test_bad_params_are_input_errors_naming_the_key(params, key):
+    with pytest.raises(InputError) as err:
+        parse_params(params)
+    assert str(err.value).startswith("--params: ") and key in str(err.value)
+
+
+def test_defaults():
+    p = parse_params({})
+    assert (p.seed, p.image_size, p.num_classes, p.num_train_aug, p.num_train, p.num_val, p.max_objects) == (
+        0, 160, 6, 2000, 200, 200, 3)
+
+
+def test_stage_script_writes_the_dataset_and_rejects_bad_params(tmp_path):
+    script = str(REPO / "stages" / "prepare_synth.py")
+    small = {"image_size": 48, "num_classes": 2, "num_train_aug": 6, "num_train": 2, "num_val": 3}
+    out = tmp_path / "synth"
+    done = subprocess.run([sys.executable, script, "--params", json.dumps(small), "--out", str(out)],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert len(VOCLayoutDataset(out).ids("val")) == 3
+    bad = subprocess.run([sys.executable, script, "--params", json.dumps({"num_classes": 99}), "--out",
+                          str(tmp_path / "bad")], capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1].startswith("error: --params: num_classes")
+    assert not (tmp_path / "bad").exists()

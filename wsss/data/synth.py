@@ -1,0 +1,464 @@
+"""A synthetic VOC-layout dataset generated from a seed: textured shapes on a cluttered background.
+
+Why: the default pipeline must run end to end on a laptop CPU in minutes, on data whose classes a small CNN
+trained from scratch can learn from image-level labels alone, yet that a colour lookup cannot solve.
+
+Each foreground class is one (silhouette, texture) pair, e.g. ``star_dots`` is a five-point star filled with a
+dot grid (see :data:`CLASS_SPECS`). Colour carries no class information: every object paints its fill and its
+texture with two distinct colours drawn from one shared :data:`PALETTE`, and the background uses the same palette.
+
+One image (:func:`render_sample`):
+
+- background: a smooth blend of two palette colours pulled towards grey, with low-contrast clutter (small
+  ellipses, rectangles, line segments in palette colours, alpha-blended) and Gaussian noise over everything;
+- 1..``max_objects`` objects, each 30–70 % of the image side, rotated by up to ±20°, aspect jittered ±15 %,
+  at a random position (partly off-frame allowed), class uniform over the classes;
+- partial occlusion: objects are painted in order, later ones on top; the mask takes the top object. A new
+  object is accepted only if every earlier object keeps at least :data:`MIN_KEEP_FRACTION` of its own
+  in-frame area visible (up to :data:`PLACEMENT_TRIES` placements, else it is left out), so no object is fully
+  covered;
+- mask: uint8 ids 0 (background), 1..C (class k ↔ ``CLASS_SPECS[k-1]``), 255 = ignore. A 1-pixel ignore band
+  lies on the inner side of each object's silhouette outline, where that outline is visible (as VOC marks
+  boundaries, but 1 px): JPEG blurs the edge pixels, so they are not scored. The band comes from the top
+  object only, so it is 1 px wide everywhere, also between two objects;
+- image-level labels: the classes with at least :func:`min_visible_pixels` non-ignore mask pixels (1 % of the
+  image area). Pixels of a class below that count are set to 255 too, so the labels always equal the set of
+  foreground ids in the mask.
+
+Determinism: image ``i`` of split ``s`` (0 = train_aug, 1 = val) draws everything from its own generator
+``np.random.default_rng([seed, s, i])``, so an image does not depend on generation order; JPEGs are written by
+PIL at fixed quality without metadata and PNGs by zlib, so the same params give a byte-identical dataset.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import cv2
+import numpy as np
+import yaml
+from tqdm import tqdm
+
+from wsss.data.dataset import format_labels_tsv
+from wsss.errors import InputError
+from wsss.io import IGNORE, atomic_dir, write_jpeg, write_label_png, write_text
+
+GENERATOR_VERSION = 1
+JPEG_QUALITY = 90
+SPLITS = {"train_aug": 0, "val": 1}  # split name -> split index in the per-image RNG key
+MIN_KEEP_FRACTION = 0.4  # an earlier object keeps at least this share of its in-frame area when a later one lands
+PLACEMENT_TRIES = 12
+MIN_VISIBLE_FRACTION = 0.01  # of the image area: smaller visible class regions are ignored and not labelled
+SIZE_RANGE = (0.30, 0.70)  # object extent (diameter of its unit shape) as a fraction of the image side
+MAX_ROTATION_DEG = 20.0
+
+# Shared by every class and by the background (RGB).
+PALETTE = np.array(
+    [
+        (220, 45, 45),  # red
+        (45, 165, 65),  # green
+        (45, 85, 210),  # blue
+        (235, 205, 45),  # yellow
+        (45, 190, 200),  # cyan
+        (190, 60, 180),  # magenta
+        (240, 135, 35),  # orange
+        (240, 240, 235),  # white
+        (35, 35, 40),  # near black
+        (140, 90, 50),  # brown
+    ],
+    dtype=np.float32,
+)
+
+
+@dataclass(frozen=True)
+class ClassSpec:
+    """One foreground class: a silhouette and a texture (names of the shape and pattern functions below)."""
+
+    name: str
+    shape: str
+    texture: str
+
+
+CLASS_SPECS: tuple[ClassSpec, ...] = (
+    ClassSpec("circle_rings", "circle", "rings"),
+    ClassSpec("square_checker", "square", "checker"),
+    ClassSpec("triangle_stripes", "triangle", "hstripes"),
+    ClassSpec("star_dots", "star", "dots"),
+    ClassSpec("ring_diagonal", "ring", "diagonal"),
+    ClassSpec("cross_solid", "cross", "solid"),
+    ClassSpec("hexagon_vstripes", "hexagon", "vstripes"),
+    ClassSpec("crescent_hatch", "crescent", "hatch"),
+    ClassSpec("arrow_waves", "arrow", "waves"),
+    ClassSpec("heart_diamonds", "heart", "diamonds"),
+)
+MAX_CLASSES = len(CLASS_SPECS)
+
+
+def class_names(num_classes: int) -> list[str]:
+    """``background`` then the first ``num_classes`` class names (mask id k ↔ names[k])."""
+    return ["background"] + [spec.name for spec in CLASS_SPECS[:num_classes]]
+
+
+def min_visible_pixels(image_size: int) -> int:
+    """Fewest visible pixels a class needs in an image to be labelled (smaller regions become ignore)."""
+    return max(1, round(MIN_VISIBLE_FRACTION * image_size * image_size))
+
+
+# ---------------------------------------------------------------------------------------------------- parameters
+
+@dataclass(frozen=True)
+class SynthParams:
+    """The generator's configuration (the ``--params`` keys of ``prepare_synth``)."""
+
+    seed: int = 0
+    image_size: int = 160
+    num_classes: int = 6
+    num_train_aug: int = 2000
+    num_train: int = 200
+    num_val: int = 200
+    max_objects: int = 3
+
+
+_LIMITS: dict[str, tuple[int, int | None]] = {
+    "seed": (0, None),
+    "image_size": (32, 1024),
+    "num_classes": (1, MAX_CLASSES),
+    "num_train_aug": (1, None),
+    "num_train": (1, None),
+    "num_val": (1, None),
+    "max_objects": (1, 5),
+}
+
+
+def parse_params(params: Mapping[str, Any], source: str = "--params") -> SynthParams:
+    """Validate ``params`` (all keys optional) into :class:`SynthParams`; errors name ``source`` and the key."""
+    if not isinstance(params, Mapping):
+        raise InputError(source, "must be a JSON object")
+    unknown = sorted(set(params) - set(_LIMITS))
+    if unknown:
+        raise InputError(source, f"unknown keys {unknown}; known: {sorted(_LIMITS)}")
+    values = asdict(SynthParams())
+    for key, value in params.items():
+        low, high = _LIMITS[key]
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise InputError(source, f"{key}: must be an integer, got {value!r}")
+        if value < low or (high is not None and value > high):
+            bound = f"{low}..{high}" if high is not None else f">= {low}"
+            raise InputError(source, f"{key}: must be {bound}, got {value}")
+        values[key] = int(value)
+    if values["num_train"] > values["num_train_aug"]:
+        raise InputError(source, f"num_train: {values['num_train']} exceeds num_train_aug "
+                                 f"{values['num_train_aug']} (train is the first num_train ids of train_aug)")
+    return SynthParams(**values)
+
+
+# ---------------------------------------------------------------------------------------------------- shapes
+
+def _circle(n: int = 72, radius: float = 1.0, cx: float = 0.0) -> np.ndarray:
+    t = np.linspace(0.0, 2 * np.pi, n, endpoint=False)
+    return np.stack([cx + radius * np.cos(t), radius * np.sin(t)], axis=1)
+
+
+def _regular(n: int, radius: float, start_deg: float) -> np.ndarray:
+    t = np.deg2rad(start_deg) + np.arange(n) * 2 * np.pi / n
+    return np.stack([radius * np.cos(t), radius * np.sin(t)], axis=1)
+
+
+def _star() -> np.ndarray:
+    outer = _regular(5, 1.0, -90.0)
+    inner = _regular(5, 0.42, -54.0)
+    return np.stack([outer, inner], axis=1).reshape(-1, 2)
+
+
+def _heart() -> np.ndarray:
+    t = np.linspace(0.0, 2 * np.pi, 96, endpoint=False)
+    x = 16 * np.sin(t) ** 3
+    y = -(13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t))
+    return np.stack([x, y + 2.5], axis=1) / 16.5
+
+
+# Each shape: (filled polygons, hole polygons) in unit coordinates (extent about [-1, 1]², y down).
+_SHAPES: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {
+    "circle": ([_circle()], []),
+    "square": ([np.array([[-0.8, -0.8], [0.8, -0.8], [0.8, 0.8], [-0.8, 0.8]])], []),
+    "triangle": ([_regular(3, 1.05, -90.0) + [0.0, 0.2]], []),
+    "star": ([_star() + [0.0, 0.08]], []),
+    "ring": ([_circle()], [_circle(radius=0.55)]),
+    "cross": ([np.array([[-0.3, -1], [0.3, -1], [0.3, -0.3], [1, -0.3], [1, 0.3], [0.3, 0.3], [0.3, 1],
+                         [-0.3, 1], [-0.3, 0.3], [-1, 0.3], [-1, -0.3], [-0.3, -0.3]])], []),
+    "hexagon": ([_regular(6, 0.95, 0.0)], []),
+    "crescent": ([_circle()], [_circle(radius=0.82, cx=0.48)]),
+    "arrow": ([np.array([[-1, -0.25], [0.15, -0.25], [0.15, -0.65], [1, 0], [0.15, 0.65], [0.15, 0.25],
+                         [-1, 0.25]])], []),
+    "heart": ([_heart()], []),
+}
+
+
+def _to_pixels(poly: np.ndarray, centre: tuple[float, float], radius: float, aspect: float,
+               angle: float) -> np.ndarray:
+    """Unit polygon → int32 points with 4 fractional bits (cv2 ``shift=4``): scale, rotate, translate."""
+    pts = poly * [radius * aspect, radius / aspect]
+    c, s = math.cos(angle), math.sin(angle)
+    pts = pts @ np.array([[c, s], [-s, c]]) + centre
+    return np.round(pts * 16).astype(np.int32)
+
+
+def shape_mask(shape: str, size: int, centre: tuple[float, float], radius: float, aspect: float,
+               angle: float) -> np.ndarray:
+    """Boolean ``size``×``size`` silhouette of ``shape`` (no anti-aliasing, so it matches the painted pixels)."""
+    fills, holes = _SHAPES[shape]
+    canvas = np.zeros((size, size), np.uint8)
+    cv2.fillPoly(canvas, [_to_pixels(p, centre, radius, aspect, angle) for p in fills], 1, cv2.LINE_8, 4)
+    if holes:
+        cv2.fillPoly(canvas, [_to_pixels(p, centre, radius, aspect, angle) for p in holes], 0, cv2.LINE_8, 4)
+    return canvas.astype(bool)
+
+
+# ---------------------------------------------------------------------------------------------------- textures
+
+def _stripes(t: np.ndarray, period: float) -> np.ndarray:
+    return np.floor(t / period).astype(np.int64) % 2 == 1
+
+
+# Each texture: (u, v, r, period) -> bool, where (u, v) are object-frame coordinates (rotated with the object,
+# shifted by a random phase), r the distance to the object's centre, period in pixels.
+_TEXTURES: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray, float], np.ndarray]] = {
+    "solid": lambda u, v, r, p: np.zeros(u.shape, bool),
+    "rings": lambda u, v, r, p: _stripes(r, p),
+    "checker": lambda u, v, r, p: (np.floor(u / p) + np.floor(v / p)).astype(np.int64) % 2 == 1,
+    "hstripes": lambda u, v, r, p: _stripes(v, p),
+    "vstripes": lambda u, v, r, p: _stripes(u, p),
+    "diagonal": lambda u, v, r, p: _stripes((u + v) * math.sqrt(0.5), p),
+    "dots": lambda u, v, r, p: (np.mod(u, 1.7 * p) - 0.85 * p) ** 2 + (np.mod(v, 1.7 * p) - 0.85 * p) ** 2
+    < (0.5 * p) ** 2,
+    "hatch": lambda u, v, r, p: (np.mod(u, 1.5 * p) < 0.45 * p) | (np.mod(v, 1.5 * p) < 0.45 * p),
+    "waves": lambda u, v, r, p: _stripes(v + 0.7 * p * np.sin(u * (2 * np.pi / (3.5 * p))), p),
+    "diamonds": lambda u, v, r, p: (np.floor((u + v) * math.sqrt(0.5) / p) + np.floor((u - v) * math.sqrt(0.5) / p))
+    .astype(np.int64) % 2 == 1,
+}
+
+
+@lru_cache(maxsize=8)
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+    return xs + 0.5, ys + 0.5
+
+
+# ---------------------------------------------------------------------------------------------------- layout
+
+@dataclass(frozen=True)
+class SynthObject:
+    """One placed object: class id (1-based), geometry, colours and texture parameters."""
+
+    class_id: int
+    centre: tuple[float, float]
+    radius: float
+    aspect: float
+    angle: float
+    fill: tuple[float, float, float]
+    ink: tuple[float, float, float]
+    period: float
+    phase: tuple[float, float]
+    shade: tuple[float, float, float]  # brightness gradient: (strength, direction cos, direction sin)
+
+    @property
+    def spec(self) -> ClassSpec:
+        return CLASS_SPECS[self.class_id - 1]
+
+    def mask(self, size: int) -> np.ndarray:
+        """The full (unoccluded) silhouette in a ``size``×``size`` frame."""
+        return shape_mask(self.spec.shape, size, self.centre, self.radius, self.aspect, self.angle)
+
+
+def _palette_colour(rng: np.random.Generator, index: int) -> tuple[float, float, float]:
+    jitter = rng.uniform(-18, 18, 3)
+    return tuple(float(x) for x in np.clip(PALETTE[index] + jitter, 0, 255))
+
+
+def _sample_object(rng: np.random.Generator, size: int, num_classes: int) -> SynthObject:
+    radius = 0.5 * size * rng.uniform(*SIZE_RANGE)
+    lo, hi = 0.6 * radius, size - 0.6 * radius
+    centre = (float(rng.uniform(lo, hi)), float(rng.uniform(lo, hi)))
+    fill_index, ink_index = rng.choice(len(PALETTE), 2, replace=False)
+    direction = rng.uniform(0, 2 * np.pi)
+    return SynthObject(
+        class_id=int(rng.integers(1, num_classes + 1)),
+        centre=centre,
+        radius=float(radius),
+        aspect=float(rng.uniform(0.87, 1.15)),
+        angle=float(np.deg2rad(rng.uniform(-MAX_ROTATION_DEG, MAX_ROTATION_DEG))),
+        fill=_palette_colour(rng, int(fill_index)),
+        ink=_palette_colour(rng, int(ink_index)),
+        period=float(max(3.0, size * rng.uniform(0.045, 0.07))),
+        phase=(float(rng.uniform(0, size)), float(rng.uniform(0, size))),
+        shade=(float(rng.uniform(0.0, 0.25)), math.cos(direction), math.sin(direction)),
+    )
+
+
+def layout_objects(rng: np.random.Generator, image_size: int, num_classes: int,
+                   max_objects: int) -> list[tuple[SynthObject, np.ndarray]]:
+    """Place 1..``max_objects`` objects in paint order, each with its full in-frame silhouette.
+
+    A candidate is rejected (and redrawn, up to :data:`PLACEMENT_TRIES` times) if it would leave an earlier
+    object with less than :data:`MIN_KEEP_FRACTION` of its own area visible; the first object is always kept.
+    """
+    target = int(rng.integers(1, max_objects + 1))
+    min_area = min_visible_pixels(image_size)
+    placed: list[tuple[SynthObject, np.ndarray]] = []
+    top = np.full((image_size, image_size), -1, np.int16)  # index of the top object per pixel
+    for _ in range(target):
+        for _ in range(PLACEMENT_TRIES):
+            obj = _sample_object(rng, image_size, num_classes)
+            mask = obj.mask(image_size)
+            area = int(mask.sum())
+            if area < 2 * min_area:
+                continue
+            candidate = np.where(mask, len(placed), top)
+            visible = np.bincount(candidate[candidate >= 0], minlength=len(placed) + 1)
+            if all(visible[j] >= MIN_KEEP_FRACTION * m.sum() for j, (_, m) in enumerate(placed)):
+                placed.append((obj, mask))
+                top = candidate
+                break
+        else:
+            if placed:
+                continue
+            placed.append((obj, mask))  # the first object is kept whatever its size, so no image is empty
+            top = np.where(mask, 0, top)
+    return placed
+
+
+# ---------------------------------------------------------------------------------------------------- rendering
+
+def _smooth_field(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
+    """A smooth random field in [0, 1] (bicubic upsampling of a coarse uniform grid)."""
+    coarse = rng.uniform(0, 1, (cells, cells)).astype(np.float32)
+    return np.clip(cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC), 0, 1)
+
+
+def render_background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """H×W×3 float32 background: two palette colours blended smoothly, greyed, plus faint clutter."""
+    a, b = rng.choice(len(PALETTE), 2, replace=False)
+    t = _smooth_field(rng, size, int(rng.integers(2, 5)))[..., None]
+    base = PALETTE[a] * (1 - t) + PALETTE[b] * t
+    grey = rng.uniform(0.35, 0.65)
+    image = np.ascontiguousarray(base * (1 - grey) + 128.0 * grey, dtype=np.float32)
+    layer = image.copy()
+    for _ in range(int(rng.integers(8, 21))):
+        colour = tuple(float(x) for x in PALETTE[rng.integers(len(PALETTE))])
+        kind = rng.integers(3)
+        cx, cy = (int(x) for x in rng.integers(0, size, 2))
+        extent = max(2, int(size * rng.uniform(0.02, 0.08)))
+        if kind == 0:
+            axes = (extent, max(1, int(extent * rng.uniform(0.4, 1.0))))
+            cv2.ellipse(layer, (cx, cy), axes, float(rng.uniform(0, 180)), 0, 360, colour, -1, cv2.LINE_8)
+        elif kind == 1:
+            cv2.rectangle(layer, (cx - extent, cy - extent // 2), (cx + extent, cy + extent // 2), colour, -1)
+        else:
+            x2, y2 = (int(x) for x in rng.integers(0, size, 2))
+            cv2.line(layer, (cx, cy), (x2, y2), colour, int(rng.integers(1, 3)), cv2.LINE_8)
+    alpha = rng.uniform(0.35, 0.65)
+    return image * (1 - alpha) + layer * alpha
+
+
+def _paint_object(image: np.ndarray, obj: SynthObject, mask: np.ndarray) -> None:
+    """Paint ``obj``'s textured fill into ``image`` (float32 H×W×3) where ``mask`` is set, in place."""
+    ys, xs = np.nonzero(mask)
+    gx, gy = _grid(image.shape[0])
+    x, y = gx[ys, xs] - obj.centre[0], gy[ys, xs] - obj.centre[1]
+    c, s = math.cos(obj.angle), math.sin(obj.angle)
+    u, v = c * x + s * y, -s * x + c * y
+    r = np.sqrt(u * u + v * v)
+    ink = _TEXTURES[obj.spec.texture](u + obj.phase[0], v + obj.phase[1], r, obj.period)
+    colours = np.where(ink[:, None], np.float32(obj.ink), np.float32(obj.fill))
+    strength, dx, dy = obj.shade
+    shade = 1.0 + strength * (dx * x + dy * y) / max(obj.radius, 1.0)
+    image[ys, xs] = colours * shade[:, None].astype(np.float32)
+
+
+_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+
+
+def render_sample(rng: np.random.Generator | int | Sequence[int], image_size: int = 160, num_classes: int = 6,
+                  max_objects: int = 3) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    """One synthetic image: (RGB uint8 H×W×3, mask uint8 H×W, sorted foreground class ids that are labelled).
+
+    ``rng`` is a generator or a seed for ``np.random.default_rng`` (e.g. ``[seed, split_index, image_index]``).
+    See the module doc for the drawing, occlusion, ignore-band and label rules.
+    """
+    if not 1 <= num_classes <= MAX_CLASSES:
+        raise ValueError(f"num_classes must be in 1..{MAX_CLASSES}, got {num_classes}")
+    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    image = render_background(rng, image_size)
+    objects = layout_objects(rng, image_size, num_classes, max_objects)
+    ids = np.zeros((image_size, image_size), np.uint8)
+    for obj, mask in objects:
+        _paint_object(image, obj, mask)
+        ids[mask] = obj.class_id
+        outline = mask & ~cv2.erode(mask.view(np.uint8), _CROSS).astype(bool)
+        ids[outline] = IGNORE
+    image += rng.normal(0.0, 6.0, image.shape).astype(np.float32)
+    rgb = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+    counts = np.bincount(ids.ravel(), minlength=256)
+    labels = []
+    for class_id in range(1, num_classes + 1):
+        if counts[class_id] >= min_visible_pixels(image_size):
+            labels.append(class_id)
+        elif counts[class_id]:
+            ids[ids == class_id] = IGNORE
+    return rgb, ids, tuple(labels)
+
+
+# ---------------------------------------------------------------------------------------------------- dataset
+
+def image_id(split: str, index: int) -> str:
+    """The id of image ``index`` of ``split`` (``train_aug`` ids read ``synth_train_000123``)."""
+    return f"synth_{'train' if split == 'train_aug' else split}_{index:06d}"
+
+
+def generate_dataset(out_dir: str | Path, params: Mapping[str, Any] | SynthParams,
+                     progress: bool = True) -> SynthParams:
+    """Write the VOC-layout synthetic dataset to ``out_dir`` (replaced whole, atomically); return the params.
+
+    Builds in a temporary sibling directory: images and masks first, then the split lists, and last
+    ``classes.txt``, ``labels.tsv`` and ``dataset.yaml``; the directory is renamed onto ``out_dir`` only when
+    complete, so an interrupted run leaves nothing that looks finished.
+    """
+    cfg = params if isinstance(params, SynthParams) else parse_params(params)
+    names = class_names(cfg.num_classes)
+    counts = {"train_aug": cfg.num_train_aug, "val": cfg.num_val}
+    with atomic_dir(out_dir) as root:
+        labels: dict[str, list[str]] = {}
+        split_ids: dict[str, list[str]] = {}
+        bar = tqdm(total=sum(counts.values()), desc="synth", unit="img", disable=not progress, mininterval=2.0)
+        for split, count in counts.items():
+            split_ids[split] = []
+            for index in range(count):
+                rgb, mask, classes = render_sample([cfg.seed, SPLITS[split], index], cfg.image_size,
+                                                   cfg.num_classes, cfg.max_objects)
+                name = image_id(split, index)
+                write_jpeg(root / "JPEGImages" / f"{name}.jpg", rgb, quality=JPEG_QUALITY)
+                write_label_png(root / "SegmentationClass" / f"{name}.png", mask)
+                labels[name] = [names[c] for c in classes]
+                split_ids[split].append(name)
+                bar.update()
+        bar.close()
+        split_ids["train"] = split_ids["train_aug"][: cfg.num_train]
+        for split in ("train_aug", "train", "val"):
+            write_text(root / "ImageSets" / "Segmentation" / f"{split}.txt", "\n".join(split_ids[split]) + "\n")
+        write_text(root / "classes.txt", "\n".join(names) + "\n")
+        write_text(root / "labels.tsv", format_labels_tsv(labels))
+        meta = {"name": "synth", "images": "JPEGImages", "masks": "SegmentationClass", "seed": cfg.seed,
+                "generator_version": GENERATOR_VERSION, "params": asdict(cfg)}
+        write_text(root / "dataset.yaml", yaml.safe_dump(meta, sort_keys=False))
+    return cfg
+
+
+__all__ = [
+    "CLASS_SPECS", "GENERATOR_VERSION", "MAX_CLASSES", "PALETTE", "ClassSpec", "SynthObject", "SynthParams",
+    "class_names", "generate_dataset", "image_id", "layout_objects", "min_visible_pixels", "parse_params",
+    "render_background", "render_sample", "shape_mask",
+]
