@@ -82,3 +82,33 @@ def cam_shards(run, split):
 def cam_source_split(run, split):
     """The inferred split whose CAMs cover evaluation split ``split`` (e.g. VOC train lies in train_aug)."""
     return run_cfg(run)["cam"]["eval"].get(split, split)
+
+
+def irn_params(run, keys):
+    """The ``irn`` keys a rule reads, with the classifier depth (the backbone depth under from_cls)."""
+    irn = run_cfg(run)["irn"]
+    return as_json({"irn": {k: irn[k] for k in keys}, "cls_backbone": run_cfg(run)["cls"]["backbone"]})
+
+
+def ir_label_shards(run):
+    """The IR label shard folders: shard i holds the labels of CAM shard i of the IRN training split."""
+    n = run_cfg(run)["cam"]["shards"]
+    return [f"results/{run}/ir_label/shard_{i}" for i in range(n)]
+
+
+def pseudo_shards(run, split):
+    """The pseudo-label shard folders of a split (shard i from CAM shard i)."""
+    n = run_cfg(run)["cam"]["shards"]
+    return [f"results/{run}/pseudo/{split}/shard_{i}" for i in range(n)]
+
+
+def pseudo_source_split(run, split):
+    """The split whose pseudo labels cover evaluation split ``split`` (e.g. VOC train lies in train_aug)."""
+    return run_cfg(run)["irn"]["eval"].get(split, split)
+
+
+def irn_cls_model(run):
+    """The trained classifier, an input of train_irn only when its backbone initialises IRNet (from_cls)."""
+    if run_cfg(run)["irn"]["pretrained"] == "from_cls":
+        return [f"results/{run}/cls/model.pt"]
+    return []

@@ -1,0 +1,138 @@
+# IRN refinement: CAMs -> IR labels (dense CRF, sharded like the CAMs) -> IRNet -> pseudo labels (random walk,
+# sharded) -> pseudo-label evaluation.
+
+IR_LABEL_KEYS = ["conf_fg", "conf_bg", "crf_gt_prob", "crf_iters", "crf_pos", "crf_bi"]
+IRN_TRAIN_KEYS = [
+    "backbone",
+    "pretrained",
+    "pretrained_sha256",
+    "crop",
+    "scale_range",
+    "radius",
+    "batch_size",
+    "epochs",
+    "optimizer",
+    "lr",
+    "lr_mult_disp",
+    "weight_decay",
+    "momentum",
+    "poly_power",
+    "seed",
+    "checkpoint_every",
+    "workers",
+]
+PSEUDO_KEYS = ["backbone", "pretrained", "rw_radius", "beta", "exp_times", "bg_threshold"]
+
+
+rule cam_to_ir_label:
+    input:
+        run_dataset,
+        cams=lambda w: f"results/{w.run}/cam/{run_cfg(w.run)['irn']['train_split']}/shard_{w.shard}",
+    output:
+        directory("results/{run}/ir_label/shard_{shard}"),
+    params:
+        cfg=lambda w: irn_params(w.run, IR_LABEL_KEYS),
+        dataset=lambda w: dataset_root(w.run),
+        split=lambda w: run_cfg(w.run)["irn"]["train_split"],
+        shards=lambda w: run_cfg(w.run)["cam"]["shards"],
+    log:
+        "logs/{run}/cam_to_ir_label/{shard}.log",
+    benchmark:
+        "benchmarks/{run}/cam_to_ir_label/{shard}.tsv"
+    threads: lambda w: run_cfg(w.run)["irn"]["crf_workers"]
+    resources:
+        mem_mb=4000,
+        runtime=240,
+        gpu=0,
+    conda:
+        "../envs/wsss.yaml"
+    shell:
+        f"OMP_NUM_THREADS=1 {stage('cam_to_ir_label')} --params {{params.cfg:q}} --dataset {{params.dataset}}"
+        " --split {params.split} --shard {wildcards.shard} --shards {params.shards} --cams {input.cams}"
+        " --threads {threads} --out {output} > {log} 2>&1"
+
+
+rule train_irn:
+    input:
+        run_dataset,
+        labels=lambda w: ir_label_shards(w.run),
+        cls_model=lambda w: irn_cls_model(w.run),
+    output:
+        model="results/{run}/irn/model.pt",
+        log_csv="results/{run}/irn/train_log.csv",
+    params:
+        cfg=lambda w: irn_params(w.run, IRN_TRAIN_KEYS),
+        dataset=lambda w: dataset_root(w.run),
+        split=lambda w: run_cfg(w.run)["irn"]["train_split"],
+        cls_model=lambda w, input: f"--cls-model {input.cls_model}" if input.cls_model else "",
+        out_dir=lambda w, output: os.path.dirname(output.model),
+        device=config["device"],
+    log:
+        "logs/{run}/train_irn.log",
+    benchmark:
+        "benchmarks/{run}/train_irn.tsv"
+    threads: 2
+    resources:
+        mem_mb=12000,
+        runtime=720,
+        gpu=lambda w: gpus(w.run, "irn"),
+    conda:
+        "../envs/wsss.yaml"
+    shell:
+        f"OMP_NUM_THREADS={{threads}} {stage('train_irn')} --params {{params.cfg:q}} --dataset {{params.dataset}}"
+        " --split {params.split} --labels {input.labels} {params.cls_model} --device {params.device}"
+        " --weights-cache resources/weights --out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule make_pseudo:
+    input:
+        run_dataset,
+        cams="results/{run}/cam/{split}/shard_{shard}",
+        model="results/{run}/irn/model.pt",
+    output:
+        directory("results/{run}/pseudo/{split}/shard_{shard}"),
+    params:
+        cfg=lambda w: irn_params(w.run, PSEUDO_KEYS),
+        dataset=lambda w: dataset_root(w.run),
+        shards=lambda w: run_cfg(w.run)["cam"]["shards"],
+        device=config["device"],
+    log:
+        "logs/{run}/make_pseudo/{split}_{shard}.log",
+    benchmark:
+        "benchmarks/{run}/make_pseudo/{split}_{shard}.tsv"
+    threads: 1
+    resources:
+        mem_mb=6000,
+        runtime=480,
+        gpu=lambda w: gpus(w.run, "irn"),
+    conda:
+        "../envs/wsss.yaml"
+    shell:
+        f"OMP_NUM_THREADS={{threads}} {stage('make_pseudo')} --params {{params.cfg:q}} --dataset {{params.dataset}}"
+        " --split {wildcards.split} --shard {wildcards.shard} --shards {params.shards} --cams {input.cams}"
+        " --model {input.model} --device {params.device} --out {output} > {log} 2>&1"
+
+
+rule eval_pseudo:
+    input:
+        run_dataset,
+        labels=lambda w: pseudo_shards(w.run, pseudo_source_split(w.run, w.split)),
+    output:
+        miou="results/{run}/pseudo_{split}_miou.txt",
+        metrics="results/{run}/pseudo_{split}_metrics.json",
+    params:
+        dataset=lambda w: dataset_root(w.run),
+    log:
+        "logs/{run}/eval_pseudo_{split}.log",
+    benchmark:
+        "benchmarks/{run}/eval_pseudo_{split}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+        gpu=0,
+    conda:
+        "../envs/wsss.yaml"
+    shell:
+        f"{stage('eval_pseudo')} --dataset {{params.dataset}} --split {{wildcards.split}} --labels {{input.labels}}"
+        " --miou {output.miou} --metrics {output.metrics} > {log} 2>&1"

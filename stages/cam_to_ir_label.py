@@ -1,0 +1,36 @@
+#!/usr/bin/env python
+"""IR labels (0 background / class id / 255 unsure) of one CAM shard: two label-CRF passes of the CAMs per image."""
+
+import logging
+import sys
+
+from wsss.classify import find_cam, shard
+from wsss.cli import run_stage, stage_parser
+from wsss.data.dataset import VOCLayoutDataset
+from wsss.io import atomic_dir
+from wsss.irn import ir_label_options, write_ir_labels
+
+log = logging.getLogger("wsss")
+
+
+def main(args, params):
+    data = VOCLayoutDataset(args.dataset)
+    ids = shard(data.ids(args.split), args.shard, args.shards)
+    log.info("shard %d/%d of %s: %d images, %d workers", args.shard, args.shards, args.split, len(ids), args.threads)
+    tasks = [(i, data.image_path(i), find_cam([args.cams], i)) for i in ids]
+    with atomic_dir(args.out) as tmp:
+        totals = write_ir_labels(tasks, tmp, ir_label_options(params["irn"]), workers=args.threads)
+    pixels = max(1, sum(totals.values()))
+    log.info("pixels: %s", ", ".join(f"{k} {100 * v / pixels:.1f} %" for k, v in totals.items()))
+
+
+if __name__ == "__main__":
+    parser = stage_parser(__doc__)
+    parser.add_argument("--dataset", required=True, help="prepared dataset root")
+    parser.add_argument("--split", required=True, help="split whose CAMs were sharded (IRN: train_aug)")
+    parser.add_argument("--shard", type=int, required=True, help="this shard's index, 0-based")
+    parser.add_argument("--shards", type=int, required=True, help="number of CAM shards of the split")
+    parser.add_argument("--cams", required=True, help="the CAM folder of this shard")
+    parser.add_argument("--threads", type=int, default=1, help="worker processes")
+    parser.add_argument("--out", required=True, help="output folder of this shard: <id>.png per image")
+    sys.exit(run_stage(main, parser))

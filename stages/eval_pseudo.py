@@ -1,0 +1,36 @@
+#!/usr/bin/env python
+"""Evaluate the pseudo labels of a split against its masks: mIoU, per-class IoU, FP/FN."""
+
+import json
+import logging
+import sys
+
+from wsss.cli import run_stage, stage_parser
+from wsss.data.dataset import VOCLayoutDataset
+from wsss.data.irn_data import index_label_dirs
+from wsss.io import write_text
+from wsss.irn import evaluate_labels
+
+log = logging.getLogger("wsss")
+
+
+def main(args, params):
+    data = VOCLayoutDataset(args.dataset)
+    ids = data.ids(args.split)
+    cm = evaluate_labels(data, ids, index_label_dirs(args.labels, ids))
+    metrics = cm.to_json_dict(data.classes) | {"split": args.split, "images": len(ids)}
+    log.info("pseudo-label mIoU %.2f %% (all classes %.2f %%), background FP %.3f FN %.3f, foreground FP %.3f "
+             "FN %.3f", 100 * metrics["miou_present"], 100 * (metrics["miou_all"] or 0.0), metrics["bg_fp"] or 0.0,
+             metrics["bg_fn"] or 0.0, metrics["fg_fp_mean"] or 0.0, metrics["fg_fn_mean"] or 0.0)
+    write_text(args.metrics, json.dumps(metrics, indent=1, allow_nan=False) + "\n")
+    write_text(args.miou, f"{100 * metrics['miou_present']:.2f}\n")
+
+
+if __name__ == "__main__":
+    parser = stage_parser(__doc__)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--split", required=True, help="evaluation split (its ids need pseudo labels and masks)")
+    parser.add_argument("--labels", nargs="+", required=True, help="pseudo-label shard folders covering the split")
+    parser.add_argument("--miou", required=True, help="one number: mIoU in %% over classes present in GT")
+    parser.add_argument("--metrics", required=True, help="JSON: per-class IoU, FP/FN, accuracy")
+    sys.exit(run_stage(main, parser))

@@ -1,0 +1,79 @@
+"""IRNet's training set (SPEC §6.2): images with their IR labels, augmented, label reduced to stride 4.
+
+Indexed by ``(index, aug_seed)`` pairs from :class:`wsss.train.StepBatchSampler`, so every draw follows from the step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from wsss.data import transforms as T
+from wsss.data.dataset import VOCLayoutDataset
+from wsss.errors import InputError
+from wsss.io import IGNORE, read_label_png
+
+
+def index_label_dirs(dirs: Sequence[str | os.PathLike[str]], ids: Sequence[str]) -> dict[str, Path]:
+    """Map every id to its ``<id>.png`` among the shard folders ``dirs``; a missing id is an InputError."""
+    found: dict[str, Path] = {}
+    for d in dirs:
+        d = Path(d)
+        if not d.is_dir():
+            raise InputError(d, "label folder is missing")
+        for path in d.glob("*.png"):
+            found.setdefault(path.stem, path)
+    missing = [i for i in ids if i not in found]
+    if missing:
+        where = Path(dirs[0]).parent if dirs else Path("labels")
+        raise InputError(where, f"no label PNG for {len(missing)} of {len(ids)} ids, e.g. {missing[0]!r}")
+    return {i: found[i] for i in ids}
+
+
+class AffinityTrainSet(torch.utils.data.Dataset):
+    """Images + IR labels (0 / class id / 255), IRN's augmentation.
+
+    Per item: random scale in ``scale_range`` (image bicubic, label nearest; size (round(H·s), round(W·s))),
+    ImageNet normalisation, flip with p = 1/2, random ``crop``×``crop`` window (image padded with 0, i.e. the mean,
+    label with 255, at a random offset when smaller), label reduced to ``crop/4`` (nearest).
+    Items: ``image`` float32 3×crop×crop, ``label`` int64 (crop/4)×(crop/4), ``id``.
+    """
+
+    def __init__(self, data: VOCLayoutDataset, ids: Sequence[str], label_paths: dict[str, Path], crop: int,
+                 scale_range: tuple[float, float] = (0.5, 1.5)) -> None:
+        if crop % 4:
+            raise ValueError(f"crop must be a multiple of 4, got {crop}")
+        if not 0 < scale_range[0] <= scale_range[1]:
+            raise ValueError(f"scale_range must be 0 < low <= high, got {scale_range}")
+        self.data, self.ids, self.label_paths = data, list(ids), label_paths
+        self.crop, self.scale_range = crop, (float(scale_range[0]), float(scale_range[1]))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        index, aug_seed = key
+        rng = np.random.default_rng(aug_seed)
+        image_id = self.ids[index]
+        image = self.data.image(image_id)
+        label = read_label_png(self.label_paths[image_id], self.data.num_classes)
+        if label.shape != image.shape[:2]:
+            raise InputError(self.label_paths[image_id],
+                             f"label size {label.shape} differs from image {image.shape[:2]}")
+        size = T.scaled_size(image.shape[:2], float(rng.uniform(*self.scale_range)))
+        image, label = T.resize(image, size), T.resize(label, size, nearest=True)
+        image = T.normalize(image)
+        image, label = T.random_hflip([image, label], rng)
+        image, label = T.random_crop([image, label], self.crop, [0.0, IGNORE], rng)
+        small = self.crop // 4
+        label = T.resize(label, (small, small), nearest=True)
+        return {"image": torch.from_numpy(T.to_chw(image)), "label": torch.from_numpy(label.astype(np.int64)),
+                "id": image_id}
+
+
+__all__ = ["AffinityTrainSet", "index_label_dirs"]
