@@ -13,6 +13,7 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/cam.smk"
 include: "rules/irn.smk"
+include: "rules/seg.smk"
 
 
 rule all:

@@ -112,3 +112,44 @@ def irn_cls_model(run):
     if run_cfg(run)["irn"]["pretrained"] == "from_cls":
         return [f"results/{run}/cls/model.pt"]
     return []
+
+
+def seg_train_labels(wildcards):
+    """Input function: the pseudo-label shards DeepLab trains on; none when it trains on the GT masks."""
+    cfg = run_cfg(wildcards.run)["seg"]
+    return pseudo_shards(wildcards.run, cfg["train_split"]) if cfg["label_source"] == "pseudo" else []
+
+
+def seg_shards(run, split, kind):
+    """The shard folders of a split's logits (kind "seg") or CRF labels (kind "seg_crf")."""
+    n = run_cfg(run)["seg"]["shards"]
+    return [f"results/{run}/{kind}/{split}/shard_{i}" for i in range(n)]
+
+
+SUMMARY = config["summary"]
+
+
+def summary_entries():
+    """Per run: the result files the summary reads (CAM and pseudo only for runs trained on pseudo labels)."""
+    entries = []
+    for run in RUNS:
+        cfg = run_cfg(run)
+        pseudo = cfg["seg"]["label_source"] == "pseudo"
+        entries.append(
+            {
+                "run": run,
+                "dataset": cfg["dataset"],
+                "method": cfg["method"] if pseudo else "–",
+                "labels": cfg["seg"]["label_source"],
+                "cam": f"results/{run}/cam_{SUMMARY['cam_split']}_miou.txt" if pseudo else None,
+                "pseudo": f"results/{run}/pseudo_{SUMMARY['pseudo_split']}_miou.txt" if pseudo else None,
+                "deeplab": f"results/{run}/deeplab_{SUMMARY['seg_split']}_metrics.json",
+            }
+        )
+    return entries
+
+
+def seg_params(run, keys):
+    """The ``seg`` keys a rule reads, as --params JSON."""
+    cfg = run_cfg(run)["seg"]
+    return as_json({k: cfg[k] for k in keys})

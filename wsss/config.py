@@ -76,7 +76,7 @@ def validate_config(config: dict[str, Any], schema: dict[str, Any], source: str 
     return config
 
 
-STAGE_SECTIONS = ("cls", "cam", "irn")
+STAGE_SECTIONS = ("cls", "cam", "irn", "seg")
 
 
 def run_config(config: dict[str, Any], run: str) -> dict[str, Any]:

@@ -1,0 +1,166 @@
+# DeepLabV2 on the pseudo labels (or GT masks): training -> logits (sharded) -> dense CRF (sharded, parallel)
+# -> evaluation with and without CRF; and the cross-run summary table.
+
+SEG_TRAIN_KEYS = [
+    "backbone",
+    "pretrained",
+    "pretrained_sha256",
+    "norm",
+    "style",
+    "aspp_rates",
+    "msc_scales",
+    "label_source",
+    "batch_size",
+    "accumulate",
+    "iterations",
+    "optimizer",
+    "lr",
+    "lr_mult_weight",
+    "lr_mult_bias",
+    "weight_decay",
+    "momentum",
+    "poly_power",
+    "crop",
+    "scales",
+    "scale_sampling",
+    "flip",
+    "loss_reduction",
+    "amp",
+    "seed",
+    "checkpoint_every",
+    "workers",
+]
+SEG_INFER_KEYS = ["backbone", "norm", "style", "aspp_rates", "msc_scales", "test_scales", "test_flip"]
+
+
+rule train_seg:
+    input:
+        run_dataset,
+        labels=seg_train_labels,
+    output:
+        model="results/{run}/deeplab/model.pt",
+        log_csv="results/{run}/deeplab/train_log.csv",
+    params:
+        cfg=lambda w: seg_params(w.run, SEG_TRAIN_KEYS),
+        dataset=lambda w: dataset_root(w.run),
+        split=lambda w: run_cfg(w.run)["seg"]["train_split"],
+        out_dir=lambda w, output: os.path.dirname(output.model),
+        device=config["device"],
+    log:
+        "logs/{run}/train_seg.log",
+    benchmark:
+        "benchmarks/{run}/train_seg.tsv"
+    threads: 2
+    resources:
+        mem_mb=16000,
+        runtime=1440,
+        gpu=lambda w: gpus(w.run, "seg"),
+    conda:
+        "../envs/wsss.yaml"
+    shell:
+        f"OMP_NUM_THREADS={{threads}} {stage('train_seg')} --params {{params.cfg:q}} --dataset {{params.dataset}}"
+        " --split {params.split} --labels {input.labels} --device {params.device} --weights-cache resources/weights"
+        " --out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule infer_seg:
+    input:
+        run_dataset,
+        model="results/{run}/deeplab/model.pt",
+    output:
+        directory("results/{run}/seg/{split}/shard_{shard}"),
+    params:
+        cfg=lambda w: seg_params(w.run, SEG_INFER_KEYS),
+        dataset=lambda w: dataset_root(w.run),
+        shards=lambda w: run_cfg(w.run)["seg"]["shards"],
+        device=config["device"],
+    log:
+        "logs/{run}/infer_seg/{split}_{shard}.log",
+    benchmark:
+        "benchmarks/{run}/infer_seg/{split}_{shard}.tsv"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=lambda w: gpus(w.run, "seg"),
+    conda:
+        "../envs/wsss.yaml"
+    shell:
+        f"OMP_NUM_THREADS={{threads}} {stage('infer_seg')} --params {{params.cfg:q}} --dataset {{params.dataset}}"
+        " --split {wildcards.split} --shard {wildcards.shard} --shards {params.shards} --model {input.model}"
+        " --device {params.device} --out {output} > {log} 2>&1"
+
+
+rule crf:
+    input:
+        run_dataset,
+        logits="results/{run}/seg/{split}/shard_{shard}",
+    output:
+        directory("results/{run}/seg_crf/{split}/shard_{shard}"),
+    params:
+        cfg=lambda w: seg_params(w.run, ["crf"]),
+        dataset=lambda w: dataset_root(w.run),
+        shards=lambda w: run_cfg(w.run)["seg"]["shards"],
+    log:
+        "logs/{run}/crf/{split}_{shard}.log",
+    benchmark:
+        "benchmarks/{run}/crf/{split}_{shard}.tsv"
+    threads: lambda w: run_cfg(w.run)["seg"]["crf_workers"]
+    resources:
+        mem_mb=4000,
+        runtime=240,
+        gpu=0,
+    conda:
+        "../envs/wsss.yaml"
+    shell:
+        f"OMP_NUM_THREADS=1 {stage('crf')} --params {{params.cfg:q}} --dataset {{params.dataset}}"
+        " --split {wildcards.split} --shard {wildcards.shard} --shards {params.shards} --logits {input.logits}"
+        " --workers {threads} --out {output} > {log} 2>&1"
+
+
+rule eval_seg:
+    input:
+        run_dataset,
+        logits=lambda w: seg_shards(w.run, w.split, "seg"),
+        crf=lambda w: seg_shards(w.run, w.split, "seg_crf"),
+    output:
+        miou="results/{run}/deeplab_{split}_miou.txt",
+        metrics="results/{run}/deeplab_{split}_metrics.json",
+    params:
+        dataset=lambda w: dataset_root(w.run),
+    log:
+        "logs/{run}/eval_seg_{split}.log",
+    benchmark:
+        "benchmarks/{run}/eval_seg_{split}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+        gpu=0,
+    conda:
+        "../envs/wsss.yaml"
+    shell:
+        f"OMP_NUM_THREADS={{threads}} {stage('eval_seg')} --dataset {{params.dataset}} --split {{wildcards.split}}"
+        " --logits {input.logits} --crf {input.crf} --miou {output.miou} --metrics {output.metrics} > {log} 2>&1"
+
+
+rule summary:
+    input:
+        [path for e in summary_entries() for path in (e["cam"], e["pseudo"], e["deeplab"]) if path],
+    output:
+        "results/summary.md",
+    params:
+        cfg=as_json({**SUMMARY, "runs": summary_entries()}),
+    log:
+        "logs/summary.log",
+    benchmark:
+        "benchmarks/summary.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+        gpu=0,
+    conda:
+        "../envs/wsss.yaml"
+    shell:
+        f"{stage('summary')} --params {{params.cfg:q}} --out {{output}} > {{log}} 2>&1"

@@ -1,0 +1,48 @@
+#!/usr/bin/env python
+"""DeepLabV2 logits of one shard of a split: full images, MSC (+ optional test scales and flip), float16 at stride 8."""
+
+import logging
+import sys
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from wsss.classify import shard
+from wsss.cli import run_stage, stage_parser
+from wsss.data.dataset import VOCLayoutDataset
+from wsss.data.seg_data import normalize_image
+from wsss.data.transforms import to_chw
+from wsss.io import atomic_dir
+from wsss.segment import build_segmenter, predict_logits, save_logits
+from wsss.train import load_state_dict_file, resolve_device
+
+log = logging.getLogger("wsss")
+
+
+def main(args, params):
+    data = VOCLayoutDataset(args.dataset)
+    ids = shard(data.ids(args.split), args.shard, args.shards)
+    device = resolve_device(args.device)
+    log.info("device %s, shard %d/%d of %s: %d images", device, args.shard, args.shards, args.split, len(ids))
+    model = build_segmenter(params, data.num_classes, pretrained=False)
+    model.load_state_dict(load_state_dict_file(args.model))
+    model.to(device).eval()
+    with atomic_dir(args.out) as tmp, torch.inference_mode():
+        for image_id in tqdm(ids, desc="seg", mininterval=5.0, file=sys.stderr):
+            rgb = data.image(image_id)
+            image = torch.from_numpy(to_chw(normalize_image(rgb, params["style"]))).to(device)
+            logits = predict_logits(model, image, params["test_scales"], params["test_flip"])
+            save_logits(Path(tmp) / f"{image_id}.npz", logits, tuple(rgb.shape[:2]))
+
+
+if __name__ == "__main__":
+    parser = stage_parser(__doc__)
+    parser.add_argument("--dataset", required=True, help="prepared dataset root")
+    parser.add_argument("--split", required=True)
+    parser.add_argument("--shard", type=int, required=True, help="this shard's index, 0-based")
+    parser.add_argument("--shards", type=int, required=True, help="number of shards of the split")
+    parser.add_argument("--model", required=True, help="trained DeepLab state dict (model.pt)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", required=True, help="output folder of this shard: <id>.npz per image")
+    sys.exit(run_stage(main, parser))

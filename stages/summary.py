@@ -1,0 +1,35 @@
+#!/usr/bin/env python
+"""One markdown table of every run's CAM, pseudo-label, DeepLab and DeepLab+CRF mIoU."""
+
+import logging
+import sys
+
+from wsss.cli import run_stage, stage_parser
+from wsss.errors import InputError
+from wsss.io import write_text
+from wsss.segment import SummaryRow, read_deeplab_metrics, read_miou_file, summary_table
+
+log = logging.getLogger("wsss")
+
+
+def main(args, params):
+    rows = []
+    for entry in params["runs"]:
+        try:
+            run, deeplab = entry["run"], entry["deeplab"]
+        except (KeyError, TypeError):
+            raise InputError("--params", f"each runs entry needs run and deeplab, got {entry!r}") from None
+        no_crf, crf = read_deeplab_metrics(deeplab)
+        cam = read_miou_file(entry["cam"]) if entry.get("cam") else None
+        pseudo = read_miou_file(entry["pseudo"]) if entry.get("pseudo") else None
+        rows.append(SummaryRow(run, entry.get("dataset", ""), entry.get("method", ""), entry.get("labels", ""),
+                               cam, pseudo, no_crf, crf))
+    write_text(args.out, summary_table(rows, params.get("cam_split", "val"), params.get("pseudo_split", "val"),
+                                       params.get("seg_split", "val")))
+    log.info("%d runs summarised", len(rows))
+
+
+if __name__ == "__main__":
+    parser = stage_parser(__doc__)
+    parser.add_argument("--out", required=True, help="markdown file (results/summary.md)")
+    sys.exit(run_stage(main, parser))

@@ -1,0 +1,355 @@
+"""DeepLabV2 as a trainable, inferable unit (SPEC §7): model from config, MSC loss, multi-scale + flip inference,
+compact logit storage, dense-CRF post-processing, evaluation and the cross-run summary table.
+
+The stages ``train_seg``, ``infer_seg``, ``crf``, ``eval_seg`` and ``summary`` are recipes over these functions.
+
+Stored logits: one ``<id>.npz`` per image (``np.savez``, no pickles) with ``logits`` float16 [C, h, w] on the
+output-stride-8 grid of the full image and ``size`` (H, W). Readers upsample them bilinearly (align_corners=False)
+to H×W, as both references do with their saved stride-8 logits; the CRF takes the softmax of that.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from wsss.data.dataset import VOCLayoutDataset
+from wsss.data.irn_data import index_label_dirs
+from wsss.errors import InputError
+from wsss.io import IGNORE, atomic_path, read_label_png, write_label_png
+from wsss.metrics import ConfusionMatrix
+from wsss.models.deeplab import MSC, build_deeplab
+from wsss.ops.crf import crf_from_probs
+
+CRF_DEFAULTS = {"iters": 10, "pos_xy_std": 1.0, "pos_w": 3.0, "bi_xy_std": 67.0, "bi_rgb_std": 3.0, "bi_w": 4.0}
+
+
+# ----------------------------------------------------------------------------------------------------- training
+def build_segmenter(params: dict[str, Any], num_classes: int, cache_dir: str | os.PathLike[str] | None = None,
+                    pretrained: bool = True) -> MSC:
+    """DeepLabV2-MSC from the ``seg`` config section; ``pretrained=False`` skips the initial weights (when a trained
+    state dict is loaded next anyway)."""
+    weights = params["pretrained"] if pretrained else "none"
+    if params["style"] == "caffe" and weights == "imagenet":
+        raise InputError("seg.style", "'caffe' expects converted Caffe weights (a local file in seg.pretrained) or "
+                                      "none, not torchvision's ImageNet weights; use style torchvision")
+    return build_deeplab(num_classes, depth=params["backbone"], weights=weights,
+                         sha256=params.get("pretrained_sha256"), cache_dir=cache_dir, norm=params["norm"],
+                         style=params["style"], rates=params["aspp_rates"], msc_scales=params["msc_scales"])
+
+
+def check_train_params(params: dict[str, Any]) -> None:
+    """Reject settings the trainer cannot honour yet (gradient accumulation needs support in ``wsss.train.fit``)."""
+    if int(params.get("accumulate", 1)) != 1:
+        raise InputError("seg.accumulate", f"gradient accumulation ({params['accumulate']}) is not supported yet; "
+                                           f"set seg.accumulate: 1 and pick a batch_size that fits the GPU")
+
+
+def optimizer_groups(model: MSC, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Backbone 1×, ASPP weights ``lr_mult_weight``×, ASPP biases ``lr_mult_bias``× with weight decay 0."""
+    return model.param_groups(params["lr_mult_weight"], params["lr_mult_bias"])
+
+
+def resize_labels(labels: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """B×H×W integer labels → B×h×w by nearest neighbour with pixel centres (PIL's NEAREST rule)."""
+    if tuple(labels.shape[-2:]) == tuple(size):
+        return labels.long()
+    return F.interpolate(labels[:, None].float(), size=tuple(size), mode="nearest-exact")[:, 0].long()
+
+
+def _cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean CE over the non-ignored pixels; 0 (not NaN) when every pixel is ignored."""
+    total = F.cross_entropy(logits.float(), target, ignore_index=IGNORE, reduction="sum")
+    return total / (target != IGNORE).sum().clamp(min=1)
+
+
+def msc_loss(outputs: Sequence[torch.Tensor], labels: torch.Tensor, names: Sequence[str],
+             reduction: str = "sum") -> tuple[torch.Tensor, dict[str, float]]:
+    """CE (ignore 255) of each MSC training output against ``labels`` nearest-resized to that output's size,
+    combined by ``sum`` (kazuto1011, SPEC §7.2) or ``mean`` (rulixiang, §7.1). Returns (loss, {name: value})."""
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"reduction must be sum or mean, got {reduction!r}")
+    losses = [_cross_entropy(out, resize_labels(labels, out.shape[-2:])) for out in outputs]
+    total = torch.stack(losses).sum()
+    if reduction == "mean":
+        total = total / len(losses)
+    return total, {name: float(v.detach()) for name, v in zip(names, losses)}
+
+
+def output_names(model: MSC) -> list[str]:
+    """Loss-part names of the MSC training outputs: loss_1, loss_<scale>…, loss_max."""
+    return ["loss_1", *[f"loss_{s:g}" for s in model.scales], "loss_max"]
+
+
+def training_step(model: MSC, batch: dict[str, Any], device: torch.device,
+                  reduction: str = "sum") -> tuple[torch.Tensor, dict[str, float]]:
+    """Forward the MSC model in training mode and return the combined loss with its per-output parts."""
+    images = batch["image"].to(device, non_blocking=True)
+    labels = batch["label"].to(device, non_blocking=True)
+    return msc_loss(model(images), labels, output_names(model), reduction)
+
+
+# ---------------------------------------------------------------------------------------------------- inference
+@torch.no_grad()
+def predict_logits(model: MSC, image: torch.Tensor, scales: Sequence[float] = (1.0,),
+                   flip: bool = False) -> torch.Tensor:
+    """Test-time logits of one normalised 3×H×W image on its stride-8 grid (``model.base.logit_size``).
+
+    For each test scale s the image is resized bilinearly to (round(H·s), round(W·s)) and passed (with its
+    horizontal flip when ``flip``) through the MSC model in eval mode (max fusion over 1.0/0.5/0.75 inside);
+    each result (the flipped one flipped back) is resized bilinearly to the grid, and the results are averaged.
+    With the defaults (scales [1.0], no flip) this is exactly the references' test-time output."""
+    if model.training:
+        raise ValueError("predict_logits needs the model in eval mode")
+    height, width = image.shape[-2:]
+    grid = model.base.logit_size(height, width)
+    total, count = None, 0
+    for s in scales:
+        size = (max(1, round(height * s)), max(1, round(width * s)))
+        x = image[None] if size == (height, width) else F.interpolate(image[None], size=size, mode="bilinear",
+                                                                      align_corners=False)
+        if flip:
+            x = torch.cat([x, x.flip(-1)])
+        out = model(x).float()
+        if flip:
+            out = torch.stack([out[0], out[1].flip(-1)])
+        if tuple(out.shape[-2:]) != grid:
+            out = F.interpolate(out, size=grid, mode="bilinear", align_corners=False)
+        out_sum = out.sum(0)
+        total = out_sum if total is None else total + out_sum
+        count += out.shape[0]
+    return total / count
+
+
+@dataclass(frozen=True)
+class SegLogits:
+    """Stored test-time logits of one image: float16 [C, h, w] on the stride-8 grid and the image size (H, W)."""
+
+    logits: np.ndarray
+    size: tuple[int, int]
+
+
+def save_logits(path: str | os.PathLike[str], logits: torch.Tensor | np.ndarray, size: tuple[int, int]) -> None:
+    """Write one image's logits as float16 ``.npz`` (keys ``logits``, ``size``), atomically."""
+    if isinstance(logits, torch.Tensor):
+        logits = logits.detach().float().cpu().numpy()
+    if logits.ndim != 3:
+        raise ValueError(f"logits must be C×h×w, got {logits.shape}")
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, logits=np.ascontiguousarray(logits, dtype=np.float16), size=np.asarray(size, np.int64))
+
+
+def load_logits(path: str | os.PathLike[str]) -> SegLogits:
+    """Read logits written by :func:`save_logits` (``allow_pickle=False``); bad files name themselves."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            rec = SegLogits(data["logits"], tuple(int(v) for v in data["size"]))
+    except FileNotFoundError:
+        raise InputError(path, "logit file is missing") from None
+    except (OSError, ValueError, KeyError) as err:
+        raise InputError(path, f"cannot read logit file ({err})") from None
+    if rec.logits.ndim != 3 or len(rec.size) != 2:
+        raise InputError(path, f"logits of shape {rec.logits.shape} / size {rec.size} are not C×h×w / (H, W)")
+    return rec
+
+
+def index_logit_dirs(dirs: Sequence[str | os.PathLike[str]], ids: Sequence[str]) -> dict[str, Path]:
+    """Map every id to its ``<id>.npz`` among the shard folders ``dirs``; a missing id is an InputError."""
+    found: dict[str, Path] = {}
+    for d in dirs:
+        d = Path(d)
+        if not d.is_dir():
+            raise InputError(d, "logit folder is missing")
+        for path in d.glob("*.npz"):
+            found.setdefault(path.stem, path)
+    missing = [i for i in ids if i not in found]
+    if missing:
+        where = Path(dirs[0]).parent if dirs else Path("logits")
+        raise InputError(where, f"no logits for {len(missing)} of {len(ids)} ids, e.g. {missing[0]!r}")
+    return {i: found[i] for i in ids}
+
+
+def upsample_logits(logits: np.ndarray | torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """C×h×w logits → float32 C×H×W (bilinear, align_corners=False)."""
+    t = torch.as_tensor(np.asarray(logits, dtype=np.float32)) if not isinstance(logits, torch.Tensor) else logits
+    t = t.float().cpu()
+    if tuple(t.shape[-2:]) == tuple(size):
+        return t
+    return F.interpolate(t[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
+
+
+def labels_from_logits(logits: np.ndarray | torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """uint8 H×W class ids: argmax of the upsampled logits (the no-CRF prediction)."""
+    return upsample_logits(logits, size).argmax(0).numpy().astype(np.uint8)
+
+
+def probs_from_logits(logits: np.ndarray | torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """float32 C×H×W softmax of the upsampled logits (the CRF's unary)."""
+    return torch.softmax(upsample_logits(logits, size), dim=0).numpy()
+
+
+# ---------------------------------------------------------------------------------------------------------- CRF
+def crf_refine(image: np.ndarray, logits: np.ndarray | torch.Tensor, crf: dict[str, Any] | None = None) -> np.ndarray:
+    """uint8 H×W ids after a dense CRF (SPEC §7.1: 10 iterations, Gaussian 1/3, bilateral 67/3/4 by default) on
+    the raw RGB uint8 ``image``, with the softmax of the logits upsampled to the image size as unary."""
+    settings = {**CRF_DEFAULTS, **(crf or {})}
+    probs = probs_from_logits(logits, tuple(image.shape[:2]))
+    q = crf_from_probs(image, probs, iters=int(settings["iters"]), pos_xy_std=settings["pos_xy_std"],
+                       pos_w=settings["pos_w"], bi_xy_std=settings["bi_xy_std"], bi_rgb_std=settings["bi_rgb_std"],
+                       bi_w=settings["bi_w"])
+    return np.argmax(q, axis=0).astype(np.uint8)
+
+
+_CRF_WORKER: dict[str, Any] = {}
+
+
+def _crf_worker_init(root: str, crf: dict[str, Any], single_thread: bool) -> None:
+    if single_thread:
+        torch.set_num_threads(1)
+    _CRF_WORKER.update(data=VOCLayoutDataset(root), crf=crf)
+
+
+def _crf_worker(task: tuple[str, str, str]) -> tuple[str, tuple[str, str] | None]:
+    """Refine one image; an InputError comes back as (path, problem) (it does not survive pickling as is)."""
+    image_id, logit_path, out_path = task
+    try:
+        rec = load_logits(logit_path)
+        image = _CRF_WORKER["data"].image(image_id)
+        if tuple(image.shape[:2]) != rec.size:
+            raise InputError(logit_path, f"logits are for an image of size {rec.size}, the image is {image.shape[:2]}")
+        write_label_png(out_path, crf_refine(image, rec.logits, _CRF_WORKER["crf"]))
+    except InputError as err:
+        return image_id, (err.path, err.problem)
+    return image_id, None
+
+
+def crf_shard(root: str | os.PathLike[str], ids: Sequence[str], logit_dirs: Sequence[str | os.PathLike[str]],
+              out_dir: str | os.PathLike[str], crf: dict[str, Any] | None = None, workers: int = 1) -> None:
+    """Write ``<out_dir>/<id>.png`` (CRF-refined ids) for ``ids``, using ``workers`` processes (spawned, one
+    torch thread each); ``workers=1`` runs in this process."""
+    paths = index_logit_dirs(logit_dirs, ids)
+    tasks = [(i, str(paths[i]), str(Path(out_dir) / f"{i}.png")) for i in ids]
+    settings = {**CRF_DEFAULTS, **(crf or {})}
+    bar = dict(total=len(tasks), desc="crf", mininterval=5.0, file=sys.stderr)
+    if workers <= 1:
+        _crf_worker_init(str(root), settings, single_thread=False)
+        results = (_crf_worker(t) for t in tasks)
+        _raise_first(tqdm(results, **bar))
+        return
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(workers, initializer=_crf_worker_init, initargs=(str(root), settings, True)) as pool:
+        _raise_first(tqdm(pool.imap_unordered(_crf_worker, tasks, chunksize=2), **bar))
+
+
+def _raise_first(results: Any) -> None:
+    for _, error in results:
+        if error is not None:
+            raise InputError(*error)
+
+
+# --------------------------------------------------------------------------------------------------- evaluation
+def evaluate_segmentation(data: VOCLayoutDataset, ids: Sequence[str], logit_dirs: Sequence[str | os.PathLike[str]],
+                          crf_dirs: Sequence[str | os.PathLike[str]]) -> dict[str, ConfusionMatrix]:
+    """Confusions over ``ids`` of the argmax of the upsampled logits (``no_crf``) and of the CRF labels (``crf``)."""
+    n = data.num_classes
+    logit_paths = index_logit_dirs(logit_dirs, ids)
+    crf_paths = index_label_dirs(crf_dirs, ids)
+    result = {"no_crf": ConfusionMatrix(n), "crf": ConfusionMatrix(n)}
+    for image_id in tqdm(ids, desc="eval", mininterval=5.0, file=sys.stderr):
+        gt = data.mask(image_id)
+        rec = load_logits(logit_paths[image_id])
+        if rec.size != gt.shape:
+            raise InputError(logit_paths[image_id], f"logits of image size {rec.size} but the mask is {gt.shape}")
+        if rec.logits.shape[0] != n:
+            raise InputError(logit_paths[image_id], f"{rec.logits.shape[0]} classes, the dataset has {n}")
+        result["no_crf"].update(labels_from_logits(rec.logits, rec.size), gt)
+        refined = read_label_png(crf_paths[image_id], n)
+        if refined.shape != gt.shape:
+            raise InputError(crf_paths[image_id], f"CRF labels of size {refined.shape} but the mask is {gt.shape}")
+        result["crf"].update(refined, gt)
+    return result
+
+
+def segmentation_report(cms: dict[str, ConfusionMatrix], class_names: Sequence[str], split: str) -> dict[str, Any]:
+    """The ``deeplab_<split>_metrics.json`` content: mIoU (%) with and without CRF and both full score sets."""
+    out: dict[str, Any] = {"split": split}
+    for key, cm in cms.items():
+        out[f"miou_{key}"] = round(100 * cm.scores()["miou_present"], 4)
+    for key, cm in cms.items():
+        out[key] = cm.to_json_dict(class_names)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------ summary
+@dataclass(frozen=True)
+class SummaryRow:
+    """One run's numbers for the summary table (mIoU in %, None where the run has no such stage)."""
+
+    run: str
+    dataset: str
+    method: str
+    labels: str
+    cam: float | None
+    pseudo: float | None
+    deeplab: float | None
+    deeplab_crf: float | None
+
+
+def read_miou_file(path: str | os.PathLike[str]) -> float:
+    """The single number of a ``*_miou.txt`` file."""
+    try:
+        text = Path(path).read_text().strip()
+        return float(text)
+    except FileNotFoundError:
+        raise InputError(path, "mIoU file is missing") from None
+    except ValueError:
+        raise InputError(path, f"expected one number, got {text[:40]!r}") from None
+
+
+def read_deeplab_metrics(path: str | os.PathLike[str]) -> tuple[float, float]:
+    """(mIoU without CRF, with CRF) in % from a ``deeplab_<split>_metrics.json``."""
+    try:
+        data = json.loads(Path(path).read_text())
+        return float(data["miou_no_crf"]), float(data["miou_crf"])
+    except FileNotFoundError:
+        raise InputError(path, "DeepLab metrics file is missing") from None
+    except (ValueError, KeyError, TypeError) as err:
+        raise InputError(path, f"not a DeepLab metrics file ({type(err).__name__}: {err})") from None
+
+
+def _cell(value: float | None) -> str:
+    return "–" if value is None or not math.isfinite(value) else f"{value:.2f}"
+
+
+def summary_table(rows: Sequence[SummaryRow], cam_split: str = "val", pseudo_split: str = "val",
+                  seg_split: str = "val") -> str:
+    """Markdown: a title, one note line and a table with one row per run (mIoU in %, two decimals, – if absent)."""
+    header = ["Run", "Dataset", "Method", "Training labels", f"CAM ({cam_split})", f"Pseudo ({pseudo_split})",
+              f"DeepLab ({seg_split})", f"DeepLab+CRF ({seg_split})"]
+    lines = ["# Results", "", "mIoU in % over the classes present in the ground truth.", "",
+             "| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 4 + ["---:"] * 4) + "|"]
+    for r in rows:
+        cells = [r.run, r.dataset, r.method, r.labels, _cell(r.cam), _cell(r.pseudo), _cell(r.deeplab),
+                 _cell(r.deeplab_crf)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["CRF_DEFAULTS", "SegLogits", "SummaryRow", "build_segmenter", "check_train_params", "crf_refine",
+           "crf_shard", "evaluate_segmentation", "index_logit_dirs", "labels_from_logits", "load_logits",
+           "msc_loss", "optimizer_groups", "output_names", "predict_logits", "probs_from_logits",
+           "read_deeplab_metrics", "read_miou_file", "resize_labels", "save_logits", "segmentation_report",
+           "summary_table", "training_step", "upsample_logits"]
