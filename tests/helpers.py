@@ -26,7 +26,7 @@ def snakemake(workdir: Path, *args: str, timeout: float = 600) -> subprocess.Com
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2", *args]
     return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
 
-TINY_CLS = {"backbone": 18, "pretrained": "none", "norm": "batch", "k_words": 8, "batch_size": 4, "epochs": 1,
+TINY_CLS = {"backbone": 18, "pretrained": "none", "norm": "batch", "freeze_stem": False, "detach_stage2": False, "k_words": 8, "batch_size": 4, "epochs": 1,
             "optimizer": "adamw", "lr": 1e-3, "resize_long": [64, 80], "crop": 64, "checkpoint_every": 2, "workers": 0}
 TINY_CAM = {"scales": [1.0, 0.5], "shards": 2}
 

@@ -25,9 +25,10 @@ def build_classifier(params: dict[str, Any], num_classes: int, method: str,
     backbone weights (when a trained state dict is loaded next anyway)."""
     weights = params["pretrained"] if pretrained else "none"
     backbone = build_resnet(params["backbone"], strides=(2, 2, 2, 1), weights=weights,
-                            sha256=params.get("pretrained_sha256"), cache_dir=cache_dir, norm=params["norm"])
+                            sha256=params.get("pretrained_sha256"), cache_dir=cache_dir, norm=params["norm"],
+                            freeze_stem=params.get("freeze_stem", True))
     return VWLNet(backbone, num_classes, method=method, k_words=params["k_words"], gamma=params["gamma"],
-                  tau=params["tau"], rho=params["rho"])
+                  tau=params["tau"], rho=params["rho"], detach_stage2=params.get("detach_stage2"))
 
 
 def optimizer_groups(model: VWLNet, lr_mult_new: float) -> list[dict[str, Any]]:
