@@ -86,3 +86,33 @@ def test_cam_stages_run_end_to_end(tmp_path: Path) -> None:
     proc = snakemake(tmp_path, "-n", *targets)
     jobs = proc.stdout[proc.stdout.index("Job stats"):]
     assert "eval_cam" in jobs and "train_cls" not in jobs and "infer_cam" not in jobs
+
+
+@pytest.mark.slow
+def test_whole_dag_runs_on_a_tiny_synthetic_run(tmp_path: Path) -> None:
+    import json
+
+    from helpers import tiny_config
+
+    write_config(tmp_path, tiny_config("vwl_l"))
+    proc = snakemake(tmp_path, "results/summary.md")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "results/tiny"
+    for name in ["cam_val_miou.txt", "pseudo_val_miou.txt", "deeplab_val_miou.txt"]:
+        value = float((run / name).read_text())
+        assert 0.0 <= value <= 100.0
+    metrics = json.loads((run / "deeplab_val_metrics.json").read_text())
+    assert abs(float((run / "deeplab_val_miou.txt").read_text()) - metrics["miou_crf"]) < 0.006  # both in %
+    assert len(list((run / "pseudo/train_aug").glob("shard_*/*.png"))) == 24
+    assert len(list((run / "seg_crf/val").glob("shard_*/*.png"))) == 8
+    summary = (tmp_path / "results/summary.md").read_text()
+    assert "| tiny |" in summary.replace("|tiny|", "| tiny |")
+    # a changed CRF parameter reruns only crf and what follows it
+    config = tiny_config("vwl_l")
+    config["runs"]["tiny"]["seg"]["crf"] = {"bi_w": 5}
+    write_config(tmp_path, config)
+    proc = snakemake(tmp_path, "-n", "results/summary.md")
+    jobs = proc.stdout[proc.stdout.index("Job stats"):proc.stdout.index("Reasons")]
+    assert "crf" in jobs and "eval_seg" in jobs and "summary" in jobs
+    for upstream in ["train_cls", "infer_cam", "train_irn", "make_pseudo", "train_seg", "infer_seg"]:
+        assert upstream not in jobs
