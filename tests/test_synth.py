@@ -15,6 +15,7 @@ import yaml
 
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.synth import (
+    GENERATOR_VERSION,
     MAX_CLASSES,
     class_names,
     generate_dataset,
@@ -73,7 +74,7 @@ def test_layout_follows_the_voc_contract(synth_root):
     assert val == [f"synth_val_{i:06d}" for i in range(40)]
     meta = yaml.safe_load((synth_root / "dataset.yaml").read_text())
     assert {k: meta[k] for k in ("name", "images", "masks", "seed", "generator_version")} == {
-        "name": "synth", "images": "JPEGImages", "masks": "SegmentationClass", "seed": 0, "generator_version": 1}
+        "name": "synth", "images": "JPEGImages", "masks": "SegmentationClass", "seed": 0, "generator_version": GENERATOR_VERSION}
 
 
 def test_samples_masks_and_labels_agree(synth_root):

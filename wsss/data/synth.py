@@ -47,7 +47,7 @@ from wsss.data.dataset import format_labels_tsv
 from wsss.errors import InputError
 from wsss.io import IGNORE, atomic_dir, write_jpeg, write_label_png, write_text
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 JPEG_QUALITY = 90
 SPLITS = {"train_aug": 0, "val": 1}  # split name -> split index in the per-image RNG key
 MIN_KEEP_FRACTION = 0.4  # an earlier object keeps at least this share of its in-frame area when a later one lands
@@ -293,7 +293,7 @@ def _sample_object(rng: np.random.Generator, size: int, num_classes: int) -> Syn
         angle=float(np.deg2rad(rng.uniform(-MAX_ROTATION_DEG, MAX_ROTATION_DEG))),
         fill=_palette_colour(rng, int(fill_index)),
         ink=_palette_colour(rng, int(ink_index)),
-        period=float(max(3.0, size * rng.uniform(0.045, 0.07))),
+        period=float(max(3.0, size * rng.uniform(0.07, 0.11))),
         phase=(float(rng.uniform(0, size)), float(rng.uniform(0, size))),
         shade=(float(rng.uniform(0.0, 0.25)), math.cos(direction), math.sin(direction)),
     )
