@@ -31,8 +31,8 @@ DATASET_META = ["dataset.yaml", "classes.txt", "labels.tsv"]
 
 
 def stage(name):
-    """Command prefix that runs stages/<name>.py."""
-    return f"{PYTHON} {workflow.basedir}/stages/{name}.py"
+    """Command prefix that runs stages/<name>.py, with this checkout's ``wsss`` importable in any environment."""
+    return f"PYTHONPATH={workflow.basedir} {PYTHON} {workflow.basedir}/stages/{name}.py"
 
 
 def as_json(obj):

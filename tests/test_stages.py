@@ -1,0 +1,59 @@
+"""Stage scripts as a user runs them: bad input ends with one line naming the file, exit 2, no partial output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import REPO, TINY_CLS
+
+
+def _run(stage: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "stages" / f"{stage}.py"), *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def _assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and proc.stderr.rstrip().splitlines()[-1] == errors[0]
+    for fragment in fragments:
+        assert fragment in errors[0]
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_corrupt_jpeg_during_training(tiny_voc: Path, tmp_path: Path, workers: int) -> None:
+    jpeg = tiny_voc / "JPEGImages/b_2.jpg"
+    jpeg.write_bytes(jpeg.read_bytes()[:30])
+    params = dict(TINY_CLS, batch_size=2, workers=workers, k_words=4, gamma=2.0, tau=1.0, rho=1e-3,
+                  pretrained_sha256=None, lr_mult_new=1, weight_decay=0.0, momentum=0.9, poly_power=0.9, seed=0)
+    out = tmp_path / "cls"
+    proc = _run("train_cls", "--params", json.dumps(params), "--dataset", str(tiny_voc), "--split", "train",
+                "--method", "cam", "--device", "cpu", "--out-dir", str(out))
+    _assert_one_line_error(proc, str(jpeg), "cannot decode image")
+    assert not (out / "model.pt").exists() and not (out / "train_log.csv").exists()
+
+
+def test_mask_out_of_range_during_evaluation(tiny_voc: Path, tmp_path: Path) -> None:
+    import numpy as np
+
+    from wsss.classify import CamRecord, save_cam
+    from wsss.io import write_label_png
+
+    cams = tmp_path / "cams"
+    for image_id in ["a_1", "b_2", "c_3"]:
+        save_cam(cams / f"{image_id}.npz", CamRecord(np.array([0]), np.ones((1, 3, 4), np.float16), (12, 16),
+                                                     np.zeros(2, np.float32)))
+    bad = np.zeros((12, 16), np.uint8)
+    bad[5, 5] = 9
+    write_label_png(tiny_voc / "SegmentationClass/c_3.png", bad)
+    out = tmp_path / "out"
+    proc = _run("eval_cam", "--params", json.dumps({"cam": {"bg_score": 0.13, "sweep": [0.1]}}), "--dataset",
+                str(tiny_voc), "--split", "val", "--cams", str(cams), "--miou", str(out / "m.txt"), "--metrics",
+                str(out / "m.json"), "--sweep", str(out / "s.json"), "--plot", str(out / "s.png"))
+    _assert_one_line_error(proc, "c_3.png", "mask values [9] outside 0..2 and 255")
+    assert not out.exists() or not any(out.iterdir())
