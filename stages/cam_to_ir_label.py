@@ -4,7 +4,7 @@
 import logging
 import sys
 
-from wsss.classify import find_cam, shard
+from wsss.classify import index_cam_dirs, shard
 from wsss.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.io import atomic_dir
@@ -17,7 +17,8 @@ def main(args, params):
     data = VOCLayoutDataset(args.dataset)
     ids = shard(data.ids(args.split), args.shard, args.shards)
     log.info("shard %d/%d of %s: %d images, %d workers", args.shard, args.shards, args.split, len(ids), args.threads)
-    tasks = [(i, data.image_path(i), find_cam([args.cams], i)) for i in ids]
+    cam_paths = index_cam_dirs([args.cams], ids)
+    tasks = [(i, data.image_path(i), cam_paths[i]) for i in ids]
     with atomic_dir(args.out) as tmp:
         totals = write_ir_labels(tasks, tmp, ir_label_options(params["irn"]), workers=args.threads)
     pixels = max(1, sum(totals.values()))

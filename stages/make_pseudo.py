@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from wsss.classify import find_cam, load_cam, shard
+from wsss.classify import index_cam_dirs, load_cam, shard
 from wsss.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.transforms import normalize, to_chw
@@ -29,10 +29,11 @@ def main(args, params):
     model = build_irn(irn, params["cls_backbone"], pretrained=False)
     model.load_state_dict(load_state_dict_file(args.model))
     model.to(device).eval()
+    cam_paths = index_cam_dirs([args.cams], ids)
     with atomic_dir(args.out) as tmp, torch.inference_mode():
         for image_id in tqdm(ids, desc="pseudo", mininterval=5.0, file=sys.stderr):
             image = data.image(image_id)
-            cam_path = find_cam([args.cams], image_id)
+            cam_path = cam_paths[image_id]
             rec = load_cam(cam_path)
             if tuple(rec.size) != image.shape[:2]:
                 raise InputError(cam_path, f"CAM of image size {rec.size} but the image is {image.shape[:2]}")

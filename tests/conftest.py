@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny hand-made VOC-layout dataset and the repository root."""
+"""Shared fixtures: one torch thread for the session, a tiny hand-made VOC-layout dataset and the repository root."""
 
 from __future__ import annotations
 
@@ -6,11 +6,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from wsss.data.dataset import format_labels_tsv
 from wsss.io import write_jpeg, write_label_png
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _single_thread():
+    """One intra-op thread for the whole session: on a shared 2-core machine OpenMP spin-waiting makes tiny
+    convolutions many times slower. The previous count is restored at the end."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -13,15 +13,6 @@ from wsss.errors import InputError
 from wsss.models.backbone import FixedBatchNorm, build_resnet
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP spin-waiting makes tiny convolutions ~50× slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def r18() -> nn.Module:
     torch.manual_seed(0)

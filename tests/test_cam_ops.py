@@ -15,15 +15,6 @@ from wsss.ops.cam import (cam_to_labels, fuse_flip, label_keys, multiscale_cam, 
                           resize_image, scaled_size, stride4_size, upsample_cam)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP spin-waiting makes tiny convolutions ~50× slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class CountingCam:
     """Wrap a CAM function and record the batch shapes it was called with."""
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from wsss.classify import CamRecord, build_classifier, find_cam, load_cam, save_cam, shard, training_step
+from wsss.classify import (CamRecord, build_classifier, index_cam_dirs, load_cam, save_cam, shard,
+                           training_step)
 from wsss.errors import InputError
 from wsss.evaluate import labels_at_thresholds
 from wsss.ops.cam import cam_to_labels, multiscale_cams, pack_cam, upsample_cam
@@ -70,8 +71,9 @@ def test_cam_file_errors_name_the_file(tmp_path: Path) -> None:
     bad.write_bytes(b"garbage")
     with pytest.raises(InputError, match="x.npz: cannot read CAM file"):
         load_cam(bad)
-    with pytest.raises(InputError, match="no CAM for image id 'y'"):
-        find_cam([tmp_path], "y")
+    with pytest.raises(InputError, match="no CAM for 1 of 2 ids, e.g. 'y'"):
+        index_cam_dirs([tmp_path], ["x", "y"])
+    assert index_cam_dirs([tmp_path], ["x"]) == {"x": bad}
 
 
 def test_shards_partition_ids() -> None:

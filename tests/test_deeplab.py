@@ -15,15 +15,6 @@ from wsss.models.deeplab import ASPP, MSC, build_deeplab, map_init_state
 from wsss.train import build_optimizer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors run several times faster on one intra-op thread than on two busy-waiting ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def msc() -> MSC:
     torch.manual_seed(0)

@@ -33,15 +33,6 @@ from wsss.train import build_optimizer, fit
 IR_OPTIONS = {"conf_fg": 0.30, "conf_bg": 0.05, "gt_prob": 0.7, "iters": 10, "pos": (3, 3), "bi": (50, 5, 10)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster, and immune to OpenMP spinning on a busy shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def square_voc(tmp_path: Path) -> Path:
     """Three 64×64 images (a bright square of class 1 or 2 on dark noise) with masks, in VOC layout."""

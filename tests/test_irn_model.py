@@ -16,15 +16,6 @@ from wsss.ops.path_index import PathIndex
 from wsss.train import build_optimizer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster, and immune to OpenMP spinning on a busy shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 CLS_PARAMS = {"backbone": 18, "pretrained": "none", "norm": "batch", "k_words": 8, "gamma": 2.0, "tau": 1.0,
               "rho": 1e-3}
 

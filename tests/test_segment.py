@@ -28,15 +28,6 @@ from wsss.segment import (SummaryRow, check_train_params, crf_refine, crf_shard,
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors run several times faster on one intra-op thread than on two busy-waiting ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_msc_loss_known_values() -> None:
     labels = torch.randint(0, 4, (2, 33, 33))
     labels[:, :8] = 255

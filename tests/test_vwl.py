@@ -16,15 +16,6 @@ from wsss.models.vwl import (VWLNet, decorrelation_loss, hybrid_pool, memory_ban
 LABELS = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0]])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP spin-waiting makes tiny convolutions ~50× slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _net(method: str, k_words: int = 8, seed: int = 0) -> VWLNet:
     torch.manual_seed(seed)
     return VWLNet(build_resnet(18), num_classes=4, method=method, k_words=k_words)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from wsss.errors import InputError
-from wsss.io import atomic_path
+from wsss.io import atomic_path, index_shard_files
 from wsss.models.backbone import build_resnet
 from wsss.models.vwl import VWLNet, hybrid_pool
 
@@ -94,13 +94,9 @@ def load_cam(path: str | os.PathLike[str]) -> CamRecord:
     return rec
 
 
-def find_cam(dirs: Sequence[str | os.PathLike[str]], image_id: str) -> Path:
-    """The CAM file of ``image_id`` among the shard folders ``dirs``."""
-    for d in dirs:
-        path = Path(d) / f"{image_id}.npz"
-        if path.exists():
-            return path
-    raise InputError(Path(dirs[0]).parent if dirs else "cam", f"no CAM for image id {image_id!r} in {len(dirs)} shards")
+def index_cam_dirs(dirs: Sequence[str | os.PathLike[str]], ids: Sequence[str]) -> dict[str, Path]:
+    """Map every id to its CAM file ``<id>.npz`` among the shard folders ``dirs``; a missing id is an InputError."""
+    return index_shard_files(dirs, ids, ".npz", "CAM")
 
 
 def shard(ids: Sequence[str], index: int, count: int) -> list[str]:

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from wsss.classify import find_cam, load_cam
+from wsss.classify import index_cam_dirs, load_cam
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.errors import InputError
 from wsss.metrics import ConfusionMatrix
@@ -63,8 +63,9 @@ def evaluate_cams(data: VOCLayoutDataset, ids: Sequence[str], cam_dirs: Sequence
     """Score the stored CAMs of ``ids`` (upsampled to image size) against the masks, per background score."""
     n = data.num_classes
     result = CamEvaluation(ConfusionMatrix(n), {t: ConfusionMatrix(n) for t in sweep}, F1Counter.zeros(n - 1))
+    cam_paths = index_cam_dirs(cam_dirs, ids)
     for image_id in ids:
-        path = find_cam(cam_dirs, image_id)
+        path = cam_paths[image_id]
         rec = load_cam(path)
         gt = data.mask(image_id)
         if rec.size != gt.shape:

@@ -7,7 +7,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -127,3 +127,23 @@ def write_jpeg(path: str | os.PathLike[str], rgb: np.ndarray, quality: int = 95)
     """Write H×W×3 uint8 RGB as a baseline JPEG, atomically."""
     with atomic_path(path) as tmp:
         Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).save(tmp, format="JPEG", quality=quality)
+
+
+def index_shard_files(dirs: Sequence[str | os.PathLike[str]], ids: Sequence[str], suffix: str,
+                      what: str) -> dict[str, Path]:
+    """Map every id to its ``<id><suffix>`` among the shard folders ``dirs`` (the first folder holding it wins).
+
+    Each folder is listed once, so indexing N ids costs one directory scan per shard, not N look-ups.
+    ``what`` names the files in the errors: a missing folder, or ids without a file, is an InputError."""
+    found: dict[str, Path] = {}
+    for d in dirs:
+        d = Path(d)
+        if not d.is_dir():
+            raise InputError(d, f"{what} folder is missing")
+        for path in d.glob(f"*{suffix}"):
+            found.setdefault(path.name[: -len(suffix)], path)
+    missing = [i for i in ids if i not in found]
+    if missing:
+        where = Path(dirs[0]).parent if dirs else Path(what)
+        raise InputError(where, f"no {what} for {len(missing)} of {len(ids)} ids, e.g. {missing[0]!r}")
+    return {i: found[i] for i in ids}

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.irn_data import index_label_dirs
 from wsss.errors import InputError
-from wsss.io import IGNORE, atomic_path, read_label_png, write_label_png
+from wsss.io import IGNORE, atomic_path, index_shard_files, read_label_png, write_label_png
 from wsss.metrics import ConfusionMatrix
 from wsss.models.deeplab import MSC, build_deeplab
 from wsss.ops.crf import crf_from_probs
@@ -168,18 +168,7 @@ def load_logits(path: str | os.PathLike[str]) -> SegLogits:
 
 def index_logit_dirs(dirs: Sequence[str | os.PathLike[str]], ids: Sequence[str]) -> dict[str, Path]:
     """Map every id to its ``<id>.npz`` among the shard folders ``dirs``; a missing id is an InputError."""
-    found: dict[str, Path] = {}
-    for d in dirs:
-        d = Path(d)
-        if not d.is_dir():
-            raise InputError(d, "logit folder is missing")
-        for path in d.glob("*.npz"):
-            found.setdefault(path.stem, path)
-    missing = [i for i in ids if i not in found]
-    if missing:
-        where = Path(dirs[0]).parent if dirs else Path("logits")
-        raise InputError(where, f"no logits for {len(missing)} of {len(ids)} ids, e.g. {missing[0]!r}")
-    return {i: found[i] for i in ids}
+    return index_shard_files(dirs, ids, ".npz", "logits")
 
 
 def upsample_logits(logits: np.ndarray | torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

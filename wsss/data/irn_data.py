@@ -16,23 +16,12 @@ import torch
 from wsss.data import transforms as T
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.errors import InputError
-from wsss.io import IGNORE, read_label_png
+from wsss.io import IGNORE, index_shard_files, read_label_png
 
 
 def index_label_dirs(dirs: Sequence[str | os.PathLike[str]], ids: Sequence[str]) -> dict[str, Path]:
     """Map every id to its ``<id>.png`` among the shard folders ``dirs``; a missing id is an InputError."""
-    found: dict[str, Path] = {}
-    for d in dirs:
-        d = Path(d)
-        if not d.is_dir():
-            raise InputError(d, "label folder is missing")
-        for path in d.glob("*.png"):
-            found.setdefault(path.stem, path)
-    missing = [i for i in ids if i not in found]
-    if missing:
-        where = Path(dirs[0]).parent if dirs else Path("labels")
-        raise InputError(where, f"no label PNG for {len(missing)} of {len(ids)} ids, e.g. {missing[0]!r}")
-    return {i: found[i] for i in ids}
+    return index_shard_files(dirs, ids, ".png", "label PNG")
 
 
 class AffinityTrainSet(torch.utils.data.Dataset):

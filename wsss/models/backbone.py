@@ -12,6 +12,7 @@ import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -105,12 +106,28 @@ def _configure_layer(layer: nn.Sequential, stride: int, dilation: int) -> None:
         block.stride = s
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def read_state_dict(path: str | os.PathLike[str], sha256: str | None, what: str) -> Mapping[str, Any]:
+    """The mapping stored in a local weights file, read with ``weights_only=True`` (never unpickled).
+
+    ``sha256``, when given, must match the file's digest. ``what`` names the file's role in the errors
+    (e.g. "backbone weights"): a missing, mismatching or unreadable file, or one that holds no mapping, is an
+    InputError naming the file. The entries are checked by the caller's loader."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, f"{what} file is missing")
+    if sha256 is not None:
+        with open(path, "rb") as fh:
+            got = hashlib.file_digest(fh, "sha256").hexdigest()
+        if got.lower() != sha256.lower():
+            raise InputError(path, f"sha256 mismatch: expected {sha256}, got {got}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable/unsafe file is bad input
+        first_line = (str(err).splitlines() or [""])[0]
+        raise InputError(path, f"cannot read {what} ({type(err).__name__}: {first_line})") from None
+    if not isinstance(state, Mapping):
+        raise InputError(path, f"expected a state dict, got {type(state).__name__}")
+    return state
 
 
 def _clean_state_dict(state: Mapping[str, object], source: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -192,19 +209,7 @@ def build_resnet(depth: int, strides: Sequence[int] = (2, 2, 2, 1), dilations: S
         load_backbone_state(model, state, imagenet.url)
     elif weights != "none":
         path = Path(weights)
-        if not path.is_file():
-            raise InputError(path, "backbone weights file is missing")
-        if sha256 is not None:
-            got = _sha256(path)
-            if got.lower() != sha256.lower():
-                raise InputError(path, f"sha256 mismatch: expected {sha256}, got {got}")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any unreadable/unsafe file is bad input
-            raise InputError(path, f"cannot read backbone weights ({type(err).__name__}: {err})") from None
-        if not isinstance(state, Mapping):
-            raise InputError(path, f"expected a state dict, got {type(state).__name__}")
-        load_backbone_state(model, state, path)
+        load_backbone_state(model, read_state_dict(path, sha256, "backbone weights"), path)
 
     if freeze_stem:
         for p in (*model.conv1.parameters(), *model.bn1.parameters()):
@@ -212,4 +217,4 @@ def build_resnet(depth: int, strides: Sequence[int] = (2, 2, 2, 1), dilations: S
     return model
 
 
-__all__ = ["FixedBatchNorm", "ResNetStages", "build_resnet", "load_backbone_state"]
+__all__ = ["FixedBatchNorm", "ResNetStages", "build_resnet", "load_backbone_state", "read_state_dict"]

@@ -31,7 +31,6 @@ that maps to no backbone parameter is an InputError listing it.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -45,7 +44,7 @@ from torch import nn
 from torchvision.models import resnet as tv_resnet
 
 from wsss.errors import InputError
-from wsss.models.backbone import ResNetStages, build_resnet, load_backbone_state
+from wsss.models.backbone import ResNetStages, build_resnet, load_backbone_state, read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -199,29 +198,13 @@ def map_init_state(state: Mapping[str, Any], source: str | os.PathLike[str]) -> 
     return out
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
 def load_init(model: DeepLabV2, path: str | os.PathLike[str], sha256: str | None = None) -> None:
     """Load initial backbone weights from a local state-dict file (read with ``weights_only=True``).
 
     The file must match ``sha256`` when given; its keys are mapped by :func:`map_init_state`; every backbone
     parameter and buffer must be present and no unmapped key may remain, else InputError naming the file."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "DeepLab init weights file is missing")
-    if sha256 is not None:
-        got = _sha256(path)
-        if got.lower() != sha256.lower():
-            raise InputError(path, f"sha256 mismatch: expected {sha256}, got {got}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable/unsafe file is bad input
-        raise InputError(path, f"cannot read init weights ({type(err).__name__}: {str(err).splitlines()[0]})") from None
-    if not isinstance(state, Mapping):
-        raise InputError(path, f"expected a state dict, got {type(state).__name__}")
+    state = read_state_dict(path, sha256, "DeepLab init weights")
     mapped = map_init_state(state, path)
     known = set(model.backbone.state_dict())
     unmapped = sorted(k for k in mapped if k not in known)
