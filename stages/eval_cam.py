@@ -25,7 +25,8 @@ def main(args, params):
     result = evaluate_cams(data, ids, args.cams, cam["bg_score"], cam["sweep"])
     metrics = result.main.to_json_dict(data.classes)
     metrics |= {"split": args.split, "images": len(ids), "bg_score": cam["bg_score"],
-                "image_f1_micro": result.f1.micro_f1()}
+                "image_f1_micro": result.f1.micro_f1(),
+                "baselines_miou": {name: cm.scores()["miou_present"] for name, cm in result.baselines.items()}}
     rows = sweep_table(result)
     log.info("CAM mIoU %.2f %% (bg %.2f), image-level F1 %.3f", 100 * metrics["miou_present"], cam["bg_score"],
              metrics["image_f1_micro"])

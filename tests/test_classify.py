@@ -96,3 +96,23 @@ def test_training_step_vwl_m_updates_bank_reproducibly() -> None:
         assert not torch.equal(before, model.codebook)
         banks.append(model.codebook.clone())
     torch.testing.assert_close(banks[0], banks[1], rtol=0, atol=0)
+
+
+def test_cam_evaluation_baselines(tiny_voc: Path, tmp_path: Path) -> None:
+    from wsss.data.dataset import VOCLayoutDataset
+    from wsss.evaluate import evaluate_cams
+
+    data = VOCLayoutDataset(tiny_voc)
+    for image_id in ["a_1", "b_2", "c_3"]:
+        mask = data.mask(image_id)
+        keys = np.flatnonzero(data.label_vector(image_id))
+        cam = np.stack([(mask == k + 1).astype(np.float32) for k in keys])  # a perfect CAM at full resolution
+        save_cam(tmp_path / f"{image_id}.npz", CamRecord(keys, pack_cam(cam[:, ::4, ::4]), mask.shape,
+                                                         np.zeros(2, np.float32)))
+    ids = data.ids("train") + data.ids("val")
+    res = evaluate_cams(data, ids, [tmp_path], 0.5, [])
+    bg = res.baselines["all_background"].scores()
+    fg = res.baselines["all_foreground"].scores()
+    assert bg["iou"][0] == pytest.approx(bg["pixel_accuracy"]) and bg["iou"][1] == 0 and bg["iou"][2] == 0
+    assert fg["iou"][0] == 0 and fg["miou_present"] < res.main.scores()["miou_present"]
+    assert res.main.scores()["miou_present"] > 0.5

@@ -56,13 +56,20 @@ class CamEvaluation:
     main: ConfusionMatrix
     sweep: dict[float, ConfusionMatrix] = field(default_factory=dict)
     f1: F1Counter | None = None
+    baselines: dict[str, ConfusionMatrix] = field(default_factory=dict)
+
+
+# Trivial predictors the CAMs must beat: every pixel background, and every pixel foreground (the image's
+# best-scoring ground-truth class, background never predicted). As background scores: +inf and -inf.
+BASELINES = {"all_background": float("inf"), "all_foreground": float("-inf")}
 
 
 def evaluate_cams(data: VOCLayoutDataset, ids: Sequence[str], cam_dirs: Sequence[str | os.PathLike[str]],
                   bg_score: float, sweep: Sequence[float]) -> CamEvaluation:
     """Score the stored CAMs of ``ids`` (upsampled to image size) against the masks, per background score."""
     n = data.num_classes
-    result = CamEvaluation(ConfusionMatrix(n), {t: ConfusionMatrix(n) for t in sweep}, F1Counter.zeros(n - 1))
+    result = CamEvaluation(ConfusionMatrix(n), {t: ConfusionMatrix(n) for t in sweep}, F1Counter.zeros(n - 1),
+                           {name: ConfusionMatrix(n) for name in BASELINES})
     cam_paths = index_cam_dirs(cam_dirs, ids)
     for image_id in ids:
         path = cam_paths[image_id]
@@ -71,8 +78,9 @@ def evaluate_cams(data: VOCLayoutDataset, ids: Sequence[str], cam_dirs: Sequence
         if rec.size != gt.shape:
             raise InputError(path, f"CAM of image size {rec.size} but the mask is {gt.shape}")
         cams = upsample_cam(rec.cam, rec.size)
-        thresholds = [bg_score, *sweep]
-        for cm, pred in zip([result.main, *result.sweep.values()], labels_at_thresholds(cams, rec.keys, thresholds)):
+        thresholds = [bg_score, *sweep, *BASELINES.values()]
+        matrices = [result.main, *result.sweep.values(), *result.baselines.values()]
+        for cm, pred in zip(matrices, labels_at_thresholds(cams, rec.keys, thresholds)):
             cm.update(pred, gt)
         result.f1.update(rec.scores, data.label_vector(image_id))
     return result
