@@ -1,7 +1,6 @@
 #!/usr/bin/env python
 """Evaluate CAMs of a split at the configured background score; report a background-score sweep (never used to pick it)."""
 
-import json
 import logging
 import sys
 
@@ -13,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from wsss.cli import run_stage, stage_parser  # noqa: E402
 from wsss.data.dataset import VOCLayoutDataset  # noqa: E402
 from wsss.evaluate import evaluate_cams, sweep_table  # noqa: E402
-from wsss.io import atomic_path, write_text  # noqa: E402
+from wsss.io import atomic_path, write_json, write_text  # noqa: E402
 
 log = logging.getLogger("wsss")
 
@@ -39,9 +38,8 @@ def main(args, params):
         fig.tight_layout()
         fig.savefig(tmp, format="png")
         plt.close(fig)
-    write_text(args.sweep, json.dumps({"split": args.split, "note": "reported only; bg_score comes from config",
-                                       "rows": rows}, indent=1, allow_nan=False) + "\n")
-    write_text(args.metrics, json.dumps(metrics, indent=1, allow_nan=False) + "\n")
+    write_json(args.sweep, {"split": args.split, "note": "reported only; bg_score comes from config", "rows": rows})
+    write_json(args.metrics, metrics)
     write_text(args.miou, f"{100 * metrics['miou_present']:.2f}\n")
 
 

@@ -1,14 +1,13 @@
 #!/usr/bin/env python
 """Evaluate the pseudo labels of a split against its masks: mIoU, per-class IoU, FP/FN."""
 
-import json
 import logging
 import sys
 
 from wsss.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.irn_data import index_label_dirs
-from wsss.io import write_text
+from wsss.io import write_json, write_text
 from wsss.irn import evaluate_labels
 
 log = logging.getLogger("wsss")
@@ -22,7 +21,7 @@ def main(args, params):
     log.info("pseudo-label mIoU %.2f %% (all classes %.2f %%), background FP %.3f FN %.3f, foreground FP %.3f "
              "FN %.3f", 100 * metrics["miou_present"], 100 * (metrics["miou_all"] or 0.0), metrics["bg_fp"] or 0.0,
              metrics["bg_fn"] or 0.0, metrics["fg_fp_mean"] or 0.0, metrics["fg_fn_mean"] or 0.0)
-    write_text(args.metrics, json.dumps(metrics, indent=1, allow_nan=False) + "\n")
+    write_json(args.metrics, metrics)
     write_text(args.miou, f"{100 * metrics['miou_present']:.2f}\n")
 
 

@@ -1,13 +1,12 @@
 #!/usr/bin/env python
 """Evaluate DeepLab predictions of a split with and without CRF; the headline number is the CRF mIoU."""
 
-import json
 import logging
 import sys
 
 from wsss.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
-from wsss.io import write_text
+from wsss.io import write_json, write_text
 from wsss.segment import evaluate_segmentation, segmentation_report
 
 log = logging.getLogger("wsss")
@@ -20,7 +19,7 @@ def main(args, params):
     report["images"] = len(ids)
     log.info("DeepLab %s mIoU %.2f %% without CRF, %.2f %% with CRF", args.split, report["miou_no_crf"],
              report["miou_crf"])
-    write_text(args.metrics, json.dumps(report, indent=1, allow_nan=False) + "\n")
+    write_json(args.metrics, report)
     write_text(args.miou, f"{report['miou_crf']:.2f}\n")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -78,6 +79,11 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write a text file atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def write_json(path: str | os.PathLike[str], obj: object) -> None:
+    """Write strict JSON (NaN is an error: use None), indented, atomically."""
+    write_text(path, json.dumps(obj, indent=1, allow_nan=False) + "\n")
 
 
 def write_label_png(path: str | os.PathLike[str], ids: np.ndarray) -> None:
