@@ -15,8 +15,8 @@ import torch
 
 from wsss.data import transforms as T
 from wsss.data.dataset import VOCLayoutDataset
-from wsss.errors import InputError
-from wsss.io import IGNORE, index_shard_files, read_label_png
+from wsss.data.loaders import read_image_and_label
+from wsss.io import IGNORE, index_shard_files
 
 
 def index_label_dirs(dirs: Sequence[str | os.PathLike[str]], ids: Sequence[str]) -> dict[str, Path]:
@@ -49,11 +49,7 @@ class AffinityTrainSet(torch.utils.data.Dataset):
         index, aug_seed = key
         rng = np.random.default_rng(aug_seed)
         image_id = self.ids[index]
-        image = self.data.image(image_id)
-        label = read_label_png(self.label_paths[image_id], self.data.num_classes)
-        if label.shape != image.shape[:2]:
-            raise InputError(self.label_paths[image_id],
-                             f"label size {label.shape} differs from image {image.shape[:2]}")
+        image, label = read_image_and_label(self.data, image_id, self.label_paths[image_id])
         size = T.scaled_size(image.shape[:2], float(rng.uniform(*self.scale_range)))
         image, label = T.resize(image, size), T.resize(label, size, nearest=True)
         image = T.normalize(image)

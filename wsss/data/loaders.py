@@ -11,8 +11,21 @@ from typing import Any
 import numpy as np
 import torch
 
+from pathlib import Path
+
 from wsss.data import transforms as T
 from wsss.data.dataset import VOCLayoutDataset
+from wsss.errors import InputError
+from wsss.io import read_label_png
+
+
+def read_image_and_label(data: VOCLayoutDataset, image_id: str, label_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """An image and its label map from ``label_path`` (pseudo labels, IR labels or GT), sizes cross-checked."""
+    image = data.image(image_id)
+    label = read_label_png(label_path, data.num_classes)
+    if label.shape != image.shape[:2]:
+        raise InputError(label_path, f"label size {label.shape} differs from image {image.shape[:2]}")
+    return image, label
 
 
 class ClassificationTrainSet(torch.utils.data.Dataset):

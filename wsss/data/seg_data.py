@@ -23,9 +23,10 @@ from PIL import Image
 
 from wsss.data import transforms as T
 from wsss.data.dataset import VOCLayoutDataset
+from wsss.data.loaders import read_image_and_label
 from wsss.data.irn_data import index_label_dirs
 from wsss.errors import InputError
-from wsss.io import IGNORE, read_label_png
+from wsss.io import IGNORE
 
 CAFFE_MEAN_BGR = np.array([104.008, 116.669, 122.675], dtype=np.float32)
 SCALE_SAMPLING = ("discrete", "uniform")
@@ -102,10 +103,7 @@ class SegmentationTrainSet(torch.utils.data.Dataset):
         index, aug_seed = key
         rng = np.random.default_rng(aug_seed)
         image_id = self.ids[index]
-        image = self.data.image(image_id)
-        label = read_label_png(self.label_paths[image_id], self.data.num_classes)
-        if label.shape != image.shape[:2]:
-            raise InputError(self.label_paths[image_id], f"label size {label.shape} differs from image {image.shape[:2]}")
+        image, label = read_image_and_label(self.data, image_id, self.label_paths[image_id])
         size = T.scaled_size(image.shape[:2], draw_scale(rng, self.scales, self.scale_sampling))
         image, label = resize_bilinear(image, size), T.resize(label, size, nearest=True)
         image = normalize_image(image, self.style)
