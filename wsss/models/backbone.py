@@ -130,15 +130,21 @@ def read_state_dict(path: str | os.PathLike[str], sha256: str | None, what: str)
     return state
 
 
-def _clean_state_dict(state: Mapping[str, object], source: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Unwrap ``{"state_dict": ...}``/``{"model": ...}``, strip ``module.`` prefixes and drop ``fc.*``."""
+def tensor_entries(state: Mapping[str, object], source: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Unwrap ``{"state_dict": ...}``/``{"model": ...}`` and check every entry is a named tensor."""
     for key in ("state_dict", "model"):
         if key in state and isinstance(state[key], Mapping):
             state = state[key]
-    out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
             raise InputError(source, f"not a state dict of tensors (entry {key!r} is {type(value).__name__})")
+    return dict(state)
+
+
+def _clean_state_dict(state: Mapping[str, object], source: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """:func:`tensor_entries`, then strip ``module.`` prefixes and drop ``fc.*``."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in tensor_entries(state, source).items():
         while key.startswith("module."):
             key = key[len("module."):]
         if not key.startswith("fc."):

@@ -44,7 +44,7 @@ from torch import nn
 from torchvision.models import resnet as tv_resnet
 
 from wsss.errors import InputError
-from wsss.models.backbone import ResNetStages, build_resnet, load_backbone_state, read_state_dict
+from wsss.models.backbone import ResNetStages, build_resnet, load_backbone_state, read_state_dict, tensor_entries
 
 log = logging.getLogger(__name__)
 
@@ -171,14 +171,7 @@ def _map_key(key: str) -> str | None:
 
 def map_init_state(state: Mapping[str, Any], source: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """Backbone state in torchvision naming from a torchvision/prefixed/kazuto1011 state dict (module doc)."""
-    for wrapper in ("state_dict", "model"):
-        if wrapper in state and isinstance(state[wrapper], Mapping):
-            state = state[wrapper]
-    entries: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
-            raise InputError(source, f"not a state dict of tensors (entry {key!r} is {type(value).__name__})")
-        entries[key] = value
+    entries = tensor_entries(state, source)
     while entries and all(k.startswith("module.") for k in entries):
         entries = {k[len("module."):]: v for k, v in entries.items()}
     if any(k.startswith("backbone.") for k in entries):
