@@ -4,8 +4,8 @@
 import logging
 import sys
 
-from wsss.classify import index_cam_dirs, shard
-from wsss.cli import run_stage, stage_parser
+from wsss.classify import index_cam_dirs
+from wsss.cli import run_stage, shard_ids, shard_stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.io import atomic_dir
 from wsss.irn import ir_label_options, write_ir_labels
@@ -15,7 +15,7 @@ log = logging.getLogger("wsss")
 
 def main(args, params):
     data = VOCLayoutDataset(args.dataset)
-    ids = shard(data.ids(args.split), args.shard, args.shards)
+    ids = shard_ids(data.ids(args.split), args)
     log.info("shard %d/%d of %s: %d images, %d workers", args.shard, args.shards, args.split, len(ids), args.threads)
     cam_paths = index_cam_dirs([args.cams], ids)
     tasks = [(i, data.image_path(i), cam_paths[i]) for i in ids]
@@ -26,11 +26,7 @@ def main(args, params):
 
 
 if __name__ == "__main__":
-    parser = stage_parser(__doc__)
-    parser.add_argument("--dataset", required=True, help="prepared dataset root")
-    parser.add_argument("--split", required=True, help="split whose CAMs were sharded (IRN: train_aug)")
-    parser.add_argument("--shard", type=int, required=True, help="this shard's index, 0-based")
-    parser.add_argument("--shards", type=int, required=True, help="number of CAM shards of the split")
+    parser = shard_stage_parser(__doc__)
     parser.add_argument("--cams", required=True, help="the CAM folder of this shard")
     parser.add_argument("--threads", type=int, default=1, help="worker processes")
     parser.add_argument("--out", required=True, help="output folder of this shard: <id>.png per image")

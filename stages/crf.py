@@ -4,8 +4,7 @@
 import logging
 import sys
 
-from wsss.classify import shard
-from wsss.cli import run_stage, stage_parser
+from wsss.cli import run_stage, shard_ids, shard_stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.io import atomic_dir
 from wsss.segment import crf_shard
@@ -15,18 +14,14 @@ log = logging.getLogger("wsss")
 
 def main(args, params):
     data = VOCLayoutDataset(args.dataset)
-    ids = shard(data.ids(args.split), args.shard, args.shards)
+    ids = shard_ids(data.ids(args.split), args)
     log.info("shard %d/%d of %s: %d images, %d workers", args.shard, args.shards, args.split, len(ids), args.workers)
     with atomic_dir(args.out) as tmp:
         crf_shard(args.dataset, ids, [args.logits], tmp, params["crf"], workers=args.workers)
 
 
 if __name__ == "__main__":
-    parser = stage_parser(__doc__)
-    parser.add_argument("--dataset", required=True, help="prepared dataset root")
-    parser.add_argument("--split", required=True)
-    parser.add_argument("--shard", type=int, required=True, help="this shard's index, 0-based")
-    parser.add_argument("--shards", type=int, required=True, help="number of shards of the split")
+    parser = shard_stage_parser(__doc__)
     parser.add_argument("--logits", required=True, help="this shard's logit folder (from infer_seg)")
     parser.add_argument("--workers", type=int, default=1, help="CRF worker processes")
     parser.add_argument("--out", required=True, help="output folder of this shard: <id>.png (class ids) per image")

@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from wsss.classify import CamRecord, build_classifier, image_scores, save_cam, shard
-from wsss.cli import run_stage, stage_parser
+from wsss.classify import CamRecord, build_classifier, image_scores, save_cam
+from wsss.cli import run_stage, shard_ids, shard_stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.transforms import normalize, to_chw
 from wsss.io import atomic_dir
@@ -21,7 +21,7 @@ log = logging.getLogger("wsss")
 
 def main(args, params):
     data = VOCLayoutDataset(args.dataset)
-    ids = shard(data.ids(args.split), args.shard, args.shards)
+    ids = shard_ids(data.ids(args.split), args)
     device = resolve_device(args.device)
     log.info("device %s, shard %d/%d of %s: %d images", device, args.shard, args.shards, args.split, len(ids))
     model = build_classifier(params["cls"], data.num_classes - 1, args.method, pretrained=False)
@@ -42,11 +42,7 @@ def main(args, params):
 
 
 if __name__ == "__main__":
-    parser = stage_parser(__doc__)
-    parser.add_argument("--dataset", required=True, help="prepared dataset root")
-    parser.add_argument("--split", required=True)
-    parser.add_argument("--shard", type=int, required=True, help="this shard's index, 0-based")
-    parser.add_argument("--shards", type=int, required=True, help="number of shards of the split")
+    parser = shard_stage_parser(__doc__)
     parser.add_argument("--method", required=True, choices=["vwl_l", "vwl_m", "cam"])
     parser.add_argument("--model", required=True, help="trained classifier state dict (model.pt)")
     parser.add_argument("--device", default="auto")

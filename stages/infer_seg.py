@@ -8,8 +8,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from wsss.classify import shard
-from wsss.cli import run_stage, stage_parser
+from wsss.cli import run_stage, shard_ids, shard_stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.seg_data import normalize_image
 from wsss.data.transforms import to_chw
@@ -22,7 +21,7 @@ log = logging.getLogger("wsss")
 
 def main(args, params):
     data = VOCLayoutDataset(args.dataset)
-    ids = shard(data.ids(args.split), args.shard, args.shards)
+    ids = shard_ids(data.ids(args.split), args)
     device = resolve_device(args.device)
     log.info("device %s, shard %d/%d of %s: %d images", device, args.shard, args.shards, args.split, len(ids))
     model = build_segmenter(params, data.num_classes, pretrained=False)
@@ -37,11 +36,7 @@ def main(args, params):
 
 
 if __name__ == "__main__":
-    parser = stage_parser(__doc__)
-    parser.add_argument("--dataset", required=True, help="prepared dataset root")
-    parser.add_argument("--split", required=True)
-    parser.add_argument("--shard", type=int, required=True, help="this shard's index, 0-based")
-    parser.add_argument("--shards", type=int, required=True, help="number of shards of the split")
+    parser = shard_stage_parser(__doc__)
     parser.add_argument("--model", required=True, help="trained DeepLab state dict (model.pt)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", required=True, help="output folder of this shard: <id>.npz per image")

@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from wsss.classify import index_cam_dirs, load_cam, shard
-from wsss.cli import run_stage, stage_parser
+from wsss.classify import index_cam_dirs, load_cam
+from wsss.cli import run_stage, shard_ids, shard_stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.transforms import normalize, to_chw
 from wsss.errors import InputError
@@ -23,7 +23,7 @@ log = logging.getLogger("wsss")
 def main(args, params):
     irn = params["irn"]
     data = VOCLayoutDataset(args.dataset)
-    ids = shard(data.ids(args.split), args.shard, args.shards)
+    ids = shard_ids(data.ids(args.split), args)
     device = resolve_device(args.device)
     log.info("device %s, shard %d/%d of %s: %d images", device, args.shard, args.shards, args.split, len(ids))
     model = build_irn(irn, params["cls_backbone"], pretrained=False)
@@ -44,11 +44,7 @@ def main(args, params):
 
 
 if __name__ == "__main__":
-    parser = stage_parser(__doc__)
-    parser.add_argument("--dataset", required=True, help="prepared dataset root")
-    parser.add_argument("--split", required=True)
-    parser.add_argument("--shard", type=int, required=True, help="this shard's index, 0-based")
-    parser.add_argument("--shards", type=int, required=True, help="number of CAM shards of the split")
+    parser = shard_stage_parser(__doc__)
     parser.add_argument("--cams", required=True, help="the CAM folder of this shard")
     parser.add_argument("--model", required=True, help="trained IRNet state dict (irn/model.pt)")
     parser.add_argument("--device", default="auto")

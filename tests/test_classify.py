@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from wsss.classify import (CamRecord, build_classifier, index_cam_dirs, load_cam, save_cam, shard,
+from wsss.classify import (CamRecord, build_classifier, index_cam_dirs, load_cam, save_cam,
                            training_step)
 from wsss.errors import InputError
 from wsss.evaluate import labels_at_thresholds
@@ -78,10 +78,14 @@ def test_cam_file_errors_name_the_file(tmp_path: Path) -> None:
 
 def test_shards_partition_ids() -> None:
     ids = [f"i{k}" for k in range(11)]
-    parts = [shard(ids, i, 4) for i in range(4)]
+    from argparse import Namespace
+
+    from wsss.cli import shard_ids
+
+    parts = [shard_ids(ids, Namespace(shard=i, shards=4)) for i in range(4)]
     assert sorted(sum(parts, [])) == sorted(ids) and max(map(len, parts)) - min(map(len, parts)) <= 1
-    with pytest.raises(ValueError):
-        shard(ids, 4, 4)
+    with pytest.raises(InputError, match="--shard: 4 outside 0..3"):
+        shard_ids(ids, Namespace(shard=4, shards=4))
 
 
 def test_training_step_vwl_m_updates_bank_reproducibly() -> None:

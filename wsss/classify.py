@@ -97,10 +97,3 @@ def load_cam(path: str | os.PathLike[str]) -> CamRecord:
 def index_cam_dirs(dirs: Sequence[str | os.PathLike[str]], ids: Sequence[str]) -> dict[str, Path]:
     """Map every id to its CAM file ``<id>.npz`` among the shard folders ``dirs``; a missing id is an InputError."""
     return index_shard_files(dirs, ids, ".npz", "CAM")
-
-
-def shard(ids: Sequence[str], index: int, count: int) -> list[str]:
-    """Every ``count``-th id starting at ``index``: shards of near-equal size whose union is ``ids``."""
-    if not 0 <= index < count:
-        raise ValueError(f"shard {index} outside 0..{count - 1}")
-    return list(ids[index::count])

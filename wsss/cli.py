@@ -26,6 +26,23 @@ def stage_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def shard_stage_parser(description: str) -> argparse.ArgumentParser:
+    """A stage parser for per-shard stages: ``--dataset``, ``--split``, ``--shard``, ``--shards`` besides ``--params``."""
+    parser = stage_parser(description)
+    parser.add_argument("--dataset", required=True, help="prepared dataset root")
+    parser.add_argument("--split", required=True, help="split whose ids are sharded")
+    parser.add_argument("--shard", type=int, required=True, help="this shard's index, 0-based")
+    parser.add_argument("--shards", type=int, required=True, help="number of shards of the split")
+    return parser
+
+
+def shard_ids(ids: list[str], args: argparse.Namespace) -> list[str]:
+    """The ids of this stage's shard (``--shard`` of ``--shards``): every ``shards``-th id from ``shard``."""
+    if not 0 <= args.shard < args.shards:
+        raise InputError("--shard", f"{args.shard} outside 0..{args.shards - 1}")
+    return list(ids[args.shard::args.shards])
+
+
 def parse_params(text: str) -> dict[str, Any]:
     """Parse the ``--params`` JSON; anything but an object is an input error."""
     try:
