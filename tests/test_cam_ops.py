@@ -51,8 +51,8 @@ def _image(h: int, w: int, seed: int) -> torch.Tensor:
 
 
 def test_sizes() -> None:
-    assert scaled_size(375, 500, 0.5) == (188, 250)  # 187.5 rounds half to even, like np.round
-    assert scaled_size(10, 3, 0.1) == (1, 1)
+    assert scaled_size((375, 500), 0.5) == (188, 250)  # 187.5 rounds half to even, like np.round
+    assert scaled_size((10, 3), 0.1) == (1, 1)
     assert stride4_size(37, 40) == (10, 10) and stride4_size(1, 4) == (1, 1)
 
 
@@ -162,7 +162,7 @@ def test_bicubic_resize_matches_pil() -> None:
     rng = np.random.default_rng(0)
     img = cv2.GaussianBlur((rng.random((60, 80, 3)) * 255).astype(np.uint8), (0, 0), 2)
     for scale in (0.5, 1.5):
-        h, w = scaled_size(60, 80, scale)
+        h, w = scaled_size((60, 80), scale)
         pil = np.asarray(Image.fromarray(img).resize((w, h), Image.BICUBIC), dtype=np.float32)
         ours = resize_image(torch.from_numpy(img).permute(2, 0, 1).float(), (h, w)).permute(1, 2, 0).numpy()
         assert np.abs(pil - ours).mean() < 0.5 and np.abs(pil - ours).max() < 1.5  # PIL rounds to uint8

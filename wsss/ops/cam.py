@@ -24,6 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from wsss.data.transforms import scaled_size
+
 CamFn = Callable[[torch.Tensor], torch.Tensor]
 FUSIONS = ("max", "sum")
 RESIZE_MODES = ("bicubic", "bilinear")
@@ -36,11 +38,6 @@ class MultiScaleCAM(NamedTuple):
     keys: torch.Tensor  # Cv int64, class indices (0-based foreground classes)
     cam: torch.Tensor  # Cv×h4×w4 float32 (stride 4)
     high_res: torch.Tensor | None  # Cv×H×W float32, None when not requested
-
-
-def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
-    """(round(H·s), round(W·s)), at least 1 (round half to even, like ``np.round``)."""
-    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 def stride4_size(height: int, width: int) -> tuple[int, int]:
@@ -107,7 +104,7 @@ def multiscale_cams(cam_fn: CamFn, images: Sequence[torch.Tensor], keys: Sequenc
             continue
         h, w = image.shape[-2:]
         for si, s in enumerate(scales):
-            jobs.append((i, si, resize_image(image, scaled_size(h, w, s), resize_mode)))
+            jobs.append((i, si, resize_image(image, scaled_size((h, w), s), resize_mode)))
 
     groups: dict[tuple[int, int], list[tuple[int, int, torch.Tensor]]] = {}
     for job in jobs:
