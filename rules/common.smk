@@ -107,9 +107,10 @@ def pseudo_source_split(run, split):
     return run_cfg(run)["irn"]["eval"].get(split, split)
 
 
-def irn_cls_model(run):
-    """The trained classifier, an input of train_irn only when its backbone initialises IRNet (from_cls)."""
-    if run_cfg(run)["irn"]["pretrained"] == "from_cls":
+def cls_init_model(run, section):
+    """The trained classifier, an input of a training rule of ``section`` (irn, seg) only when its backbone
+    initialises that network (pretrained: from_cls)."""
+    if run_cfg(run)[section]["pretrained"] == "from_cls":
         return [f"results/{run}/cls/model.pt"]
     return []
 

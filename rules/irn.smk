@@ -56,7 +56,7 @@ rule train_irn:
     input:
         run_dataset,
         labels=lambda w: ir_label_shards(w.run),
-        cls_model=lambda w: irn_cls_model(w.run),
+        cls_model=lambda w: cls_init_model(w.run, "irn"),
     output:
         model="results/{run}/irn/model.pt",
         log_csv="results/{run}/irn/train_log.csv",

@@ -37,6 +37,7 @@ rule train_seg:
     input:
         run_dataset,
         labels=seg_train_labels,
+        cls_model=lambda w: cls_init_model(w.run, "seg"),
     output:
         model="results/{run}/deeplab/model.pt",
         log_csv="results/{run}/deeplab/train_log.csv",
@@ -44,6 +45,7 @@ rule train_seg:
         cfg=lambda w: seg_params(w.run, SEG_TRAIN_KEYS),
         dataset=lambda w: dataset_root(w.run),
         split=lambda w: run_cfg(w.run)["seg"]["train_split"],
+        cls_model=lambda w, input: f"--cls-model {input.cls_model}" if input.cls_model else "",
         out_dir=lambda w, output: os.path.dirname(output.model),
         device=config["device"],
     log:
@@ -59,7 +61,8 @@ rule train_seg:
         "../envs/wsss.yaml"
     shell:
         f"OMP_NUM_THREADS={{threads}} {stage('train_seg')} --params {{params.cfg:q}} --dataset {{params.dataset}}"
-        " --split {params.split} --labels {input.labels} --device {params.device} --weights-cache resources/weights"
+        " --split {params.split} --labels {input.labels} {params.cls_model} --device {params.device}"
+        " --weights-cache resources/weights"
         " --out-dir {params.out_dir} > {log} 2>&1"
 
 

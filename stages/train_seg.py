@@ -24,7 +24,7 @@ def main(args, params):
     device = resolve_device(args.device)
     log.info("device %s, %d training images of %s, %s labels", device, len(ids), args.split, params["label_source"])
     seed_everything(params["seed"])
-    model = build_segmenter(params, data.num_classes, cache_dir=args.weights_cache)
+    model = build_segmenter(params, data.num_classes, cache_dir=args.weights_cache, cls_model=args.cls_model)
     optimizer = build_optimizer(optimizer_groups(model, params), params["optimizer"], params["lr"],
                                 params["weight_decay"], params["momentum"])
     dataset = SegmentationTrainSet(data, ids, labels, crop=params["crop"], scales=params["scales"],
@@ -43,6 +43,7 @@ if __name__ == "__main__":
     parser.add_argument("--dataset", required=True, help="prepared dataset root (resources/<name>)")
     parser.add_argument("--split", default="train_aug", help="training split")
     parser.add_argument("--labels", nargs="*", default=[], help="pseudo-label shard folders (label_source pseudo)")
+    parser.add_argument("--cls-model", default=None, help="trained classifier state dict (for pretrained: from_cls)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--weights-cache", default=None, help="folder for downloaded ImageNet weights")
     parser.add_argument("--out-dir", required=True, help="writes model.pt, train_log.csv (checkpoint.pt meanwhile)")

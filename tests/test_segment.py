@@ -21,7 +21,7 @@ from wsss.errors import InputError
 from wsss.io import read_label_png, write_label_png
 from wsss.metrics import ConfusionMatrix
 from wsss.models.deeplab import build_deeplab
-from wsss.segment import (SummaryRow, check_train_params, crf_refine, crf_shard, evaluate_segmentation,
+from wsss.segment import (SummaryRow, build_segmenter, check_train_params, crf_refine, crf_shard, evaluate_segmentation,
                           labels_from_logits, load_logits, msc_loss, predict_logits, probs_from_logits,
                           resize_labels, save_logits, summary_table)
 
@@ -254,3 +254,31 @@ def test_stages_end_to_end(tiny_voc: Path, tmp_path: Path) -> None:
     _stage("summary", "--params", json.dumps(summary), "--out", str(out / "summary.md"))
     assert f"| tiny | synth | – | gt | – | – | {metrics['miou_no_crf']:.2f} | {metrics['miou_crf']:.2f} |" in \
         (out / "summary.md").read_text()
+
+
+def test_from_cls_starts_the_backbone_from_the_trained_classifier(tmp_path: Path) -> None:
+    from wsss.classify import build_classifier
+    from wsss.train import save_state_dict
+
+    cls_params = {"backbone": 18, "pretrained": "none", "norm": "batch", "freeze_stem": False, "k_words": 8,
+                  "gamma": 2.0, "tau": 1.0, "rho": 1e-3, "detach_stage2": False}
+    torch.manual_seed(3)
+    classifier = build_classifier(cls_params, 4, "vwl_l")
+    for module in classifier.modules():  # non-trivial BN statistics must travel too
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+    path = tmp_path / "model.pt"
+    save_state_dict(path, classifier.state_dict())
+    params = {**SEG, "pretrained": "from_cls"}
+    seg = build_segmenter(params, 5, cls_model=path)
+    seg_state, cls_state = seg.base.backbone.state_dict(), classifier.backbone.state_dict()
+    assert seg_state.keys() == cls_state.keys()
+    for key, value in cls_state.items():
+        assert torch.equal(seg_state[key], value), key
+    assert not any(p.requires_grad for m in seg.modules() if isinstance(m, torch.nn.BatchNorm2d)
+                   for p in m.parameters())  # norm fixed: the classifier's statistics stay frozen
+    with pytest.raises(InputError, match="from_cls needs the trained classifier"):
+        build_segmenter(params, 5)
+    with pytest.raises(InputError, match="model.pt"):  # a ResNet-34 DeepLab cannot take a ResNet-18 classifier
+        build_segmenter({**params, "backbone": 34}, 5, cls_model=path)

@@ -33,7 +33,7 @@ from wsss.errors import InputError
 from wsss.io import read_label_png, read_rgb, write_label_png
 from wsss.metrics import ConfusionMatrix
 from wsss.models.backbone import build_resnet
-from wsss.models.irn import IRNet, load_classifier_backbone
+from wsss.models.irn import FROM_CLS, IRNet, load_classifier_backbone
 from wsss.ops.cam import upsample_cam
 from wsss.ops.crf import ir_label
 from wsss.ops.path_index import PathIndex
@@ -42,7 +42,6 @@ from wsss.train import load_state_dict_file
 
 EPS = 1e-5
 PAD_MULTIPLE = 16
-FROM_CLS = "from_cls"
 
 # --------------------------------------------------------------------------------------------- IR labels (§6.1)
 

@@ -31,23 +31,35 @@ from wsss.errors import InputError
 from wsss.io import IGNORE, atomic_path, index_shard_files, read_label_png, write_label_png
 from wsss.metrics import ConfusionMatrix
 from wsss.models.deeplab import MSC, build_deeplab
+from wsss.models.irn import FROM_CLS, load_classifier_backbone
 from wsss.ops.crf import crf_from_probs
+from wsss.train import load_state_dict_file
 
 CRF_DEFAULTS = {"iters": 10, "pos_xy_std": 1.0, "pos_w": 3.0, "bi_xy_std": 67.0, "bi_rgb_std": 3.0, "bi_w": 4.0}
 
 
 # ----------------------------------------------------------------------------------------------------- training
 def build_segmenter(params: dict[str, Any], num_classes: int, cache_dir: str | os.PathLike[str] | None = None,
-                    pretrained: bool = True) -> MSC:
+                    pretrained: bool = True, cls_model: str | os.PathLike[str] | None = None) -> MSC:
     """DeepLabV2-MSC from the ``seg`` config section; ``pretrained=False`` skips the initial weights (when a trained
-    state dict is loaded next anyway)."""
+    state dict is loaded next anyway).
+
+    ``pretrained: from_cls`` starts the backbone from the run's trained classifier ``cls_model`` (weights and
+    BatchNorm statistics; no supervision beyond the image labels): the initialisation of runs without ImageNet
+    weights. Its ResNet depth must equal ``seg.backbone``."""
     weights = params["pretrained"] if pretrained else "none"
-    if params["style"] == "caffe" and weights == "imagenet":
-        raise InputError("seg.style", "'caffe' expects converted Caffe weights (a local file in seg.pretrained) or "
-                                      "none, not torchvision's ImageNet weights; use style torchvision")
-    return build_deeplab(num_classes, depth=params["backbone"], weights=weights,
-                         sha256=params.get("pretrained_sha256"), cache_dir=cache_dir, norm=params["norm"],
-                         style=params["style"], rates=params["aspp_rates"], msc_scales=params["msc_scales"])
+    from_cls = weights == FROM_CLS
+    if params["style"] == "caffe" and (weights == "imagenet" or from_cls):
+        raise InputError("seg.style", f"'caffe' expects converted Caffe weights (a local file in seg.pretrained) or "
+                                      f"none, not {weights}; use style torchvision")
+    model = build_deeplab(num_classes, depth=params["backbone"], weights="none" if from_cls else weights,
+                          sha256=params.get("pretrained_sha256"), cache_dir=cache_dir, norm=params["norm"],
+                          style=params["style"], rates=params["aspp_rates"], msc_scales=params["msc_scales"])
+    if from_cls:
+        if cls_model is None:
+            raise InputError("config: seg.pretrained", "from_cls needs the trained classifier (cls/model.pt)")
+        load_classifier_backbone(model.base.backbone, load_state_dict_file(cls_model), str(cls_model))
+    return model
 
 
 def check_train_params(params: dict[str, Any]) -> None:

@@ -129,6 +129,9 @@ class IRNet(nn.Module):
         return self._edge(self.stages(x))
 
 
+FROM_CLS = "from_cls"  # config value: initialise a backbone from the run's trained classifier
+
+
 def classifier_backbone_state(state: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
     """The ``backbone.*`` entries of a trained classifier's state dict (``VWLNet``), prefix removed."""
     out = {}
@@ -147,4 +150,4 @@ def load_classifier_backbone(backbone: ResNetStages, state: Mapping[str, torch.T
     load_backbone_state(backbone, classifier_backbone_state(state, source), source)
 
 
-__all__ = ["IRNet", "classifier_backbone_state", "load_classifier_backbone"]
+__all__ = ["FROM_CLS", "IRNet", "classifier_backbone_state", "load_classifier_backbone"]
