@@ -28,7 +28,7 @@ def _randomise_bn(model: nn.Module, seed: int = 1) -> None:
             m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
 
 
-@pytest.mark.parametrize("depth,channels", [(18, 512), (50, 2048)])
+@pytest.mark.parametrize("depth,channels", [(10, 512), (18, 512), (50, 2048)])
 def test_output_stride_16(depth: int, channels: int) -> None:
     torch.manual_seed(0)
     net = build_resnet(depth)
@@ -39,6 +39,17 @@ def test_output_stride_16(depth: int, channels: int) -> None:
     # layer4 keeps stride 1 and no dilation in the default recipe, including the shortcut projection
     assert net.layer4[0].downsample[0].stride == (1, 1)
     assert all(m.dilation == (1, 1) for m in net.modules() if isinstance(m, nn.Conv2d))
+
+
+def test_resnet10_is_one_basic_block_per_layer_without_imagenet_weights() -> None:
+    net = build_resnet(10)
+    assert [len(getattr(net, f"layer{i}")) for i in range(1, 5)] == [1, 1, 1, 1]
+    r18 = build_resnet(18)
+    # exactly ResNet-18 minus the second block of each layer
+    second_blocks = sum(p.numel() for i in range(1, 5) for p in getattr(r18, f"layer{i}")[1].parameters())
+    assert sum(p.numel() for p in net.parameters()) == sum(p.numel() for p in r18.parameters()) - second_blocks
+    with pytest.raises(InputError, match="ResNet-10: has no ImageNet weights"):
+        build_resnet(10, weights="imagenet")
 
 
 def test_dilations_keep_resolution() -> None:

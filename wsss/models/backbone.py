@@ -21,7 +21,14 @@ from torchvision.models import resnet as tv_resnet
 
 from wsss.errors import InputError
 
+def _resnet10(weights: None = None, **kwargs: Any) -> tv_resnet.ResNet:
+    """ResNet-10: torchvision's ResNet with one BasicBlock per layer (about half ResNet-18's compute). It has no
+    published ImageNet weights; it exists for CPU runs trained from scratch (the synthetic run)."""
+    return tv_resnet.ResNet(tv_resnet.BasicBlock, [1, 1, 1, 1], **kwargs)
+
+
 _ARCHS = {
+    10: (_resnet10, None),
     18: (tv_resnet.resnet18, tv_resnet.ResNet18_Weights.IMAGENET1K_V1),
     34: (tv_resnet.resnet34, tv_resnet.ResNet34_Weights.IMAGENET1K_V1),
     50: (tv_resnet.resnet50, tv_resnet.ResNet50_Weights.IMAGENET1K_V1),
@@ -178,7 +185,7 @@ def load_backbone_state(model: ResNetStages, state: Mapping[str, object], source
 def build_resnet(depth: int, strides: Sequence[int] = (2, 2, 2, 1), dilations: Sequence[int] = (1, 1, 1, 1),
                  weights: str = "none", sha256: str | None = None, cache_dir: str | os.PathLike[str] | None = None,
                  norm: str = "fixed", freeze_stem: bool = True) -> ResNetStages:
-    """A torchvision ResNet-``depth`` (18/34/50/101) as :class:`ResNetStages`.
+    """A torchvision ResNet-``depth`` (10/18/34/50/101; 10 = one block per layer) as :class:`ResNetStages`.
 
     strides: (conv1, layer2, layer3, layer4); the max-pool always has stride 2, so the output stride is
         ``2 * prod(strides)`` (16 for the default).
@@ -206,6 +213,8 @@ def build_resnet(depth: int, strides: Sequence[int] = (2, 2, 2, 1), dilations: S
     model = ResNetStages(net, depth, output_stride)
 
     if weights == "imagenet":
+        if imagenet is None:
+            raise InputError(f"ResNet-{depth}", "has no ImageNet weights; use pretrained: none (or a local file)")
         try:
             state = imagenet.get_state_dict(model_dir=None if cache_dir is None else str(cache_dir), progress=False,
                                             check_hash=True, map_location="cpu", weights_only=True)
