@@ -47,7 +47,7 @@ from wsss.data.dataset import format_labels_tsv
 from wsss.errors import InputError
 from wsss.io import IGNORE, atomic_dir, write_jpeg, write_label_png, write_text
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 JPEG_QUALITY = 90
 SPLITS = {"train_aug": 0, "val": 1}  # split name -> split index in the per-image RNG key
 MIN_KEEP_FRACTION = 0.4  # an earlier object keeps at least this share of its in-frame area when a later one lands
@@ -347,7 +347,7 @@ def render_background(rng: np.random.Generator, size: int) -> np.ndarray:
     grey = rng.uniform(0.35, 0.65)
     image = np.ascontiguousarray(base * (1 - grey) + 128.0 * grey, dtype=np.float32)
     layer = image.copy()
-    for _ in range(int(rng.integers(8, 21))):
+    for _ in range(int(rng.integers(4, 11))):
         colour = tuple(float(x) for x in PALETTE[rng.integers(len(PALETTE))])
         kind = rng.integers(3)
         cx, cy = (int(x) for x in rng.integers(0, size, 2))
@@ -360,7 +360,7 @@ def render_background(rng: np.random.Generator, size: int) -> np.ndarray:
         else:
             x2, y2 = (int(x) for x in rng.integers(0, size, 2))
             cv2.line(layer, (cx, cy), (x2, y2), colour, int(rng.integers(1, 3)), cv2.LINE_8)
-    alpha = rng.uniform(0.35, 0.65)
+    alpha = rng.uniform(0.25, 0.5)
     return image * (1 - alpha) + layer * alpha
 
 
@@ -400,7 +400,7 @@ def render_sample(rng: np.random.Generator | int | Sequence[int], image_size: in
         ids[mask] = obj.class_id
         outline = mask & ~cv2.erode(mask.view(np.uint8), _CROSS).astype(bool)
         ids[outline] = IGNORE
-    image += rng.normal(0.0, 6.0, image.shape).astype(np.float32)
+    image += rng.normal(0.0, 4.0, image.shape).astype(np.float32)
     rgb = np.clip(np.rint(image), 0, 255).astype(np.uint8)
     counts = np.bincount(ids.ravel(), minlength=256)
     labels = []
