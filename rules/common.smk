@@ -154,3 +154,21 @@ def seg_params(run, keys):
     """The ``seg`` keys a rule reads, as --params JSON."""
     cfg = run_cfg(run)["seg"]
     return as_json({k: cfg[k] for k in keys})
+
+
+def report_inputs(wildcards):
+    """Input function (unpack): what a run's report figures read; CAM/pseudo/cls/irn only for pseudo-label runs."""
+    run = wildcards.run
+    pseudo = run_cfg(run)["seg"]["label_source"] == "pseudo"
+    cam_split, pseudo_split, seg_split = (SUMMARY[k] for k in ("cam_split", "pseudo_split", "seg_split"))
+    return {
+        "dataset": dataset_outputs(run_cfg(run)["dataset"]),
+        "cams": cam_shards(run, cam_source_split(run, cam_split)) if pseudo else [],
+        "pseudo": pseudo_shards(run, pseudo_source_split(run, pseudo_split)) if pseudo else [],
+        "logits": seg_shards(run, seg_split, "seg"),
+        "crf": seg_shards(run, seg_split, "seg_crf"),
+        "cam_metrics": [f"results/{run}/cam_{cam_split}_metrics.json"] if pseudo else [],
+        "pseudo_metrics": [f"results/{run}/pseudo_{pseudo_split}_metrics.json"] if pseudo else [],
+        "seg_metrics": f"results/{run}/deeplab_{seg_split}_metrics.json",
+        "train_logs": [f"results/{run}/{d}/train_log.csv" for d in (["cls", "irn"] if pseudo else []) + ["deeplab"]],
+    }

@@ -50,3 +50,17 @@ def tiny_voc(tmp_path: Path) -> Path:
     (root / "classes.txt").write_text("background\ncat\ndog\n")
     (root / "dataset.yaml").write_text("name: tiny\n")
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_dag(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A scratch working directory with the whole tiny DAG built once per session (``helpers.TINY_DAG_TARGETS``:
+    CAMs → IRN → DeepLab → CRF → summary, and the report figures). Tests read it or dry-run in it; a test that
+    edits its config.yaml restores it (``helpers.edited_config``)."""
+    from helpers import TINY_DAG_TARGETS, snakemake, tiny_config, write_config
+
+    workdir = tmp_path_factory.mktemp("tiny_dag")
+    write_config(workdir, tiny_config("vwl_l"))
+    proc = snakemake(workdir, *TINY_DAG_TARGETS, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return workdir

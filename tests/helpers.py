@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import yaml
 
@@ -21,10 +23,14 @@ def write_config(workdir: Path, config: dict) -> Path:
     return path
 
 
+def snakemake_cmd(*args: str) -> list[str]:
+    """The command line that runs this repository's Snakefile with the project's interpreter on 2 cores."""
+    return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2", *args]
+
+
 def snakemake(workdir: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run this repository's Snakefile in ``workdir`` with the project's interpreter; never raises on failure."""
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2", *args]
-    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(snakemake_cmd(*args), cwd=workdir, capture_output=True, text=True, timeout=timeout)
 
 TINY_CLS = {"backbone": 18, "pretrained": "none", "norm": "batch", "freeze_stem": False, "detach_stage2": False, "k_words": 8, "batch_size": 4, "epochs": 1,
             "optimizer": "adamw", "lr": 1e-3, "resize_long": [64, 80], "crop": 64, "checkpoint_every": 2, "workers": 0}
@@ -40,3 +46,44 @@ def tiny_config(method: str = "vwl_l") -> dict:
     return {"device": "cpu", "datasets": {"synth": dict(TINY_SYNTH)},
             "runs": {"tiny": {"dataset": "synth", "method": method, "cls": dict(TINY_CLS), "cam": dict(TINY_CAM),
                               "irn": dict(TINY_IRN), "seg": dict(TINY_SEG)}}}
+
+
+# What the session's tiny DAG (conftest ``tiny_dag``) builds: every stage of run "tiny" and its report figures.
+TINY_DAG_TARGETS = ("results/summary.md", "results/tiny/report/done")
+
+
+def planned_jobs(dry_run_stdout: str) -> dict[str, int]:
+    """The ``Job stats`` table of a ``snakemake -n`` output as {rule: count} (no ``total``); {} if nothing to do."""
+    if "Job stats:" not in dry_run_stdout:
+        return {}
+    jobs = {}
+    for line in dry_run_stdout.split("Job stats:", 1)[1].splitlines()[3:]:
+        fields = line.split()
+        if len(fields) != 2 or not fields[1].isdigit():
+            break
+        if fields[0] != "total":
+            jobs[fields[0]] = int(fields[1])
+    return jobs
+
+
+def planned_reasons(dry_run_stdout: str) -> dict[str, set[str]]:
+    """The ``Reasons`` block of a ``snakemake -n`` output as {reason: rules}."""
+    reasons: dict[str, set[str]] = {}
+    lines = dry_run_stdout.split("Reasons:", 1)[1].splitlines()[2:] if "Reasons:" in dry_run_stdout else []
+    for head, rules in zip(lines[::2], lines[1::2]):
+        if not (head.startswith("    ") and head.endswith(":") and rules.startswith("        ")):
+            break
+        reasons[head.strip().rstrip(":")] = set(rules.strip().split(", "))
+    return reasons
+
+
+@contextlib.contextmanager
+def edited_config(workdir: Path, config: dict) -> Iterator[None]:
+    """Temporarily replace ``workdir/config.yaml`` (restored byte for byte afterwards, also on failure)."""
+    path = workdir / "config.yaml"
+    before = path.read_bytes()
+    write_config(workdir, config)
+    try:
+        yield
+    finally:
+        path.write_bytes(before)
