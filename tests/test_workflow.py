@@ -45,14 +45,14 @@ def test_prepare_synth_runs_for_real_and_is_reproducible(tmp_path: Path) -> None
     first, second = tmp_path / "a", tmp_path / "b"
     for workdir in (first, second):
         write_config(workdir, config)
-        proc = snakemake(workdir)
+        proc = snakemake(workdir, "resources/synth/labels.tsv")
         assert proc.returncode == 0, proc.stderr
     ds = VOCLayoutDataset(first / "resources/synth")
     assert len(ds.ids("train_aug")) == 24 and len(ds.ids("val")) == 8
     assert ds.ids("train") == ds.ids("train_aug")[:8]
     assert _digest(first / "resources/synth") == _digest(second / "resources/synth")
     assert (first / "logs/prepare_synth.log").exists() and (first / "benchmarks/prepare_synth.tsv").exists()
-    proc = snakemake(first, "-n")
+    proc = snakemake(first, "-n", "resources/synth/labels.tsv")
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
