@@ -25,7 +25,7 @@ rule train_cls:
     conda:
         "../envs/wsss.yaml"
     shell:
-        f"OMP_NUM_THREADS={{threads}} {stage('train_cls')} --params {{params.cfg:q}} --dataset {{params.dataset}}"
+        f"OMP_NUM_THREADS={{threads}} {train_stage('train_cls')} --params {{params.cfg:q}} --dataset {{params.dataset}}"
         " --method {params.method} --device {params.device} --weights-cache resources/weights"
         " --out-dir {params.out_dir} > {log} 2>&1"
 
@@ -51,6 +51,8 @@ rule infer_cam:
         "logs/{run}/infer_cam/{split}_{shard}.log",
     benchmark:
         "benchmarks/{run}/infer_cam/{split}_{shard}.tsv"
+    # the training split is on the critical path; the evaluation split waits for free cores
+    priority: lambda w: 10 if w.split == run_cfg(w.run)["irn"]["train_split"] else 0
     threads: 1
     resources:
         mem_mb=6000,
@@ -59,7 +61,7 @@ rule infer_cam:
     conda:
         "../envs/wsss.yaml"
     shell:
-        f"OMP_NUM_THREADS={{threads}} {stage('infer_cam')} --params {{params.cfg:q}} --dataset {{params.dataset}}"
+        f"OMP_NUM_THREADS={{threads}} {gpu_stage('infer_cam')} --params {{params.cfg:q}} --dataset {{params.dataset}}"
         " --split {wildcards.split} --shard {wildcards.shard} --shards {params.shards} --method {params.method}"
         " --model {input.model} --device {params.device} --out {output} > {log} 2>&1"
 

@@ -35,6 +35,26 @@ def stage(name):
     return f"PYTHONPATH={workflow.basedir} {PYTHON} {workflow.basedir}/stages/{name}.py"
 
 
+def gpu_stage(name):
+    """stage(name) for GPU jobs. At job time it first leases as many free GPUs as the job's gpu resource
+    (wsss.gpu_lease, one lock file per GPU, sets CUDA_VISIBLE_DEVICES; 0 leases nothing). Plain stage(name)
+    when the config pins the CPU."""
+    if config["device"] == "cpu":
+        return stage(name)
+    return (f"PYTHONPATH={workflow.basedir} {PYTHON} -m wsss.gpu_lease {{resources.gpu}} --"
+            f" {PYTHON} {workflow.basedir}/stages/{name}.py")
+
+
+def train_stage(name):
+    """gpu_stage(name) for a training stage. With N > 1 leased GPUs it runs under
+    ``torchrun --standalone --nproc_per_node=N`` (one DDP process per GPU), else as one process (wsss.launch
+    decides at job time, from the job's gpu resource). Plain stage(name) when the config pins the CPU."""
+    if config["device"] == "cpu":
+        return stage(name)
+    return (f"PYTHONPATH={workflow.basedir} {PYTHON} -m wsss.launch {{resources.gpu}}"
+            f" {workflow.basedir}/stages/{name}.py")
+
+
 def as_json(obj):
     """Serialise params for a stage's --params; sorted keys keep the command (and reruns) stable."""
     return json.dumps(obj, sort_keys=True)

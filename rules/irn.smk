@@ -10,6 +10,7 @@ IRN_TRAIN_KEYS = [
     "scale_range",
     "radius",
     "batch_size",
+    "accumulate",
     "epochs",
     "optimizer",
     "lr",
@@ -79,7 +80,7 @@ rule train_irn:
     conda:
         "../envs/wsss.yaml"
     shell:
-        f"OMP_NUM_THREADS={{threads}} {stage('train_irn')} --params {{params.cfg:q}} --dataset {{params.dataset}}"
+        f"OMP_NUM_THREADS={{threads}} {train_stage('train_irn')} --params {{params.cfg:q}} --dataset {{params.dataset}}"
         " --split {params.split} --labels {input.labels} {params.cls_model} --device {params.device}"
         " --weights-cache resources/weights --out-dir {params.out_dir} > {log} 2>&1"
 
@@ -108,7 +109,7 @@ rule make_pseudo:
     conda:
         "../envs/wsss.yaml"
     shell:
-        f"OMP_NUM_THREADS={{threads}} {stage('make_pseudo')} --params {{params.cfg:q}} --dataset {{params.dataset}}"
+        f"OMP_NUM_THREADS={{threads}} {gpu_stage('make_pseudo')} --params {{params.cfg:q}} --dataset {{params.dataset}}"
         " --split {wildcards.split} --shard {wildcards.shard} --shards {params.shards} --cams {input.cams}"
         " --model {input.model} --device {params.device} --out {output} > {log} 2>&1"
 

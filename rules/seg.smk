@@ -60,7 +60,7 @@ rule train_seg:
     conda:
         "../envs/wsss.yaml"
     shell:
-        f"OMP_NUM_THREADS={{threads}} {stage('train_seg')} --params {{params.cfg:q}} --dataset {{params.dataset}}"
+        f"OMP_NUM_THREADS={{threads}} {train_stage('train_seg')} --params {{params.cfg:q}} --dataset {{params.dataset}}"
         " --split {params.split} --labels {input.labels} {params.cls_model} --device {params.device}"
         " --weights-cache resources/weights"
         " --out-dir {params.out_dir} > {log} 2>&1"
@@ -89,7 +89,7 @@ rule infer_seg:
     conda:
         "../envs/wsss.yaml"
     shell:
-        f"OMP_NUM_THREADS={{threads}} {stage('infer_seg')} --params {{params.cfg:q}} --dataset {{params.dataset}}"
+        f"OMP_NUM_THREADS={{threads}} {gpu_stage('infer_seg')} --params {{params.cfg:q}} --dataset {{params.dataset}}"
         " --split {wildcards.split} --shard {wildcards.shard} --shards {params.shards} --model {input.model}"
         " --device {params.device} --out {output} > {log} 2>&1"
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Train the VWL classifier (vwl_l, vwl_m or the plain CAM baseline) on image-level labels; resumable."""
+"""Train the VWL classifier (vwl_l, vwl_m or the plain CAM baseline) on image-level labels; resumable; one process
+per GPU under torchrun."""
 
 import hashlib
 import json
@@ -7,11 +8,12 @@ import logging
 import sys
 from pathlib import Path
 
-from wsss.classify import build_classifier, optimizer_groups, training_step
+from wsss import distributed
+from wsss.classify import ClassifierObjective, build_classifier, optimizer_groups
 from wsss.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.loaders import ClassificationTrainSet
-from wsss.train import build_optimizer, fit, resolve_device, seed_everything
+from wsss.train import build_optimizer, check_batch_split, fit, resolve_device, seed_everything
 
 log = logging.getLogger("wsss")
 
@@ -19,22 +21,25 @@ log = logging.getLogger("wsss")
 def main(args, params):
     data = VOCLayoutDataset(args.dataset)
     ids = data.ids(args.split)
-    device = resolve_device(args.device)
-    log.info("device %s, %d training images of %s", device, len(ids), args.split)
-    seed_everything(params["seed"])
-    model = build_classifier(params, data.num_classes - 1, args.method, cache_dir=args.weights_cache)
-    optimizer = build_optimizer(optimizer_groups(model, params["lr_mult_new"]), params["optimizer"], params["lr"],
-                                params["weight_decay"], params["momentum"])
-    steps = max(1, int(params["epochs"] * (len(ids) // params["batch_size"])))
-    log.info("%d steps of batch %d", steps, params["batch_size"])
-    out = Path(args.out_dir)
-    fingerprint = hashlib.sha256(json.dumps([params, args.method, ids], sort_keys=True).encode()).hexdigest()
-    fit(model, ClassificationTrainSet(data, ids, tuple(params["resize_long"]), params["crop"]),
-        lambda m, batch, step: training_step(m, batch, step, device, params["seed"]), optimizer,
-        batch_size=params["batch_size"], max_steps=steps, seed=params["seed"], checkpoint=out / "checkpoint.pt",
-        checkpoint_every=params["checkpoint_every"], final_weights=out / "model.pt", log_csv=out / "train_log.csv",
-        device=device, fingerprint=fingerprint, poly_power=params["poly_power"], num_workers=params["workers"])
-
+    accumulate = params.get("accumulate", 1)
+    with distributed.session(resolve_device(args.device)) as env:
+        check_batch_split("cls", params["batch_size"], accumulate, env.world_size)
+        log.info("device %s, %d training images of %s", env.device, len(ids), args.split)
+        seed_everything(params["seed"])
+        model = build_classifier(params, data.num_classes - 1, args.method, cache_dir=args.weights_cache)
+        optimizer = build_optimizer(optimizer_groups(model, params["lr_mult_new"]), params["optimizer"], params["lr"],
+                                    params["weight_decay"], params["momentum"])
+        steps = max(1, int(params["epochs"] * (len(ids) // params["batch_size"])))
+        log.info("%d steps of batch %d", steps, params["batch_size"])
+        out = Path(args.out_dir)
+        fingerprint = hashlib.sha256(json.dumps([params, args.method, ids], sort_keys=True).encode()).hexdigest()
+        fit(model, ClassificationTrainSet(data, ids, tuple(params["resize_long"]), params["crop"]),
+            ClassifierObjective(env.device, params["seed"]), optimizer, batch_size=params["batch_size"],
+            max_steps=steps, seed=params["seed"], checkpoint=out / "checkpoint.pt",
+            checkpoint_every=params["checkpoint_every"], final_weights=out / "model.pt",
+            log_csv=out / "train_log.csv", device=env.device, fingerprint=fingerprint,
+            poly_power=params["poly_power"], num_workers=params["workers"], accumulate=accumulate,
+            find_unused_parameters=True)
 
 if __name__ == "__main__":
     parser = stage_parser(__doc__)

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Train IRNet (boundary + displacement branches on a frozen ResNet) on the IR labels; resumable."""
+"""Train IRNet (boundary + displacement branches on a frozen ResNet) on the IR labels; resumable; one process per
+GPU under torchrun."""
 
 import hashlib
 import json
@@ -7,12 +8,13 @@ import logging
 import sys
 from pathlib import Path
 
+from wsss import distributed
 from wsss.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.irn_data import AffinityTrainSet, index_label_dirs
-from wsss.irn import build_irn, check_train_params, optimizer_groups, training_step
+from wsss.irn import IRNObjective, build_irn, check_train_params, optimizer_groups
 from wsss.ops.path_index import PathIndex
-from wsss.train import build_optimizer, fit, resolve_device, seed_everything
+from wsss.train import build_optimizer, check_batch_split, fit, resolve_device, seed_everything
 
 log = logging.getLogger("wsss")
 
@@ -23,23 +25,25 @@ def main(args, params):
     data = VOCLayoutDataset(args.dataset)
     ids = data.ids(args.split)
     labels = index_label_dirs(args.labels, ids)
-    device = resolve_device(args.device)
-    log.info("device %s, %d training images of %s", device, len(ids), args.split)
-    seed_everything(irn["seed"])
-    model = build_irn(irn, params["cls_backbone"], args.cls_model, cache_dir=args.weights_cache)
-    optimizer = build_optimizer(optimizer_groups(model, irn["lr_mult_disp"]), irn["optimizer"], irn["lr"],
-                                irn["weight_decay"], irn["momentum"])
-    steps = max(1, int(irn["epochs"] * (len(ids) // irn["batch_size"])))
-    log.info("%d steps of batch %d, crop %d", steps, irn["batch_size"], irn["crop"])
-    path_index = PathIndex(irn["radius"], irn["crop"] // 4, irn["crop"] // 4)
-    out = Path(args.out_dir)
-    fingerprint = hashlib.sha256(json.dumps([params, ids], sort_keys=True).encode()).hexdigest()
-    fit(model, AffinityTrainSet(data, ids, labels, irn["crop"], tuple(irn["scale_range"])),
-        lambda m, batch, step: training_step(m, batch, path_index, device), optimizer,
-        batch_size=irn["batch_size"], max_steps=steps, seed=irn["seed"], checkpoint=out / "checkpoint.pt",
-        checkpoint_every=irn["checkpoint_every"], final_weights=out / "model.pt", log_csv=out / "train_log.csv",
-        device=device, fingerprint=fingerprint, poly_power=irn["poly_power"], num_workers=irn["workers"])
-
+    accumulate = irn.get("accumulate", 1)
+    with distributed.session(resolve_device(args.device)) as env:
+        check_batch_split("irn", irn["batch_size"], accumulate, env.world_size)
+        log.info("device %s, %d training images of %s", env.device, len(ids), args.split)
+        seed_everything(irn["seed"])
+        model = build_irn(irn, params["cls_backbone"], args.cls_model, cache_dir=args.weights_cache)
+        optimizer = build_optimizer(optimizer_groups(model, irn["lr_mult_disp"]), irn["optimizer"], irn["lr"],
+                                    irn["weight_decay"], irn["momentum"])
+        steps = max(1, int(irn["epochs"] * (len(ids) // irn["batch_size"])))
+        log.info("%d steps of batch %d, crop %d", steps, irn["batch_size"], irn["crop"])
+        path_index = PathIndex(irn["radius"], irn["crop"] // 4, irn["crop"] // 4)
+        out = Path(args.out_dir)
+        fingerprint = hashlib.sha256(json.dumps([params, ids], sort_keys=True).encode()).hexdigest()
+        fit(model, AffinityTrainSet(data, ids, labels, irn["crop"], tuple(irn["scale_range"])),
+            IRNObjective(path_index, env.device), optimizer, batch_size=irn["batch_size"], max_steps=steps,
+            seed=irn["seed"], checkpoint=out / "checkpoint.pt", checkpoint_every=irn["checkpoint_every"],
+            final_weights=out / "model.pt", log_csv=out / "train_log.csv", device=env.device,
+            fingerprint=fingerprint, poly_power=irn["poly_power"], num_workers=irn["workers"],
+            accumulate=accumulate)
 
 if __name__ == "__main__":
     parser = stage_parser(__doc__)

@@ -194,9 +194,11 @@ def test_caffe_normalisation_is_bgr_minus_mean() -> None:
 
 def test_bad_settings_are_input_errors(tiny_voc: Path) -> None:
     data = VOCLayoutDataset(tiny_voc)
-    with pytest.raises(InputError, match="seg.accumulate"):
-        check_train_params({"accumulate": 2})
-    check_train_params({"accumulate": 1})
+    with pytest.raises(InputError, match="seg.batch_size: 10 does not split into 4 micro-batch"):
+        check_train_params({"batch_size": 10, "accumulate": 4})
+    check_train_params({"batch_size": 10, "accumulate": 2})
+    with pytest.raises(InputError, match="on each of 2 process"):
+        check_train_params({"batch_size": 10, "accumulate": 2}, world_size=2)
     with pytest.raises(InputError, match="seg.label_source"):
         training_label_paths(data, ["a_1"], "pseudo", [])
     (tiny_voc / "SegmentationClass" / "b_2.png").unlink()

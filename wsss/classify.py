@@ -13,10 +13,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from wsss import distributed
 from wsss.errors import InputError
 from wsss.io import atomic_path, index_shard_files
 from wsss.models.backbone import build_resnet
-from wsss.models.vwl import VWLNet, hybrid_pool
+from wsss.models.vwl import VWLNet, hybrid_pool, memory_bank_blend, memory_bank_sums
+from wsss.train import MicroBatch, Objective
 
 
 def build_classifier(params: dict[str, Any], num_classes: int, method: str,
@@ -39,18 +41,97 @@ def optimizer_groups(model: VWLNet, lr_mult_new: float) -> list[dict[str, Any]]:
 
 def training_step(model: VWLNet, batch: dict[str, Any], step: int, device: torch.device,
                   seed: int) -> tuple[torch.Tensor, dict[str, float]]:
-    """Forward, VWL-M memory-bank update (between forward and backward, SPEC §3.6), loss with its parts.
+    """Forward, VWL-M memory-bank update (before the caller's backward, SPEC §3.6), loss with its parts, for one
+    whole batch in one process (:class:`ClassifierObjective` with the batch as the global batch).
 
     The memory bank's first-step re-initialisation draws from a generator seeded by (seed, step), so a resumed
     run makes the same draws."""
-    images = batch["image"].to(device, non_blocking=True)
-    labels = batch["labels"].to(device, non_blocking=True)
-    out = model(images)
-    if model.method == "vwl_m":
-        gen = torch.Generator(device=out["features"].device).manual_seed(seed * 100_003 + step)
-        model.update_memory_bank(out["features"].detach().float(), out["hard_words"], generator=gen)
-    loss, parts = model.loss(out, labels)
-    return loss, {k: float(v) for k, v in parts.items() if k != "total"}
+    objective = ClassifierObjective(device, seed)
+    n = len(batch["image"])
+    loss, parts = objective.loss(model, batch, MicroBatch(step, tuple(range(n)), n, None))
+    objective.end_step(model, step)
+    return loss, parts
+
+
+class _BankStep:
+    """One step's VWL-M memory-bank update gathered over micro-batches and processes (SPEC §3.6).
+
+    Every micro-batch is assigned with the codebook of the step's start; the update uses all pixels of the global
+    batch: summed word centroids, or on the first update K pixel features drawn (with replacement, generator
+    seeded by (seed, step)) from the global batch's B·h·w pixels in global-batch order, each row filled by the
+    process holding that pixel. The result equals the single-process update on the whole batch."""
+
+    def __init__(self, model: VWLNet, seed: int, step: int) -> None:
+        self.model, self.seed, self.step = model, seed, step
+        self.reinit = int(model.bank_updates) == 0
+        self.sums: torch.Tensor | None = None
+        self.counts: torch.Tensor | None = None
+        self.rows: torch.Tensor | None = None
+        self.draw: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def add(self, features: torch.Tensor, hard_words: torch.Tensor, micro: MicroBatch) -> None:
+        """Fold in a micro-batch's (detached) features and hard words."""
+        feats = features.detach().float()
+        n, ch, h, w = feats.shape
+        if not self.reinit:
+            sums, counts = memory_bank_sums(feats, hard_words, self.model.k_words)
+            self.sums = sums if self.sums is None else self.sums + sums
+            self.counts = counts if self.counts is None else self.counts + counts
+            return
+        if self.rows is None:
+            gen = torch.Generator(device=feats.device).manual_seed(self.seed * 100_003 + self.step)
+            self.draw = torch.randint(micro.global_size * h * w, (self.model.k_words,), generator=gen,
+                                      device=gen.device).to(feats.device)
+            self.rows = torch.zeros(self.model.k_words, ch, device=feats.device)
+        local = torch.full((micro.global_size,), -1, dtype=torch.long, device=feats.device)
+        local[torch.tensor(micro.positions, device=feats.device)] = torch.arange(n, device=feats.device)
+        where = local[self.draw // (h * w)]
+        mine = where >= 0
+        pixels = feats.permute(0, 2, 3, 1).reshape(-1, ch)
+        self.rows[mine] = pixels[where[mine] * (h * w) + self.draw[mine] % (h * w)]
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        """All-reduce the gathered statistics and update the model's memory bank."""
+        if self.reinit:
+            if self.rows is not None:
+                self.model.set_codebook(distributed.all_reduce_sum(self.rows))
+            return
+        if self.sums is not None:
+            stats = distributed.all_reduce_sum(torch.cat([self.sums, self.counts[:, None]], dim=1))
+            self.model.set_codebook(memory_bank_blend(self.model.codebook, stats[:, :-1], stats[:, -1],
+                                                      self.model.rho))
+
+
+class ClassifierObjective(Objective):
+    """The VWL classifier's loss for :func:`wsss.train.fit`: per-image means (so a micro-batch's share is its image
+    fraction; the codebook-only decorrelation term is shared the same way) and, for ``vwl_m``, the memory-bank
+    update of the whole global batch after the step's last backward (:class:`_BankStep`); the loss does not
+    depend on the bank after the forward pass, so this equals the reference's update between forward and
+    backward."""
+
+    def __init__(self, device: torch.device, seed: int) -> None:
+        self.device, self.seed = device, seed
+        self._bank: _BankStep | None = None
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, Any],
+             micro: MicroBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        net = distributed.unwrap(model)
+        images = batch["image"].to(self.device, non_blocking=True)
+        labels = batch["labels"].to(self.device, non_blocking=True)
+        out = model(images)
+        if net.method == "vwl_m":
+            if self._bank is None:
+                self._bank = _BankStep(net, self.seed, micro.step)
+            self._bank.add(out["features"], out["hard_words"], micro)
+        loss, parts = net.loss(out, labels)
+        return loss * micro.fraction, {k: float(v) * micro.fraction for k, v in parts.items() if k != "total"}
+
+    def end_step(self, model: torch.nn.Module, step: int) -> None:
+        if self._bank is not None:
+            self._bank.apply()
+            self._bank = None
 
 
 @torch.no_grad()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from typing import Any, Callable
@@ -56,8 +57,10 @@ def parse_params(text: str) -> dict[str, Any]:
 
 def run_stage(main: Callable[[argparse.Namespace, dict[str, Any]], None], parser: argparse.ArgumentParser,
               argv: list[str] | None = None) -> int:
-    """Parse args, log params, run ``main``; InputError becomes a one-line error and exit status 2."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    """Parse args, log params, run ``main``; InputError becomes a one-line error and exit status 2. Under torchrun
+    only rank 0 logs below warnings (the ranks share one log file)."""
+    level = logging.INFO if int(os.environ.get("RANK", "0")) == 0 else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     args = parser.parse_args(argv)
     start = time.perf_counter()
     try:

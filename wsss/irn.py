@@ -38,7 +38,7 @@ from wsss.ops.cam import upsample_cam
 from wsss.ops.crf import ir_label
 from wsss.ops.path_index import PathIndex
 from wsss.ops.random_walk import random_walk
-from wsss.train import load_state_dict_file
+from wsss.train import MicroBatch, Objective, load_state_dict_file
 
 EPS = 1e-5
 PAD_MULTIPLE = 16
@@ -162,46 +162,74 @@ def pair_loss_maps(edge_logits: torch.Tensor, displacement: torch.Tensor,
             "dp_fg": (pair - delta).abs(), "dp_bg": pair.abs()}
 
 
-def aggregate_losses(maps: Mapping[str, torch.Tensor], pairs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+PAIR_KINDS = ("bg_pos", "fg_pos", "neg")
+
+
+def pair_label_counts(pairs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The number of ``bg_pos``, ``fg_pos`` and ``neg`` pairs (float64 vector of 3): the loss denominators."""
+    return torch.stack([pairs[k].sum() for k in PAIR_KINDS]).to(torch.float64)
+
+
+def aggregate_losses(maps: Mapping[str, torch.Tensor], pairs: Mapping[str, torch.Tensor],
+                     totals: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """IRN's loss from the pair maps and the bool pair labels ``bg_pos``/``fg_pos``/``neg`` (N×K×h'×w'):
 
     pos_aff = ½[Σ bg_pos·L_pos/(Σ bg_pos + ε) + Σ fg_pos·L_pos/(Σ fg_pos + ε)],
     neg_aff = Σ neg·L_neg/(Σ neg + ε),
     dp_fg = Σ fg_pos·|pair − δ|/(2Σ fg_pos + ε), dp_bg = Σ bg_pos·|pair|/(2Σ bg_pos + ε) (sums over both channels),
-    total = (pos_aff + neg_aff)/2 + (dp_fg + dp_bg)/2; sums run over the whole batch.
+    total = (pos_aff + neg_aff)/2 + (dp_fg + dp_bg)/2; sums run over the whole batch. With ``totals`` (the pair
+    counts of a global batch this one is part of, :func:`pair_label_counts`) the denominators use those counts,
+    so every term is this batch's share of the global-batch term.
     """
     dtype = maps["pos_aff"].dtype
-    bg, fg, neg = (pairs[k].to(dtype) for k in ("bg_pos", "fg_pos", "neg"))
-    bg_pos_aff = (bg * maps["pos_aff"]).sum() / (bg.sum() + EPS)
-    fg_pos_aff = (fg * maps["pos_aff"]).sum() / (fg.sum() + EPS)
+    bg, fg, neg = (pairs[k].to(dtype) for k in PAIR_KINDS)
+    n_bg, n_fg, n_neg = (bg.sum(), fg.sum(), neg.sum()) if totals is None else totals.to(dtype)
+    bg_pos_aff = (bg * maps["pos_aff"]).sum() / (n_bg + EPS)
+    fg_pos_aff = (fg * maps["pos_aff"]).sum() / (n_fg + EPS)
     terms = {
         "bg_pos_aff": bg_pos_aff,
         "fg_pos_aff": fg_pos_aff,
         "pos_aff": bg_pos_aff / 2 + fg_pos_aff / 2,
-        "neg_aff": (neg * maps["neg_aff"]).sum() / (neg.sum() + EPS),
-        "dp_fg": (fg.unsqueeze(1) * maps["dp_fg"]).sum() / (2 * fg.sum() + EPS),
-        "dp_bg": (bg.unsqueeze(1) * maps["dp_bg"]).sum() / (2 * bg.sum() + EPS),
+        "neg_aff": (neg * maps["neg_aff"]).sum() / (n_neg + EPS),
+        "dp_fg": (fg.unsqueeze(1) * maps["dp_fg"]).sum() / (2 * n_fg + EPS),
+        "dp_bg": (bg.unsqueeze(1) * maps["dp_bg"]).sum() / (2 * n_bg + EPS),
     }
     terms["total"] = (terms["pos_aff"] + terms["neg_aff"]) / 2 + (terms["dp_fg"] + terms["dp_bg"]) / 2
     return terms
 
 
 def irn_loss(edge_logits: torch.Tensor, displacement: torch.Tensor, labels: torch.Tensor,
-             path_index: PathIndex) -> dict[str, torch.Tensor]:
+             path_index: PathIndex, totals: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """All IRN loss terms (see :func:`aggregate_losses`) for a batch: labels N×h×w (0, class ids, 255) at the
     resolution of the N×1×h×w edge logits and N×2×h×w displacement (computed in float32)."""
     maps = pair_loss_maps(edge_logits.float(), displacement.float(), path_index)
-    return aggregate_losses(maps, path_index.pair_labels(labels))
+    return aggregate_losses(maps, path_index.pair_labels(labels), totals)
+
+
+class IRNObjective(Objective):
+    """IRN's loss for :func:`wsss.train.fit`: the pair-normalised terms divide by the pair counts of the whole
+    global batch (from the labels, before any forward pass), so micro-batch and process shares sum exactly to
+    the single-process loss of the whole batch."""
+
+    def __init__(self, path_index: PathIndex, device: torch.device) -> None:
+        self.path_index, self.device = path_index, device
+
+    def counts(self, model: torch.nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
+        return pair_label_counts(self.path_index.pair_labels(batch["label"]))
+
+    def loss(self, model: torch.nn.Module, batch: Mapping[str, Any],
+             micro: MicroBatch | None) -> tuple[torch.Tensor, dict[str, float]]:
+        images = batch["image"].to(self.device, non_blocking=True)
+        labels = batch["label"].to(self.device, non_blocking=True)
+        edge, disp = model(images)
+        terms = irn_loss(edge, disp, labels, self.path_index, None if micro is None else micro.totals)
+        return terms["total"], {k: float(v.detach()) for k, v in terms.items() if k != "total"}
 
 
 def training_step(model: IRNet, batch: Mapping[str, Any], path_index: PathIndex,
                   device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
-    """Forward and loss of one batch; the parts are logged by :func:`wsss.train.fit`."""
-    images = batch["image"].to(device, non_blocking=True)
-    labels = batch["label"].to(device, non_blocking=True)
-    edge, disp = model(images)
-    terms = irn_loss(edge, disp, labels, path_index)
-    return terms["total"], {k: float(v.detach()) for k, v in terms.items() if k != "total"}
+    """Forward and loss of one whole batch (means over its pairs); the parts are logged by :func:`wsss.train.fit`."""
+    return IRNObjective(path_index, device).loss(model, batch, None)
 
 
 # ----------------------------------------------------------------------------------------- pseudo labels (§6.3)
@@ -268,6 +296,7 @@ def evaluate_labels(data: VOCLayoutDataset, ids: Iterable[str], label_paths: Map
     return cm
 
 
-__all__ = ["aggregate_losses", "backbone_depth", "boundary_map", "build_irn", "check_train_params", "evaluate_labels",
-           "ir_label_file", "ir_label_options", "irn_loss", "optimizer_groups", "pair_loss_maps", "pseudo_label",
-           "training_step", "write_ir_labels"]
+__all__ = ["IRNObjective", "PAIR_KINDS", "aggregate_losses", "backbone_depth", "boundary_map", "build_irn",
+           "check_train_params", "evaluate_labels", "ir_label_file", "ir_label_options", "irn_loss",
+           "optimizer_groups", "pair_label_counts", "pair_loss_maps", "pseudo_label", "training_step",
+           "write_ir_labels"]

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from wsss import distributed
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.irn_data import index_label_dirs
 from wsss.errors import InputError
@@ -33,6 +34,7 @@ from wsss.metrics import ConfusionMatrix
 from wsss.models.deeplab import MSC, build_deeplab
 from wsss.models.irn import FROM_CLS, load_classifier_backbone
 from wsss.ops.crf import crf_from_probs
+from wsss.train import MicroBatch, Objective, check_batch_split
 from wsss.train import load_state_dict_file
 
 CRF_DEFAULTS = {"iters": 10, "pos_xy_std": 1.0, "pos_w": 3.0, "bi_xy_std": 67.0, "bi_rgb_std": 3.0, "bi_w": 4.0}
@@ -62,11 +64,10 @@ def build_segmenter(params: dict[str, Any], num_classes: int, cache_dir: str | o
     return model
 
 
-def check_train_params(params: dict[str, Any]) -> None:
-    """Reject settings the trainer cannot honour yet (gradient accumulation needs support in ``wsss.train.fit``)."""
-    if int(params.get("accumulate", 1)) != 1:
-        raise InputError("seg.accumulate", f"gradient accumulation ({params['accumulate']}) is not supported yet; "
-                                           f"set seg.accumulate: 1 and pick a batch_size that fits the GPU")
+def check_train_params(params: dict[str, Any], world_size: int = 1) -> None:
+    """The global batch (``batch_size``) must split into ``accumulate`` micro-batches on each of ``world_size``
+    processes."""
+    check_batch_split("seg", int(params["batch_size"]), int(params.get("accumulate", 1)), world_size)
 
 
 def optimizer_groups(model: MSC, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -81,19 +82,26 @@ def resize_labels(labels: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return F.interpolate(labels[:, None].float(), size=tuple(size), mode="nearest-exact")[:, 0].long()
 
 
-def _cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean CE over the non-ignored pixels; 0 (not NaN) when every pixel is ignored."""
-    total = F.cross_entropy(logits.float(), target, ignore_index=IGNORE, reduction="sum")
-    return total / (target != IGNORE).sum().clamp(min=1)
+def _cross_entropy(logits: torch.Tensor, target: torch.Tensor, total: torch.Tensor | None = None) -> torch.Tensor:
+    """CE summed over the non-ignored pixels, divided by their number (``total`` when given: the count over a
+    larger batch this one is part of); 0 (not NaN) when every pixel is ignored."""
+    loss = F.cross_entropy(logits.float(), target, ignore_index=IGNORE, reduction="sum")
+    count = (target != IGNORE).sum() if total is None else total.to(loss.dtype)
+    return loss / count.clamp(min=1)
 
 
 def msc_loss(outputs: Sequence[torch.Tensor], labels: torch.Tensor, names: Sequence[str],
-             reduction: str = "sum") -> tuple[torch.Tensor, dict[str, float]]:
+             reduction: str = "sum", totals: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """CE (ignore 255) of each MSC training output against ``labels`` nearest-resized to that output's size,
-    combined by ``sum`` (kazuto1011, SPEC §7.2) or ``mean`` (rulixiang, §7.1). Returns (loss, {name: value})."""
+    combined by ``sum`` (kazuto1011, SPEC §7.2) or ``mean`` (rulixiang, §7.1). Returns (loss, {name: value}).
+
+    Each CE is a mean over the non-ignored pixels of this batch, or with ``totals`` (one count per output, see
+    :func:`msc_label_counts`) the sum over this batch divided by the count over the global batch: this batch's
+    share of the global-batch loss."""
     if reduction not in ("sum", "mean"):
         raise ValueError(f"reduction must be sum or mean, got {reduction!r}")
-    losses = [_cross_entropy(out, resize_labels(labels, out.shape[-2:])) for out in outputs]
+    losses = [_cross_entropy(out, resize_labels(labels, out.shape[-2:]), None if totals is None else totals[i])
+              for i, out in enumerate(outputs)]
     total = torch.stack(losses).sum()
     if reduction == "mean":
         total = total / len(losses)
@@ -105,12 +113,44 @@ def output_names(model: MSC) -> list[str]:
     return ["loss_1", *[f"loss_{s:g}" for s in model.scales], "loss_max"]
 
 
+def output_sizes(model: MSC, height: int, width: int) -> list[tuple[int, int]]:
+    """The logit sizes of the MSC training outputs for an H×W input: 1.0, each scale (input ⌊H·s⌋), max."""
+    base = model.base.logit_size(height, width)
+    scaled = [model.base.logit_size(max(1, int(height * s)), max(1, int(width * s))) for s in model.scales]
+    return [base, *scaled, base]
+
+
+def msc_label_counts(model: MSC, labels: torch.Tensor) -> torch.Tensor:
+    """Non-ignored label pixels per MSC training output (labels resized as :func:`msc_loss` does), float64."""
+    sizes = output_sizes(model, *labels.shape[-2:])
+    return torch.tensor([float((resize_labels(labels, size) != IGNORE).sum()) for size in sizes],
+                        dtype=torch.float64)
+
+
 def training_step(model: MSC, batch: dict[str, Any], device: torch.device,
                   reduction: str = "sum") -> tuple[torch.Tensor, dict[str, float]]:
-    """Forward the MSC model in training mode and return the combined loss with its per-output parts."""
-    images = batch["image"].to(device, non_blocking=True)
-    labels = batch["label"].to(device, non_blocking=True)
-    return msc_loss(model(images), labels, output_names(model), reduction)
+    """Forward the MSC model in training mode and return the combined loss with its per-output parts (means over
+    this batch's non-ignored pixels)."""
+    return SegObjective(device, reduction).loss(model, batch, None)
+
+
+class SegObjective(Objective):
+    """The MSC loss for :func:`wsss.train.fit`: every per-output CE is normalised by the number of non-ignored
+    pixels of the whole global batch (:func:`msc_label_counts`), so the shares of micro-batches and processes sum
+    to exactly the loss one process computes on the whole batch, however the ignore pixels are spread."""
+
+    def __init__(self, device: torch.device, reduction: str = "sum") -> None:
+        self.device, self.reduction = device, reduction
+
+    def counts(self, model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        return msc_label_counts(distributed.unwrap(model), batch["label"])
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, Any],
+             micro: MicroBatch | None) -> tuple[torch.Tensor, dict[str, float]]:
+        images = batch["image"].to(self.device, non_blocking=True)
+        labels = batch["label"].to(self.device, non_blocking=True)
+        totals = None if micro is None else micro.totals
+        return msc_loss(model(images), labels, output_names(distributed.unwrap(model)), self.reduction, totals)
 
 
 # ---------------------------------------------------------------------------------------------------- inference
@@ -349,8 +389,8 @@ def summary_table(rows: Sequence[SummaryRow], cam_split: str = "val", pseudo_spl
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["CRF_DEFAULTS", "SegLogits", "SummaryRow", "build_segmenter", "check_train_params", "crf_refine",
-           "crf_shard", "evaluate_segmentation", "index_logit_dirs", "labels_from_logits", "load_logits",
-           "msc_loss", "optimizer_groups", "output_names", "predict_logits", "probs_from_logits",
-           "read_deeplab_metrics", "read_miou_file", "resize_labels", "save_logits", "segmentation_report",
-           "summary_table", "training_step", "upsample_logits"]
+__all__ = ["CRF_DEFAULTS", "SegLogits", "SegObjective", "SummaryRow", "build_segmenter", "check_train_params",
+           "crf_refine", "crf_shard", "evaluate_segmentation", "index_logit_dirs", "labels_from_logits", "load_logits",
+           "msc_label_counts", "msc_loss", "optimizer_groups", "output_names", "output_sizes", "predict_logits",
+           "probs_from_logits", "read_deeplab_metrics", "read_miou_file", "resize_labels", "save_logits",
+           "segmentation_report", "summary_table", "training_step", "upsample_logits"]

@@ -74,18 +74,30 @@ def decorrelation_loss(codebook: torch.Tensor) -> torch.Tensor:
         return 0.5 * (torch.linalg.matrix_norm(gram) - torch.linalg.vector_norm(torch.diagonal(gram)))
 
 
+def memory_bank_sums(feats: torch.Tensor, hard_words: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per word k: the sum of the raw (detached, float32) features of the pixels assigned to it (K×ch) and their
+    number (K, float32). Sums over parts of a batch add up to the sums of the whole batch."""
+    ch = feats.shape[1]
+    x = feats.detach().float().permute(0, 2, 3, 1).reshape(-1, ch)
+    idx = hard_words.reshape(-1).to(device=x.device, dtype=torch.long)
+    sums = torch.zeros(k, ch, device=x.device, dtype=torch.float32).index_add_(0, idx, x)
+    counts = torch.bincount(idx, minlength=k).to(torch.float32)
+    return sums, counts
+
+
+def memory_bank_blend(codebook: torch.Tensor, sums: torch.Tensor, counts: torch.Tensor,
+                      rho: float = 1e-3) -> torch.Tensor:
+    """ρ·μ + (1−ρ)·B with the centroids μ_k = sums_k / (n_k + 1e-4) (see :func:`memory_bank_sums`)."""
+    mu = sums / (counts[:, None] + 1e-4)
+    return rho * mu.to(codebook.device) + (1.0 - rho) * codebook.float()
+
+
 def memory_bank_update(codebook: torch.Tensor, feats: torch.Tensor, hard_words: torch.Tensor,
                        rho: float = 1e-3) -> torch.Tensor:
     """New codebook ρ·μ + (1−ρ)·B with μ_k = Σ_{w(p)=k} X_p / (n_k + 1e-4) over all batch pixels (raw features).
 
     Unused words have μ_k = 0 and so shrink by (1−ρ) (§3.6)."""
-    k, ch = codebook.shape
-    x = feats.detach().float().permute(0, 2, 3, 1).reshape(-1, ch)
-    idx = hard_words.reshape(-1).to(device=x.device, dtype=torch.long)
-    sums = torch.zeros(k, ch, device=x.device, dtype=torch.float32).index_add_(0, idx, x)
-    counts = torch.bincount(idx, minlength=k).to(torch.float32)
-    mu = sums / (counts[:, None] + 1e-4)
-    return rho * mu.to(codebook.device) + (1.0 - rho) * codebook.float()
+    return memory_bank_blend(codebook, *memory_bank_sums(feats, hard_words, codebook.shape[0]), rho)
 
 
 def memory_bank_reinit(feats: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -188,6 +200,13 @@ class VWLNet(nn.Module):
             new = memory_bank_reinit(features, self.k_words, generator)
         else:
             new = memory_bank_update(self.codebook, features, hard_words, self.rho)
+        self.set_codebook(new)
+
+    @torch.no_grad()
+    def set_codebook(self, new: torch.Tensor) -> None:
+        """Replace the VWL-M memory bank by ``new`` (K×ch) and count the update."""
+        if self.method != "vwl_m":
+            raise RuntimeError("set_codebook is only for method 'vwl_m'")
         self.codebook.copy_(new.to(self.codebook.device, self.codebook.dtype))
         self.bank_updates += 1
 

@@ -1,0 +1,111 @@
+"""GPU leases (one flock per GPU): concurrent leases are disjoint, a SIGKILLed holder frees its GPUs, impossible
+requests are one-line errors, and the training launcher picks torchrun only for more than one GPU."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wsss.gpu_lease import LeaseError, acquire, lock_dir, machine_gpus, parse_visible_devices
+from wsss.launch import stage_argv
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _env(tmp: Path, visible: str | None = "0,1") -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=str(REPO), WSSS_GPU_LOCK_DIR=str(tmp))
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    if visible is not None:
+        env["CUDA_VISIBLE_DEVICES"] = visible
+    return env
+
+
+def _lease_cli(tmp: Path, n: int, *command: str, visible: str | None = "0,1", **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "wsss.gpu_lease", str(n), "--", *command], env=_env(tmp, visible),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_gpu_ids_and_lock_dir() -> None:
+    assert parse_visible_devices("2, 3") == ["2", "3"]
+    assert parse_visible_devices("0,-1,2") == ["0"] and parse_visible_devices("") == []
+    assert parse_visible_devices("GPU-8f6a,GPU-77b1") == ["GPU-8f6a", "GPU-77b1"]
+    assert machine_gpus({"CUDA_VISIBLE_DEVICES": "1,3"}) == (["1", "3"], "CUDA_VISIBLE_DEVICES")
+    assert lock_dir({"WSSS_GPU_LOCK_DIR": "/x"}) == Path("/x")
+    assert lock_dir({"SLURM_JOB_ID": "17"}) == Path("/tmp/wsss-gpu-locks/slurm-17")
+    assert lock_dir({}) == Path("/tmp/wsss-gpu-locks")
+
+
+def test_concurrent_leases_are_disjoint_and_waiters_say_so(tmp_path: Path) -> None:
+    first = acquire(1, gpus=["0", "1"], directory=tmp_path)
+    second = acquire(1, gpus=["0", "1"], directory=tmp_path)
+    assert sorted(first.ids + second.ids) == ["0", "1"]
+    assert second.env({})["CUDA_VISIBLE_DEVICES"] == second.ids[0]
+    messages: list[str] = []
+    with pytest.raises(TimeoutError):
+        acquire(1, gpus=["0", "1"], directory=tmp_path, poll=0.05, timeout=0.3, report=messages.append)
+    assert messages and "waiting for 1 free GPU(s): 0 of 2 free" in messages[0]
+    first.release()
+    third = acquire(1, gpus=["0", "1"], directory=tmp_path, timeout=1)
+    assert third.ids == first.ids
+    with pytest.raises(TimeoutError):  # all-or-nothing: one free GPU does not make a lease of two
+        acquire(2, gpus=["0", "1", "2"], directory=tmp_path, poll=0.05, timeout=0.2, report=messages.append)
+    assert acquire(1, gpus=["0", "1", "2"], directory=tmp_path, timeout=1).ids == ["2"]
+    with pytest.raises(LeaseError, match="3 GPUs requested but this machine has 2"):
+        acquire(3, gpus=["0", "1"], directory=tmp_path)
+    assert acquire(0, gpus=["0"], directory=tmp_path).ids == []
+
+
+def test_cli_leases_across_processes_and_sigkill_releases(tmp_path: Path) -> None:
+    holder = _lease_cli(tmp_path, 1, sys.executable, "-c",
+                        "import os, sys, time; print(os.environ['CUDA_VISIBLE_DEVICES'], flush=True); time.sleep(60)")
+    try:
+        held = holder.stdout.readline().strip()
+        assert held in {"0", "1"}
+        other = _lease_cli(tmp_path, 1, "sh", "-c", "echo $CUDA_VISIBLE_DEVICES")
+        out, _ = other.communicate(timeout=60)
+        assert other.returncode == 0 and out.strip() == {"0": "1", "1": "0"}[held]
+        with pytest.raises(TimeoutError):
+            acquire(2, gpus=["0", "1"], directory=tmp_path, poll=0.05, timeout=0.3, report=lambda m: None)
+        os.kill(holder.pid, signal.SIGKILL)  # the lease CLI exec'd the command: same process holds the lock
+        holder.wait(timeout=30)
+        lease = acquire(2, gpus=["0", "1"], directory=tmp_path, poll=0.05, timeout=10)
+        assert sorted(lease.ids) == ["0", "1"]
+        lease.release()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+
+
+def test_cli_errors_and_no_ops(tmp_path: Path) -> None:
+    too_many = _lease_cli(tmp_path, 3, "true")
+    _, err = too_many.communicate(timeout=60)
+    assert too_many.returncode == 2
+    assert err.strip() == ("error: wsss.gpu_lease: 3 GPUs requested but this machine has 2 "
+                           "(CUDA_VISIBLE_DEVICES: 0,1)")
+    none = _lease_cli(tmp_path, 0, "sh", "-c", "echo ${CUDA_VISIBLE_DEVICES-unset}; exit 3", visible=None)
+    out, _ = none.communicate(timeout=60)
+    assert none.returncode == 3 and out.strip() == "unset"  # 0 GPUs: the command as is, its exit status
+    gpuless = _lease_cli(tmp_path, 1, "sh", "-c", "echo ran", visible="")
+    out, err = gpuless.communicate(timeout=60)
+    assert gpuless.returncode == 0 and out.strip() == "ran" and "has none" in err
+
+
+def test_launcher_uses_torchrun_for_several_gpus(tmp_path: Path) -> None:
+    assert stage_argv(2, "s.py", ["--a", "1"], python="py") == [
+        "py", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "s.py", "--a", "1"]
+    assert stage_argv(1, "s.py", ["--a"], python="py") == ["py", "s.py", "--a"]
+    assert stage_argv(0, "s.py", [], python="py") == ["py", "s.py"]
+    script = tmp_path / "stage.py"
+    script.write_text("import os, sys; print(os.environ.get('CUDA_VISIBLE_DEVICES'), sys.argv[1:])\n")
+    run = subprocess.run([sys.executable, "-m", "wsss.launch", "1", str(script), "--params", "{}"],
+                         env=_env(tmp_path / "locks", "5,6"), capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stdout.strip() == "5 ['--params', '{}']"
+    run = subprocess.run([sys.executable, "-m", "wsss.launch", "4", str(script)], env=_env(tmp_path / "locks", "5"),
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and run.stderr.strip().startswith("error: wsss.launch: 4 GPUs requested")
