@@ -40,6 +40,7 @@ rule cam_to_ir_label:
         "logs/{run}/cam_to_ir_label/{shard}.log",
     benchmark:
         "benchmarks/{run}/cam_to_ir_label/{shard}.tsv"
+    priority: 10  # on the critical path: scheduled before the evaluation-split jobs
     threads: lambda w: run_cfg(w.run)["irn"]["crf_workers"]
     resources:
         mem_mb=4000,
@@ -72,6 +73,7 @@ rule train_irn:
         "logs/{run}/train_irn.log",
     benchmark:
         "benchmarks/{run}/train_irn.tsv"
+    priority: 10  # on the critical path: scheduled before the evaluation-split jobs
     threads: 2
     resources:
         mem_mb=12000,
@@ -101,6 +103,8 @@ rule make_pseudo:
         "logs/{run}/make_pseudo/{split}_{shard}.log",
     benchmark:
         "benchmarks/{run}/make_pseudo/{split}_{shard}.tsv"
+    # the training split is on the critical path; the evaluation split waits for free cores
+    priority: lambda w: 10 if w.split == run_cfg(w.run)["seg"]["train_split"] else 0
     threads: 1
     resources:
         mem_mb=6000,

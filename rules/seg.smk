@@ -52,6 +52,7 @@ rule train_seg:
         "logs/{run}/train_seg.log",
     benchmark:
         "benchmarks/{run}/train_seg.tsv"
+    priority: 10  # on the critical path: scheduled before the evaluation-split jobs
     threads: 2
     resources:
         mem_mb=16000,
