@@ -28,7 +28,7 @@ def main(args, params):
         log.info("device %s, %d training images of %s, %s labels", env.device, len(ids), args.split,
                  params["label_source"])
         seed_everything(params["seed"])
-        model = build_segmenter(params, data.num_classes, cache_dir=args.weights_cache)
+        model = build_segmenter(params, data.num_classes, cache_dir=args.weights_cache, cls_model=args.cls_model)
         optimizer = build_optimizer(optimizer_groups(model, params), params["optimizer"], params["lr"],
                                     params["weight_decay"], params["momentum"])
         dataset = SegmentationTrainSet(data, ids, labels, crop=params["crop"], scales=params["scales"],
