@@ -37,7 +37,7 @@ TINY_CLS = {"backbone": 18, "pretrained": "none", "norm": "batch", "freeze_stem"
 TINY_CAM = {"scales": [1.0, 0.5], "shards": 2}
 TINY_IRN = {"pretrained": "from_cls", "crop": 80, "batch_size": 4, "epochs": 1, "checkpoint_every": 2, "workers": 0,
             "crf_workers": 1, "exp_times": 4}
-TINY_SEG = {"backbone": 18, "pretrained": "none", "norm": "batch", "crop": 64, "batch_size": 4, "iterations": 3,
+TINY_SEG = {"backbone": 18, "pretrained": "from_cls", "norm": "batch", "crop": 64, "batch_size": 4, "iterations": 3,
             "scales": [0.75, 1.0], "checkpoint_every": 2, "workers": 0, "shards": 2, "crf_workers": 1}
 
 
