@@ -6,8 +6,10 @@ import contextlib
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
+import numpy as np
+import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,3 +89,34 @@ def edited_config(workdir: Path, config: dict) -> Iterator[None]:
         yield
     finally:
         path.write_bytes(before)
+
+
+class NoisyRegression(torch.utils.data.Dataset):
+    """16 regression items for ``wsss.train.fit`` tests, indexed by (index, aug seed): the input's augmentation noise
+    depends only on the aug seed, so a resumed or re-sharded run sees the same data."""
+
+    def __init__(self) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(16, 4, generator=g)
+        self.y = self.x @ torch.tensor([1.0, -2.0, 0.5, 3.0])
+
+    def __len__(self) -> int:
+        return 16
+
+    def __getitem__(self, key):
+        i, seed = key
+        noise = float(np.random.default_rng(seed).normal(0, 0.1))
+        return {"x": self.x[i] + noise, "y": self.y[i]}
+
+
+def interrupt_at(objective: Callable, fail_at: int | None) -> Callable:
+    """``objective`` that raises KeyboardInterrupt at step ``fail_at`` (a run killed mid-way); unchanged for None."""
+    if fail_at is None:
+        return objective
+
+    def interrupted(model, batch, step):
+        if step == fail_at:
+            raise KeyboardInterrupt("killed")
+        return objective(model, batch, step)
+
+    return interrupted

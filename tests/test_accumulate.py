@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import NoisyRegression, interrupt_at
 from wsss.classify import ClassifierObjective, build_classifier
 from wsss.classify import optimizer_groups as cls_groups
 from wsss.io import IGNORE
@@ -23,20 +24,6 @@ from wsss.errors import InputError
 CPU = torch.device("cpu")
 CLS = {"backbone": 18, "pretrained": "none", "norm": "fixed", "freeze_stem": False, "detach_stage2": False,
        "k_words": 8, "gamma": 2.0, "tau": 1.0, "rho": 0.1}
-
-
-class _Regression(torch.utils.data.Dataset):
-    def __init__(self) -> None:
-        g = torch.Generator().manual_seed(0)
-        self.x = torch.randn(16, 4, generator=g)
-        self.y = self.x @ torch.tensor([1.0, -2.0, 0.5, 3.0])
-
-    def __len__(self) -> int:
-        return 16
-
-    def __getitem__(self, key):
-        i, seed = key
-        return {"x": self.x[i] + float(np.random.default_rng(seed).normal(0, 0.1)), "y": self.y[i]}
 
 
 class _Images(torch.utils.data.Dataset):
@@ -62,15 +49,7 @@ class _Images(torch.utils.data.Dataset):
 def _fit(tmp: Path, model, objective, dataset, *, batch_size: int, accumulate: int, steps: int = 3,
          lr: float = 0.05, groups=None, fail_at: int | None = None) -> tuple[dict, str]:
     opt = build_optimizer(groups or [{"params": model.parameters()}], "sgd", lr, 1e-4, 0.9)
-    if fail_at is not None:
-        inner = objective
-
-        def objective(m, batch, step):
-            if step == fail_at:
-                raise KeyboardInterrupt("killed")
-            return inner(m, batch, step)
-
-    fit(model, dataset, objective, opt, batch_size=batch_size, max_steps=steps, seed=3, checkpoint=tmp / "ckpt.pt",
+    fit(model, dataset, interrupt_at(objective, fail_at), opt, batch_size=batch_size, max_steps=steps, seed=3, checkpoint=tmp / "ckpt.pt",
         checkpoint_every=2, final_weights=tmp / "model.pt", log_csv=tmp / "log.csv", device=CPU, fingerprint="f",
         accumulate=accumulate)
     return load_state_dict_file(tmp / "model.pt"), (tmp / "log.csv").read_text()
@@ -96,13 +75,13 @@ def _linear() -> torch.nn.Module:
 
 
 def test_accumulated_mean_loss_equals_the_whole_batch_and_resumes_exactly(tmp_path: Path) -> None:
-    whole = _fit(tmp_path / "a1", _linear(), _mse, _Regression(), batch_size=8, accumulate=1, steps=6)
-    acc = _fit(tmp_path / "a4", _linear(), _mse, _Regression(), batch_size=8, accumulate=4, steps=6)
+    whole = _fit(tmp_path / "a1", _linear(), _mse, NoisyRegression(), batch_size=8, accumulate=1, steps=6)
+    acc = _fit(tmp_path / "a4", _linear(), _mse, NoisyRegression(), batch_size=8, accumulate=4, steps=6)
     _assert_same_run(whole, acc, tol=1e-6)
     with pytest.raises(KeyboardInterrupt):
-        _fit(tmp_path / "r", _linear(), _mse, _Regression(), batch_size=8, accumulate=4, steps=6, fail_at=5)
+        _fit(tmp_path / "r", _linear(), _mse, NoisyRegression(), batch_size=8, accumulate=4, steps=6, fail_at=5)
     assert Checkpoint.load(tmp_path / "r" / "ckpt.pt").step == 4
-    resumed = _fit(tmp_path / "r", _linear(), _mse, _Regression(), batch_size=8, accumulate=4, steps=6)
+    resumed = _fit(tmp_path / "r", _linear(), _mse, NoisyRegression(), batch_size=8, accumulate=4, steps=6)
     for key in acc[0]:
         torch.testing.assert_close(resumed[0][key], acc[0][key], rtol=0, atol=0)
     assert resumed[1] == acc[1]
@@ -205,11 +184,11 @@ def test_fit_runs_the_forward_under_the_autocast_it_decides(tmp_path: Path, monk
         seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
         return _mse(model, batch, step)
 
-    _fit(tmp_path / "off", _linear(), step, _Regression(), batch_size=4, accumulate=2, steps=1)
+    _fit(tmp_path / "off", _linear(), step, NoisyRegression(), batch_size=4, accumulate=2, steps=1)
     assert [s[0] for s in seen] == [False, False]
     seen.clear()
     monkeypatch.setattr("wsss.train.autocast_enabled", lambda device, amp: amp)
-    _fit(tmp_path / "on", _linear(), step, _Regression(), batch_size=4, accumulate=2, steps=1)
+    _fit(tmp_path / "on", _linear(), step, NoisyRegression(), batch_size=4, accumulate=2, steps=1)
     assert seen == [(True, torch.bfloat16)] * 2
     with training_autocast(CPU, False):
         assert not torch.is_autocast_enabled("cpu")

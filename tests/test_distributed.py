@@ -16,7 +16,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from test_accumulate import CLS, _Images, _linear, _mse, _Regression
+from helpers import NoisyRegression, interrupt_at
+from test_accumulate import CLS, _Images, _linear, _mse
 from wsss import distributed
 from wsss.classify import ClassifierObjective, build_classifier
 from wsss.classify import optimizer_groups as cls_groups
@@ -43,7 +44,7 @@ def _vwlm():
 
 def _resume():
     model = _linear()
-    return model, _mse, _Regression(), [{"params": model.parameters()}], {"batch_size": 8, "max_steps": 6}
+    return model, _mse, NoisyRegression(), [{"params": model.parameters()}], {"batch_size": 8, "max_steps": 6}
 
 
 SCENARIOS = {"seg_fixed": lambda: _seg("fixed"), "seg_batch": lambda: _seg("batch"), "vwlm_batch": _vwlm,
@@ -59,14 +60,7 @@ def _train(name: str, out: Path, fail_at: int | None = None, dtype: torch.dtype 
         model.to(dtype)
         dataset.images = dataset.images.to(dtype)
     opt = build_optimizer(groups, "sgd", 1e-3, 1e-4, 0.9)
-    if fail_at is not None:
-        inner = objective
-
-        def objective(m, batch, step):
-            if step == fail_at:
-                raise KeyboardInterrupt("killed")
-            return inner(m, batch, step)
-
+    objective = interrupt_at(objective, fail_at)
     kw = {"max_steps": 2, "accumulate": 1, "find_unused_parameters": False, **kw}
     fit(model, dataset, objective, opt, seed=3, checkpoint=out / "ckpt.pt", checkpoint_every=2,
         final_weights=out / "model.pt", log_csv=out / "log.csv", device=CPU, fingerprint="f", **kw)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
+from helpers import NoisyRegression
 from wsss.train import Checkpoint, StepBatchSampler, build_optimizer, fit, load_state_dict_file, poly_lr
 
 
@@ -45,23 +45,6 @@ def test_sampler_ranks_partition_the_global_batch() -> None:
         assert sorted(a + b) == sorted(g) and not set(a) & set(b)
 
 
-class _Noisy(torch.utils.data.Dataset):
-    """Regression items whose augmentation noise depends only on the aug seed."""
-
-    def __init__(self) -> None:
-        g = torch.Generator().manual_seed(0)
-        self.x = torch.randn(16, 4, generator=g)
-        self.y = self.x @ torch.tensor([1.0, -2.0, 0.5, 3.0])
-
-    def __len__(self) -> int:
-        return 16
-
-    def __getitem__(self, key):
-        i, seed = key
-        noise = float(np.random.default_rng(seed).normal(0, 0.1))
-        return {"x": self.x[i] + noise, "y": self.y[i]}
-
-
 def _step(model, batch, step):
     loss = ((model(batch["x"]).squeeze(1) - batch["y"]) ** 2).mean()
     return loss, {"mse": loss.item()}
@@ -77,7 +60,7 @@ def _run(tmp: Path, fail_at: int | None = None) -> dict[str, torch.Tensor]:
             raise KeyboardInterrupt("killed")
         return _step(m, batch, step)
 
-    fit(model, _Noisy(), step_fn, opt, batch_size=4, max_steps=20, seed=3, checkpoint=tmp / "ckpt.pt",
+    fit(model, NoisyRegression(), step_fn, opt, batch_size=4, max_steps=20, seed=3, checkpoint=tmp / "ckpt.pt",
         checkpoint_every=5, final_weights=tmp / "model.pt", log_csv=tmp / "log.csv", device=torch.device("cpu"),
         fingerprint="f1")
     return load_state_dict_file(tmp / "model.pt")
