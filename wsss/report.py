@@ -88,6 +88,12 @@ def save_message(path: str | os.PathLike[str], title: str, message: str) -> None
     _save(fig, path)
 
 
+def _check_size(path: str | os.PathLike[str], what: str, size: Sequence[int], mask_shape: Sequence[int]) -> None:
+    """An artifact whose size differs from its image's mask is bad input naming the artifact's file."""
+    if tuple(size) != tuple(mask_shape):
+        raise InputError(path, f"{what} {tuple(size)} but the mask is {tuple(mask_shape)}")
+
+
 def cam_overlay_rows(data: VOCLayoutDataset, ids: Sequence[str], cam_dirs: Sequence[str | os.PathLike[str]],
                      bg_score: float) -> list[list[np.ndarray]]:
     """Per image: the image, its CAMs (max over the ground-truth classes) over it, CAM labels at ``bg_score``,
@@ -97,8 +103,7 @@ def cam_overlay_rows(data: VOCLayoutDataset, ids: Sequence[str], cam_dirs: Seque
     for image_id in ids:
         image, gt = data.image(image_id), data.mask(image_id)
         rec = load_cam(paths[image_id])
-        if rec.size != gt.shape:
-            raise InputError(paths[image_id], f"CAM of image size {rec.size} but the mask is {gt.shape}")
+        _check_size(paths[image_id], "CAM of image size", rec.size, gt.shape)
         cams = upsample_cam(rec.cam, rec.size)
         heat = cams.max(axis=0) if cams.shape[0] else np.zeros(gt.shape, np.float32)
         rows.append([image, heat_overlay(image, heat), colorize(cam_to_labels(cams, rec.keys, bg_score)),
@@ -114,8 +119,7 @@ def pseudo_rows(data: VOCLayoutDataset, ids: Sequence[str],
     for image_id in ids:
         image, gt = data.image(image_id), data.mask(image_id)
         pseudo = read_label_png(paths[image_id], data.num_classes)
-        if pseudo.shape != gt.shape:
-            raise InputError(paths[image_id], f"pseudo label of size {pseudo.shape} but the mask is {gt.shape}")
+        _check_size(paths[image_id], "pseudo label of size", pseudo.shape, gt.shape)
         rows.append([image, colorize(pseudo), colorize(gt), disagreement(pseudo, gt)])
     return rows
 
@@ -128,11 +132,9 @@ def segmentation_rows(data: VOCLayoutDataset, ids: Sequence[str], logit_dirs: Se
     for image_id in ids:
         image, gt = data.image(image_id), data.mask(image_id)
         rec = load_logits(logit_paths[image_id])
-        if rec.size != gt.shape:
-            raise InputError(logit_paths[image_id], f"logits of image size {rec.size} but the mask is {gt.shape}")
+        _check_size(logit_paths[image_id], "logits of image size", rec.size, gt.shape)
         refined = read_label_png(crf_paths[image_id], data.num_classes)
-        if refined.shape != gt.shape:
-            raise InputError(crf_paths[image_id], f"CRF labels of size {refined.shape} but the mask is {gt.shape}")
+        _check_size(crf_paths[image_id], "CRF labels of size", refined.shape, gt.shape)
         rows.append([image, colorize(labels_from_logits(rec.logits, rec.size)), colorize(refined), colorize(gt)])
     return rows
 
