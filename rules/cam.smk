@@ -11,6 +11,7 @@ rule train_cls:
         cfg=lambda w: as_json(run_cfg(w.run)["cls"]),
         method=lambda w: run_cfg(w.run)["method"],
         dataset=lambda w: dataset_root(w.run),
+        split=lambda w: run_cfg(w.run)["cls"]["train_split"],
         out_dir=lambda w, output: os.path.dirname(output.model),
         device=config["device"],
     log:
@@ -25,9 +26,9 @@ rule train_cls:
     conda:
         "../envs/wsss.yaml"
     shell:
-        f"OMP_NUM_THREADS={{threads}} {train_stage('train_cls')} --params {{params.cfg:q}} --dataset {{params.dataset}}"
-        " --method {params.method} --device {params.device} --weights-cache resources/weights"
-        " --out-dir {params.out_dir} > {log} 2>&1"
+        f"OMP_NUM_THREADS={{threads}} {train_stage('train_cls')} --params {{params.cfg:q}} --dataset {{params.dataset:q}}"
+        " --split {params.split:q} --method {params.method:q} --device {params.device:q} --weights-cache resources/weights"
+        " --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule infer_cam:
@@ -40,7 +41,7 @@ rule infer_cam:
         cfg=lambda w: as_json(
             {
                 "cls": run_cfg(w.run)["cls"],
-                "cam": {k: run_cfg(w.run)["cam"][k] for k in ("scales", "fusion", "batch_scales")},
+                "cam": {k: run_cfg(w.run)["cam"][k] for k in ("scales", "fusion", "batch_scales", "high_res")},
             }
         ),
         method=lambda w: run_cfg(w.run)["method"],
@@ -61,9 +62,9 @@ rule infer_cam:
     conda:
         "../envs/wsss.yaml"
     shell:
-        f"OMP_NUM_THREADS={{threads}} {gpu_stage('infer_cam')} --params {{params.cfg:q}} --dataset {{params.dataset}}"
-        " --split {wildcards.split} --shard {wildcards.shard} --shards {params.shards} --method {params.method}"
-        " --model {input.model} --device {params.device} --out {output} > {log} 2>&1"
+        f"OMP_NUM_THREADS={{threads}} {gpu_stage('infer_cam')} --params {{params.cfg:q}} --dataset {{params.dataset:q}}"
+        " --split {wildcards.split:q} --shard {wildcards.shard:q} --shards {params.shards:q} --method {params.method:q}"
+        " --model {input.model:q} --device {params.device:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule eval_cam:
@@ -90,6 +91,6 @@ rule eval_cam:
     conda:
         "../envs/wsss.yaml"
     shell:
-        f"{stage('eval_cam')} --params {{params.cfg:q}} --dataset {{params.dataset}} --split {{wildcards.split}}"
-        " --cams {input.cams} --miou {output.miou} --metrics {output.metrics} --sweep {output.sweep}"
-        " --plot {output.plot} > {log} 2>&1"
+        f"{stage('eval_cam')} --params {{params.cfg:q}} --dataset {{params.dataset:q}} --split {{wildcards.split:q}}"
+        " --cams {input.cams:q} --miou {output.miou:q} --metrics {output.metrics:q} --sweep {output.sweep:q}"
+        " --plot {output.plot:q} > {log:q} 2>&1"

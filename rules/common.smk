@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import shlex
 import sys
 
 from snakemake.exceptions import WorkflowError
@@ -30,9 +32,22 @@ PYTHON = "python" if "conda" in str(workflow.deployment_settings.deployment_meth
 DATASET_META = ["dataset.yaml", "classes.txt", "labels.tsv"]
 
 
+def shell_word(value):
+    """``value`` as one shell word inside a rule's ``shell:`` format string: quoted (a checkout under
+    "My Projects/" stays one word) and with braces doubled, so that Snakemake's formatting leaves it as is."""
+    return shlex.quote(str(value)).replace("{", "{{").replace("}", "}}")
+
+
+BASEDIR = shell_word(workflow.basedir)
+
+
+def stage_script(name):
+    return shell_word(os.path.join(workflow.basedir, "stages", f"{name}.py"))
+
+
 def stage(name):
     """Command prefix that runs stages/<name>.py, with this checkout's ``wsss`` importable in any environment."""
-    return f"PYTHONPATH={workflow.basedir} {PYTHON} {workflow.basedir}/stages/{name}.py"
+    return f"PYTHONPATH={BASEDIR} {shell_word(PYTHON)} {stage_script(name)}"
 
 
 def gpu_stage(name):
@@ -41,8 +56,8 @@ def gpu_stage(name):
     when the config pins the CPU."""
     if config["device"] == "cpu":
         return stage(name)
-    return (f"PYTHONPATH={workflow.basedir} {PYTHON} -m wsss.gpu_lease {{resources.gpu}} --"
-            f" {PYTHON} {workflow.basedir}/stages/{name}.py")
+    return (f"PYTHONPATH={BASEDIR} {shell_word(PYTHON)} -m wsss.gpu_lease {{resources.gpu}} --"
+            f" {shell_word(PYTHON)} {stage_script(name)}")
 
 
 def train_stage(name):
@@ -51,8 +66,8 @@ def train_stage(name):
     decides at job time, from the job's gpu resource). Plain stage(name) when the config pins the CPU."""
     if config["device"] == "cpu":
         return stage(name)
-    return (f"PYTHONPATH={workflow.basedir} {PYTHON} -m wsss.launch {{resources.gpu}}"
-            f" {workflow.basedir}/stages/{name}.py")
+    return (f"PYTHONPATH={BASEDIR} {shell_word(PYTHON)} -m wsss.launch {{resources.gpu}}"
+            f" {stage_script(name)}")
 
 
 def as_json(obj):
@@ -65,12 +80,26 @@ def dataset_outputs(name):
     return [f"resources/{name}/{f}" for f in DATASET_META]
 
 
+DATASETS = config["datasets"]
+
+
+def datasets_of(kind):
+    """Wildcard constraint matching exactly the dataset names of ``kind`` (a pattern that matches nothing if none)."""
+    names = [re.escape(n) for n, entry in sorted(DATASETS.items()) if entry["kind"] == kind]
+    return "|".join(names) if names else "(?!)"
+
+
+def dataset_params(name):
+    """A dataset entry as its preparer's --params JSON (without ``kind``, which picked the preparer)."""
+    return as_json({k: v for k, v in DATASETS[name].items() if k != "kind"})
+
+
 RUNS = sorted(config["runs"])
 
 
 wildcard_constraints:
     run="|".join(RUNS),
-    split=r"[A-Za-z0-9_]+",
+    split=r"[A-Za-z0-9_][A-Za-z0-9_.-]*",  # the schema's split-name pattern
     shard=r"\d+",
 
 

@@ -21,8 +21,9 @@ IRN_TRAIN_KEYS = [
     "seed",
     "checkpoint_every",
     "workers",
+    "amp",
 ]
-PSEUDO_KEYS = ["backbone", "pretrained", "rw_radius", "beta", "exp_times", "bg_threshold"]
+PSEUDO_KEYS = ["backbone", "pretrained", "rw_radius", "beta", "exp_times", "bg_threshold", "boundary_canvas"]
 
 
 rule cam_to_ir_label:
@@ -49,9 +50,9 @@ rule cam_to_ir_label:
     conda:
         "../envs/wsss.yaml"
     shell:
-        f"OMP_NUM_THREADS=1 {stage('cam_to_ir_label')} --params {{params.cfg:q}} --dataset {{params.dataset}}"
-        " --split {params.split} --shard {wildcards.shard} --shards {params.shards} --cams {input.cams}"
-        " --threads {threads} --out {output} > {log} 2>&1"
+        f"OMP_NUM_THREADS=1 {stage('cam_to_ir_label')} --params {{params.cfg:q}} --dataset {{params.dataset:q}}"
+        " --split {params.split:q} --shard {wildcards.shard:q} --shards {params.shards:q} --cams {input.cams:q}"
+        " --threads {threads} --out {output:q} > {log:q} 2>&1"
 
 
 rule train_irn:
@@ -66,7 +67,7 @@ rule train_irn:
         cfg=lambda w: irn_params(w.run, IRN_TRAIN_KEYS),
         dataset=lambda w: dataset_root(w.run),
         split=lambda w: run_cfg(w.run)["irn"]["train_split"],
-        cls_model=lambda w, input: f"--cls-model {input.cls_model}" if input.cls_model else "",
+        cls_model=lambda w, input: f"--cls-model {shell_word(input.cls_model[0])}" if input.cls_model else "",
         out_dir=lambda w, output: os.path.dirname(output.model),
         device=config["device"],
     log:
@@ -82,9 +83,9 @@ rule train_irn:
     conda:
         "../envs/wsss.yaml"
     shell:
-        f"OMP_NUM_THREADS={{threads}} {train_stage('train_irn')} --params {{params.cfg:q}} --dataset {{params.dataset}}"
-        " --split {params.split} --labels {input.labels} {params.cls_model} --device {params.device}"
-        " --weights-cache resources/weights --out-dir {params.out_dir} > {log} 2>&1"
+        f"OMP_NUM_THREADS={{threads}} {train_stage('train_irn')} --params {{params.cfg:q}} --dataset {{params.dataset:q}}"
+        " --split {params.split:q} --labels {input.labels:q} {params.cls_model} --device {params.device:q}"
+        " --weights-cache resources/weights --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule make_pseudo:
@@ -113,9 +114,9 @@ rule make_pseudo:
     conda:
         "../envs/wsss.yaml"
     shell:
-        f"OMP_NUM_THREADS={{threads}} {gpu_stage('make_pseudo')} --params {{params.cfg:q}} --dataset {{params.dataset}}"
-        " --split {wildcards.split} --shard {wildcards.shard} --shards {params.shards} --cams {input.cams}"
-        " --model {input.model} --device {params.device} --out {output} > {log} 2>&1"
+        f"OMP_NUM_THREADS={{threads}} {gpu_stage('make_pseudo')} --params {{params.cfg:q}} --dataset {{params.dataset:q}}"
+        " --split {wildcards.split:q} --shard {wildcards.shard:q} --shards {params.shards:q} --cams {input.cams:q}"
+        " --model {input.model:q} --device {params.device:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule eval_pseudo:
@@ -139,5 +140,5 @@ rule eval_pseudo:
     conda:
         "../envs/wsss.yaml"
     shell:
-        f"{stage('eval_pseudo')} --dataset {{params.dataset}} --split {{wildcards.split}} --labels {{input.labels}}"
-        " --miou {output.miou} --metrics {output.metrics} > {log} 2>&1"
+        f"{stage('eval_pseudo')} --dataset {{params.dataset:q}} --split {{wildcards.split:q}} --labels {{input.labels:q}}"
+        " --miou {output.miou:q} --metrics {output.metrics:q} > {log:q} 2>&1"

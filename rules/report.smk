@@ -51,7 +51,7 @@ rule report_figures:
         cfg=lambda w: as_json({"run": w.run, "images": REPORT_IMAGES, "bg_score": run_cfg(w.run)["cam"]["bg_score"]}),
         dataset=lambda w: dataset_root(w.run),
         splits=lambda w: " ".join(
-            f"--{k.replace('_', '-')} {SUMMARY[k]}" for k in ("cam_split", "pseudo_split", "seg_split")
+            f"--{k.replace('_', '-')} {shell_word(SUMMARY[k])}" for k in ("cam_split", "pseudo_split", "seg_split")
         ),
         out_dir=lambda w, output: os.path.dirname(output.done),
     log:
@@ -66,7 +66,7 @@ rule report_figures:
     conda:
         "../envs/wsss.yaml"
     shell:
-        f"{stage('report_figures')} --params {{params.cfg:q}} --dataset {{params.dataset}} {{params.splits}}"
-        " --cams {input.cams} --pseudo {input.pseudo} --logits {input.logits} --crf {input.crf}"
-        " --cam-metrics {input.cam_metrics} --pseudo-metrics {input.pseudo_metrics} --seg-metrics {input.seg_metrics}"
-        " --train-logs {input.train_logs} --out-dir {params.out_dir} --done {output.done} > {log} 2>&1"
+        f"{stage('report_figures')} --params {{params.cfg:q}} --dataset {{params.dataset:q}} {{params.splits}}"
+        " --cams {input.cams:q} --pseudo {input.pseudo:q} --logits {input.logits:q} --crf {input.crf:q}"
+        " --cam-metrics {input.cam_metrics:q} --pseudo-metrics {input.pseudo_metrics:q} --seg-metrics {input.seg_metrics:q}"
+        " --train-logs {input.train_logs:q} --out-dir {params.out_dir:q} --done {output.done:q} > {log:q} 2>&1"

@@ -45,7 +45,7 @@ rule train_seg:
         cfg=lambda w: seg_params(w.run, SEG_TRAIN_KEYS),
         dataset=lambda w: dataset_root(w.run),
         split=lambda w: run_cfg(w.run)["seg"]["train_split"],
-        cls_model=lambda w, input: f"--cls-model {input.cls_model}" if input.cls_model else "",
+        cls_model=lambda w, input: f"--cls-model {shell_word(input.cls_model[0])}" if input.cls_model else "",
         out_dir=lambda w, output: os.path.dirname(output.model),
         device=config["device"],
     log:
@@ -61,10 +61,10 @@ rule train_seg:
     conda:
         "../envs/wsss.yaml"
     shell:
-        f"OMP_NUM_THREADS={{threads}} {train_stage('train_seg')} --params {{params.cfg:q}} --dataset {{params.dataset}}"
-        " --split {params.split} --labels {input.labels} {params.cls_model} --device {params.device}"
+        f"OMP_NUM_THREADS={{threads}} {train_stage('train_seg')} --params {{params.cfg:q}} --dataset {{params.dataset:q}}"
+        " --split {params.split:q} --labels {input.labels:q} {params.cls_model} --device {params.device:q}"
         " --weights-cache resources/weights"
-        " --out-dir {params.out_dir} > {log} 2>&1"
+        " --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule infer_seg:
@@ -90,9 +90,9 @@ rule infer_seg:
     conda:
         "../envs/wsss.yaml"
     shell:
-        f"OMP_NUM_THREADS={{threads}} {gpu_stage('infer_seg')} --params {{params.cfg:q}} --dataset {{params.dataset}}"
-        " --split {wildcards.split} --shard {wildcards.shard} --shards {params.shards} --model {input.model}"
-        " --device {params.device} --out {output} > {log} 2>&1"
+        f"OMP_NUM_THREADS={{threads}} {gpu_stage('infer_seg')} --params {{params.cfg:q}} --dataset {{params.dataset:q}}"
+        " --split {wildcards.split:q} --shard {wildcards.shard:q} --shards {params.shards:q} --model {input.model:q}"
+        " --device {params.device:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule crf:
@@ -117,9 +117,9 @@ rule crf:
     conda:
         "../envs/wsss.yaml"
     shell:
-        f"OMP_NUM_THREADS=1 {stage('crf')} --params {{params.cfg:q}} --dataset {{params.dataset}}"
-        " --split {wildcards.split} --shard {wildcards.shard} --shards {params.shards} --logits {input.logits}"
-        " --workers {threads} --out {output} > {log} 2>&1"
+        f"OMP_NUM_THREADS=1 {stage('crf')} --params {{params.cfg:q}} --dataset {{params.dataset:q}}"
+        " --split {wildcards.split:q} --shard {wildcards.shard:q} --shards {params.shards:q} --logits {input.logits:q}"
+        " --workers {threads} --out {output:q} > {log:q} 2>&1"
 
 
 rule eval_seg:
@@ -144,8 +144,8 @@ rule eval_seg:
     conda:
         "../envs/wsss.yaml"
     shell:
-        f"OMP_NUM_THREADS={{threads}} {stage('eval_seg')} --dataset {{params.dataset}} --split {{wildcards.split}}"
-        " --logits {input.logits} --crf {input.crf} --miou {output.miou} --metrics {output.metrics} > {log} 2>&1"
+        f"OMP_NUM_THREADS={{threads}} {stage('eval_seg')} --dataset {{params.dataset:q}} --split {{wildcards.split:q}}"
+        " --logits {input.logits:q} --crf {input.crf:q} --miou {output.miou:q} --metrics {output.metrics:q} > {log:q} 2>&1"
 
 
 rule summary:
@@ -167,4 +167,4 @@ rule summary:
     conda:
         "../envs/wsss.yaml"
     shell:
-        f"{stage('summary')} --params {{params.cfg:q}} --out {{output}} > {{log}} 2>&1"
+        f"{stage('summary')} --params {{params.cfg:q}} --out {{output:q}} > {{log:q}} 2>&1"

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from wsss.classify import CamRecord, build_classifier, image_scores, save_cam
+from wsss.classify import CamRecord, build_classifier, cam_and_scores, image_scores, save_cam
 from wsss.cli import run_stage, shard_ids, shard_stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.transforms import normalize, to_chw
@@ -34,11 +34,13 @@ def main(args, params):
             images = [torch.from_numpy(to_chw(normalize(data.image(i)))).to(device) for i in chunk]
             keys = [label_keys(data.label_vector(i)) for i in chunk]
             cams = multiscale_cams(model.forward_cam, images, keys, cam["scales"], cam["fusion"],
-                                   batch_scales=cam["batch_scales"], max_batch=args.batch, with_high_res=False)
+                                   batch_scales=cam["batch_scales"], max_batch=args.batch,
+                                   with_high_res=cam.get("high_res") == "per_scale")
             for image_id, image, result in zip(chunk, images, cams):
                 scores = image_scores(model, image[None])[0].cpu().numpy()
+                high_res = None if result.high_res is None else pack_cam(result.high_res)
                 save_cam(Path(tmp) / f"{image_id}.npz", CamRecord(result.keys.cpu().numpy(), pack_cam(result.cam),
-                                                                  tuple(image.shape[-2:]), scores))
+                                                                  tuple(image.shape[-2:]), scores, high_res))
 
 
 if __name__ == "__main__":

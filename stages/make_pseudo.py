@@ -37,7 +37,8 @@ def main(args, params):
             rec = load_cam(cam_path)
             if tuple(rec.size) != image.shape[:2]:
                 raise InputError(cam_path, f"CAM of image size {rec.size} but the image is {image.shape[:2]}")
-            boundary = boundary_map(model, torch.from_numpy(to_chw(normalize(image))).to(device))
+            boundary = boundary_map(model, torch.from_numpy(to_chw(normalize(image))).to(device),
+                                    irn.get("boundary_canvas"))
             label = pseudo_label(rec.cam, rec.keys, boundary, rec.size, irn["rw_radius"], irn["beta"],
                                  irn["exp_times"], irn["bg_threshold"])
             write_label_png(Path(tmp) / f"{image_id}.png", label)

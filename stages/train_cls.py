@@ -38,8 +38,8 @@ def main(args, params):
             max_steps=steps, seed=params["seed"], checkpoint=out / "checkpoint.pt",
             checkpoint_every=params["checkpoint_every"], final_weights=out / "model.pt",
             log_csv=out / "train_log.csv", device=env.device, fingerprint=fingerprint,
-            poly_power=params["poly_power"], num_workers=params["workers"], accumulate=accumulate,
-            find_unused_parameters=True)
+            poly_power=params["poly_power"], num_workers=params["workers"], amp=params["amp"],
+            accumulate=accumulate, find_unused_parameters=True)
 
 if __name__ == "__main__":
     parser = stage_parser(__doc__)

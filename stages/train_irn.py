@@ -42,7 +42,7 @@ def main(args, params):
             IRNObjective(path_index, env.device), optimizer, batch_size=irn["batch_size"], max_steps=steps,
             seed=irn["seed"], checkpoint=out / "checkpoint.pt", checkpoint_every=irn["checkpoint_every"],
             final_weights=out / "model.pt", log_csv=out / "train_log.csv", device=env.device,
-            fingerprint=fingerprint, poly_power=irn["poly_power"], num_workers=irn["workers"],
+            fingerprint=fingerprint, poly_power=irn["poly_power"], num_workers=irn["workers"], amp=irn["amp"],
             accumulate=accumulate)
 
 if __name__ == "__main__":

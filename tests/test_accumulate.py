@@ -47,11 +47,11 @@ class _Images(torch.utils.data.Dataset):
 
 
 def _fit(tmp: Path, model, objective, dataset, *, batch_size: int, accumulate: int, steps: int = 3,
-         lr: float = 0.05, groups=None, fail_at: int | None = None) -> tuple[dict, str]:
+         lr: float = 0.05, groups=None, fail_at: int | None = None, amp: bool = False) -> tuple[dict, str]:
     opt = build_optimizer(groups or [{"params": model.parameters()}], "sgd", lr, 1e-4, 0.9)
     fit(model, dataset, interrupt_at(objective, fail_at), opt, batch_size=batch_size, max_steps=steps, seed=3, checkpoint=tmp / "ckpt.pt",
         checkpoint_every=2, final_weights=tmp / "model.pt", log_csv=tmp / "log.csv", device=CPU, fingerprint="f",
-        accumulate=accumulate)
+        accumulate=accumulate, amp=amp)
     return load_state_dict_file(tmp / "model.pt"), (tmp / "log.csv").read_text()
 
 
@@ -184,11 +184,11 @@ def test_fit_runs_the_forward_under_the_autocast_it_decides(tmp_path: Path, monk
         seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
         return _mse(model, batch, step)
 
-    _fit(tmp_path / "off", _linear(), step, NoisyRegression(), batch_size=4, accumulate=2, steps=1)
+    _fit(tmp_path / "off", _linear(), step, NoisyRegression(), batch_size=4, accumulate=2, steps=1, amp=True)
     assert [s[0] for s in seen] == [False, False]
     seen.clear()
     monkeypatch.setattr("wsss.train.autocast_enabled", lambda device, amp: amp)
-    _fit(tmp_path / "on", _linear(), step, NoisyRegression(), batch_size=4, accumulate=2, steps=1)
+    _fit(tmp_path / "on", _linear(), step, NoisyRegression(), batch_size=4, accumulate=2, steps=1, amp=True)
     assert seen == [(True, torch.bfloat16)] * 2
     with training_autocast(CPU, False):
         assert not torch.is_autocast_enabled("cpu")

@@ -18,6 +18,7 @@ from wsss.errors import InputError
 from wsss.io import atomic_path, index_shard_files
 from wsss.models.backbone import build_resnet
 from wsss.models.vwl import VWLNet, hybrid_pool, memory_bank_blend, memory_bank_sums
+from wsss.ops.cam import upsample_cam
 from wsss.train import MicroBatch, Objective
 
 
@@ -142,36 +143,59 @@ def image_scores(model: VWLNet, images: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(model.classifier(pooled[:, :, None, None]).flatten(1).float())
 
 
+def cam_and_scores(model: VWLNet, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(``model.forward_cam(images)``, :func:`image_scores` ``(model, images)``) from one backbone pass: the CAM
+    function for :func:`wsss.ops.cam.multiscale_cams` with ``with_scores=True``."""
+    feat = model.features(images)
+    cams = torch.relu(torch.nn.functional.conv2d(feat, model.classifier.weight))
+    pooled = feat.mean(dim=(2, 3)) if model.method == "cam" else hybrid_pool(feat, model.gamma, model.levels)
+    return cams, torch.sigmoid(model.classifier(pooled[:, :, None, None]).flatten(1).float())
+
+
 @dataclass(frozen=True)
 class CamRecord:
-    """Stored CAM of one image: ground-truth class indices, stride-4 CAM (float16 on disk), image size, and the
-    classifier's image-level probabilities (all classes)."""
+    """Stored CAM of one image: ground-truth class indices, stride-4 CAM (float16 on disk), image size, the
+    classifier's image-level probabilities (all classes) and, with ``cam.high_res: per_scale``, the reference's
+    full-resolution CAM (the per-scale upsampled sum, SPEC §4)."""
 
     keys: np.ndarray  # int64 [Cv], 0-based foreground class indices
     cam: np.ndarray  # float16 [Cv, ceil(H/4), ceil(W/4)], max-normalised
     size: tuple[int, int]  # (H, W) of the image
     scores: np.ndarray  # float32 [C-1]
+    high_res: np.ndarray | None = None  # float16 [Cv, H, W], max-normalised; None when not stored
+
+    def full_res(self) -> np.ndarray:
+        """The Cv×H×W float32 CAM that evaluation, IR labels and the report read: the stored ``high_res`` when
+        present, else the stride-4 CAM upsampled once (:func:`wsss.ops.cam.upsample_cam`)."""
+        if self.high_res is not None:
+            return np.asarray(self.high_res, dtype=np.float32)
+        return upsample_cam(self.cam, self.size)
 
 
 def save_cam(path: str | os.PathLike[str], record: CamRecord) -> None:
     """Write one CAM record as an uncompressed ``.npz`` (no pickles), atomically."""
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
+            extra = {} if record.high_res is None else {"high_res": record.high_res.astype(np.float16)}
             np.savez(fh, keys=record.keys.astype(np.int64), cam=record.cam.astype(np.float16),
-                     size=np.asarray(record.size, dtype=np.int64), scores=record.scores.astype(np.float32))
+                     size=np.asarray(record.size, dtype=np.int64), scores=record.scores.astype(np.float32), **extra)
 
 
 def load_cam(path: str | os.PathLike[str]) -> CamRecord:
     """Read a CAM record written by :func:`save_cam` (``allow_pickle=False``); bad files name themselves."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            rec = CamRecord(data["keys"], data["cam"], tuple(int(v) for v in data["size"]), data["scores"])
+            rec = CamRecord(data["keys"], data["cam"], tuple(int(v) for v in data["size"]), data["scores"],
+                            data["high_res"] if "high_res" in data.files else None)
     except FileNotFoundError:
         raise InputError(path, "CAM file is missing") from None
     except (OSError, ValueError, KeyError) as err:
         raise InputError(path, f"cannot read CAM file ({err})") from None
     if rec.cam.ndim != 3 or rec.cam.shape[0] != rec.keys.size:
         raise InputError(path, f"CAM shape {rec.cam.shape} does not match {rec.keys.size} keys")
+    if rec.high_res is not None and rec.high_res.shape != (rec.keys.size, *rec.size):
+        raise InputError(path, f"high_res shape {rec.high_res.shape} does not match {rec.keys.size} keys of an "
+                               f"image of {rec.size}")
     return rec
 
 

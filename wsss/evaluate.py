@@ -12,7 +12,6 @@ from wsss.classify import index_cam_dirs, load_cam
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.errors import InputError
 from wsss.metrics import ConfusionMatrix
-from wsss.ops.cam import upsample_cam
 
 
 def labels_at_thresholds(cams: np.ndarray, keys: np.ndarray, bg_scores: Sequence[float]) -> list[np.ndarray]:
@@ -77,7 +76,7 @@ def evaluate_cams(data: VOCLayoutDataset, ids: Sequence[str], cam_dirs: Sequence
         gt = data.mask(image_id)
         if rec.size != gt.shape:
             raise InputError(path, f"CAM of image size {rec.size} but the mask is {gt.shape}")
-        cams = upsample_cam(rec.cam, rec.size)
+        cams = rec.full_res()
         thresholds = [bg_score, *sweep, *BASELINES.values()]
         matrices = [result.main, *result.sweep.values(), *result.baselines.values()]
         for cm, pred in zip(matrices, labels_at_thresholds(cams, rec.keys, thresholds)):

@@ -4,10 +4,12 @@ The stages ``cam_to_ir_label``, ``train_irn``, ``make_pseudo`` and ``eval_pseudo
 
 Deviations from the reference, all deliberate:
 
-* The CAM behind the IR labels is the stored stride-4 CAM upsampled to the image (``upsample_cam``), the stand-in
-  for VWL's ``high_res`` used by ``eval_cam`` too.
+* The CAM behind the IR labels is, by default, the stored stride-4 CAM upsampled to the image (``upsample_cam``),
+  the stand-in for VWL's ``high_res`` used by ``eval_cam`` too; ``cam.high_res: per_scale`` stores and reads the
+  reference's per-scale upsampled sum instead (:meth:`wsss.classify.CamRecord.full_res`).
 * The boundary map of an image is computed on the whole image padded (right/bottom, with the mean) to a multiple
-  of 16, not on a 512×512 canvas, so images larger than 512 px are not truncated.
+  of 16, not on a 512×512 canvas, so images larger than 512 px are not truncated. The padded size changes the
+  GroupNorm statistics of the branches, so ``irn.boundary_canvas: 512`` restores the reference's canvas.
 * The random walk is the sparse operator of :mod:`wsss.ops.random_walk` (same numbers as IRN's dense (hw)² matrix
   raised to 2^exp_times, without building it).
 * IRN's post-training mean-shift pass (the mean displacement, for instance segmentation) is skipped: semantic pseudo
@@ -34,7 +36,6 @@ from wsss.io import read_label_png, read_rgb, write_label_png
 from wsss.metrics import ConfusionMatrix
 from wsss.models.backbone import build_resnet
 from wsss.models.irn import FROM_CLS, IRNet, load_classifier_backbone
-from wsss.ops.cam import upsample_cam
 from wsss.ops.crf import ir_label
 from wsss.ops.path_index import PathIndex
 from wsss.ops.random_walk import random_walk
@@ -59,7 +60,7 @@ def ir_label_file(image_path: str | os.PathLike[str], cam_path: str | os.PathLik
     rec = load_cam(cam_path)
     if tuple(rec.size) != image.shape[:2]:
         raise InputError(cam_path, f"CAM of image size {rec.size} but the image is {image.shape[:2]}")
-    label = ir_label(image, upsample_cam(rec.cam, rec.size), rec.keys, **options)
+    label = ir_label(image, rec.full_res(), rec.keys, **options)
     write_label_png(out_path, label)
     ignore = int((label == 255).sum())
     background = int((label == 0).sum())
@@ -236,17 +237,23 @@ def training_step(model: IRNet, batch: Mapping[str, Any], path_index: PathIndex,
 
 
 @torch.no_grad()
-def boundary_map(model: IRNet, image: torch.Tensor) -> torch.Tensor:
+def boundary_map(model: IRNet, image: torch.Tensor, canvas: int | None = None) -> torch.Tensor:
     """Boundary probability B of a normalised 3×H×W image at stride 4: (⌈H/4⌉, ⌈W/4⌉), float32.
 
-    The image and its flip are each zero-padded right/bottom to a multiple of 16; B = sigmoid(e/2 + flip(e_flip)/2)
-    with both logits cropped to the stride-4 size of the unpadded image first.
+    The image and its flip are each zero-padded right/bottom to a multiple of 16, or with ``canvas`` (a multiple of
+    16; the reference's 512) to canvas × canvas, each side at least its multiple of 16 (the reference would crop a
+    larger image); B = sigmoid(e/2 + flip(e_flip)/2) with both logits cropped to the stride-4 size of the unpadded
+    image first.
     """
     if image.ndim != 3 or image.shape[0] != 3:
         raise ValueError(f"image must be 3×H×W, got {tuple(image.shape)}")
     height, width = image.shape[-2:]
     h4, w4 = (height - 1) // 4 + 1, (width - 1) // 4 + 1
+    if canvas is not None and (canvas <= 0 or canvas % PAD_MULTIPLE):
+        raise ValueError(f"canvas must be a positive multiple of {PAD_MULTIPLE}, got {canvas}")
     pad_h, pad_w = -height % PAD_MULTIPLE, -width % PAD_MULTIPLE
+    if canvas is not None:
+        pad_h, pad_w = max(pad_h, canvas - height), max(pad_w, canvas - width)
     pack = F.pad(torch.stack([image, image.flip(-1)]), (0, pad_w, 0, pad_h))
     edge = model.edge_logits(pack).float()[:, 0, :h4, :w4]
     return torch.sigmoid(edge[0] / 2 + edge[1].flip(-1) / 2)

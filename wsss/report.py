@@ -25,7 +25,7 @@ from wsss.data.dataset import VOCLayoutDataset  # noqa: E402
 from wsss.data.irn_data import index_label_dirs  # noqa: E402
 from wsss.errors import InputError  # noqa: E402
 from wsss.io import IGNORE, atomic_path, read_label_png, voc_palette  # noqa: E402
-from wsss.ops.cam import cam_to_labels, upsample_cam  # noqa: E402
+from wsss.ops.cam import cam_to_labels  # noqa: E402
 from wsss.segment import index_logit_dirs, labels_from_logits, load_logits  # noqa: E402
 
 _PALETTE = np.asarray(voc_palette(), dtype=np.uint8).reshape(256, 3)
@@ -104,7 +104,7 @@ def cam_overlay_rows(data: VOCLayoutDataset, ids: Sequence[str], cam_dirs: Seque
         image, gt = data.image(image_id), data.mask(image_id)
         rec = load_cam(paths[image_id])
         _check_size(paths[image_id], "CAM of image size", rec.size, gt.shape)
-        cams = upsample_cam(rec.cam, rec.size)
+        cams = rec.full_res()
         heat = cams.max(axis=0) if cams.shape[0] else np.zeros(gt.shape, np.float32)
         rows.append([image, heat_overlay(image, heat), colorize(cam_to_labels(cams, rec.keys, bg_score)),
                      colorize(gt)])

@@ -303,7 +303,7 @@ def fit(model: torch.nn.Module, dataset: torch.utils.data.Dataset,
         objective: Objective | Callable[..., tuple[torch.Tensor, dict]], optimizer: torch.optim.Optimizer, *,
         batch_size: int, max_steps: int, seed: int, checkpoint: Path, checkpoint_every: int, final_weights: Path,
         log_csv: Path, device: torch.device, fingerprint: str, poly_power: float = 0.9, num_workers: int = 0,
-        amp: bool = True, accumulate: int = 1, find_unused_parameters: bool = False) -> None:
+        amp: bool = False, accumulate: int = 1, find_unused_parameters: bool = False) -> None:
     """Train ``model`` for ``max_steps`` steps of ``batch_size`` samples with poly LR, resuming from ``checkpoint``
     if it matches.
 
@@ -312,7 +312,8 @@ def fit(model: torch.nn.Module, dataset: torch.utils.data.Dataset,
     micro-batches per process; under torchrun (a joined process group, :mod:`wsss.distributed`) the model is
     wrapped in DDP (``find_unused_parameters`` for models with parameters that get no gradient) and each process
     takes its slice of the global batch; the module doc states the equivalence guaranteed. bfloat16 autocast
-    wraps the forward passes when ``amp`` and the device is CUDA (:func:`autocast_enabled`).
+    wraps the forward passes when ``amp`` (the config's ``cls.amp``, ``irn.amp``, ``seg.amp``; off unless asked)
+    and the device is CUDA (:func:`autocast_enabled`).
 
     Rank 0 alone writes: a checkpoint every ``checkpoint_every`` steps, the loss log ``log_csv`` (step, lr of the
     first group, global-batch loss and parts; ``<log_csv>.partial`` until the end) and ``final_weights`` (the
