@@ -4,14 +4,18 @@ requests are one-line errors, and the training launcher picks torchrun only for 
 from __future__ import annotations
 
 import os
+import re
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from wsss.gpu_lease import LeaseError, acquire, lock_dir, machine_gpus, parse_visible_devices
+from wsss.errors import InputError
+from wsss.gpu_lease import LeaseError, acquire, lock_dir, machine_gpus, parse_visible_devices, prepare_lock_dir
 from wsss.launch import stage_argv
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,8 +40,87 @@ def test_gpu_ids_and_lock_dir() -> None:
     assert parse_visible_devices("GPU-8f6a,GPU-77b1") == ["GPU-8f6a", "GPU-77b1"]
     assert machine_gpus({"CUDA_VISIBLE_DEVICES": "1,3"}) == (["1", "3"], "CUDA_VISIBLE_DEVICES")
     assert lock_dir({"WSSS_GPU_LOCK_DIR": "/x"}) == Path("/x")
-    assert lock_dir({"SLURM_JOB_ID": "17"}) == Path("/tmp/wsss-gpu-locks/slurm-17")
-    assert lock_dir({}) == Path("/tmp/wsss-gpu-locks")
+    # per user: the session's runtime folder, else a name with the uid under the temp folder
+    assert lock_dir({"XDG_RUNTIME_DIR": "/run/user/7"}) == Path("/run/user/7/wsss-gpu-locks")
+    assert lock_dir({"XDG_RUNTIME_DIR": "/run/user/7", "SLURM_JOB_ID": "17"}) == Path(
+        "/run/user/7/wsss-gpu-locks/slurm-17")
+    assert lock_dir({}, uid=7) == Path(tempfile.gettempdir()) / "wsss-gpu-locks-7"
+    assert lock_dir({"SLURM_JOB_ID": "17"}, uid=7) == Path(tempfile.gettempdir()) / "wsss-gpu-locks-7" / "slurm-17"
+    assert lock_dir({}) == Path(tempfile.gettempdir()) / f"wsss-gpu-locks-{os.geteuid()}"
+
+
+def test_gpu_count_without_torch(tmp_path: Path) -> None:
+    """Without CUDA_VISIBLE_DEVICES and nvidia-smi the /dev/nvidia<N> files decide; torch is never imported on
+    a machine without any GPU device."""
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    probe = ("import sys, wsss.gpu_lease as g; g.shutil.which = lambda name: None; "
+             "print(g.machine_gpus({}, dev=sys.argv[1])[0], 'torch' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", probe, str(dev)], env=_env(tmp_path, None), capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 0 and run.stdout.strip() == "[] False", run.stderr
+    for name in ("nvidia0", "nvidia1", "nvidiactl", "nvidia-uvm", "nvidia-caps"):
+        (dev / name).touch()
+    run = subprocess.run([sys.executable, "-c", probe, str(dev)], env=_env(tmp_path, None), capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 0 and run.stdout.strip() == "['0', '1'] False", run.stderr
+
+
+def test_lock_folder_is_private_and_checked(tmp_path: Path) -> None:
+    folder = prepare_lock_dir(tmp_path / "a" / "b")
+    for part in (tmp_path / "a", tmp_path / "a" / "b"):
+        assert stat.S_IMODE(os.lstat(part).st_mode) == 0o700
+    with pytest.raises(InputError, match=r"owned by uid \d+, not by this user"):  # another user's folder
+        prepare_lock_dir(folder, uid=os.geteuid() + 1)
+    (tmp_path / "link").symlink_to(folder)
+    with pytest.raises(InputError, match="folder is a symbolic link"):
+        prepare_lock_dir(tmp_path / "link")
+    (tmp_path / "file").touch()
+    with pytest.raises(InputError, match="not a directory"):
+        prepare_lock_dir(tmp_path / "file")
+
+
+def test_planted_symlink_and_shared_folder_are_one_line_errors(tmp_path: Path) -> None:
+    locks = tmp_path / "locks"
+    locks.mkdir(mode=0o700)
+    target = tmp_path / "victim"
+    (locks / "gpu0.lock").symlink_to(target)
+    run = _lease_cli(locks, 1, "sh", "-c", "echo ran", visible="0")
+    out, err = run.communicate(timeout=60)
+    assert run.returncode == 2 and out == "" and not os.path.lexists(target)  # never followed, never created
+    assert err.strip() == f"error: {locks}/gpu0.lock: GPU lock file is a symbolic link (refusing to follow it)"
+    (locks / "gpu0.lock").unlink()
+    os.chmod(locks, 0o777)  # a folder every user can write to: anyone could plant files there
+    run = _lease_cli(locks, 1, "true", visible="0")
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"error: {locks}: GPU lock folder is writable by other users (mode 777)")
+
+
+def test_wait_timeout_is_a_one_line_error(tmp_path: Path) -> None:
+    held = acquire(1, gpus=["0"], directory=tmp_path)
+    try:
+        env = dict(_env(tmp_path, "0"), WSSS_GPU_LEASE_TIMEOUT="0.3")
+        run = subprocess.run([sys.executable, "-m", "wsss.gpu_lease", "1", "--", "true"], env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 2
+        assert re.fullmatch(rf"error: wsss\.gpu_lease: no 1 free GPU\(s\) among 0 after \d+ s \(locks in "
+                            rf"{re.escape(str(tmp_path))}\)", run.stderr.strip().splitlines()[-1])
+        assert "waiting for 1 free GPU(s): 0 of 1 free" in run.stderr.splitlines()[0]
+        run = subprocess.run([sys.executable, "-m", "wsss.launch", "1", "stage.py"], env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 2 and run.stderr.strip().splitlines()[-1].startswith(
+            "error: wsss.launch: no 1 free GPU(s) among 0")
+        run = subprocess.run([sys.executable, "-m", "wsss.gpu_lease", "--timeout", "0", "1", "--", "true"],
+                             env=_env(tmp_path, "0"), capture_output=True, text=True, timeout=60)
+        assert run.returncode == 2 and run.stderr.strip().splitlines()[-1].startswith("error: wsss.gpu_lease: no 1")
+        env["WSSS_GPU_LEASE_TIMEOUT"] = "soon"
+        run = subprocess.run([sys.executable, "-m", "wsss.gpu_lease", "1", "--", "true"], env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 2 and run.stderr.strip() == (
+            "error: $WSSS_GPU_LEASE_TIMEOUT: 'soon' is not a number of seconds >= 0")
+    finally:
+        held.release()
 
 
 def test_concurrent_leases_are_disjoint_and_waiters_say_so(tmp_path: Path) -> None:

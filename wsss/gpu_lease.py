@@ -1,54 +1,124 @@
 """GPU leases on a shared box: a job takes N GPUs that no other job holds, one lock file per GPU.
 
 Snakemake counts GPUs (``--resources gpu=N``) but does not say which ones a job may use. A lease takes N free
-GPUs by ``fcntl.flock`` on ``<lock dir>/gpu<id>.lock`` (``$WSSS_GPU_LOCK_DIR``, else a per-allocation folder under
-``/tmp/wsss-gpu-locks`` inside SLURM jobs, else ``/tmp/wsss-gpu-locks``), waits (logging why) while fewer are
-free, and hands the command ``CUDA_VISIBLE_DEVICES`` with the leased ids. The command is exec'd with the lock
-files open, so the locks live exactly as long as the command's process; the kernel drops them when it exits or is
-killed, even by SIGKILL.
+GPUs by ``fcntl.flock`` on ``<lock dir>/gpu<id>.lock``, waits (logging why) while fewer are free, and hands the
+command ``CUDA_VISIBLE_DEVICES`` with the leased ids. The command is exec'd with the lock files open, so the locks
+live exactly as long as the command's process; the kernel drops them when it exits or is killed, even by SIGKILL.
+
+The lock folder is per user: ``$WSSS_GPU_LOCK_DIR``, else ``$XDG_RUNTIME_DIR/wsss-gpu-locks``, else
+``<temp folder>/wsss-gpu-locks-<uid>``; inside a SLURM job a per-allocation ``slurm-<job id>`` folder below it.
+Missing folders are created 0700; the folder must be a real directory (not a symlink) owned by this user and
+writable by nobody else, and lock files are opened with ``O_NOFOLLOW`` (a planted symlink is refused, never
+followed). Any of these problems, and any ``OSError``, is the one-line ``error: <file>: <problem>``. The wait
+ends after ``--timeout`` / ``$WSSS_GPU_LEASE_TIMEOUT`` seconds when set (a one-line error), else never.
 
 The GPUs of the machine are ``CUDA_VISIBLE_DEVICES`` when set (its entries are the ids), else those listed by
-``nvidia-smi -L``, else ``torch.cuda.device_count()``. Asking for 0 GPUs does nothing; on a machine without any
-GPU the command runs unleased (the stage then picks the CPU for ``device: auto``); asking for more GPUs than the
-machine has is a one-line error.
+``nvidia-smi -L``, else the ``/dev/nvidia<N>`` device files; torch is imported (slow) only where none of these
+answers and a non-NVIDIA GPU device exists (``/dev/kfd``, ``/dev/dxg``), so a job on a machine without a GPU starts
+without importing torch. Asking for 0 GPUs does nothing; on a machine without any GPU the command runs unleased
+(the stage then picks the CPU for ``device: auto``); asking for more GPUs than the machine has is a one-line error.
 
-CLI: ``python -m wsss.gpu_lease N -- command [args...]``.
+CLI: ``python -m wsss.gpu_lease [--timeout S] N -- command [args...]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import fcntl
 import logging
 import os
 import random
+import re
 import shutil
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from wsss.errors import InputError
+
 log = logging.getLogger(__name__)
 
 LOCK_DIR_ENV = "WSSS_GPU_LOCK_DIR"
-DEFAULT_LOCK_DIR = Path("/tmp/wsss-gpu-locks")
+TIMEOUT_ENV = "WSSS_GPU_LEASE_TIMEOUT"
+LOCK_DIR_NAME = "wsss-gpu-locks"
 
 
 class LeaseError(Exception):
     """A lease that can never be granted (more GPUs than the machine has)."""
 
 
-def lock_dir(environ: Mapping[str, str] = os.environ) -> Path:
-    """``$WSSS_GPU_LOCK_DIR``; inside a SLURM job ``/tmp/wsss-gpu-locks/slurm-<job id>`` (the job's GPUs are its
-    own and may be renumbered from 0); else ``/tmp/wsss-gpu-locks``."""
+def lock_dir(environ: Mapping[str, str] = os.environ, uid: int | None = None) -> Path:
+    """``$WSSS_GPU_LOCK_DIR``, else ``$XDG_RUNTIME_DIR/wsss-gpu-locks``, else ``<temp>/wsss-gpu-locks-<uid>``;
+    inside a SLURM job a ``slurm-<job id>`` folder below the latter two (the job's GPUs are its own and may be
+    renumbered from 0)."""
     if environ.get(LOCK_DIR_ENV):
         return Path(environ[LOCK_DIR_ENV])
+    if environ.get("XDG_RUNTIME_DIR"):
+        base = Path(environ["XDG_RUNTIME_DIR"]) / LOCK_DIR_NAME
+    else:
+        base = Path(tempfile.gettempdir()) / f"{LOCK_DIR_NAME}-{os.geteuid() if uid is None else uid}"
     if environ.get("SLURM_JOB_ID"):
-        return DEFAULT_LOCK_DIR / f"slurm-{environ['SLURM_JOB_ID']}"
-    return DEFAULT_LOCK_DIR
+        return base / f"slurm-{environ['SLURM_JOB_ID']}"
+    return base
+
+
+def _check_private_dir(path: Path, uid: int) -> None:
+    try:
+        st = os.lstat(path)
+    except OSError as err:
+        raise InputError(path, err.strerror or str(err)) from None
+    if stat.S_ISLNK(st.st_mode):
+        raise InputError(path, "GPU lock folder is a symbolic link (refusing to follow it)")
+    if not stat.S_ISDIR(st.st_mode):
+        raise InputError(path, "GPU lock folder is not a directory")
+    if st.st_uid != uid:
+        raise InputError(path, f"GPU lock folder is owned by uid {st.st_uid}, not by this user (uid {uid}); "
+                               f"set {LOCK_DIR_ENV} to a folder of your own")
+    if st.st_mode & 0o022:
+        raise InputError(path, f"GPU lock folder is writable by other users (mode {stat.S_IMODE(st.st_mode):o}); "
+                               f"chmod go-w it or set {LOCK_DIR_ENV}")
+
+
+def prepare_lock_dir(path: Path, uid: int | None = None) -> Path:
+    """Create the lock folder's missing parts 0700 and check the folder: a real directory owned by ``uid``
+    (default: this process's effective uid) that no other user can write to; an :class:`InputError` otherwise."""
+    uid = os.geteuid() if uid is None else uid
+    missing: list[Path] = []
+    probe = Path(os.path.abspath(path))
+    while not os.path.lexists(probe) and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    for part in reversed(missing):
+        try:
+            os.mkdir(part, 0o700)
+            os.chmod(part, 0o700, follow_symlinks=False)
+        except FileExistsError:
+            pass  # another job created it meanwhile: checked below
+        except OSError as err:
+            raise InputError(part, f"cannot create the GPU lock folder: {err.strerror or err}") from None
+    _check_private_dir(path, uid)
+    return path
+
+
+def lease_timeout(environ: Mapping[str, str] = os.environ) -> float | None:
+    """The wait limit in seconds from ``$WSSS_GPU_LEASE_TIMEOUT`` (unset, empty: wait forever)."""
+    text = environ.get(TIMEOUT_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise InputError(f"${TIMEOUT_ENV}", f"{text!r} is not a number of seconds >= 0")
+    return value
 
 
 def parse_visible_devices(value: str) -> list[str]:
@@ -72,6 +142,14 @@ def _nvidia_smi_count() -> int | None:
     return sum(1 for line in out.splitlines() if line.startswith("GPU "))
 
 
+def _dev_nvidia_count(dev: str = "/dev") -> int:
+    """The number of ``/dev/nvidia<N>`` device files (one per NVIDIA GPU the driver exposes)."""
+    try:
+        return sum(1 for name in os.listdir(dev) if re.fullmatch(r"nvidia\d+", name))
+    except OSError:
+        return 0
+
+
 def _torch_count() -> int:
     try:
         import torch
@@ -80,13 +158,17 @@ def _torch_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def machine_gpus(environ: Mapping[str, str] = os.environ) -> tuple[list[str], str]:
-    """(GPU ids, where they came from): ``CUDA_VISIBLE_DEVICES``, ``nvidia-smi -L`` or torch."""
+def machine_gpus(environ: Mapping[str, str] = os.environ, dev: str = "/dev") -> tuple[list[str], str]:
+    """(GPU ids, where they came from): ``CUDA_VISIBLE_DEVICES``, ``nvidia-smi -L``, the ``/dev/nvidia<N>`` files,
+    or torch (imported only when ``/dev/kfd`` or ``/dev/dxg`` says a GPU of another kind may exist)."""
     if "CUDA_VISIBLE_DEVICES" in environ:
         return parse_visible_devices(environ["CUDA_VISIBLE_DEVICES"]), "CUDA_VISIBLE_DEVICES"
     count = _nvidia_smi_count()
     if count is not None:
         return [str(i) for i in range(count)], "nvidia-smi -L"
+    count = _dev_nvidia_count(dev)
+    if count or not any(os.path.exists(os.path.join(dev, name)) for name in ("kfd", "dxg")):
+        return [str(i) for i in range(count)], f"{dev}/nvidia*"
     return [str(i) for i in range(_torch_count())], "torch.cuda.device_count()"
 
 
@@ -117,13 +199,29 @@ def _lock_name(gpu: str) -> str:
 
 
 def _try_lock(path: Path) -> IO[bytes] | None:
-    fh = open(path, "ab")
+    """The locked lock file, or None when another process holds it. Never follows a symlink (``O_NOFOLLOW``) nor
+    blocks on a planted FIFO (``O_NONBLOCK``, then a regular-file check); problems are :class:`InputError`."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fd = os.open(path, flags, 0o600)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise InputError(path, "GPU lock file is a symbolic link (refusing to follow it)") from None
+        raise InputError(path, f"cannot open the GPU lock file: {err.strerror or err}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InputError(path, "GPU lock file is not a regular file")
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        fh.close()
+        os.close(fd)
         return None
-    return fh
+    except OSError as err:
+        os.close(fd)
+        raise InputError(path, f"cannot lock the GPU lock file: {err.strerror or err}") from None
+    except InputError:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb", buffering=0)
 
 
 def acquire(n: int, gpus: Sequence[str] | None = None, directory: Path | None = None, poll: float = 2.0,
@@ -131,7 +229,8 @@ def acquire(n: int, gpus: Sequence[str] | None = None, directory: Path | None = 
     """Take ``n`` free GPUs among ``gpus`` (default :func:`machine_gpus`), waiting while fewer are free.
 
     All-or-nothing: a partial set is released before waiting again, so waiting jobs never hold GPUs. Raises
-    :class:`LeaseError` when ``n`` exceeds the GPUs that exist, TimeoutError after ``timeout`` seconds."""
+    :class:`LeaseError` when ``n`` exceeds the GPUs that exist, TimeoutError after ``timeout`` seconds (None: wait
+    forever), :class:`InputError` for an unsafe or unusable lock folder or file (see the module doc)."""
     report = report or log.warning
     if n <= 0:
         return Lease([])
@@ -143,8 +242,7 @@ def acquire(n: int, gpus: Sequence[str] | None = None, directory: Path | None = 
         return Lease([])
     if n > len(gpus):
         raise LeaseError(f"{n} GPUs requested but this machine has {len(gpus)} ({source}: {','.join(gpus)})")
-    folder = directory or lock_dir()
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = prepare_lock_dir(directory or lock_dir())
     start = time.monotonic()
     next_report = 0.0
     while True:
@@ -159,11 +257,12 @@ def acquire(n: int, gpus: Sequence[str] | None = None, directory: Path | None = 
             fh.close()
         waited = time.monotonic() - start
         if timeout is not None and waited >= timeout:
-            raise TimeoutError(f"no {n} free GPU(s) among {','.join(gpus)} after {waited:.0f} s")
+            raise TimeoutError(f"no {n} free GPU(s) among {','.join(gpus)} after {waited:.0f} s (locks in {folder})")
         if waited >= next_report:
             report(f"gpu_lease: waiting for {n} free GPU(s): {len(held)} of {len(gpus)} free (locks in {folder})")
             next_report = waited + 60.0
-        time.sleep(poll * (0.5 + random.random()))
+        pause = poll * (0.5 + random.random())
+        time.sleep(pause if timeout is None else max(0.0, min(pause, timeout - waited)))
 
 
 def exec_leased(lease: Lease, argv: Sequence[str]) -> None:
@@ -176,19 +275,35 @@ def exec_leased(lease: Lease, argv: Sequence[str]) -> None:
     os.execvpe(argv[0], list(argv), lease.env())
 
 
+def lease_or_error(n: int, prog: str, timeout: float | None = None) -> Lease | None:
+    """:func:`acquire` for a CLI (``timeout`` None: ``$WSSS_GPU_LEASE_TIMEOUT``): the lease, or None after
+    printing the one-line ``error:`` (impossible request, wait timed out, unsafe lock folder or file)."""
+    try:
+        if timeout is None:
+            timeout = lease_timeout()
+        return acquire(n, timeout=timeout, report=lambda msg: print(msg, file=sys.stderr, flush=True))
+    except (LeaseError, TimeoutError) as err:
+        print(f"error: {prog}: {err}", file=sys.stderr)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+    except OSError as err:
+        print(f"error: {err.filename or prog}: {err.strerror or err}", file=sys.stderr)
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m wsss.gpu_lease N -- command...``: lease N GPUs, then exec the command."""
+    """``python -m wsss.gpu_lease [--timeout S] N -- command...``: lease N GPUs, then exec the command."""
     parser = argparse.ArgumentParser(prog="python -m wsss.gpu_lease", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--timeout", type=float, default=None,
+                        help=f"give up after this many seconds of waiting (default ${TIMEOUT_ENV}, else never)")
     parser.add_argument("gpus", type=int, help="GPUs to lease (0: run the command as is)")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- command [args...]")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("no command given")
-    try:
-        lease = acquire(args.gpus, report=lambda msg: print(msg, file=sys.stderr, flush=True))
-    except LeaseError as err:
-        print(f"error: wsss.gpu_lease: {err}", file=sys.stderr)
+    lease = lease_or_error(args.gpus, "wsss.gpu_lease", args.timeout)
+    if lease is None:
         return 2
     exec_leased(lease, command)
     return 0  # not reached: exec replaced the process

@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from wsss.gpu_lease import LeaseError, acquire, exec_leased
+from wsss.gpu_lease import exec_leased, lease_or_error
 
 
 def stage_argv(nproc: int, script: str, args: Sequence[str], python: str = sys.executable) -> list[str]:
@@ -28,10 +28,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("script", help="the stage script")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="the stage's arguments")
     args = parser.parse_args(argv)
-    try:
-        lease = acquire(args.gpus, report=lambda msg: print(msg, file=sys.stderr, flush=True))
-    except LeaseError as err:
-        print(f"error: wsss.launch: {err}", file=sys.stderr)
+    lease = lease_or_error(args.gpus, "wsss.launch")
+    if lease is None:
         return 2
     exec_leased(lease, stage_argv(len(lease.ids), args.script, args.args))
     return 0  # not reached: exec replaced the process
