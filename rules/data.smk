@@ -1,16 +1,19 @@
-# Datasets in the VOC-layout contract under resources/{dataset}/ (see wsss/data/dataset.py).
+# Datasets in the VOC-layout contract under resources/{dataset}/ (see wsss/data/dataset.py): one preparer per
+# dataset kind (synth, voc, coco, folder); config `datasets:` names the datasets, each of one kind.
 
 
 rule prepare_synth:
     output:
-        dataset_outputs("synth"),
+        dataset_outputs("{dataset}"),
+    wildcard_constraints:
+        dataset=datasets_of("synth"),
     params:
-        cfg=as_json(config["datasets"]["synth"]),
+        cfg=lambda w: dataset_params(w.dataset),
         out=lambda w, output: os.path.dirname(output[0]),
     log:
-        "logs/prepare_synth.log",
+        "logs/prepare_{dataset}.log",
     benchmark:
-        "benchmarks/prepare_synth.tsv"
+        "benchmarks/prepare_{dataset}.tsv"
     threads: 1
     resources:
         mem_mb=2000,
@@ -19,7 +22,7 @@ rule prepare_synth:
     conda:
         "../envs/wsss.yaml"
     shell:
-        f"{stage('prepare_synth')} --params {{params.cfg:q}} --out {{params.out}} > {{log}} 2>&1"
+        f"{stage('prepare_synth')} --params {{params.cfg:q}} --out {{params.out:q}} > {{log:q}} 2>&1"
 
 
 # Downloads need the internet, which cluster compute nodes often lack: run them on the submitting host.
@@ -29,15 +32,17 @@ localrules:
 
 rule prepare_voc:
     output:
-        dataset_outputs("voc"),
+        dataset_outputs("{dataset}"),
+    wildcard_constraints:
+        dataset=datasets_of("voc"),
     params:
-        cfg=as_json(config["datasets"]["voc"]),
+        cfg=lambda w: dataset_params(w.dataset),
         lists=f"{workflow.basedir}/wsss/data/voc_lists",
         out=lambda w, output: os.path.dirname(output[0]),
     log:
-        "logs/prepare_voc.log",
+        "logs/prepare_{dataset}.log",
     benchmark:
-        "benchmarks/prepare_voc.tsv"
+        "benchmarks/prepare_{dataset}.tsv"
     threads: 1
     resources:
         mem_mb=2000,
@@ -46,20 +51,23 @@ rule prepare_voc:
     conda:
         "../envs/wsss.yaml"
     shell:
-        f"{stage('prepare_voc')} --params {{params.cfg:q}} --lists {{params.lists:q}} --out {{params.out}} > {{log}} 2>&1"
+        f"{stage('prepare_voc')} --params {{params.cfg:q}} --lists {{params.lists:q}} --out {{params.out:q}}"
+        " > {log:q} 2>&1"
 
 
 rule prepare_coco:
     output:
-        dataset_outputs("coco"),
+        dataset_outputs("{dataset}"),
+    wildcard_constraints:
+        dataset=datasets_of("coco"),
     params:
-        cfg=as_json(config["datasets"]["coco"]),
+        cfg=lambda w: dataset_params(w.dataset),
         out=lambda w, output: os.path.dirname(output[0]),
     log:
-        "logs/prepare_coco.log",
+        "logs/prepare_{dataset}.log",
     benchmark:
-        "benchmarks/prepare_coco.tsv"
-    threads: config["datasets"]["coco"]["workers"]
+        "benchmarks/prepare_{dataset}.tsv"
+    threads: lambda w: DATASETS[w.dataset]["workers"]
     resources:
         mem_mb=8000,
         runtime=240,
@@ -67,4 +75,39 @@ rule prepare_coco:
     conda:
         "../envs/wsss.yaml"
     shell:
-        f"{stage('prepare_coco')} --params {{params.cfg:q}} --out {{params.out}} > {{log}} 2>&1"
+        f"{stage('prepare_coco')} --params {{params.cfg:q}} --out {{params.out:q}} > {{log:q}} 2>&1"
+
+
+def folder_inputs(wildcards):
+    """What a folder dataset is read from, where it exists: the images, the labels CSV, the masks and the split
+    lists (a change to any of them prepares the dataset again)."""
+    entry = DATASETS[wildcards.dataset]
+    root = entry["root"]
+    paths = [os.path.join(root, entry[k]) for k in ("images", "labels", "masks")]
+    paths.append(os.path.join(root, "ImageSets", "Segmentation"))
+    return [p for p in paths if os.path.exists(p)]
+
+
+rule prepare_folder:
+    input:
+        folder_inputs,
+    output:
+        dataset_outputs("{dataset}"),
+    wildcard_constraints:
+        dataset=datasets_of("folder"),
+    params:
+        cfg=lambda w: dataset_params(w.dataset),
+        out=lambda w, output: os.path.dirname(output[0]),
+    log:
+        "logs/prepare_{dataset}.log",
+    benchmark:
+        "benchmarks/prepare_{dataset}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+        gpu=0,
+    conda:
+        "../envs/wsss.yaml"
+    shell:
+        f"{stage('prepare_folder')} --params {{params.cfg:q}} --out {{params.out:q}} > {{log:q}} 2>&1"

@@ -19,7 +19,7 @@ log = logging.getLogger("wsss")
 
 def main(args, params):
     data = VOCLayoutDataset(args.dataset)
-    ids = data.ids(args.split)
+    ids = data.mask_ids(args.split)
     cam = params["cam"]
     result = evaluate_cams(data, ids, args.cams, cam["bg_score"], cam["sweep"])
     metrics = result.main.to_json_dict(data.classes)

@@ -15,7 +15,7 @@ log = logging.getLogger("wsss")
 
 def main(args, params):
     data = VOCLayoutDataset(args.dataset)
-    ids = data.ids(args.split)
+    ids = data.mask_ids(args.split)
     cm = evaluate_labels(data, ids, index_label_dirs(args.labels, ids))
     metrics = cm.to_json_dict(data.classes) | {"split": args.split, "images": len(ids)}
     log.info("pseudo-label mIoU %.2f %% (all classes %.2f %%), background FP %.3f FN %.3f, foreground FP %.3f "

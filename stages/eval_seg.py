@@ -14,7 +14,7 @@ log = logging.getLogger("wsss")
 
 def main(args, params):
     data = VOCLayoutDataset(args.dataset)
-    ids = data.ids(args.split)
+    ids = data.mask_ids(args.split)
     report = segmentation_report(evaluate_segmentation(data, ids, args.logits, args.crf), data.classes, args.split)
     report["images"] = len(ids)
     log.info("DeepLab %s mIoU %.2f %% without CRF, %.2f %% with CRF", args.split, report["miou_no_crf"],

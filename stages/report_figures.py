@@ -29,7 +29,7 @@ def _one(paths, flag):
 def main(args, params):
     data = VOCLayoutDataset(args.dataset)
     run, n, bg = params["run"], params["images"], params["bg_score"]
-    cam_ids, pseudo_ids, seg_ids = (data.ids(s)[:n] for s in (args.cam_split, args.pseudo_split, args.seg_split))
+    cam_ids, pseudo_ids, seg_ids = (data.mask_ids(s)[:n] for s in (args.cam_split, args.pseudo_split, args.seg_split))
     log.info("%s: %d images per panel figure, splits cam %s, pseudo %s, seg %s", run, n, args.cam_split,
              args.pseudo_split, args.seg_split)
     # read and check every input before the first figure is written

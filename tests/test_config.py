@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -47,7 +48,19 @@ def test_input_not_mutated(schema: dict) -> None:
         ({"datasets": {"voc": {"voc_md5": "xyz"}}}, "datasets.voc.voc_md5: 'xyz' does not match"),
         ({"device": "tpu"}, "device: 'tpu' is not one of"),
         ({"datasets": {"synth": {"sede": 1}}}, "datasets.synth: Additional properties are not allowed ('sede'"),
-        ({"runs": {"r": {"dataset": "imagenet"}}}, "runs.r.dataset: 'imagenet' is not one of"),
+        ({"runs": {"r": {"dataset": "imagenet"}}}, "runs.r.dataset: 'imagenet' is not a dataset"),
+        ({"datasets": {"mine": {"root": "/x"}}}, "datasets.mine: 'kind' is a required property"),
+        ({"datasets": {"mine": {"kind": "folder"}}}, "datasets.mine: 'root' is a required property"),
+        ({"datasets": {"mine": {"kind": "folder", "root": "/x", "seed": 1}}},
+         "datasets.mine: Additional properties are not allowed ('seed'"),
+        ({"datasets": {"mine": {"kind": "folder", "root": "/x", "val_fraction": 1}}},
+         "datasets.mine.val_fraction: 1 is greater than or equal to the maximum of 1"),
+        ({"datasets": {"c": {"kind": "coco", "subsets": {"train": {"images": "i"}}}}},
+         "datasets.c.subsets.train: 'annotations' is a required property"),
+        ({"runs": {"r": {"dataset": "synth", "cls": {"train_split": "test"}}}},
+         "runs.r.cls.train_split: 'test' is not a split of dataset 'synth'"),
+        ({"runs": {"r": {"dataset": "synth", "cls": {"crop": 48}}}},
+         "runs.r.cls.crop: 48 gives a 3x3 feature map at output stride 16, below the 4x4 level of hybrid pooling"),
     ],
 )
 def test_bad_values_name_the_key(schema: dict, patch: dict, message: str) -> None:
@@ -76,3 +89,86 @@ def test_run_overrides_merge_over_section_defaults(schema: dict) -> None:
 def test_run_override_is_type_checked(schema: dict) -> None:
     with pytest.raises(InputError, match="runs.r.cls.backbone: 19 is not one of"):
         validate_config({"runs": {"r": {"dataset": "synth", "cls": {"backbone": 19}}}}, schema)
+
+
+def test_datasets_by_name_and_kind(schema: dict, tmp_path: Path) -> None:
+    """Any name with a kind; the built-in names are their kind and always exist; folder defaults are filled."""
+    raw = {"datasets": {"shapes": {"kind": "folder", "root": str(tmp_path)}, "synth": {"seed": 3}},
+           "runs": {"a": {"dataset": "shapes"}, "b": {"dataset": "synth"}}}
+    cfg = validate_config(raw, schema)
+    expected = {"kind": "folder", "root": str(tmp_path), "images": "images", "labels": "labels.csv",
+                "masks": "masks", "classes": None, "val_fraction": 0.1}
+    assert {k: cfg["datasets"]["shapes"][k] for k in expected} == expected
+    assert cfg["datasets"]["synth"]["kind"] == "synth" and cfg["datasets"]["synth"]["seed"] == 3
+    assert {cfg["datasets"][n]["kind"] for n in ("voc", "coco")} == {"voc", "coco"}
+
+
+def test_training_splits_follow_the_dataset(schema: dict, tmp_path: Path) -> None:
+    """No split name is special: train_aug where the dataset has it (the VOC recipe), else train; the
+    evaluation maps point train at train_aug only where both exist."""
+    from wsss.config import run_config
+
+    (tmp_path / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (tmp_path / "ImageSets" / "Segmentation" / "test.txt").write_text("a\n")
+    raw = {"datasets": {"shapes": {"kind": "folder", "root": str(tmp_path)},
+                        "c17": {"kind": "coco", "subsets": {"tr": {"images": "i", "annotations": "a.json"},
+                                                            "val": {"images": "j", "annotations": "b.json"}}}},
+           "runs": {"f": {"dataset": "shapes"}, "v": {"dataset": "voc"}, "c": {"dataset": "c17"},
+                    "t": {"dataset": "shapes", "seg": {"train_split": "test"}}}}
+    cfg = validate_config(raw, schema)
+    f, v, c, t = (run_config(cfg, r) for r in "fvct")
+    assert [f[s]["train_split"] for s in ("cls", "irn", "seg")] == ["train"] * 3
+    assert f["cam"]["eval"] == f["irn"]["eval"] == {}
+    assert [v[s]["train_split"] for s in ("cls", "irn", "seg")] == ["train_aug"] * 3
+    assert v["cam"]["eval"] == v["irn"]["eval"] == {"train": "train_aug"}
+    assert c["cls"]["train_split"] == "tr"  # neither train_aug nor train: the first subset
+    assert t["seg"]["train_split"] == "test" and t["cls"]["train_split"] == "train"
+    with pytest.raises(InputError, match="runs.c.irn.train_split: 'train' is not a split of dataset 'c17'"):
+        validate_config(raw | {"runs": {"c": {"dataset": "c17", "irn": {"train_split": "train"}}}}, schema)
+
+
+BAD_SPLIT = "val; touch x #"
+
+
+@pytest.mark.parametrize(
+    ("patch", "key"),
+    [
+        ({"summary": {"cam_split": BAD_SPLIT}}, "summary.cam_split"),
+        ({"summary": {"seg_split": "../val"}}, "summary.seg_split"),
+        ({"seg": {"train_split": BAD_SPLIT}}, "seg.train_split"),
+        ({"irn": {"train_split": "$(id)"}}, "irn.train_split"),
+        ({"cam": {"infer_splits": ["val", BAD_SPLIT]}}, "cam.infer_splits.1"),
+        ({"cam": {"eval": {"val": BAD_SPLIT}}}, "cam.eval.val"),
+        ({"cam": {"eval": {BAD_SPLIT: "val"}}}, "cam.eval"),
+        ({"irn": {"eval": {"train": "train aug"}}}, "irn.eval.train"),
+        ({"irn": {"pseudo_splits": ["-val"]}}, "irn.pseudo_splits.0"),
+        ({"runs": {"r": {"dataset": "synth", "seg": {"train_split": BAD_SPLIT}}}}, "runs.r.seg.train_split"),
+    ],
+)
+def test_split_names_must_be_ids(schema: dict, patch: dict, key: str) -> None:
+    """Split names reach file names and shell commands: anything but a dataset id is a config error naming the key."""
+    with pytest.raises(InputError) as err:
+        validate_config({"runs": {"r": {"dataset": "synth"}}} | patch, schema, "my.yaml")
+    assert str(err.value).startswith(f"my.yaml: {key}: ") and "\n" not in str(err.value)
+
+
+def test_split_names_accept_dataset_ids(schema: dict) -> None:
+    from wsss.data.dataset import _ID_RE
+
+    names = ["train_aug", "val", "train-1.5", "_x", "2012"]
+    cfg = validate_config({"summary": {"cam_split": names[2]}, "cam": {"infer_splits": names,
+                           "eval": {n: n for n in names}}, "runs": {"r": {"dataset": "synth"}}}, schema)
+    assert cfg["cam"]["infer_splits"] == names
+    pattern = re.compile(schema["properties"]["summary"]["properties"]["cam_split"]["pattern"])
+    for probe in [*names, BAD_SPLIT, "", ".hidden", "a/b", "a b", "é", "x\n"]:  # the dataset's id rule, same answers
+        assert bool(pattern.match(probe)) == bool(_ID_RE.match(probe)), probe
+
+
+def test_precision_and_fidelity_switches_default_to_todays_behaviour(schema: dict) -> None:
+    from wsss.config import run_config
+
+    cfg = run_config(validate_config({"runs": {"r": {"dataset": "synth"}}}, schema), "r")
+    assert cfg["cls"]["amp"] is False and cfg["irn"]["amp"] is False and cfg["seg"]["amp"] is True
+    assert cfg["cam"]["high_res"] == "upsample" and cfg["irn"]["boundary_canvas"] is None
+    with pytest.raises(InputError, match="irn.boundary_canvas: 500 is not a multiple of 16"):
+        validate_config({"irn": {"boundary_canvas": 500}, "runs": {"r": {"dataset": "synth"}}}, schema)

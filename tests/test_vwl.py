@@ -46,9 +46,28 @@ def test_hybrid_pool_5x5_floor_windows() -> None:
     assert hybrid_pool(x)[0].tolist() == pytest.approx([14.4, -8.4])
 
 
-def test_hybrid_pool_rejects_tiny_maps() -> None:
-    with pytest.raises(ValueError, match="smaller"):
-        hybrid_pool(torch.zeros(1, 1, 3, 3))
+def test_hybrid_pool_small_maps_by_hand() -> None:
+    # 3x2 map (a 48x32 image at OS16): level 4 is below both sides -> 1-pixel windows -> the mean of all pixels;
+    # level 2 -> windows (floor 3/2, 2/2) = (1, 1), stride 1 -> again every pixel; level 1 -> the maximum.
+    x = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 9.0]])[None, None]
+    gap = 24 / 6
+    m1, m2, m4 = 9.0, gap, gap
+    assert hybrid_pool(x).item() == pytest.approx((2 * gap + m1 + m2 + m4) / 5)
+    # a 1x1 map (tiny image at a small scale): every level is the pixel itself
+    assert hybrid_pool(torch.full((1, 2, 1, 1), 7.0)).tolist() == [[7.0, 7.0]]
+
+
+def test_small_image_scores_and_cams() -> None:
+    """A 64x48 image at scale 1.0 (4x3 map) and at 0.5 (2x2): scores and CAMs without an error (issue 10)."""
+    from wsss.classify import image_scores
+
+    net = _net("vwl_l", k_words=4).eval()
+    for size in [(48, 64), (24, 32), (12, 16)]:
+        with torch.no_grad():
+            scores = image_scores(net, torch.randn(1, 3, *size))
+            cam = net.forward_cam(torch.randn(1, 3, *size))
+        assert scores.shape == (1, 4) and torch.isfinite(scores).all()
+        assert cam.shape[:2] == (1, 4)
 
 
 # ---------------------------------------------------------------- decorrelation loss

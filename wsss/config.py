@@ -66,6 +66,7 @@ def validate_config(config: dict[str, Any], schema: dict[str, Any], source: str 
     type 'integer'``.
     """
     config = copy.deepcopy(config)
+    _fill_dataset_kinds(config)
     validator_class = _with_defaults(jsonschema.validators.validator_for(schema))
     validator = validator_class(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
@@ -73,7 +74,61 @@ def validate_config(config: dict[str, Any], schema: dict[str, Any], source: str 
         err = errors[0]
         key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
         raise InputError(source, f"{key}: {err.message}")
+    try:
+        check_runs(config)
+    except InputError as err:
+        raise InputError(source, err.problem) from None
     return config
+
+
+BUILTIN_DATASETS = ("synth", "voc", "coco")
+POOL_STRIDE, POOL_LEVELS = 16, 4  # the classifier's output stride and its largest hybrid-pooling level
+
+
+def _fill_dataset_kinds(config: dict[str, Any]) -> None:
+    """Before validation: the built-in datasets synth, voc and coco always exist, and an entry under one of those
+    names without a ``kind`` is of that kind."""
+    datasets = config.get("datasets")
+    if datasets is None:
+        datasets = config["datasets"] = {}
+    if not isinstance(datasets, dict):
+        return  # the schema reports it
+    for name in BUILTIN_DATASETS:
+        datasets.setdefault(name, {})
+    for name, entry in datasets.items():
+        if name in BUILTIN_DATASETS and isinstance(entry, dict) and "kind" not in entry:
+            entry["kind"] = name
+
+
+def dataset_splits(entry: dict[str, Any]) -> list[str]:
+    """The split names a (validated) dataset entry will have once prepared, known before it is."""
+    kind = entry["kind"]
+    if kind == "synth":
+        return ["train_aug", "train", "val"]
+    if kind == "voc":
+        return list(entry["splits"])
+    if kind == "coco":
+        return list(entry["subsets"] or entry["splits"])
+    lists = Path(entry["root"]) / "ImageSets" / "Segmentation"
+    extra = sorted(p.stem for p in lists.glob("*.txt")) if lists.is_dir() else []
+    return list(dict.fromkeys(["train", "val", *extra]))
+
+
+def training_split(splits: list[str]) -> str:
+    """The split the stages train on unless configured: train_aug when the dataset has it (VOC), else train."""
+    return "train_aug" if "train_aug" in splits else "train" if "train" in splits else splits[0]
+
+
+def check_runs(config: dict[str, Any]) -> None:
+    """Cross-key checks of a validated config: every run names a dataset, its splits exist, and its classifier's
+    training crop reaches the hybrid-pooling pyramid."""
+    for run in config["runs"]:
+        cfg = run_config(config, run)
+        if cfg["method"] != "cam" and cfg["cls"]["crop"] < POOL_STRIDE * POOL_LEVELS:
+            side = cfg["cls"]["crop"] // POOL_STRIDE
+            raise InputError("config", f"runs.{run}.cls.crop: {cfg['cls']['crop']} gives a {side}x{side} feature map at "
+                                       f"output stride {POOL_STRIDE}, below the {POOL_LEVELS}x{POOL_LEVELS} level of "
+                                       f"hybrid pooling; use crop >= {POOL_STRIDE * POOL_LEVELS}")
 
 
 STAGE_SECTIONS = ("cls", "cam", "irn", "seg")
@@ -88,7 +143,22 @@ def run_config(config: dict[str, Any], run: str) -> dict[str, Any]:
         entry = config["runs"][run]
     except KeyError:
         raise InputError("config", f"runs.{run}: no such run (known: {sorted(config['runs'])})") from None
+    if entry["dataset"] not in config["datasets"]:
+        raise InputError("config", f"runs.{run}.dataset: {entry['dataset']!r} is not a dataset (datasets: "
+                                   f"{sorted(config['datasets'])})")
     merged = {"run": run, "dataset": entry["dataset"], "method": entry["method"]}
     for section in STAGE_SECTIONS:
         merged[section] = {**config[section], **entry.get(section, {})}
+    splits = dataset_splits(config["datasets"][entry["dataset"]])
+    default = training_split(splits)
+    for section in ("cls", "irn", "seg"):
+        key = f"runs.{run}.{section}.train_split"
+        if merged[section]["train_split"] is None:
+            merged[section]["train_split"] = default
+        elif merged[section]["train_split"] not in splits:
+            raise InputError("config", f"{key}: {merged[section]['train_split']!r} is not a split of dataset "
+                                       f"{entry['dataset']!r} (splits: {splits})")
+    for section in ("cam", "irn"):
+        if merged[section]["eval"] is None:
+            merged[section]["eval"] = {"train": "train_aug"} if {"train", "train_aug"} <= set(splits) else {}
     return merged

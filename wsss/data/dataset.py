@@ -15,6 +15,7 @@ Every read validates what it reads and raises :class:`wsss.errors.InputError` na
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from functools import cached_property
@@ -182,6 +183,19 @@ class VOCLayoutDataset:
 
     def has_mask(self, image_id: str) -> bool:
         return self.mask_path(image_id).exists()
+
+    def mask_ids(self, split: str) -> list[str]:
+        """The ids of ``split`` that have a mask, for evaluation: a split without any is one error naming it (a
+        dataset of one's own may have masks for some images, or none)."""
+        ids = self.ids(split)
+        with_mask = [i for i in ids if self.has_mask(i)]
+        if not with_mask:
+            raise InputError(self.split_path(split), f"split {split!r} has no masks ({len(ids)} images): nothing to "
+                                                     "evaluate; its CAMs, pseudo labels and predictions need none")
+        if len(with_mask) < len(ids):
+            logging.getLogger(__name__).warning("split %s: evaluating the %d of %d images that have masks", split,
+                                                len(with_mask), len(ids))
+        return with_mask
 
     def sample(self, image_id: str, with_mask: bool = True) -> Sample:
         """Read one image, its labels and (if present and asked for) its mask; shapes are cross-checked."""

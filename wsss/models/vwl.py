@@ -27,14 +27,14 @@ def hybrid_pool(x: torch.Tensor, gamma: float = 2.0, levels: Iterable[int] = (1,
     """Hybrid pooling N×C×h×w → N×C: (γ·GAP + Σ_s M_s) / (γ + #levels).
 
     M_s is the mean of the maxima over the non-overlapping windows (⌊h/s⌋, ⌊w/s⌋) with stride = window and floor
-    mode (rows/columns that do not fill a window are dropped)."""
+    mode (rows/columns that do not fill a window are dropped). A map smaller than a level along a side (a small
+    image at inference) uses windows of one pixel along that side: the level then sees every pixel, never fails.
+    Training crops are checked to reach the largest level (``wsss.config.check_runs``)."""
     levels = tuple(int(s) for s in levels)
     h, w = x.shape[-2:]
     total = gamma * x.mean(dim=(2, 3))
     for s in levels:
-        kh, kw = h // s, w // s
-        if kh < 1 or kw < 1:
-            raise ValueError(f"feature map {h}x{w} is smaller than pyramid level {s}")
+        kh, kw = max(1, h // s), max(1, w // s)
         total = total + F.max_pool2d(x, (kh, kw), stride=(kh, kw)).mean(dim=(2, 3))
     return total / (gamma + len(levels))
 
