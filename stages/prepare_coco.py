@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Prepare MS COCO 2014 (instances JSON + images) as a VOC-layout dataset with 81-id semantic masks."""
+"""Prepare COCO-format instances (the COCO 2014 layout, or any instances JSON + image folder per split) as a
+VOC-layout dataset with semantic masks."""
 
 import sys
 
@@ -7,7 +8,7 @@ from wsss.cli import run_stage, stage_parser
 from wsss.data.coco import prepare_coco
 from wsss.errors import InputError
 
-PARAMS = ("root", "splits", "min_area", "workers")
+PARAMS = ("root", "splits", "subsets", "min_area", "workers", "max_pixels")
 
 
 def main(args, params):
@@ -15,7 +16,7 @@ def main(args, params):
     if unknown:
         raise InputError("--params", f"unknown keys {unknown}; known: {list(PARAMS)}")
     prepare_coco(params.get("root"), args.out, splits=params.get("splits"), min_area=params.get("min_area", 0),
-                 workers=params.get("workers", 1))
+                 workers=params.get("workers", 1), subsets=params.get("subsets"))
 
 
 if __name__ == "__main__":

@@ -223,6 +223,33 @@ def test_min_area_drops_small_instances(coco_root, tmp_path):
         np.testing.assert_array_equal(read_label_png(tmp_path / "c" / "SegmentationClass" / f"{image_id}.png"), want)
 
 
+def test_any_coco_format_files_by_subsets(coco_root, prepared, tmp_path):
+    """COCO 2017 / annotation-tool exports: any JSON + image folder per split, paths relative to root (or to the
+    working directory without root); the same dataset as the 2014 layout, under the splits' own names."""
+    root = tmp_path / "export"
+    (root / "imgs").mkdir(parents=True)
+    for subset in ("train2014", "val2014"):
+        for f in (coco_root / subset).iterdir():
+            (root / "imgs" / f.name).write_bytes(f.read_bytes())
+        (root / f"{subset}.json").write_text((coco_root / "annotations" / f"instances_{subset}.json").read_text())
+    subsets = {"fit": {"images": "imgs", "annotations": "train2014.json"},
+               "holdout": {"images": "imgs", "annotations": "val2014.json"}}
+    lists = prepare_coco(root, tmp_path / "c", subsets=subsets)
+    assert lists == {"fit": [T1, T2], "holdout": [V4, V6]}
+    old, new = tree_bytes(prepared), tree_bytes(tmp_path / "c")
+    for key in ("classes.txt", "labels.tsv", *(f"SegmentationClass/{i}.png" for i in (T1, T2, V4, V6))):
+        assert new[key] == old[key], key
+    cwd = os.getcwd()
+    try:
+        os.chdir(root)
+        assert prepare_coco(None, tmp_path / "d", subsets=subsets) == lists
+    finally:
+        os.chdir(cwd)
+    (root / "dup.json").write_text((root / "train2014.json").read_text())
+    with pytest.raises(InputError, match="dup.json: image id .* also appears in another subset"):
+        prepare_coco(root, tmp_path / "e", subsets={**subsets, "again": {"images": "imgs", "annotations": "dup.json"}})
+
+
 def tree_bytes(root: Path) -> dict[str, bytes | str]:
     return {str(p.relative_to(root)): (os.readlink(p) if p.is_symlink() else p.read_bytes())
             for p in sorted(root.rglob("*")) if p.is_symlink() or p.is_file()}

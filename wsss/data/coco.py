@@ -357,12 +357,32 @@ def _render_subset(subset: CocoSubset, out: Path, min_area: int, pool: Any) -> d
     return kept
 
 
-def _check_params(root: Any, splits: Any, min_area: Any, workers: Any) -> tuple[Path, dict[str, str]]:
-    if root is None or not isinstance(root, (str, os.PathLike)) or not str(root):
-        raise InputError("params.root", "required: the COCO 2014 folder (train2014/, val2014/, annotations/)")
-    root = Path(os.path.abspath(root))
-    if not root.is_dir():
-        raise InputError(root, "COCO root is not a directory")
+def _check_params(root: Any, splits: Any, subsets: Any, min_area: Any, workers: Any) -> dict[str, tuple[Path, Path]]:
+    """{split: (instances JSON, image folder)} from the COCO 2014 layout under ``root`` (``splits``) or from
+    explicit ``subsets`` (paths relative to ``root`` if set, else to the working directory)."""
+    if root is not None and (not isinstance(root, (str, os.PathLike)) or not str(root)):
+        raise InputError("params.root", f"must be a folder path, got {root!r}")
+    base = Path(os.path.abspath(root)) if root is not None else None
+    if base is not None and not base.is_dir():
+        raise InputError(base, "COCO root is not a directory")
+    if not _is_int(min_area) or min_area < 0:
+        raise InputError("params.min_area", f"must be an integer >= 0, got {min_area!r}")
+    if not _is_int(workers) or workers < 1:
+        raise InputError("params.workers", f"must be an integer >= 1, got {workers!r}")
+    if subsets is not None:
+        if not isinstance(subsets, dict) or not subsets:
+            raise InputError("params.subsets", "must be a non-empty mapping of split name to {images, annotations}")
+        start = base or Path(os.getcwd())
+        files: dict[str, tuple[Path, Path]] = {}
+        for name, entry in subsets.items():
+            validate_id(str(name), "params.subsets")
+            if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) for k in ("images", "annotations")):
+                raise InputError("params.subsets", f"{name}: needs 'images' (folder) and 'annotations' (JSON file)")
+            files[name] = (start / entry["annotations"], start / entry["images"])
+        return files
+    if base is None:
+        raise InputError("params.root", "required: the COCO 2014 folder (train2014/, val2014/, annotations/), "
+                                        "or give subsets: {split: {images: DIR, annotations: FILE}}")
     splits = DEFAULT_SPLITS if splits is None else splits
     if not isinstance(splits, dict) or not splits:
         raise InputError("params.splits", "must be a non-empty mapping of split name to COCO subset")
@@ -371,37 +391,35 @@ def _check_params(root: Any, splits: Any, min_area: Any, workers: Any) -> tuple[
             raise InputError("params.splits", "split names and subsets must be strings")
         validate_id(name, "params.splits")
         validate_id(subset, "params.splits")
-    if not _is_int(min_area) or min_area < 0:
-        raise InputError("params.min_area", f"must be an integer >= 0, got {min_area!r}")
-    if not _is_int(workers) or workers < 1:
-        raise InputError("params.workers", f"must be an integer >= 1, got {workers!r}")
-    return root, dict(splits)
+    return {name: (base / "annotations" / f"instances_{subset}.json", base / subset) for name, subset in splits.items()}
 
 
-def prepare_coco(root: str | Path, out: str | Path, splits: dict[str, str] | None = None, min_area: int = 0,
-                 workers: int = 1) -> dict[str, list[str]]:
-    """Turn a COCO 2014 root into the VOC-layout contract under ``out``; return {split: ids}.
+def prepare_coco(root: str | Path | None, out: str | Path, splits: dict[str, str] | None = None, min_area: int = 0,
+                 workers: int = 1, subsets: dict[str, dict[str, str]] | None = None) -> dict[str, list[str]]:
+    """Turn COCO-format instances into the VOC-layout contract under ``out``; return {split: ids}.
 
-    ``splits`` maps split names to COCO subsets (``{"train": "train2014", "val": "val2014"}`` by default); each
-    subset needs ``{root}/{subset}/`` and ``{root}/annotations/instances_{subset}.json``. ``workers`` processes
-    render masks (output identical for any count). ``dataset.yaml``, ``classes.txt`` and ``labels.tsv`` are
-    removed first and written last, so an interrupted run never looks complete.
+    ``splits`` maps split names to COCO 2014 subsets under ``root`` (``{"train": "train2014", "val": "val2014"}``
+    by default); each subset needs ``{root}/{subset}/`` and ``{root}/annotations/instances_{subset}.json``.
+    ``subsets`` instead maps split names to any ``{"images": folder, "annotations": instances JSON}`` (COCO 2017,
+    exports of annotation tools). ``workers`` processes render masks (output identical for any count).
+    ``dataset.yaml``, ``classes.txt`` and ``labels.tsv`` are removed first and written last, so an interrupted run
+    never looks complete.
     """
-    root, splits = _check_params(root, splits, min_area, workers)
+    files = _check_params(root, splits, subsets, min_area, workers)
     out = Path(out)
     for name in ("dataset.yaml", "classes.txt", "labels.tsv"):
         (out / name).unlink(missing_ok=True)
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
         (out / sub).mkdir(parents=True, exist_ok=True)
 
-    subsets = list(dict.fromkeys(splits.values()))
+    sources = list(dict.fromkeys(files.values()))  # (JSON, image folder) pairs, each rendered once
     reference: tuple[tuple[int, ...], tuple[str, ...], str] | None = None  # categories, names, JSON file name
-    kept: dict[str, dict[str, tuple[int, ...]]] = {}
+    kept: dict[tuple[Path, Path], dict[str, tuple[int, ...]]] = {}
     ctx = multiprocessing.get_context()
     pool = ctx.Pool(workers) if workers > 1 else None
     try:
-        for name in subsets:
-            subset = load_subset(root / "annotations" / f"instances_{name}.json", root / name)
+        for source in sources:
+            subset = load_subset(*source)
             if reference is None:
                 reference = (subset.category_ids, subset.class_names, subset.json_path.name)
             elif (subset.category_ids, subset.class_names) != reference[:2]:
@@ -413,8 +431,8 @@ def prepare_coco(root: str | Path, out: str | Path, splits: dict[str, str] | Non
             clash = next((r.image_id for r in subset.images if r.image_id in seen), None)
             if clash is not None:
                 raise InputError(subset.json_path, f"image id {clash!r} also appears in another subset")
-            kept[name] = _render_subset(subset, out, min_area, pool)
-            if not kept[name]:
+            kept[source] = _render_subset(subset, out, min_area, pool)
+            if not kept[source]:
                 raise InputError(subset.json_path, "no image has a non-crowd annotation (nothing to prepare)")
     finally:
         if pool is not None:
@@ -423,15 +441,16 @@ def prepare_coco(root: str | Path, out: str | Path, splits: dict[str, str] | Non
     assert reference is not None
     names = list(reference[1])
 
-    lists = {split: sorted(kept[subset]) for split, subset in splits.items()}
+    lists = {split: sorted(kept[source]) for split, source in files.items()}
     for split, ids in lists.items():
         write_text(out / "ImageSets" / "Segmentation" / f"{split}.txt", "".join(f"{i}\n" for i in ids))
         log.info("split %s: %d images", split, len(ids))
     labels = {i: [names[c] for c in classes] for per in kept.values() for i, classes in per.items()}
     write_text(out / "classes.txt", "".join(f"{n}\n" for n in names))
     write_text(out / "labels.tsv", format_labels_tsv(labels))
-    meta = {"name": "coco", "source": str(root), "splits": dict(splits), "min_area": min_area,
-            "num_classes": len(names)}
+    meta = {"kind": "coco", "splits": {k: {"annotations": str(a), "images": str(i)}
+                                                           for k, (a, i) in files.items()},
+            "min_area": min_area, "num_classes": len(names)}
     write_text(out / "dataset.yaml", yaml.safe_dump(meta, sort_keys=True))
     return lists
 

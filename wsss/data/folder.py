@@ -230,7 +230,7 @@ def prepare_folder(params: Mapping[str, Any], out: str | Path) -> dict[str, list
             log.info("split %s: %d images, %d with masks (%s)", split, len(ids), with_masks, source)
         write_text(tmp / "classes.txt", "".join(f"{c}\n" for c in classes))
         write_text(tmp / "labels.tsv", format_labels_tsv({s: labels[s] for s in images}))
-        meta = {"name": out.name, "kind": "folder", "source": str(root), "num_classes": len(classes)}
+        meta = {"kind": "folder", "source": str(root), "num_classes": len(classes)}
         if params.get("max_pixels") is not None:
             meta["max_pixels"] = params["max_pixels"]
         write_text(tmp / "dataset.yaml", yaml.safe_dump(meta, sort_keys=True))

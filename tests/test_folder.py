@@ -1,0 +1,153 @@
+"""The folder dataset kind: a user's images + labels.csv (+ some masks) → the VOC-layout contract, read in place."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from wsss.data.dataset import VOCLayoutDataset
+from wsss.data.folder import in_val, prepare_folder
+from wsss.errors import InputError
+from wsss.io import write_label_png
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _image(path: Path, size: tuple[int, int], mode: str = "RGB", seed: int = 0) -> np.ndarray:
+    """Write an image of ``size`` (H, W) in ``mode`` (format from the suffix); return what RGB decoding gives."""
+    rng = np.random.default_rng(seed)
+    rgb = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+    img = Image.fromarray(rgb)
+    img = img.convert(mode) if mode != "P" else img.quantize(16)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    with Image.open(path) as back:
+        return np.array(back.convert("RGB"))
+
+
+def make_folder(root: Path) -> dict:
+    """Five images of several sizes and formats, a CSV naming them by file name or stem, masks for two."""
+    images = {"a": ("a.jpg", (40, 60), "RGB"), "b": ("b.png", (33, 50), "L"), "c": ("c.PNG", (48, 48), "RGBA"),
+              "d": ("d.jpeg", (30, 70), "RGB"), "e": ("e.png", (52, 41), "P")}
+    decoded = {stem: _image(root / "images" / name, size, mode, seed=k)
+               for k, (stem, (name, size, mode)) in enumerate(images.items())}
+    (root / "labels.csv").write_text("image,labels\na.jpg,cat\nb,dog;cat\nc.PNG,dog\nd,cat dog\ne.png,cat\n")
+    mask = np.zeros((40, 60), np.uint8)
+    mask[5:20, 5:30] = 1
+    mask[0] = 255
+    write_label_png(root / "masks" / "a.png", mask)
+    write_label_png(root / "masks" / "c.png", np.full((48, 48), 2, np.uint8))
+    return decoded
+
+
+def test_folder_prepares_in_place(tmp_path: Path) -> None:
+    root, out = tmp_path / "mine", tmp_path / "resources" / "mine"
+    decoded = make_folder(root)
+    splits = prepare_folder({"root": str(root), "val_fraction": 0.4}, out)
+    ds = VOCLayoutDataset(out)
+    assert ds.classes == ["background", "cat", "dog"]
+    assert sorted(splits["train"] + splits["val"]) == list("abcde")
+    assert splits["val"] == [s for s in "abcde" if in_val(s, 0.4)] and ds.ids("val") == splits["val"]
+    for stem, rgb in decoded.items():
+        assert np.array_equal(ds.image(stem), rgb)  # PNG/grey/RGBA/palette behind a .jpg link: decoded by content
+        assert (out / "JPEGImages" / f"{stem}.jpg").is_symlink()  # read in place, nothing copied
+    assert ds.label_names("b") == ("dog", "cat") and ds.label_names("d") == ("cat", "dog")
+    assert ds.has_mask("a") and ds.has_mask("c") and not ds.has_mask("b")
+    assert ds.mask("c").max() == 2
+
+
+def test_labels_from_masks_need_classes(tmp_path: Path) -> None:
+    root = tmp_path / "m"
+    make_folder(root)
+    (root / "labels.csv").unlink()
+    with pytest.raises(InputError, match="labels CSV is missing: without it, list the class names"):
+        prepare_folder({"root": str(root)}, tmp_path / "out")
+    with pytest.raises(InputError, match="image has no labels"):
+        prepare_folder({"root": str(root), "classes": ["cat", "dog"]}, tmp_path / "out")
+    for path in sorted((root / "images").iterdir()):  # every image needs a mask when labels come from them
+        if path.stem not in ("a", "c"):
+            path.unlink()
+    prepare_folder({"root": str(root), "classes": ["cat", "dog"], "val_fraction": 0.5}, tmp_path / "out")
+    ds = VOCLayoutDataset(tmp_path / "out")
+    assert ds.label_names("a") == ("cat",) and ds.label_names("c") == ("dog",)
+
+
+def test_hash_split_is_stable_when_images_are_added(tmp_path: Path) -> None:
+    stems = [f"img{i:03d}" for i in range(200)]
+    before = {s for s in stems[:150] if in_val(s, 0.1)}
+    after = {s for s in stems if in_val(s, 0.1)}
+    assert before == after & set(stems[:150])
+    assert 8 <= len(after) <= 35  # about 10 % of 200
+
+
+def test_split_lists_win_over_val_fraction(tmp_path: Path) -> None:
+    root = tmp_path / "m"
+    make_folder(root)
+    lists = root / "ImageSets" / "Segmentation"
+    lists.mkdir(parents=True)
+    (lists / "train.txt").write_text("a\nb\nd\n")
+    (lists / "val.txt").write_text("c\ne\n")
+    (lists / "test.txt").write_text("e\n")
+    splits = prepare_folder({"root": str(root)}, tmp_path / "out")
+    assert splits == {"test": ["e"], "train": ["a", "b", "d"], "val": ["c", "e"]}
+    (lists / "val.txt").write_text("c\nzz\n")
+    with pytest.raises(InputError, match="val.txt: no image for id 'zz'"):
+        prepare_folder({"root": str(root)}, tmp_path / "out2")
+
+
+BAD_CASES = {
+    "row names a missing image": (lambda r: (r / "labels.csv").write_text(
+        "image,labels\na,cat\nb,dog\nc,dog\nd,cat\ne,cat\nzz.jpg,cat\n"), "labels.csv:7", "no image 'zz.jpg'"),
+    "image with no labels": (lambda r: (r / "labels.csv").write_text(
+        "image,labels\na,cat\nb,dog\nc,dog\nd,cat\n"), "e.png", "image 'e' has no labels"),
+    "empty label cell": (lambda r: (r / "labels.csv").write_text(
+        "image,labels\na,cat\nb,\nc,dog\nd,cat\ne,cat\n"), "labels.csv:3", "image 'b' has no labels"),
+    "label not in classes": (lambda r: (r / "labels.csv").write_text(
+        "image,labels\na,cat\nb,dog\nc,dog\nd,cow\ne,cat\n"), "labels.csv", "labels ['cow'] not in classes"),
+    "duplicate rows": (lambda r: (r / "labels.csv").write_text(
+        "image,labels\na,cat\nb,dog\nc,dog\nd,cat\ne,cat\na.jpg,dog\n"), "labels.csv:7", "duplicate row for image 'a'"),
+    "unreadable image": (lambda r: (r / "images" / "d.jpeg").write_bytes(b"not an image"), "d.jpeg",
+                         "cannot read image"),
+    "mask of another size": (lambda r: write_label_png(r / "masks" / "a.png", np.zeros((10, 10), np.uint8)),
+                             "a.png", "mask is 10x10 but its image a.jpg is 60x40"),
+    "mask value out of range": (lambda r: write_label_png(r / "masks" / "c.png", np.full((48, 48), 7, np.uint8)),
+                                "c.png", "mask values [7]"),
+    "bad header": (lambda r: (r / "labels.csv").write_text("file,classes\na,cat\n"), "labels.csv",
+                   "first line must be the header 'image,labels'"),
+    "not UTF-8": (lambda r: (r / "labels.csv").write_bytes(b"image,labels\na,caf\xe9\n"), "labels.csv",
+                  "not UTF-8"),
+    "same stem twice": (lambda r: _image(r / "images" / "a.png", (8, 8)), "a.png", "two images share the stem 'a'"),
+    "bad stem": (lambda r: _image(r / "images" / "my photo.png", (8, 8)), "my photo.png", "invalid image id"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_bad_input_is_one_line_and_keeps_the_previous_output(tmp_path: Path, case: str) -> None:
+    root, out = tmp_path / "m", tmp_path / "out"
+    make_folder(root)
+    prepare_folder({"root": str(root), "classes": ["cat", "dog"]}, out)
+    before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    spoil, where, problem = BAD_CASES[case]
+    spoil(root)
+    with pytest.raises(InputError) as err:
+        prepare_folder({"root": str(root), "classes": ["cat", "dog"]}, out)
+    assert where in err.value.path and problem in err.value.problem, str(err.value)
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before  # the complete output survives
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp folder left
+
+
+def test_stage_script_prints_one_line(tmp_path: Path) -> None:
+    root = tmp_path / "m"
+    make_folder(root)
+    (root / "labels.csv").write_text("image,labels\na,cat\n")
+    proc = subprocess.run([sys.executable, str(REPO / "stages" / "prepare_folder.py"), "--params",
+                           f'{{"root": "{root}", "classes": ["cat", "dog"]}}', "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {root / 'images' / 'b.png'}: image 'b' has no labels"], proc.stderr
+    assert not (tmp_path / "out").exists()
