@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wsss.ops.crf import crf_from_labels, crf_from_probs, ir_label
+from wsss.ops.crf import candidate_labels, crf_from_labels, crf_from_probs, crf_labels_from_probs, ir_label
 
 
 def _bands(height: int = 48, width: int = 72) -> np.ndarray:
@@ -94,3 +94,46 @@ def test_crf_from_probs_cleans_noisy_probabilities_at_a_sharp_edge() -> None:
     np.testing.assert_allclose(q.sum(0), 1.0, atol=1e-4)
     assert before < 0.75
     assert after >= before and after > 0.98
+
+
+def _few_class_probs(n_classes: int = 24, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """An image with background, class 17 (left block) and class 5 (right block) and C−3 classes with softmax
+    below 1e-4 everywhere (the CRF's pruning case); noisy probabilities of the three present labels."""
+    rng = np.random.default_rng(seed)
+    height, width = 36, 48
+    image = np.full((height, width, 3), 40, np.uint8)
+    image[8:28, 4:20] = (200, 30, 30)
+    image[10:30, 28:44] = (30, 200, 30)
+    logits = rng.normal(0, 0.5, (n_classes, height, width)).astype(np.float32) - 12.0
+    logits[0] = 0.0
+    logits[17, 8:28, 4:20] = 1.5
+    logits[5, 10:30, 28:44] = 1.5
+    logits[[0, 5, 17]] += rng.normal(0, 1.0, (3, height, width)).astype(np.float32)
+    probs = np.exp(logits - logits.max(0))
+    return image, (probs / probs.sum(0)).astype(np.float32)
+
+
+def test_candidate_labels() -> None:
+    _, probs = _few_class_probs()
+    assert candidate_labels(probs, eps=1e-3).tolist() == [0, 5, 17]
+    assert candidate_labels(probs, eps=0.0).tolist() == list(range(24))  # eps 0: every label
+    assert candidate_labels(probs, eps=1e-3, top_k=1).tolist() in ([0, 5], [0, 17])
+    assert candidate_labels(probs, eps=1e-3, top_k=0).tolist() == [0]  # background always stays
+    peaks = np.zeros((4, 1, 2), np.float32)
+    peaks[:, 0, 0] = [1.0, 0.2, 0.5, 0.3]
+    assert candidate_labels(peaks, eps=0.25, top_k=1).tolist() == [0, 2]  # highest peak among those ≥ eps
+    assert candidate_labels(peaks, eps=0.25, always=()).tolist() == [0, 2, 3]
+    with pytest.raises(ValueError):
+        candidate_labels(peaks, eps=2.0)
+
+
+def test_pruned_crf_maps_back_to_class_ids_and_equals_all_class_crf() -> None:
+    image, probs = _few_class_probs()
+    full = np.argmax(crf_from_probs(image, probs), axis=0)
+    pruned = crf_labels_from_probs(image, probs, eps=1e-3)
+    assert set(np.unique(pruned).tolist()) == {0, 5, 17}  # ids of the original labels, not positions 0..2
+    assert (pruned[12:24, 8:16] == 17).all() and (pruned[14:26, 32:40] == 5).all()
+    np.testing.assert_array_equal(pruned, full)
+    np.testing.assert_array_equal(crf_labels_from_probs(image, probs, eps=0.0), full)  # eps 0: the all-class CRF
+    only_bg = crf_labels_from_probs(image, probs, eps=1e-3, top_k=0)  # a single label left: nothing to infer
+    assert only_bg.shape == full.shape and (only_bg == 0).all()

@@ -31,13 +31,16 @@ from wsss.data.irn_data import index_label_dirs
 from wsss.errors import InputError
 from wsss.io import IGNORE, atomic_path, index_shard_files, read_label_png, write_label_png
 from wsss.metrics import ConfusionMatrix
-from wsss.models.deeplab import MSC, build_deeplab
+from wsss.data.seg_data import normalize_image
+from wsss.data.transforms import to_chw
+from wsss.models.deeplab import MSC, _halve, build_deeplab
 from wsss.models.irn import FROM_CLS, load_classifier_backbone
-from wsss.ops.crf import crf_from_probs
+from wsss.ops.crf import crf_labels_from_probs
 from wsss.train import MicroBatch, Objective, check_batch_split
 from wsss.train import load_state_dict_file
 
-CRF_DEFAULTS = {"iters": 10, "pos_xy_std": 1.0, "pos_w": 3.0, "bi_xy_std": 67.0, "bi_rgb_std": 3.0, "bi_w": 4.0}
+CRF_DEFAULTS = {"iters": 10, "pos_xy_std": 1.0, "pos_w": 3.0, "bi_xy_std": 67.0, "bi_rgb_std": 3.0, "bi_w": 4.0,
+                "label_eps": 1e-3, "max_labels": None}
 
 
 # ----------------------------------------------------------------------------------------------------- training
@@ -62,6 +65,19 @@ def build_segmenter(params: dict[str, Any], num_classes: int, cache_dir: str | o
             raise InputError("config: seg.pretrained", "from_cls needs the trained classifier (cls/model.pt)")
         load_classifier_backbone(model.base.backbone, load_state_dict_file(cls_model), str(cls_model))
     return model
+
+
+def load_segmenter(params: dict[str, Any], num_classes: int, path: str | os.PathLike[str],
+                   device: torch.device | str = "cpu") -> MSC:
+    """The trained DeepLab of ``path`` (a state dict, read with ``weights_only=True``) in eval mode on ``device``;
+    weights that do not fit the ``seg`` settings and ``num_classes`` are an InputError naming the file."""
+    model = build_segmenter(params, num_classes, pretrained=False)
+    try:
+        model.load_state_dict(load_state_dict_file(path))
+    except RuntimeError as err:
+        raise InputError(path, f"weights do not fit a ResNet-{params['backbone']} DeepLab with {num_classes} classes "
+                               f"({str(err).splitlines()[0]})") from None
+    return model.to(device).eval()
 
 
 def check_train_params(params: dict[str, Any], world_size: int = 1) -> None:
@@ -154,35 +170,69 @@ class SegObjective(Objective):
 
 
 # ---------------------------------------------------------------------------------------------------- inference
+class TestTimeSegmenter(torch.nn.Module):
+    """The test-time inference of a trained DeepLab: B×3×H×W normalised images → B×C×h×w logits on the stride-8
+    grid (``model.base.logit_size``). One implementation for :func:`predict_logits` (eager) and the exported
+    TorchScript model (``wsss.export`` scripts it), so the two cannot drift apart.
+
+    For each test scale s the images are resized bilinearly to (round(H·s), round(W·s)) and passed (with their
+    horizontal flips when ``flip``) through the MSC model in eval mode (max fusion over 1.0/0.5/0.75 inside);
+    each result (the flipped one flipped back) is resized bilinearly to the grid, and the results are averaged.
+    With scales [1.0] and no flip this is exactly the references' test-time output."""
+
+    def __init__(self, model: MSC, scales: Sequence[float] = (1.0,), flip: bool = False) -> None:
+        super().__init__()
+        self.model = model
+        self.scales = [float(s) for s in scales]
+        self.flip = bool(flip)
+        self.ceil_mode = bool(model.base.backbone.maxpool.ceil_mode)
+        if not self.scales:
+            raise ValueError("at least one test scale is needed")
+
+    def grid_length(self, n: int) -> int:
+        """The logit grid length of an input side ``n``: three stride-2 steps (``DeepLabV2.logit_size``)."""
+        return _halve(_halve(_halve(n), self.ceil_mode))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        height, width = images.shape[-2], images.shape[-1]
+        batch = images.shape[0]
+        grid = [self.grid_length(height), self.grid_length(width)]
+        total = torch.zeros(0)
+        for k, s in enumerate(self.scales):
+            size = [max(1, int(round(height * s))), max(1, int(round(width * s)))]
+            x = images
+            if size[0] != height or size[1] != width:
+                x = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+            if self.flip:
+                x = torch.cat([x, x.flip(-1)])
+            out = self.model(x)
+            assert isinstance(out, torch.Tensor)
+            out = out.float()
+            if self.flip:
+                out = torch.cat([out[:batch], out[batch:].flip(-1)])
+            if out.shape[-2] != grid[0] or out.shape[-1] != grid[1]:
+                out = F.interpolate(out, size=grid, mode="bilinear", align_corners=False)
+            out_sum = out[:batch] + out[batch:] if self.flip else out
+            total = out_sum if k == 0 else total + out_sum
+        return total / float(len(self.scales) * (2 if self.flip else 1))
+
+
 @torch.no_grad()
 def predict_logits(model: MSC, image: torch.Tensor, scales: Sequence[float] = (1.0,),
                    flip: bool = False) -> torch.Tensor:
-    """Test-time logits of one normalised 3×H×W image on its stride-8 grid (``model.base.logit_size``).
-
-    For each test scale s the image is resized bilinearly to (round(H·s), round(W·s)) and passed (with its
-    horizontal flip when ``flip``) through the MSC model in eval mode (max fusion over 1.0/0.5/0.75 inside);
-    each result (the flipped one flipped back) is resized bilinearly to the grid, and the results are averaged.
-    With the defaults (scales [1.0], no flip) this is exactly the references' test-time output."""
+    """Test-time logits (:class:`TestTimeSegmenter`) of one normalised 3×H×W image on its stride-8 grid."""
     if model.training:
         raise ValueError("predict_logits needs the model in eval mode")
-    height, width = image.shape[-2:]
-    grid = model.base.logit_size(height, width)
-    total, count = None, 0
-    for s in scales:
-        size = (max(1, round(height * s)), max(1, round(width * s)))
-        x = image[None] if size == (height, width) else F.interpolate(image[None], size=size, mode="bilinear",
-                                                                      align_corners=False)
-        if flip:
-            x = torch.cat([x, x.flip(-1)])
-        out = model(x).float()
-        if flip:
-            out = torch.stack([out[0], out[1].flip(-1)])
-        if tuple(out.shape[-2:]) != grid:
-            out = F.interpolate(out, size=grid, mode="bilinear", align_corners=False)
-        out_sum = out.sum(0)
-        total = out_sum if total is None else total + out_sum
-        count += out.shape[0]
-    return total / count
+    return TestTimeSegmenter(model, scales, flip)(image[None])[0]
+
+
+@torch.no_grad()
+def image_logits(model: MSC, rgb: np.ndarray, params: dict[str, Any],
+                 device: torch.device | str = "cpu") -> torch.Tensor:
+    """Test-time logits of one uint8 RGB H×W×3 image with the ``seg`` settings ``style``, ``test_scales`` and
+    ``test_flip`` (normalised as in training; :func:`predict_logits`): float32 C×h×w on the CPU."""
+    image = torch.from_numpy(to_chw(normalize_image(rgb, params["style"]))).to(device)
+    return predict_logits(model, image, params["test_scales"], params["test_flip"]).cpu()
 
 
 @dataclass(frozen=True)
@@ -245,13 +295,16 @@ def probs_from_logits(logits: np.ndarray | torch.Tensor, size: tuple[int, int]) 
 # ---------------------------------------------------------------------------------------------------------- CRF
 def crf_refine(image: np.ndarray, logits: np.ndarray | torch.Tensor, crf: dict[str, Any] | None = None) -> np.ndarray:
     """uint8 H×W ids after a dense CRF (SPEC §7.1: 10 iterations, Gaussian 1/3, bilateral 67/3/4 by default) on
-    the raw RGB uint8 ``image``, with the softmax of the logits upsampled to the image size as unary."""
+    the raw RGB uint8 ``image``, with the softmax of the logits upsampled to the image size as unary. Only the
+    labels that can win take part (background and the classes reaching ``label_eps`` somewhere, at most
+    ``max_labels`` of them; :func:`wsss.ops.crf.crf_labels_from_probs`); ``label_eps: 0`` is the all-class CRF."""
     settings = {**CRF_DEFAULTS, **(crf or {})}
     probs = probs_from_logits(logits, tuple(image.shape[:2]))
-    q = crf_from_probs(image, probs, iters=int(settings["iters"]), pos_xy_std=settings["pos_xy_std"],
-                       pos_w=settings["pos_w"], bi_xy_std=settings["bi_xy_std"], bi_rgb_std=settings["bi_rgb_std"],
-                       bi_w=settings["bi_w"])
-    return np.argmax(q, axis=0).astype(np.uint8)
+    labels = crf_labels_from_probs(image, probs, eps=float(settings["label_eps"]), top_k=settings["max_labels"],
+                                   iters=int(settings["iters"]), pos_xy_std=settings["pos_xy_std"],
+                                   pos_w=settings["pos_w"], bi_xy_std=settings["bi_xy_std"],
+                                   bi_rgb_std=settings["bi_rgb_std"], bi_w=settings["bi_w"])
+    return labels.astype(np.uint8)
 
 
 _CRF_WORKER: dict[str, Any] = {}
@@ -389,8 +442,9 @@ def summary_table(rows: Sequence[SummaryRow], cam_split: str = "val", pseudo_spl
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["CRF_DEFAULTS", "SegLogits", "SegObjective", "SummaryRow", "build_segmenter", "check_train_params",
-           "crf_refine", "crf_shard", "evaluate_segmentation", "index_logit_dirs", "labels_from_logits", "load_logits",
-           "msc_label_counts", "msc_loss", "optimizer_groups", "output_names", "output_sizes", "predict_logits",
-           "probs_from_logits", "read_deeplab_metrics", "read_miou_file", "resize_labels", "save_logits",
-           "segmentation_report", "summary_table", "training_step", "upsample_logits"]
+__all__ = ["CRF_DEFAULTS", "SegLogits", "SegObjective", "SummaryRow", "TestTimeSegmenter", "build_segmenter",
+           "check_train_params", "crf_refine", "crf_shard", "evaluate_segmentation", "image_logits",
+           "index_logit_dirs", "labels_from_logits", "load_logits", "load_segmenter", "msc_label_counts", "msc_loss",
+           "optimizer_groups", "output_names", "output_sizes", "predict_logits", "probs_from_logits",
+           "read_deeplab_metrics", "read_miou_file", "resize_labels", "save_logits", "segmentation_report",
+           "summary_table", "training_step", "upsample_logits"]
