@@ -33,11 +33,13 @@ def main(args, params):
             chunk = ids[start:start + args.batch]
             images = [torch.from_numpy(to_chw(normalize(data.image(i)))).to(device) for i in chunk]
             keys = [label_keys(data.label_vector(i)) for i in chunk]
-            cams = multiscale_cams(model.forward_cam, images, keys, cam["scales"], cam["fusion"],
+            cams = multiscale_cams(lambda x: cam_and_scores(model, x), images, keys, cam["scales"], cam["fusion"],
                                    batch_scales=cam["batch_scales"], max_batch=args.batch,
-                                   with_high_res=cam.get("high_res") == "per_scale")
+                                   with_high_res=cam.get("high_res") == "per_scale", with_scores=True)
             for image_id, image, result in zip(chunk, images, cams):
-                scores = image_scores(model, image[None])[0].cpu().numpy()
+                # the scale-1.0 forward gave the image-level scores; a forward of their own only without one
+                scores = result.scores if result.scores is not None else image_scores(model, image[None])[0]
+                scores = scores.cpu().numpy()
                 high_res = None if result.high_res is None else pack_cam(result.high_res)
                 save_cam(Path(tmp) / f"{image_id}.npz", CamRecord(result.keys.cpu().numpy(), pack_cam(result.cam),
                                                                   tuple(image.shape[-2:]), scores, high_res))

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from wsss.classify import (CamRecord, build_classifier, index_cam_dirs, load_cam, save_cam,
-                           training_step)
+from wsss.classify import (CamRecord, build_classifier, cam_and_scores, image_scores, index_cam_dirs, load_cam,
+                           save_cam, training_step)
 from wsss.errors import InputError
 from wsss.evaluate import labels_at_thresholds
 from wsss.ops.cam import cam_to_labels, multiscale_cams, pack_cam, upsample_cam
@@ -54,6 +54,37 @@ def test_compact_store_matches_full_resolution_labels(tmp_path: Path, bg: float)
         # the stored record is at most 1/10 of the reference's float32 full-resolution high_res
         assert path.stat().st_size * 10 <= res.high_res.numel() * 4 + res.cam.numel() * 4
     assert agree / total >= 0.99
+
+
+@pytest.mark.parametrize("method", ["vwl_l", "cam"])
+def test_image_scores_come_from_the_scale_one_forward(method: str) -> None:
+    """infer_cam's image-level scores reuse the multi-scale pass's scale-1.0 forward: equal to image_scores of the
+    unflipped image on its own, for every image of a batch; one forward call fewer per image."""
+    torch.manual_seed(0)
+    model = build_classifier(PARAMS, 4, method, pretrained=False).eval()
+    with torch.no_grad():  # trained-looking heads: scores spread over (0, 1) and differ between images
+        model.classifier.weight.normal_(0, 0.5)
+    images = [_object_image(64, 80, 1), _object_image(64, 80, 2), _object_image(48, 40, 3)]
+    keys = [[0, 2], [1], [3]]
+    calls: list[int] = []
+
+    def counted(x):
+        calls.append(len(x))
+        return cam_and_scores(model, x)
+
+    with torch.no_grad():
+        results = multiscale_cams(counted, images, keys, (1.0, 0.5), with_scores=True)
+        plain = multiscale_cams(model.forward_cam, images, keys, (1.0, 0.5))
+        for image, res, ref in zip(images, results, plain, strict=True):
+            expected = image_scores(model, image[None])[0]
+            assert res.scores is not None and res.scores.shape == (4,)
+            torch.testing.assert_close(res.scores, expected, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(res.cam, ref.cam)
+        assert not torch.allclose(results[0].scores, results[1].scores, atol=1e-3)
+        assert sum(calls) == 2 * len(images) * 2  # image + flip at two scales, no extra scoring pass
+        without_one = multiscale_cams(lambda x: cam_and_scores(model, x), images[:1], keys[:1], (0.5,),
+                                      with_scores=True)
+        assert without_one[0].scores is None  # no scale 1.0: the caller scores the image itself
 
 
 def test_labels_at_thresholds_equal_cam_to_labels() -> None:

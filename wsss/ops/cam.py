@@ -38,6 +38,7 @@ class MultiScaleCAM(NamedTuple):
     keys: torch.Tensor  # Cv int64, class indices (0-based foreground classes)
     cam: torch.Tensor  # Cv×h4×w4 float32 (stride 4)
     high_res: torch.Tensor | None  # Cv×H×W float32, None when not requested
+    scores: torch.Tensor | None = None  # C float32 image-level scores at scale 1.0, unflipped (with_scores)
 
 
 def stride4_size(height: int, width: int) -> tuple[int, int]:
@@ -79,13 +80,17 @@ def max_normalize(cam: torch.Tensor) -> torch.Tensor:
 def multiscale_cams(cam_fn: CamFn, images: Sequence[torch.Tensor], keys: Sequence[Sequence[int] | torch.Tensor],
                     scales: Sequence[float] = (1.0, 0.5, 1.5, 2.0), fusion: str = "max",
                     resize_mode: str = "bicubic", batch_scales: bool = True, max_batch: int = 8,
-                    with_high_res: bool = True) -> list[MultiScaleCAM]:
+                    with_high_res: bool = True, with_scores: bool = False) -> list[MultiScaleCAM]:
     """Multi-scale + flip CAMs of several normalised 3×H×W images (sizes may differ), see the module docstring.
 
     batch_scales=True groups inputs of identical shape (across images and scales) into forward calls of at most
     ``max_batch`` images, each with its flip (2·max_batch rows); False makes one call per image and scale. Both give
     the same CAMs since the CAM of an image does not depend on the rest of its batch (eval-mode BatchNorm).
-    Images without keys are skipped (empty channel dimension)."""
+    Images without keys are skipped (empty channel dimension).
+
+    with_scores=True: ``cam_fn`` returns ``(cams, scores)`` (B×C×h'×w', B×C, e.g. :func:`wsss.classify.cam_and_scores`)
+    and each result's ``scores`` is the row of the unflipped image at scale 1.0, so the image-level scores cost no
+    extra forward pass; None when 1.0 is not among the scales or the image has no keys."""
     if fusion not in FUSIONS:
         raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
     if not scales or any(s <= 0 for s in scales):
@@ -110,11 +115,18 @@ def multiscale_cams(cam_fn: CamFn, images: Sequence[torch.Tensor], keys: Sequenc
     for job in jobs:
         groups.setdefault(tuple(job[2].shape[-2:]), []).append(job)
     fused: dict[tuple[int, int], torch.Tensor] = {}
+    image_level: dict[int, torch.Tensor] = {}
     for group in groups.values():
         for start in range(0, len(group), max_batch):
             chunk = group[start:start + max_batch]
             batch = torch.stack([t for _, _, img in chunk for t in (img, img.flip(-1))])
-            out = cam_fn(batch).float()
+            out = cam_fn(batch)
+            if with_scores:
+                out, batch_scores = out
+                for j, (i, si, _) in enumerate(chunk):
+                    if scales[si] == 1.0:
+                        image_level[i] = batch_scores[2 * j].float()
+            out = out.float()
             for j, (i, si, _) in enumerate(chunk):
                 k = key_tensors[i].to(out.device)
                 if k.numel() and (int(k.min()) < 0 or int(k.max()) >= out.shape[1]):
@@ -133,7 +145,7 @@ def multiscale_cams(cam_fn: CamFn, images: Sequence[torch.Tensor], keys: Sequenc
         parts = [fused[(i, si)] for si in range(len(scales))]
         cam = max_normalize(sum(_resize_cam(a, (h4, w4)) for a in parts))
         high_res = max_normalize(sum(_resize_cam(a, (h, w)) for a in parts)) if with_high_res else None
-        results.append(MultiScaleCAM(k.to(cam.device), cam, high_res))
+        results.append(MultiScaleCAM(k.to(cam.device), cam, high_res, image_level.get(i)))
     return results
 
 
