@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
+import pytest
 import torch
 import yaml
 
@@ -30,9 +33,36 @@ def snakemake_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2", *args]
 
 
+def run_group(cmd: list[str], cwd: Path, timeout: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``subprocess.run(cmd, capture_output=True, text=True)`` in a new session: on a timeout, or when the test is
+    interrupted (pytest-timeout, Ctrl-C), the whole process group is killed (Snakemake and every job it started),
+    not just ``cmd``; the exception is raised again."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):  # a job that left the group may hold the pipes
+            proc.communicate(timeout=30)
+        proc.wait()
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
 def snakemake(workdir: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run this repository's Snakefile in ``workdir`` with the project's interpreter; never raises on failure."""
-    return subprocess.run(snakemake_cmd(*args), cwd=workdir, capture_output=True, text=True, timeout=timeout)
+    """Run this repository's Snakefile in ``workdir`` with the project's interpreter; never raises on failure
+    (a timeout raises ``subprocess.TimeoutExpired`` after killing Snakemake's whole process group)."""
+    return run_group(snakemake_cmd(*args), workdir, timeout)
+
+
+def require_or_skip(name: str, reason: str) -> None:
+    """Skip the test for a missing prerequisite, or fail it when ``name`` is listed in ``$WSSS_REQUIRE``
+    (comma-separated, e.g. ``slurm,chromium``, set by .ci/run) so that CI cannot pass without it."""
+    if name in {n.strip() for n in os.environ.get("WSSS_REQUIRE", "").split(",")}:
+        pytest.fail(f"{reason} (required: {name} is in WSSS_REQUIRE)", pytrace=False)
+    pytest.skip(reason)
 
 TINY_CLS = {"backbone": 18, "pretrained": "none", "norm": "batch", "freeze_stem": False, "detach_stage2": False, "k_words": 8, "batch_size": 4, "epochs": 1,
             "optimizer": "adamw", "lr": 1e-3, "resize_long": [64, 80], "crop": 64, "checkpoint_every": 2, "workers": 0}

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import REPO, TINY_DAG_TARGETS, snakemake
+from helpers import REPO, TINY_DAG_TARGETS, require_or_skip, snakemake
 from wsss.errors import InputError
 from wsss.report import (colorize, disagreement, read_train_log, save_class_iou, save_loss_curves,
                          save_miou_progression, stage_scores)
@@ -184,7 +184,7 @@ def _chromium() -> str | None:
 def test_html_report_shows_every_figure_in_headless_chromium(tiny_dag: Path, tmp_path: Path) -> None:
     chromium = _chromium()
     if chromium is None:
-        pytest.skip("chromium is not installed (.ci/run installs the Debian package)")
+        require_or_skip("chromium", "chromium is not installed (.ci/run installs the Debian package)")
     report = tmp_path / "report.html"
     proc = snakemake(tiny_dag, "--report", str(report), *TINY_DAG_TARGETS)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from helpers import REPO, snakemake, tiny_config, write_config
+from helpers import REPO, require_or_skip, snakemake, tiny_config, write_config
 from slurm_cluster import SlurmCluster, missing_binaries
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
@@ -27,11 +27,11 @@ GPU_RULES = {"train_cls", "infer_cam", "train_irn", "make_pseudo", "train_seg", 
 def cluster(tmp_path: Path):
     """munged + slurmctld + slurmd under tmp_path; stopped by PID afterwards, also when the test fails."""
     if os.geteuid() != 0:
-        pytest.skip("the SLURM cluster test starts munged/slurmctld/slurmd and runs jobs as root: not root")
+        require_or_skip("slurm", "the SLURM cluster test starts munged/slurmctld/slurmd and runs jobs as root: not root")
     missing = missing_binaries()
     if missing:
-        pytest.skip(f"SLURM/munge not installed ({', '.join(missing)}): "
-                    "apt-get install munge slurmctld slurmd slurm-client")
+        require_or_skip("slurm", f"SLURM/munge not installed ({', '.join(missing)}): "
+                        "apt-get install munge slurmctld slurmd slurm-client")
     slurm = SlurmCluster(tmp_path / "cluster")
     try:
         slurm.start()

@@ -94,3 +94,51 @@ def test_corrupt_checkpoint_is_named(tmp_path: Path) -> None:
     (tmp_path / "ckpt.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(Exception, match="ckpt.pt: cannot load checkpoint"):
         Checkpoint.load(tmp_path / "ckpt.pt")
+
+
+def test_fit_logs_the_poly_schedule_computed_by_hand(tmp_path: Path) -> None:
+    """The lr logged at step s is 0.05·(1 − s/7)^0.9 (the first group's); a ×10 group follows the same curve."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    head = torch.nn.Parameter(torch.zeros(1))
+    opt = build_optimizer([{"params": model.parameters()}, {"params": [head], "lr_mult": 10.0}], "sgd", 0.05, 0.0,
+                          0.0)
+    seen = []
+
+    def step_fn(m, batch, step):
+        seen.append([g["lr"] for g in opt.param_groups])
+        loss, parts = _step(m, batch, step)
+        return loss + 0 * head.sum(), parts
+
+    fit(model, NoisyRegression(), step_fn, opt, batch_size=4, max_steps=7, seed=3, checkpoint=tmp_path / "ckpt.pt",
+        checkpoint_every=100, final_weights=tmp_path / "model.pt", log_csv=tmp_path / "log.csv",
+        device=torch.device("cpu"), fingerprint="f", poly_power=0.9)
+    rows = [line.split(",") for line in (tmp_path / "log.csv").read_text().splitlines()[1:]]
+    hand = [0.05 * (1.0 - s / 7) ** 0.9 for s in range(7)]  # 0.05, 0.04352, …, 0.008677
+    assert [int(r[0]) for r in rows] == list(range(7))
+    assert [float(r[1]) for r in rows] == pytest.approx(hand, rel=1e-5)
+    assert hand[-1] == pytest.approx(0.0086772, rel=1e-4)
+    assert [lr for pair in seen for lr in pair] == pytest.approx([x for h in hand for x in (h, 10 * h)], rel=1e-12)
+
+
+def test_non_finite_loss_raises_and_writes_no_weights(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    opt = build_optimizer([{"params": model.parameters()}], "sgd", 0.05, 1e-4, 0.9)
+    before = {}
+
+    def step_fn(m, batch, step):
+        loss, parts = _step(m, batch, step)
+        if step == 3:
+            before.update({k: v.clone() for k, v in m.state_dict().items()})
+            return loss * float("nan"), parts
+        return loss, parts
+
+    with pytest.raises(FloatingPointError, match="loss became nan at step 3"):
+        fit(model, NoisyRegression(), step_fn, opt, batch_size=4, max_steps=10, seed=3,
+            checkpoint=tmp_path / "ckpt.pt", checkpoint_every=2, final_weights=tmp_path / "model.pt",
+            log_csv=tmp_path / "log.csv", device=torch.device("cpu"), fingerprint="f")
+    assert not (tmp_path / "model.pt").exists() and not (tmp_path / "log.csv").exists()
+    assert Checkpoint.load(tmp_path / "ckpt.pt").step == 2  # the last good state stays resumable
+    for k, v in model.state_dict().items():  # the NaN gradients were never applied
+        assert torch.equal(v, before[k]) and torch.isfinite(v).all()

@@ -1,0 +1,66 @@
+"""Shell quoting: a checkout (and interpreter) under a folder with a space runs real jobs, and split names that
+would inject shell code are one-line configuration errors before any job runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import REPO, run_group, snakemake, tiny_config, write_config
+
+
+def _copy_checkout(dest: Path) -> None:
+    """The working tree's tracked and untracked-but-not-ignored files, as they are on disk, copied to ``dest``."""
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in filter(None, files):
+        src = REPO / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+
+
+@pytest.mark.slow
+def test_checkout_and_interpreter_under_a_folder_with_a_space_run_real_jobs(tmp_path: Path) -> None:
+    """Every job kind goes through the copy's paths: stage() (eval_cam), gpu_stage() (infer_cam, device auto; the
+    lease runs unleased without a GPU) and train_stage() (train_cls), with the interpreter reached through
+    "My Projects/…/.venv" (a link to this virtualenv, so sys.executable has the space too)."""
+    checkout = tmp_path / "My Projects" / "wsss repo"
+    _copy_checkout(checkout)
+    (checkout / ".venv").symlink_to(Path(sys.prefix), target_is_directory=True)
+    python = checkout / ".venv" / "bin" / Path(sys.executable).name
+    workdir = tmp_path / "My Projects" / "run dir"
+    config = tiny_config("cam")
+    config["device"] = "auto"
+    config["runs"]["tiny"]["cam"]["shards"] = 1
+    write_config(workdir, config)
+    env = {**os.environ, "WSSS_GPU_LOCK_DIR": str(tmp_path / "gpu locks")}
+    env.pop("PYTHONPATH", None)
+    target = "results/tiny/cam_val_miou.txt"
+    proc = run_group([str(python), "-m", "snakemake", "-s", str(checkout / "Snakefile"), "--cores", "2", "-p",
+                      target], workdir, timeout=1200, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 0.0 <= float((workdir / target).read_text()) <= 100.0
+    printed = proc.stdout + proc.stderr
+    for launcher in ["-m wsss.launch", "-m wsss.gpu_lease", "stages/eval_cam.py"]:
+        assert launcher in printed
+    assert f"PYTHONPATH='{checkout}'" in printed and f"'{python}'" in printed  # the copy's code, quoted
+
+
+def test_injected_split_name_is_a_one_line_config_error(tmp_path: Path) -> None:
+    config = tiny_config()
+    config["summary"] = {"cam_split": "val; touch pwned #"}
+    config["runs"]["tiny"]["seg"]["label_source"] = "gt"
+    config["runs"]["tiny"]["seg"]["train_split"] = "train; touch pwned #"
+    write_config(tmp_path, config)
+    proc = snakemake(tmp_path, "results/summary.md")
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if "invalid configuration" in line]
+    assert len(errors) == 1 and "does not match" in errors[0], proc.stderr[-2000:]
+    assert "summary.cam_split" in errors[0] or "runs.tiny.seg.train_split" in errors[0]
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "results").exists()
