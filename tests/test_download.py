@@ -7,6 +7,7 @@ import hashlib
 import http.server
 import io
 import logging
+import os
 import tarfile
 import threading
 import zipfile
@@ -177,7 +178,7 @@ def test_truncated_download_leaves_nothing(served, tmp_path):
 def test_http_error_and_bad_scheme(served, tmp_path):
     base, _, _ = served
     with pytest.raises(InputError, match="HTTP 404"):
-        download(f"{base}/nope.tar", tmp_path / "nope.tar", None)
+        download(f"{base}/nope.tar", tmp_path / "nope.tar", "0" * 32)
     with pytest.raises(InputError, match="scheme"):
         download("ftp://example.org/x.tar", tmp_path / "x.tar", None)
     assert list(tmp_path.iterdir()) == []
@@ -269,3 +270,158 @@ def test_corrupt_archive_keeps_previous_extraction(tmp_path):
         extract(good, tmp_path / "out2", "VOCdevkit/VOC2012")
     assert not (tmp_path / "out2").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["garbage.zip", "good.tar", "out", "truncated.tar.gz"]
+
+
+class _ArchiveMaker:
+    """Builds a tar member by member, as CPython's tarfile regression tests do (directories, symlinks, hard
+    links, files)."""
+
+    def __init__(self, path: Path) -> None:
+        self.tar = tarfile.open(path, "w")
+
+    def add(self, name: str, *, symlink_to: str | None = None, hardlink_to: str | None = None,
+            content: str | None = None, directory: bool = False) -> None:
+        info = tarfile.TarInfo(name)
+        data = None
+        if directory:
+            info.type, info.mode = tarfile.DIRTYPE, 0o777
+        elif symlink_to is not None:
+            info.type, info.linkname = tarfile.SYMTYPE, symlink_to
+        elif hardlink_to is not None:
+            info.type, info.linkname = tarfile.LNKTYPE, hardlink_to
+        else:
+            data = (content or "").encode()
+            info.size = len(data)
+        self.tar.addfile(info, io.BytesIO(data) if data is not None else None)
+
+    def close(self) -> None:
+        self.tar.close()
+
+
+def _realpath_limit_poc(archive: Path, dest_len: int) -> Path:
+    """CPython's gh-135034 proof of concept (CVE-2025-4517): symlink chains whose expansion exceeds PATH_MAX stop
+    ``os.path.realpath`` from resolving them, so ``data_filter`` (before 3.11.13) lets a hard link and then a
+    file write go through them to ``../flag`` and ``../newfile``, outside the extraction folder.
+
+    The component length is sized for an extraction folder whose path is ``dest_len`` characters long."""
+    steps = "abcdefghijklmnop"
+    component = "d" * ((os.pathconf("/", "PC_PATH_MAX") - dest_len - 1) // (len(steps) + 1))
+    arc = _ArchiveMaker(archive)
+    path = ""
+    for step in steps:
+        arc.add(os.path.join(path, component), directory=True)
+        arc.add(os.path.join(path, step), symlink_to=component)
+        path = os.path.join(path, component)
+    linkpath = os.path.join(*steps, "l" * 254)
+    arc.add(linkpath, symlink_to=os.path.join(*[".."] * len(steps)))
+    arc.add("escape", symlink_to=os.path.join(linkpath, ".."))
+    arc.add("flaglink", hardlink_to=os.path.join("escape", "flag"))
+    arc.add("flaglink", content="overwrite")
+    arc.add("escape/newfile", content="new")
+    arc.close()
+    return archive
+
+
+def test_tar_realpath_limit_attack_rejected(tmp_path):
+    """The attack needs the folder's path length; :func:`extract` unpacks into a temporary sibling of the
+    destination whose name is not known here, so every plausible length is tried."""
+    for name_len in range(12, 90, 6):
+        work = tmp_path / f"w{name_len}"
+        work.mkdir()
+        (work / "flag").write_text("original")
+        archive = _realpath_limit_poc(tmp_path / f"poc{name_len}.tar", len(str(work)) + 1 + name_len)
+        with pytest.raises(InputError) as err:
+            extract(archive, work / "out")
+        assert str(archive) in str(err.value) and "link" in str(err.value) and "\n" not in str(err.value)
+        assert (work / "flag").read_text() == "original"
+        assert sorted(p.name for p in work.iterdir()) == ["flag"]  # no newfile, no temp folder, no out
+
+
+@pytest.mark.parametrize("name, attrs", [
+    ("good/inside_link", {"type": tarfile.SYMTYPE, "linkname": "file.txt"}),
+    ("good/hard", {"type": tarfile.LNKTYPE, "linkname": "good/file.txt"}),
+    ("good/hard_out", {"type": tarfile.LNKTYPE, "linkname": "../outside"}),
+])
+def test_tar_links_rejected_outright(tmp_path, name, attrs):
+    """Even links that stay inside the destination (data_filter accepts them) are refused: a dataset archive
+    has none, and refusing them removes the whole family of link-based escapes."""
+    (tmp_path / "outside").write_text("original")
+    archive = _tar_with(tmp_path / "links.tar", name, **attrs)
+    with pytest.raises(InputError, match="link") as err:
+        extract(archive, tmp_path / "work" / "out")
+    assert repr(name) in str(err.value)
+    assert list((tmp_path / "work").iterdir()) == []
+    assert (tmp_path / "outside").read_text() == "original"
+
+
+def test_links_outside_the_extracted_subdir_are_skipped(tmp_path):
+    """Members outside ``subdir`` are never written, so a link there does not block the extraction."""
+    archive = _tar_with(tmp_path / "a.tar", "other/link", type=tarfile.SYMTYPE, linkname="../../x")
+    extract(archive, tmp_path / "out", "good")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["file.txt"]
+
+
+def test_tar_path_through_existing_symlink_rejected(tmp_path, monkeypatch):
+    """The realpath check is a line of its own: with the link and filter checks out of the way (as if bypassed),
+    a member whose folder is a symlink leading out is still refused before it is written."""
+    import wsss.data.download as dl
+    monkeypatch.setattr(dl.tarfile, "data_filter", lambda member, path: member)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    archive = tmp_path / "a.tar"
+    with tarfile.open(archive, "w") as tar:
+        info = tarfile.TarInfo("sub/evil")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    orig = dl._extract_tar
+
+    def planted(archive, dest, prefix):
+        (dest / "sub").symlink_to(outside)  # as if an earlier member had planted it
+        return orig(archive, dest, prefix)
+
+    monkeypatch.setattr(dl, "_extract_tar", planted)
+    with pytest.raises(InputError, match="outside the destination"):
+        extract(archive, tmp_path / "out")
+    assert list(outside.iterdir()) == []
+
+
+def _patch_zip(path: Path, member: str, *, method: int | None = None, flags: int | None = None) -> None:
+    """Rewrite the compression method or the flag bits of ``member`` in its local header and its central directory
+    entry (zipfile itself never writes an encrypted or deflate64 member)."""
+    data = bytearray(path.read_bytes())
+    for signature, flag_at, name_at in ((b"PK\x03\x04", 6, 30), (b"PK\x01\x02", 8, 46)):
+        start = 0
+        while (at := data.find(signature, start)) >= 0:
+            start = at + 4
+            if data[at + name_at:at + name_at + len(member)] != member.encode():
+                continue
+            if flags is not None:
+                data[at + flag_at:at + flag_at + 2] = flags.to_bytes(2, "little")
+            if method is not None:
+                data[at + flag_at + 2:at + flag_at + 4] = method.to_bytes(2, "little")
+    path.write_bytes(bytes(data))
+
+
+def test_zip_encrypted_or_deflate64_member_is_one_line_error(tmp_path):
+    archives = {}
+    for kind, patch in (("encrypted", {"flags": 0x1}), ("deflate64", {"method": 9})):
+        archives[kind] = tmp_path / f"{kind}.zip"
+        with zipfile.ZipFile(archives[kind], "w") as zf:
+            zf.writestr("SegmentationClassAug/a.png", b"a")
+            zf.writestr("SegmentationClassAug/b.png", b"b" * 12)
+        _patch_zip(archives[kind], "SegmentationClassAug/b.png", **patch)
+    encrypted, deflate64 = archives["encrypted"], archives["deflate64"]
+    for archive, words in ((encrypted, "encrypted"), (deflate64, "compression method 9")):
+        with pytest.raises(InputError) as err:
+            extract(archive, tmp_path / "work" / "out", "SegmentationClassAug")
+        assert str(archive) in str(err.value) and words in str(err.value) and "\n" not in str(err.value)
+        assert not (tmp_path / "work" / "out").exists() and list((tmp_path / "work").iterdir()) == []
+
+
+def test_network_download_without_md5_is_refused_before_fetching(served, tmp_path):
+    base, _, hits = served
+    before = dict(hits)
+    with pytest.raises(InputError, match="md5") as err:
+        download(f"{base}/SegmentationClassAug.zip", tmp_path / "aug.zip", None)
+    assert f"{base}/SegmentationClassAug.zip" in str(err.value)
+    assert hits == before and list(tmp_path.iterdir()) == []

@@ -1,9 +1,12 @@
 """Fetch and unpack dataset archives: verified downloads (size + md5) and safe, atomic extraction.
 
 A download streams to a temporary sibling file and is renamed onto its destination only after its size and
-checksum check out, so a destination file that exists is always complete. Extraction writes into a temporary
-sibling folder that is renamed onto the destination only when every member is unpacked; archive members that
-would land outside the destination (absolute paths, ``..``, links pointing out) are rejected.
+checksum check out, so a destination file that exists is always complete; a download over the network must be
+pinned by an md5. Extraction writes into a temporary sibling folder that is renamed onto the destination only
+when every member is unpacked. Three independent defences keep it inside that folder: link members (symbolic or
+hard) are rejected outright, since no dataset archive needs them and they are how ``tarfile.data_filter`` was
+bypassed before Python 3.11.13 / 3.12.11; every member then still passes ``data_filter``; and every member's
+final path, resolved with ``os.path.realpath``, must lie under the destination.
 """
 
 from __future__ import annotations
@@ -52,11 +55,16 @@ def download(url: str, dest: str | os.PathLike[str], md5: str | None) -> Path:
 
     An existing ``dest`` whose md5 matches is reused without touching the network. The body is streamed to a
     temporary sibling; a body shorter than the announced Content-Length, or an md5 other than ``md5``, raises
-    :class:`InputError` and leaves no file behind. With ``md5=None`` any content is accepted and its md5 is
-    logged as a warning so that it can be pinned in the config.
+    :class:`InputError` and leaves no file behind. ``md5=None`` is accepted only for ``file://`` URLs (a local
+    copy the user chose; its md5 is logged so that it can be pinned); an http(s) URL without one is an error
+    before anything is fetched.
     """
     dest = Path(dest)
     expected = md5.lower() if md5 else None
+    scheme = urllib.parse.urlparse(url).scheme
+    if scheme not in ("http", "https", "file"):
+        raise InputError(url, f"unsupported URL scheme {scheme!r} (use http, https or file)")
+    require_md5(url, md5)
     if dest.is_file():
         actual = md5sum(dest)
         if expected is None:
@@ -66,9 +74,6 @@ def download(url: str, dest: str | os.PathLike[str], md5: str | None) -> Path:
             log.info("reusing %s (md5 ok)", dest)
             return dest
         log.warning("cached %s has md5 %s, expected %s: downloading again", dest, actual, expected)
-    scheme = urllib.parse.urlparse(url).scheme
-    if scheme not in ("http", "https", "file"):
-        raise InputError(url, f"unsupported URL scheme {scheme!r} (use http, https or file)")
     log.info("downloading %s -> %s", url, dest)
     with atomic_path(dest) as tmp:
         actual = _fetch(url, tmp)
@@ -77,6 +82,13 @@ def download(url: str, dest: str | os.PathLike[str], md5: str | None) -> Path:
         elif actual != expected:
             raise InputError(dest, f"md5 mismatch for download of {url}: expected {expected}, got {actual}")
     return dest
+
+
+def require_md5(url: str, md5: str | None, key: str = "md5") -> None:
+    """Raise :class:`InputError` unless ``url`` is a ``file://`` URL or ``md5`` pins it (``key`` names the setting)."""
+    if not md5 and urllib.parse.urlparse(url).scheme != "file":
+        raise InputError(url, f"no {key} given: a download over the network must be pinned by its md5 (set {key}, "
+                              "or download the file yourself and give a file:// URL)")
 
 
 def _fetch(url: str, path: Path) -> str:
@@ -113,9 +125,10 @@ def extract(archive: str | os.PathLike[str], dest_dir: str | os.PathLike[str], s
 
     The format is detected from the content, not the file name. With ``subdir`` (a ``/``-separated folder
     inside the archive) only that folder's content is unpacked, as ``dest_dir`` itself; members outside it
-    are skipped, and an archive without it is an error. A corrupt archive or an unsafe member (absolute path,
-    ``..``, link leaving the destination, device file) raises :class:`InputError` naming the archive, and
-    nothing is left at ``dest_dir`` (an existing ``dest_dir`` is replaced only on success).
+    are skipped, and an archive without it is an error. A corrupt archive, an unsafe member (absolute path,
+    ``..``, any symbolic or hard link, device file, a path resolving outside), or an encrypted or deflate64 zip
+    member raises :class:`InputError` naming the archive, and nothing is left at ``dest_dir`` (an existing
+    ``dest_dir`` is replaced only on success).
     """
     archive = Path(archive)
     prefix = _normalise_subdir(archive, subdir)
@@ -152,23 +165,31 @@ def _strip(name: str, prefix: str) -> str | None:
     return name[len(prefix):]
 
 
+def _inside(dest: Path, name: str) -> bool:
+    """Whether ``dest/name``, every link resolved (``os.path.realpath``), lies under ``dest`` (also resolved)."""
+    root = os.path.realpath(dest)
+    final = os.path.realpath(os.path.join(root, name))
+    return os.path.commonpath([root, final]) == root
+
+
 def _extract_tar(archive: Path, dest: Path, prefix: str) -> int:
     count = 0
 
     def keep(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
         nonlocal count
-        if member.name.startswith("/") or (member.islnk() and member.linkname.startswith("/")):
+        if member.name.startswith("/"):
             raise tarfile.AbsolutePathError(member)
         name = _strip(member.name, prefix)
         if not name:
             return None
-        changes: dict[str, str] = {"name": name}
-        if member.islnk():
-            target = _strip(member.linkname, prefix)
-            if target is None:
-                raise InputError(archive, f"member {member.name!r} is a hard link outside {prefix!r}")
-            changes["linkname"] = target
-        safe = tarfile.data_filter(member.replace(**changes, deep=False), path)
+        if member.issym() or member.islnk():
+            kind = "symbolic" if member.issym() else "hard"
+            raise InputError(archive, f"archive member {member.name!r} is a {kind} link (to {member.linkname!r}); "
+                                      "links are not accepted in dataset archives")
+        safe = tarfile.data_filter(member.replace(name=name, deep=False), path)
+        if safe is not None and not _inside(Path(path), safe.name):
+            raise InputError(archive, f"unsafe archive member rejected: {member.name!r} resolves outside the "
+                                      "destination")
         count += 1
         return safe
 
@@ -184,20 +205,39 @@ def _extract_tar(archive: Path, dest: Path, prefix: str) -> int:
     return count
 
 
+_ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate", zipfile.ZIP_BZIP2: "bzip2",
+                zipfile.ZIP_LZMA: "lzma"}
+"""The compression methods Python's zipfile can read (deflate64, method 9, and others it cannot)."""
+
+
+def _check_zip_member(archive: Path, info: zipfile.ZipInfo) -> None:
+    """Reject a member that would land outside the destination, is encrypted, or uses a method we cannot read."""
+    name = info.filename.replace("\\", "/")
+    parts = PurePosixPath(name).parts
+    if name.startswith("/") or (parts and parts[0].endswith(":")) or ".." in parts:
+        raise InputError(archive, f"unsafe archive member rejected: {info.filename!r}")
+    if info.flag_bits & 0x1:
+        raise InputError(archive, f"archive member {info.filename!r} is encrypted; give an unencrypted archive")
+    if info.compress_type not in _ZIP_METHODS:
+        raise InputError(archive, f"archive member {info.filename!r} uses compression method {info.compress_type} "
+                                  f"(e.g. 9 = deflate64), which Python cannot read; repack it with "
+                                  f"{', '.join(_ZIP_METHODS.values())}")
+
+
 def _extract_zip(archive: Path, dest: Path, prefix: str) -> int:
     count = 0
     try:
         with zipfile.ZipFile(archive) as zf:
             infos = zf.infolist()
             for info in infos:
-                name = info.filename.replace("\\", "/")
-                parts = PurePosixPath(name).parts
-                if name.startswith("/") or (parts and parts[0].endswith(":")) or ".." in parts:
-                    raise InputError(archive, f"unsafe archive member rejected: {info.filename!r}")
+                _check_zip_member(archive, info)
             for info in infos:
                 name = _strip(info.filename.replace("\\", "/"), prefix)
                 if not name:
                     continue
+                if not _inside(dest, name):
+                    raise InputError(archive, f"unsafe archive member rejected: {info.filename!r} resolves outside "
+                                              "the destination")
                 info.filename = name
                 zf.extract(info, dest)
                 count += 1
@@ -206,4 +246,4 @@ def _extract_zip(archive: Path, dest: Path, prefix: str) -> int:
     return count
 
 
-__all__ = ["download", "extract", "md5sum", "url_filename"]
+__all__ = ["download", "extract", "md5sum", "require_md5", "url_filename"]
