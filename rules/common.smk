@@ -89,6 +89,16 @@ def datasets_of(kind):
     return "|".join(names) if names else "(?!)"
 
 
+def folder_inputs(wildcards):
+    """What a folder dataset is read from, where it exists: the images, the labels CSV, the masks and the split
+    lists (a change to any of them prepares the dataset again)."""
+    entry = DATASETS[wildcards.dataset]
+    root = entry["root"]
+    paths = [os.path.join(root, entry[k]) for k in ("images", "labels", "masks")]
+    paths.append(os.path.join(root, "ImageSets", "Segmentation"))
+    return [p for p in paths if os.path.exists(p)]
+
+
 def dataset_params(name):
     """A dataset entry as its preparer's --params JSON (without ``kind``, which picked the preparer)."""
     return as_json({k: v for k, v in DATASETS[name].items() if k != "kind"})

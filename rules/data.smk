@@ -78,16 +78,6 @@ rule prepare_coco:
         f"{stage('prepare_coco')} --params {{params.cfg:q}} --out {{params.out:q}} > {{log:q}} 2>&1"
 
 
-def folder_inputs(wildcards):
-    """What a folder dataset is read from, where it exists: the images, the labels CSV, the masks and the split
-    lists (a change to any of them prepares the dataset again)."""
-    entry = DATASETS[wildcards.dataset]
-    root = entry["root"]
-    paths = [os.path.join(root, entry[k]) for k in ("images", "labels", "masks")]
-    paths.append(os.path.join(root, "ImageSets", "Segmentation"))
-    return [p for p in paths if os.path.exists(p)]
-
-
 rule prepare_folder:
     input:
         folder_inputs,
