@@ -151,3 +151,23 @@ def test_cam_evaluation_baselines(tiny_voc: Path, tmp_path: Path) -> None:
     assert bg["iou"][0] == pytest.approx(bg["pixel_accuracy"]) and bg["iou"][1] == 0 and bg["iou"][2] == 0
     assert fg["iou"][0] == 0 and fg["miou_present"] < res.main.scores()["miou_present"]
     assert res.main.scores()["miou_present"] > 0.5
+
+
+def test_image_scores_hand_worked() -> None:
+    """sigmoid(W · pool(features)): hybrid pooling (γ·GAP + Σ_levels mean of window maxima) / (γ + 3) for VWL,
+    GAP for the plain CAM baseline, on a feature map whose pools are worked out by hand."""
+    from types import SimpleNamespace
+
+    feat = torch.zeros(1, 2, 4, 4)
+    feat[0, 0, 0, 0] = 8.0  # GAP 0.5; max 8; 2×2 windows: maxima 8, 0, 0, 0 → 2; 1×1 windows → 0.5
+    feat[0, 1] = 1.0  # every pool 1
+    classifier = torch.nn.Conv2d(2, 2, 1, bias=False)
+    with torch.no_grad():
+        classifier.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, -1.0]])[:, :, None, None])
+    images = torch.zeros(1, 3, 8, 8)
+    for method, pooled0 in [("vwl_l", (2 * 0.5 + 8 + 2 + 0.5) / 5), ("cam", 0.5)]:
+        model = SimpleNamespace(features=lambda x: feat, method=method, gamma=2.0, levels=(1, 2, 4),
+                                classifier=classifier)
+        expected = 1 / (1 + np.exp(-np.array([pooled0, -1.0])))
+        np.testing.assert_allclose(image_scores(model, images)[0].numpy(), expected, rtol=1e-6)
+    assert (2 * 0.5 + 8 + 2 + 0.5) / 5 == pytest.approx(2.3)

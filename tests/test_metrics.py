@@ -188,3 +188,17 @@ def test_empty_confusion_gives_nan_not_warnings() -> None:
     with np.errstate(all="raise"):
         s = ConfusionMatrix(3).update(np.zeros(2, np.uint8), np.full(2, 255, np.uint8)).scores()
     assert all(math.isnan(s[k]) for k in ("miou_present", "miou_all", "pixel_accuracy", "fg_fp_mean"))
+
+
+def test_f1_counter_hand_worked() -> None:
+    """Predicted = probability > 0.5 (0.5 itself is not); micro F1 = 2·TP / (2·TP + FP + FN) over all classes."""
+    from wsss.evaluate import F1Counter
+
+    f1 = F1Counter.zeros(3)
+    assert math.isnan(f1.micro_f1())
+    f1.update(np.array([0.9, 0.2, 0.6]), np.array([1.0, 0.0, 0.0]))  # TP c0, FP c2
+    f1.update(np.array([0.5, 0.7, 0.51]), np.array([1.0, 1.0, 1.0]))  # FN c0 (0.5 is not > 0.5), TP c1, TP c2
+    assert (f1.tp.tolist(), f1.fp.tolist(), f1.fn.tolist()) == ([1, 1, 1], [0, 0, 1], [1, 0, 0])
+    assert f1.micro_f1() == pytest.approx(6 / 8)  # 2·3 / (2·3 + 1 + 1)
+    f1.update(np.zeros(3), np.zeros(3))  # true negatives change nothing
+    assert f1.micro_f1() == pytest.approx(0.75)

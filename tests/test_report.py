@@ -210,3 +210,50 @@ def test_html_report_shows_every_figure_in_headless_chromium(tiny_dag: Path, tmp
         assert fig["subcategory"] == expected[path] and fig["same_data"], (path, fig)
         assert (fig["width"], fig["height"]) == _png_size(tiny_dag / path), path  # decoded at full size
         assert "<strong>tiny</strong>" in fig["caption"]  # the caption template saw the run's wildcard
+
+
+def test_panel_rows_hand_worked(tiny_voc: Path, tmp_path: Path) -> None:
+    """The three panel builders on hand-made artifacts of the 12×16 tiny VOC: known colours pixel by pixel."""
+    import torch
+
+    from wsss.classify import CamRecord, save_cam
+    from wsss.data.dataset import VOCLayoutDataset
+    from wsss.io import write_label_png
+    from wsss.report import cam_overlay_rows, pseudo_rows, segmentation_rows
+    from wsss.segment import save_logits
+
+    data = VOCLayoutDataset(tiny_voc)
+    image, gt = data.image("c_3"), data.mask("c_3")  # cat at rows 2-7, cols 2-6; dog at cols 8-12; row 0 ignore
+    cream, black, red, green = (224, 224, 192), (0, 0, 0), (128, 0, 0), (0, 128, 0)  # palette 255, 0, 1, 2
+    # CAMs: the stored full-resolution map (cam.high_res: per_scale) is what the report shows, not the stride-4 one
+    high = np.zeros((2, 12, 16), np.float16)
+    high[0, :, :8], high[1, :, 8:], high[1, :, :8] = 1.0, 0.8, 0.2
+    save_cam(tmp_path / "cams" / "c_3.npz", CamRecord(np.array([0, 1]), np.zeros((2, 3, 4), np.float16), (12, 16),
+                                                       np.array([0.9, 0.9], np.float32), high))
+    [row] = cam_overlay_rows(data, ["c_3"], [tmp_path / "cams"], bg_score=0.5)
+    assert np.array_equal(row[0], image)
+    blend = 0.5 * image[:, :8] / 255.0 + 0.5 * np.array([0.5, 0.0, 0.0])  # jet(1.0) is dark red (0.5, 0, 0)
+    assert np.abs(row[1][:, :8].astype(int) - (255 * blend).astype(int)).max() <= 1
+    assert (row[2][:, :8] == red).all() and (row[2][:, 8:] == green).all()  # cat left, dog right at bg 0.5
+    assert tuple(row[3][0, 0]) == cream and tuple(row[3][3, 3]) == red and tuple(row[3][3, 9]) == green
+    assert tuple(row[3][10, 15]) == black
+    # pseudo labels: the ground truth with background at the ignore row and one wrong pixel
+    pseudo = np.where(gt == 255, 0, gt).astype(np.uint8)
+    pseudo[3, 3] = 2
+    write_label_png(tmp_path / "pseudo" / "c_3.png", pseudo)
+    [row] = pseudo_rows(data, ["c_3"], [tmp_path / "pseudo"])
+    assert tuple(row[1][3, 3]) == green and tuple(row[1][4, 4]) == red and tuple(row[1][0, 0]) == black
+    diff = row[3]
+    assert (diff[0] == 128).all() and (diff[3, 3] == 255).all()  # ignore grey, the wrong pixel white
+    assert int((diff[1:] == 255).all(axis=2).sum()) == 1 and (diff[1:].sum(axis=2) % 765 == 0).all()
+    # DeepLab: constant logits favour dog everywhere; the CRF labels are read as they are
+    logits = torch.zeros(3, 2, 2)
+    logits[2] = 5.0
+    save_logits(tmp_path / "logits" / "c_3.npz", logits, (12, 16))
+    crf = np.zeros((12, 16), np.uint8)
+    crf[:, :5] = 1
+    write_label_png(tmp_path / "crf" / "c_3.png", crf)
+    [row] = segmentation_rows(data, ["c_3"], [tmp_path / "logits"], [tmp_path / "crf"])
+    assert (row[1] == green).all()
+    assert (row[2][:, :5] == red).all() and (row[2][:, 5:] == black).all()
+    assert np.array_equal(row[3], np.asarray(Image.open(tiny_voc / "SegmentationClass" / "c_3.png").convert("RGB")))
