@@ -280,3 +280,30 @@ def test_evaluate_labels_counts_ignore_as_background(square_voc: Path, tmp_path:
         write_label_png(paths[image_id], pred)
     scores = evaluate_labels(data, data.ids("train"), paths).scores()
     assert scores["miou_present"] == 1.0 and scores["pixel_accuracy"] == 1.0
+
+
+def test_boundary_map_on_the_reference_canvas_matches_irn_edge_displacement() -> None:
+    """``canvas`` = IRN's EdgeDisplacement: image and flip zero-padded right/bottom to canvas × canvas, edge logits
+    cropped to the stride-4 size, sigmoid(e/2 + flip(e_flip)/2). The padded size changes GroupNorm statistics, so
+    it differs from the multiple-of-16 padding; an image larger than the canvas is padded to a multiple of 16."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = build_irn({"pretrained": "none", "backbone": 18}, cls_depth=18).eval()
+
+    def reference(image: torch.Tensor, canvas_h: int, canvas_w: int) -> torch.Tensor:
+        h, w = image.shape[-2:]
+        x = F.pad(torch.stack([image, image.flip(-1)]), [0, canvas_w - w, 0, canvas_h - h])
+        with torch.no_grad():
+            edge = model.edge_logits(x)[:, 0, : (h - 1) // 4 + 1, : (w - 1) // 4 + 1]
+        return torch.sigmoid(edge[0] / 2 + edge[1].flip(-1) / 2)
+
+    image = torch.randn(3, 45, 61)
+    on_canvas = boundary_map(model, image, canvas=128)
+    torch.testing.assert_close(on_canvas, reference(image, 128, 128), rtol=0, atol=1e-6)
+    torch.testing.assert_close(boundary_map(model, image), reference(image, 48, 64), rtol=0, atol=1e-6)
+    assert (on_canvas - boundary_map(model, image)).abs().max() > 1e-3
+    wide = torch.randn(3, 20, 150)
+    torch.testing.assert_close(boundary_map(model, wide, canvas=128), reference(wide, 128, 160), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        boundary_map(model, image, canvas=100)
