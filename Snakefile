@@ -14,6 +14,7 @@ include: "rules/data.smk"
 include: "rules/cam.smk"
 include: "rules/irn.smk"
 include: "rules/seg.smk"
+include: "rules/predict.smk"
 include: "rules/report.smk"
 
 

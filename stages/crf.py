@@ -14,7 +14,7 @@ log = logging.getLogger("wsss")
 
 def main(args, params):
     data = VOCLayoutDataset(args.dataset)
-    ids = shard_ids(data.ids(args.split), args)
+    ids = shard_ids(data.ids(args.split, labelled=False), args)
     log.info("shard %d/%d of %s: %d images, %d workers", args.shard, args.shards, args.split, len(ids), args.workers)
     with atomic_dir(args.out) as tmp:
         crf_shard(args.dataset, ids, [args.logits], tmp, params["crf"], workers=args.workers)

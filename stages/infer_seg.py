@@ -10,28 +10,23 @@ from tqdm import tqdm
 
 from wsss.cli import run_stage, shard_ids, shard_stage_parser
 from wsss.data.dataset import VOCLayoutDataset
-from wsss.data.seg_data import normalize_image
-from wsss.data.transforms import to_chw
 from wsss.io import atomic_dir
-from wsss.segment import build_segmenter, predict_logits, save_logits
-from wsss.train import load_state_dict_file, resolve_device
+from wsss.segment import image_logits, load_segmenter, save_logits
+from wsss.train import resolve_device
 
 log = logging.getLogger("wsss")
 
 
 def main(args, params):
     data = VOCLayoutDataset(args.dataset)
-    ids = shard_ids(data.ids(args.split), args)
+    ids = shard_ids(data.ids(args.split, labelled=False), args)
     device = resolve_device(args.device)
     log.info("device %s, shard %d/%d of %s: %d images", device, args.shard, args.shards, args.split, len(ids))
-    model = build_segmenter(params, data.num_classes, pretrained=False)
-    model.load_state_dict(load_state_dict_file(args.model))
-    model.to(device).eval()
+    model = load_segmenter(params, data.num_classes, args.model, device)
     with atomic_dir(args.out) as tmp, torch.inference_mode():
         for image_id in tqdm(ids, desc="seg", mininterval=5.0, file=sys.stderr):
             rgb = data.image(image_id)
-            image = torch.from_numpy(to_chw(normalize_image(rgb, params["style"]))).to(device)
-            logits = predict_logits(model, image, params["test_scales"], params["test_flip"])
+            logits = image_logits(model, rgb, params, device)
             save_logits(Path(tmp) / f"{image_id}.npz", logits, tuple(rgb.shape[:2]))
 
 

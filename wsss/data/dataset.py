@@ -8,7 +8,8 @@ A prepared root holds::
     labels.tsv                          image_id<TAB>space-separated class names (header line first)
     classes.txt                         class names in id order, background first
     dataset.yaml                        optional: ``images:``/``masks:`` folders (relative to the root or
-                                        absolute) for a dataset read in place from elsewhere
+                                        absolute) for a dataset read in place from elsewhere; ``max_pixels:``
+                                        the largest image accepted (default :data:`wsss.io.DEFAULT_MAX_PIXELS`)
 
 Every read validates what it reads and raises :class:`wsss.errors.InputError` naming the file.
 """
@@ -25,7 +26,7 @@ import numpy as np
 import yaml
 
 from wsss.errors import InputError
-from wsss.io import IGNORE, read_label_png, read_rgb
+from wsss.io import DEFAULT_MAX_PIXELS, IGNORE, read_label_png, read_rgb
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 LABELS_HEADER = "image_id\tclasses"
@@ -39,7 +40,8 @@ def validate_id(image_id: str, source: str | Path) -> str:
 
 
 def read_id_list(path: str | Path) -> list[str]:
-    """Read a split list: one id per line, blank lines skipped; empty lists and bad ids are errors."""
+    """Read a split list: one id per line, blank lines skipped; empty lists, bad ids and an id listed twice
+    (it would be counted twice in evaluation) are errors."""
     path = Path(path)
     try:
         lines = path.read_text().splitlines()
@@ -47,19 +49,36 @@ def read_id_list(path: str | Path) -> list[str]:
         raise InputError(path, "split list is missing") from None
     except UnicodeDecodeError:
         raise InputError(path, "split list is not UTF-8 text") from None
-    ids = [validate_id(line.strip(), path) for line in lines if line.strip()]
+    ids: list[str] = []
+    first_line: dict[str, int] = {}
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        image_id = validate_id(line.strip(), path)
+        if image_id in first_line:
+            raise InputError(f"{path}:{lineno}", f"duplicate image id {image_id!r} (first on line "
+                                                 f"{first_line[image_id]})")
+        first_line[image_id] = lineno
+        ids.append(image_id)
     if not ids:
         raise InputError(path, "split list is empty")
     return ids
 
 
+def _read_text(path: Path, what: str) -> str:
+    """The UTF-8 text of ``path``; a missing or non-UTF-8 file is an :class:`InputError` naming it and ``what``."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(path, f"{what} is missing") from None
+    except UnicodeDecodeError as err:
+        raise InputError(path, f"{what} is not UTF-8 text (byte {err.start}: {err.reason})") from None
+
+
 def read_classes(path: str | Path) -> list[str]:
     """Read ``classes.txt`` (background first); at least one foreground class, no duplicates."""
     path = Path(path)
-    try:
-        names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    except FileNotFoundError:
-        raise InputError(path, "classes file is missing") from None
+    names = [line.strip() for line in _read_text(path, "classes file").splitlines() if line.strip()]
     if len(names) < 2:
         raise InputError(path, "needs background plus at least one class")
     if len(set(names)) != len(names):
@@ -70,10 +89,7 @@ def read_classes(path: str | Path) -> list[str]:
 def read_labels_tsv(path: str | Path, classes: list[str]) -> dict[str, tuple[str, ...]]:
     """Read ``labels.tsv`` into {id: class names}; unknown class names and duplicate ids are errors."""
     path = Path(path)
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError:
-        raise InputError(path, "labels file is missing") from None
+    lines = _read_text(path, "labels file").splitlines()
     if not lines or lines[0].strip() != LABELS_HEADER:
         raise InputError(path, f"first line must be the header {LABELS_HEADER!r}")
     known = set(classes[1:])
@@ -99,6 +115,31 @@ def format_labels_tsv(labels: dict[str, list[str] | tuple[str, ...]]) -> str:
     return "\n".join(rows) + "\n"
 
 
+_LAYOUT_TYPES: dict[str, tuple[type, ...]] = {"name": (str,), "images": (str,), "masks": (str,),
+                                              "max_pixels": (int,)}
+"""The keys of ``dataset.yaml`` the reader uses and their types (a preparer may record others, e.g. its params)."""
+
+
+def read_layout(path: Path) -> dict:
+    """Read ``dataset.yaml`` (absent: ``{}``); malformed YAML or a used key of the wrong type is an InputError."""
+    if not path.exists():
+        return {}
+    try:
+        layout = yaml.safe_load(_read_text(path, "dataset description")) or {}
+    except yaml.YAMLError as err:
+        raise InputError(path, f"invalid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(layout, dict):
+        raise InputError(path, "must be a mapping")
+    for key, types in _LAYOUT_TYPES.items():
+        value = layout.get(key)
+        if key in layout and (isinstance(value, bool) or not isinstance(value, types)):
+            want = "an integer" if types == (int,) else "a string"
+            raise InputError(path, f"{key}: must be {want}, got {value!r}")
+    if "max_pixels" in layout and layout["max_pixels"] < 1:
+        raise InputError(path, f"max_pixels: must be at least 1, got {layout['max_pixels']}")
+    return layout
+
+
 @dataclass(frozen=True)
 class Sample:
     """One image of a split: RGB uint8 H×W×3, multi-hot foreground labels, and the mask (None if absent)."""
@@ -116,17 +157,10 @@ class VOCLayoutDataset:
         self.root = Path(root)
         if not self.root.is_dir():
             raise InputError(self.root, "dataset root is not a directory")
-        layout: dict = {}
-        meta = self.root / "dataset.yaml"
-        if meta.exists():
-            try:
-                layout = yaml.safe_load(meta.read_text()) or {}
-            except yaml.YAMLError as err:
-                raise InputError(meta, f"invalid YAML ({str(err).splitlines()[0]})") from None
-            if not isinstance(layout, dict):
-                raise InputError(meta, "must be a mapping")
+        layout = read_layout(self.root / "dataset.yaml")
         self.image_dir = self.root / layout.get("images", "JPEGImages")
         self.mask_dir = self.root / layout.get("masks", "SegmentationClass")
+        self.max_pixels: int = layout.get("max_pixels", DEFAULT_MAX_PIXELS)
 
     @cached_property
     def classes(self) -> list[str]:
@@ -145,10 +179,13 @@ class VOCLayoutDataset:
         validate_id(split, self.root / "ImageSets/Segmentation")
         return self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
 
-    def ids(self, split: str) -> list[str]:
-        """The ids of ``split``; every id must have image-level labels."""
+    def ids(self, split: str, labelled: bool = True) -> list[str]:
+        """The ids of ``split``; every id must have image-level labels unless ``labelled=False`` (stages that
+        apply the trained DeepLab, e.g. to the unlabelled VOC test split)."""
         path = self.split_path(split)
         ids = read_id_list(path)
+        if not labelled:
+            return ids
         missing = [i for i in ids if i not in self._labels]
         if missing:
             raise InputError(self.root / "labels.tsv", f"no labels for {len(missing)} ids of {path.name}, e.g. {missing[0]!r}")
@@ -175,7 +212,9 @@ class VOCLayoutDataset:
         return self.mask_dir / f"{validate_id(image_id, self.mask_dir)}.png"
 
     def image(self, image_id: str) -> np.ndarray:
-        return read_rgb(self.image_path(image_id))
+        """The H×W×3 uint8 image; one above ``max_pixels`` (from ``dataset.yaml``) is refused before decoding."""
+        return read_rgb(self.image_path(image_id), max_pixels=self.max_pixels,
+                        limit_key=f"datasets.{self.root.name}.max_pixels")
 
     def mask(self, image_id: str) -> np.ndarray:
         """The H×W uint8 mask, values validated against the class count (255 = ignore)."""

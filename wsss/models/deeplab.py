@@ -121,24 +121,32 @@ class MSC(nn.Module):
     def __init__(self, base: DeepLabV2, scales: Sequence[float] = MSC_SCALES) -> None:
         super().__init__()
         self.base = base
-        self.scales = tuple(float(s) for s in scales)
+        self.scales = [float(s) for s in scales]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        # written for TorchScript too (wsss.export scripts it around a traced base network)
         logits = self.base(x)
         size = logits.shape[-2:]
-        pyramid = []
+        pyramid: list[torch.Tensor] = []
         for s in self.scales:
             h, w = max(1, int(x.shape[-2] * s)), max(1, int(x.shape[-1] * s))
             pyramid.append(self.base(F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)))
-        upsampled = [F.interpolate(p, size=size, mode="bilinear", align_corners=False) for p in pyramid]
-        fused = torch.stack([logits, *upsampled]).amax(dim=0)
+        fusion = [logits]
+        for p in pyramid:
+            fusion.append(F.interpolate(p, size=size, mode="bilinear", align_corners=False))
+        fused = torch.stack(fusion).amax(dim=0)
         if self.training:
-            return [logits, *pyramid, fused]
+            return [logits] + pyramid + [fused]
         return fused
 
     def param_groups(self, lr_mult_weight: float = 10.0, lr_mult_bias: float = 20.0) -> list[dict[str, Any]]:
         """The base network's groups (MSC adds no parameters)."""
         return self.base.param_groups(lr_mult_weight, lr_mult_bias)
+
+
+# TorchScript reads class annotations unevaluated (this module has postponed annotations): a real type lets it
+# type ``scales`` when the list is empty too.
+MSC.__annotations__["scales"] = list[float]
 
 
 def _caffe_style(backbone: ResNetStages) -> None:

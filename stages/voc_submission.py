@@ -1,0 +1,28 @@
+#!/usr/bin/env python
+"""The PASCAL VOC test-server archive of a split's CRF labels: results/VOC2012/Segmentation/comp6_test_cls/<id>.png."""
+
+import logging
+import sys
+
+from wsss.cli import run_stage, stage_parser
+from wsss.data.dataset import VOCLayoutDataset
+from wsss.data.irn_data import index_label_dirs
+from wsss.predict import write_submission
+
+log = logging.getLogger("wsss")
+
+
+def main(args, params):
+    data = VOCLayoutDataset(args.dataset)
+    ids = data.ids(args.split, labelled=False)
+    write_submission(args.out, ids, index_label_dirs(args.crf, ids), data.num_classes)
+    log.info("%d label maps of %s in %s", len(ids), args.split, args.out)
+
+
+if __name__ == "__main__":
+    parser = stage_parser(__doc__)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--split", required=True, help="the split to submit (VOC: test)")
+    parser.add_argument("--crf", nargs="+", required=True, help="CRF label shard folders of the split (crf)")
+    parser.add_argument("--out", required=True, help="the .tar.gz archive")
+    sys.exit(run_stage(main, parser))

@@ -1,0 +1,260 @@
+"""Predictions on folders of new images and the VOC test-server archive: library, stages, bad input."""
+
+from __future__ import annotations
+
+import io
+import json
+import runpy
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from wsss.data.dataset import VOCLayoutDataset, format_labels_tsv
+from wsss.errors import InputError
+from wsss.io import read_label_png, read_rgb, voc_palette, write_jpeg, write_label_png
+from wsss.predict import SUBMISSION_DIR, list_images, merge_shards, overlay, write_submission
+from wsss.segment import crf_refine, image_logits, labels_from_logits, load_segmenter
+
+REPO = Path(__file__).resolve().parents[1]
+
+SEG = {"backbone": 18, "pretrained": "none", "pretrained_sha256": None, "norm": "batch", "style": "torchvision",
+       "aspp_rates": [6, 12], "msc_scales": [0.5, 0.75], "label_source": "gt", "batch_size": 2, "accumulate": 1,
+       "iterations": 3, "optimizer": "adamw", "lr": 1e-3, "lr_mult_weight": 10, "lr_mult_bias": 20,
+       "weight_decay": 5e-4, "momentum": 0.9, "poly_power": 0.9, "crop": 24, "scales": [0.75, 1.0, 1.25],
+       "scale_sampling": "discrete", "flip": True, "loss_reduction": "sum", "amp": False, "seed": 0,
+       "checkpoint_every": 2, "workers": 0, "test_scales": [1.0], "test_flip": False, "predict_crf": True,
+       "crf": {"iters": 3}}
+
+
+def _stage(name: str, *argv: str) -> int:
+    """Run stages/<name>.py in this process; returns its exit status."""
+    old = sys.argv
+    sys.argv = [name, *argv]
+    try:
+        with pytest.raises(SystemExit) as done:
+            runpy.run_path(str(REPO / "stages" / f"{name}.py"), run_name="__main__")
+    finally:
+        sys.argv = old
+    return done.value.code
+
+
+def _one_line_error(stderr: str, *fragments: str) -> None:
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and stderr.rstrip().splitlines()[-1] == errors[0], stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in errors[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A VOC-layout root (background/cat/dog; labelled train/val, an unlabelled ``test`` split of other sizes) and
+    a DeepLab trained on it for a few steps: (root, model.pt)."""
+    root = tmp_path_factory.mktemp("predict") / "voc"
+    rng = np.random.default_rng(0)
+    (root / "ImageSets" / "Segmentation").mkdir(parents=True)
+    labels = {}
+    for image_id, cls, size in [("a_1", [1], (24, 32)), ("b_2", [2], (28, 20)), ("c_3", [1, 2], (24, 30))]:
+        mask = np.zeros(size, np.uint8)
+        image = rng.integers(0, 80, (*size, 3), dtype=np.uint8)
+        for j, c in enumerate(cls):
+            mask[4:16, 2 + 9 * j: 10 + 9 * j] = c
+            image[mask == c] = [200, 40, 40] if c == 1 else [40, 40, 200]
+        write_label_png(root / "SegmentationClass" / f"{image_id}.png", mask)
+        write_jpeg(root / "JPEGImages" / f"{image_id}.jpg", image)
+        labels[image_id] = [["cat", "dog"][c - 1] for c in cls]
+    for image_id, size in [("t_1", (19, 27)), ("t_2", (33, 22)), ("t_3", (16, 16))]:
+        write_jpeg(root / "JPEGImages" / f"{image_id}.jpg", rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+    (root / "ImageSets" / "Segmentation" / "train.txt").write_text("a_1\nb_2\nc_3\n")
+    (root / "ImageSets" / "Segmentation" / "val.txt").write_text("c_3\n")
+    (root / "ImageSets" / "Segmentation" / "test.txt").write_text("t_1\nt_2\nt_3\n")  # no image labels
+    (root / "labels.tsv").write_text(format_labels_tsv(labels))
+    (root / "classes.txt").write_text("background\ncat\ndog\n")
+    (root / "dataset.yaml").write_text("name: tiny\n")
+    out = root.parent / "deeplab"
+    assert _stage("train_seg", "--params", json.dumps(SEG), "--dataset", str(root), "--split", "train",
+                  "--device", "cpu", "--out-dir", str(out)) == 0
+    return root, out / "model.pt"
+
+
+def _image_folder(folder: Path) -> dict[str, tuple[int, int]]:
+    """Mixed formats, modes and sizes: RGB JPEG (.JPG), grey PNG, RGBA PNG, palette PNG (.Png), RGB .jpeg;
+    plus files that are not images. Returns {stem: (H, W)}."""
+    rng = np.random.default_rng(1)
+    folder.mkdir(parents=True)
+    sizes = {"rgb": (21, 35), "grey": (30, 17), "rgba": (26, 26), "pal": (15, 40), "photo": (40, 31)}
+    Image.fromarray(rng.integers(0, 256, (*sizes["rgb"], 3), dtype=np.uint8)).save(folder / "rgb.JPG", "JPEG")
+    Image.fromarray(rng.integers(0, 256, sizes["grey"], dtype=np.uint8)).save(folder / "grey.png")
+    Image.fromarray(rng.integers(0, 256, (*sizes["rgba"], 4), dtype=np.uint8), "RGBA").save(folder / "rgba.png")
+    pal = Image.fromarray(rng.integers(0, 8, sizes["pal"], dtype=np.uint8), "P")
+    pal.putpalette(voc_palette())
+    pal.save(folder / "pal.Png")
+    Image.fromarray(rng.integers(0, 256, (*sizes["photo"], 3), dtype=np.uint8)).save(folder / "photo.jpeg", "JPEG")
+    (folder / "notes.txt").write_text("not an image\n")
+    (folder / "sub.png").mkdir()  # a folder named like an image is skipped
+    return sizes
+
+
+def test_list_images_any_case_sorted_and_errors(tmp_path: Path) -> None:
+    sizes = _image_folder(tmp_path / "imgs")
+    assert [p.name for p in list_images(tmp_path / "imgs")] == ["grey.png", "pal.Png", "photo.jpeg", "rgb.JPG",
+                                                                 "rgba.png"]
+    assert {p.stem for p in list_images(tmp_path / "imgs")} == set(sizes)
+    (tmp_path / "imgs" / "grey.jpg").write_bytes(b"")
+    with pytest.raises(InputError, match="grey.jpg and grey.png share the stem 'grey'"):
+        list_images(tmp_path / "imgs")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "a.gif").write_bytes(b"")
+    with pytest.raises(InputError, match="no images"):
+        list_images(tmp_path / "empty")
+    with pytest.raises(InputError, match="image folder is missing"):
+        list_images(tmp_path / "nowhere")
+
+
+def test_overlay_keeps_background_and_blends_classes() -> None:
+    rgb = np.full((4, 5, 3), 100, np.uint8)
+    labels = np.zeros((4, 5), np.uint8)
+    labels[1, 2], labels[3, 4] = 1, 2
+    out = overlay(rgb, labels, alpha=0.5)
+    pal = np.asarray(voc_palette(), np.uint8).reshape(256, 3)
+    assert (out[labels == 0] == 100).all()
+    np.testing.assert_array_equal(out[1, 2], np.rint((100 + pal[1].astype(float)) / 2))
+    np.testing.assert_array_equal(out[3, 4], np.rint((100 + pal[2].astype(float)) / 2))
+
+
+@pytest.mark.parametrize("use_crf", [False, True])
+def test_predict_stage_shards_match_the_library(trained, tmp_path: Path, use_crf: bool) -> None:
+    """Two shards split the folder disjointly; each image gets a palette PNG at its own size and an overlay; the
+    labels are exactly the test-time inference (+ the same CRF as the crf rule), computed here independently."""
+    root, model_path = trained
+    sizes = _image_folder(tmp_path / "imgs")
+    params = dict(SEG, predict_crf=use_crf, test_scales=[1.0, 0.75], test_flip=True)
+    shards = [tmp_path / f"shard_{k}" for k in range(2)]
+    for k, shard in enumerate(shards):
+        assert _stage("predict", "--params", json.dumps(params), "--images", str(tmp_path / "imgs"),
+                      "--dataset", str(root), "--model", str(model_path), "--shard", str(k), "--shards", "2",
+                      "--workers", "2" if use_crf else "1", "--device", "cpu", "--out", str(shard)) == 0
+    names = [sorted(p.name for p in s.iterdir()) for s in shards]
+    assert names[0] == ["grey.png", "grey_overlay.jpg", "photo.png", "photo_overlay.jpg", "rgba.png",
+                        "rgba_overlay.jpg"]
+    assert names[1] == ["pal.png", "pal_overlay.jpg", "rgb.png", "rgb_overlay.jpg"]
+    assert _stage("predict_merge", "--shards", *map(str, shards), "--out", str(tmp_path / "merged")) == 0
+    merged = tmp_path / "merged"
+    assert sorted(p.name for p in merged.iterdir()) == sorted(names[0] + names[1])
+
+    model = load_segmenter(params, 3, model_path)
+    found = set()
+    for path in list_images(tmp_path / "imgs"):
+        with Image.open(merged / f"{path.stem}.png") as img:
+            assert img.mode == "P" and img.getpalette()[:9] == voc_palette()[:9]
+        labels = read_label_png(merged / f"{path.stem}.png", 3)
+        assert labels.shape == sizes[path.stem]
+        rgb = read_rgb(path)
+        logits = image_logits(model, rgb, params)
+        expected = crf_refine(rgb, logits, params["crf"]) if use_crf else labels_from_logits(logits, rgb.shape[:2])
+        np.testing.assert_array_equal(labels, expected)
+        found |= set(np.unique(labels).tolist())
+        with Image.open(merged / f"{path.stem}_overlay.jpg") as img:
+            assert img.mode == "RGB" and img.size == (sizes[path.stem][1], sizes[path.stem][0])
+    assert found <= {0, 1, 2}
+
+
+def test_predict_unreadable_image_is_one_line_error_and_no_output(trained, tmp_path: Path, capsys) -> None:
+    root, model_path = trained
+    _image_folder(tmp_path / "imgs")
+    bad = tmp_path / "imgs" / "photo.jpeg"
+    bad.write_bytes(bad.read_bytes()[:40])
+    out = tmp_path / "shard_0"
+    code = _stage("predict", "--params", json.dumps(SEG), "--images", str(tmp_path / "imgs"), "--dataset",
+                  str(root), "--model", str(model_path), "--shard", "0", "--shards", "1", "--device", "cpu",
+                  "--out", str(out))
+    assert code == 2
+    _one_line_error(capsys.readouterr().err, str(bad), "cannot decode image")
+    assert not out.exists() and not list(tmp_path.glob(".shard_0*"))
+
+
+def test_predict_with_weights_of_another_class_count_is_one_line_error(trained, tmp_path: Path, capsys) -> None:
+    root, model_path = trained
+    _image_folder(tmp_path / "imgs")
+    (root / "classes.txt").write_text("background\ncat\ndog\nbird\n")
+    try:
+        code = _stage("predict", "--params", json.dumps(SEG), "--images", str(tmp_path / "imgs"), "--dataset",
+                      str(root), "--model", str(model_path), "--shard", "0", "--shards", "1", "--device", "cpu",
+                      "--out", str(tmp_path / "out"))
+    finally:
+        (root / "classes.txt").write_text("background\ncat\ndog\n")
+    assert code == 2
+    _one_line_error(capsys.readouterr().err, str(model_path), "4 classes")
+    assert not (tmp_path / "out").exists()
+
+
+def test_merge_rejects_a_file_in_two_shards(tmp_path: Path) -> None:
+    for k in range(2):
+        (tmp_path / f"s{k}").mkdir()
+        (tmp_path / f"s{k}" / "x.png").write_bytes(b"1")
+    (tmp_path / "out").mkdir()
+    with pytest.raises(InputError, match="also written by shard"):
+        merge_shards([tmp_path / "s0", tmp_path / "s1"], tmp_path / "out")
+
+
+def test_voc_submission_of_an_unlabelled_test_split(trained, tmp_path: Path) -> None:
+    """infer_seg + crf on the unlabelled test split, then the archive: the server's paths, one palette PNG per test
+    id at the image's size, equal to the CRF labels; byte-identical when built again."""
+    root, model_path = trained
+    params = json.dumps(SEG)
+    crf_dirs = []
+    for k in range(2):
+        logits, crf = tmp_path / f"seg/shard_{k}", tmp_path / f"crf/shard_{k}"
+        assert _stage("infer_seg", "--params", params, "--dataset", str(root), "--split", "test", "--shard", str(k),
+                      "--shards", "2", "--model", str(model_path), "--device", "cpu", "--out", str(logits)) == 0
+        assert _stage("crf", "--params", params, "--dataset", str(root), "--split", "test", "--shard", str(k),
+                      "--shards", "2", "--logits", str(logits), "--out", str(crf)) == 0
+        crf_dirs.append(str(crf))
+    archive = tmp_path / "voc_test_submission.tar.gz"
+    assert _stage("voc_submission", "--dataset", str(root), "--split", "test", "--crf", *crf_dirs,
+                  "--out", str(archive)) == 0
+    data = VOCLayoutDataset(root)
+    with tarfile.open(archive) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        files = sorted(n for n, m in members.items() if m.isfile())
+        assert files == [f"{SUBMISSION_DIR}/t_{k}.png" for k in (1, 2, 3)]
+        assert all(m.mtime == 0 and m.uid == 0 for m in members.values())
+        for image_id in ["t_1", "t_2", "t_3"]:
+            blob = tar.extractfile(f"{SUBMISSION_DIR}/{image_id}.png").read()
+            with Image.open(io.BytesIO(blob)) as img:
+                assert img.mode == "P"
+                labels = np.array(img)
+            assert labels.shape == data.image(image_id).shape[:2]
+            crf_png = next(Path(d) / f"{image_id}.png" for d in crf_dirs if (Path(d) / f"{image_id}.png").exists())
+            np.testing.assert_array_equal(labels, read_label_png(crf_png, 3))
+    first = archive.read_bytes()
+    assert _stage("voc_submission", "--dataset", str(root), "--split", "test", "--crf", *crf_dirs,
+                  "--out", str(archive)) == 0
+    assert archive.read_bytes() == first
+
+
+def test_submission_rejects_ignore_pixels_and_missing_labels(tmp_path: Path) -> None:
+    labels = np.zeros((4, 4), np.uint8)
+    labels[0, 0] = 255
+    write_label_png(tmp_path / "a.png", labels)
+    with pytest.raises(InputError, match="ignore"):
+        write_submission(tmp_path / "sub.tar.gz", ["a"], {"a": tmp_path / "a.png"}, 3)
+    labels[0, 0] = 7
+    write_label_png(tmp_path / "a.png", labels)
+    with pytest.raises(InputError, match=r"mask values \[7\]"):
+        write_submission(tmp_path / "sub.tar.gz", ["a"], {"a": tmp_path / "a.png"}, 3)
+    assert not (tmp_path / "sub.tar.gz").exists() and not list(tmp_path.glob(".sub*"))
+
+
+def test_trained_fixture_gives_varied_logits(trained) -> None:
+    """The fixture model is not degenerate (so equality checks above compare real predictions)."""
+    root, model_path = trained
+    model = load_segmenter(SEG, 3, model_path)
+    rgb = read_rgb(root / "JPEGImages" / "c_3.jpg")
+    logits = image_logits(model, rgb, SEG)
+    assert logits.shape == (3, *model.base.logit_size(*rgb.shape[:2]))
+    assert torch.isfinite(logits).all() and float(logits.std()) > 0
