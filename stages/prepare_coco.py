@@ -16,7 +16,7 @@ def main(args, params):
     if unknown:
         raise InputError("--params", f"unknown keys {unknown}; known: {list(PARAMS)}")
     prepare_coco(params.get("root"), args.out, splits=params.get("splits"), min_area=params.get("min_area", 0),
-                 workers=params.get("workers", 1), subsets=params.get("subsets"))
+                 workers=params.get("workers", 1), subsets=params.get("subsets"), max_pixels=params.get("max_pixels"))
 
 
 if __name__ == "__main__":

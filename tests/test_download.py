@@ -425,3 +425,91 @@ def test_network_download_without_md5_is_refused_before_fetching(served, tmp_pat
         download(f"{base}/SegmentationClassAug.zip", tmp_path / "aug.zip", None)
     assert f"{base}/SegmentationClassAug.zip" in str(err.value)
     assert hits == before and list(tmp_path.iterdir()) == []
+
+
+def _sbd_mask(image_id: str) -> np.ndarray:
+    """SBD's annotation of ``image_id``: a different box than the VOC one, no 255 boundary."""
+    mask = np.zeros((6, 10), dtype=np.uint8)
+    mask[0:3, 0:5] = VOC_CLASSES.index(IDS[image_id][-1]) + 1
+    return mask
+
+
+def _write_sbd_release(path: Path, work: Path, ids: list[str]) -> Path:
+    """A tiny ``benchmark.tgz`` laid out as SBD's: ``benchmark_RELEASE/dataset/cls/<id>.mat`` with ``GTcls``."""
+    from scipy.io import savemat
+
+    cls = work / "benchmark_RELEASE" / "dataset" / "cls"
+    cls.mkdir(parents=True)
+    for image_id in ids:
+        savemat(cls / f"{image_id}.mat", {"GTcls": {"Segmentation": _sbd_mask(image_id),
+                                                    "Boundaries": np.zeros((1, 20), dtype=object),
+                                                    "CategoriesPresent": np.array([1])}})
+    (work / "benchmark_RELEASE" / "dataset" / "train.txt").write_text("\n".join(ids) + "\n")
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(work / "benchmark_RELEASE", arcname="benchmark_RELEASE")
+    return path
+
+
+def test_sbd_release_converted_to_aug_masks(served, tmp_path):
+    """The default aug source: SBD's benchmark.tgz over HTTP, md5-pinned; its .mat annotations become id PNGs and
+    VOC's own SegmentationClass masks (with their 255 boundaries) win where both exist."""
+    base, root, hits = served
+    voc_tar, _ = build_archives(tmp_path / "src", tmp_path / "archives")
+    voc_mask = _mask("2007_000033").copy()
+    voc_mask[0, :] = 255
+    write_label_png(tmp_path / "voc_seg.png", voc_mask)
+    with tarfile.open(voc_tar, "a") as tar:
+        tar.add(tmp_path / "voc_seg.png", arcname="VOCdevkit/VOC2012/SegmentationClass/2007_000033.png")
+    (root / "VOCseg.tar").write_bytes(voc_tar.read_bytes())
+    _write_sbd_release(root / "benchmark.tgz", tmp_path / "sbd", sorted(IDS))
+    params = {"voc_url": f"{base}/VOCseg.tar", "voc_md5": md5sum(root / "VOCseg.tar"),
+              "aug_url": f"{base}/benchmark.tgz", "aug_md5": md5sum(root / "benchmark.tgz"), "max_pixels": 1000}
+    out = tmp_path / "voc"
+    prepare_voc(out, params, make_lists(tmp_path / "lists"))
+    ds = VOCLayoutDataset(out)
+    np.testing.assert_array_equal(ds.mask("2007_000032"), _sbd_mask("2007_000032"))
+    np.testing.assert_array_equal(ds.mask("2007_000039"), _sbd_mask("2007_000039"))
+    np.testing.assert_array_equal(ds.mask("2007_000033"), voc_mask)  # VOC's own mask, not SBD's
+    assert yaml.safe_load((out / "dataset.yaml").read_text())["max_pixels"] == 1000 == ds.max_pixels
+
+    before = dict(hits)  # second run: nothing fetched, nothing converted again
+    stamp = (out / "VOCdevkit" / "VOC2012" / "SegmentationClassAug" / "2007_000032.png").stat().st_mtime_ns
+    prepare_voc(out, params, make_lists(tmp_path / "lists2"))
+    assert hits == before
+    assert (out / "VOCdevkit" / "VOC2012" / "SegmentationClassAug" / "2007_000032.png").stat().st_mtime_ns == stamp
+
+
+def test_voc_defaults_pin_the_official_sbd_release():
+    from wsss.data.voc import DEFAULT_PARAMS
+
+    assert DEFAULT_PARAMS["aug_url"].endswith("/semantic_contours/benchmark.tgz")
+    assert DEFAULT_PARAMS["aug_md5"] == "82b4d87ceb2ed10f6038a1cba92111cb"
+    config = yaml.safe_load((Path(__file__).parents[1] / "config.yaml").read_text())
+    voc = config["datasets"]["voc"]
+    for key in ("voc", "aug"):  # every network download of the default config is pinned
+        assert voc.get(f"{key}_md5") or voc.get(f"{key}_url", "").startswith("file://")
+
+
+def test_unpinned_network_aug_url_is_refused_before_any_download(served, tmp_path):
+    base, root, hits = served
+    before = dict(hits)
+    out = tmp_path / "voc"
+    with pytest.raises(InputError) as err:
+        prepare_voc(out, _params(base, root, aug_md5=None), make_lists(tmp_path / "lists"))
+    assert "datasets.voc.aug_md5" in str(err.value) and "SegmentationClassAug.zip" in str(err.value)
+    assert hits == before
+    assert not (out / "downloads").exists() and not (out / "dataset.yaml").exists()
+
+
+def test_bad_sbd_annotation_is_one_line_error(tmp_path):
+    from scipy.io import savemat
+
+    from wsss.data.voc import read_sbd_mask
+
+    (tmp_path / "junk.mat").write_bytes(b"not a mat file at all" * 10)
+    savemat(tmp_path / "nogt.mat", {"other": np.zeros((2, 2))})
+    savemat(tmp_path / "range.mat", {"GTcls": {"Segmentation": np.full((2, 2), 40, dtype=np.uint8)}})
+    for name in ("junk.mat", "nogt.mat", "range.mat", "missing.mat"):
+        with pytest.raises(InputError) as err:
+            read_sbd_mask(tmp_path / name)
+        assert str(err.value).startswith(str(tmp_path / name)) and "\n" not in str(err.value)

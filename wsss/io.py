@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -15,7 +18,15 @@ from PIL import Image, UnidentifiedImageError
 
 from wsss.errors import InputError
 
+log = logging.getLogger(__name__)
+
 IGNORE = 255
+
+DEFAULT_MAX_PIXELS = 2048 * 2048
+"""Images with more pixels are refused (``datasets.<name>.max_pixels``). 4.2 megapixels is 16× the largest VOC
+image (500×500) and 10× the largest COCO one (640×640), yet CAM inference at scale 2.0 (a 4096×4096 input, about
+1 GB per 64-channel float32 feature map at stride 2) still fits a 16 GB GPU; a 20-megapixel photo would need five
+times that and run out of memory, so it is refused with a clear error and must be downscaled first."""
 
 
 def voc_palette() -> list[int]:
@@ -36,17 +47,70 @@ def voc_palette() -> list[int]:
 _PALETTE = voc_palette()
 
 
+def _host() -> str:
+    """This machine's name as it appears in temp names (characters other than ``[A-Za-z0-9.]`` become ``_``)."""
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "localhost"
+
+
+def _temp_prefix(path: Path) -> str:
+    """The temp-name prefix of ``path``'s siblings made by this process: ``.<name>.<host>-<pid>-``."""
+    return f".{path.name}.{_host()}-{os.getpid()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine (one of another user counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temp siblings of ``path`` left by dead processes of this machine; return what was removed.
+
+    Temps are named ``.<name>.<host>-<pid>-<random>.tmp…`` (:func:`atomic_path`, :func:`atomic_dir`). One whose
+    process is gone (killed with SIGKILL, a node crash) is garbage; one of a live process, or of another machine
+    (whose processes cannot be checked from here), is left alone.
+    """
+    path = Path(path)
+    pattern = re.compile(re.escape(f".{path.name}.{_host()}-") + r"(?P<pid>\d+)-[a-z0-9_]+\.tmp.*")
+    removed = []
+    try:
+        siblings = list(path.parent.iterdir())
+    except FileNotFoundError:
+        return removed
+    for sibling in siblings:
+        match = pattern.fullmatch(sibling.name)
+        if not match or _pid_alive(int(match["pid"])):
+            continue
+        if sibling.is_dir() and not sibling.is_symlink():
+            shutil.rmtree(sibling, ignore_errors=True)
+        else:
+            sibling.unlink(missing_ok=True)
+        removed.append(sibling)
+    if removed:
+        log.warning("removed %d stale temp(s) of %s left by dead processes: %s", len(removed), path,
+                    ", ".join(p.name for p in removed))
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary sibling path; on success rename it onto ``path``, on error delete it.
 
     The output therefore appears complete or not at all. ``suffix`` keeps a file extension on the temp name
-    (some writers pick the format from it).
+    (some writers pick the format from it). Temps of the same output left by dead processes are swept first
+    (:func:`sweep_stale_temps`); a signal ends a stage through :func:`wsss.cli.run_stage` as an exception, so
+    this cleanup runs on SIGTERM/SIGINT too.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale_temps(path)
     suffix = path.suffix if suffix is None else suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -59,10 +123,13 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary sibling directory; on success it replaces ``path`` (whole), on error it is removed."""
+    """Yield a temporary sibling directory; on success it replaces ``path`` (whole), on error it is removed.
+
+    Stale temps of ``path`` from dead processes are swept first, as in :func:`atomic_path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    sweep_stale_temps(path)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
     try:
         yield tmp
         if path.is_dir() and not path.is_symlink():
@@ -106,6 +173,8 @@ def read_label_png(path: str | os.PathLike[str], num_classes: int | None = None)
             arr = np.array(img, dtype=np.uint8)
     except FileNotFoundError:
         raise InputError(path, "mask file is missing") from None
+    except Image.DecompressionBombError as err:
+        raise InputError(path, f"mask refused as a decompression bomb ({err})") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise InputError(path, f"cannot decode mask PNG ({err})") from None
     if num_classes is not None:
@@ -116,17 +185,60 @@ def read_label_png(path: str | os.PathLike[str], num_classes: int | None = None)
     return arr
 
 
-def read_rgb(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an image as H×W×3 uint8 RGB; a missing or corrupt file raises InputError naming it."""
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
+"""Pillow's modes of 16-bit single-channel images (a 16-bit grey PNG); 16-bit RGB(A) PNGs open as 8-bit RGB(A)."""
+
+_EXIF_ORIENTATION = 0x0112
+_warned_orientation: set[str] = set()
+
+
+def read_rgb(path: str | os.PathLike[str], max_pixels: int | None = None,
+             limit_key: str = "max_pixels") -> np.ndarray:
+    """Read an image as H×W×3 uint8 RGB; a missing, corrupt or oversized file raises InputError naming it.
+
+    16-bit grey images are scaled to 8 bits (``round(v × 255 / 65535)``); 32-bit and float images are refused.
+    With ``max_pixels``, an image with more pixels is refused before it is decoded (``limit_key`` is the config
+    key the error names). Pixels are returned in stored order: an EXIF orientation tag is not applied, only
+    warned about (once per file), because masks follow the stored pixel order, as in VOC and COCO.
+    """
     try:
         with Image.open(path) as img:
+            width, height = img.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise InputError(path, f"image is {width}×{height} = {width * height} pixels, above max_pixels "
+                                       f"{max_pixels}; downscale the image or raise {limit_key}")
+            _warn_orientation(path, img)
             img.load()
-            arr = np.array(img.convert("RGB"), dtype=np.uint8)
+            arr = _to_rgb(path, img)
     except FileNotFoundError:
         raise InputError(path, "image file is missing") from None
+    except Image.DecompressionBombError as err:
+        raise InputError(path, f"image refused as a decompression bomb ({err})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise InputError(path, f"cannot decode image ({err})") from None
     return arr
+
+
+def _to_rgb(path: str | os.PathLike[str], img: Image.Image) -> np.ndarray:
+    """The decoded ``img`` as H×W×3 uint8 RGB: 16-bit grey scaled to 8 bits, other deep modes refused."""
+    if img.mode in _SIXTEEN_BIT_MODES or (img.mode == "I" and img.format == "PNG"):
+        wide = np.asarray(img).astype(np.uint32)
+        grey = ((wide * 255 + 32767) // 65535).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if img.mode in ("I", "F") or img.mode.startswith("I;"):
+        raise InputError(path, f"unsupported image mode {img.mode} (32-bit or float pixels); convert it to "
+                               "8-bit RGB")
+    return np.array(img.convert("RGB"), dtype=np.uint8)
+
+
+def _warn_orientation(path: str | os.PathLike[str], img: Image.Image) -> None:
+    """Log a warning (once per file) when ``img`` has an EXIF orientation tag that a viewer would apply."""
+    orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+    if orientation not in range(2, 9) or str(path) in _warned_orientation:
+        return
+    _warned_orientation.add(str(path))
+    log.warning("%s: EXIF orientation %s would rotate or flip the image in a viewer; it is read in stored pixel "
+                "order (as its mask must be)", path, orientation)
 
 
 def write_jpeg(path: str | os.PathLike[str], rgb: np.ndarray, quality: int = 95) -> None:

@@ -55,7 +55,7 @@ from tqdm import tqdm
 
 from wsss.data.dataset import format_labels_tsv, validate_id
 from wsss.errors import InputError
-from wsss.io import IGNORE, write_label_png, write_text
+from wsss.io import DEFAULT_MAX_PIXELS, IGNORE, write_label_png, write_text
 
 log = logging.getLogger(__name__)
 
@@ -395,8 +395,12 @@ def _check_params(root: Any, splits: Any, subsets: Any, min_area: Any, workers: 
 
 
 def prepare_coco(root: str | Path | None, out: str | Path, splits: dict[str, str] | None = None, min_area: int = 0,
-                 workers: int = 1, subsets: dict[str, dict[str, str]] | None = None) -> dict[str, list[str]]:
+                 workers: int = 1, subsets: dict[str, dict[str, str]] | None = None,
+                 max_pixels: int | None = None) -> dict[str, list[str]]:
     """Turn COCO-format instances into the VOC-layout contract under ``out``; return {split: ids}.
+
+    ``max_pixels`` (recorded in ``dataset.yaml``; default :data:`wsss.io.DEFAULT_MAX_PIXELS`) is the largest
+    image the dataset's readers accept.
 
     ``splits`` maps split names to COCO 2014 subsets under ``root`` (``{"train": "train2014", "val": "val2014"}``
     by default); each subset needs ``{root}/{subset}/`` and ``{root}/annotations/instances_{subset}.json``.
@@ -450,7 +454,8 @@ def prepare_coco(root: str | Path | None, out: str | Path, splits: dict[str, str
     write_text(out / "labels.tsv", format_labels_tsv(labels))
     meta = {"kind": "coco", "splits": {k: {"annotations": str(a), "images": str(i)}
                                                            for k, (a, i) in files.items()},
-            "min_area": min_area, "num_classes": len(names)}
+            "min_area": min_area, "num_classes": len(names),
+            "max_pixels": DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels}
     write_text(out / "dataset.yaml", yaml.safe_dump(meta, sort_keys=True))
     return lists
 

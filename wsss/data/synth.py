@@ -47,7 +47,7 @@ from tqdm import tqdm
 
 from wsss.data.dataset import format_labels_tsv
 from wsss.errors import InputError
-from wsss.io import IGNORE, atomic_dir, write_jpeg, write_label_png, write_text
+from wsss.io import DEFAULT_MAX_PIXELS, IGNORE, atomic_dir, write_jpeg, write_label_png, write_text
 
 GENERATOR_VERSION = 3
 JPEG_QUALITY = 90
@@ -123,6 +123,7 @@ class SynthParams:
     num_train: int = 200
     num_val: int = 200
     max_objects: int = 3
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 _LIMITS: dict[str, tuple[int, int | None]] = {
@@ -133,6 +134,7 @@ _LIMITS: dict[str, tuple[int, int | None]] = {
     "num_train": (1, None),
     "num_val": (1, None),
     "max_objects": (1, 5),
+    "max_pixels": (1, None),
 }
 
 
@@ -155,6 +157,9 @@ def parse_params(params: Mapping[str, Any], source: str = "--params") -> SynthPa
     if values["num_train"] > values["num_train_aug"]:
         raise InputError(source, f"num_train: {values['num_train']} exceeds num_train_aug "
                                  f"{values['num_train_aug']} (train is the first num_train ids of train_aug)")
+    if values["image_size"] ** 2 > values["max_pixels"]:
+        raise InputError(source, f"max_pixels: {values['max_pixels']} is below image_size² = "
+                                 f"{values['image_size'] ** 2}: the generated images could not be read")
     return SynthParams(**values)
 
 
@@ -454,7 +459,7 @@ def generate_dataset(out_dir: str | Path, params: Mapping[str, Any] | SynthParam
         write_text(root / "classes.txt", "\n".join(names) + "\n")
         write_text(root / "labels.tsv", format_labels_tsv(labels))
         meta = {"name": "synth", "images": "JPEGImages", "masks": "SegmentationClass", "seed": cfg.seed,
-                "generator_version": GENERATOR_VERSION, "params": asdict(cfg)}
+                "generator_version": GENERATOR_VERSION, "max_pixels": cfg.max_pixels, "params": asdict(cfg)}
         write_text(root / "dataset.yaml", yaml.safe_dump(meta, sort_keys=False))
     return cfg
 

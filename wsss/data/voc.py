@@ -1,26 +1,33 @@
 """PASCAL VOC 2012 (+ SBD "aug" masks) as a VOC-layout dataset root.
 
-Two ways in: read an extracted ``VOC2012`` folder in place (``root``), or download the VOC tarball and the
-``SegmentationClassAug`` zip, verify them and extract them under the output folder. Either way the output
-folder gets the split lists (packaged copies of the standard lists), ``labels.tsv`` built from
-``Annotations/*.xml``, ``classes.txt`` and a ``dataset.yaml`` that points at the images and masks.
+Two ways in: read an extracted ``VOC2012`` folder in place (``root``), or download the VOC tarball and the aug
+masks, verify them (md5; required for every download over the network) and extract them under the output folder.
+The aug masks come either as the official SBD release ``benchmark.tgz`` (the default: its ``cls/*.mat`` class
+annotations are converted to id PNGs, and VOC's own ``SegmentationClass`` masks take precedence where both
+exist, which is how the community's ``SegmentationClassAug`` was made) or as such a ready-made
+``SegmentationClassAug`` zip. Either way the output folder gets the split lists (packaged copies of the standard
+lists), ``labels.tsv`` built from ``Annotations/*.xml``, ``classes.txt`` and a ``dataset.yaml`` that points at
+the images and masks.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import xml.etree.ElementTree as ET
+import zipfile
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 import yaml
 from tqdm import tqdm
 
 from wsss.data.dataset import format_labels_tsv, read_id_list, read_labels_tsv, validate_id
-from wsss.data.download import download, extract, url_filename
+from wsss.data.download import download, extract, require_md5, url_filename
 from wsss.errors import InputError
-from wsss.io import write_text
+from wsss.io import DEFAULT_MAX_PIXELS, atomic_dir, write_label_png, write_text
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +41,14 @@ DEFAULT_LISTS_DIR = Path(__file__).parent / "voc_lists"
 """The packaged split lists and reference labels (from IRN's ``voc12`` folder)."""
 
 AUG_MASK_DIR = "SegmentationClassAug"
-"""The SBD-converted masks (train_aug ∪ val); the aug zip holds this folder at its top level."""
+"""The SBD-converted masks (train_aug ∪ val); a ready-made aug zip holds this folder at its top level."""
+
+SBD_URL = "https://www2.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/semantic_contours/benchmark.tgz"
+SBD_MD5 = "82b4d87ceb2ed10f6038a1cba92111cb"
+"""The official SBD release, pinned as ``torchvision.datasets.SBDataset`` pins it."""
+
+SBD_CLS_DIR = "benchmark_RELEASE/dataset/cls"
+"""The folder of ``benchmark.tgz`` holding one ``<id>.mat`` class annotation (``GTcls.Segmentation``) per image."""
 
 SPLITS_WITHOUT_MASKS = frozenset({"test"})
 """VOC splits that have no public masks."""
@@ -44,10 +58,11 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "mask_dir": "SegmentationClassAug",
     "voc_url": "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",
     "voc_md5": "6cd6e144f989b92b3379bac3b3de84fd",
-    "aug_url": "https://www.dropbox.com/s/oeu149j8qtbs1x0/SegmentationClassAug.zip?dl=1",
-    "aug_md5": None,
+    "aug_url": SBD_URL,
+    "aug_md5": SBD_MD5,
     "splits": ["train_aug", "train", "val"],
     "require_masks": ["train", "val"],
+    "max_pixels": DEFAULT_MAX_PIXELS,
 }
 """Params of :func:`prepare_voc` and their defaults (config key ``voc``)."""
 
@@ -118,12 +133,79 @@ def _fetch_voc(out_dir: Path, params: dict[str, Any]) -> Path:
     if mask_dir != AUG_MASK_DIR:
         log.info("mask_dir is %r: not downloading the %s masks", mask_dir, AUG_MASK_DIR)
     elif params.get("aug_url"):
-        aug_zip = download(params["aug_url"], downloads / url_filename(params["aug_url"]), params.get("aug_md5"))
-        _extract_once(aug_zip, voc_root / AUG_MASK_DIR, AUG_MASK_DIR, params.get("aug_md5"))
+        aug = download(params["aug_url"], downloads / url_filename(params["aug_url"]), params.get("aug_md5"))
+        if zipfile.is_zipfile(aug):
+            _extract_once(aug, voc_root / AUG_MASK_DIR, AUG_MASK_DIR, params.get("aug_md5"))
+        else:
+            _extract_once(aug, out_dir / "sbd_cls", SBD_CLS_DIR, params.get("aug_md5"))
+            _convert_sbd_once(out_dir / "sbd_cls", voc_root, params.get("aug_md5"))
     else:
-        raise InputError("params.aug_url", f"is empty but mask_dir is {AUG_MASK_DIR}: give aug_url (the "
-                                           f"{AUG_MASK_DIR}.zip) or set mask_dir: SegmentationClass")
+        raise InputError("params.aug_url", f"is empty but mask_dir is {AUG_MASK_DIR}: give aug_url (SBD's "
+                                           f"benchmark.tgz or a {AUG_MASK_DIR}.zip) or set mask_dir: SegmentationClass")
     return voc_root
+
+
+def _check_pins(params: dict[str, Any]) -> None:
+    """Every archive that will be fetched over the network must have its md5 configured (checked before any)."""
+    if params["root"]:
+        return
+    if params.get("voc_url"):
+        require_md5(params["voc_url"], params.get("voc_md5"), "datasets.voc.voc_md5")
+    if params["mask_dir"] == AUG_MASK_DIR and params.get("aug_url"):
+        require_md5(params["aug_url"], params.get("aug_md5"), "datasets.voc.aug_md5")
+
+
+def read_sbd_mask(path: str | os.PathLike[str]) -> np.ndarray:
+    """The H×W uint8 class ids of one SBD annotation (``GTcls.Segmentation`` of ``cls/<id>.mat``, 0..20).
+
+    Read with ``scipy.io.loadmat`` (a MATLAB v5 parser; nothing is executed or unpickled). A file that is not
+    such an annotation, or ids outside 0..20 and 255, is an :class:`InputError` naming it.
+    """
+    from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
+
+    try:
+        seg = loadmat(path, struct_as_record=False, squeeze_me=True)["GTcls"].Segmentation
+    except FileNotFoundError:
+        raise InputError(path, "SBD annotation is missing") from None
+    except (MatReadError, KeyError, AttributeError, ValueError, TypeError, OSError, NotImplementedError) as err:
+        raise InputError(path, f"not an SBD class annotation with GTcls.Segmentation ({type(err).__name__}: "
+                               f"{err})") from None
+    arr = np.asarray(seg)
+    if arr.ndim != 2 or arr.dtype.kind not in "ui":
+        raise InputError(path, f"GTcls.Segmentation must be a 2-D integer array, got {arr.dtype} {arr.shape}")
+    bad = (arr > len(VOC_CLASSES)) & (arr != 255) | (arr < 0)
+    if bad.any():
+        values = sorted(set(np.unique(arr[bad]).tolist()))[:5]
+        raise InputError(path, f"class ids {values} outside 0..{len(VOC_CLASSES)} and 255")
+    return arr.astype(np.uint8)
+
+
+def _convert_sbd_once(cls_dir: Path, voc_root: Path, md5: str | None) -> None:
+    """Write ``voc_root/SegmentationClassAug`` (atomically) from SBD's ``cls/*.mat`` plus VOC's own masks.
+
+    Every SBD annotation becomes an id PNG; then every ``SegmentationClass`` PNG of VOC is copied over it (VOC's
+    masks, with their 255 boundaries, win where both exist). Skipped when the folder already holds this
+    conversion (marker = the SBD extraction's marker)."""
+    key = (cls_dir / _EXTRACTED_MARKER).read_text().strip()
+    dest = voc_root / AUG_MASK_DIR
+    marker = dest / _EXTRACTED_MARKER
+    if marker.is_file() and marker.read_text().strip() == key:
+        log.info("reusing converted %s", dest)
+        return
+    mats = sorted(cls_dir.glob("*.mat"))
+    if not mats:
+        raise InputError(cls_dir, "the SBD archive has no cls/*.mat annotations")
+    voc_masks = sorted((voc_root / "SegmentationClass").glob("*.png"))
+    if not voc_masks:
+        log.warning("no %s in %s: the aug masks are SBD's alone", "SegmentationClass", voc_root)
+    with atomic_dir(dest) as tmp:
+        for mat in tqdm(mats, desc="SBD masks", unit="mat", leave=False):
+            write_label_png(tmp / f"{validate_id(mat.stem, mat)}.png", read_sbd_mask(mat))
+        for png in voc_masks:
+            shutil.copyfile(png, tmp / png.name)
+        (tmp / _EXTRACTED_MARKER).write_text(key + "\n")
+    log.info("converted %d SBD annotations (+ %d VOC masks) into %s", len(mats), len(voc_masks), dest)
 
 
 def _extract_once(archive: Path, dest: Path, subdir: str, md5: str | None) -> None:
@@ -163,6 +245,10 @@ def prepare_voc(out_dir: str | os.PathLike[str], params: dict[str, Any],
     if not splits:
         raise InputError("params.splits", "must name at least one split")
     require_masks = set(params["require_masks"])
+    max_pixels = params["max_pixels"]
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+        raise InputError("params.max_pixels", f"must be a positive integer, got {max_pixels!r}")
+    _check_pins(params)
 
     final_outputs = [out_dir / "dataset.yaml", out_dir / "classes.txt", out_dir / "labels.tsv"]
     for path in final_outputs:
@@ -188,7 +274,7 @@ def prepare_voc(out_dir: str | os.PathLike[str], params: dict[str, Any],
 
     for split, ids in split_ids.items():
         write_text(out_dir / "ImageSets" / "Segmentation" / f"{split}.txt", "\n".join(ids) + "\n")
-    meta = {"name": "voc", "images": str(image_dir), "masks": str(mask_path)}
+    meta = {"name": "voc", "images": str(image_dir), "masks": str(mask_path), "max_pixels": max_pixels}
     write_text(out_dir / "dataset.yaml", yaml.safe_dump(meta, sort_keys=False))
     write_text(out_dir / "classes.txt", "\n".join(["background", *VOC_CLASSES]) + "\n")
     write_text(out_dir / "labels.tsv", format_labels_tsv(labels))
