@@ -107,3 +107,63 @@ def test_labels_without_header(tiny_voc: Path) -> None:
     (tiny_voc / "labels.tsv").write_text("a_1\tcat\n")
     with pytest.raises(InputError, match="header"):
         VOCLayoutDataset(tiny_voc).ids("train")
+
+
+def _one_line(err: pytest.ExceptionInfo, path: Path) -> str:
+    msg = str(err.value)
+    assert msg.startswith(str(path)) and "\n" not in msg
+    return msg
+
+
+def test_non_utf8_labels_and_classes(tiny_voc: Path) -> None:
+    for name in ("labels.tsv", "classes.txt"):
+        path = tiny_voc / name
+        good = path.read_bytes()
+        path.write_bytes(good.replace(b"cat", "chât".encode("latin-1")))
+        with pytest.raises(InputError) as err:
+            VOCLayoutDataset(tiny_voc).ids("train")
+        assert "not UTF-8" in _one_line(err, path)
+        path.write_bytes(good)
+
+
+@pytest.mark.parametrize("text, key", [("images: 5\n", "images"), ("masks: [a, b]\n", "masks"),
+                                       ("max_pixels: big\n", "max_pixels"), ("max_pixels: 0\n", "max_pixels"),
+                                       ("max_pixels: true\n", "max_pixels"), ("name: {a: 1}\n", "name")])
+def test_dataset_yaml_wrong_types(tiny_voc: Path, text: str, key: str) -> None:
+    (tiny_voc / "dataset.yaml").write_text(text)
+    with pytest.raises(InputError) as err:
+        VOCLayoutDataset(tiny_voc)
+    assert key in _one_line(err, tiny_voc / "dataset.yaml")
+
+
+def test_duplicate_id_in_split_list(tiny_voc: Path) -> None:
+    path = tiny_voc / "ImageSets/Segmentation/train.txt"
+    path.write_text("a_1\nb_2\n\na_1\n")
+    with pytest.raises(InputError) as err:
+        VOCLayoutDataset(tiny_voc).ids("train")
+    msg = _one_line(err, path)
+    assert msg.startswith(f"{path}:4") and "'a_1'" in msg and "line 2" not in msg and "line 1" in msg
+
+
+def test_max_pixels_from_dataset_yaml(tiny_voc: Path) -> None:
+    """Images are 16×12 = 192 pixels: a cap of 192 reads them, 191 refuses them in one line naming the key."""
+    (tiny_voc / "dataset.yaml").write_text("name: tiny\nmax_pixels: 192\n")
+    assert VOCLayoutDataset(tiny_voc).image("a_1").shape == (12, 16, 3)
+    (tiny_voc / "dataset.yaml").write_text("name: tiny\nmax_pixels: 191\n")
+    ds = VOCLayoutDataset(tiny_voc)
+    with pytest.raises(InputError) as err:
+        ds.sample("a_1")
+    msg = _one_line(err, ds.image_path("a_1"))
+    assert "16×12 = 192 pixels, above max_pixels 191" in msg
+    assert f"datasets.{tiny_voc.name}.max_pixels" in msg
+
+
+def test_max_pixels_default_applies_without_dataset_yaml(tiny_voc: Path, monkeypatch) -> None:
+    import wsss.data.dataset as dataset_module
+    from wsss.io import DEFAULT_MAX_PIXELS
+
+    (tiny_voc / "dataset.yaml").unlink(missing_ok=True)
+    assert VOCLayoutDataset(tiny_voc).max_pixels == DEFAULT_MAX_PIXELS == 2048 * 2048
+    monkeypatch.setattr(dataset_module, "DEFAULT_MAX_PIXELS", 100)
+    with pytest.raises(InputError, match="above max_pixels 100"):
+        VOCLayoutDataset(tiny_voc).image("a_1")
