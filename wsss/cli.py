@@ -1,19 +1,23 @@
 """What every stage script shares: argument parsing of the JSON params, logging, timing, one-line errors.
 
 A stage is ``main(args, params) -> None``; :func:`run_stage` wraps it so that bad input ends the process with
-one line ``error: <file>: <problem>`` on stderr and exit status 2, and every run logs its resolved params,
-device and wall time.
+one line ``error: <file>: <problem>`` on stderr and exit status 2, SIGTERM/SIGINT end it through the normal
+exception path (temporary outputs removed) with status 128 + signal number, and every run logs its resolved
+params, device and wall time.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import time
-from typing import Any, Callable
+from types import FrameType
+from typing import Any, Callable, Iterator
 
 from wsss.errors import InputError
 
@@ -55,22 +59,63 @@ def parse_params(text: str) -> dict[str, Any]:
     return params
 
 
+class StageInterrupted(BaseException):
+    """Raised in the stage's main thread when SIGTERM or SIGINT arrives, so that every ``with`` block (atomic
+    outputs, downloads) cleans up on the way out. A BaseException, like KeyboardInterrupt: ``except Exception``
+    in stage code does not swallow it."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+
+
+@contextlib.contextmanager
+def signals_as_exceptions(signums: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> Iterator[None]:
+    """Within the block, turn ``signums`` into :class:`StageInterrupted` in this process; restore on exit.
+
+    A signal the process was started ignoring (``nohup``, background jobs ignore SIGINT) stays ignored.
+
+    Child processes forked inside the block (DataLoader workers, CRF pools) inherit the handler but must not
+    unwind the parent's stack: there the handler restores the default action and re-sends the signal.
+    """
+    owner = os.getpid()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != owner:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise StageInterrupted(signum)
+
+    previous = {s: signal.signal(s, handler) for s in signums if signal.getsignal(s) is not signal.SIG_IGN}
+    try:
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
+
+
 def run_stage(main: Callable[[argparse.Namespace, dict[str, Any]], None], parser: argparse.ArgumentParser,
               argv: list[str] | None = None) -> int:
-    """Parse args, log params, run ``main``; InputError becomes a one-line error and exit status 2. Under torchrun
-    only rank 0 logs below warnings (the ranks share one log file)."""
+    """Parse args, log params, run ``main``; InputError becomes a one-line error and exit status 2; SIGTERM or
+    SIGINT unwinds ``main`` (its temporary outputs are removed) and returns 128 + the signal number, as a shell
+    reports a killed job. Under torchrun only rank 0 logs below warnings (the ranks share one log file)."""
     level = logging.INFO if int(os.environ.get("RANK", "0")) == 0 else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     args = parser.parse_args(argv)
     start = time.perf_counter()
     try:
-        params = parse_params(args.params)
-        log.info("stage %s", parser.prog)
-        log.info("args %s", {k: v for k, v in vars(args).items() if k != "params"})
-        log.info("params %s", json.dumps(params, sort_keys=True))
-        main(args, params)
+        with signals_as_exceptions():
+            params = parse_params(args.params)
+            log.info("stage %s", parser.prog)
+            log.info("args %s", {k: v for k, v in vars(args).items() if k != "params"})
+            log.info("params %s", json.dumps(params, sort_keys=True))
+            main(args, params)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except StageInterrupted as err:
+        print(f"error: {parser.prog}: {err}; temporary outputs removed", file=sys.stderr)
+        return 128 + err.signum
     log.info("done in %.1f s", time.perf_counter() - start)
     return 0

@@ -1,0 +1,96 @@
+"""A killed stage leaves no garbage: SIGTERM/SIGINT unwind it (temporary outputs removed, non-zero exit), and
+what SIGKILL leaves behind is swept when the output is next written."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIG = {"image_size": 64, "num_classes": 2, "num_train_aug": 20000, "num_train": 10, "num_val": 10, "max_objects": 1}
+SMALL = {**BIG, "num_train_aug": 12}
+
+
+def _start(out: Path, params: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(ROOT / "stages" / "prepare_synth.py"), "--params",
+                             json.dumps(params), "--out", str(out)], stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_temp(parent: Path, proc: subprocess.Popen, min_files: int = 5) -> Path:
+    """The stage's temporary output folder, once it holds a few images (the stage is mid-write)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read()
+        for temp in parent.glob(".synth.*.tmp"):
+            images = temp / "JPEGImages"
+            if images.is_dir() and sum(1 for _ in images.iterdir()) >= min_files:
+                return temp
+        time.sleep(0.05)
+    raise AssertionError("the stage never started writing")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_mid_stage_removes_temp_and_rerun_completes(tmp_path: Path, signum: int) -> None:
+    out = tmp_path / "synth"
+    proc = _start(out, BIG)
+    try:
+        temp = _wait_for_temp(tmp_path, proc)
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signum
+    assert f"interrupted by {signal.Signals(signum).name}" in err and "Traceback" not in err
+    assert not temp.exists() and list(tmp_path.iterdir()) == []  # no temp, no partial output
+
+    rerun = _start(out, SMALL)
+    _, err = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["synth"]
+    assert len(list((out / "JPEGImages").iterdir())) == SMALL["num_train_aug"] + SMALL["num_val"]
+
+
+def test_sigkill_leftover_swept_by_the_rerun(tmp_path: Path) -> None:
+    """SIGKILL cannot be caught: its temp folder stays, named with the dead pid, and the next run removes it."""
+    out = tmp_path / "synth"
+    proc = _start(out, BIG)
+    try:
+        temp = _wait_for_temp(tmp_path, proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert temp.exists() and f"-{proc.pid}-" in temp.name
+    rerun = _start(out, SMALL)
+    _, err = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0, err
+    assert "stale temp" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["synth"]
+
+
+def test_child_process_does_not_unwind_the_parent_stack() -> None:
+    """A process forked inside a stage (DataLoader worker, CRF pool) dies of SIGTERM as usual instead of
+    raising into the copy of the stage's stack it inherited."""
+    code = (
+        "import os, signal, sys, time\n"
+        "from wsss.cli import StageInterrupted, signals_as_exceptions\n"
+        "with signals_as_exceptions():\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        try:\n"
+        "            os.kill(os.getpid(), signal.SIGTERM); time.sleep(5)\n"
+        "        except StageInterrupted:\n"
+        "            os._exit(7)\n"
+        "        os._exit(0)\n"
+        "    _, status = os.waitpid(pid, 0)\n"
+        "    print(os.waitstatus_to_exitcode(status))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(-signal.SIGTERM)
