@@ -64,3 +64,27 @@ def test_injected_split_name_is_a_one_line_config_error(tmp_path: Path) -> None:
     assert len(errors) == 1 and "does not match" in errors[0], proc.stderr[-2000:]
     assert "summary.cam_split" in errors[0] or "runs.tiny.seg.train_split" in errors[0]
     assert not (tmp_path / "pwned").exists() and not (tmp_path / "results").exists()
+
+
+# Params whose value is a pre-quoted shell fragment (several words, each quoted by rules/common.smk shell_word).
+PRE_QUOTED = {"params.cls_model", "params.splits"}
+
+
+def test_every_rule_quotes_its_shell_words(repo: Path) -> None:
+    """Each {input…}/{output…}/{params…}/{wildcards…}/{log} placeholder in a shell: block carries :q (new rules too)."""
+    import re
+
+    placeholder = re.compile(r"\{\{?((?:params|input|output|wildcards|log)(?:\.\w+)?)(:[^}]*)?\}")
+    unquoted = []
+    for smk in sorted((repo / "rules").glob("*.smk")):
+        in_shell = False
+        for number, line in enumerate(smk.read_text().splitlines(), 1):
+            if re.match(r"^\s{4}shell:\s*$", line):
+                in_shell = True
+                continue
+            if in_shell and not line.startswith("        "):
+                in_shell = False
+            if in_shell:
+                unquoted += [f"{smk.name}:{number}: {m.group(0)}" for m in placeholder.finditer(line)
+                             if m.group(1) not in PRE_QUOTED and m.group(2) != ":q"]
+    assert not unquoted
