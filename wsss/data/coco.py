@@ -317,7 +317,7 @@ def _render_record(task: tuple[ImageRecord, str, str, int]) -> tuple[str, tuple[
                 size = img.size
         except FileNotFoundError:
             raise InputError(record.path, "image file is missing") from None
-        except (UnidentifiedImageError, OSError) as err:
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
             raise InputError(record.path, f"cannot read image ({err})") from None
         if size != (record.width, record.height):
             raise InputError(record.path, f"image is {size[0]}x{size[1]} but {json_path} says "
