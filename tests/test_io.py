@@ -122,17 +122,19 @@ def _dead_pid() -> int:
 
 
 def test_stale_temps_of_dead_processes_swept(tmp_path: Path) -> None:
-    """What SIGKILL leaves (a temp file or folder named with a dead pid) is removed when the same output is next
-    written; a live process's temp, another host's, and other outputs' temps are kept."""
+    """What SIGKILL leaves (a temp file or folder named with a dead pid) is removed when an output is next written
+    beside it; a live process's temp, another host's, and files that merely look alike are kept."""
     host, dead = _host(), _dead_pid()
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         stale_file = tmp_path / f".out.txt.{host}-{dead}-abcd1234.tmp.txt"
         stale_dir = tmp_path / f".d.{host}-{dead}-abcd1234.tmp"
+        other_output = tmp_path / f".other.png.{host}-{dead}-x_y01234.tmp.png"
         kept = [tmp_path / f".out.txt.{host}-{live.pid}-abcd1234.tmp.txt",
                 tmp_path / f".out.txt.otherhost-{dead}-abcd1234.tmp.txt",
-                tmp_path / f".out.txt.x.{host}-{dead}-abcd1234.tmp.txt"]
-        for path in [stale_file, *kept]:
+                tmp_path / f"out.txt.{host}-{dead}-abcd1234.tmp",  # not hidden: not ours
+                tmp_path / f".out.txt.{host}-{dead}-abcd.tmp"]  # not a mkstemp name
+        for path in [stale_file, other_output, *kept]:
             path.write_text("partial")
         stale_dir.mkdir()
         (stale_dir / "half").write_text("partial")
@@ -141,7 +143,7 @@ def test_stale_temps_of_dead_processes_swept(tmp_path: Path) -> None:
             tmp.write_text("complete")
         with atomic_dir(tmp_path / "d") as tmp:
             assert tmp.name.startswith(f".d.{host}-{os.getpid()}-")
-        assert not stale_file.exists() and not stale_dir.exists()
+        assert not stale_file.exists() and not stale_dir.exists() and not other_output.exists()
         assert all(path.exists() for path in kept)
         assert (tmp_path / "out.txt").read_text() == "complete"
     finally:

@@ -68,31 +68,38 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def sweep_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
-    """Remove the temp siblings of ``path`` left by dead processes of this machine; return what was removed.
+_swept_dirs: set[str] = set()
 
-    Temps are named ``.<name>.<host>-<pid>-<random>.tmp…`` (:func:`atomic_path`, :func:`atomic_dir`). One whose
+
+def sweep_stale_temps(path: str | os.PathLike[str], force: bool = False) -> list[Path]:
+    """Remove the temps left by dead processes of this machine beside ``path``; return what was removed.
+
+    Temps are named ``.<output>.<host>-<pid>-<random>.tmp…`` (:func:`atomic_path`, :func:`atomic_dir`). One whose
     process is gone (killed with SIGKILL, a node crash) is garbage; one of a live process, or of another machine
-    (whose processes cannot be checked from here), is left alone.
+    (whose processes cannot be checked from here), is left alone. A folder is swept once per process (the first
+    output written there), so writing thousands of files into one folder lists it once; ``force`` sweeps again.
     """
-    path = Path(path)
-    pattern = re.compile(re.escape(f".{path.name}.{_host()}-") + r"(?P<pid>\d+)-[a-z0-9_]+\.tmp.*")
-    removed = []
+    folder = Path(path).parent
+    key = os.path.abspath(folder)
+    removed: list[Path] = []
+    if key in _swept_dirs and not force:
+        return removed
+    pattern = re.compile(r"\..+\." + re.escape(_host()) + r"-(?P<pid>\d+)-[a-z0-9_]{8}\.tmp.*")
     try:
-        siblings = list(path.parent.iterdir())
+        with os.scandir(folder) as entries:
+            stale = [Path(e.path) for e in entries
+                     if (m := pattern.fullmatch(e.name)) and not _pid_alive(int(m["pid"]))]
     except FileNotFoundError:
         return removed
-    for sibling in siblings:
-        match = pattern.fullmatch(sibling.name)
-        if not match or _pid_alive(int(match["pid"])):
-            continue
+    _swept_dirs.add(key)
+    for sibling in stale:
         if sibling.is_dir() and not sibling.is_symlink():
             shutil.rmtree(sibling, ignore_errors=True)
         else:
             sibling.unlink(missing_ok=True)
         removed.append(sibling)
     if removed:
-        log.warning("removed %d stale temp(s) of %s left by dead processes: %s", len(removed), path,
+        log.warning("removed %d stale temp(s) left by dead processes in %s: %s", len(removed), folder,
                     ", ".join(p.name for p in removed))
     return removed
 
@@ -102,7 +109,7 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
     """Yield a temporary sibling path; on success rename it onto ``path``, on error delete it.
 
     The output therefore appears complete or not at all. ``suffix`` keeps a file extension on the temp name
-    (some writers pick the format from it). Temps of the same output left by dead processes are swept first
+    (some writers pick the format from it). Temps left in the folder by dead processes are swept first
     (:func:`sweep_stale_temps`); a signal ends a stage through :func:`wsss.cli.run_stage` as an exception, so
     this cleanup runs on SIGTERM/SIGINT too.
     """
@@ -125,7 +132,7 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
 def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary sibling directory; on success it replaces ``path`` (whole), on error it is removed.
 
-    Stale temps of ``path`` from dead processes are swept first, as in :func:`atomic_path`."""
+    Stale temps beside ``path`` from dead processes are swept first, as in :func:`atomic_path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale_temps(path)
