@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import runpy
+import shutil
 import sys
 import tarfile
 from pathlib import Path
@@ -258,3 +259,60 @@ def test_trained_fixture_gives_varied_logits(trained) -> None:
     logits = image_logits(model, rgb, SEG)
     assert logits.shape == (3, *model.base.logit_size(*rgb.shape[:2]))
     assert torch.isfinite(logits).all() and float(logits.std()) > 0
+
+
+@pytest.mark.slow
+def test_predict_export_and_submission_targets_in_the_tiny_dag(tiny_dag: Path, tmp_path: Path) -> None:
+    """On a copy of the session's tiny DAG (its trained DeepLab): only the new jobs run; one PNG per image at the
+    image's size plus its overlay, progress bars in the logs; model.ts/json; the submission of a split named test;
+    an unreadable image fails with one line and leaves no prediction folder."""
+    from helpers import planned_jobs, snakemake, tiny_config, write_config
+
+    work = tmp_path / "work"
+    shutil.copytree(tiny_dag, work, symlinks=True)
+    sizes = _image_folder(work / "new images")  # a space in the folder name
+    synth = work / "resources/synth"
+    test_ids = (synth / "ImageSets/Segmentation/val.txt").read_text().split()[:3]
+    (synth / "ImageSets/Segmentation/test.txt").write_text("\n".join(test_ids) + "\n")
+    config = tiny_config("vwl_l")
+    config["predict"] = {"new": "new images"}
+    write_config(work, config)
+    targets = ["results/tiny/predict/new", "results/tiny/deeplab/model.ts", "results/tiny/voc_test_submission.tar.gz"]
+    proc = snakemake(work, "-n", *targets)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert planned_jobs(proc.stdout) == {"predict_shard": 2, "predict": 1, "export_model": 1, "infer_seg": 2,
+                                         "crf": 2, "voc_submission": 1}
+    proc = snakemake(work, *targets)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    out = work / "results/tiny/predict/new"
+    assert sorted(p.name for p in out.iterdir()) == sorted([f"{s}.png" for s in sizes] +
+                                                           [f"{s}_overlay.jpg" for s in sizes])
+    classes = (synth / "classes.txt").read_text().split()
+    for stem, size in sizes.items():
+        assert read_label_png(out / f"{stem}.png", len(classes)).shape == size
+    assert not any((work / "results/tiny/predict_shards/new").glob("shard_*"))  # temp shards removed
+    log = (work / "logs/tiny/predict/new_0.log").read_text()
+    assert "predict: 100%" in log and "INFO done in " in log and "CRF True" in log
+    assert json.loads((work / "results/tiny/deeplab/model.json").read_text())["classes"] == classes
+    assert torch.jit.load(str(work / "results/tiny/deeplab/model.ts"))(torch.zeros(1, 3, 30, 41)).shape == \
+        (1, len(classes), 30, 41)
+    with tarfile.open(work / "results/tiny/voc_test_submission.tar.gz") as tar:
+        assert sorted(m.name for m in tar.getmembers() if m.isfile()) == \
+            sorted(f"{SUBMISSION_DIR}/{i}.png" for i in test_ids)
+    for name in ["predict/new_1", "predict/new", "export_model", "voc_submission"]:
+        assert (work / f"benchmarks/tiny/{name}.tsv").exists(), name
+    proc = snakemake(work, "-n", *targets)
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+    _image_folder(work / "bad")
+    (work / "bad" / "zz.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    config["predict"]["bad"] = "bad"
+    write_config(work, config)
+    proc = snakemake(work, "results/tiny/predict/bad")
+    assert proc.returncode != 0
+    logs = [(work / f"logs/tiny/predict/bad_{k}.log").read_text() for k in range(2)]
+    failed = [text for text in logs if "error: " in text]
+    assert len(failed) == 1
+    assert failed[0].rstrip().splitlines()[-1].startswith("error: bad/zz.png: cannot decode image")
+    assert not (work / "results/tiny/predict/bad").exists()

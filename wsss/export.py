@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -76,9 +77,10 @@ def script_model(model: MSC, params: dict[str, Any]) -> torch.jit.ScriptModule:
     model = copy.deepcopy(model).cpu().eval()
     segmenter = TestTimeSegmenter(model, params["test_scales"], params["test_flip"])
     example = torch.zeros(1, 3, TRACE_SIZE, TRACE_SIZE)
-    with torch.no_grad():
-        model.base = torch.jit.trace(model.base, example, check_trace=False)
-    return torch.jit.script(ExportedSegmenter(segmenter, params["style"]).eval())
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # "torch.jit is deprecated": still the format that loads
+        model.base = torch.jit.trace(model.base, example, check_trace=False)  # anywhere without Python code
+        return torch.jit.script(ExportedSegmenter(segmenter, params["style"]).eval())
 
 
 def metadata(params: dict[str, Any], classes: Sequence[str], run: str | None = None) -> dict[str, Any]:
@@ -117,7 +119,8 @@ def export_model(model: MSC, params: dict[str, Any], classes: Sequence[str], ts_
                  json_path: str | os.PathLike[str], run: str | None = None) -> None:
     """Write ``model.ts`` and ``model.json``, each atomically."""
     scripted = script_model(model, params)
-    with atomic_path(ts_path) as tmp:
+    with atomic_path(ts_path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
         torch.jit.save(scripted, str(tmp))
     write_json(json_path, metadata(params, classes, run))
 

@@ -1,0 +1,114 @@
+"""The TorchScript export: loads with plain torch.jit.load in a Python that cannot import wsss, and agrees with the
+eager model at any input size."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from wsss.data.seg_data import CAFFE_MEAN_BGR
+from wsss.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from wsss.export import export_model
+from wsss.segment import build_segmenter, image_logits, labels_from_logits
+
+SIZES = [(37, 53), (64, 64), (29, 90), (8, 11)]
+CASES = {
+    # ResNet-18, torchvision normalisation, two test scales and the flip (the scripted loops, both MSC scales)
+    "torchvision": {"backbone": 18, "style": "torchvision", "msc_scales": [0.5, 0.75], "test_scales": [1.0, 0.75],
+                    "test_flip": True},
+    # ResNet-50 in Caffe style (BGR minus the mean, ceil-mode pool, stride in the 1x1), no MSC scales
+    "caffe": {"backbone": 50, "style": "caffe", "msc_scales": [], "test_scales": [1.0], "test_flip": False},
+}
+
+LOADER = r"""
+import sys
+sys.path[:] = [p for p in sys.path if p and "-packages" not in p] + [SITE]  # the standard library + torch's
+try:
+    import wsss
+except ImportError:
+    pass
+else:
+    raise SystemExit("wsss is importable in the loader: the test proves nothing")
+import torch
+model = torch.jit.load(TS)
+images = torch.load(IMAGES)
+out = [model(x[None])[0] for x in images]
+assert all(o.shape == (NUM_CLASSES, *x.shape[-2:]) for o, x in zip(out, images))
+pair = model(torch.stack([images[1], images[1]]))
+torch.save({"labels": [o.argmax(0) for o in out], "batch_equal": bool((pair[0] == pair[1]).all())}, OUT)
+"""
+
+
+def _model(case: dict) -> torch.nn.Module:
+    params = {"pretrained": "none", "norm": "batch", "aspp_rates": [6, 12], **case}
+    torch.manual_seed(0)
+    model = build_segmenter(params, 4, pretrained=False)
+    with torch.no_grad():  # give the random BatchNorm statistics and ASPP some spread, so the argmax varies
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+        for conv in model.base.aspp.branches:
+            conv.weight.normal_(0, 0.05)
+            conv.bias.uniform_(-0.5, 0.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_model_ts_loads_without_wsss_and_matches_eager(tmp_path: Path, name: str) -> None:
+    params = CASES[name]
+    model = _model(params)
+    classes = ["background", "cat", "dog", "bird"]
+    ts, meta = tmp_path / "model.ts", tmp_path / "model.json"
+    export_model(model, params, classes, ts, meta, run="tiny")
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in SIZES]
+    torch.save([torch.from_numpy(im).permute(2, 0, 1).contiguous() for im in images], tmp_path / "images.pt")
+    site = str(Path(torch.__file__).resolve().parents[1])
+    script = LOADER.replace("SITE", repr(site)).replace("TS", repr(str(ts))).replace(
+        "IMAGES", repr(str(tmp_path / "images.pt"))).replace("OUT", repr(str(tmp_path / "out.pt"))).replace(
+        "NUM_CLASSES", str(len(classes)))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")}
+    proc = subprocess.run([sys.executable, "-S", "-c", script], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = torch.load(tmp_path / "out.pt")
+    assert result["batch_equal"]
+
+    seen = set()
+    for image, ts_labels in zip(images, result["labels"]):
+        eager = labels_from_logits(image_logits(model, image, params), image.shape[:2])
+        agree = float((ts_labels.numpy() == eager).mean())
+        assert agree >= 0.999, f"{name} {image.shape}: {agree:.5f} of pixels agree"
+        seen |= set(np.unique(eager).tolist())
+    assert len(seen) >= 2  # the comparison is not between two constant maps
+
+    info = json.loads(meta.read_text())
+    assert info["classes"] == classes and info["num_classes"] == 4 and info["output_stride"] == 8
+    assert info["input"]["color_order"] == "RGB" and info["input"]["value_range"] == [0, 255]
+    norm = info["input"]["normalisation_inside_model"]
+    if name == "caffe":
+        assert norm["channel_order"] == "BGR" and norm["divisor"] == 1.0
+        np.testing.assert_allclose(norm["mean"], CAFFE_MEAN_BGR, rtol=1e-6)
+    else:
+        assert norm["channel_order"] == "RGB" and norm["divisor"] == 255.0
+        np.testing.assert_allclose(norm["mean"], IMAGENET_MEAN, rtol=1e-6)
+        np.testing.assert_allclose(norm["std"], IMAGENET_STD, rtol=1e-6)
+    assert info["test_scales"] == params["test_scales"] and info["test_flip"] == params["test_flip"]
+    assert info["msc_scales"] == params["msc_scales"] and len(info["palette"]) == 4
+
+
+def test_model_ts_rejects_a_wrong_layout(tmp_path: Path) -> None:
+    params = CASES["torchvision"]
+    export_model(_model(params), params, ["background", "a", "b", "c"], tmp_path / "m.ts", tmp_path / "m.json")
+    model = torch.jit.load(str(tmp_path / "m.ts"))
+    with pytest.raises(Exception, match="B x 3 x H x W"):
+        model(torch.zeros(1, 20, 20, 3))
