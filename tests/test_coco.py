@@ -337,3 +337,19 @@ def test_stage_script(coco_root, prepared, tmp_path):
 
     missing = run_stage_script({}, tmp_path / "none")
     assert missing.returncode == 2 and missing.stderr.splitlines()[-1].startswith("error: params.root: required")
+
+
+def test_decompression_bomb_header_is_named(tmp_path, monkeypatch):
+    """An image whose header claims more pixels than Pillow's bomb limit is one error naming it, not a traceback
+    from the rendering worker; max_pixels is recorded for the readers."""
+    import yaml
+    from PIL import Image
+
+    root = write_root(tmp_path / "root")
+    prepare_coco(root, tmp_path / "ok", max_pixels=1234)
+    assert yaml.safe_load((tmp_path / "ok" / "dataset.yaml").read_text())["max_pixels"] == 1234
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2)
+    with pytest.raises(InputError) as err:
+        prepare_coco(root, tmp_path / "out")
+    assert err.value.path.endswith(".jpg") and "decompression bomb" in err.value.problem
+    assert not (tmp_path / "out" / "dataset.yaml").exists()
