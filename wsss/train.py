@@ -303,7 +303,9 @@ def fit(model: torch.nn.Module, dataset: torch.utils.data.Dataset,
         objective: Objective | Callable[..., tuple[torch.Tensor, dict]], optimizer: torch.optim.Optimizer, *,
         batch_size: int, max_steps: int, seed: int, checkpoint: Path, checkpoint_every: int, final_weights: Path,
         log_csv: Path, device: torch.device, fingerprint: str, poly_power: float = 0.9, num_workers: int = 0,
-        amp: bool = False, accumulate: int = 1, find_unused_parameters: bool = False) -> None:
+        amp: bool = False, accumulate: int = 1, find_unused_parameters: bool = False,
+        evaluator: Callable[[torch.nn.Module], dict[str, float]] | None = None, eval_every: int = 0,
+        tracker: Any = None) -> dict[str, Any]:
     """Train ``model`` for ``max_steps`` steps of ``batch_size`` samples with poly LR, resuming from ``checkpoint``
     if it matches.
 
@@ -320,6 +322,13 @@ def fit(model: torch.nn.Module, dataset: torch.utils.data.Dataset,
     state dict). Every process resumes from the same checkpoint; one with another ``fingerprint`` (other
     hyper-parameters) is ignored, and the checkpoint is deleted once the final weights are written, so a forced
     rerun trains from scratch. A non-finite loss stops training before the optimizer step.
+
+    Held-out evaluation (optional): ``evaluator(model) -> {column: value}`` (an object with a ``columns`` tuple,
+    e.g. :class:`wsss.validation.HeldoutEvaluator`) runs on rank 0 after every ``eval_every``-th step and after the
+    last one; its values fill extra columns of the log (empty on the other rows) and go to ``tracker``
+    (:class:`wsss.validation.HeldoutTracker`), whose state is part of the checkpoint. When the tracker says
+    ``should_stop`` (patience used up) training ends at that step; when it keeps the best weights, those are the
+    ``final_weights``. Returns ``{"steps": steps trained, "max_steps", "stopped_early"}``.
     """
     rank, world = distributed.rank_world()
     main = rank == 0
@@ -337,6 +346,8 @@ def fit(model: torch.nn.Module, dataset: torch.utils.data.Dataset,
             model.load_state_dict(ckpt.model)
             optimizer.load_state_dict(ckpt.optimizer)
             start_step = ckpt.step
+            if tracker is not None and "evaluation" in ckpt.extra:
+                tracker.load_state_dict(ckpt.extra["evaluation"])
             log.info("resuming from %s at step %d", checkpoint, start_step)
         else:
             log.warning("ignoring %s: it was written with other hyper-parameters", checkpoint)
@@ -352,6 +363,8 @@ def fit(model: torch.nn.Module, dataset: torch.utils.data.Dataset,
     model.to(device).train()
     net = distributed.wrap(model, device, find_unused_parameters)
     step = start_step
+    eval_columns = tuple(getattr(evaluator, "columns", ())) if evaluator is not None else ()
+    stopped_early = False
     with open(partial, "w") if main else nullcontext() as fh:
         if fh is not None:
             fh.write("\n".join(rows) + ("\n" if rows else ""))
@@ -365,21 +378,39 @@ def fit(model: torch.nn.Module, dataset: torch.utils.data.Dataset,
             if not np.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss} at step {step}")
             optimizer.step()
+            metrics: dict[str, float] = {}
+            if evaluator is not None and ((eval_every and (step + 1) % eval_every == 0) or step + 1 == max_steps):
+                stop = 0.0
+                if main:
+                    metrics = evaluator(model)
+                    if tracker is not None:
+                        best = tracker.record(step, metrics, model)
+                        stop = float(tracker.should_stop)
+                    log.info("step %d: %s%s", step, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()),
+                             " (best so far)" if tracker is not None and best else "")
+                stopped_early = bool(distributed.all_reduce_sum(torch.tensor([stop], device=device)).item())
             if fh is not None:
                 if not header_written:
-                    fh.write(",".join(["step", "lr", "loss", *parts]) + "\n")
+                    fh.write(",".join(["step", "lr", "loss", *parts, *eval_columns]) + "\n")
                     header_written = True
                 values = [optimizer.param_groups[0]["lr"], loss, *parts.values()]
-                fh.write(f"{step}," + ",".join(f"{v:.6g}" for v in values) + "\n")
+                cells = [f"{metrics[c]:.6g}" if c in metrics else "" for c in eval_columns]
+                fh.write(f"{step}," + ",".join([*(f"{v:.6g}" for v in values), *cells]) + "\n")
                 fh.flush()
             step += 1
+            if stopped_early:
+                break
             if main and step % checkpoint_every == 0 and step < max_steps:
-                state = Checkpoint(model.state_dict(), optimizer.state_dict(), step, {"fingerprint": fingerprint})
-                state.save(checkpoint)
+                extra: dict[str, Any] = {"fingerprint": fingerprint}
+                if tracker is not None:
+                    extra["evaluation"] = tracker.state_dict()
+                Checkpoint(model.state_dict(), optimizer.state_dict(), step, extra).save(checkpoint)
     if main:
-        save_state_dict(final_weights, model.state_dict())
+        best_state = getattr(tracker, "best_state", None) if tracker is not None else None
+        save_state_dict(final_weights, best_state if best_state else model.state_dict())
         os.replace(partial, log_csv)
         checkpoint.unlink(missing_ok=True)
+    return {"steps": step, "max_steps": max_steps, "stopped_early": stopped_early}
 
 
 __all__ = ["AMP_DTYPE", "Checkpoint", "MeanLoss", "MicroBatch", "Objective", "StepBatchSampler", "autocast_enabled",
