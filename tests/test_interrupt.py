@@ -3,10 +3,12 @@ what SIGKILL leaves behind is swept when the output is next written."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -94,3 +96,44 @@ def test_child_process_does_not_unwind_the_parent_stack() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(-signal.SIGTERM)
+
+
+class _SlowHandler(http.server.BaseHTTPRequestHandler):
+    """Announces 64 MiB and trickles it out, so a download is in flight for as long as the test needs."""
+
+    def do_GET(self):  # noqa: N802 (http.server API)
+        self.send_response(200)
+        self.send_header("Content-Length", str(64 << 20))
+        self.end_headers()
+        try:
+            for _ in range(64 << 4):
+                self.wfile.write(b"\0" * (1 << 16))
+                time.sleep(0.05)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+def test_sigterm_mid_download_leaves_no_partial_file(tmp_path: Path) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    out = tmp_path / "voc"
+    params = {"voc_url": f"http://127.0.0.1:{server.server_address[1]}/VOC.tar", "voc_md5": "0" * 32}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "stages" / "prepare_voc.py"), "--params", json.dumps(params),
+                             "--out", str(out)], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(p.stat().st_size > 0 for p in (out / "downloads").glob(".VOC.tar.*.tmp*")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        server.shutdown()
+        server.server_close()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "interrupted by SIGTERM" in err and "Traceback" not in err
+    assert list((out / "downloads").iterdir()) == []
