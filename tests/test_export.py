@@ -112,3 +112,27 @@ def test_model_ts_rejects_a_wrong_layout(tmp_path: Path) -> None:
     model = torch.jit.load(str(tmp_path / "m.ts"))
     with pytest.raises(Exception, match="B x 3 x H x W"):
         model(torch.zeros(1, 20, 20, 3))
+
+
+def test_readme_snippet_loads_model_ts_without_wsss(tmp_path: Path) -> None:
+    """The README's "Predict and export" code, run as written in a Python without wsss, gives H×W class ids."""
+    from PIL import Image
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("## Predict and export", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    code = "\n".join(line[2:] for line in block.strip("\n").splitlines())
+    assert len(code.splitlines()) <= 5
+    params = CASES["torchvision"]
+    export_model(_model(params), params, ["background", "a", "b", "c"], tmp_path / "model.ts",
+                 tmp_path / "model.json")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (30, 44, 3), dtype=np.uint8)).save(
+        tmp_path / "photo.jpg")
+    site = str(Path(torch.__file__).resolve().parents[1])
+    script = (f"import sys\nsys.path[:] = [p for p in sys.path if p and '-packages' not in p] + [{site!r}]\n"
+              f"{code}\nassert tuple(ids.shape) == (30, 44) and 0 <= int(ids.min()) and int(ids.max()) < 4\n"
+              "assert meta['classes'][0] == 'background'\n"
+              "try:\n    import wsss\nexcept ImportError:\n    pass\nelse:\n    raise SystemExit('wsss importable')\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")}
+    proc = subprocess.run([sys.executable, "-S", "-c", script], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
