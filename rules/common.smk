@@ -231,3 +231,15 @@ def report_inputs(wildcards):
         "seg_metrics": f"results/{run}/deeplab_{seg_split}_metrics.json",
         "train_logs": [f"results/{run}/{d}/train_log.csv" for d in (["cls", "irn"] if pseudo else []) + ["deeplab"]],
     }
+
+
+def predict_shards(run, name):
+    """The shard folders of one image folder's predictions (scatter); predict gathers them."""
+    n = run_cfg(run)["seg"]["shards"]
+    return [f"results/{run}/predict_shards/{name}/shard_{i}" for i in range(n)]
+
+
+def predict_threads(run):
+    """CRF worker processes of a prediction shard (1 without CRF)."""
+    seg = run_cfg(run)["seg"]
+    return seg["crf_workers"] if seg["predict_crf"] else 1

@@ -8,18 +8,6 @@ PREDICT_NAME = "|".join(re.escape(n) for n in sorted(PREDICT)) or "(?!)"
 PREDICT_KEYS = SEG_INFER_KEYS + ["crf", "predict_crf"]
 
 
-def predict_shards(run, name):
-    """The shard folders of one image folder's predictions (scatter); predict gathers them."""
-    n = run_cfg(run)["seg"]["shards"]
-    return [f"results/{run}/predict_shards/{name}/shard_{i}" for i in range(n)]
-
-
-def predict_threads(run):
-    """CRF worker processes of a prediction shard (1 without CRF)."""
-    seg = run_cfg(run)["seg"]
-    return seg["crf_workers"] if seg["predict_crf"] else 1
-
-
 rule predict_shard:
     input:
         run_dataset,
