@@ -122,6 +122,8 @@ BAD_CASES = {
     "not UTF-8": (lambda r: (r / "labels.csv").write_bytes(b"image,labels\na,caf\xe9\n"), "labels.csv",
                   "not UTF-8"),
     "same stem twice": (lambda r: _image(r / "images" / "a.png", (8, 8)), "a.png", "two images share the stem 'a'"),
+    "too many pixels": (lambda r: _image(r / "images" / "big.png", (80, 60)), "big.png",
+                        "image has 4800 pixels (60x80), above max_pixels 4000"),
     "bad stem": (lambda r: _image(r / "images" / "my photo.png", (8, 8)), "my photo.png", "invalid image id"),
 }
 
@@ -130,12 +132,13 @@ BAD_CASES = {
 def test_bad_input_is_one_line_and_keeps_the_previous_output(tmp_path: Path, case: str) -> None:
     root, out = tmp_path / "m", tmp_path / "out"
     make_folder(root)
-    prepare_folder({"root": str(root), "classes": ["cat", "dog"]}, out)
+    params = {"root": str(root), "classes": ["cat", "dog"], "max_pixels": 4000}
+    prepare_folder(params, out)
     before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
     spoil, where, problem = BAD_CASES[case]
     spoil(root)
     with pytest.raises(InputError) as err:
-        prepare_folder({"root": str(root), "classes": ["cat", "dog"]}, out)
+        prepare_folder(params, out)
     assert where in err.value.path and problem in err.value.problem, str(err.value)
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before  # the complete output survives
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp folder left

@@ -177,9 +177,13 @@ def prepare_folder(params: Mapping[str, Any], out: str | Path) -> dict[str, list
     if stray:
         raise InputError(masks[stray[0]], f"mask without an image (no {stray[0]}.jpg/.jpeg/.png in {opts['images']}/)")
 
+    max_pixels = params.get("max_pixels")
     derived: dict[str, list[str]] = {}
     for stem, path in tqdm(sorted(images.items()), desc="check images", unit="img", mininterval=5.0):
         size = _image_size(path)
+        if max_pixels is not None and size[0] * size[1] > max_pixels:
+            raise InputError(path, f"image has {size[0] * size[1]} pixels ({size[1]}x{size[0]}), above max_pixels "
+                                   f"{max_pixels}; downscale it or raise the dataset's max_pixels")
         if stem in masks:
             mask = read_label_png(masks[stem], len(classes))
             if mask.shape != size:
