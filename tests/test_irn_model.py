@@ -11,7 +11,8 @@ from wsss.classify import build_classifier
 from wsss.errors import InputError
 from wsss.irn import build_irn, irn_loss, optimizer_groups
 from wsss.models.backbone import build_resnet
-from wsss.models.irn import IRNet, classifier_backbone_state
+from wsss.models.backbone import classifier_backbone_state
+from wsss.models.irn import IRNet
 from wsss.ops.path_index import PathIndex
 from wsss.train import build_optimizer
 

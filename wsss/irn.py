@@ -34,12 +34,12 @@ from wsss.data.dataset import VOCLayoutDataset
 from wsss.errors import InputError
 from wsss.io import read_label_png, read_rgb, write_label_png
 from wsss.metrics import ConfusionMatrix
-from wsss.models.backbone import build_resnet
-from wsss.models.irn import FROM_CLS, IRNet, load_classifier_backbone
+from wsss.models.backbone import FROM_CLS, build_resnet, build_weights, init_from_classifier
+from wsss.models.irn import IRNet
 from wsss.ops.crf import ir_label
 from wsss.ops.path_index import PathIndex
 from wsss.ops.random_walk import random_walk
-from wsss.train import MicroBatch, Objective, load_state_dict_file
+from wsss.train import MicroBatch, Objective
 
 EPS = 1e-5
 PAD_MULTIPLE = 16
@@ -122,13 +122,9 @@ def build_irn(params: Mapping[str, Any], cls_depth: int, cls_model: str | os.Pat
     (a trained IRNet state dict is loaded next)."""
     depth = backbone_depth(params, cls_depth)
     source = params["pretrained"] if pretrained else "none"
-    weights = "none" if source == FROM_CLS else source
-    backbone = build_resnet(depth, strides=(2, 2, 2, 1), weights=weights, sha256=params.get("pretrained_sha256"),
-                            cache_dir=cache_dir, norm="fixed", freeze_stem=True)
-    if source == FROM_CLS:
-        if cls_model is None:
-            raise InputError("config: irn.pretrained", "from_cls needs the trained classifier (cls/model.pt)")
-        load_classifier_backbone(backbone, load_state_dict_file(cls_model), str(cls_model))
+    backbone = build_resnet(depth, strides=(2, 2, 2, 1), weights=build_weights(source),
+                            sha256=params.get("pretrained_sha256"), cache_dir=cache_dir, norm="fixed", freeze_stem=True)
+    init_from_classifier(backbone, source, cls_model, "irn")
     return IRNet(backbone)
 
 

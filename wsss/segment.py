@@ -33,8 +33,8 @@ from wsss.io import IGNORE, atomic_path, index_shard_files, read_label_png, writ
 from wsss.metrics import ConfusionMatrix
 from wsss.data.seg_data import normalize_image
 from wsss.data.transforms import to_chw
+from wsss.models.backbone import FROM_CLS, build_weights, init_from_classifier
 from wsss.models.deeplab import MSC, _halve, build_deeplab
-from wsss.models.irn import FROM_CLS, load_classifier_backbone
 from wsss.ops.crf import crf_labels_from_probs
 from wsss.train import MicroBatch, Objective, check_batch_split
 from wsss.train import load_state_dict_file
@@ -57,13 +57,10 @@ def build_segmenter(params: dict[str, Any], num_classes: int, cache_dir: str | o
     if params["style"] == "caffe" and (weights == "imagenet" or from_cls):
         raise InputError("seg.style", f"'caffe' expects converted Caffe weights (a local file in seg.pretrained) or "
                                       f"none, not {weights}; use style torchvision")
-    model = build_deeplab(num_classes, depth=params["backbone"], weights="none" if from_cls else weights,
+    model = build_deeplab(num_classes, depth=params["backbone"], weights=build_weights(weights),
                           sha256=params.get("pretrained_sha256"), cache_dir=cache_dir, norm=params["norm"],
                           style=params["style"], rates=params["aspp_rates"], msc_scales=params["msc_scales"])
-    if from_cls:
-        if cls_model is None:
-            raise InputError("config: seg.pretrained", "from_cls needs the trained classifier (cls/model.pt)")
-        load_classifier_backbone(model.base.backbone, load_state_dict_file(cls_model), str(cls_model))
+    init_from_classifier(model.base.backbone, weights, cls_model, "seg")
     return model
 
 

@@ -232,4 +232,43 @@ def build_resnet(depth: int, strides: Sequence[int] = (2, 2, 2, 1), dilations: S
     return model
 
 
-__all__ = ["FixedBatchNorm", "ResNetStages", "build_resnet", "load_backbone_state", "read_state_dict"]
+
+
+# ------------------------------------------------------------------ initialising from the run's trained classifier
+FROM_CLS = "from_cls"  # config value: initialise a backbone from the run's trained classifier
+
+
+def classifier_backbone_state(state: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """The ``backbone.*`` entries of a trained classifier's state dict (``VWLNet``), prefix removed."""
+    out = {}
+    for key, value in state.items():
+        while key.startswith("module."):
+            key = key[len("module."):]
+        if key.startswith("backbone."):
+            out[key[len("backbone."):]] = value
+    if not out:
+        raise InputError(source, "no backbone.* tensors: not a trained classifier state dict")
+    return out
+
+
+def build_weights(pretrained: str) -> str:
+    """The ``weights`` to build a backbone with for config value ``pretrained``: none for ``from_cls`` (the
+    classifier's weights are loaded next, :func:`init_from_classifier`), else the value itself."""
+    return "none" if pretrained == FROM_CLS else pretrained
+
+
+def init_from_classifier(backbone: "ResNetStages", pretrained: str, cls_model: str | os.PathLike[str] | None,
+                         section: str) -> None:
+    """For ``pretrained: from_cls`` load the trained classifier's backbone weights and BatchNorm statistics
+    (``cls_model``, a state dict read with ``weights_only=True``) into ``backbone``, strictly; no-op otherwise.
+    The one place where IRNet and DeepLab start from the classifier."""
+    if pretrained != FROM_CLS:
+        return
+    if cls_model is None:
+        raise InputError(f"config: {section}.pretrained", "from_cls needs the trained classifier (cls/model.pt)")
+    state = tensor_entries(read_state_dict(cls_model, None, "trained classifier"), cls_model)
+    load_backbone_state(backbone, classifier_backbone_state(state, str(cls_model)), str(cls_model))
+
+
+__all__ = ["FROM_CLS", "FixedBatchNorm", "ResNetStages", "build_resnet", "build_weights", "classifier_backbone_state",
+           "init_from_classifier", "load_backbone_state", "read_state_dict"]

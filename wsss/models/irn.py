@@ -17,14 +17,12 @@ Upsampling is bilinear with align_corners=False and happens after GroupNorm, bef
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsss.errors import InputError
-from wsss.models.backbone import ResNetStages, load_backbone_state
+from wsss.models.backbone import ResNetStages
 
 EDGE_CHANNELS = 32
 
@@ -129,25 +127,4 @@ class IRNet(nn.Module):
         return self._edge(self.stages(x))
 
 
-FROM_CLS = "from_cls"  # config value: initialise a backbone from the run's trained classifier
-
-
-def classifier_backbone_state(state: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
-    """The ``backbone.*`` entries of a trained classifier's state dict (``VWLNet``), prefix removed."""
-    out = {}
-    for key, value in state.items():
-        while key.startswith("module."):
-            key = key[len("module."):]
-        if key.startswith("backbone."):
-            out[key[len("backbone."):]] = value
-    if not out:
-        raise InputError(source, "no backbone.* tensors: not a trained classifier state dict")
-    return out
-
-
-def load_classifier_backbone(backbone: ResNetStages, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load a classifier's backbone weights (and BatchNorm statistics) into ``backbone``, strictly."""
-    load_backbone_state(backbone, classifier_backbone_state(state, source), source)
-
-
-__all__ = ["FROM_CLS", "IRNet", "classifier_backbone_state", "load_classifier_backbone"]
+__all__ = ["IRNet"]
