@@ -88,15 +88,27 @@ def test_training_stages_pass_their_amp_key_to_fit(tiny_voc: Path, tmp_path: Pat
     seen = {}
     sections = _sections(cls={**TINY_CLS, "amp": amp}, irn={"backbone": 18, "pretrained": "none", "crop": 32,
                                                             "radius": 3, "batch_size": 2, "amp": amp})
+    class Stop(Exception):
+        """Raised by the stand-in ``fit``: the stage's work after training is not this test's business."""
+
+    def fake_fit(section):
+        def fit(*args, **kwargs):
+            seen[section] = kwargs["amp"]
+            raise Stop
+
+        return fit
+
     cls_stage = _stage_module("train_cls")
-    monkeypatch.setattr(cls_stage, "fit", lambda *a, **kw: seen.setdefault("cls", kw["amp"]))
-    cls_stage.main(SimpleNamespace(dataset=str(tiny_voc), split="train", method="vwl_l", device="cpu",
-                                   weights_cache=None, out_dir=str(tmp_path / "cls")), sections["cls"])
+    monkeypatch.setattr(cls_stage, "fit", fake_fit("cls"))
+    with pytest.raises(Stop):
+        cls_stage.main(SimpleNamespace(dataset=str(tiny_voc), split="train", method="vwl_l", device="cpu",
+                                       weights_cache=None, out_dir=str(tmp_path / "cls")), sections["cls"])
     for image_id in ("a_1", "b_2"):
         write_label_png(tmp_path / "ir" / f"{image_id}.png", np.zeros((12, 16), np.uint8))
     irn_stage = _stage_module("train_irn")
-    monkeypatch.setattr(irn_stage, "fit", lambda *a, **kw: seen.setdefault("irn", kw["amp"]))
-    irn_stage.main(SimpleNamespace(dataset=str(tiny_voc), split="train", labels=[str(tmp_path / "ir")],
-                                   cls_model=None, device="cpu", weights_cache=None, out_dir=str(tmp_path / "irn")),
-                   {"irn": sections["irn"], "cls_backbone": 18})
+    monkeypatch.setattr(irn_stage, "fit", fake_fit("irn"))
+    with pytest.raises(Stop):
+        irn_stage.main(SimpleNamespace(dataset=str(tiny_voc), split="train", labels=[str(tmp_path / "ir")],
+                                       cls_model=None, device="cpu", weights_cache=None,
+                                       out_dir=str(tmp_path / "irn")), {"irn": sections["irn"], "cls_backbone": 18})
     assert seen == {"cls": amp, "irn": amp}
