@@ -7,6 +7,7 @@ rule train_cls:
     output:
         model="results/{run}/cls/model.pt",
         log_csv="results/{run}/cls/train_log.csv",
+        heldout="results/{run}/cls/heldout.json",
     params:
         cfg=lambda w: as_json(run_cfg(w.run)["cls"]),
         method=lambda w: run_cfg(w.run)["method"],
@@ -31,10 +32,33 @@ rule train_cls:
         " --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
+rule cls_gate:
+    input:
+        heldout="results/{run}/cls/heldout.json",
+    output:
+        "results/{run}/cls/gate.json",
+    params:
+        cfg=as_json({k: config["gates"][k] for k in ("enabled", "min_cls_f1")}),
+    log:
+        "logs/{run}/cls_gate.log",
+    benchmark:
+        "benchmarks/{run}/cls_gate.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+        gpu=0,
+    conda:
+        "../envs/wsss.yaml"
+    shell:
+        f"{stage('cls_gate')} --params {{params.cfg:q}} --heldout {{input.heldout:q}} --out {{output:q}} > {{log:q}} 2>&1"
+
+
 rule infer_cam:
     input:
         run_dataset,
         model="results/{run}/cls/model.pt",
+        gate="results/{run}/cls/gate.json",  # the DAG stops at cls_gate when the classifier did not learn
     output:
         directory("results/{run}/cam/{split}/shard_{shard}"),
     params:

@@ -8,7 +8,7 @@ import sys
 
 from snakemake.exceptions import WorkflowError
 
-from wsss.config import load_schema, run_config, validate_config
+from wsss.config import load_schema, run_config, seed_run_names, validate_config
 from wsss.errors import InputError
 
 try:
@@ -204,9 +204,16 @@ def summary_entries():
                 "cam": f"results/{run}/cam_{SUMMARY['cam_split']}_miou.txt" if pseudo else None,
                 "pseudo": f"results/{run}/pseudo_{SUMMARY['pseudo_split']}_miou.txt" if pseudo else None,
                 "deeplab": f"results/{run}/deeplab_{SUMMARY['seg_split']}_metrics.json",
+                # check_pseudo on the pseudo labels DeepLab trains on: classes the classifier and they disagree on
+                "coverage": f"results/{run}/pseudo_{cfg['seg']['train_split']}_coverage.json" if pseudo else None,
             }
         )
     return entries
+
+
+def seed_groups():
+    """Runs listing ``seeds``: base run -> its per-seed runs ({run}_s{k}, made by wsss.config), for the summary."""
+    return {run: seed_run_names(run, e["seeds"]) for run, e in sorted(config["runs"].items()) if e.get("seeds")}
 
 
 def seg_params(run, keys):

@@ -142,3 +142,29 @@ rule eval_pseudo:
     shell:
         f"{stage('eval_pseudo')} --dataset {{params.dataset:q}} --split {{wildcards.split:q}} --labels {{input.labels:q}}"
         " --miou {output.miou:q} --metrics {output.metrics:q} > {log:q} 2>&1"
+
+
+rule check_pseudo:
+    input:
+        run_dataset,
+        cams=lambda w: cam_shards(w.run, w.split),
+        labels=lambda w: pseudo_shards(w.run, w.split),
+    output:
+        "results/{run}/pseudo_{split}_coverage.json",
+    params:
+        cfg=as_json({k: config["gates"][k] for k in ("coverage_ratio", "coverage_min_pixels")}),
+        dataset=lambda w: dataset_root(w.run),
+    log:
+        "logs/{run}/check_pseudo_{split}.log",
+    benchmark:
+        "benchmarks/{run}/check_pseudo_{split}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+        gpu=0,
+    conda:
+        "../envs/wsss.yaml"
+    shell:
+        f"{stage('check_pseudo')} --params {{params.cfg:q}} --dataset {{params.dataset:q}} --split {{wildcards.split:q}}"
+        " --cams {input.cams:q} --labels {input.labels:q} --out {output:q} > {log:q} 2>&1"

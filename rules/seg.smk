@@ -150,11 +150,11 @@ rule eval_seg:
 
 rule summary:
     input:
-        [path for e in summary_entries() for path in (e["cam"], e["pseudo"], e["deeplab"]) if path],
+        [path for e in summary_entries() for path in (e["cam"], e["pseudo"], e["deeplab"], e["coverage"]) if path],
     output:
         "results/summary.md",
     params:
-        cfg=as_json({**SUMMARY, "runs": summary_entries()}),
+        cfg=as_json({**SUMMARY, "runs": summary_entries(), "seed_groups": seed_groups()}),
     log:
         "logs/summary.log",
     benchmark:

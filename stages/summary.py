@@ -1,6 +1,9 @@
 #!/usr/bin/env python
-"""One markdown table of every run's CAM, pseudo-label, DeepLab and DeepLab+CRF mIoU."""
+"""One markdown table of every run's CAM, pseudo-label, DeepLab and DeepLab+CRF mIoU; mean ± std over the runs of
+each seed group; warnings: a stage below the previous one, classes the classifier and the pseudo labels disagree on
+(check_pseudo)."""
 
+import json
 import logging
 import sys
 
@@ -12,8 +15,20 @@ from wsss.segment import SummaryRow, read_deeplab_metrics, read_miou_file, summa
 log = logging.getLogger("wsss")
 
 
+def read_coverage_warnings(path):
+    """The warnings of a check_pseudo JSON."""
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+        return [str(w) for w in data["warnings"]]
+    except FileNotFoundError:
+        raise InputError(path, "pseudo-label coverage check is missing") from None
+    except (ValueError, KeyError, TypeError) as err:
+        raise InputError(path, f"not a coverage check ({type(err).__name__}: {err})") from None
+
+
 def main(args, params):
-    rows = []
+    rows, warnings = [], []
     for entry in params["runs"]:
         try:
             run, deeplab = entry["run"], entry["deeplab"]
@@ -24,8 +39,12 @@ def main(args, params):
         pseudo = read_miou_file(entry["pseudo"]) if entry.get("pseudo") else None
         rows.append(SummaryRow(run, entry.get("dataset", ""), entry.get("method", ""), entry.get("labels", ""),
                                cam, pseudo, no_crf, crf))
+        if entry.get("coverage"):
+            warnings += [f"{run}: {line}" for line in read_coverage_warnings(entry["coverage"])]
+    for line in warnings:
+        log.warning("%s", line)
     write_text(args.out, summary_table(rows, params.get("cam_split", "val"), params.get("pseudo_split", "val"),
-                                       params.get("seg_split", "val")))
+                                       params.get("seg_split", "val"), params.get("seed_groups") or {}, warnings))
     log.info("%d runs summarised", len(rows))
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from pathlib import Path
 
@@ -11,10 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import NoisyRegression, interrupt_at
+from helpers import REPO, NoisyRegression, interrupt_at
 from wsss.data.folder import in_val
+from wsss.segment import SummaryRow, stage_drops, summary_table
 from wsss.train import Checkpoint, build_optimizer, fit, load_state_dict_file
-from wsss.validation import (HeldoutTracker, average_precision, holdout_split, mean_average_precision, micro_f1)
+from wsss.validation import (HeldoutTracker, average_precision, cls_gate, coverage_warnings, holdout_split,
+                             mean_average_precision, micro_f1, pseudo_coverage, training_report)
 
 
 # ------------------------------------------------------------------------------------------ held-out slice
@@ -169,3 +172,155 @@ def test_resume_with_evaluation_state_is_exact(tmp_path: Path) -> None:
         assert torch.equal(wa[k], wb[k])
     assert (a / "log.csv").read_text() == (b / "log.csv").read_text()
     assert not (b / "ckpt.pt").exists()
+
+
+# ------------------------------------------------------------------------------------------ gates
+def _gate_stage(tmp_path: Path, report: dict, enabled: bool, min_f1: float) -> tuple[int, str, Path]:
+    import subprocess
+    import sys
+    held = tmp_path / "heldout.json"
+    held.write_text(json.dumps(report))
+    out = tmp_path / "gate.json"
+    proc = subprocess.run([sys.executable, str(REPO / "stages" / "cls_gate.py"), "--params",
+                           json.dumps({"enabled": enabled, "min_cls_f1": min_f1}), "--heldout", str(held),
+                           "--out", str(out)], capture_output=True, text=True, cwd=REPO)
+    return proc.returncode, proc.stderr, out
+
+
+def test_cls_gate_fails_with_one_line_and_no_output(tmp_path: Path) -> None:
+    report = {"f1": 0.13, "held_out_images": 64, "baseline_f1": 0.51}
+    code, stderr, out = _gate_stage(tmp_path, report, True, 0.6)
+    assert code == 2 and not out.exists()
+    errors = [ln for ln in stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and errors[0] == stderr.strip().splitlines()[-1]
+    line = errors[0]
+    assert line.startswith(f"error: {tmp_path / 'heldout.json'}: held-out image-level micro-F1 0.130")
+    for words in ("gates.min_cls_f1 0.6", "64 held-out images", "0.510", "cls.epochs: auto", "cls.pretrained",
+                  "larger images", "fewer classes", "gates.enabled: false"):
+        assert words in line, words
+
+
+def test_cls_gate_passes_above_the_threshold_and_when_disabled(tmp_path: Path) -> None:
+    code, stderr, out = _gate_stage(tmp_path, {"f1": 0.61, "held_out_images": 64}, True, 0.6)
+    assert code == 0 and json.loads(out.read_text())["passed"] is True and "cls gate passed" in stderr
+    out.unlink()
+    code, stderr, out = _gate_stage(tmp_path, {"f1": 0.13, "held_out_images": 64}, False, 0.6)
+    assert code == 0 and out.exists()
+    assert "WARNING gates.enabled is false, running on: held-out image-level micro-F1 0.130" in stderr
+    # unmeasured (no held-out images): passes with a warning
+    assert cls_gate({"f1": None}, True, 0.6)[0] is True
+    assert cls_gate({"f1": 0.59999}, True, 0.6)[0] is False and cls_gate({"f1": 0.6}, True, 0.6)[0] is True
+
+
+def test_training_report_says_when_max_epochs_cut_an_improving_run() -> None:
+    tracker = HeldoutTracker("heldout_map", 0.0, patience=3, keep_best=True)
+    for step, v in [(9, 0.5), (19, 0.6), (29, 0.7)]:
+        tracker.record(step, {"heldout_map": v, "heldout_f1": v})
+    report, line, warn = training_report(tracker, {"steps": 30, "max_steps": 30, "stopped_early": False}, auto=True,
+                                         held_images=10, train_images=90, min_delta=0.0, patience=3, baseline_f1=0.4)
+    assert warn and report["still_improving"] and report["kept_step"] == 29 and report["f1"] == 0.7
+    assert "reached cls.max_epochs (30 steps) while held-out mAP was still improving" in line
+    tracker.record(39, {"heldout_map": 0.6, "heldout_f1": 0.6})
+    report, line, warn = training_report(tracker, {"steps": 40, "max_steps": 100, "stopped_early": True}, auto=True,
+                                         held_images=10, train_images=90, min_delta=0.0, patience=1)
+    assert not warn and not report["still_improving"] and report["kept_step"] == 29
+    assert line.startswith("epochs auto: stopped after 40 of at most 100 steps")
+    # fixed epochs report the last evaluation (the final weights)
+    report, line, _ = training_report(tracker, {"steps": 40, "max_steps": 40, "stopped_early": False}, auto=False,
+                                      held_images=10, train_images=90, min_delta=0.0, patience=3)
+    assert report["kept_step"] == 39 and report["f1"] == 0.6 and "fixed epochs" in line
+    json.dumps(report, allow_nan=False)
+
+
+# ------------------------------------------------------------------------------------------ pseudo coverage
+def test_pseudo_coverage_counts_and_warns_both_ways(tmp_path: Path) -> None:
+    from wsss.classify import CamRecord, save_cam
+    from wsss.io import write_label_png
+
+    n, ids = 40, [f"i{k}" for k in range(40)]
+    cams, labels = {}, {}
+    for k, image_id in enumerate(ids):
+        # class 0: found by the classifier everywhere, covered by the pseudo labels in 2 images only
+        # class 1: found nowhere, covered in 20 images; class 2: found and covered in the same 10 images
+        scores = np.array([0.9, 0.1, 0.9 if k < 10 else 0.1], np.float32)
+        label = np.zeros((10, 10), np.uint8)
+        if k < 2:
+            label[:2, :] = 1  # 20 % of the pixels
+        if k < 20:
+            label[5, :5] = 2  # 5 %
+        if k < 10:
+            label[8, 0] = 3  # 1 pixel = 1 %, exactly the threshold
+        label[9, 9] = 255
+        cams[image_id] = tmp_path / f"{image_id}.npz"
+        save_cam(cams[image_id], CamRecord(np.array([0]), np.zeros((1, 3, 3), np.float16), (10, 10), scores))
+        labels[image_id] = tmp_path / f"{image_id}.png"
+        write_label_png(labels[image_id], label)
+    counts = pseudo_coverage(4, ids, cams, labels, 0.01)
+    assert counts["classifier"].tolist() == [40, 0, 10]
+    # class 3's single pixel is 1/99 of the non-ignored pixels >= 1 %
+    assert counts["pseudo"].tolist() == [2, 20, 10] and counts["labelled"].tolist() == [40, 0, 0]
+    warnings = coverage_warnings(counts, ["a", "b", "c"], n, 0.2, 0.01)
+    assert len(warnings) == 2
+    assert warnings[0].startswith("class 'a': the classifier finds it in 40 images but the pseudo labels cover it "
+                                  "in only 2")
+    assert warnings[1].startswith("class 'b': the pseudo labels cover it in 20 images but the classifier finds it "
+                                  "in only 0")
+    # fewer than 5 images is not "many"
+    small = {"classifier": np.array([4]), "pseudo": np.array([0]), "labelled": np.array([4])}
+    assert coverage_warnings(small, ["a"], 40, 0.2, 0.01) == []
+
+
+# ------------------------------------------------------------------------------------------ summary
+def test_summary_flags_stage_drops_and_averages_seeds() -> None:
+    rows = [SummaryRow("bad", "d", "vwl_l", "pseudo", 25.6, 24.7, 14.7, 14.3),
+            SummaryRow("s_s0", "d", "vwl_l", "pseudo", 60.0, 70.0, 72.0, 80.0),
+            SummaryRow("s_s1", "d", "vwl_l", "pseudo", 62.0, 74.0, 76.0, 84.0),
+            SummaryRow("s_s2", "d", "vwl_l", "pseudo", 64.0, 72.0, None, 82.0)]
+    text = summary_table(rows, seed_groups={"s": ["s_s0", "s_s1", "s_s2"]},
+                         warnings=["bad: class 'x': the classifier finds it in 40 images but …"])
+    assert "| bad | d | vwl_l | pseudo | 25.60 | 24.70 ↓ | 14.70 ↓ | 14.30 ↓ |" in text
+    assert "| s_s0 | d | vwl_l | pseudo | 60.00 | 70.00 | 72.00 | 80.00 |" in text
+    # stage s_s2 has no DeepLab: +CRF compares with the pseudo labels
+    assert stage_drops(rows[3]) == []
+    assert stage_drops(SummaryRow("r", "d", "m", "p", 50.0, 40.0, None, 45.0)) == [(1, 0)]
+    # mean ± sample std: CAM 62 ± 2, pseudo 72 ± 2, DeepLab over two seeds 74 ± 2.83, CRF 82 ± 2
+    assert "| s | 0, 1, 2 | 62.00 ± 2.00 | 72.00 ± 2.00 | 74.00 ± 2.83 | 82.00 ± 2.00 |" in text
+    warnings = text.split("## Warnings", 1)[1]
+    assert "- bad: pseudo labels (24.70) below CAM (25.60)" in warnings
+    assert "- bad: DeepLab (14.70) below pseudo labels (24.70)" in warnings
+    assert "- bad: DeepLab+CRF (14.30) below DeepLab (14.70)" in warnings
+    assert "- bad: class 'x'" in warnings
+    assert "## Warnings" not in summary_table(rows[1:2])
+
+
+# ------------------------------------------------------------------------------------------ seeds
+def test_seeds_become_runs_of_their_own(repo: Path) -> None:
+    from wsss.config import load_schema, run_config, validate_config
+    from wsss.errors import InputError
+
+    schema = load_schema(repo / "schemas" / "config.schema.yaml")
+    config = {"runs": {"a": {"dataset": "synth", "method": "cam", "seeds": [0, 7], "cls": {"lr": 0.5}}}}
+    valid = validate_config(config, schema)
+    assert sorted(valid["runs"]) == ["a", "a_s0", "a_s7"]
+    cfg = run_config(valid, "a_s7")
+    assert (cfg["cls"]["seed"], cfg["irn"]["seed"], cfg["seg"]["seed"]) == (7, 7, 7)
+    assert cfg["cls"]["lr"] == 0.5 and cfg["method"] == "cam"
+    assert run_config(valid, "a")["cls"]["seed"] == 1  # the base run stays as configured
+    assert validate_config(valid, schema)["runs"] == valid["runs"]  # idempotent
+    clash = {"runs": {**config["runs"], "a_s0": {"dataset": "synth"}}}
+    with pytest.raises(InputError, match="runs.a_s0: already configured"):
+        validate_config(clash, schema)
+    with pytest.raises(InputError, match="runs.a.seeds"):
+        validate_config({"runs": {"a": {"dataset": "synth", "seeds": [1, 1]}}}, schema)
+
+
+def test_epochs_accepts_a_number_or_auto(repo: Path) -> None:
+    from wsss.config import load_schema, validate_config
+    from wsss.errors import InputError
+
+    schema = load_schema(repo / "schemas" / "config.schema.yaml")
+    valid = validate_config({"runs": {"a": {"dataset": "synth", "cls": {"epochs": "auto"}}}}, schema)
+    assert valid["cls"]["holdout_fraction"] == 0.1 and valid["gates"] == {
+        "enabled": True, "min_cls_f1": 0.6, "coverage_ratio": 0.2, "coverage_min_pixels": 0.01}
+    with pytest.raises(InputError, match="runs.a.cls.epochs"):
+        validate_config({"runs": {"a": {"dataset": "synth", "cls": {"epochs": "forever"}}}}, schema)

@@ -75,10 +75,35 @@ def validate_config(config: dict[str, Any], schema: dict[str, Any], source: str 
         key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
         raise InputError(source, f"{key}: {err.message}")
     try:
+        expand_seeds(config)
         check_runs(config)
     except InputError as err:
         raise InputError(source, err.problem) from None
     return config
+
+
+SEEDED_SECTIONS = ("cls", "irn", "seg")
+
+
+def seed_run_names(run: str, seeds: list[int]) -> list[str]:
+    """The per-seed runs of a run that lists ``seeds``: ``{run}_s{k}``."""
+    return [f"{run}_s{k}" for k in seeds]
+
+
+def expand_seeds(config: dict[str, Any]) -> None:
+    """Add, for every run listing ``seeds``, one ordinary run ``{run}_s{k}`` per seed: the same entry without
+    ``seeds``, with ``cls.seed``, ``irn.seed`` and ``seg.seed`` set to k. Idempotent (a validated config validates
+    again); a configured run of that name with other settings is an error."""
+    runs = config["runs"]
+    for run, entry in list(runs.items()):
+        for k, name in zip(entry.get("seeds") or [], seed_run_names(run, entry.get("seeds") or [])):
+            derived = {key: copy.deepcopy(v) for key, v in entry.items() if key != "seeds"}
+            for section in SEEDED_SECTIONS:
+                derived[section] = {**derived.get(section, {}), "seed": k}
+            if name in runs and runs[name] != derived:
+                raise InputError("config", f"runs.{name}: already configured, and seed {k} of runs.{run} would "
+                                           f"create it; rename the run")
+            runs[name] = derived
 
 
 BUILTIN_DATASETS = ("synth", "voc", "coco")

@@ -425,17 +425,69 @@ def _cell(value: float | None) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{value:.2f}"
 
 
+STAGE_NAMES = ("CAM", "pseudo labels", "DeepLab", "DeepLab+CRF")
+
+
+def stage_drops(row: SummaryRow) -> list[tuple[int, int]]:
+    """(stage, previous stage) index pairs (into :data:`STAGE_NAMES`) where a stage's mIoU is below the previous
+    present stage's, along CAM → pseudo → DeepLab → DeepLab+CRF (absent stages are skipped)."""
+    values = [row.cam, row.pseudo, row.deeplab, row.deeplab_crf]
+    drops, prev = [], None
+    for k, v in enumerate(values):
+        if v is None or not math.isfinite(v):
+            continue
+        if prev is not None and v < values[prev]:
+            drops.append((k, prev))
+        prev = k
+    return drops
+
+
+def _mean_std(values: Sequence[float | None]) -> str:
+    """``mean ± sample std (n−1)`` of the finite values, two decimals; ± – for a single value; – for none."""
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    if not vals:
+        return "–"
+    mean = sum(vals) / len(vals)
+    if len(vals) < 2:
+        return f"{mean:.2f} ± –"
+    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
+    return f"{mean:.2f} ± {std:.2f}"
+
+
 def summary_table(rows: Sequence[SummaryRow], cam_split: str = "val", pseudo_split: str = "val",
-                  seg_split: str = "val") -> str:
-    """Markdown: a title, one note line and a table with one row per run (mIoU in %, two decimals, – if absent)."""
+                  seg_split: str = "val", seed_groups: dict[str, Sequence[str]] | None = None,
+                  warnings: Sequence[str] = ()) -> str:
+    """Markdown: a title, one note line and a table with one row per run (mIoU in %, two decimals, – if absent,
+    ↓ after a stage below the previous one); with ``seed_groups`` (base run -> its per-seed runs) a table of
+    mean ± sample std over the seeds; then a Warnings list: every stage drop and ``warnings`` (pre-formatted)."""
     header = ["Run", "Dataset", "Method", "Training labels", f"CAM ({cam_split})", f"Pseudo ({pseudo_split})",
               f"DeepLab ({seg_split})", f"DeepLab+CRF ({seg_split})"]
-    lines = ["# Results", "", "mIoU in % over the classes present in the ground truth.", "",
+    lines = ["# Results", "", "mIoU in % over the classes present in the ground truth; ↓ marks a stage below the "
+             "previous one (CAM → pseudo → DeepLab → DeepLab+CRF).", "",
              "| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 4 + ["---:"] * 4) + "|"]
+    notes = []
     for r in rows:
-        cells = [r.run, r.dataset, r.method, r.labels, _cell(r.cam), _cell(r.pseudo), _cell(r.deeplab),
-                 _cell(r.deeplab_crf)]
-        lines.append("| " + " | ".join(cells) + " |")
+        values = [r.cam, r.pseudo, r.deeplab, r.deeplab_crf]
+        cells = [_cell(v) for v in values]
+        for k, prev in stage_drops(r):
+            cells[k] += " ↓"
+            notes.append(f"{r.run}: {STAGE_NAMES[k]} ({values[k]:.2f}) below {STAGE_NAMES[prev]} "
+                         f"({values[prev]:.2f})")
+        lines.append("| " + " | ".join([r.run, r.dataset, r.method, r.labels, *cells]) + " |")
+    if seed_groups:
+        by_run = {r.run: r for r in rows}
+        lines += ["", "## Seeds", "", "mean ± sample standard deviation (n − 1) over the per-seed runs "
+                  "{run}_s{seed}.", "",
+                  "| " + " | ".join(["Run", "Seeds", *header[4:]]) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * 4)
+                  + "|"]
+        for base, members in seed_groups.items():
+            group = [by_run[m] for m in members if m in by_run]
+            cells = [_mean_std([getattr(r, f) for r in group]) for f in ("cam", "pseudo", "deeplab", "deeplab_crf")]
+            seeds = ", ".join(m.rsplit("_s", 1)[-1] for m in members)
+            lines.append("| " + " | ".join([base, seeds, *cells]) + " |")
+    notes += list(warnings)
+    if notes:
+        lines += ["", "## Warnings", ""] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
 
 
@@ -444,4 +496,4 @@ __all__ = ["CRF_DEFAULTS", "SegLogits", "SegObjective", "SummaryRow", "TestTimeS
            "index_logit_dirs", "labels_from_logits", "load_logits", "load_segmenter", "msc_label_counts", "msc_loss",
            "optimizer_groups", "output_names", "output_sizes", "predict_logits", "probs_from_logits",
            "read_deeplab_metrics", "read_miou_file", "resize_labels", "save_logits", "segmentation_report",
-           "summary_table", "training_step", "upsample_logits"]
+           "stage_drops", "summary_table", "training_step", "upsample_logits"]

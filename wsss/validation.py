@@ -118,6 +118,10 @@ class HeldoutEvaluator:
             model.train(was_training)
         return np.concatenate(out).astype(np.float64)
 
+    def baseline_f1(self) -> float:
+        """The micro-F1 of predicting every class on every held-out image (no model)."""
+        return micro_f1(np.ones_like(self.labels), self.labels)
+
     def __call__(self, model: torch.nn.Module) -> dict[str, float]:
         scores = self.scores(model)
         return {"heldout_map": mean_average_precision(scores, self.labels),
@@ -176,5 +180,107 @@ class HeldoutTracker:
         self.best_state = dict(state["best_state"]) or None
 
 
-__all__ = ["COLUMNS", "HeldoutEvaluator", "HeldoutTracker", "average_precision", "holdout_hash", "holdout_split",
-           "mean_average_precision", "micro_f1"]
+def _finite(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def training_report(tracker: HeldoutTracker, result: dict[str, Any], *, auto: bool, held_images: int,
+                    train_images: int, min_delta: float, patience: int,
+                    baseline_f1: float | None = None) -> tuple[dict[str, Any], str, bool]:
+    """(``cls/heldout.json`` contents, the log line, whether it is a warning) after :func:`wsss.train.fit`.
+
+    The reported metrics are those of the weights kept: the best evaluation under ``epochs: auto``, else the last
+    one (after the final step). ``still_improving``: training ran to ``max_steps`` without using up the patience,
+    i.e. it was cut short by ``max_epochs``, not by the held-out mAP. ``baseline_f1``: the micro-F1 of predicting
+    every class on the held-out images (what a classifier that learned only "say yes" would score)."""
+    steps, max_steps = int(result["steps"]), int(result["max_steps"])
+    kept = tracker.best if auto else tracker.last
+    still_improving = bool(auto and not result["stopped_early"] and tracker.best is not None)
+    report = {"held_out_images": held_images, "train_images": train_images, "epochs": "auto" if auto else "fixed",
+              "steps": steps, "max_steps": max_steps, "stopped_early": bool(result["stopped_early"]),
+              "still_improving": still_improving, "kept_step": None if kept is None else int(kept["step"]),
+              "map": _finite(kept["heldout_map"]) if kept else None,
+              "f1": _finite(kept["heldout_f1"]) if kept else None, "baseline_f1": _finite(baseline_f1),
+              "evaluations": [{k: (_finite(v) if k != "step" else int(v)) for k, v in h.items()}
+                              for h in tracker.history]}
+    if kept is None:
+        return report, (f"trained {steps} steps; no held-out images (cls.holdout_fraction 0): the classifier is "
+                        f"not measured"), True
+    measured = (f"held-out mAP {kept['heldout_map']:.3f}, micro-F1 {kept['heldout_f1']:.3f} on {held_images} "
+                f"images")
+    if not auto:
+        return report, f"trained {steps} steps (fixed epochs); {measured} (final weights)", False
+    if result["stopped_early"]:
+        return report, (f"epochs auto: stopped after {steps} of at most {max_steps} steps: held-out mAP did not "
+                        f"improve by more than {min_delta} in {patience} evaluations; kept the weights of step "
+                        f"{kept['step']}: {measured}"), False
+    return report, (f"epochs auto: reached cls.max_epochs ({max_steps} steps) while held-out mAP was still "
+                    f"improving (best at step {kept['step']}, {tracker.since_best} evaluation(s) since): kept it, "
+                    f"{measured}; raise cls.max_epochs to train longer"), True
+
+
+GATE_ADVICE = ("train longer (cls.epochs: auto, cls.max_epochs), start from pretrained weights (cls.pretrained: "
+               "imagenet), use larger images (cls.resize_long, cls.crop), or fewer classes")
+
+
+def cls_gate(report: dict[str, Any], enabled: bool, min_f1: float) -> tuple[bool, str]:
+    """The gate after train_cls on a ``cls/heldout.json`` report: (pass, message). Fails when the held-out micro-F1
+    is below ``min_f1`` and the gate is enabled; a disabled gate passes with the same message as a warning; an
+    unmeasured classifier (no held-out images) passes with a warning."""
+    f1 = report.get("f1")
+    if f1 is None:
+        return True, ("cls gate not checked: no held-out F1 (cls.holdout_fraction 0 or no finite score); the "
+                      "classifier's quality is unknown")
+    baseline = report.get("baseline_f1")
+    context = f"{report.get('held_out_images', '?')} held-out images"
+    if baseline is not None:
+        context += f"; predicting every class would score {baseline:.3f}"
+    if f1 >= min_f1:
+        return True, f"cls gate passed: held-out micro-F1 {f1:.3f} >= gates.min_cls_f1 {min_f1} ({context})"
+    problem = (f"held-out image-level micro-F1 {f1:.3f} ({context}) is below gates.min_cls_f1 {min_f1}: the "
+               f"classifier did not learn these classes and every later stage inherits that; {GATE_ADVICE}")
+    if not enabled:
+        return True, f"gates.enabled is false, running on: {problem}"
+    return False, f"{problem}; gates.enabled: false runs on anyway"
+
+
+def pseudo_coverage(num_classes: int, ids: Sequence[str], cam_paths: dict[str, Any], label_paths: dict[str, Any],
+                    min_pixels: float) -> dict[str, np.ndarray]:
+    """Per foreground class over ``ids``: ``classifier`` = images whose stored image-level probability (the CAM
+    record's ``scores``) exceeds 0.5, ``pseudo`` = images whose pseudo-label map gives the class at least
+    ``min_pixels`` of the image's non-ignored pixels, ``labelled`` = images labelled with it (the CAM keys)."""
+    from wsss.classify import load_cam
+    from wsss.io import read_label_png
+
+    counts = {k: np.zeros(num_classes - 1, np.int64) for k in ("classifier", "pseudo", "labelled")}
+    for image_id in ids:
+        rec = load_cam(cam_paths[image_id])
+        counts["classifier"] += np.asarray(rec.scores, np.float64).ravel()[:num_classes - 1] > 0.5
+        counts["labelled"][np.asarray(rec.keys, np.int64)] += 1
+        labels = read_label_png(label_paths[image_id], num_classes)
+        valid = max(1, int((labels != 255).sum()))
+        area = np.bincount(labels[labels != 255].ravel(), minlength=num_classes)[1:num_classes]
+        counts["pseudo"] += area >= min_pixels * valid
+    return counts
+
+
+def coverage_warnings(counts: dict[str, np.ndarray], classes: Sequence[str], images: int, ratio: float,
+                      min_pixels: float) -> list[str]:
+    """One line per foreground class whose classifier and pseudo-label image counts disagree: the larger is at least
+    5 images and 5 % of ``images``, and the smaller is below ``ratio`` times it. ``classes``: foreground names."""
+    lines = []
+    many = max(5, 0.05 * images)
+    for k, name in enumerate(classes):
+        found, covered = int(counts["classifier"][k]), int(counts["pseudo"][k])
+        where = f"(of {images} images; covered = at least {100 * min_pixels:g} % of the pixels)"
+        if found >= many and covered < ratio * found:
+            lines.append(f"class {name!r}: the classifier finds it in {found} images but the pseudo labels cover it "
+                         f"in only {covered} {where}")
+        elif covered >= many and found < ratio * covered:
+            lines.append(f"class {name!r}: the pseudo labels cover it in {covered} images but the classifier finds "
+                         f"it in only {found} {where}")
+    return lines
+
+
+__all__ = ["COLUMNS", "GATE_ADVICE", "cls_gate", "HeldoutEvaluator", "HeldoutTracker", "average_precision", "coverage_warnings", "holdout_hash", "holdout_split",
+           "mean_average_precision", "micro_f1", "pseudo_coverage", "training_report"]

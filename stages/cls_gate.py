@@ -1,0 +1,39 @@
+#!/usr/bin/env python
+"""The gate after train_cls: stop the DAG with one line when the classifier's held-out micro-F1 (cls/heldout.json)
+is below gates.min_cls_f1; gates.enabled false lets it pass with a warning."""
+
+import json
+import logging
+import sys
+
+from wsss.cli import run_stage, stage_parser
+from wsss.errors import InputError
+from wsss.io import write_json
+from wsss.validation import cls_gate
+
+log = logging.getLogger("wsss")
+
+
+def main(args, params):
+    try:
+        with open(args.heldout) as fh:
+            report = json.load(fh)
+        if not isinstance(report, dict):
+            raise ValueError("not a JSON object")
+    except FileNotFoundError:
+        raise InputError(args.heldout, "held-out report is missing") from None
+    except ValueError as err:
+        raise InputError(args.heldout, f"not a held-out report ({err})") from None
+    passed, message = cls_gate(report, bool(params["enabled"]), float(params["min_cls_f1"]))
+    if not passed:
+        raise InputError(args.heldout, message)
+    (log.info if message.startswith("cls gate passed") else log.warning)(message)
+    write_json(args.out, {"passed": True, "enabled": bool(params["enabled"]), "min_cls_f1": params["min_cls_f1"],
+                          "f1": report.get("f1"), "message": message})
+
+
+if __name__ == "__main__":
+    parser = stage_parser(__doc__)
+    parser.add_argument("--heldout", required=True, help="results/{run}/cls/heldout.json (train_cls)")
+    parser.add_argument("--out", required=True, help="results/{run}/cls/gate.json, written only when the gate passes")
+    sys.exit(run_stage(main, parser))
