@@ -197,6 +197,7 @@ def test_merge_rejects_a_file_in_two_shards(tmp_path: Path) -> None:
     for k in range(2):
         (tmp_path / f"s{k}").mkdir()
         (tmp_path / f"s{k}" / "x.png").write_bytes(b"1")
+        (tmp_path / f"s{k}" / ".snakemake_timestamp").write_bytes(b"")  # hidden files are not predictions
     (tmp_path / "out").mkdir()
     with pytest.raises(InputError, match="also written by shard"):
         merge_shards([tmp_path / "s0", tmp_path / "s1"], tmp_path / "out")
@@ -286,8 +287,8 @@ def test_predict_export_and_submission_targets_in_the_tiny_dag(tiny_dag: Path, t
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     out = work / "results/tiny/predict/new"
-    assert sorted(p.name for p in out.iterdir()) == sorted([f"{s}.png" for s in sizes] +
-                                                           [f"{s}_overlay.jpg" for s in sizes])
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted(
+        [f"{s}.png" for s in sizes] + [f"{s}_overlay.jpg" for s in sizes])
     classes = (synth / "classes.txt").read_text().split()
     for stem, size in sizes.items():
         assert read_label_png(out / f"{stem}.png", len(classes)).shape == size

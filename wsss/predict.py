@@ -122,14 +122,16 @@ def _refine_batch(pool: Any, batch: list[tuple[Path, np.ndarray, np.ndarray]], c
 
 
 def merge_shards(shard_dirs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str]) -> int:
-    """Copy the files of the shard folders into ``out_dir`` (one flat folder); a file name in two shards is an
-    InputError. Returns the number of files."""
+    """Copy the files of the shard folders into ``out_dir`` (one flat folder; hidden files are skipped); a file
+    name in two shards is an InputError. Returns the number of files."""
     seen: dict[str, Path] = {}
     for d in shard_dirs:
         d = Path(d)
         if not d.is_dir():
             raise InputError(d, "prediction shard folder is missing")
         for path in sorted(d.iterdir()):
+            if path.name.startswith("."):  # Snakemake's .snakemake_timestamp of directory outputs
+                continue
             if path.name in seen:
                 raise InputError(path, f"also written by shard {seen[path.name].parent}")
             seen[path.name] = path
