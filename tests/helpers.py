@@ -75,7 +75,8 @@ TINY_SEG = {"backbone": 18, "pretrained": "from_cls", "norm": "batch", "crop": 6
 
 def tiny_config(method: str = "vwl_l") -> dict:
     """A run small enough for the test suite: 64-px synthetic images, a few training steps, two CAM shards."""
-    return {"device": "cpu", "datasets": {"synth": dict(TINY_SYNTH)},
+    # gates.min_cls_f1 0: a few steps on 2 held-out images measure nothing (tests/test_validation.py tests the gate)
+    return {"device": "cpu", "datasets": {"synth": dict(TINY_SYNTH)}, "gates": {"min_cls_f1": 0.0},
             "runs": {"tiny": {"dataset": "synth", "method": method, "cls": dict(TINY_CLS), "cam": dict(TINY_CAM),
                               "irn": dict(TINY_IRN), "seg": dict(TINY_SEG)}}}
 

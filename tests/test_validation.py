@@ -324,3 +324,44 @@ def test_epochs_accepts_a_number_or_auto(repo: Path) -> None:
         "enabled": True, "min_cls_f1": 0.6, "coverage_ratio": 0.2, "coverage_min_pixels": 0.01}
     with pytest.raises(InputError, match="runs.a.cls.epochs"):
         validate_config({"runs": {"a": {"dataset": "synth", "cls": {"epochs": "forever"}}}}, schema)
+
+
+# ------------------------------------------------------------------------------------------ report figure
+def test_loss_figure_reads_and_draws_the_held_out_columns(tmp_path: Path) -> None:
+    from wsss.report import read_train_log, save_loss_curves
+
+    log = tmp_path / "train_log.csv"
+    log.write_text("step,lr,loss,cls,heldout_map,heldout_f1\n0,0.1,2.5,2.0,,\n1,0.05,1.5,1.0,0.75,0.5\n"
+                   "2,0.01,1.0,0.9,,\n")
+    columns = read_train_log(log)
+    assert columns["heldout_map"][1] == 0.75 and np.isnan(columns["heldout_map"][[0, 2]]).all()
+    save_loss_curves({"cls": columns}, tmp_path / "with.png", "t")
+    without = {k: v for k, v in columns.items() if not k.startswith("heldout_")}
+    save_loss_curves({"cls": without}, tmp_path / "without.png", "t")
+    assert (tmp_path / "with.png").read_bytes() != (tmp_path / "without.png").read_bytes()
+
+
+@pytest.mark.slow
+def test_the_dag_stops_at_the_cls_gate_and_runs_on_when_disabled(tmp_path: Path) -> None:
+    from helpers import planned_jobs, snakemake, tiny_config, write_config
+
+    config = tiny_config("cam")
+    config["gates"] = {"min_cls_f1": 1.0}  # nothing trained in 5 steps reaches it
+    write_config(tmp_path, config)
+    proc = snakemake(tmp_path, "results/tiny/cam_val_miou.txt", timeout=1500)
+    assert proc.returncode != 0
+    report = json.loads((tmp_path / "results/tiny/cls/heldout.json").read_text())
+    assert report["held_out_images"] == 2 and report["train_images"] == 22 and report["steps"] == 5
+    assert not (tmp_path / "results/tiny/cls/gate.json").exists()
+    assert not (tmp_path / "logs/tiny/infer_cam").exists()  # the DAG stopped at the gate
+    line = (tmp_path / "logs/tiny/cls_gate.log").read_text().strip().splitlines()[-1]
+    assert line.startswith("error: results/tiny/cls/heldout.json: held-out image-level micro-F1 ")
+    assert "is below gates.min_cls_f1 1.0" in line and "fewer classes" in line
+    assert line in proc.stdout + proc.stderr  # shown by Snakemake (show-failed-logs)
+    config["gates"]["enabled"] = False
+    write_config(tmp_path, config)
+    proc = snakemake(tmp_path, "results/tiny/cls/gate.json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "WARNING gates.enabled is false, running on" in (tmp_path / "logs/tiny/cls_gate.log").read_text()
+    proc = snakemake(tmp_path, "-n", "results/tiny/cam_val_miou.txt")
+    assert "train_cls" not in planned_jobs(proc.stdout) and planned_jobs(proc.stdout)["infer_cam"] == 2  # val's shards

@@ -70,7 +70,9 @@ def test_cam_stages_run_end_to_end(tmp_path: Path) -> None:
     assert sorted(p.name for p in (run / "cam/train_aug").iterdir()) == ["shard_0", "shard_1"]
     assert len(list((run / "cam/train_aug").glob("shard_*/*.npz"))) == 24
     log = (run / "cls/train_log.csv").read_text().splitlines()
-    assert log[0] == "step,lr,loss,cls,hist,word" and len(log) == 1 + 6  # 24 images / batch 4, one epoch
+    # 24 images, 2 held out (cls.holdout_fraction): 22 / batch 4 = 5 steps of one epoch, evaluated after the last
+    assert log[0] == "step,lr,loss,cls,hist,word,heldout_map,heldout_f1" and len(log) == 1 + 5
+    assert log[-1].split(",")[-2] != "" and log[1].split(",")[-2:] == ["", ""]
     assert not (run / "cls/checkpoint.pt").exists()
     miou = float((run / "cam_val_miou.txt").read_text())
     metrics = json.loads((run / "cam_val_metrics.json").read_text())
@@ -110,7 +112,8 @@ def test_whole_dag_runs_on_a_tiny_synthetic_run(tiny_dag: Path) -> None:
 # The tiny DAG's jobs downstream of the DeepLab logits (2 CRF shards of val) and of IRNet (pseudo labels of val
 # for the evaluation and of train_aug for DeepLab, 2 shards each).
 AFTER_CRF = {"crf": 2, "eval_seg": 1, "summary": 1, "report_figures": 1}
-AFTER_IRN = {"train_irn": 1, "make_pseudo": 4, "eval_pseudo": 1, "train_seg": 1, "infer_seg": 2, **AFTER_CRF}
+AFTER_IRN = {"train_irn": 1, "make_pseudo": 4, "eval_pseudo": 1, "check_pseudo": 1, "train_seg": 1, "infer_seg": 2,
+             **AFTER_CRF}
 
 
 @pytest.mark.slow

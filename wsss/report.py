@@ -218,7 +218,8 @@ def save_miou_progression(miou: Mapping[str, float | None], path: str | os.PathL
 
 
 def read_train_log(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """A training stage's ``train_log.csv`` (step, lr, loss parts) as float columns; bad files name themselves."""
+    """A training stage's ``train_log.csv`` (step, lr, loss parts, and for the classifier the held-out columns
+    ``heldout_*``, empty except on evaluation steps) as float columns, empty cells NaN; bad files name themselves."""
     try:
         with open(path, newline="") as fh:
             rows = list(csv.reader(fh))
@@ -228,7 +229,8 @@ def read_train_log(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         raise InputError(path, "not a training log (expected a header starting step,lr,loss)")
     header, body = rows[0], [r for r in rows[1:] if r]
     try:
-        table = np.asarray(body, dtype=np.float64).reshape(len(body), len(header))
+        table = np.asarray([[c if c.strip() else "nan" for c in r] for r in body],
+                           dtype=np.float64).reshape(len(body), len(header))
     except ValueError:
         raise InputError(path, "training log rows are not numbers with one value per column") from None
     return {name: table[:, k] for k, name in enumerate(header)}
@@ -236,17 +238,28 @@ def read_train_log(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
 
 def save_loss_curves(curves: Mapping[str, Mapping[str, np.ndarray]], path: str | os.PathLike[str],
                      title: str) -> None:
-    """One panel per training stage (``{name: read_train_log(...)}``): every loss column against the step."""
+    """One panel per training stage (``{name: read_train_log(...)}``): every loss column against the step; the
+    held-out columns (``heldout_*``: mAP, micro-F1 of the classifier) as markers on a right axis from 0 to 1, at
+    the evaluated steps."""
     if not curves:
         raise ValueError("no training logs")
     fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.2), dpi=100, squeeze=False)
     for ax, (name, columns) in zip(axes[0], curves.items()):
         for key, values in columns.items():
-            if key not in ("step", "lr"):
+            if key not in ("step", "lr") and not key.startswith("heldout_"):
                 ax.plot(columns["step"], values, label=key, linewidth=1.8 if key == "loss" else 1.0)
         ax.set(xlabel="step", ylabel="loss", title=name)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left")
         ax.grid(alpha=0.3)
+        held = {k: v for k, v in columns.items() if k.startswith("heldout_")}
+        if held:
+            right = ax.twinx()
+            for (key, values), marker in zip(held.items(), "os^v"):
+                at = np.isfinite(values)
+                right.plot(columns["step"][at], values[at], marker=marker, markersize=3, linewidth=1.0,
+                           linestyle="--", label=key.replace("heldout_", "held-out "))
+            right.set(ylim=(0, 1), ylabel="held-out")
+            right.legend(fontsize=7, loc="upper right")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     _save(fig, path)
