@@ -98,7 +98,8 @@ def test_readme_snippet_trains_predicts_and_exports(tmp_path: Path) -> None:
     entry["root"] = str(data)
     snippet["predict"][pred_name] = str(photos)
     run_entry.update(tiny_overrides())
-    write_config(work, {"device": "cpu", "runs": {"synth": {"dataset": "synth"}}})  # the checkout's config.yaml role
+    # the checkout's config.yaml role; one step of training is not judged by the gate (tests/test_validation.py)
+    write_config(work, {"device": "cpu", "gates": {"enabled": False}, "runs": {"synth": {"dataset": "synth"}}})
     (work / "mine.yaml").write_text(yaml.safe_dump(snippet))
 
     targets = [f"results/{run}/deeplab_val_miou.txt", f"results/{run}/predict/{pred_name}",
@@ -128,7 +129,7 @@ def test_folder_without_masks_trains_and_evaluation_says_why(tmp_path: Path) -> 
     make_folder_dataset(data, count=12)
     for mask in (data / "masks").iterdir():
         mask.unlink()
-    write_config(work, {"device": "cpu", "datasets": {"mine": {"kind": "folder", "root": str(data),
+    write_config(work, {"device": "cpu", "gates": {"enabled": False}, "datasets": {"mine": {"kind": "folder", "root": str(data),
                                                                "val_fraction": 0.3}},
                         "runs": {"m": {"dataset": "mine", **tiny_overrides()}}})
     proc = snakemake(work, "resources/mine/labels.tsv")
@@ -172,7 +173,7 @@ def test_coco_format_subsets_run_end_to_end(tmp_path: Path) -> None:
     root, work = tmp_path / "coco17", tmp_path / "work"
     make_coco_root(root)
     subsets = {s: {"images": s, "annotations": f"annotations/{s}.json"} for s in ("train", "val")}
-    write_config(work, {"device": "cpu",
+    write_config(work, {"device": "cpu", "gates": {"enabled": False},
                         "datasets": {"c17": {"kind": "coco", "root": str(root), "subsets": subsets}},
                         "runs": {"c": {"dataset": "c17", **tiny_overrides()}}})
     proc = snakemake(work, "results/c/deeplab_val_miou.txt", "results/c/pseudo_val_miou.txt", timeout=1500)
