@@ -11,8 +11,11 @@ the rule runs it (one shard, ``OMP_NUM_THREADS`` = the rule's threads, 1 CRF wor
 
 For each: peak RSS of the process (``wait4``; this parent never imports torch nor holds a model, since a child's
 peak RSS starts from its parent's at fork), the stage's own time per image (its log's ``done in``, divided
-by the images) and its start-up (process wall − ``done in``). Random weights make random CAMs and boundaries,
-which cost what trained ones cost (the work depends on the sizes, not the values).
+by the images; wall, so a busy machine inflates it), the process's CPU seconds per image (start-up included;
+robust to other load) and its start-up (process wall − ``done in``). Random weights make random CAMs and boundaries,
+which cost what trained ones cost (the work depends on the sizes, not the values); only the CRF, whose input a
+random DeepLab would make all-NaN, refines logits made from the masks, over all 21 labels (``label_eps: 0``, the
+worst case).
 
     python bench/bench_voc_scale.py               # 3 images
     python bench/bench_voc_scale.py --images 6 --keep /tmp/vocscale
@@ -103,6 +106,24 @@ def write_models(folder: Path, cfg: dict) -> dict[str, Path]:
     return paths
 
 
+def write_logits(data: Path, out: Path, seed: int = 0) -> None:
+    """Trained-looking stride-8 DeepLab logits from the masks (each class high inside its blurred object, every
+    class low with noise elsewhere) for the CRF: a random-weight DeepLab's logits overflow float16."""
+    from PIL import Image
+    from scipy.ndimage import gaussian_filter
+
+    from wsss.segment import save_logits
+
+    rng = np.random.default_rng(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in sorted((data / "SegmentationClass").glob("*.png")):
+        mask = np.asarray(Image.open(path))
+        h8, w8 = (mask.shape[0] - 1) // 8 + 1, (mask.shape[1] - 1) // 8 + 1
+        onehot = (mask[::8, ::8][None] == np.arange(21)[:, None, None]).astype(np.float32)
+        logits = 8.0 * np.stack([gaussian_filter(c, 1.5) for c in onehot]) + rng.normal(-2, 1.0, (21, h8, w8))
+        save_logits(out / f"{path.stem}.npz", logits.astype(np.float32), mask.shape)
+
+
 def run_stage(name: str, args: list[str], threads: int, log: Path) -> dict[str, float]:
     """Run stages/<name>.py like its rule; wall seconds, peak RSS (MB) and the stage's own seconds."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(REPO))
@@ -118,7 +139,8 @@ def run_stage(name: str, args: list[str], threads: int, log: Path) -> dict[str, 
         print(text[-3000:], file=sys.stderr)
         raise SystemExit(f"error: {log}: stage {name} failed (exit {proc.returncode})")
     done = _DONE.findall(text)
-    return {"wall": wall, "rss_mb": usage.ru_maxrss / 1024, "useful": float(done[-1]) if done else wall}
+    return {"wall": wall, "rss_mb": usage.ru_maxrss / 1024, "useful": float(done[-1]) if done else wall,
+            "cpu": usage.ru_utime + usage.ru_stime}
 
 
 def main() -> None:
@@ -127,18 +149,22 @@ def main() -> None:
     parser.add_argument("--size", type=int, nargs=2, default=(375, 500), metavar=("H", "W"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temporary one)")
+    parser.add_argument("--stages", nargs="+", help="run only these (their inputs from an earlier --keep run)")
     parser.add_argument("--write-models", type=Path, help=argparse.SUPPRESS)  # internal: the model-writing child
     args = parser.parse_args()
     cfg = voc_recipe()
     if args.write_models:
         write_models(args.write_models, cfg)
+        write_logits(args.write_models / "data", args.write_models / "crf_logits")
         return
     tmp = Path(tempfile.mkdtemp(prefix="wsss-vocscale-")) if args.keep is None else args.keep
     tmp.mkdir(parents=True, exist_ok=True)
     try:
         data = tmp / "data"
-        write_dataset(data, args.images, *args.size, args.seed)
-        subprocess.run([sys.executable, __file__, "--write-models", str(tmp)], check=True)
+        if not args.stages or not (tmp / "crf_logits").is_dir():
+            if not args.stages:
+                write_dataset(data, args.images, *args.size, args.seed)
+            subprocess.run([sys.executable, __file__, "--write-models", str(tmp)], check=True)
         models = {name: tmp / f"{name}.pt" for name in ("cls", "irn", "seg")}
         common = ["--dataset", str(data), "--split", "val", "--shard", "0", "--shards", "1"]
         irn_keys = ["conf_fg", "conf_bg", "crf_gt_prob", "crf_iters", "crf_pos", "crf_bi"]
@@ -159,19 +185,23 @@ def main() -> None:
                 str(tmp / "pseudo")]),
             ("infer_seg", 1, [*common, "--params", json.dumps({k: cfg["seg"][k] for k in seg_keys if k in cfg["seg"]}),
                               "--model", str(models["seg"]), "--device", "cpu", "--out", str(tmp / "seg")]),
-            ("crf", 1, [*common, "--params", json.dumps({"crf": cfg["seg"]["crf"]}), "--logits", str(tmp / "seg"),
+            # all 21 labels (label_eps 0): the worst case; random-weight logits would leave one or two labels
+            ("crf", 1, [*common, "--params", json.dumps({"crf": dict(cfg["seg"]["crf"], label_eps=0.0)}),
+                        "--logits", str(tmp / "crf_logits"),
                         "--workers", "1", "--out", str(tmp / "seg_crf")]),
         ]
         print(f"{args.images} images of {args.size[0]}×{args.size[1]}, 21 labels, VOC recipe networks "
               f"(cls ResNet-{cfg['cls']['backbone']}, IRNet ResNet-{cfg['irn']['backbone']}, "
               f"DeepLabV2-R{cfg['seg']['backbone']}), CPU, {os.cpu_count()} cores")
-        print("| stage | threads | peak RSS (MB) | s / image | start-up (s) | rule mem_mb / runtime (min) |")
-        print("|---|---|---|---|---|---|")
+        print("| stage | threads | peak RSS (MB) | s / image | CPU s / image | start-up (s) | rule mem_mb / runtime (min) |")
+        print("|---|---|---|---|---|---|---|")
         for name, threads, stage_args in steps:
+            if args.stages and name not in args.stages:
+                continue
             m = run_stage(name, stage_args, threads, tmp / f"{name}.log")
             mem, runtime = RULE_REQUESTS[name]
             print(f"| {name} | {threads} | {m['rss_mb']:.0f} | {m['useful'] / args.images:.1f} | "
-                  f"{m['wall'] - m['useful']:.1f} | {mem} / {runtime} |", flush=True)
+                  f"{m['cpu'] / args.images:.1f} | {m['wall'] - m['useful']:.1f} | {mem} / {runtime} |", flush=True)
     finally:
         if args.keep is None:
             shutil.rmtree(tmp, ignore_errors=True)
