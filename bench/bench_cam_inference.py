@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Benchmark CAM inference: batched scales/flips vs a per-scale loop (images/s, one run, same model and images),
-and artifact bytes per image of the compact CAM store vs the reference layout (float32 stride-4 ``cam`` plus a
+infer_cam's image scores from the scale-1.0 forward vs an extra forward per image (CPU seconds), and artifact bytes per image of the compact CAM store vs the reference layout (float32 stride-4 ``cam`` plus a
 float32 full-resolution ``high_res``).
 
     python bench/bench_cam_inference.py [--backbone 18] [--size 320 240] [--images 8] [--classes 2] [--device cpu]
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wsss.classify import CamRecord, save_cam
+from wsss.classify import CamRecord, cam_and_scores, image_scores, save_cam
 from wsss.models.backbone import build_resnet
 from wsss.models.vwl import VWLNet
 from wsss.ops.cam import multiscale_cams, pack_cam
@@ -43,6 +43,25 @@ def reference_bytes(cam4: np.ndarray, size: tuple[int, int]) -> int:
     """Bytes of the reference's per-image file: float32 stride-4 cam + float32 high_res, as an .npy dict would
     hold them (array payloads only, a lower bound)."""
     return cam4.astype(np.float32).nbytes + cam4.shape[0] * size[0] * size[1] * 4
+
+
+def time_scores(model: VWLNet, images: list[torch.Tensor], keys: list[np.ndarray], reuse: bool,
+                repeats: int) -> float:
+    """Best-of-``repeats`` process CPU seconds of CAMs plus image scores for all images: scores from the
+    multi-scale pass's scale-1.0 forward (``reuse``, what infer_cam does) or from an extra forward per image."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.process_time()
+        with torch.inference_mode():
+            if reuse:
+                multiscale_cams(lambda x: cam_and_scores(model, x), images, keys, max_batch=len(images),
+                                with_high_res=False, with_scores=True)
+            else:
+                multiscale_cams(model.forward_cam, images, keys, max_batch=len(images), with_high_res=False)
+                for image in images:
+                    image_scores(model, image[None])
+        best = min(best, time.process_time() - start)
+    return best
 
 
 def main() -> None:
@@ -77,6 +96,10 @@ def main() -> None:
     print(f"{'batched':<18}{args.images / t_batch:>10.2f}")
     print(f"speed-up batched / loop: {t_loop / t_batch:.2f}x   (max |diff| {diff:.2e})")
     print(f"bytes per image: ours {ours}, reference >= {ref}; ratio reference/ours {ref / ours:.1f}x")
+    t_extra = time_scores(model, images, keys, False, args.repeats)
+    t_reuse = time_scores(model, images, keys, True, args.repeats)
+    print(f"CAMs + image scores, CPU s: extra forward {t_extra:.2f}, reused scale-1.0 forward {t_reuse:.2f}; "
+          f"speed-up {t_extra / t_reuse:.2f}x")
 
 
 if __name__ == "__main__":
