@@ -365,3 +365,18 @@ def test_the_dag_stops_at_the_cls_gate_and_runs_on_when_disabled(tmp_path: Path)
     assert "WARNING gates.enabled is false, running on" in (tmp_path / "logs/tiny/cls_gate.log").read_text()
     proc = snakemake(tmp_path, "-n", "results/tiny/cam_val_miou.txt")
     assert "train_cls" not in planned_jobs(proc.stdout) and planned_jobs(proc.stdout)["infer_cam"] == 2  # val's shards
+
+
+def test_seeded_run_plans_one_chain_per_seed_and_the_summary_averages_them(tmp_path: Path) -> None:
+    from helpers import planned_jobs, snakemake, tiny_config, write_config
+
+    config = tiny_config("cam")
+    config["runs"]["tiny"]["seeds"] = [0, 1]
+    write_config(tmp_path, config)
+    proc = snakemake(tmp_path, "-n", "-p", "results/summary.md")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = planned_jobs(proc.stdout)
+    assert jobs["train_cls"] == jobs["cls_gate"] == jobs["check_pseudo"] == 3 and jobs["summary"] == 1
+    for run in ("tiny_s0", "tiny_s1"):
+        assert f"results/{run}/cls/gate.json" in proc.stdout
+    assert '"seed_groups": {"tiny": ["tiny_s0", "tiny_s1"]}' in proc.stdout
