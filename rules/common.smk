@@ -50,13 +50,20 @@ def stage(name):
     return f"PYTHONPATH={BASEDIR} {shell_word(PYTHON)} {stage_script(name)}"
 
 
+def lease_timeout_env():
+    """``WSSS_GPU_LEASE_TIMEOUT=<s> `` for the lease of a GPU job when ``gpu_lease_timeout`` is set, else nothing
+    (the job's environment decides; the command, hence reruns, stay unchanged by default)."""
+    timeout = config.get("gpu_lease_timeout")
+    return "" if timeout is None else f"WSSS_GPU_LEASE_TIMEOUT={float(timeout):g} "
+
+
 def gpu_stage(name):
     """stage(name) for GPU jobs. At job time it first leases as many free GPUs as the job's gpu resource
     (wsss.gpu_lease, one lock file per GPU, sets CUDA_VISIBLE_DEVICES; 0 leases nothing). Plain stage(name)
     when the config pins the CPU."""
     if config["device"] == "cpu":
         return stage(name)
-    return (f"PYTHONPATH={BASEDIR} {shell_word(PYTHON)} -m wsss.gpu_lease {{resources.gpu}} --"
+    return (f"{lease_timeout_env()}PYTHONPATH={BASEDIR} {shell_word(PYTHON)} -m wsss.gpu_lease {{resources.gpu}} --"
             f" {shell_word(PYTHON)} {stage_script(name)}")
 
 
@@ -66,7 +73,7 @@ def train_stage(name):
     decides at job time, from the job's gpu resource). Plain stage(name) when the config pins the CPU."""
     if config["device"] == "cpu":
         return stage(name)
-    return (f"PYTHONPATH={BASEDIR} {shell_word(PYTHON)} -m wsss.launch {{resources.gpu}}"
+    return (f"{lease_timeout_env()}PYTHONPATH={BASEDIR} {shell_word(PYTHON)} -m wsss.launch {{resources.gpu}}"
             f" {stage_script(name)}")
 
 

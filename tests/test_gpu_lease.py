@@ -192,3 +192,22 @@ def test_launcher_uses_torchrun_for_several_gpus(tmp_path: Path) -> None:
     run = subprocess.run([sys.executable, "-m", "wsss.launch", "4", str(script)], env=_env(tmp_path / "locks", "5"),
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and run.stderr.strip().startswith("error: wsss.launch: 4 GPUs requested")
+
+
+def test_config_timeout_reaches_the_gpu_jobs(tmp_path: Path) -> None:
+    """``gpu_lease_timeout`` becomes the GPU jobs' WSSS_GPU_LEASE_TIMEOUT; unset, the commands are unchanged."""
+    from helpers import snakemake, tiny_config, write_config
+
+    config = tiny_config()
+    config["device"] = "auto"
+    write_config(tmp_path, config)
+    plain = snakemake(tmp_path, "-n", "-p", "results/tiny/cam_val_miou.txt")
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    assert "-m wsss.gpu_lease" in plain.stdout and "WSSS_GPU_LEASE_TIMEOUT" not in plain.stdout
+    config["gpu_lease_timeout"] = 30
+    write_config(tmp_path, config)
+    timed = snakemake(tmp_path, "-n", "-p", "results/tiny/cam_val_miou.txt")
+    assert timed.returncode == 0, timed.stderr[-2000:]
+    lease_lines = [line for line in timed.stdout.splitlines() if "-m wsss.gpu_lease" in line or "-m wsss.launch" in line]
+    assert len(lease_lines) >= 3  # train_cls (launch) and the infer_cam shards (gpu_lease)
+    assert all("WSSS_GPU_LEASE_TIMEOUT=30 " in line for line in lease_lines)
