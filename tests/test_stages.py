@@ -25,13 +25,20 @@ def _assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -
         assert fragment in errors[0]
 
 
+def _schema_cls() -> dict:
+    """The validated ``cls`` section with every default (what a rule would pass)."""
+    from wsss.config import load_schema, run_config, validate_config
+
+    cfg = validate_config({"runs": {"r": {"dataset": "synth"}}}, load_schema(REPO / "schemas/config.schema.yaml"))
+    return run_config(cfg, "r")["cls"]
+
+
 @pytest.mark.parametrize("workers", [0, 1])
 def test_corrupt_jpeg_during_training(tiny_voc: Path, tmp_path: Path, workers: int) -> None:
     jpeg = tiny_voc / "JPEGImages/b_2.jpg"
     jpeg.write_bytes(jpeg.read_bytes()[:30])
-    params = dict(TINY_CLS, batch_size=2, workers=workers, k_words=4, gamma=2.0, tau=1.0, rho=1e-3,
-                  pretrained_sha256=None, lr_mult_new=1, weight_decay=0.0, momentum=0.9, poly_power=0.9, seed=0,
-                  holdout_fraction=0.0, eval_every=None, max_epochs=1, patience=1, min_delta=0.0)
+    params = dict(_schema_cls(), **TINY_CLS)  # every key the stage reads, from the schema's defaults
+    params.update(batch_size=2, workers=workers, k_words=4, holdout_fraction=0.0)
     out = tmp_path / "cls"
     proc = _run("train_cls", "--params", json.dumps(params), "--dataset", str(tiny_voc), "--split", "train",
                 "--method", "cam", "--device", "cpu", "--out-dir", str(out))
