@@ -95,6 +95,7 @@ rule eval_cam:
     input:
         run_dataset,
         cams=lambda w: cam_shards(w.run, cam_source_split(w.run, w.split)),
+        calibration=lambda w: calibration_input(w.run),
     output:
         miou="results/{run}/cam_{split}_miou.txt",
         metrics="results/{run}/cam_{split}_metrics.json",
@@ -117,4 +118,39 @@ rule eval_cam:
     shell:
         f"{stage('eval_cam')} --params {{params.cfg:q}} --dataset {{params.dataset:q}} --split {{wildcards.split:q}}"
         " --cams {input.cams:q} --miou {output.miou:q} --metrics {output.metrics:q} --sweep {output.sweep:q}"
-        " --plot {output.plot:q} > {log:q} 2>&1"
+        " --plot {output.plot:q} --calibration {input.calibration:q} > {log:q} 2>&1"
+
+
+rule calibrate:
+    input:
+        run_dataset,
+        model="results/{run}/cls/model.pt",
+        cams=lambda w: cam_shards(w.run, run_cfg(w.run)["cls"]["train_split"]),
+    output:
+        "results/{run}/calibration.json",
+    params:
+        cfg=lambda w: as_json(
+            {
+                "cls": run_cfg(w.run)["cls"],
+                "cam": {k: run_cfg(w.run)["cam"][k] for k in ("sweep", "calibration_images")},
+            }
+        ),
+        method=lambda w: run_cfg(w.run)["method"],
+        dataset=lambda w: dataset_root(w.run),
+        split=lambda w: run_cfg(w.run)["cls"]["train_split"],
+        device=config["device"],
+    log:
+        "logs/{run}/calibrate.log",
+    benchmark:
+        "benchmarks/{run}/calibrate.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+        gpu=lambda w: gpus(w.run, "cls"),
+    conda:
+        "../envs/wsss.yaml"
+    shell:
+        f"OMP_NUM_THREADS={{threads}} {gpu_stage('calibrate')} --params {{params.cfg:q}} --dataset {{params.dataset:q}}"
+        " --split {params.split:q} --cams {input.cams:q} --method {params.method:q} --model {input.model:q}"
+        " --device {params.device:q} --out {output:q} > {log:q} 2>&1"

@@ -145,6 +145,11 @@ def cam_shards(run, split):
     return [f"results/{run}/cam/{split}/shard_{i}" for i in range(n)]
 
 
+def calibration_input(run):
+    """The run's calibration.json when a threshold it reads is chosen without pixel labels (``auto``), else none."""
+    return [f"results/{run}/calibration.json"] if run_cfg(run)["cam"]["bg_score"] == "auto" else []
+
+
 def cam_source_split(run, split):
     """The inferred split whose CAMs cover evaluation split ``split`` (e.g. VOC train lies in train_aug)."""
     return run_cfg(run)["cam"]["eval"].get(split, split)

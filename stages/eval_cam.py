@@ -12,7 +12,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from wsss.cli import run_stage, stage_parser  # noqa: E402
 from wsss.data.dataset import VOCLayoutDataset  # noqa: E402
 from wsss.evaluate import evaluate_cams, sweep_table  # noqa: E402
+from wsss.errors import InputError  # noqa: E402
 from wsss.io import atomic_path, write_json, write_text  # noqa: E402
+from wsss.report import read_json  # noqa: E402
 
 log = logging.getLogger("wsss")
 
@@ -20,10 +22,17 @@ log = logging.getLogger("wsss")
 def main(args, params):
     data = VOCLayoutDataset(args.dataset)
     ids = data.mask_ids(args.split)
-    cam = params["cam"]
+    cam = dict(params["cam"])
+    source = "configured"
+    if cam["bg_score"] == "auto":
+        if not args.calibration:
+            raise InputError("--calibration", "cam.bg_score is auto: give the run's calibration.json")
+        cam["bg_score"] = float(read_json(args.calibration[0], "calibration")["bg_score"])
+        source = "calibrated (auto)"
+        log.info("bg_score %.2f from %s", cam["bg_score"], args.calibration[0])
     result = evaluate_cams(data, ids, args.cams, cam["bg_score"], cam["sweep"])
     metrics = result.main.to_json_dict(data.classes)
-    metrics |= {"split": args.split, "images": len(ids), "bg_score": cam["bg_score"],
+    metrics |= {"split": args.split, "images": len(ids), "bg_score": cam["bg_score"], "bg_score_source": source,
                 "image_f1_micro": result.f1.micro_f1(),
                 "baselines_miou": {name: cm.scores()["miou_present"] for name, cm in result.baselines.items()}}
     rows = sweep_table(result)
@@ -32,13 +41,14 @@ def main(args, params):
     with atomic_path(args.plot) as tmp:
         fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
         ax.plot([r["bg_score"] for r in rows], [100 * r["miou"] for r in rows], marker="o")
-        ax.axvline(cam["bg_score"], color="gray", linestyle="--", label=f"configured {cam['bg_score']}")
+        ax.axvline(cam["bg_score"], color="gray", linestyle="--", label=f"{source} {cam['bg_score']:.2f}")
         ax.set(xlabel="background score", ylabel="CAM mIoU (%)", title=f"{args.split}: background-score sweep")
         ax.legend()
         fig.tight_layout()
         fig.savefig(tmp, format="png")
         plt.close(fig)
-    write_json(args.sweep, {"split": args.split, "note": "reported only; bg_score comes from config", "rows": rows})
+    write_json(args.sweep, {"split": args.split, "note": "reported only (uses the masks); never picks bg_score",
+                            "bg_score": cam["bg_score"], "bg_score_source": source, "rows": rows})
     write_json(args.metrics, metrics)
     write_text(args.miou, f"{100 * metrics['miou_present']:.2f}\n")
 
@@ -52,4 +62,5 @@ if __name__ == "__main__":
     parser.add_argument("--metrics", required=True, help="JSON: per-class IoU, accuracy, FP/FN, image-level F1")
     parser.add_argument("--sweep", required=True, help="JSON: mIoU per background score")
     parser.add_argument("--plot", required=True, help="PNG of the sweep")
+    parser.add_argument("--calibration", nargs="*", default=[], help="calibration.json (for cam.bg_score auto)")
     sys.exit(run_stage(main, parser))

@@ -10,7 +10,7 @@ from wsss.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.errors import InputError
 from wsss.io import write_text
-from wsss.report import (cam_overlay_rows, pseudo_rows, read_train_log, save_class_iou, save_loss_curves,
+from wsss.report import (cam_overlay_rows, pseudo_rows, read_json, read_train_log, save_class_iou, save_loss_curves,
                          save_message, save_miou_progression, save_panel_grid, segmentation_rows, stage_scores)
 
 log = logging.getLogger("wsss")
@@ -29,6 +29,8 @@ def _one(paths, flag):
 def main(args, params):
     data = VOCLayoutDataset(args.dataset)
     run, n, bg = params["run"], params["images"], params["bg_score"]
+    if bg == "auto" and args.cam_metrics:  # the calibrated score eval_cam used
+        bg = read_json(args.cam_metrics[0], "CAM metrics")["bg_score"]
     cam_ids, pseudo_ids, seg_ids = (data.mask_ids(s)[:n] for s in (args.cam_split, args.pseudo_split, args.seg_split))
     log.info("%s: %d images per panel figure, splits cam %s, pseudo %s, seg %s", run, n, args.cam_split,
              args.pseudo_split, args.seg_split)

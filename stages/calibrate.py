@@ -1,0 +1,58 @@
+#!/usr/bin/env python
+"""Choose the CAM background score without pixel labels (wsss.calibrate): the trained classifier scores the CAM
+regions of training images (held-out ones first) at each candidate score; writes calibration.json."""
+
+import logging
+import sys
+
+import torch
+from tqdm import tqdm
+
+from wsss.calibrate import CRITERION, RegionEvidence, add_image, calibration_ids, classifier_scores
+from wsss.classify import build_classifier, index_cam_dirs, load_cam
+from wsss.cli import run_stage, stage_parser
+from wsss.data.dataset import VOCLayoutDataset
+from wsss.data.transforms import normalize, to_chw
+from wsss.io import write_json
+from wsss.ops.cam import upsample_cam
+from wsss.train import load_state_dict_file, resolve_device
+from wsss.validation import holdout_split
+
+log = logging.getLogger("wsss")
+
+
+def main(args, params):
+    data = VOCLayoutDataset(args.dataset)
+    train_ids, held_ids = holdout_split(data.ids(args.split), params["cls"]["holdout_fraction"])
+    ids = calibration_ids(train_ids, held_ids, params["cam"]["calibration_images"])
+    device = resolve_device(args.device)
+    log.info("device %s: %d images of %s (%d held out from the classifier)", device, len(ids), args.split,
+             min(len(ids), len(held_ids)))
+    model = build_classifier(params["cls"], data.num_classes - 1, args.method, pretrained=False)
+    model.load_state_dict(load_state_dict_file(args.model))
+    model.to(device).eval()
+    evidence, score_fn = RegionEvidence.zeros(params["cam"]["sweep"]), classifier_scores(model)
+    paths = index_cam_dirs(args.cams, ids)
+    for image_id in tqdm(ids, desc="calibrate", mininterval=5.0, file=sys.stderr):
+        rec = load_cam(paths[image_id])
+        image = torch.from_numpy(to_chw(normalize(data.image(image_id)))).to(device)
+        add_image(evidence, score_fn, image, upsample_cam(rec.cam, rec.size), rec.keys)
+    chosen = evidence.choice()
+    for row in evidence.rows():
+        log.info("bg %.2f: keep %.3f remove %.3f area %.3f objective %.3f", row["bg_score"], row["keep"],
+                 row["remove"], row["area"], row["objective"])
+    log.info("calibrated cam.bg_score %.2f from %d image-class pairs", chosen, evidence.pairs)
+    write_json(args.out, {"bg_score": chosen, "criterion": CRITERION, "split": args.split, "images": len(ids),
+                          "pairs": evidence.pairs, "rows": evidence.rows()})
+
+
+if __name__ == "__main__":
+    parser = stage_parser(__doc__)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--split", required=True, help="the classifier's training split")
+    parser.add_argument("--cams", nargs="+", required=True, help="CAM shard folders of that split")
+    parser.add_argument("--method", required=True, choices=["vwl_l", "vwl_m", "cam"])
+    parser.add_argument("--model", required=True, help="trained classifier state dict (model.pt)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", required=True, help="calibration.json")
+    sys.exit(run_stage(main, parser))

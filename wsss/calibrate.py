@@ -1,0 +1,97 @@
+"""Thresholds without pixel labels: the CAM background score chosen by the trained classifier itself.
+
+For a candidate background score ``t`` the foreground of class ``c`` is ``R_c(t) = {CAM_c > t}`` (the per-image
+max-normalised CAM). Three numbers measure it on training images, with the classifier that made the CAMs:
+
+* ``keep(t)``: the class probability of the image with everything outside ``R_c(t)`` blanked (set to the mean
+  colour, 0 after normalisation) — is the region *sufficient* for the class?
+* ``remove(t)``: the probability with ``R_c(t)`` blanked — is the region *necessary* (does the class vanish)?
+* ``area(t)``: the share of the image ``R_c(t)`` covers.
+
+The chosen score maximises ``keep(t) − remove(t) − area(t)`` (averaged over image–class pairs): the smallest region
+that keeps the class and whose removal erases it (the preservation/deletion/area objective of perturbation
+saliency, Fong & Vedaldi 2017, used with unit weights on three numbers that all lie in [0, 1]). A low ``t`` grows
+the region into the background (area rises, keep and remove stay); a high ``t`` cuts the object (keep falls,
+remove rises). No mask is read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from wsss.classify import image_scores
+from wsss.models.vwl import VWLNet
+
+CRITERION = ("bg_score = argmax_t keep(t) - remove(t) - area(t) over cam.sweep: the classifier's probability of "
+             "each ground-truth class with only the CAM region above t kept, minus with it blanked, minus the "
+             "region's share of the image; averaged over image-class pairs of training images")
+
+
+@dataclass
+class RegionEvidence:
+    """Sums over image–class pairs of keep, remove and area per candidate threshold, and the pair count."""
+
+    thresholds: np.ndarray
+    keep: np.ndarray
+    remove: np.ndarray
+    area: np.ndarray
+    pairs: int = 0
+
+    @classmethod
+    def zeros(cls, thresholds: Sequence[float]) -> "RegionEvidence":
+        t = np.asarray(sorted(float(v) for v in thresholds), np.float64)
+        return cls(t, np.zeros_like(t), np.zeros_like(t), np.zeros_like(t))
+
+    def objective(self) -> np.ndarray:
+        n = max(self.pairs, 1)
+        return (self.keep - self.remove - self.area) / n
+
+    def choice(self) -> float:
+        """The threshold of the highest objective (the lowest such threshold on a tie)."""
+        if self.pairs == 0:
+            raise ValueError("no image-class pairs measured")
+        return float(self.thresholds[int(np.argmax(self.objective()))])
+
+    def rows(self) -> list[dict[str, float]]:
+        n = max(self.pairs, 1)
+        return [{"bg_score": float(t), "keep": float(k / n), "remove": float(r / n), "area": float(a / n),
+                 "objective": float(o)}
+                for t, k, r, a, o in zip(self.thresholds, self.keep, self.remove, self.area, self.objective())]
+
+
+def classifier_scores(model: VWLNet) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The score function of a trained classifier: N×3×H×W normalised images → N×C probabilities."""
+    return lambda batch: image_scores(model, batch)
+
+
+@torch.inference_mode()
+def add_image(evidence: RegionEvidence, score_fn: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor,
+              cams: np.ndarray, keys: Sequence[int], max_batch: int = 32) -> None:
+    """Measure one normalised 3×H×W image whose CAMs ``cams`` (Cv×H×W, max-normalised, image size) belong to the
+    ground-truth classes ``keys`` (0-based), with ``score_fn`` (e.g. :func:`classifier_scores`); adds one pair per
+    class to ``evidence``."""
+    t = torch.as_tensor(evidence.thresholds, dtype=torch.float32)
+    device = image.device
+    for cam, cls in zip(np.asarray(cams, np.float32), keys):
+        region = (torch.from_numpy(cam)[None] > t[:, None, None]).to(device, image.dtype)[:, None]  # K×1×H×W
+        batch = torch.cat([image[None] * region, image[None] * (1 - region)])
+        scores = torch.cat([score_fn(batch[i:i + max_batch])[:, int(cls)]
+                            for i in range(0, len(batch), max_batch)]).double().cpu().numpy()
+        k = len(t)
+        evidence.keep += scores[:k]
+        evidence.remove += scores[k:]
+        evidence.area += region.mean(dim=(1, 2, 3)).double().cpu().numpy()
+        evidence.pairs += 1
+
+
+def calibration_ids(train_ids: Sequence[str], heldout_ids: Sequence[str], count: int) -> list[str]:
+    """The images to calibrate on: the classifier's held-out images first (it never trained on them), then its
+    training images, ``count`` at most, in split order."""
+    return (list(heldout_ids) + [i for i in train_ids if i not in set(heldout_ids)])[:count]
+
+
+__all__ = ["CRITERION", "RegionEvidence", "add_image", "calibration_ids", "classifier_scores"]
