@@ -17,7 +17,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
-TINY_SYNTH = {"image_size": 64, "num_classes": 3, "num_train_aug": 24, "num_train": 8, "num_val": 8, "max_objects": 2}
+# 64 images of 64 px, 2 classes: enough for the tiny run to learn (CAM and pseudo labels well above the
+# all-background baseline, tests/test_golden.py) while staying cheap.
+TINY_SYNTH = {"image_size": 64, "num_classes": 2, "num_train_aug": 64, "num_train": 8, "num_val": 8, "max_objects": 2}
 
 
 def write_config(workdir: Path, config: dict) -> Path:
@@ -64,18 +66,23 @@ def require_or_skip(name: str, reason: str) -> None:
         pytest.fail(f"{reason} (required: {name} is in WSSS_REQUIRE)", pytrace=False)
     pytest.skip(reason)
 
-TINY_CLS = {"backbone": 18, "pretrained": "none", "norm": "batch", "freeze_stem": False, "detach_stage2": False, "k_words": 8, "batch_size": 4, "epochs": 1,
-            "optimizer": "adamw", "lr": 1e-3, "resize_long": [64, 80], "crop": 64, "checkpoint_every": 2, "workers": 0}
-TINY_CAM = {"scales": [1.0, 0.5], "shards": 2}
-TINY_IRN = {"pretrained": "from_cls", "crop": 80, "batch_size": 4, "epochs": 1, "checkpoint_every": 2, "workers": 0,
-            "crf_workers": 1, "exp_times": 4}
-TINY_SEG = {"backbone": 18, "pretrained": "from_cls", "norm": "batch", "crop": 64, "batch_size": 4, "iterations": 3,
-            "scales": [0.75, 1.0], "checkpoint_every": 2, "workers": 0, "shards": 2, "crf_workers": 1}
+# The synthetic run's from-scratch recipe (config.yaml runs.synth) shrunk: ResNet-10, AdamW 2e-3, 8 epochs of
+# 57 images (7 of the 64 held out, cls.holdout_fraction) = 56 steps of batch 8.
+TINY_CLS = {"backbone": 10, "pretrained": "none", "norm": "batch", "freeze_stem": False, "detach_stage2": False,
+            "k_words": 8, "batch_size": 8, "epochs": 8, "optimizer": "adamw", "lr": 2e-3, "lr_mult_new": 1,
+            "resize_long": [64, 80], "crop": 64, "checkpoint_every": 1000, "workers": 0}
+TINY_CAM = {"scales": [1.0, 0.5], "shards": 2, "bg_score": 0.35}  # the peak of the tiny CAM's bg_score sweep
+TINY_IRN = {"pretrained": "from_cls", "crop": 64, "radius": 5, "batch_size": 8, "epochs": 2, "checkpoint_every": 1000,
+            "workers": 0, "crf_workers": 1, "exp_times": 4, "conf_fg": 0.6, "conf_bg": 0.3, "bg_threshold": 0.5}
+TINY_SEG = {"backbone": 10, "pretrained": "from_cls", "norm": "fixed", "crop": 64, "batch_size": 8, "iterations": 20,
+            "optimizer": "adamw", "lr": 1e-3, "lr_mult_weight": 1, "lr_mult_bias": 1, "scales": [0.75, 1.0],
+            "checkpoint_every": 1000, "workers": 0, "shards": 2, "crf_workers": 1}
 
 
 def tiny_config(method: str = "vwl_l") -> dict:
-    """A run small enough for the test suite: 64-px synthetic images, a few training steps, two CAM shards."""
-    # gates.min_cls_f1 0: a few steps on 2 held-out images measure nothing (tests/test_validation.py tests the gate)
+    """A run small enough for the test suite that still learns: 64-px synthetic images, ResNet-10, two shards."""
+    # gates.min_cls_f1 0: 7 held-out images measure little, and tests run other methods and fewer epochs with this
+    # config (tests/test_validation.py tests the gate; the tiny vwl_l run passes it anyway: held-out F1 0.75)
     return {"device": "cpu", "datasets": {"synth": dict(TINY_SYNTH)}, "gates": {"min_cls_f1": 0.0},
             "runs": {"tiny": {"dataset": "synth", "method": method, "cls": dict(TINY_CLS), "cam": dict(TINY_CAM),
                               "irn": dict(TINY_IRN), "seg": dict(TINY_SEG)}}}

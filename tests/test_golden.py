@@ -51,11 +51,19 @@ def test_tiny_dag_reproduces_the_golden_numbers(tiny_dag: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the tiny classifier trains 5 steps: its CAMs (20.87 %) are not 1 point "
-                   "above the all-background baseline (20.24 %); remove this mark once the tiny run learns (a strict xfail "
-                   "fails as soon as it passes)")
-def test_tiny_cams_beat_the_all_background_baseline(tiny_dag: Path) -> None:
-    """The CAMs must find objects: above the mIoU of predicting background everywhere (the same evaluation)."""
+def test_tiny_cams_and_pseudo_labels_beat_the_all_background_baseline(tiny_dag: Path) -> None:
+    """The CAMs must find objects: clearly above the mIoU of predicting background everywhere (the same
+    evaluation; 24.71 % on the tiny val images, the CAMs measure about 39 %), and so must the pseudo labels."""
     baseline = cam_all_background_miou(tiny_dag)
     assert 0.0 < baseline < 100.0
-    assert tiny_dag_numbers(tiny_dag)["cam_val_miou"] > baseline + 1.0
+    numbers = tiny_dag_numbers(tiny_dag)
+    assert numbers["cam_val_miou"] > baseline + 10.0
+    assert numbers["pseudo_val_miou"] > baseline + 5.0
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="the tiny DeepLab predicts foreground on most pixels (6.45 % mIoU; 7-15 % "
+                   "with 20-60 iterations, lr 5e-4..2e-3, fixed or batch norm) although its pseudo labels measure 32 %; "
+                   "remove this mark once it learns (a strict xfail fails as soon as it passes)")
+def test_tiny_deeplab_beats_the_all_background_baseline(tiny_dag: Path) -> None:
+    assert tiny_dag_numbers(tiny_dag)["deeplab_val_miou"] > cam_all_background_miou(tiny_dag)

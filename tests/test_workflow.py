@@ -48,8 +48,8 @@ def test_prepare_synth_runs_for_real_and_is_reproducible(tmp_path: Path) -> None
         proc = snakemake(workdir, "resources/synth/labels.tsv")
         assert proc.returncode == 0, proc.stderr
     ds = VOCLayoutDataset(first / "resources/synth")
-    assert len(ds.ids("train_aug")) == 24 and len(ds.ids("val")) == 8
-    assert ds.ids("train") == ds.ids("train_aug")[:8]
+    assert len(ds.ids("train_aug")) == TINY_SYNTH["num_train_aug"] and len(ds.ids("val")) == TINY_SYNTH["num_val"]
+    assert ds.ids("train") == ds.ids("train_aug")[:TINY_SYNTH["num_train"]]
     assert _digest(first / "resources/synth") == _digest(second / "resources/synth")
     assert (first / "logs/prepare_synth.log").exists() and (first / "benchmarks/prepare_synth.tsv").exists()
     proc = snakemake(first, "-n", "resources/synth/labels.tsv")
@@ -62,16 +62,18 @@ def test_cam_stages_run_end_to_end(tmp_path: Path) -> None:
 
     from helpers import tiny_config
 
-    write_config(tmp_path, tiny_config("vwl_m"))
+    config = tiny_config("vwl_m")
+    config["runs"]["tiny"]["cls"]["epochs"] = 1  # the plumbing, not learning (test_golden.py does that)
+    write_config(tmp_path, config)
     targets = ["results/tiny/cam_train_miou.txt", "results/tiny/cam_val_miou.txt"]
     proc = snakemake(tmp_path, *targets)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "results/tiny"
     assert sorted(p.name for p in (run / "cam/train_aug").iterdir()) == ["shard_0", "shard_1"]
-    assert len(list((run / "cam/train_aug").glob("shard_*/*.npz"))) == 24
+    assert len(list((run / "cam/train_aug").glob("shard_*/*.npz"))) == TINY_SYNTH["num_train_aug"]
     log = (run / "cls/train_log.csv").read_text().splitlines()
-    # 24 images, 2 held out (cls.holdout_fraction): 22 / batch 4 = 5 steps of one epoch, evaluated after the last
-    assert log[0] == "step,lr,loss,cls,hist,word,heldout_map,heldout_f1" and len(log) == 1 + 5
+    # 64 images, 7 held out (cls.holdout_fraction): 57 / batch 8 = 7 steps of one epoch, evaluated after the last
+    assert log[0] == "step,lr,loss,cls,hist,word,heldout_map,heldout_f1" and len(log) == 1 + 7
     assert log[-1].split(",")[-2] != "" and log[1].split(",")[-2:] == ["", ""]
     assert not (run / "cls/checkpoint.pt").exists()
     miou = float((run / "cam_val_miou.txt").read_text())
@@ -83,7 +85,6 @@ def test_cam_stages_run_end_to_end(tmp_path: Path) -> None:
     for name in ["train_cls", "infer_cam/train_aug_0", "infer_cam/val_1", "eval_cam_val"]:
         assert (tmp_path / f"logs/tiny/{name}.log").exists()
     # a changed evaluation parameter reruns only the evaluation
-    config = tiny_config("vwl_m")
     config["runs"]["tiny"]["cam"]["bg_score"] = 0.2
     write_config(tmp_path, config)
     proc = snakemake(tmp_path, "-n", *targets)
@@ -101,8 +102,8 @@ def test_whole_dag_runs_on_a_tiny_synthetic_run(tiny_dag: Path) -> None:
         assert 0.0 <= value <= 100.0
     metrics = json.loads((run / "deeplab_val_metrics.json").read_text())
     assert abs(float((run / "deeplab_val_miou.txt").read_text()) - metrics["miou_crf"]) < 0.006  # both in %
-    assert len(list((run / "pseudo/train_aug").glob("shard_*/*.png"))) == 24
-    assert len(list((run / "seg_crf/val").glob("shard_*/*.png"))) == 8
+    assert len(list((run / "pseudo/train_aug").glob("shard_*/*.png"))) == TINY_SYNTH["num_train_aug"]
+    assert len(list((run / "seg_crf/val").glob("shard_*/*.png"))) == TINY_SYNTH["num_val"]
     summary = (tiny_dag / "results/summary.md").read_text()
     assert "| tiny |" in summary.replace("|tiny|", "| tiny |")
     proc = snakemake(tiny_dag, "-n", *TINY_DAG_TARGETS)
