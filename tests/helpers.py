@@ -158,3 +158,19 @@ def interrupt_at(objective: Callable, fail_at: int | None) -> Callable:
         return objective(model, batch, step)
 
     return interrupted
+
+
+def run_stage_inline(name: str, *argv: str) -> int:
+    """Run stages/<name>.py in this process (as ``python stages/<name>.py argv…``); returns its exit status."""
+    import runpy
+
+    import pytest
+
+    old = sys.argv
+    sys.argv = [name, *argv]
+    try:
+        with pytest.raises(SystemExit) as done:
+            runpy.run_path(str(REPO / "stages" / f"{name}.py"), run_name="__main__")
+    finally:
+        sys.argv = old
+    return done.value.code

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-import runpy
 import shutil
-import sys
 import tarfile
 from pathlib import Path
 
@@ -21,7 +19,7 @@ from wsss.io import read_label_png, read_rgb, voc_palette, write_jpeg, write_lab
 from wsss.predict import SUBMISSION_DIR, list_images, merge_shards, overlay, write_submission
 from wsss.segment import crf_refine, image_logits, labels_from_logits, load_segmenter
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import run_stage_inline  # noqa: E402
 
 SEG = {"backbone": 18, "pretrained": "none", "pretrained_sha256": None, "norm": "batch", "style": "torchvision",
        "aspp_rates": [6, 12], "msc_scales": [0.5, 0.75], "label_source": "gt", "batch_size": 2, "accumulate": 1,
@@ -32,16 +30,7 @@ SEG = {"backbone": 18, "pretrained": "none", "pretrained_sha256": None, "norm": 
        "crf": {"iters": 3}}
 
 
-def _stage(name: str, *argv: str) -> int:
-    """Run stages/<name>.py in this process; returns its exit status."""
-    old = sys.argv
-    sys.argv = [name, *argv]
-    try:
-        with pytest.raises(SystemExit) as done:
-            runpy.run_path(str(REPO / "stages" / f"{name}.py"), run_name="__main__")
-    finally:
-        sys.argv = old
-    return done.value.code
+_stage = run_stage_inline
 
 
 def _one_line_error(stderr: str, *fragments: str) -> None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import runpy
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +23,7 @@ from wsss.segment import (SummaryRow, build_segmenter, check_train_params, crf_r
                           labels_from_logits, load_logits, msc_loss, predict_logits, probs_from_logits,
                           resize_labels, save_logits, summary_table)
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import run_stage_inline  # noqa: E402
 
 
 def test_msc_loss_known_values() -> None:
@@ -208,14 +206,8 @@ def test_bad_settings_are_input_errors(tiny_voc: Path) -> None:
 
 def _stage(name: str, *argv: str) -> None:
     """Run stages/<name>.py in this process; a non-zero exit fails the test."""
-    old = sys.argv
-    sys.argv = [name, *argv]
-    try:
-        with pytest.raises(SystemExit) as done:
-            runpy.run_path(str(REPO / "stages" / f"{name}.py"), run_name="__main__")
-    finally:
-        sys.argv = old
-    assert done.value.code == 0, f"{name} exited with {done.value.code}"
+    code = run_stage_inline(name, *argv)
+    assert code == 0, f"{name} exited with {code}"
 
 
 SEG = {"backbone": 18, "pretrained": "none", "pretrained_sha256": None, "norm": "fixed", "style": "torchvision",

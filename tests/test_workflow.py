@@ -147,8 +147,10 @@ def test_every_stage_logs_params_device_and_time(tiny_dag: Path) -> None:
     logs = sorted((tiny_dag / "logs").rglob("*.log"))
     rules = {p.relative_to(tiny_dag / "logs/tiny").parts[0].removesuffix(".log") for p in logs
              if p.is_relative_to(tiny_dag / "logs/tiny")}
-    assert rules == {"train_cls", "infer_cam", "eval_cam_val", "cam_to_ir_label", "train_irn", "make_pseudo",
-                     "eval_pseudo_val", "train_seg", "infer_seg", "crf", "eval_seg_val", "report_figures"}
+    # every rule of the tiny DAG's targets (tests sharing the fixture may have run more, e.g. calibrate)
+    assert rules >= {"train_cls", "cls_gate", "infer_cam", "eval_cam_val", "cam_to_ir_label", "train_irn",
+                     "make_pseudo", "check_pseudo", "eval_pseudo_val", "train_seg", "infer_seg", "crf", "eval_seg_val",
+                     "report_figures"}, rules
     for path in logs:
         text = path.read_text()
         assert "INFO params {" in text and "INFO done in " in text, path
