@@ -52,6 +52,10 @@ SCENARIOS = {"seg_fixed": lambda: _seg("fixed"), "seg_batch": lambda: _seg("batc
 # The single-process reference of seg_batch runs in float64: its loss jumps at step 1, where torch's float32
 # BatchNorm drifts by ~1e-3 from the exact numbers while the synchronised one stays within ~1e-6 of them.
 REFERENCE_DTYPE = {"seg_batch": torch.float64}
+# vwlm_batch: the memory bank is a float32 sum over every pixel's features, all-reduced across the processes; the
+# other summation order moves it by ~1e-4 on some CPUs and trained BatchNorm carries that into the next step's
+# statistics. 2e-3 still fails a bank or BN statistic taken from one process's half of the batch (~1e-1 apart).
+SCENARIO_TOL = {"vwlm_batch": 2e-3}
 
 
 def _train(name: str, out: Path, fail_at: int | None = None, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
@@ -109,10 +113,11 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
         rank0, rank1 = (torch.load(ddp / name / f"rank{r}.pt", weights_only=True) for r in (0, 1))
         _assert_close_states(rank0, rank1, 0.0)  # ranks stay identical: weights, BN statistics, memory bank
         _assert_close_states(load_state_dict_file(ddp / name / "model.pt"), rank0, 0.0)
-        _assert_close_states(rank0, model.state_dict(), 1e-4)
+        _assert_close_states(rank0, model.state_dict(), SCENARIO_TOL.get(name, 1e-4))
         ddp_rows, single_rows = _log_rows(ddp / name / "log.csv"), _log_rows(single / name / "log.csv")
         assert len(ddp_rows) == len(single_rows) == (6 if name == "resume" else 2)
-        torch.testing.assert_close(torch.tensor(ddp_rows), torch.tensor(single_rows), rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(torch.tensor(ddp_rows), torch.tensor(single_rows),
+                                   rtol=SCENARIO_TOL.get(name, 1e-4), atol=1e-6)
     vwlm = torch.load(ddp / "vwlm_batch" / "rank0.pt", weights_only=True)
     assert int(vwlm["bank_updates"]) == 2  # re-initialised at step 0, updated at step 1
     assert any("num_batches_tracked" in k and int(v) == 4 for k, v in vwlm.items())  # 2 steps × 2 micro-batches

@@ -19,9 +19,17 @@ BIG = {"image_size": 64, "num_classes": 2, "num_train_aug": 20000, "num_train": 
 SMALL = {**BIG, "num_train_aug": 12}
 
 
+def _default_signals() -> None:
+    """In the child: SIGINT/SIGTERM at their default actions, as from a terminal or Snakemake (a shell that starts
+    pytest in the background leaves SIGINT ignored, and an ignored signal is inherited and respected)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _start(out: Path, params: dict) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, str(ROOT / "stages" / "prepare_synth.py"), "--params",
-                             json.dumps(params), "--out", str(out)], stderr=subprocess.PIPE, text=True)
+                             json.dumps(params), "--out", str(out)], stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_signals)
 
 
 def _wait_for_temp(parent: Path, proc: subprocess.Popen, min_files: int = 5) -> Path:

@@ -346,12 +346,16 @@ def test_the_dag_stops_at_the_cls_gate_and_runs_on_when_disabled(tmp_path: Path)
     from helpers import planned_jobs, snakemake, tiny_config, write_config
 
     config = tiny_config("cam")
-    config["gates"] = {"min_cls_f1": 1.0}  # nothing trained in 5 steps reaches it
+    config["gates"] = {"min_cls_f1": 1.0}  # the tiny classifier is far from perfect on its held-out images
     write_config(tmp_path, config)
     proc = snakemake(tmp_path, "results/tiny/cam_val_miou.txt", timeout=1500)
     assert proc.returncode != 0
     report = json.loads((tmp_path / "results/tiny/cls/heldout.json").read_text())
-    assert report["held_out_images"] == 2 and report["train_images"] == 22 and report["steps"] == 5
+    from helpers import TINY_CLS, TINY_SYNTH
+
+    held, train = report["held_out_images"], report["train_images"]
+    assert held >= 1 and held + train == TINY_SYNTH["num_train_aug"]
+    assert report["steps"] == int(TINY_CLS["epochs"] * (train // TINY_CLS["batch_size"]))
     assert not (tmp_path / "results/tiny/cls/gate.json").exists()
     assert not (tmp_path / "logs/tiny/infer_cam").exists()  # the DAG stopped at the gate
     line = (tmp_path / "logs/tiny/cls_gate.log").read_text().strip().splitlines()[-1]

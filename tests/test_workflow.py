@@ -149,7 +149,7 @@ def test_every_stage_logs_params_device_and_time(tiny_dag: Path) -> None:
              if p.is_relative_to(tiny_dag / "logs/tiny")}
     # every rule of the tiny DAG's targets (tests sharing the fixture may have run more, e.g. calibrate)
     assert rules >= {"train_cls", "cls_gate", "infer_cam", "eval_cam_val", "cam_to_ir_label", "train_irn",
-                     "make_pseudo", "check_pseudo", "eval_pseudo_val", "train_seg", "infer_seg", "crf", "eval_seg_val",
+                     "make_pseudo", "check_pseudo_train_aug", "eval_pseudo_val", "train_seg", "infer_seg", "crf", "eval_seg_val",
                      "report_figures"}, rules
     for path in logs:
         text = path.read_text()
