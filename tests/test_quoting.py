@@ -27,8 +27,9 @@ def _copy_checkout(dest: Path) -> None:
 
 @pytest.mark.slow
 def test_checkout_and_interpreter_under_a_folder_with_a_space_run_real_jobs(tmp_path: Path) -> None:
-    """Every job kind goes through the copy's paths: stage() (eval_cam), gpu_stage() (infer_cam, device auto; the
-    lease runs unleased without a GPU) and train_stage() (train_cls), with the interpreter reached through
+    """Every job kind goes through the copy's paths: stage() (cam_to_ir_label, crf, eval_seg), gpu_stage() (infer_cam,
+    make_pseudo, infer_seg, device auto; the lease runs unleased without a GPU) and train_stage() (train_cls,
+    train_irn, train_seg), with the interpreter reached through
     "My Projects/…/.venv" (a link to this virtualenv, so sys.executable has the space too)."""
     checkout = tmp_path / "My Projects" / "wsss repo"
     _copy_checkout(checkout)
@@ -38,16 +39,17 @@ def test_checkout_and_interpreter_under_a_folder_with_a_space_run_real_jobs(tmp_
     config = tiny_config("cam")
     config["device"] = "auto"
     config["runs"]["tiny"]["cam"]["shards"] = 1
+    config["runs"]["tiny"]["seg"]["shards"] = 1
     write_config(workdir, config)
     env = {**os.environ, "WSSS_GPU_LOCK_DIR": str(tmp_path / "gpu locks")}
     env.pop("PYTHONPATH", None)
-    target = "results/tiny/cam_val_miou.txt"
+    target = "results/tiny/deeplab_val_miou.txt"  # the tiny DAG's whole chain: CAMs, IRN, DeepLab, CRF
     proc = run_group([str(python), "-m", "snakemake", "-s", str(checkout / "Snakefile"), "--cores", "2", "-p",
                       target], workdir, timeout=1200, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 0.0 <= float((workdir / target).read_text()) <= 100.0
     printed = proc.stdout + proc.stderr
-    for launcher in ["-m wsss.launch", "-m wsss.gpu_lease", "stages/eval_cam.py"]:
+    for launcher in ["-m wsss.launch", "-m wsss.gpu_lease", "stages/eval_seg.py"]:
         assert launcher in printed
     assert f"PYTHONPATH='{checkout}'" in printed and f"'{python}'" in printed  # the copy's code, quoted
 
