@@ -91,7 +91,8 @@ def add_image(evidence: RegionEvidence, score_fn: Callable[[torch.Tensor], torch
 def calibration_ids(train_ids: Sequence[str], heldout_ids: Sequence[str], count: int) -> list[str]:
     """The images to calibrate on: the classifier's held-out images first (it never trained on them), then its
     training images, ``count`` at most, in split order."""
-    return (list(heldout_ids) + [i for i in train_ids if i not in set(heldout_ids)])[:count]
+    held = set(heldout_ids)
+    return (list(heldout_ids) + [i for i in train_ids if i not in held])[:count]
 
 
 __all__ = ["CRITERION", "RegionEvidence", "add_image", "calibration_ids", "classifier_scores"]

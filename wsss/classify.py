@@ -135,21 +135,23 @@ class ClassifierObjective(Objective):
             self._bank = None
 
 
+def _probabilities(model: VWLNet, feat: torch.Tensor) -> torch.Tensor:
+    """Sigmoid of the training logits from backbone features: hybrid pooling, or GAP for ``cam``."""
+    pooled = feat.mean(dim=(2, 3)) if model.method == "cam" else hybrid_pool(feat, model.gamma, model.levels)
+    return torch.sigmoid(model.classifier(pooled[:, :, None, None]).flatten(1).float())
+
+
 @torch.no_grad()
 def image_scores(model: VWLNet, images: torch.Tensor) -> torch.Tensor:
     """Image-level class probabilities (sigmoid of the training logits: hybrid pooling, or GAP for ``cam``)."""
-    feat = model.features(images)
-    pooled = feat.mean(dim=(2, 3)) if model.method == "cam" else hybrid_pool(feat, model.gamma, model.levels)
-    return torch.sigmoid(model.classifier(pooled[:, :, None, None]).flatten(1).float())
+    return _probabilities(model, model.features(images))
 
 
 def cam_and_scores(model: VWLNet, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(``model.forward_cam(images)``, :func:`image_scores` ``(model, images)``) from one backbone pass: the CAM
     function for :func:`wsss.ops.cam.multiscale_cams` with ``with_scores=True``."""
     feat = model.features(images)
-    cams = torch.relu(torch.nn.functional.conv2d(feat, model.classifier.weight))
-    pooled = feat.mean(dim=(2, 3)) if model.method == "cam" else hybrid_pool(feat, model.gamma, model.levels)
-    return cams, torch.sigmoid(model.classifier(pooled[:, :, None, None]).flatten(1).float())
+    return torch.relu(torch.nn.functional.conv2d(feat, model.classifier.weight)), _probabilities(model, feat)
 
 
 @dataclass(frozen=True)
