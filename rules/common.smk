@@ -8,7 +8,7 @@ import sys
 
 from snakemake.exceptions import WorkflowError
 
-from wsss.config import load_schema, run_config, seed_run_names, validate_config
+from wsss.config import load_schema, preparer_params, run_config, seed_run_names, validate_config
 from wsss.errors import InputError
 
 try:
@@ -107,8 +107,9 @@ def folder_inputs(wildcards):
 
 
 def dataset_params(name):
-    """A dataset entry as its preparer's --params JSON (without ``kind``, which picked the preparer)."""
-    return as_json({k: v for k, v in DATASETS[name].items() if k != "kind"})
+    """A dataset entry as its preparer's --params JSON (without ``kind``, which picked the preparer; synth keys at
+    their neutral values left out, see wsss.config.preparer_params). A changed key reruns the preparer."""
+    return as_json(preparer_params(DATASETS[name]))
 
 
 RUNS = sorted(config["runs"])

@@ -61,6 +61,16 @@ def test_input_not_mutated(schema: dict) -> None:
          "runs.r.cls.train_split: 'test' is not a split of dataset 'synth'"),
         ({"runs": {"r": {"dataset": "synth", "cls": {"crop": 48}}}},
          "runs.r.cls.crop: 48 gives a 3x3 feature map at output stride 16, below the 4x4 level of hybrid pooling"),
+        ({"datasets": {"synth": {"classes": ["star_dots", "hexagon"]}}},
+         "datasets.synth.classes.1: 'hexagon' is not one of"),
+        ({"datasets": {"synth": {"classes": ["star_dots", "star_dots"]}}},
+         "datasets.synth.classes: ['star_dots', 'star_dots'] has non-unique elements"),
+        ({"datasets": {"synth": {"classes": []}}}, "datasets.synth.classes: []"),
+        ({"datasets": {"synth": {"classes": ["star_dots"], "num_classes": 3}}},
+         "datasets.synth.num_classes: 3 does not match datasets.synth.classes, which names 1"),
+        ({"datasets": {"synth": {"texture_scale": 8}}},
+         "datasets.synth.texture_scale: 8 is greater than the maximum of 4"),
+        ({"datasets": {"synth": {"texture_scale": "x"}}}, "datasets.synth.texture_scale: 'x' is not of type 'number'"),
     ],
 )
 def test_bad_values_name_the_key(schema: dict, patch: dict, message: str) -> None:
@@ -70,6 +80,34 @@ def test_bad_values_name_the_key(schema: dict, patch: dict, message: str) -> Non
     assert str(err.value).startswith("my.yaml: ")
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_synth_variants_validate_and_reach_the_generator(schema: dict) -> None:
+    """A synth dataset with classes and texture_scale: num_classes comes from the list, and the preparer's params
+    carry both keys (which the generator accepts); at their defaults they are left out, as before they existed."""
+    from wsss.config import preparer_params
+    from wsss.data.synth import parse_params
+
+    names = ["star_dots", "ring_diagonal", "cross_solid", "crescent_hatch"]
+    raw = {"datasets": {"nonconvex": {"kind": "synth", "classes": names, "texture_scale": 1.5}},
+           "runs": {"r": {"dataset": "nonconvex"}}}
+    cfg = validate_config(raw, schema)
+    entry = cfg["datasets"]["nonconvex"]
+    assert (entry["num_classes"], entry["classes"], entry["texture_scale"]) == (4, names, 1.5)
+    assert validate_config(cfg, schema) == cfg  # a validated config validates again
+    params = preparer_params(entry)
+    assert (params["classes"], params["texture_scale"], params["num_classes"]) == (names, 1.5, 4)
+    assert "kind" not in params
+    synth = parse_params(params)
+    assert (synth.classes, synth.texture_scale, synth.num_classes) == (tuple(names), 1.5, 4)
+    same = validate_config({"datasets": {"synth": {"classes": names, "num_classes": 4}},
+                            "runs": {"r": {"dataset": "synth"}}}, schema)
+    assert same["datasets"]["synth"]["num_classes"] == 4
+    default = validate_config({"runs": {"r": {"dataset": "synth"}}}, schema)["datasets"]["synth"]
+    assert (default["classes"], default["texture_scale"], default["num_classes"]) == (None, 1.0, 6)
+    unchanged = {k: v for k, v in default.items() if k not in ("kind", "classes", "texture_scale")}
+    assert preparer_params(default) == unchanged  # the params of a synth dataset before the keys existed
+    assert parse_params(preparer_params(default)) == parse_params({})
 
 
 def test_run_overrides_merge_over_section_defaults(schema: dict) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import subprocess
@@ -13,10 +14,15 @@ import numpy as np
 import pytest
 import yaml
 
+from wsss.config import SYNTH_NEUTRAL
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.synth import (
+    _RECORDED_IF_SET,
+    CLASS_SPECS,
     GENERATOR_VERSION,
     MAX_CLASSES,
+    SynthParams,
+    _sample_object,
     class_names,
     generate_dataset,
     layout_objects,
@@ -212,18 +218,148 @@ def test_all_supported_classes_render_at_small_sizes():
         ({"max_objects": 0}, "max_objects"),
         ({"image_size": 8}, "image_size"),
         ({"num_class": 6}, "num_class"),
+        ({"texture_scale": 0.2}, "texture_scale"),
+        ({"texture_scale": 4.5}, "texture_scale"),
+        ({"texture_scale": True}, "texture_scale"),
+        ({"texture_scale": "2"}, "texture_scale"),
+        ({"texture_scale": float("nan")}, "texture_scale"),
+        ({"texture_scale": None}, "texture_scale"),
+        ({"classes": []}, "classes"),
+        ({"classes": ["star_dots", "ring_diagonal", "star_dots"]}, "classes"),
+        ({"classes": ["star_dots", "hexagon"]}, "classes"),
+        ({"classes": "star_dots"}, "classes"),
+        ({"classes": [1, 2]}, "classes"),
+        ({"classes": {"star_dots": 1}}, "classes"),
+        ({"classes": ["star_dots", "ring_diagonal"], "num_classes": 3}, "num_classes"),
     ],
 )
 def test_bad_params_are_input_errors_naming_the_key(params, key):
     with pytest.raises(InputError) as err:
         parse_params(params)
-    assert str(err.value).startswith("--params: ") and key in str(err.value)
+    assert str(err.value).startswith("--params: ") and key in str(err.value) and "\n" not in str(err.value)
+    if key != "num_class":
+        assert str(err.value).startswith(f"--params: {key}: ")
 
 
 def test_defaults():
     p = parse_params({})
     assert (p.seed, p.image_size, p.num_classes, p.num_train_aug, p.num_train, p.num_val, p.max_objects) == (
         0, 160, 6, 2000, 200, 200, 3)
+    assert (p.texture_scale, p.classes) == (1.0, None)
+    # The keys left out of dataset.yaml (and of prepare_synth's params) at their defaults are at the defaults.
+    assert _RECORDED_IF_SET == SYNTH_NEUTRAL == {k: getattr(p, k) for k in SYNTH_NEUTRAL}
+
+
+def test_variant_params_are_accepted():
+    assert parse_params({"texture_scale": 2}).texture_scale == 2.0  # an integer for a float key
+    assert isinstance(parse_params({"texture_scale": 2}).texture_scale, float)
+    assert parse_params({"texture_scale": np.float32(0.25)}).texture_scale == 0.25
+    assert parse_params({"texture_scale": 4.0}).texture_scale == 4.0
+    names = ["star_dots", "ring_diagonal", "cross_solid", "crescent_hatch"]
+    p = parse_params({"classes": names})
+    assert (p.classes, p.num_classes) == (tuple(names), 4)  # num_classes taken from the list
+    assert parse_params({"classes": names, "num_classes": 4}) == p
+    assert parse_params({"classes": None, "num_classes": 4}).classes is None
+
+
+# ---------------------------------------------------------------------------------------------------- variants
+
+def test_texture_scale_multiplies_the_period_and_draws_the_same_numbers():
+    specs = CLASS_SPECS[:6]
+    for i in range(20):
+        rng = np.random.default_rng([0, 0, i])
+        ref = _sample_object(rng, 96, specs)
+        ref_state = rng.bit_generator.state
+        assert ref.period > 6.0  # 96 * U(0.07, 0.11) >= 6.72: above the 3-pixel floor
+        for scale, expected in ((2.0, ref.period * 2.0), (1.5, ref.period * 1.5), (0.25, 3.0)):
+            rng = np.random.default_rng([0, 0, i])
+            obj = _sample_object(rng, 96, specs, scale)
+            assert obj.period == expected  # exactly; 0.25 hits the floor (96 * 0.11 / 4 < 3)
+            assert dataclasses.replace(obj, period=ref.period) == ref, "only the period changes"
+            assert rng.bit_generator.state == ref_state, "the same draws"
+
+
+def test_texture_scale_coarsens_the_rendered_texture_and_keeps_the_layout():
+    """Ink/fill transitions inside objects along image rows: about 1/scale as many as at scale 1."""
+
+    def transitions(scale: float) -> tuple[float, list[np.ndarray]]:
+        count = pairs = 0
+        masks = []
+        for i in range(20):
+            rgb, mask, labels = render_sample([5, 0, i], 96, 6, 1, texture_scale=scale)
+            masks.append(mask)
+            inner = cv2.erode((mask == labels[0]).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+            both = inner[:, 1:] & inner[:, :-1]
+            step = np.abs(np.diff(rgb.astype(float).mean(2), axis=1))[both]
+            count, pairs = count + int((step > 40).sum()), pairs + int(both.sum())
+        return count / pairs, masks
+
+    (fine, fine_masks), (base, base_masks), (coarse, coarse_masks) = (transitions(s) for s in (0.5, 1.0, 2.0))
+    assert 1.5 < fine / base < 2.7 and 1.5 < base / coarse < 2.7, (fine, base, coarse)
+    for a, b, c in zip(fine_masks, base_masks, coarse_masks):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(c, b)
+
+
+def test_default_variant_params_give_the_default_dataset_byte_for_byte(synth_root, tmp_path):
+    explicit = tmp_path / "explicit"
+    generate_dataset(explicit, {**PARAMS, "texture_scale": 1.0, "classes": None}, progress=False)
+    assert file_hashes(explicit) == file_hashes(synth_root)
+    meta = yaml.safe_load((synth_root / "dataset.yaml").read_text())
+    assert not {"texture_scale", "classes"} & set(meta["params"]), "dataset.yaml as before the keys existed"
+    coarse = tmp_path / "coarse"
+    generate_dataset(coarse, {**PARAMS, "num_train_aug": 40, "num_val": 5, "texture_scale": 2.0}, progress=False)
+    coarse_meta = yaml.safe_load((coarse / "dataset.yaml").read_text())
+    assert coarse_meta["params"]["texture_scale"] == 2.0
+    ref, changed = file_hashes(synth_root), file_hashes(coarse)
+    assert all(changed[k] != ref[k] for k in changed if k.startswith("JPEGImages/"))
+    assert all(changed[k] == ref[k] for k in changed if k.startswith("SegmentationClass/")), "same layouts"
+
+
+def test_classes_pick_the_named_classes_in_order(tmp_path):
+    names = ["star_dots", "ring_diagonal"]
+    assert class_names(classes=names) == class_names(2, names) == ["background", *names]
+    root = tmp_path / "picked"
+    cfg = generate_dataset(root, {"image_size": 64, "num_train_aug": 40, "num_train": 10, "num_val": 10,
+                                  "max_objects": 1, "classes": names}, progress=False)
+    assert cfg.num_classes == 2
+    assert (root / "classes.txt").read_text().split() == ["background", *names]
+    meta = yaml.safe_load((root / "dataset.yaml").read_text())
+    assert meta["params"]["classes"] == names and meta["params"]["num_classes"] == 2
+    ds = VOCLayoutDataset(root)
+    assert ds.classes == ["background", *names]
+    seen = {name: 0 for name in names}
+    for image_id in ds.ids("train_aug") + ds.ids("val"):
+        s = ds.sample(image_id)
+        (label,) = np.flatnonzero(s.labels) + 1  # one object per image
+        assert set(np.unique(s.mask).tolist()) <= {0, int(label), IGNORE}
+        # Mask id 2 is ring_diagonal: a ring fully in the frame encloses background; a star never does.
+        background = (s.mask == 0).astype(np.uint8)
+        count, components = cv2.connectedComponents(background, connectivity=4)
+        border = set(np.unique(np.concatenate([components[0], components[-1], components[:, 0], components[:, -1]])))
+        enclosed = any(k not in border for k in range(1, count))
+        obj = s.mask == label
+        in_frame = not (obj[0].any() or obj[-1].any() or obj[:, 0].any() or obj[:, -1].any())
+        if label == 1:
+            assert not enclosed, image_id
+        elif in_frame:
+            assert enclosed, image_id
+        seen[ds.classes[label]] += 1
+    assert min(seen.values()) >= 10, seen
+    labels_tsv = (root / "labels.tsv").read_text()
+    assert "star_dots" in labels_tsv and "ring_diagonal" in labels_tsv and "circle_rings" not in labels_tsv
+
+
+def test_classes_map_mask_ids_to_the_named_classes():
+    names = ["cross_solid", "square_checker"]
+    ids = set()
+    for i in range(10):
+        picked = layout_objects(np.random.default_rng([2, 0, i]), 64, None, 2, classes=names)
+        assert [o.spec.name for o, _ in picked] == [names[o.class_id - 1] for o, _ in picked]
+        ids |= {o.class_id for o, _ in picked}
+    assert ids == {1, 2}
+    with pytest.raises(ValueError):
+        render_sample([0, 0, 0], 64, 3, 1, classes=["star_dots", "ring_diagonal"])
 
 
 def test_stage_script_writes_the_dataset_and_rejects_bad_params(tmp_path):

@@ -67,6 +67,7 @@ def validate_config(config: dict[str, Any], schema: dict[str, Any], source: str 
     """
     config = copy.deepcopy(config)
     _fill_dataset_kinds(config)
+    _fill_synth_num_classes(config)
     validator_class = _with_defaults(jsonschema.validators.validator_for(schema))
     validator = validator_class(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
@@ -75,6 +76,7 @@ def validate_config(config: dict[str, Any], schema: dict[str, Any], source: str 
         key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
         raise InputError(source, f"{key}: {err.message}")
     try:
+        check_synth_classes(config)
         expand_seeds(config)
         check_runs(config)
     except InputError as err:
@@ -123,6 +125,41 @@ def _fill_dataset_kinds(config: dict[str, Any]) -> None:
     for name, entry in datasets.items():
         if name in BUILTIN_DATASETS and isinstance(entry, dict) and "kind" not in entry:
             entry["kind"] = name
+
+
+def _fill_synth_num_classes(config: dict[str, Any]) -> None:
+    """Before validation (which fills in the default num_classes, 6): a synth dataset that lists ``classes`` and
+    leaves out ``num_classes`` has as many classes as it names."""
+    datasets = config["datasets"]
+    if not isinstance(datasets, dict):
+        return
+    for entry in datasets.values():
+        if (isinstance(entry, dict) and entry.get("kind") == "synth" and "num_classes" not in entry
+                and isinstance(entry.get("classes"), list) and entry["classes"]):
+            entry["num_classes"] = len(entry["classes"])
+
+
+def check_synth_classes(config: dict[str, Any]) -> None:
+    """A validated synth dataset that names its ``classes`` has ``num_classes`` equal to their count."""
+    for name, entry in config["datasets"].items():
+        if entry["kind"] == "synth" and entry["classes"] is not None and entry["num_classes"] != len(entry["classes"]):
+            count = len(entry["classes"])
+            raise InputError("config", f"datasets.{name}.num_classes: {entry['num_classes']} does not match "
+                                       f"datasets.{name}.classes, which names {count}; leave num_classes out or set "
+                                       f"it to {count}")
+
+
+# Synth keys added after synth datasets were first generated, at the values that reproduce those datasets: left out
+# of prepare_synth's params while at them, so that adding the keys did not rerun (and retrain) existing synth runs.
+# wsss.data.synth likewise keeps them out of dataset.yaml.
+SYNTH_NEUTRAL = {"texture_scale": 1.0, "classes": None}
+
+
+def preparer_params(entry: dict[str, Any]) -> dict[str, Any]:
+    """A validated dataset entry as its preparer's params: without ``kind`` (which picked the preparer) and, for a
+    synth dataset, without the :data:`SYNTH_NEUTRAL` keys at their neutral values."""
+    neutral = SYNTH_NEUTRAL if entry["kind"] == "synth" else {}
+    return {k: v for k, v in entry.items() if k != "kind" and not (k in neutral and v == neutral[k])}
 
 
 def dataset_splits(entry: dict[str, Any]) -> list[str]:

@@ -19,13 +19,21 @@ One image (:func:`render_sample`):
   object is accepted only if every earlier object keeps at least :data:`MIN_KEEP_FRACTION` of its own
   in-frame area visible (up to :data:`PLACEMENT_TRIES` placements, else it is left out), so no object is fully
   covered;
-- mask: uint8 ids 0 (background), 1..C (class k ↔ ``CLASS_SPECS[k-1]``), 255 = ignore. A 1-pixel ignore band
-  lies on the inner side of each object's silhouette outline, where that outline is visible (as VOC marks
-  boundaries, but 1 px): JPEG blurs the edge pixels, so they are not scored. The band comes from the top
-  object only, so it is 1 px wide everywhere, also between two objects;
+- mask: uint8 ids 0 (background), 1..C (class k ↔ ``CLASS_SPECS[k-1]``, or the k-th of ``classes``), 255 =
+  ignore. A 1-pixel ignore band lies on the inner side of each object's silhouette outline, where that outline is
+  visible (as VOC marks boundaries, but 1 px): JPEG blurs the edge pixels, so they are not scored. The band comes
+  from the top object only, so it is 1 px wide everywhere, also between two objects;
 - image-level labels: the classes with at least :func:`min_visible_pixels` non-ignore mask pixels (1 % of the
   image area). Pixels of a class below that count are set to 255 too, so the labels always equal the set of
   foreground ids in the mask.
+
+Variants (for robustness benchmarks): ``texture_scale`` (0.25..4, default 1) multiplies every object's texture
+period (the 3-pixel floor kept), so the patterns get coarser or finer without changing anything else drawn;
+``classes`` (default null: the first ``num_classes``) picks the foreground classes by name, in mask-id order, e.g.
+``[star_dots, ring_diagonal, cross_solid, crescent_hatch]`` for non-convex silhouettes only. Neither changes what
+is drawn per object, so a texture-scaled image ``i`` keeps its layout, colours and mask (other silhouettes can
+change which placements are accepted); at their defaults the dataset is byte-identical to one generated before
+they existed.
 
 Determinism: image ``i`` of split ``s`` (0 = train_aug, 1 = val) draws everything from its own generator
 ``np.random.default_rng([seed, s, i])``, so an image does not depend on generation order; JPEGs are written by
@@ -100,9 +108,40 @@ CLASS_SPECS: tuple[ClassSpec, ...] = (
 MAX_CLASSES = len(CLASS_SPECS)
 
 
-def class_names(num_classes: int) -> list[str]:
-    """``background`` then the first ``num_classes`` class names (mask id k ↔ names[k])."""
-    return ["background"] + [spec.name for spec in CLASS_SPECS[:num_classes]]
+_SPEC_BY_NAME = {spec.name: spec for spec in CLASS_SPECS}
+
+
+def class_specs(num_classes: int | None = None, classes: Sequence[str] | None = None) -> tuple[ClassSpec, ...]:
+    """The foreground classes in mask-id order (id k ↔ element k-1): the named ``classes`` when given (then
+    ``num_classes`` is None or their count), else the first ``num_classes`` (None: 6) of :data:`CLASS_SPECS`.
+
+    Raises ValueError for a count out of range, an unknown or repeated name, an empty list or a count mismatch.
+    """
+    if classes is None:
+        count = SynthParams.num_classes if num_classes is None else num_classes
+        if not 1 <= count <= MAX_CLASSES:
+            raise ValueError(f"num_classes must be in 1..{MAX_CLASSES}, got {count}")
+        return CLASS_SPECS[:count]
+    if isinstance(classes, str):
+        raise ValueError(f"must be a list of class names, got {classes!r}")
+    names = list(classes)
+    if not names:
+        raise ValueError(f"must name at least one class (known: {list(_SPEC_BY_NAME)})")
+    unknown = [n for n in names if not isinstance(n, str) or n not in _SPEC_BY_NAME]
+    if unknown:
+        raise ValueError(f"unknown class names {unknown}; known: {list(_SPEC_BY_NAME)}")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"lists {repeated} more than once")
+    if num_classes is not None and num_classes != len(names):
+        raise ValueError(f"num_classes {num_classes} does not match the {len(names)} names listed")
+    return tuple(_SPEC_BY_NAME[n] for n in names)
+
+
+def class_names(num_classes: int | None = None, classes: Sequence[str] | None = None) -> list[str]:
+    """``background`` then the foreground class names (mask id k ↔ names[k]): the named ``classes`` if given, else
+    the first ``num_classes`` (see :func:`class_specs`)."""
+    return ["background"] + [spec.name for spec in class_specs(num_classes, classes)]
 
 
 def min_visible_pixels(image_size: int) -> int:
@@ -114,7 +153,12 @@ def min_visible_pixels(image_size: int) -> int:
 
 @dataclass(frozen=True)
 class SynthParams:
-    """The generator's configuration (the ``--params`` keys of ``prepare_synth``)."""
+    """The generator's configuration (the ``--params`` keys of ``prepare_synth``).
+
+    ``classes``: the foreground class names in mask-id order, or None for the first ``num_classes`` of
+    :data:`CLASS_SPECS` (when given, ``num_classes`` is their count). ``texture_scale`` multiplies every object's
+    texture period.
+    """
 
     seed: int = 0
     image_size: int = 160
@@ -124,18 +168,26 @@ class SynthParams:
     num_val: int = 200
     max_objects: int = 3
     max_pixels: int = DEFAULT_MAX_PIXELS
+    texture_scale: float = 1.0
+    classes: tuple[str, ...] | None = None
 
 
-_LIMITS: dict[str, tuple[int, int | None]] = {
-    "seed": (0, None),
-    "image_size": (32, 1024),
-    "num_classes": (1, MAX_CLASSES),
-    "num_train_aug": (1, None),
-    "num_train": (1, None),
-    "num_val": (1, None),
-    "max_objects": (1, 5),
-    "max_pixels": (1, None),
+# Each key: (type, low, high), None: no bound; ``classes`` (a list of names or null) is checked by class_specs.
+_LIMITS: dict[str, tuple[type, float | None, float | None]] = {
+    "seed": (int, 0, None),
+    "image_size": (int, 32, 1024),
+    "num_classes": (int, 1, MAX_CLASSES),
+    "num_train_aug": (int, 1, None),
+    "num_train": (int, 1, None),
+    "num_val": (int, 1, None),
+    "max_objects": (int, 1, 5),
+    "max_pixels": (int, 1, None),
+    "texture_scale": (float, 0.25, 4.0),
+    "classes": (list, None, None),
 }
+# Keys added after GENERATOR_VERSION 3's first datasets: dataset.yaml records them only when they differ from these
+# values, so a dataset generated with them at their defaults stays byte-identical to one generated before.
+_RECORDED_IF_SET = {"texture_scale": 1.0, "classes": None}
 
 
 def parse_params(params: Mapping[str, Any], source: str = "--params") -> SynthParams:
@@ -147,13 +199,33 @@ def parse_params(params: Mapping[str, Any], source: str = "--params") -> SynthPa
         raise InputError(source, f"unknown keys {unknown}; known: {sorted(_LIMITS)}")
     values = asdict(SynthParams())
     for key, value in params.items():
-        low, high = _LIMITS[key]
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        kind, low, high = _LIMITS[key]
+        if kind is list:  # classes: null, or names of CLASS_SPECS (checked by class_specs)
+            if value is not None:
+                if not isinstance(value, (list, tuple)):
+                    raise InputError(source, f"{key}: must be a list of class names or null, got {value!r}")
+                try:
+                    class_specs(None, value)
+                except ValueError as err:
+                    raise InputError(source, f"{key}: {err}") from None
+                value = tuple(value)
+            values[key] = value
+            continue
+        if kind is int and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
             raise InputError(source, f"{key}: must be an integer, got {value!r}")
+        if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating))
+                              or not math.isfinite(value)):
+            raise InputError(source, f"{key}: must be a number, got {value!r}")
         if value < low or (high is not None and value > high):
             bound = f"{low}..{high}" if high is not None else f">= {low}"
             raise InputError(source, f"{key}: must be {bound}, got {value}")
-        values[key] = int(value)
+        values[key] = kind(value)
+    if values["classes"] is not None:
+        if "num_classes" in params and values["num_classes"] != len(values["classes"]):
+            count = len(values["classes"])
+            raise InputError(source, f"num_classes: {values['num_classes']} does not match classes, which names "
+                                     f"{count}; omit num_classes or set it to {count}")
+        values["num_classes"] = len(values["classes"])
     if values["num_train"] > values["num_train_aug"]:
         raise InputError(source, f"num_train: {values['num_train']} exceeds num_train_aug "
                                  f"{values['num_train_aug']} (train is the first num_train ids of train_aug)")
@@ -259,9 +331,10 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True)
 class SynthObject:
-    """One placed object: class id (1-based), geometry, colours and texture parameters."""
+    """One placed object: class id (1-based mask id) and its class, geometry, colours and texture parameters."""
 
     class_id: int
+    spec: ClassSpec
     centre: tuple[float, float]
     radius: float
     aspect: float
@@ -271,10 +344,6 @@ class SynthObject:
     period: float
     phase: tuple[float, float]
     shade: tuple[float, float, float]  # brightness gradient: (strength, direction cos, direction sin)
-
-    @property
-    def spec(self) -> ClassSpec:
-        return CLASS_SPECS[self.class_id - 1]
 
     def mask(self, size: int) -> np.ndarray:
         """The full (unoccluded) silhouette in a ``size``×``size`` frame."""
@@ -286,40 +355,49 @@ def _palette_colour(rng: np.random.Generator, index: int) -> tuple[float, float,
     return tuple(float(x) for x in np.clip(PALETTE[index] + jitter, 0, 255))
 
 
-def _sample_object(rng: np.random.Generator, size: int, num_classes: int) -> SynthObject:
+def _sample_object(rng: np.random.Generator, size: int, specs: Sequence[ClassSpec],
+                   texture_scale: float = 1.0) -> SynthObject:
+    """One random object of a class of ``specs`` (class id k ↔ ``specs[k-1]``); ``texture_scale`` multiplies the
+    texture period drawn (before the 3-pixel floor) and changes no draw."""
     radius = 0.5 * size * rng.uniform(*SIZE_RANGE)
     lo, hi = 0.6 * radius, size - 0.6 * radius
     centre = (float(rng.uniform(lo, hi)), float(rng.uniform(lo, hi)))
     fill_index, ink_index = rng.choice(len(PALETTE), 2, replace=False)
     direction = rng.uniform(0, 2 * np.pi)
+    class_id = int(rng.integers(1, len(specs) + 1))
     return SynthObject(
-        class_id=int(rng.integers(1, num_classes + 1)),
+        class_id=class_id,
+        spec=specs[class_id - 1],
         centre=centre,
         radius=float(radius),
         aspect=float(rng.uniform(0.87, 1.15)),
         angle=float(np.deg2rad(rng.uniform(-MAX_ROTATION_DEG, MAX_ROTATION_DEG))),
         fill=_palette_colour(rng, int(fill_index)),
         ink=_palette_colour(rng, int(ink_index)),
-        period=float(max(3.0, size * rng.uniform(0.07, 0.11))),
+        period=float(max(3.0, size * rng.uniform(0.07, 0.11) * texture_scale)),
         phase=(float(rng.uniform(0, size)), float(rng.uniform(0, size))),
         shade=(float(rng.uniform(0.0, 0.25)), math.cos(direction), math.sin(direction)),
     )
 
 
-def layout_objects(rng: np.random.Generator, image_size: int, num_classes: int,
-                   max_objects: int) -> list[tuple[SynthObject, np.ndarray]]:
+def layout_objects(rng: np.random.Generator, image_size: int, num_classes: int | None, max_objects: int,
+                   texture_scale: float = 1.0,
+                   classes: Sequence[str] | None = None) -> list[tuple[SynthObject, np.ndarray]]:
     """Place 1..``max_objects`` objects in paint order, each with its full in-frame silhouette.
+
+    The classes are :func:`class_specs` (``num_classes``, ``classes``); ``texture_scale`` multiplies the periods.
 
     A candidate is rejected (and redrawn, up to :data:`PLACEMENT_TRIES` times) if it would leave an earlier
     object with less than :data:`MIN_KEEP_FRACTION` of its own area visible; the first object is always kept.
     """
+    specs = class_specs(num_classes, classes)
     target = int(rng.integers(1, max_objects + 1))
     min_area = min_visible_pixels(image_size)
     placed: list[tuple[SynthObject, np.ndarray]] = []
     top = np.full((image_size, image_size), -1, np.int16)  # index of the top object per pixel
     for _ in range(target):
         for _ in range(PLACEMENT_TRIES):
-            obj = _sample_object(rng, image_size, num_classes)
+            obj = _sample_object(rng, image_size, specs, texture_scale)
             mask = obj.mask(image_size)
             area = int(mask.sum())
             if area < 2 * min_area:
@@ -389,18 +467,21 @@ def _paint_object(image: np.ndarray, obj: SynthObject, mask: np.ndarray) -> None
 _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 
 
-def render_sample(rng: np.random.Generator | int | Sequence[int], image_size: int = 160, num_classes: int = 6,
-                  max_objects: int = 3) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+def render_sample(rng: np.random.Generator | int | Sequence[int], image_size: int = 160,
+                  num_classes: int | None = None, max_objects: int = 3, *, texture_scale: float = 1.0,
+                  classes: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
     """One synthetic image: (RGB uint8 H×W×3, mask uint8 H×W, sorted foreground class ids that are labelled).
 
     ``rng`` is a generator or a seed for ``np.random.default_rng`` (e.g. ``[seed, split_index, image_index]``).
+    The classes are the named ``classes`` (mask id k ↔ ``classes[k-1]``; ``num_classes`` then None or their count)
+    or else the first ``num_classes`` (None: 6) of :data:`CLASS_SPECS`; ``texture_scale`` multiplies every texture
+    period.
     See the module doc for the drawing, occlusion, ignore-band and label rules.
     """
-    if not 1 <= num_classes <= MAX_CLASSES:
-        raise ValueError(f"num_classes must be in 1..{MAX_CLASSES}, got {num_classes}")
+    num_classes = len(class_specs(num_classes, classes))  # checks them before any drawing
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     image = render_background(rng, image_size)
-    objects = layout_objects(rng, image_size, num_classes, max_objects)
+    objects = layout_objects(rng, image_size, num_classes, max_objects, texture_scale, classes)
     ids = np.zeros((image_size, image_size), np.uint8)
     for obj, mask in objects:
         _paint_object(image, obj, mask)
@@ -435,7 +516,7 @@ def generate_dataset(out_dir: str | Path, params: Mapping[str, Any] | SynthParam
     complete, so an interrupted run leaves nothing that looks finished.
     """
     cfg = params if isinstance(params, SynthParams) else parse_params(params)
-    names = class_names(cfg.num_classes)
+    names = class_names(cfg.num_classes, cfg.classes)
     counts = {"train_aug": cfg.num_train_aug, "val": cfg.num_val}
     with atomic_dir(out_dir) as root:
         labels: dict[str, list[str]] = {}
@@ -445,7 +526,8 @@ def generate_dataset(out_dir: str | Path, params: Mapping[str, Any] | SynthParam
             split_ids[split] = []
             for index in range(count):
                 rgb, mask, classes = render_sample([cfg.seed, SPLITS[split], index], cfg.image_size,
-                                                   cfg.num_classes, cfg.max_objects)
+                                                   cfg.num_classes, cfg.max_objects,
+                                                   texture_scale=cfg.texture_scale, classes=cfg.classes)
                 name = image_id(split, index)
                 write_jpeg(root / "JPEGImages" / f"{name}.jpg", rgb, quality=JPEG_QUALITY)
                 write_label_png(root / "SegmentationClass" / f"{name}.png", mask)
@@ -458,14 +540,16 @@ def generate_dataset(out_dir: str | Path, params: Mapping[str, Any] | SynthParam
             write_text(root / "ImageSets" / "Segmentation" / f"{split}.txt", "\n".join(split_ids[split]) + "\n")
         write_text(root / "classes.txt", "\n".join(names) + "\n")
         write_text(root / "labels.tsv", format_labels_tsv(labels))
+        recorded = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()
+                    if k not in _RECORDED_IF_SET or v != _RECORDED_IF_SET[k]}
         meta = {"name": "synth", "images": "JPEGImages", "masks": "SegmentationClass", "seed": cfg.seed,
-                "generator_version": GENERATOR_VERSION, "max_pixels": cfg.max_pixels, "params": asdict(cfg)}
+                "generator_version": GENERATOR_VERSION, "max_pixels": cfg.max_pixels, "params": recorded}
         write_text(root / "dataset.yaml", yaml.safe_dump(meta, sort_keys=False))
     return cfg
 
 
 __all__ = [
     "CLASS_SPECS", "GENERATOR_VERSION", "MAX_CLASSES", "PALETTE", "ClassSpec", "SynthObject", "SynthParams",
-    "class_names", "generate_dataset", "image_id", "layout_objects", "min_visible_pixels", "parse_params",
-    "render_background", "render_sample", "shape_mask",
+    "class_names", "class_specs", "generate_dataset", "image_id", "layout_objects", "min_visible_pixels",
+    "parse_params", "render_background", "render_sample", "shape_mask",
 ]
