@@ -95,7 +95,7 @@ rule eval_cam:
     input:
         run_dataset,
         cams=lambda w: cam_shards(w.run, cam_source_split(w.run, w.split)),
-        calibration=lambda w: calibration_input(w.run),
+        calibration=lambda w: calibration_input(w.run, "cam.bg_score"),
     output:
         miou="results/{run}/cam_{split}_miou.txt",
         metrics="results/{run}/cam_{split}_metrics.json",

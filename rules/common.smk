@@ -146,9 +146,17 @@ def cam_shards(run, split):
     return [f"results/{run}/cam/{split}/shard_{i}" for i in range(n)]
 
 
-def calibration_input(run):
-    """The run's calibration.json when a threshold it reads is chosen without pixel labels (``auto``), else none."""
-    return [f"results/{run}/calibration.json"] if run_cfg(run)["cam"]["bg_score"] == "auto" else []
+def calibration_input(run, *keys):
+    """The run's calibration.json when one of ``keys`` ("section.key") is chosen without pixel labels (``auto``),
+    else none."""
+    cfg = run_cfg(run)
+    auto = any(cfg[section][key] == "auto" for section, key in (k.split(".") for k in keys))
+    return [f"results/{run}/calibration.json"] if auto else []
+
+
+def pseudo_calibration_input(run):
+    """The run's calibration_pseudo.json when irn.bg_threshold is auto, else none."""
+    return [f"results/{run}/calibration_pseudo.json"] if run_cfg(run)["irn"]["bg_threshold"] == "auto" else []
 
 
 def cam_source_split(run, split):

@@ -24,12 +24,14 @@ IRN_TRAIN_KEYS = [
     "amp",
 ]
 PSEUDO_KEYS = ["backbone", "pretrained", "rw_radius", "beta", "exp_times", "bg_threshold", "boundary_canvas"]
+SWEEP_KEYS = PSEUDO_KEYS + ["sweep"]
 
 
 rule cam_to_ir_label:
     input:
         run_dataset,
         cams=lambda w: f"results/{w.run}/cam/{run_cfg(w.run)['irn']['train_split']}/shard_{w.shard}",
+        calibration=lambda w: calibration_input(w.run, "irn.conf_fg", "irn.conf_bg"),
     output:
         directory("results/{run}/ir_label/shard_{shard}"),
     params:
@@ -52,7 +54,7 @@ rule cam_to_ir_label:
     shell:
         f"OMP_NUM_THREADS=1 {stage('cam_to_ir_label')} --params {{params.cfg:q}} --dataset {{params.dataset:q}}"
         " --split {params.split:q} --shard {wildcards.shard:q} --shards {params.shards:q} --cams {input.cams:q}"
-        " --threads {threads} --out {output:q} > {log:q} 2>&1"
+        " --calibration {input.calibration:q} --threads {threads} --out {output:q} > {log:q} 2>&1"
 
 
 rule train_irn:
@@ -93,6 +95,7 @@ rule make_pseudo:
         run_dataset,
         cams="results/{run}/cam/{split}/shard_{shard}",
         model="results/{run}/irn/model.pt",
+        calibration=lambda w: pseudo_calibration_input(w.run),
     output:
         directory("results/{run}/pseudo/{split}/shard_{shard}"),
     params:
@@ -116,7 +119,78 @@ rule make_pseudo:
     shell:
         f"OMP_NUM_THREADS={{threads}} {gpu_stage('make_pseudo')} --params {{params.cfg:q}} --dataset {{params.dataset:q}}"
         " --split {wildcards.split:q} --shard {wildcards.shard:q} --shards {params.shards:q} --cams {input.cams:q}"
-        " --model {input.model:q} --device {params.device:q} --out {output:q} > {log:q} 2>&1"
+        " --model {input.model:q} --calibration {input.calibration:q} --device {params.device:q} --out {output:q}"
+        " > {log:q} 2>&1"
+
+
+rule calibrate_pseudo:
+    input:
+        run_dataset,
+        cls_model="results/{run}/cls/model.pt",
+        irn_model="results/{run}/irn/model.pt",
+        cams=lambda w: cam_shards(w.run, run_cfg(w.run)["cls"]["train_split"]),
+    output:
+        "results/{run}/calibration_pseudo.json",
+    params:
+        cfg=lambda w: as_json(
+            {
+                "cls": run_cfg(w.run)["cls"],
+                "cam": {"calibration_images": run_cfg(w.run)["cam"]["calibration_images"]},
+                "irn": {k: run_cfg(w.run)["irn"][k] for k in SWEEP_KEYS},
+            }
+        ),
+        method=lambda w: run_cfg(w.run)["method"],
+        dataset=lambda w: dataset_root(w.run),
+        split=lambda w: run_cfg(w.run)["cls"]["train_split"],
+        device=config["device"],
+    log:
+        "logs/{run}/calibrate_pseudo.log",
+    benchmark:
+        "benchmarks/{run}/calibrate_pseudo.tsv"
+    priority: 10  # on the critical path when bg_threshold is auto
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+        gpu=lambda w: gpus(w.run, "irn"),
+    conda:
+        "../envs/wsss.yaml"
+    shell:
+        f"OMP_NUM_THREADS={{threads}} {gpu_stage('calibrate_pseudo')} --params {{params.cfg:q}}"
+        " --dataset {params.dataset:q} --split {params.split:q} --cams {input.cams:q} --method {params.method:q}"
+        " --cls-model {input.cls_model:q} --irn-model {input.irn_model:q} --device {params.device:q}"
+        " --out {output:q} > {log:q} 2>&1"
+
+
+rule sweep_pseudo:
+    input:
+        run_dataset,
+        cams=lambda w: cam_shards(w.run, pseudo_source_split(w.run, w.split)),
+        model="results/{run}/irn/model.pt",
+        calibration=lambda w: pseudo_calibration_input(w.run),
+    output:
+        sweep="results/{run}/pseudo_{split}_sweep.json",
+        plot="results/{run}/pseudo_{split}_sweep.png",
+    params:
+        cfg=lambda w: irn_params(w.run, SWEEP_KEYS),
+        dataset=lambda w: dataset_root(w.run),
+        device=config["device"],
+    log:
+        "logs/{run}/sweep_pseudo_{split}.log",
+    benchmark:
+        "benchmarks/{run}/sweep_pseudo_{split}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+        gpu=lambda w: gpus(w.run, "irn"),
+    conda:
+        "../envs/wsss.yaml"
+    shell:
+        f"OMP_NUM_THREADS={{threads}} {gpu_stage('sweep_pseudo')} --params {{params.cfg:q}} --dataset {{params.dataset:q}}"
+        " --split {wildcards.split:q} --cams {input.cams:q} --model {input.model:q}"
+        " --calibration {input.calibration:q} --device {params.device:q} --out {output.sweep:q} --plot {output.plot:q}"
+        " > {log:q} 2>&1"
 
 
 rule eval_pseudo:

@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""Choose the CAM background score without pixel labels (wsss.calibrate): the trained classifier scores the CAM
-regions of training images (held-out ones first) at each candidate score; writes calibration.json."""
+"""Choose the CAM background score and the IR-label thresholds without pixel labels (wsss.calibrate): the trained
+classifier scores the CAM regions of training images (held-out ones first) at each candidate score; writes
+calibration.json."""
 
 import logging
 import sys
@@ -8,7 +9,8 @@ import sys
 import torch
 from tqdm import tqdm
 
-from wsss.calibrate import CRITERION, RegionEvidence, add_image, calibration_ids, classifier_scores
+from wsss.calibrate import (CRITERION, IR_CRITERION, RegionEvidence, add_image, calibration_ids, classifier_scores,
+                            ir_label_bracket)
 from wsss.classify import build_classifier, index_cam_dirs, load_cam
 from wsss.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
@@ -42,7 +44,14 @@ def main(args, params):
         log.info("bg %.2f: keep %.3f remove %.3f area %.3f objective %.3f", row["bg_score"], row["keep"],
                  row["remove"], row["area"], row["objective"])
     log.info("calibrated cam.bg_score %.2f from %d image-class pairs", chosen, evidence.pairs)
-    write_json(args.out, {"bg_score": chosen, "criterion": CRITERION, "split": args.split, "images": len(ids),
+    try:
+        conf_fg, conf_bg = ir_label_bracket(evidence, chosen)
+        log.info("calibrated irn.conf_fg %.2f, irn.conf_bg %.2f", conf_fg, conf_bg)
+    except ValueError as err:  # only an error for a run whose IR-label thresholds are auto (they read null)
+        conf_fg = conf_bg = None
+        log.warning("no IR-label thresholds: %s; widen cam.sweep", err)
+    write_json(args.out, {"bg_score": chosen, "conf_fg": conf_fg, "conf_bg": conf_bg, "criterion": CRITERION,
+                          "ir_label_criterion": IR_CRITERION, "split": args.split, "images": len(ids),
                           "pairs": evidence.pairs, "rows": evidence.rows()})
 
 

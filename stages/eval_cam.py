@@ -4,17 +4,12 @@
 import logging
 import sys
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from wsss.cli import run_stage, stage_parser  # noqa: E402
-from wsss.data.dataset import VOCLayoutDataset  # noqa: E402
-from wsss.evaluate import evaluate_cams, sweep_table  # noqa: E402
-from wsss.errors import InputError  # noqa: E402
-from wsss.io import atomic_path, write_json, write_text  # noqa: E402
-from wsss.report import read_json  # noqa: E402
+from wsss.calibrate import resolve_auto
+from wsss.cli import run_stage, stage_parser
+from wsss.data.dataset import VOCLayoutDataset
+from wsss.evaluate import evaluate_cams, sweep_table
+from wsss.io import write_json, write_text
+from wsss.report import save_sweep
 
 log = logging.getLogger("wsss")
 
@@ -22,14 +17,8 @@ log = logging.getLogger("wsss")
 def main(args, params):
     data = VOCLayoutDataset(args.dataset)
     ids = data.mask_ids(args.split)
-    cam = dict(params["cam"])
-    source = "configured"
-    if cam["bg_score"] == "auto":
-        if not args.calibration:
-            raise InputError("--calibration", "cam.bg_score is auto: give the run's calibration.json")
-        cam["bg_score"] = float(read_json(args.calibration[0], "calibration")["bg_score"])
-        source = "calibrated (auto)"
-        log.info("bg_score %.2f from %s", cam["bg_score"], args.calibration[0])
+    source = "calibrated (auto)" if params["cam"]["bg_score"] == "auto" else "configured"
+    cam = resolve_auto(params["cam"], ["bg_score"], args.calibration, "cam")
     result = evaluate_cams(data, ids, args.cams, cam["bg_score"], cam["sweep"])
     metrics = result.main.to_json_dict(data.classes)
     metrics |= {"split": args.split, "images": len(ids), "bg_score": cam["bg_score"], "bg_score_source": source,
@@ -38,15 +27,8 @@ def main(args, params):
     rows = sweep_table(result)
     log.info("CAM mIoU %.2f %% (bg %.2f), image-level F1 %.3f", 100 * metrics["miou_present"], cam["bg_score"],
              metrics["image_f1_micro"])
-    with atomic_path(args.plot) as tmp:
-        fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
-        ax.plot([r["bg_score"] for r in rows], [100 * r["miou"] for r in rows], marker="o")
-        ax.axvline(cam["bg_score"], color="gray", linestyle="--", label=f"{source} {cam['bg_score']:.2f}")
-        ax.set(xlabel="background score", ylabel="CAM mIoU (%)", title=f"{args.split}: background-score sweep")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(tmp, format="png")
-        plt.close(fig)
+    save_sweep(args.plot, [r["bg_score"] for r in rows], [100 * r["miou"] for r in rows], cam["bg_score"], source,
+               "background score", f"{args.split}: CAM background-score sweep")
     write_json(args.sweep, {"split": args.split, "note": "reported only (uses the masks); never picks bg_score",
                             "bg_score": cam["bg_score"], "bg_score_source": source, "rows": rows})
     write_json(args.metrics, metrics)

@@ -5,23 +5,18 @@ import logging
 import sys
 from pathlib import Path
 
-import torch
-from tqdm import tqdm
-
-from wsss.classify import index_cam_dirs, load_cam
+from wsss.calibrate import resolve_auto
 from wsss.cli import run_stage, shard_ids, shard_stage_parser
 from wsss.data.dataset import VOCLayoutDataset
-from wsss.data.transforms import normalize, to_chw
-from wsss.errors import InputError
 from wsss.io import atomic_dir, write_label_png
-from wsss.irn import boundary_map, build_irn, pseudo_label
+from wsss.irn import build_irn, iter_walk_scores, labels_from_walk
 from wsss.train import load_state_dict_file, resolve_device
 
 log = logging.getLogger("wsss")
 
 
 def main(args, params):
-    irn = params["irn"]
+    irn = resolve_auto(params["irn"], ["bg_threshold"], args.calibration, "irn")
     data = VOCLayoutDataset(args.dataset)
     ids = shard_ids(data.ids(args.split), args)
     device = resolve_device(args.device)
@@ -29,18 +24,9 @@ def main(args, params):
     model = build_irn(irn, params["cls_backbone"], pretrained=False)
     model.load_state_dict(load_state_dict_file(args.model))
     model.to(device).eval()
-    cam_paths = index_cam_dirs([args.cams], ids)
-    with atomic_dir(args.out) as tmp, torch.inference_mode():
-        for image_id in tqdm(ids, desc="pseudo", mininterval=5.0, file=sys.stderr):
-            image = data.image(image_id)
-            cam_path = cam_paths[image_id]
-            rec = load_cam(cam_path)
-            if tuple(rec.size) != image.shape[:2]:
-                raise InputError(cam_path, f"CAM of image size {rec.size} but the image is {image.shape[:2]}")
-            boundary = boundary_map(model, torch.from_numpy(to_chw(normalize(image))).to(device),
-                                    irn.get("boundary_canvas"))
-            label = pseudo_label(rec.cam, rec.keys, boundary, rec.size, irn["rw_radius"], irn["beta"],
-                                 irn["exp_times"], irn["bg_threshold"])
+    with atomic_dir(args.out) as tmp:
+        for image_id, image, keys, scores in iter_walk_scores(model, data, ids, [args.cams], irn, device, "pseudo"):
+            label = labels_from_walk(scores, keys, image.shape[:2], irn["bg_threshold"])
             write_label_png(Path(tmp) / f"{image_id}.png", label)
 
 
@@ -49,5 +35,7 @@ if __name__ == "__main__":
     parser.add_argument("--cams", required=True, help="the CAM folder of this shard")
     parser.add_argument("--model", required=True, help="trained IRNet state dict (irn/model.pt)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--calibration", nargs="*", default=[],
+                        help="calibration_pseudo.json (for irn.bg_threshold auto)")
     parser.add_argument("--out", required=True, help="output folder of this shard: <id>.png per image")
     sys.exit(run_stage(main, parser))

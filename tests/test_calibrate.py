@@ -11,7 +11,10 @@ import pytest
 import torch
 
 from helpers import edited_config, planned_jobs, snakemake, tiny_config
-from wsss.calibrate import RegionEvidence, add_image, calibration_ids
+from wsss.calibrate import (RegionEvidence, add_image, calibration_ids, ir_label_bracket, resolve_auto,
+                            walk_regions)
+from wsss.errors import InputError
+from wsss.irn import labels_from_walk
 
 
 def _visible_object(obj: torch.Tensor):
@@ -65,6 +68,73 @@ def test_calibration_images_held_out_first() -> None:
     assert calibration_ids(["a", "b"], [], 5) == ["a", "b"]
 
 
+def _evidence(thresholds, keep, remove, area) -> RegionEvidence:
+    ev = RegionEvidence.zeros(thresholds)
+    ev.keep, ev.remove, ev.area = (np.asarray(v, np.float64) * 2 for v in (keep, remove, area))
+    ev.pairs = 2
+    return ev
+
+
+def test_ir_label_bracket_known_answer() -> None:
+    """remove is lowest at 0.2 (conf_bg); the objective there is 0.45; above bg (0.4, objective 0.6) it stays
+    at least 0.45 up to 0.5 (0.48) and falls below at 0.6 (0.30): conf_fg 0.5."""
+    t = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
+    keep = [0.95, 0.95, 0.95, 0.95, 0.90, 0.80, 0.70]
+    remove = [0.10, 0.05, 0.08, 0.10, 0.20, 0.40, 0.60]
+    area = [0.60, 0.45, 0.35, 0.25, 0.22, 0.10, 0.05]
+    ev = _evidence(t, keep, remove, area)
+    obj = dict(zip(t, ev.objective()))
+    assert ev.choice() == 0.4 and obj[0.2] == pytest.approx(0.45) and obj[0.5] == pytest.approx(0.48)
+    assert ir_label_bracket(ev, 0.4) == (0.5, 0.2)
+
+
+def test_ir_label_bracket_stays_strictly_around_bg_score() -> None:
+    """When remove is lowest at bg_score itself and the objective falls at once above it, the bracket takes the
+    grid's neighbours; a bg_score on the grid's edge cannot be bracketed."""
+    t = [0.1, 0.2, 0.3, 0.4]
+    ev = _evidence(t, [1, 1, 1, 0.5], [0.3, 0.2, 0.0, 0.5], [0.5, 0.4, 0.3, 0.1])
+    assert ev.choice() == 0.3 and ir_label_bracket(ev, 0.3) == (0.4, 0.2)
+    with pytest.raises(ValueError, match="inside the calibration grid"):
+        ir_label_bracket(ev, 0.4)
+    rng = np.random.default_rng(0)
+    for _ in range(50):  # any curves: conf_bg < bg_score < conf_fg, all on the grid
+        ev = _evidence(np.round(np.arange(0.05, 0.81, 0.05), 2), *rng.random((3, 16)))
+        bg = ev.choice()
+        if 0.05 < bg < 0.8:
+            fg, low = ir_label_bracket(ev, bg)
+            assert low < bg < fg and {fg, low} <= set(ev.thresholds.tolist())
+
+
+def test_walk_regions_are_the_pseudo_label_classes_at_each_threshold() -> None:
+    """{walk_regions(s)[c] > t} is exactly where labels_from_walk(s, keys, t) gives class keys[c] (an independent
+    implementation: the pseudo label with the background channel prepended)."""
+    rng = np.random.default_rng(1)
+    scores = torch.from_numpy(rng.random((3, 9, 11)).astype(np.float32))
+    keys = np.array([4, 0, 7])
+    regions = walk_regions(scores)
+    for t in (0.0, 0.2, 0.5, 0.9, 1.0):
+        label = labels_from_walk(scores, keys, (9, 11), t)
+        for c, key in enumerate(keys):
+            assert np.array_equal(regions[c] > t, label == key + 1)
+    assert walk_regions(np.zeros((0, 4, 4), np.float32)).shape == (0, 4, 4)
+
+
+def test_resolve_auto_reads_only_auto_keys(tmp_path: Path) -> None:
+    calib = tmp_path / "calibration.json"
+    calib.write_text(json.dumps({"conf_fg": 0.5, "conf_bg": None}))
+    section = {"conf_fg": "auto", "conf_bg": 0.1, "crf_iters": 10}
+    assert resolve_auto(section, ["conf_fg", "conf_bg"], [str(calib)], "irn") == {"conf_fg": 0.5, "conf_bg": 0.1,
+                                                                                  "crf_iters": 10}
+    assert section["conf_fg"] == "auto"  # not modified
+    assert resolve_auto({"conf_bg": 0.1}, ["conf_bg"], [], "irn") == {"conf_bg": 0.1}  # nothing auto: no file needed
+    with pytest.raises(InputError, match="irn.conf_bg is auto"):
+        resolve_auto({"conf_bg": "auto"}, ["conf_bg"], [], "irn")
+    with pytest.raises(InputError, match="has no conf_bg"):
+        resolve_auto({"conf_bg": "auto"}, ["conf_bg"], [str(calib)], "irn")
+    with pytest.raises(InputError, match="calibration is missing"):
+        resolve_auto({"conf_bg": "auto"}, ["conf_bg"], [str(tmp_path / "none.json")], "irn")
+
+
 @pytest.mark.slow
 def test_auto_bg_score_runs_calibrate_and_eval_cam_uses_it(tiny_dag: Path) -> None:
     config = tiny_config()
@@ -83,3 +153,36 @@ def test_auto_bg_score_runs_calibrate_and_eval_cam_uses_it(tiny_dag: Path) -> No
         assert best["bg_score"] == calib["bg_score"]
     proc = snakemake(tiny_dag, "results/tiny/cam_val_miou.txt")  # config restored: fixed score again
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_auto_ir_thresholds_and_walk_threshold(tiny_dag: Path) -> None:
+    """All IRN thresholds auto: cam_to_ir_label reads conf_fg/conf_bg from calibration.json, make_pseudo and the
+    oracle sweep read bg_threshold from calibration_pseudo.json, and the sweep's score at that threshold is the
+    pseudo-label evaluation's (two implementations of the same labels)."""
+    config = tiny_config()
+    config["runs"]["tiny"]["irn"].update(conf_fg="auto", conf_bg="auto", bg_threshold="auto")
+    with edited_config(tiny_dag, config):
+        proc = snakemake(tiny_dag, "results/tiny/pseudo_val_miou.txt", "results/tiny/pseudo_val_sweep.json")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        calib = json.loads((tiny_dag / "results/tiny/calibration.json").read_text())
+        walk = json.loads((tiny_dag / "results/tiny/calibration_pseudo.json").read_text())
+        sweep = json.loads((tiny_dag / "results/tiny/pseudo_val_sweep.json").read_text())
+        assert calib["conf_bg"] < calib["bg_score"] < calib["conf_fg"]
+        log = (tiny_dag / "logs/tiny/cam_to_ir_label/0.log").read_text()
+        assert f"irn.conf_fg {calib['conf_fg']:.2f} from" in log and f"irn.conf_bg {calib['conf_bg']:.2f}" in log
+        best = max(walk["rows"], key=lambda r: r["objective"])
+        assert walk["bg_threshold"] == best["bg_threshold"] and walk["pairs"] > 0
+        assert sweep["bg_threshold"] == walk["bg_threshold"] and sweep["bg_threshold_source"] == "calibrated (auto)"
+        miou = float((tiny_dag / "results/tiny/pseudo_val_miou.txt").read_text())
+        assert 100 * sweep["miou"] == pytest.approx(miou, abs=0.006)
+    proc = snakemake(tiny_dag, "results/tiny/pseudo_val_miou.txt", "results/tiny/pseudo_val_sweep.json")
+    assert proc.returncode == 0, proc.stderr[-2000:]  # config restored: fixed thresholds again
+    sweep = json.loads((tiny_dag / "results/tiny/pseudo_val_sweep.json").read_text())
+    fixed = config["runs"]["tiny"]["irn"]
+    assert sweep["bg_threshold_source"] == "configured"
+    row = {r["bg_threshold"]: r["miou"] for r in sweep["rows"]}
+    if tiny_config()["runs"]["tiny"]["irn"]["bg_threshold"] in row:
+        miou = float((tiny_dag / "results/tiny/pseudo_val_miou.txt").read_text())
+        assert 100 * row[tiny_config()["runs"]["tiny"]["irn"]["bg_threshold"]] == pytest.approx(miou, abs=0.006)
+    assert fixed["bg_threshold"] == "auto"

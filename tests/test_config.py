@@ -211,3 +211,17 @@ def test_precision_and_fidelity_switches_default_to_todays_behaviour(schema: dic
     assert cfg["cam"]["high_res"] == "upsample" and cfg["irn"]["boundary_canvas"] is None
     with pytest.raises(InputError, match="irn.boundary_canvas: 500 is not a multiple of 16"):
         validate_config({"irn": {"boundary_canvas": 500}, "runs": {"r": {"dataset": "synth"}}}, schema)
+
+
+def test_ir_label_thresholds_ordered_or_auto(schema: dict) -> None:
+    from wsss.config import check_runs
+
+    def cfg(**irn):
+        return validate_config({"irn": irn, "runs": {"r": {"dataset": "synth"}}}, schema)
+
+    with pytest.raises(InputError, match=r"runs.r.irn.conf_bg: 0.3 must be below irn.conf_fg 0.3"):
+        check_runs(cfg(conf_fg=0.3, conf_bg=0.3))
+    check_runs(cfg(conf_fg="auto", conf_bg=0.3))
+    check_runs(cfg(conf_fg="auto", conf_bg="auto", bg_threshold="auto"))
+    with pytest.raises(InputError, match="irn.bg_threshold"):
+        cfg(bg_threshold="sometimes")

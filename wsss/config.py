@@ -182,10 +182,13 @@ def training_split(splits: list[str]) -> str:
 
 
 def check_runs(config: dict[str, Any]) -> None:
-    """Cross-key checks of a validated config: every run names a dataset, its splits exist, and its classifier's
-    training crop reaches the hybrid-pooling pyramid."""
+    """Cross-key checks of a validated config: every run names a dataset, its splits exist, its classifier's
+    training crop reaches the hybrid-pooling pyramid, and its IR-label thresholds are ordered."""
     for run in config["runs"]:
         cfg = run_config(config, run)
+        fg, bg = cfg["irn"]["conf_fg"], cfg["irn"]["conf_bg"]
+        if "auto" not in (fg, bg) and not bg < fg:
+            raise InputError("config", f"runs.{run}.irn.conf_bg: {bg} must be below irn.conf_fg {fg}")
         if cfg["method"] != "cam" and cfg["cls"]["crop"] < POOL_STRIDE * POOL_LEVELS:
             side = cfg["cls"]["crop"] // POOL_STRIDE
             raise InputError("config", f"runs.{run}.cls.crop: {cfg['cls']['crop']} gives a {side}x{side} feature map at "

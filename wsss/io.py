@@ -11,7 +11,7 @@ import shutil
 import socket
 import tempfile
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -158,6 +158,19 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
 def write_json(path: str | os.PathLike[str], obj: object) -> None:
     """Write strict JSON (NaN is an error: use None), indented, atomically."""
     write_text(path, json.dumps(obj, indent=1, allow_nan=False) + "\n")
+
+
+def read_json(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
+    """A JSON object written by an evaluation stage; a missing or malformed file is an InputError naming it."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InputError(path, f"{what} is missing") from None
+    except (OSError, ValueError) as err:
+        raise InputError(path, f"cannot read {what} ({err})") from None
+    if not isinstance(data, dict):
+        raise InputError(path, f"{what} is not a JSON object")
+    return data
 
 
 def write_label_png(path: str | os.PathLike[str], ids: np.ndarray) -> None:

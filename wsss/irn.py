@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from wsss.classify import load_cam
+from wsss.classify import index_cam_dirs, load_cam
 from wsss.data.dataset import VOCLayoutDataset
+from wsss.data.transforms import normalize, to_chw
 from wsss.errors import InputError
 from wsss.io import read_label_png, read_rgb, write_label_png
 from wsss.metrics import ConfusionMatrix
@@ -256,15 +258,14 @@ def boundary_map(model: IRNet, image: torch.Tensor, canvas: int | None = None) -
 
 
 @torch.no_grad()
-def pseudo_label(cam4: torch.Tensor | np.ndarray, keys: np.ndarray | Sequence[int], boundary: torch.Tensor,
-                 size: tuple[int, int], radius: int = 5, beta: float = 10.0, exp_times: int = 8,
-                 bg_threshold: float = 0.25) -> np.ndarray:
-    """Pseudo label (uint8 H×W, 0 = background, class ids keys + 1, never 255) by IRN's random walk.
+def walk_scores(cam4: torch.Tensor | np.ndarray, keys: np.ndarray | Sequence[int], boundary: torch.Tensor,
+                size: tuple[int, int], radius: int = 5, beta: float = 10.0, exp_times: int = 8) -> torch.Tensor | None:
+    """The random walk's class scores of one image: Cv×H×W in [0, 1] (``None`` when there are no keys or the seeds
+    vanish everywhere).
 
     Seeds = the stride-4 CAM Cv×h4×w4 (no background channel) ⊙ (1 − B); 2^exp_times walk steps on the
     affinities (1 − max B on the path)^β within ``radius``; ×4 bilinear upsampling cropped to ``size``; division
-    by the global maximum; a constant background channel ``bg_threshold`` prepended; argmax (ties → background)
-    mapped through [0] + (keys + 1). No keys, or seeds that vanish everywhere, give all background.
+    by the global maximum.
     """
     keys = np.asarray(keys, dtype=np.int64).reshape(-1)
     height, width = size
@@ -276,13 +277,53 @@ def pseudo_label(cam4: torch.Tensor | np.ndarray, keys: np.ndarray | Sequence[in
     if 4 * boundary.shape[0] < height or 4 * boundary.shape[1] < width:
         raise ValueError(f"boundary {tuple(boundary.shape)} is too small for an image of {size} at stride 4")
     if keys.size == 0:
-        return np.zeros((height, width), np.uint8)
+        return None
     walked = random_walk(cam, boundary.float(), radius, beta, 2**exp_times)
     up = F.interpolate(walked[None], scale_factor=4, mode="bilinear", align_corners=False)[0, :, :height, :width]
     peak = up.max()
     if not peak > 0:
-        return np.zeros((height, width), np.uint8)
-    scores = torch.cat([up.new_full((1, height, width), bg_threshold), up / peak], dim=0)
+        return None
+    return up / peak
+
+
+def pseudo_label(cam4: torch.Tensor | np.ndarray, keys: np.ndarray | Sequence[int], boundary: torch.Tensor,
+                 size: tuple[int, int], radius: int = 5, beta: float = 10.0, exp_times: int = 8,
+                 bg_threshold: float = 0.25) -> np.ndarray:
+    """Pseudo label (uint8 H×W, 0 = background, class ids keys + 1, never 255) by IRN's random walk: the
+    :func:`walk_scores` with a constant background channel ``bg_threshold`` prepended; argmax (ties → background)
+    mapped through [0] + (keys + 1). No keys, or seeds that vanish everywhere, give all background.
+    """
+    return labels_from_walk(walk_scores(cam4, keys, boundary, size, radius, beta, exp_times), keys, size,
+                            bg_threshold)
+
+
+def iter_walk_scores(model: IRNet, data: VOCLayoutDataset, ids: Sequence[str],
+                     cam_dirs: Sequence[str | os.PathLike[str]], params: Mapping[str, Any], device: torch.device,
+                     desc: str = "walk") -> Iterable[tuple[str, np.ndarray, np.ndarray, torch.Tensor | None]]:
+    """Per image of ``ids``: ``(id, RGB image, keys, walk scores)``: the IRNet boundary map (``params`` = the
+    ``irn`` section: boundary_canvas, rw_radius, beta, exp_times) and the :func:`walk_scores` of its stored CAM.
+    A CAM of another size than its image is an InputError naming the CAM file."""
+    cam_paths = index_cam_dirs(cam_dirs, ids)
+    with torch.inference_mode():
+        for image_id in tqdm(ids, desc=desc, mininterval=5.0, file=sys.stderr):
+            image = data.image(image_id)
+            rec = load_cam(cam_paths[image_id])
+            if tuple(rec.size) != image.shape[:2]:
+                raise InputError(cam_paths[image_id], f"CAM of image size {rec.size} but the image is "
+                                                      f"{image.shape[:2]}")
+            boundary = boundary_map(model, torch.from_numpy(to_chw(normalize(image))).to(device),
+                                    params.get("boundary_canvas"))
+            yield image_id, image, rec.keys, walk_scores(rec.cam, rec.keys, boundary, rec.size, params["rw_radius"],
+                                                         params["beta"], params["exp_times"])
+
+
+def labels_from_walk(scores: torch.Tensor | None, keys: np.ndarray | Sequence[int], size: tuple[int, int],
+                     bg_threshold: float) -> np.ndarray:
+    """The pseudo label of :func:`walk_scores` at ``bg_threshold`` (see :func:`pseudo_label`)."""
+    keys = np.asarray(keys, dtype=np.int64).reshape(-1)
+    if scores is None:
+        return np.zeros(tuple(size), np.uint8)
+    scores = torch.cat([scores.new_full((1, *scores.shape[1:]), bg_threshold), scores], dim=0)
     lut = np.concatenate([[0], keys + 1]).astype(np.uint8)
     return lut[scores.argmax(dim=0).cpu().numpy()]
 

@@ -8,10 +8,8 @@ not have (CAMs and pseudo labels of a run trained on ground-truth masks) become 
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import matplotlib
@@ -24,7 +22,7 @@ from wsss.classify import index_cam_dirs, load_cam  # noqa: E402
 from wsss.data.dataset import VOCLayoutDataset  # noqa: E402
 from wsss.data.irn_data import index_label_dirs  # noqa: E402
 from wsss.errors import InputError  # noqa: E402
-from wsss.io import IGNORE, atomic_path, read_label_png, voc_palette  # noqa: E402
+from wsss.io import IGNORE, atomic_path, read_json, read_label_png, voc_palette  # noqa: E402
 from wsss.ops.cam import cam_to_labels  # noqa: E402
 from wsss.segment import index_logit_dirs, labels_from_logits, load_logits  # noqa: E402
 
@@ -139,19 +137,6 @@ def segmentation_rows(data: VOCLayoutDataset, ids: Sequence[str], logit_dirs: Se
     return rows
 
 
-def read_json(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
-    """A JSON object written by an evaluation stage; a missing or malformed file is an InputError naming it."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise InputError(path, f"{what} is missing") from None
-    except (OSError, ValueError) as err:
-        raise InputError(path, f"cannot read {what} ({err})") from None
-    if not isinstance(data, dict):
-        raise InputError(path, f"{what} is not a JSON object")
-    return data
-
-
 def _field(data: Mapping[str, Any], path: str | os.PathLike[str], *keys: str) -> Any:
     value: Any = data
     for key in keys:
@@ -217,6 +202,19 @@ def save_miou_progression(miou: Mapping[str, float | None], path: str | os.PathL
     _save(fig, path)
 
 
+def save_sweep(path: str | os.PathLike[str], thresholds: Sequence[float], miou: Sequence[float], chosen: float,
+               source: str, xlabel: str, title: str) -> None:
+    """The oracle sweep (mIoU in %% per threshold, from the masks: reported only) with the threshold the run uses
+    drawn on it (``source``: configured or calibrated)."""
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
+    ax.plot(list(thresholds), list(miou), marker="o")
+    ax.axvline(chosen, color="gray", linestyle="--", label=f"{source} {chosen:.2f}")
+    ax.set(xlabel=xlabel, ylabel="mIoU (%)", title=title)
+    ax.legend()
+    fig.tight_layout()
+    _save(fig, path)
+
+
 def read_train_log(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """A training stage's ``train_log.csv`` (step, lr, loss parts, and for the classifier the held-out columns
     ``heldout_*``, empty except on evaluation steps) as float columns, empty cells NaN; bad files name themselves."""
@@ -267,4 +265,4 @@ def save_loss_curves(curves: Mapping[str, Mapping[str, np.ndarray]], path: str |
 
 __all__ = ["STAGES", "cam_overlay_rows", "colorize", "disagreement", "heat_overlay", "pseudo_rows", "read_json",
            "read_train_log", "save_class_iou", "save_loss_curves", "save_message", "save_miou_progression",
-           "save_panel_grid", "segmentation_rows", "stage_scores"]
+           "save_panel_grid", "save_sweep", "segmentation_rows", "stage_scores"]

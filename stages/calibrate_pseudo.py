@@ -1,0 +1,69 @@
+#!/usr/bin/env python
+"""Choose the random walk's background threshold without pixel labels (wsss.calibrate): the trained classifier
+scores the pseudo-label regions of training images (held-out ones first) at each candidate threshold; writes
+calibration_pseudo.json."""
+
+import logging
+import sys
+
+import torch
+
+from wsss.calibrate import (
+    WALK_CRITERION,
+    RegionEvidence,
+    add_image,
+    calibration_ids,
+    classifier_scores,
+    walk_regions,
+)
+from wsss.classify import build_classifier
+from wsss.cli import run_stage, stage_parser
+from wsss.data.dataset import VOCLayoutDataset
+from wsss.data.transforms import normalize, to_chw
+from wsss.io import write_json
+from wsss.irn import build_irn, iter_walk_scores
+from wsss.train import load_state_dict_file, resolve_device
+from wsss.validation import holdout_split
+
+log = logging.getLogger("wsss")
+
+
+def main(args, params):
+    data = VOCLayoutDataset(args.dataset)
+    train_ids, held_ids = holdout_split(data.ids(args.split), params["cls"]["holdout_fraction"])
+    ids = calibration_ids(train_ids, held_ids, params["cam"]["calibration_images"])
+    device = resolve_device(args.device)
+    log.info("device %s: %d images of %s (%d held out from the classifier)", device, len(ids), args.split,
+             min(len(ids), len(held_ids)))
+    classifier = build_classifier(params["cls"], data.num_classes - 1, args.method, pretrained=False)
+    classifier.load_state_dict(load_state_dict_file(args.cls_model))
+    irn = build_irn(params["irn"], params["cls"]["backbone"], pretrained=False)
+    irn.load_state_dict(load_state_dict_file(args.irn_model))
+    classifier.to(device).eval()
+    irn.to(device).eval()
+    evidence, score_fn = RegionEvidence.zeros(params["irn"]["sweep"]), classifier_scores(classifier)
+    for _, image, keys, scores in iter_walk_scores(irn, data, ids, args.cams, params["irn"], device, "calibrate"):
+        if scores is not None:
+            add_image(evidence, score_fn, torch.from_numpy(to_chw(normalize(image))).to(device), walk_regions(scores),
+                      keys)
+    chosen = evidence.choice()
+    rows = evidence.rows("bg_threshold")
+    for row in rows:
+        log.info("bg_threshold %.2f: keep %.3f remove %.3f area %.3f objective %.3f", row["bg_threshold"],
+                 row["keep"], row["remove"], row["area"], row["objective"])
+    log.info("calibrated irn.bg_threshold %.2f from %d image-class pairs", chosen, evidence.pairs)
+    write_json(args.out, {"bg_threshold": chosen, "criterion": WALK_CRITERION, "split": args.split,
+                          "images": len(ids), "pairs": evidence.pairs, "rows": rows})
+
+
+if __name__ == "__main__":
+    parser = stage_parser(__doc__)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--split", required=True, help="the classifier's training split")
+    parser.add_argument("--cams", nargs="+", required=True, help="CAM shard folders of that split")
+    parser.add_argument("--method", required=True, choices=["vwl_l", "vwl_m", "cam"])
+    parser.add_argument("--cls-model", required=True, help="trained classifier state dict (cls/model.pt)")
+    parser.add_argument("--irn-model", required=True, help="trained IRNet state dict (irn/model.pt)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", required=True, help="calibration_pseudo.json")
+    sys.exit(run_stage(main, parser))
