@@ -100,7 +100,12 @@ rule eval_cam:
         miou="results/{run}/cam_{split}_miou.txt",
         metrics="results/{run}/cam_{split}_metrics.json",
         sweep="results/{run}/cam_{split}_sweep.json",
-        plot="results/{run}/cam_{split}_sweep.png",
+        plot=report(
+            "results/{run}/cam_{split}_sweep.png",
+            caption="../report/cam_sweep.rst",
+            category="{run}",
+            subcategory="CAMs",
+        ),
     params:
         cfg=lambda w: as_json({"cam": {k: run_cfg(w.run)["cam"][k] for k in ("bg_score", "sweep")}}),
         dataset=lambda w: dataset_root(w.run),

@@ -258,6 +258,8 @@ def report_inputs(wildcards):
         "pseudo_metrics": [f"results/{run}/pseudo_{pseudo_split}_metrics.json"] if pseudo else [],
         "seg_metrics": f"results/{run}/deeplab_{seg_split}_metrics.json",
         "train_logs": [f"results/{run}/{d}/train_log.csv" for d in (["cls", "irn"] if pseudo else []) + ["deeplab"]],
+        # the oracle sweep of the random walk's threshold with the run's threshold drawn on it (a figure of its own)
+        "pseudo_sweep": [f"results/{run}/pseudo_{pseudo_split}_sweep.png"] if pseudo else [],
         # not drawn: makes a run's report (the default target) run check_pseudo, whose warnings are in its log
         "coverage": [f"results/{run}/pseudo_{run_cfg(run)['seg']['train_split']}_coverage.json"] if pseudo else [],
     }

@@ -170,7 +170,12 @@ rule sweep_pseudo:
         calibration=lambda w: pseudo_calibration_input(w.run),
     output:
         sweep="results/{run}/pseudo_{split}_sweep.json",
-        plot="results/{run}/pseudo_{split}_sweep.png",
+        plot=report(
+            "results/{run}/pseudo_{split}_sweep.png",
+            caption="../report/pseudo_sweep.rst",
+            category="{run}",
+            subcategory="pseudo labels",
+        ),
     params:
         cfg=lambda w: irn_params(w.run, SWEEP_KEYS),
         dataset=lambda w: dataset_root(w.run),

@@ -1,0 +1,100 @@
+"""bench/robustness.py and bench/method_seeds.py: the configs they write are valid and plan the intended runs, and
+the verdict of a row follows the issue's rule (signature with DeepLab+CRF >= 60, or a gate's message)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers import REPO, planned_jobs, snakemake, write_config
+from wsss.config import check_runs, load_schema, run_config, validate_config
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+robustness = _load("robustness")
+method_seeds = _load("method_seeds")
+BASE = yaml.safe_load((REPO / "config.yaml").read_text())
+SCHEMA = load_schema(REPO / "schemas/config.schema.yaml")
+
+
+def test_every_variant_is_the_synth_run_on_one_changed_dataset() -> None:
+    config = validate_config(robustness.bench_config(BASE, list(robustness.VARIANTS), False), SCHEMA)
+    check_runs(config)
+    base = run_config(validate_config(BASE, SCHEMA), "synth")
+    base_ds = validate_config(BASE, SCHEMA)["datasets"]["synth"]
+    for variant, overrides in robustness.VARIANTS.items():
+        name = robustness.run_name(variant)
+        cfg = run_config(config, name)
+        assert cfg["dataset"] == name and config["datasets"][name]["kind"] == "synth"
+        ds = config["datasets"][name]
+        assert {k: ds[k] for k in overrides} == overrides, variant
+        kept = set(base_ds) - set(overrides) - {"kind", "num_classes" if "classes" in overrides else ""}
+        assert {k: ds[k] for k in kept} == {k: base_ds[k] for k in kept}, variant
+        assert cfg["cls"]["epochs"] == "auto" and cfg["cam"]["bg_score"] == "auto"
+        assert cfg["irn"]["conf_fg"] == cfg["irn"]["conf_bg"] == cfg["irn"]["bg_threshold"] == "auto"
+        for section in ("seg", "irn", "cls"):  # everything else as the synth run
+            same = {k for k in base[section] if k not in robustness.AUTO.get(section, {})}
+            assert {k: cfg[section][k] for k in same} == {k: base[section][k] for k in same}
+    fixed = validate_config(robustness.bench_config(BASE, ["seed1"], True), SCHEMA)
+    assert run_config(fixed, "rb_seed1")["cam"]["bg_score"] == base["cam"]["bg_score"]
+
+
+def _row(**kw) -> dict:
+    return {"cam": 60.0, "pseudo": 70.0, "crf": 75.0, "gate": None, "returncode": 0} | kw
+
+
+@pytest.mark.parametrize(("row", "expected"), [
+    (_row(), "ok"),
+    (_row(pseudo=59.0), "FAIL (pseudo ≤ CAM)"),
+    (_row(crf=69.0), "FAIL (+CRF < pseudo)"),
+    (_row(cam=40.0, pseudo=50.0, crf=55.0), "FAIL (+CRF < 60)"),
+    (_row(crf=None, returncode=1), "FAIL (no result, exit 1)"),
+    (_row(crf=None, gate="error: results/x/cls/heldout.json: held-out F1 0.13 < 0.6"), "gate"),
+])
+def test_verdict(row: dict, expected: str) -> None:
+    assert robustness.verdict(row) == expected
+
+
+def test_table_reads_a_variant_from_its_artifacts(tmp_path: Path) -> None:
+    res = tmp_path / "results" / "rb_seed1"
+    (res / "cls").mkdir(parents=True)
+    (res / "cls/heldout.json").write_text(json.dumps({"f1": 0.9, "map": 0.95, "steps": 432, "stopped_early": True}))
+    (res / "cam_val_metrics.json").write_text(json.dumps({"miou_present": 0.6, "bg_score": 0.4}))
+    (res / "cam_val_sweep.json").write_text(json.dumps({"rows": [{"bg_score": 0.3, "miou": 0.62},
+                                                                 {"bg_score": 0.4, "miou": 0.6}]}))
+    (res / "pseudo_val_metrics.json").write_text(json.dumps({"miou_present": 0.7}))
+    (res / "pseudo_val_sweep.json").write_text(json.dumps({"bg_threshold": 0.45, "rows": [
+        {"bg_threshold": 0.45, "miou": 0.7}, {"bg_threshold": 0.5, "miou": 0.71}]}))
+    (res / "deeplab_val_metrics.json").write_text(json.dumps({"miou_no_crf": 0.72, "miou_crf": 0.8}))
+    row = robustness.collect(tmp_path, "seed1", 360.0, 0)
+    assert row["cam_peak"] == pytest.approx(62.0) and row["cam_peak_bg"] == 0.3
+    assert row["pseudo_peak"] == pytest.approx(71.0) and row["pseudo_bg"] == 0.45 and row["verdict"] == "ok"
+    line = robustness.format_table([row]).splitlines()[2]
+    assert line == ("| seed1 | 0.900 | 432 | 60.0 (0.40) | 62.0 (0.30) | 70.0 (0.45) | 71.0 (0.50) | 72.0 | 80.0 "
+                    "| 6.0 min | ok |")
+    missing = robustness.collect(tmp_path, "seed2", None, 1)
+    assert missing["verdict"] == "FAIL (no result, exit 1)" and "| – (–) |" in robustness.format_table([missing])
+
+
+def test_method_seeds_plans_three_seeds_per_method_with_auto_bg(tmp_path: Path) -> None:
+    config = method_seeds.seeds_config(BASE, [0, 1, 2])
+    write_config(tmp_path, config)
+    targets = [f"results/{run}_s{k}/cam_val_metrics.json" for run in method_seeds.METHODS for k in (0, 1, 2)]
+    proc = snakemake(tmp_path, "-n", *targets)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = planned_jobs(proc.stdout)
+    assert jobs["train_cls"] == jobs["calibrate"] == jobs["eval_cam"] == 9 and jobs["prepare_synth"] == 1
+    assert method_seeds.fixed_scores(BASE) == {run: BASE["runs"]["synth"]["cam"]["bg_score"]
+                                               for run in method_seeds.METHODS}
