@@ -121,7 +121,8 @@ def collect(workdir: Path, variant: str, wall: float | None, returncode: int | N
         "cam": 100 * cam["miou_present"] if cam else None, "cam_bg": cam["bg_score"] if cam else None,
         "pseudo": 100 * pseudo["miou_present"] if pseudo else None,
         "pseudo_bg": pseudo_sweep["bg_threshold"] if pseudo_sweep else None,
-        "deeplab": 100 * seg["miou_no_crf"] if seg else None, "crf": 100 * seg["miou_crf"] if seg else None,
+        "deeplab": 100 * seg["no_crf"]["miou_present"] if seg else None,
+        "crf": 100 * seg["crf"]["miou_present"] if seg else None,
         "gate": _gate_message(workdir, run),
     }
     row["cam_peak"], row["cam_peak_bg"] = peak(cam_sweep, "bg_score")

@@ -9,8 +9,15 @@ import sys
 import torch
 from tqdm import tqdm
 
-from wsss.calibrate import (CRITERION, IR_CRITERION, RegionEvidence, add_image, calibration_ids, classifier_scores,
-                            ir_label_bracket)
+from wsss.calibrate import (
+    CRITERION,
+    IR_CRITERION,
+    RegionEvidence,
+    add_image,
+    calibration_ids,
+    classifier_scores,
+    ir_label_bracket,
+)
 from wsss.classify import build_classifier, index_cam_dirs, load_cam
 from wsss.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
@@ -41,11 +48,11 @@ def main(args, params):
         add_image(evidence, score_fn, image, upsample_cam(rec.cam, rec.size), rec.keys)
     chosen = evidence.choice()
     for row in evidence.rows():
-        log.info("bg %.2f: keep %.3f remove %.3f area %.3f objective %.3f", row["bg_score"], row["keep"],
-                 row["remove"], row["area"], row["objective"])
+        log.info("bg %.2f: keep %.3f area %.3f objective %.3f", row["bg_score"], row["keep"], row["area"],
+                 row["objective"])
     log.info("calibrated cam.bg_score %.2f from %d image-class pairs", chosen, evidence.pairs)
     try:
-        conf_fg, conf_bg = ir_label_bracket(evidence, chosen)
+        conf_fg, conf_bg = ir_label_bracket(evidence, chosen, params["cam"]["bracket_area_ratio"])
         log.info("calibrated irn.conf_fg %.2f, irn.conf_bg %.2f", conf_fg, conf_bg)
     except ValueError as err:  # only an error for a run whose IR-label thresholds are auto (they read null)
         conf_fg = conf_bg = None

@@ -49,8 +49,8 @@ def main(args, params):
     chosen = evidence.choice()
     rows = evidence.rows("bg_threshold")
     for row in rows:
-        log.info("bg_threshold %.2f: keep %.3f remove %.3f area %.3f objective %.3f", row["bg_threshold"],
-                 row["keep"], row["remove"], row["area"], row["objective"])
+        log.info("bg_threshold %.2f: keep %.3f area %.3f objective %.3f", row["bg_threshold"], row["keep"],
+                 row["area"], row["objective"])
     log.info("calibrated irn.bg_threshold %.2f from %d image-class pairs", chosen, evidence.pairs)
     write_json(args.out, {"bg_threshold": chosen, "criterion": WALK_CRITERION, "split": args.split,
                           "images": len(ids), "pairs": evidence.pairs, "rows": rows})

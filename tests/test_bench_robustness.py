@@ -77,7 +77,8 @@ def test_table_reads_a_variant_from_its_artifacts(tmp_path: Path) -> None:
     (res / "pseudo_val_metrics.json").write_text(json.dumps({"miou_present": 0.7}))
     (res / "pseudo_val_sweep.json").write_text(json.dumps({"bg_threshold": 0.45, "rows": [
         {"bg_threshold": 0.45, "miou": 0.7}, {"bg_threshold": 0.5, "miou": 0.71}]}))
-    (res / "deeplab_val_metrics.json").write_text(json.dumps({"miou_no_crf": 0.72, "miou_crf": 0.8}))
+    (res / "deeplab_val_metrics.json").write_text(json.dumps({"no_crf": {"miou_present": 0.72},
+                                                                       "crf": {"miou_present": 0.8}}))
     row = robustness.collect(tmp_path, "seed1", 360.0, 0)
     assert row["cam_peak"] == pytest.approx(62.0) and row["cam_peak_bg"] == 0.3
     assert row["pseudo_peak"] == pytest.approx(71.0) and row["pseudo_bg"] == 0.45 and row["verdict"] == "ok"

@@ -30,8 +30,8 @@ def _visible_object(obj: torch.Tensor):
 def test_known_answer_smallest_region_that_holds_the_object() -> None:
     """CAM = 1 − d/10 with d the Chebyshev distance from the centre of a 20x20 image whose object is the central 6x6
     square (d ≤ 2.5, CAM ≥ 0.75). Every threshold whose region holds the object scores 1 − area; a smaller region
-    cuts the object (keep < 1, remove > 0). The region equals the object for 0.65 ≤ t < 0.75 (the next ring,
-    d = 3.5, has CAM exactly 0.65), so the choice is 0.65: the lowest threshold of the best objective."""
+    cuts the object (keep < 1). The region equals the object for 0.65 ≤ t < 0.75 (the next ring, d = 3.5, has CAM
+    exactly 0.65), so the choice is 0.65: the lowest threshold of the best objective."""
     h = w = 20
     yy, xx = np.mgrid[:h, :w]
     dist = np.maximum(abs(yy - 9.5), abs(xx - 9.5))
@@ -41,11 +41,10 @@ def test_known_answer_smallest_region_that_holds_the_object() -> None:
     add_image(ev, _visible_object(obj), torch.ones(3, h, w), cam, [0])
     assert ev.choice() == pytest.approx(0.65)
     rows = {round(r["bg_score"], 2): r for r in ev.rows()}
-    assert rows[0.65] == pytest.approx({"bg_score": 0.65, "keep": 1.0, "remove": 0.0, "area": 36 / 400,
-                                        "objective": 1 - 36 / 400})
+    assert rows[0.65] == pytest.approx({"bg_score": 0.65, "keep": 1.0, "area": 36 / 400, "objective": 1 - 36 / 400})
     assert rows[0.70]["objective"] == rows[0.65]["objective"]  # same region
     assert rows[0.60]["area"] == pytest.approx(64 / 400) and rows[0.60]["keep"] == 1.0  # one ring more of background
-    assert rows[0.80]["keep"] == pytest.approx(16 / 36) and rows[0.80]["remove"] == pytest.approx(20 / 36)
+    assert rows[0.80]["keep"] == pytest.approx(16 / 36) and rows[0.80]["objective"] == pytest.approx(16 / 36 - 16 / 400)
 
 
 def test_pairs_average_over_classes_and_images() -> None:
@@ -59,7 +58,7 @@ def test_pairs_average_over_classes_and_images() -> None:
     add_image(ev, _visible_object(obj), torch.ones(3, 4, 4), cams, [0, 1])
     assert ev.pairs == 2
     rows = ev.rows()
-    # class 0: keep 1, remove 0, area .5; class 1 (never seen): keep 0, remove 0, area .5 -> means .5, 0, .5
+    # class 0: keep 1, area .5; class 1 (never seen): keep 0, area .5 -> means .5, .5
     assert [r["keep"] for r in rows] == [0.5, 0.5] and [r["area"] for r in rows] == [0.5, 0.5]
 
 
@@ -68,40 +67,41 @@ def test_calibration_images_held_out_first() -> None:
     assert calibration_ids(["a", "b"], [], 5) == ["a", "b"]
 
 
-def _evidence(thresholds, keep, remove, area) -> RegionEvidence:
+def _evidence(thresholds, keep, area) -> RegionEvidence:
     ev = RegionEvidence.zeros(thresholds)
-    ev.keep, ev.remove, ev.area = (np.asarray(v, np.float64) * 2 for v in (keep, remove, area))
+    ev.keep, ev.area = (np.asarray(v, np.float64) * 2 for v in (keep, area))
     ev.pairs = 2
     return ev
 
 
 def test_ir_label_bracket_known_answer() -> None:
-    """remove is lowest at 0.2 (conf_bg); the objective there is 0.45; above bg (0.4, objective 0.6) it stays
-    at least 0.45 up to 0.5 (0.48) and falls below at 0.6 (0.30): conf_fg 0.5."""
+    """bg 0.4 has the mean area 0.20; ratio 0.7: conf_fg's area nearest to 0.14 (0.6: 0.15, 0.7: 0.12 -> 0.6),
+    conf_bg's nearest to 0.2857 (0.2: 0.30, 0.3: 0.25 -> 0.2)."""
     t = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
-    keep = [0.95, 0.95, 0.95, 0.95, 0.90, 0.80, 0.70]
-    remove = [0.10, 0.05, 0.08, 0.10, 0.20, 0.40, 0.60]
-    area = [0.60, 0.45, 0.35, 0.25, 0.22, 0.10, 0.05]
-    ev = _evidence(t, keep, remove, area)
-    obj = dict(zip(t, ev.objective()))
-    assert ev.choice() == 0.4 and obj[0.2] == pytest.approx(0.45) and obj[0.5] == pytest.approx(0.48)
-    assert ir_label_bracket(ev, 0.4) == (0.5, 0.2)
+    keep = [0.95, 0.95, 0.95, 0.95, 0.80, 0.70, 0.60]
+    area = [0.60, 0.30, 0.25, 0.20, 0.17, 0.15, 0.12]
+    ev = _evidence(t, keep, area)
+    assert ev.choice() == 0.4 and ir_label_bracket(ev, 0.4) == (0.6, 0.2)
+    assert ir_label_bracket(ev, 0.4, 0.5) == (0.7, 0.2)  # 0.10 -> 0.12 (0.7); 0.40 -> 0.30 (0.2) nearer than 0.60
 
 
 def test_ir_label_bracket_stays_strictly_around_bg_score() -> None:
-    """When remove is lowest at bg_score itself and the objective falls at once above it, the bracket takes the
-    grid's neighbours; a bg_score on the grid's edge cannot be bracketed."""
+    """A ratio near 1 would land on bg_score itself: the bracket takes the grid's neighbours; a bg_score on the
+    grid's edge cannot be bracketed; any curves give conf_bg < bg_score < conf_fg on the grid."""
     t = [0.1, 0.2, 0.3, 0.4]
-    ev = _evidence(t, [1, 1, 1, 0.5], [0.3, 0.2, 0.0, 0.5], [0.5, 0.4, 0.3, 0.1])
-    assert ev.choice() == 0.3 and ir_label_bracket(ev, 0.3) == (0.4, 0.2)
+    ev = _evidence(t, [1, 1, 1, 0.5], [0.5, 0.4, 0.3, 0.1])
+    assert ev.choice() == 0.3 and ir_label_bracket(ev, 0.3, 0.99) == (0.4, 0.2)
     with pytest.raises(ValueError, match="inside the calibration grid"):
         ir_label_bracket(ev, 0.4)
+    with pytest.raises(ValueError, match="area_ratio"):
+        ir_label_bracket(ev, 0.3, 1.0)
     rng = np.random.default_rng(0)
-    for _ in range(50):  # any curves: conf_bg < bg_score < conf_fg, all on the grid
-        ev = _evidence(np.round(np.arange(0.05, 0.81, 0.05), 2), *rng.random((3, 16)))
+    for _ in range(50):
+        grid = np.round(np.arange(0.05, 0.81, 0.05), 2)
+        ev = _evidence(grid, rng.random(16), np.sort(rng.random(16))[::-1])
         bg = ev.choice()
         if 0.05 < bg < 0.8:
-            fg, low = ir_label_bracket(ev, bg)
+            fg, low = ir_label_bracket(ev, bg, float(rng.uniform(0.1, 0.95)))
             assert low < bg < fg and {fg, low} <= set(ev.thresholds.tolist())
 
 
