@@ -46,17 +46,16 @@ def main(args, params):
         rec = load_cam(paths[image_id])
         image = torch.from_numpy(to_chw(normalize(data.image(image_id)))).to(device)
         add_image(evidence, score_fn, image, upsample_cam(rec.cam, rec.size), rec.keys)
-    chosen = evidence.choice()
+    chosen = evidence.choice(interior=True)  # the sweep's ends bracket it (IR-label thresholds)
     for row in evidence.rows():
         log.info("bg %.2f: keep %.3f area %.3f objective %.3f", row["bg_score"], row["keep"], row["area"],
                  row["objective"])
     log.info("calibrated cam.bg_score %.2f from %d image-class pairs", chosen, evidence.pairs)
-    try:
-        conf_fg, conf_bg = ir_label_bracket(evidence, chosen, params["cam"]["bracket_area_ratio"])
-        log.info("calibrated irn.conf_fg %.2f, irn.conf_bg %.2f", conf_fg, conf_bg)
-    except ValueError as err:  # only an error for a run whose IR-label thresholds are auto (they read null)
-        conf_fg = conf_bg = None
-        log.warning("no IR-label thresholds: %s; widen cam.sweep", err)
+    if chosen in (evidence.thresholds[1], evidence.thresholds[-2]):
+        log.warning("cam.bg_score %.2f is next to the end of cam.sweep: the best may lie beyond it; widen cam.sweep",
+                    chosen)
+    conf_fg, conf_bg = ir_label_bracket(evidence, chosen, params["cam"]["bracket_area_ratio"])
+    log.info("calibrated irn.conf_fg %.2f, irn.conf_bg %.2f", conf_fg, conf_bg)
     write_json(args.out, {"bg_score": chosen, "conf_fg": conf_fg, "conf_bg": conf_bg, "criterion": CRITERION,
                           "ir_label_criterion": IR_CRITERION, "split": args.split, "images": len(ids),
                           "pairs": evidence.pairs, "rows": evidence.rows()})

@@ -93,6 +93,8 @@ def test_ir_label_bracket_stays_strictly_around_bg_score() -> None:
     assert ev.choice() == 0.3 and ir_label_bracket(ev, 0.3, 0.99) == (0.4, 0.2)
     with pytest.raises(ValueError, match="inside the calibration grid"):
         ir_label_bracket(ev, 0.4)
+    top = _evidence(t, [1, 1, 1, 1], [0.4, 0.3, 0.2, 0.1])  # keep never falls: the last value is best
+    assert top.choice() == 0.4 and top.choice(interior=True) == 0.3 and ir_label_bracket(top, 0.3) == (0.4, 0.2)
     with pytest.raises(ValueError, match="area_ratio"):
         ir_label_bracket(ev, 0.3, 1.0)
     rng = np.random.default_rng(0)
@@ -149,8 +151,9 @@ def test_auto_bg_score_runs_calibrate_and_eval_cam_uses_it(tiny_dag: Path) -> No
         sweep = config["runs"]["tiny"]["cam"].get("sweep") or [r["bg_score"] for r in calib["rows"]]
         assert calib["bg_score"] in sweep and metrics["bg_score"] == calib["bg_score"]
         assert metrics["bg_score_source"] == "calibrated (auto)" and calib["pairs"] >= calib["images"] > 0
-        best = max(calib["rows"], key=lambda r: r["objective"])
+        best = max(calib["rows"][1:-1], key=lambda r: r["objective"])  # the sweep's ends only bracket it
         assert best["bg_score"] == calib["bg_score"]
+        assert calib["conf_bg"] < calib["bg_score"] < calib["conf_fg"]
     proc = snakemake(tiny_dag, "results/tiny/cam_val_miou.txt")  # config restored: fixed score again
     assert proc.returncode == 0, proc.stderr[-2000:]
 

@@ -97,7 +97,8 @@ def test_readme_snippet_trains_predicts_and_exports(tmp_path: Path) -> None:
     [(pred_name, _)] = snippet["predict"].items()
     entry["root"] = str(data)
     snippet["predict"][pred_name] = str(photos)
-    run_entry.update(tiny_overrides())
+    for section, values in tiny_overrides().items():  # the snippet's keys stay unless tiny sizes replace them
+        run_entry[section] = {**run_entry.get(section, {}), **values}
     # the checkout's config.yaml role; one step of training is not judged by the gate (tests/test_validation.py)
     write_config(work, {"device": "cpu", "gates": {"enabled": False}, "runs": {"synth": {"dataset": "synth"}}})
     (work / "mine.yaml").write_text(yaml.safe_dump(snippet))
@@ -121,6 +122,14 @@ def test_readme_snippet_trains_predicts_and_exports(tmp_path: Path) -> None:
             assert np.array(pred).max() < NUM_CLASSES + 1
         assert (out / f"{src.stem}_overlay.jpg").is_file()
     assert (work / "results" / run / "deeplab" / "model.ts").is_file()
+    if run_entry["irn"].get("conf_fg") == "auto":  # the snippet's thresholds came from the calibrations
+        calib = json.loads((work / "results" / run / "calibration.json").read_text())
+        log = (work / "logs" / run / "cam_to_ir_label" / "0.log").read_text()
+        assert f"irn.conf_fg {calib['conf_fg']:.2f} from" in log
+    if run_entry["irn"].get("bg_threshold") == "auto":
+        calib = json.loads((work / "results" / run / "calibration_pseudo.json").read_text())
+        log = (work / "logs" / run / "make_pseudo" / "train_0.log").read_text()
+        assert f"irn.bg_threshold {calib['bg_threshold']:.2f} from" in log
 
 
 @pytest.mark.slow

@@ -69,11 +69,15 @@ class RegionEvidence:
         n = max(self.pairs, 1)
         return (self.keep - self.area) / n
 
-    def choice(self) -> float:
-        """The threshold of the highest objective (the lowest such threshold on a tie)."""
+    def choice(self, interior: bool = False) -> float:
+        """The threshold of the highest objective (the lowest such threshold on a tie); ``interior``: among all
+        but the grid's first and last value (which then only bracket it, :func:`ir_label_bracket`)."""
         if self.pairs == 0:
             raise ValueError("no image-class pairs measured")
-        return float(self.thresholds[int(np.argmax(self.objective()))])
+        lo, hi = (1, len(self.thresholds) - 1) if interior else (0, len(self.thresholds))
+        if hi <= lo:
+            raise ValueError(f"no interior value in the calibration grid {self.thresholds.tolist()}")
+        return float(self.thresholds[lo + int(np.argmax(self.objective()[lo:hi]))])
 
     def rows(self, name: str = "bg_score") -> list[dict[str, float]]:
         n = max(self.pairs, 1)
