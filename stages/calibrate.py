@@ -14,9 +14,10 @@ from wsss.calibrate import (
     IR_CRITERION,
     RegionEvidence,
     add_image,
-    calibration_ids,
+    calibration_set,
     classifier_scores,
     ir_label_bracket,
+    log_rows,
 )
 from wsss.classify import build_classifier, index_cam_dirs, load_cam
 from wsss.cli import run_stage, stage_parser
@@ -25,18 +26,16 @@ from wsss.data.transforms import normalize, to_chw
 from wsss.io import write_json
 from wsss.ops.cam import upsample_cam
 from wsss.train import load_state_dict_file, resolve_device
-from wsss.validation import holdout_split
 
 log = logging.getLogger("wsss")
 
 
 def main(args, params):
     data = VOCLayoutDataset(args.dataset)
-    train_ids, held_ids = holdout_split(data.ids(args.split), params["cls"]["holdout_fraction"])
-    ids = calibration_ids(train_ids, held_ids, params["cam"]["calibration_images"])
+    ids, held = calibration_set(data.ids(args.split), params["cls"]["holdout_fraction"],
+                                params["cam"]["calibration_images"])
     device = resolve_device(args.device)
-    log.info("device %s: %d images of %s (%d held out from the classifier)", device, len(ids), args.split,
-             min(len(ids), len(held_ids)))
+    log.info("device %s: %d images of %s (%d held out from the classifier)", device, len(ids), args.split, held)
     model = build_classifier(params["cls"], data.num_classes - 1, args.method, pretrained=False)
     model.load_state_dict(load_state_dict_file(args.model))
     model.to(device).eval()
@@ -47,9 +46,7 @@ def main(args, params):
         image = torch.from_numpy(to_chw(normalize(data.image(image_id)))).to(device)
         add_image(evidence, score_fn, image, upsample_cam(rec.cam, rec.size), rec.keys)
     chosen = evidence.choice(interior=True)  # the sweep's ends bracket it (IR-label thresholds)
-    for row in evidence.rows():
-        log.info("bg %.2f: keep %.3f area %.3f objective %.3f", row["bg_score"], row["keep"], row["area"],
-                 row["objective"])
+    rows = log_rows(evidence, "bg_score")
     log.info("calibrated cam.bg_score %.2f from %d image-class pairs", chosen, evidence.pairs)
     if chosen in (evidence.thresholds[1], evidence.thresholds[-2]):
         log.warning("cam.bg_score %.2f is next to the end of cam.sweep: the best may lie beyond it; widen cam.sweep",
@@ -58,7 +55,7 @@ def main(args, params):
     log.info("calibrated irn.conf_fg %.2f, irn.conf_bg %.2f", conf_fg, conf_bg)
     write_json(args.out, {"bg_score": chosen, "conf_fg": conf_fg, "conf_bg": conf_bg, "criterion": CRITERION,
                           "ir_label_criterion": IR_CRITERION, "split": args.split, "images": len(ids),
-                          "pairs": evidence.pairs, "rows": evidence.rows()})
+                          "pairs": evidence.pairs, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -12,8 +12,9 @@ from wsss.calibrate import (
     WALK_CRITERION,
     RegionEvidence,
     add_image,
-    calibration_ids,
+    calibration_set,
     classifier_scores,
+    log_rows,
     walk_regions,
 )
 from wsss.classify import build_classifier
@@ -23,18 +24,16 @@ from wsss.data.transforms import normalize, to_chw
 from wsss.io import write_json
 from wsss.irn import build_irn, iter_walk_scores
 from wsss.train import load_state_dict_file, resolve_device
-from wsss.validation import holdout_split
 
 log = logging.getLogger("wsss")
 
 
 def main(args, params):
     data = VOCLayoutDataset(args.dataset)
-    train_ids, held_ids = holdout_split(data.ids(args.split), params["cls"]["holdout_fraction"])
-    ids = calibration_ids(train_ids, held_ids, params["cam"]["calibration_images"])
+    ids, held = calibration_set(data.ids(args.split), params["cls"]["holdout_fraction"],
+                                params["cam"]["calibration_images"])
     device = resolve_device(args.device)
-    log.info("device %s: %d images of %s (%d held out from the classifier)", device, len(ids), args.split,
-             min(len(ids), len(held_ids)))
+    log.info("device %s: %d images of %s (%d held out from the classifier)", device, len(ids), args.split, held)
     classifier = build_classifier(params["cls"], data.num_classes - 1, args.method, pretrained=False)
     classifier.load_state_dict(load_state_dict_file(args.cls_model))
     irn = build_irn(params["irn"], params["cls"]["backbone"], pretrained=False)
@@ -47,10 +46,7 @@ def main(args, params):
             add_image(evidence, score_fn, torch.from_numpy(to_chw(normalize(image))).to(device), walk_regions(scores),
                       keys)
     chosen = evidence.choice()
-    rows = evidence.rows("bg_threshold")
-    for row in rows:
-        log.info("bg_threshold %.2f: keep %.3f area %.3f objective %.3f", row["bg_threshold"], row["keep"],
-                 row["area"], row["objective"])
+    rows = log_rows(evidence, "bg_threshold")
     log.info("calibrated irn.bg_threshold %.2f from %d image-class pairs", chosen, evidence.pairs)
     write_json(args.out, {"bg_threshold": chosen, "criterion": WALK_CRITERION, "split": args.split,
                           "images": len(ids), "pairs": evidence.pairs, "rows": rows})

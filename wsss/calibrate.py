@@ -37,6 +37,7 @@ from wsss.classify import image_scores
 from wsss.errors import InputError
 from wsss.io import read_json
 from wsss.models.vwl import VWLNet
+from wsss.validation import holdout_split
 
 log = logging.getLogger("wsss")
 
@@ -153,6 +154,23 @@ def resolve_auto(section: Mapping[str, Any], keys: Sequence[str], calibration: S
     return resolved
 
 
+def calibration_set(split_ids: Sequence[str], holdout_fraction: float, count: int) -> tuple[list[str], int]:
+    """The calibration images of the classifier's training split (:func:`calibration_ids` after the classifier's
+    own held-out slice) and how many of them the classifier never trained on."""
+    train_ids, held_ids = holdout_split(split_ids, holdout_fraction)
+    ids = calibration_ids(train_ids, held_ids, count)
+    return ids, min(len(ids), len(held_ids))
+
+
+def log_rows(evidence: RegionEvidence, name: str) -> list[dict[str, float]]:
+    """The evidence's rows (:meth:`RegionEvidence.rows`), each also logged."""
+    rows = evidence.rows(name)
+    for row in rows:
+        log.info("%s %.2f: keep %.3f area %.3f objective %.3f", name, row[name], row["keep"], row["area"],
+                 row["objective"])
+    return rows
+
+
 def calibration_ids(train_ids: Sequence[str], heldout_ids: Sequence[str], count: int) -> list[str]:
     """The images to calibrate on: the classifier's held-out images first (it never trained on them), then its
     training images, ``count`` at most, in split order."""
@@ -161,4 +179,4 @@ def calibration_ids(train_ids: Sequence[str], heldout_ids: Sequence[str], count:
 
 
 __all__ = ["CRITERION", "IR_CRITERION", "WALK_CRITERION", "RegionEvidence", "add_image", "calibration_ids",
-           "classifier_scores", "ir_label_bracket", "resolve_auto", "walk_regions"]
+           "calibration_set", "classifier_scores", "ir_label_bracket", "log_rows", "resolve_auto", "walk_regions"]
