@@ -4,13 +4,14 @@ choice of images, and the calibrate rule feeding eval_cam on the session's tiny 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from helpers import edited_config, planned_jobs, snakemake, tiny_config
+from helpers import edited_config, planned_jobs, snakemake, tiny_config, write_config
 from wsss.calibrate import (RegionEvidence, add_image, calibration_ids, ir_label_bracket, resolve_auto,
                             walk_regions)
 from wsss.errors import InputError
@@ -159,33 +160,37 @@ def test_auto_bg_score_runs_calibrate_and_eval_cam_uses_it(tiny_dag: Path) -> No
 
 
 @pytest.mark.slow
-def test_auto_ir_thresholds_and_walk_threshold(tiny_dag: Path) -> None:
-    """All IRN thresholds auto: cam_to_ir_label reads conf_fg/conf_bg from calibration.json, make_pseudo and the
-    oracle sweep read bg_threshold from calibration_pseudo.json, and the sweep's score at that threshold is the
-    pseudo-label evaluation's (two implementations of the same labels)."""
+def test_fixed_walk_threshold_sweep_agrees_with_the_pseudo_labels(tiny_dag: Path) -> None:
+    """The report's pseudo-label sweep (built with the tiny DAG) marks the configured threshold, and its score there
+    is eval_pseudo's from the label PNGs (two implementations of the same labels)."""
+    sweep = json.loads((tiny_dag / "results/tiny/pseudo_val_sweep.json").read_text())
+    fixed = tiny_config()["runs"]["tiny"]["irn"]["bg_threshold"]
+    assert sweep["bg_threshold"] == fixed and sweep["bg_threshold_source"] == "configured"
+    miou = float((tiny_dag / "results/tiny/pseudo_val_miou.txt").read_text())
+    assert 100 * sweep["miou"] == pytest.approx(miou, abs=0.006)
+    assert (tiny_dag / "results/tiny/pseudo_val_sweep.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_auto_ir_thresholds_and_walk_threshold(tiny_dag: Path, tmp_path: Path) -> None:
+    """All IRN thresholds auto (in a copy of the tiny DAG): cam_to_ir_label reads conf_fg/conf_bg from
+    calibration.json, make_pseudo and the oracle sweep read bg_threshold from calibration_pseudo.json, and the sweep's
+    score at that threshold is the pseudo-label evaluation's."""
+    work = tmp_path / "work"
+    shutil.copytree(tiny_dag, work, symlinks=True)
     config = tiny_config()
     config["runs"]["tiny"]["irn"].update(conf_fg="auto", conf_bg="auto", bg_threshold="auto")
-    with edited_config(tiny_dag, config):
-        proc = snakemake(tiny_dag, "results/tiny/pseudo_val_miou.txt", "results/tiny/pseudo_val_sweep.json")
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        calib = json.loads((tiny_dag / "results/tiny/calibration.json").read_text())
-        walk = json.loads((tiny_dag / "results/tiny/calibration_pseudo.json").read_text())
-        sweep = json.loads((tiny_dag / "results/tiny/pseudo_val_sweep.json").read_text())
-        assert calib["conf_bg"] < calib["bg_score"] < calib["conf_fg"]
-        log = (tiny_dag / "logs/tiny/cam_to_ir_label/0.log").read_text()
-        assert f"irn.conf_fg {calib['conf_fg']:.2f} from" in log and f"irn.conf_bg {calib['conf_bg']:.2f}" in log
-        best = max(walk["rows"], key=lambda r: r["objective"])
-        assert walk["bg_threshold"] == best["bg_threshold"] and walk["pairs"] > 0
-        assert sweep["bg_threshold"] == walk["bg_threshold"] and sweep["bg_threshold_source"] == "calibrated (auto)"
-        miou = float((tiny_dag / "results/tiny/pseudo_val_miou.txt").read_text())
-        assert 100 * sweep["miou"] == pytest.approx(miou, abs=0.006)
-    proc = snakemake(tiny_dag, "results/tiny/pseudo_val_miou.txt", "results/tiny/pseudo_val_sweep.json")
-    assert proc.returncode == 0, proc.stderr[-2000:]  # config restored: fixed thresholds again
-    sweep = json.loads((tiny_dag / "results/tiny/pseudo_val_sweep.json").read_text())
-    fixed = config["runs"]["tiny"]["irn"]
-    assert sweep["bg_threshold_source"] == "configured"
-    row = {r["bg_threshold"]: r["miou"] for r in sweep["rows"]}
-    if tiny_config()["runs"]["tiny"]["irn"]["bg_threshold"] in row:
-        miou = float((tiny_dag / "results/tiny/pseudo_val_miou.txt").read_text())
-        assert 100 * row[tiny_config()["runs"]["tiny"]["irn"]["bg_threshold"]] == pytest.approx(miou, abs=0.006)
-    assert fixed["bg_threshold"] == "auto"
+    write_config(work, config)
+    proc = snakemake(work, "results/tiny/pseudo_val_miou.txt", "results/tiny/pseudo_val_sweep.json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    calib = json.loads((work / "results/tiny/calibration.json").read_text())
+    walk = json.loads((work / "results/tiny/calibration_pseudo.json").read_text())
+    sweep = json.loads((work / "results/tiny/pseudo_val_sweep.json").read_text())
+    assert calib["conf_bg"] < calib["bg_score"] < calib["conf_fg"]
+    log = (work / "logs/tiny/cam_to_ir_label/0.log").read_text()
+    assert f"irn.conf_fg {calib['conf_fg']:.2f} from" in log and f"irn.conf_bg {calib['conf_bg']:.2f}" in log
+    best = max(walk["rows"], key=lambda r: r["objective"])
+    assert walk["bg_threshold"] == best["bg_threshold"] and walk["pairs"] > 0
+    assert sweep["bg_threshold"] == walk["bg_threshold"] and sweep["bg_threshold_source"] == "calibrated (auto)"
+    miou = float((work / "results/tiny/pseudo_val_miou.txt").read_text())
+    assert 100 * sweep["miou"] == pytest.approx(miou, abs=0.006)
