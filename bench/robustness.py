@@ -15,7 +15,8 @@ run used next to the oracle sweep's peak (the sweeps use the masks: reported onl
 
 - ``ok``: CAM < pseudo ≤ DeepLab+CRF and DeepLab+CRF ≥ 60 (the signature of a pipeline that learned);
 - ``gate``: the run stopped at a gate with its one-line message (printed under the table);
-- ``FAIL (...)``: anything else, e.g. a DeepLab below its CAMs that nothing stopped.
+- ``FAIL (...)``: anything else, e.g. a DeepLab below its CAMs that nothing stopped (``not run``: no Snakemake
+  invocation recorded for it, e.g. an interrupted bench read with ``--analyze``).
 
     python bench/robustness.py                                  # every variant (about an hour on 2 cores)
     python bench/robustness.py --variants seed1,classes6 --workdir /tmp/rb --keep
@@ -136,7 +137,7 @@ def verdict(row: dict[str, Any]) -> str:
         return "gate"
     scores = [row[k] for k in ("cam", "pseudo", "crf")]
     if any(s is None for s in scores):
-        return f"FAIL (no result, exit {row['returncode']})"
+        return "not run" if row["returncode"] is None else f"FAIL (no result, exit {row['returncode']})"
     cam, pseudo, crf = scores
     problems = [text for bad, text in ((not cam < pseudo, "pseudo ≤ CAM"), (not pseudo <= crf, "+CRF < pseudo"),
                                        (crf < MIN_FINAL, f"+CRF < {MIN_FINAL:.0f}")) if bad]

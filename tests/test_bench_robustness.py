@@ -61,6 +61,7 @@ def _row(**kw) -> dict:
     (_row(crf=69.0), "FAIL (+CRF < pseudo)"),
     (_row(cam=40.0, pseudo=50.0, crf=55.0), "FAIL (+CRF < 60)"),
     (_row(crf=None, returncode=1), "FAIL (no result, exit 1)"),
+    (_row(crf=None, returncode=None), "not run"),
     (_row(crf=None, gate="error: results/x/cls/heldout.json: held-out F1 0.13 < 0.6"), "gate"),
 ])
 def test_verdict(row: dict, expected: str) -> None:
