@@ -29,6 +29,10 @@ FIGURES = {  # file -> subcategory of the report (category: the run)
     "miou_progression.png": "metrics",
     "loss_curves.png": "training",
 }
+SWEEPS = {  # the oracle sweeps with the run's thresholds drawn on them (eval_cam, sweep_pseudo): in the report too
+    "cam_val_sweep.png": "CAMs",
+    "pseudo_val_sweep.png": "pseudo labels",
+}
 
 
 def _png_size(path: Path) -> tuple[int, int]:
@@ -202,6 +206,7 @@ def test_html_report_shows_every_figure_in_headless_chromium(tiny_dag: Path, tmp
     assert found["done"] and found["error"] is None, found
 
     expected = {f"results/tiny/report/{name}": sub for name, sub in FIGURES.items()}
+    expected |= {f"results/tiny/{name}": sub for name, sub in SWEEPS.items()}
     categories = {cat: {sub: sorted(paths) for sub, paths in subs.items()} for cat, subs in found["categories"].items()}
     assert categories == {"tiny": {sub: sorted(p for p, s in expected.items() if s == sub) for sub in FIGURES.values()}}
     assert set(FIGURES.values()) <= set(found["menus"]["tiny"].splitlines())  # the run's menu lists the kinds
