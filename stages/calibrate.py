@@ -19,13 +19,13 @@ from wsss.calibrate import (
     ir_label_bracket,
     log_rows,
 )
-from wsss.classify import build_classifier, index_cam_dirs, load_cam
+from wsss.classify import index_cam_dirs, load_cam, load_classifier
 from wsss.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.transforms import normalize, to_chw
 from wsss.io import write_json
 from wsss.ops.cam import upsample_cam
-from wsss.train import load_state_dict_file, resolve_device
+from wsss.train import resolve_device
 
 log = logging.getLogger("wsss")
 
@@ -36,9 +36,7 @@ def main(args, params):
                                 params["cam"]["calibration_images"])
     device = resolve_device(args.device)
     log.info("device %s: %d images of %s (%d held out from the classifier)", device, len(ids), args.split, held)
-    model = build_classifier(params["cls"], data.num_classes - 1, args.method, pretrained=False)
-    model.load_state_dict(load_state_dict_file(args.model))
-    model.to(device).eval()
+    model = load_classifier(params["cls"], data.num_classes - 1, args.method, args.model, device)
     evidence, score_fn = RegionEvidence.zeros(params["cam"]["sweep"]), classifier_scores(model)
     paths = index_cam_dirs(args.cams, ids)
     for image_id in tqdm(ids, desc="calibrate", mininterval=5.0, file=sys.stderr):

@@ -17,7 +17,7 @@ from wsss.calibrate import (
     log_rows,
     walk_regions,
 )
-from wsss.classify import build_classifier
+from wsss.classify import load_classifier
 from wsss.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.transforms import normalize, to_chw
@@ -34,11 +34,9 @@ def main(args, params):
                                 params["cam"]["calibration_images"])
     device = resolve_device(args.device)
     log.info("device %s: %d images of %s (%d held out from the classifier)", device, len(ids), args.split, held)
-    classifier = build_classifier(params["cls"], data.num_classes - 1, args.method, pretrained=False)
-    classifier.load_state_dict(load_state_dict_file(args.cls_model))
+    classifier = load_classifier(params["cls"], data.num_classes - 1, args.method, args.cls_model, device)
     irn = build_irn(params["irn"], params["cls"]["backbone"], pretrained=False)
     irn.load_state_dict(load_state_dict_file(args.irn_model))
-    classifier.to(device).eval()
     irn.to(device).eval()
     evidence, score_fn = RegionEvidence.zeros(params["irn"]["sweep"]), classifier_scores(classifier)
     for _, image, keys, scores in iter_walk_scores(irn, data, ids, args.cams, params["irn"], device, "calibrate"):

@@ -8,13 +8,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from wsss.classify import CamRecord, build_classifier, cam_and_scores, image_scores, save_cam
+from wsss.classify import CamRecord, cam_and_scores, image_scores, load_classifier, save_cam
 from wsss.cli import run_stage, shard_ids, shard_stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.transforms import normalize, to_chw
 from wsss.io import atomic_dir
 from wsss.ops.cam import label_keys, multiscale_cams, pack_cam
-from wsss.train import load_state_dict_file, resolve_device
+from wsss.train import resolve_device
 
 log = logging.getLogger("wsss")
 
@@ -24,9 +24,7 @@ def main(args, params):
     ids = shard_ids(data.ids(args.split), args)
     device = resolve_device(args.device)
     log.info("device %s, shard %d/%d of %s: %d images", device, args.shard, args.shards, args.split, len(ids))
-    model = build_classifier(params["cls"], data.num_classes - 1, args.method, pretrained=False)
-    model.load_state_dict(load_state_dict_file(args.model))
-    model.to(device).eval()
+    model = load_classifier(params["cls"], data.num_classes - 1, args.method, args.model, device)
     cam = params["cam"]
     with atomic_dir(args.out) as tmp, torch.inference_mode():
         for start in tqdm(range(0, len(ids), args.batch), desc="cam", mininterval=5.0, file=sys.stderr):

@@ -19,7 +19,7 @@ from wsss.io import atomic_path, index_shard_files
 from wsss.models.backbone import build_resnet
 from wsss.models.vwl import VWLNet, hybrid_pool, memory_bank_blend, memory_bank_sums
 from wsss.ops.cam import upsample_cam
-from wsss.train import MicroBatch, Objective
+from wsss.train import MicroBatch, Objective, load_state_dict_file
 
 
 def build_classifier(params: dict[str, Any], num_classes: int, method: str,
@@ -32,6 +32,15 @@ def build_classifier(params: dict[str, Any], num_classes: int, method: str,
                             freeze_stem=params.get("freeze_stem", True))
     return VWLNet(backbone, num_classes, method=method, k_words=params["k_words"], gamma=params["gamma"],
                   tau=params["tau"], rho=params["rho"], detach_stage2=params.get("detach_stage2"))
+
+
+def load_classifier(params: dict[str, Any], num_classes: int, method: str, path: str | os.PathLike[str],
+                    device: torch.device) -> VWLNet:
+    """A trained classifier for inference: built from the ``cls`` section, its state dict loaded (weights only),
+    on ``device`` in eval mode."""
+    model = build_classifier(params, num_classes, method, pretrained=False)
+    model.load_state_dict(load_state_dict_file(path))
+    return model.to(device).eval()
 
 
 def optimizer_groups(model: VWLNet, lr_mult_new: float) -> list[dict[str, Any]]:
