@@ -15,7 +15,7 @@ keeps the class (the "smallest sufficient region" of Dabkowski & Gal 2017, with 
 Deliberately left out: the deletion term (the probability with ``R_c(t)`` blanked, "is the region necessary?") of
 the preservation/deletion objectives (Fong & Vedaldi 2017). The blanked hole keeps the object's silhouette, which a
 classifier of shapes still recognises, so deletion keeps rising as the region shrinks to the object and pulls the
-choice towards too large regions: with it, the choice fell 1.9-5.6 CAM mIoU and 3.2-10.9 pseudo-label mIoU below
+choice towards too large regions: with it, the choice fell 0.7-5.6 CAM mIoU and 3.2-10.9 pseudo-label mIoU below
 the oracle peaks of synthetic runs where keep − area stayed within 1.9 and 0.6 (README "Thresholds without pixel
 labels").
 
