@@ -26,7 +26,7 @@ def main(args, params):
     model.to(device).eval()
     with atomic_dir(args.out) as tmp:
         for image_id, image, keys, scores in iter_walk_scores(model, data, ids, [args.cams], irn, device, "pseudo"):
-            label = labels_from_walk(scores, keys, image.shape[:2], irn["bg_threshold"])
+            [label] = labels_from_walk(scores, keys, image.shape[:2], [irn["bg_threshold"]])
             write_label_png(Path(tmp) / f"{image_id}.png", label)
 
 

@@ -30,8 +30,8 @@ def main(args, params):
     cms = {t: ConfusionMatrix(data.num_classes, pred_ignore_as_background=True) for t in thresholds}
     for image_id, image, keys, scores in iter_walk_scores(model, data, ids, args.cams, irn, device, "sweep"):
         gt = data.mask(image_id)
-        for t, cm in cms.items():
-            cm.update(labels_from_walk(scores, keys, image.shape[:2], t), gt)
+        for cm, label in zip(cms.values(), labels_from_walk(scores, keys, image.shape[:2], list(cms))):
+            cm.update(label, gt)
     rows = [{"bg_threshold": t, "miou": cm.scores()["miou_present"]} for t, cm in cms.items() if t in irn["sweep"]]
     chosen = cms[irn["bg_threshold"]].scores()["miou_present"]
     peak = max(rows, key=lambda r: r["miou"])

@@ -116,7 +116,7 @@ def test_walk_regions_are_the_pseudo_label_classes_at_each_threshold() -> None:
     keys = np.array([4, 0, 7])
     regions = walk_regions(scores)
     for t in (0.0, 0.2, 0.5, 0.9, 1.0):
-        label = labels_from_walk(scores, keys, (9, 11), t)
+        [label] = labels_from_walk(scores, keys, (9, 11), [t])
         for c, key in enumerate(keys):
             assert np.array_equal(regions[c] > t, label == key + 1)
     assert walk_regions(np.zeros((0, 4, 4), np.float32)).shape == (0, 4, 4)

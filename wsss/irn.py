@@ -34,6 +34,7 @@ from wsss.classify import index_cam_dirs, load_cam
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.transforms import normalize, to_chw
 from wsss.errors import InputError
+from wsss.evaluate import labels_at_thresholds
 from wsss.io import read_label_png, read_rgb, write_label_png
 from wsss.metrics import ConfusionMatrix
 from wsss.models.backbone import FROM_CLS, build_resnet, build_weights, init_from_classifier
@@ -294,7 +295,7 @@ def pseudo_label(cam4: torch.Tensor | np.ndarray, keys: np.ndarray | Sequence[in
     mapped through [0] + (keys + 1). No keys, or seeds that vanish everywhere, give all background.
     """
     return labels_from_walk(walk_scores(cam4, keys, boundary, size, radius, beta, exp_times), keys, size,
-                            bg_threshold)
+                            [bg_threshold])[0]
 
 
 def iter_walk_scores(model: IRNet, data: VOCLayoutDataset, ids: Sequence[str],
@@ -318,14 +319,13 @@ def iter_walk_scores(model: IRNet, data: VOCLayoutDataset, ids: Sequence[str],
 
 
 def labels_from_walk(scores: torch.Tensor | None, keys: np.ndarray | Sequence[int], size: tuple[int, int],
-                     bg_threshold: float) -> np.ndarray:
-    """The pseudo label of :func:`walk_scores` at ``bg_threshold`` (see :func:`pseudo_label`)."""
+                     bg_thresholds: Sequence[float]) -> list[np.ndarray]:
+    """The pseudo labels of :func:`walk_scores` at each of ``bg_thresholds`` (see :func:`pseudo_label`; the argmax
+    is computed once, :func:`wsss.evaluate.labels_at_thresholds`)."""
     keys = np.asarray(keys, dtype=np.int64).reshape(-1)
     if scores is None:
-        return np.zeros(tuple(size), np.uint8)
-    scores = torch.cat([scores.new_full((1, *scores.shape[1:]), bg_threshold), scores], dim=0)
-    lut = np.concatenate([[0], keys + 1]).astype(np.uint8)
-    return lut[scores.argmax(dim=0).cpu().numpy()]
+        return [np.zeros(tuple(size), np.uint8) for _ in bg_thresholds]
+    return labels_at_thresholds(scores.float().cpu().numpy(), keys, bg_thresholds)
 
 
 def evaluate_labels(data: VOCLayoutDataset, ids: Iterable[str], label_paths: Mapping[str, Path]) -> ConfusionMatrix:
