@@ -137,7 +137,8 @@ rule calibrate:
         cfg=lambda w: as_json(
             {
                 "cls": run_cfg(w.run)["cls"],
-                "cam": {k: run_cfg(w.run)["cam"][k] for k in ("sweep", "calibration_images", "bracket_area_ratio")},
+                "cam": {k: run_cfg(w.run)["cam"][k] for k in ("sweep", "calibration_images", "calibration_se",
+                                                                   "bracket_area_ratio")},
             }
         ),
         method=lambda w: run_cfg(w.run)["method"],

@@ -12,6 +12,7 @@ rule predict_shard:
     input:
         run_dataset,
         model="results/{run}/deeplab/model.pt",
+        gate="results/{run}/deeplab/gate.json",  # seg_gate: DeepLab fits its labels
         images=lambda w: PREDICT[w.name],
     output:
         temp(directory(f"results/{{run}}/predict_shards/{{name,{PREDICT_NAME}}}/shard_{{shard}}")),
@@ -61,6 +62,7 @@ rule export_model:
     input:
         run_dataset,
         model="results/{run}/deeplab/model.pt",
+        gate="results/{run}/deeplab/gate.json",  # seg_gate: DeepLab fits its labels
     output:
         ts="results/{run}/deeplab/model.ts",
         json="results/{run}/deeplab/model.json",

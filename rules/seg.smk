@@ -67,10 +67,46 @@ rule train_seg:
         " --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
+rule seg_gate:
+    input:
+        run_dataset,
+        labels=seg_train_labels,
+        model="results/{run}/deeplab/model.pt",
+    output:
+        "results/{run}/deeplab/gate.json",
+    params:
+        cfg=lambda w: as_json(
+            {
+                "gates": {k: config["gates"][k] for k in ("enabled", "min_seg_fit", "seg_fit_images")},
+                "seg": {k: run_cfg(w.run)["seg"][k] for k in SEG_INFER_KEYS + ["label_source"]},
+            }
+        ),
+        dataset=lambda w: dataset_root(w.run),
+        split=lambda w: run_cfg(w.run)["seg"]["train_split"],
+        device=config["device"],
+    log:
+        "logs/{run}/seg_gate.log",
+    benchmark:
+        "benchmarks/{run}/seg_gate.tsv"
+    priority: 10  # on the critical path
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+        gpu=lambda w: gpus(w.run, "seg"),
+    conda:
+        "../envs/wsss.yaml"
+    shell:
+        f"OMP_NUM_THREADS={{threads}} {gpu_stage('seg_gate')} --params {{params.cfg:q}} --dataset {{params.dataset:q}}"
+        " --split {params.split:q} --labels {input.labels:q} --model {input.model:q} --device {params.device:q}"
+        " --out {output:q} > {log:q} 2>&1"
+
+
 rule infer_seg:
     input:
         run_dataset,
         model="results/{run}/deeplab/model.pt",
+        gate="results/{run}/deeplab/gate.json",  # the DAG stops at seg_gate when DeepLab did not fit its labels
     output:
         directory("results/{run}/seg/{split}/shard_{shard}"),
     params:

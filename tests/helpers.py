@@ -82,8 +82,9 @@ TINY_SEG = {"backbone": 10, "pretrained": "from_cls", "norm": "fixed", "crop": 6
 def tiny_config(method: str = "vwl_l") -> dict:
     """A run small enough for the test suite that still learns: 64-px synthetic images, ResNet-10, two shards."""
     # gates.min_cls_f1 0: 7 held-out images measure little, and tests run other methods and fewer epochs with this
-    # config (tests/test_validation.py tests the gate; the tiny vwl_l run passes it anyway: held-out F1 0.75)
-    return {"device": "cpu", "datasets": {"synth": dict(TINY_SYNTH)}, "gates": {"min_cls_f1": 0.0},
+    # config (tests/test_validation.py tests the gate; the tiny vwl_l run passes it anyway: held-out F1 0.75);
+    # gates.min_seg_fit 0: the tiny DeepLab's 20 iterations do not fit its labels (tests/test_validation.py)
+    return {"device": "cpu", "datasets": {"synth": dict(TINY_SYNTH)}, "gates": {"min_cls_f1": 0.0, "min_seg_fit": 0.0},
             "runs": {"tiny": {"dataset": "synth", "method": method, "cls": dict(TINY_CLS), "cam": dict(TINY_CAM),
                               "irn": dict(TINY_IRN), "seg": dict(TINY_SEG)}}}
 

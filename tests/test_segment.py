@@ -20,8 +20,10 @@ from wsss.io import read_label_png, write_label_png
 from wsss.metrics import ConfusionMatrix
 from wsss.models.deeplab import build_deeplab
 from wsss.segment import (SummaryRow, build_segmenter, check_train_params, crf_refine, crf_shard, evaluate_segmentation,
-                          labels_from_logits, load_logits, msc_loss, predict_logits, probs_from_logits,
+                          image_logits, label_fit, labels_from_logits, load_logits, load_segmenter, msc_loss,
+                          predict_logits, probs_from_logits,
                           resize_labels, save_logits, summary_table)
+from wsss.validation import seg_gate
 
 from helpers import run_stage_inline  # noqa: E402
 
@@ -276,3 +278,49 @@ def test_from_cls_starts_the_backbone_from_the_trained_classifier(tmp_path: Path
         build_segmenter(params, 5)
     with pytest.raises(InputError, match="model.pt"):  # a ResNet-34 DeepLab cannot take a ResNet-18 classifier
         build_segmenter({**params, "backbone": 34}, 5, cls_model=path)
+
+
+def test_seg_gate_measures_the_fit_to_the_training_labels(tiny_voc: Path, tmp_path: Path) -> None:
+    """Labels that are DeepLab's own predictions fit at 100 mIoU and pass any threshold; the same images labelled
+    with another class everywhere fit at 0 and stop the gate with one line; gates.enabled false lets it pass."""
+    root, out = str(tiny_voc), tmp_path / "results"
+    params = json.dumps(SEG)
+    _stage("train_seg", "--params", params, "--dataset", root, "--split", "train", "--device", "cpu",
+           "--out-dir", str(out / "deeplab"))
+    data = VOCLayoutDataset(tiny_voc)
+    model = load_segmenter(SEG, data.num_classes, out / "deeplab" / "model.pt")
+    own, other = tmp_path / "own", tmp_path / "other"
+    for image_id in data.ids("train"):
+        pred = labels_from_logits(image_logits(model, data.image(image_id), SEG), (12, 16)).astype(np.uint8)
+        write_label_png(own / f"{image_id}.png", pred)
+        write_label_png(other / f"{image_id}.png", ((pred + 1) % data.num_classes).astype(np.uint8))
+    fit = label_fit(model, data, data.ids("train"), {i: own / f"{i}.png" for i in data.ids("train")}, SEG)
+    assert fit.scores()["miou_present"] == 1.0
+
+    def gate(labels: Path, enabled: bool = True) -> tuple[int, Path]:
+        cfg = {"gates": {"enabled": enabled, "min_seg_fit": 0.99, "seg_fit_images": 64},
+               "seg": {**SEG, "label_source": "pseudo"}}
+        path = tmp_path / f"gate_{labels.name}_{enabled}.json"
+        code = run_stage_inline("seg_gate", "--params", json.dumps(cfg), "--dataset", root, "--split", "train",
+                                "--labels", str(labels), "--model", str(out / "deeplab" / "model.pt"),
+                                "--device", "cpu", "--out", str(path))
+        return code, path
+
+    code, path = gate(own)
+    assert code == 0 and json.loads(path.read_text())["fit_miou"] == 1.0
+    code, path = gate(other)
+    assert code != 0 and not path.exists()
+    code, path = gate(other, enabled=False)
+    assert code == 0 and json.loads(path.read_text())["fit_miou"] == 0.0
+
+
+def test_seg_gate_message_names_the_measure_the_threshold_and_what_to_do() -> None:
+    iou, names = [0.9, 0.8, 0.036, math.nan], ["background", "a", "star", "absent"]
+    ok, line = seg_gate(0.55, iou, names, 64, True, 0.7)
+    assert not ok
+    for words in ("55.0 mIoU", "gates.min_seg_fit 0.7", "64 training images", "least reproduced class star 3.6",
+                  "seg.iterations", "gates.enabled: false"):
+        assert words in line, words
+    problem = line.removesuffix("; gates.enabled: false runs on anyway")
+    assert seg_gate(0.55, iou, names, 64, False, 0.7) == (True, f"gates.enabled is false, running on: {problem}")
+    assert seg_gate(0.7, [0.7], ["background"], 64, True, 0.7)[0] is True

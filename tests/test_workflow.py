@@ -116,7 +116,7 @@ def test_whole_dag_runs_on_a_tiny_synthetic_run(tiny_dag: Path) -> None:
 # for the evaluation and of train_aug for DeepLab, 2 shards each; the val threshold sweep the report shows).
 AFTER_CRF = {"crf": 2, "eval_seg": 1, "summary": 1, "report_figures": 1}
 AFTER_IRN = {"train_irn": 1, "make_pseudo": 4, "eval_pseudo": 1, "sweep_pseudo": 1, "check_pseudo": 1, "train_seg": 1,
-             "infer_seg": 2, **AFTER_CRF}
+             "seg_gate": 1, "infer_seg": 2, **AFTER_CRF}
 
 
 @pytest.mark.slow
@@ -151,7 +151,7 @@ def test_every_stage_logs_params_device_and_time(tiny_dag: Path) -> None:
              if p.is_relative_to(tiny_dag / "logs/tiny")}
     # every rule of the tiny DAG's targets (tests sharing the fixture may have run more, e.g. calibrate)
     assert rules >= {"train_cls", "cls_gate", "infer_cam", "eval_cam_val", "cam_to_ir_label", "train_irn",
-                     "make_pseudo", "check_pseudo_train_aug", "eval_pseudo_val", "train_seg", "infer_seg", "crf", "eval_seg_val",
+                     "make_pseudo", "check_pseudo_train_aug", "eval_pseudo_val", "train_seg", "seg_gate", "infer_seg", "crf", "eval_seg_val",
                      "report_figures"}, rules
     for path in logs:
         text = path.read_text()

@@ -374,6 +374,18 @@ def evaluate_segmentation(data: VOCLayoutDataset, ids: Sequence[str], logit_dirs
     return result
 
 
+def label_fit(model: MSC, data: VOCLayoutDataset, ids: Sequence[str], label_paths: dict[str, Path],
+              params: dict[str, Any], device: torch.device | str = "cpu") -> ConfusionMatrix:
+    """Confusion over ``ids`` between DeepLab's test-time predictions (:func:`image_logits`) and the label maps it
+    trained on (``label_paths``; 255 ignored): how well it fits its own training labels, no mask read."""
+    matrix = ConfusionMatrix(data.num_classes)
+    for image_id in tqdm(ids, desc="fit", mininterval=5.0, file=sys.stderr):
+        target = read_label_png(label_paths[image_id], data.num_classes)
+        logits = image_logits(model, data.image(image_id), params, device)
+        matrix.update(labels_from_logits(logits, target.shape), target)
+    return matrix
+
+
 def segmentation_report(cms: dict[str, ConfusionMatrix], class_names: Sequence[str], split: str) -> dict[str, Any]:
     """The ``deeplab_<split>_metrics.json`` content: mIoU (%) with and without CRF and both full score sets."""
     out: dict[str, Any] = {"split": split}
@@ -492,7 +504,7 @@ def summary_table(rows: Sequence[SummaryRow], cam_split: str = "val", pseudo_spl
 
 
 __all__ = ["CRF_DEFAULTS", "SegLogits", "SegObjective", "SummaryRow", "TestTimeSegmenter", "build_segmenter",
-           "check_train_params", "crf_refine", "crf_shard", "evaluate_segmentation", "image_logits",
+           "check_train_params", "crf_refine", "crf_shard", "evaluate_segmentation", "image_logits", "label_fit",
            "index_logit_dirs", "labels_from_logits", "load_logits", "load_segmenter", "msc_label_counts", "msc_loss",
            "optimizer_groups", "output_names", "output_sizes", "predict_logits", "probs_from_logits",
            "read_deeplab_metrics", "read_miou_file", "resize_labels", "save_logits", "segmentation_report",

@@ -1,0 +1,50 @@
+#!/usr/bin/env python
+"""The gate after train_seg: DeepLab's predictions against its own training labels on training images (no mask
+read); a fit mIoU below gates.min_seg_fit stops the DAG with one line (gates.enabled false: a warning). Classes it
+reproduces worst are warnings in this log and the JSON."""
+
+import logging
+import math
+import sys
+
+from wsss.cli import run_stage, stage_parser
+from wsss.data.dataset import VOCLayoutDataset
+from wsss.data.seg_data import training_label_paths
+from wsss.errors import InputError
+from wsss.io import write_json
+from wsss.segment import label_fit, load_segmenter
+from wsss.train import resolve_device
+from wsss.validation import seg_gate
+
+log = logging.getLogger("wsss")
+
+
+def main(args, params):
+    gates, seg = params["gates"], params["seg"]
+    data = VOCLayoutDataset(args.dataset)
+    ids = data.ids(args.split)[:gates["seg_fit_images"]]
+    labels = training_label_paths(data, ids, seg["label_source"], args.labels)
+    device = resolve_device(args.device)
+    log.info("device %s: DeepLab on %d training images of %s against its %s labels", device, len(ids), args.split,
+             seg["label_source"])
+    model = load_segmenter(seg, data.num_classes, args.model, device)
+    scores = label_fit(model, data, ids, labels, seg, device).scores()
+    fit, iou = scores["miou_present"], scores["iou"]
+    passed, message = seg_gate(fit, iou, data.classes, len(ids), bool(gates["enabled"]), float(gates["min_seg_fit"]))
+    if not passed:
+        raise InputError(args.model, message)
+    (log.info if message.startswith("seg gate passed") else log.warning)(message)
+    write_json(args.out, {"passed": True, "enabled": bool(gates["enabled"]), "min_seg_fit": gates["min_seg_fit"],
+                          "fit_miou": fit, "images": len(ids), "split": args.split, "message": message,
+                          "iou": {name: None if math.isnan(v) else v for name, v in zip(data.classes, iou)}})
+
+
+if __name__ == "__main__":
+    parser = stage_parser(__doc__)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--split", required=True, help="DeepLab's training split")
+    parser.add_argument("--labels", nargs="*", default=[], help="pseudo-label shard folders (label_source pseudo)")
+    parser.add_argument("--model", required=True, help="results/{run}/deeplab/model.pt")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", required=True, help="results/{run}/deeplab/gate.json, written only when it passes")
+    sys.exit(run_stage(main, parser))
