@@ -93,11 +93,13 @@ def _json(path: Path) -> dict[str, Any] | None:
 
 
 def _gate_message(workdir: Path, run: str) -> str | None:
-    log = workdir / "logs" / run / "cls_gate.log"
-    if not log.exists():
-        return None
-    lines = [line for line in log.read_text().splitlines() if line.startswith("error:")]
-    return lines[-1] if lines else None
+    """The one-line message of a gate that stopped the run (cls_gate after the classifier, seg_gate after DeepLab)."""
+    for name in ("cls_gate", "seg_gate"):
+        log = workdir / "logs" / run / f"{name}.log"
+        lines = [line for line in log.read_text().splitlines() if line.startswith("error:")] if log.exists() else []
+        if lines:
+            return f"{name}: {lines[-1]}"
+    return None
 
 
 def collect(workdir: Path, variant: str, wall: float | None, returncode: int | None) -> dict[str, Any]:
@@ -107,7 +109,7 @@ def collect(workdir: Path, variant: str, wall: float | None, returncode: int | N
     held = _json(res / "cls" / "heldout.json") or {}
     cam, cam_sweep = _json(res / "cam_val_metrics.json"), _json(res / "cam_val_sweep.json")
     pseudo, pseudo_sweep = _json(res / "pseudo_val_metrics.json"), _json(res / "pseudo_val_sweep.json")
-    seg = _json(res / "deeplab_val_metrics.json")
+    seg, gate = _json(res / "deeplab_val_metrics.json"), _json(res / "deeplab" / "gate.json")
 
     def peak(sweep: dict[str, Any] | None, key: str) -> tuple[float | None, float | None]:
         if not sweep:
@@ -124,6 +126,7 @@ def collect(workdir: Path, variant: str, wall: float | None, returncode: int | N
         "pseudo_bg": pseudo_sweep["bg_threshold"] if pseudo_sweep else None,
         "deeplab": 100 * seg["no_crf"]["miou_present"] if seg else None,
         "crf": 100 * seg["crf"]["miou_present"] if seg else None,
+        "seg_fit": 100 * gate["fit_miou"] if gate else None,
         "gate": _gate_message(workdir, run),
     }
     row["cam_peak"], row["cam_peak_bg"] = peak(cam_sweep, "bg_score")
@@ -151,15 +154,16 @@ def _fmt(value: Any, spec: str = ".1f") -> str:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    head = ("| variant | held-out F1 | steps | CAM (bg) | CAM peak (bg) | pseudo (bg) | pseudo peak (bg) | DeepLab "
-            "| +CRF | wall | verdict |")
+    head = ("| variant | held-out F1 | steps | CAM (bg) | CAM peak (bg) | pseudo (bg) | pseudo peak (bg) | DeepLab fit "
+            "| DeepLab | +CRF | wall | verdict |")
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for r in rows:
         lines.append(
             f"| {r['variant']} | {_fmt(r['heldout_f1'], '.3f')} | {_fmt(r['steps'], 'd')} "
             f"| {_fmt(r['cam'])} ({_fmt(r['cam_bg'], '.2f')}) | {_fmt(r['cam_peak'])} ({_fmt(r['cam_peak_bg'], '.2f')}) "
             f"| {_fmt(r['pseudo'])} ({_fmt(r['pseudo_bg'], '.2f')}) "
-            f"| {_fmt(r['pseudo_peak'])} ({_fmt(r['pseudo_peak_bg'], '.2f')}) | {_fmt(r['deeplab'])} | {_fmt(r['crf'])} "
+            f"| {_fmt(r['pseudo_peak'])} ({_fmt(r['pseudo_peak_bg'], '.2f')}) | {_fmt(r['seg_fit'])} "
+            f"| {_fmt(r['deeplab'])} | {_fmt(r['crf'])} "
             f"| {_fmt(r['wall_s'] and r['wall_s'] / 60, '.1f')} min | {r['verdict']} |")
     gates = [f"- {r['variant']}: {r['gate']}" for r in rows if r["gate"]]
     return "\n".join(lines + ([""] + gates if gates else [])) + "\n"

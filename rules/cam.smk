@@ -149,7 +149,8 @@ rule calibrate:
         "logs/{run}/calibrate.log",
     benchmark:
         "benchmarks/{run}/calibrate.tsv"
-    threads: 1
+    priority: 10  # on the critical path when a threshold is auto
+    threads: 2
     resources:
         mem_mb=4000,
         runtime=120,

@@ -148,7 +148,8 @@ rule calibrate_pseudo:
     benchmark:
         "benchmarks/{run}/calibrate_pseudo.tsv"
     priority: 10  # on the critical path when bg_threshold is auto
-    threads: 1
+    priority: 10  # on the critical path
+    threads: 2
     resources:
         mem_mb=4000,
         runtime=120,

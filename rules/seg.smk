@@ -88,8 +88,8 @@ rule seg_gate:
         "logs/{run}/seg_gate.log",
     benchmark:
         "benchmarks/{run}/seg_gate.tsv"
-    priority: 10  # on the critical path
-    threads: 2
+    priority: 10  # runs next to the first infer_seg shard (eval_seg waits for it)
+    threads: 1
     resources:
         mem_mb=8000,
         runtime=60,
@@ -106,7 +106,6 @@ rule infer_seg:
     input:
         run_dataset,
         model="results/{run}/deeplab/model.pt",
-        gate="results/{run}/deeplab/gate.json",  # the DAG stops at seg_gate when DeepLab did not fit its labels
     output:
         directory("results/{run}/seg/{split}/shard_{shard}"),
     params:
@@ -161,6 +160,7 @@ rule crf:
 rule eval_seg:
     input:
         run_dataset,
+        gate="results/{run}/deeplab/gate.json",  # no final score when DeepLab did not fit its labels
         logits=lambda w: seg_shards(w.run, w.split, "seg"),
         crf=lambda w: seg_shards(w.run, w.split, "seg_crf"),
     output:

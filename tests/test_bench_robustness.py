@@ -80,12 +80,20 @@ def test_table_reads_a_variant_from_its_artifacts(tmp_path: Path) -> None:
         {"bg_threshold": 0.45, "miou": 0.7}, {"bg_threshold": 0.5, "miou": 0.71}]}))
     (res / "deeplab_val_metrics.json").write_text(json.dumps({"no_crf": {"miou_present": 0.72},
                                                                        "crf": {"miou_present": 0.8}}))
+    (res / "deeplab").mkdir()
+    (res / "deeplab/gate.json").write_text(json.dumps({"fit_miou": 0.765}))
     row = robustness.collect(tmp_path, "seed1", 360.0, 0)
     assert row["cam_peak"] == pytest.approx(62.0) and row["cam_peak_bg"] == 0.3
     assert row["pseudo_peak"] == pytest.approx(71.0) and row["pseudo_bg"] == 0.45 and row["verdict"] == "ok"
     line = robustness.format_table([row]).splitlines()[2]
-    assert line == ("| seed1 | 0.900 | 432 | 60.0 (0.40) | 62.0 (0.30) | 70.0 (0.45) | 71.0 (0.50) | 72.0 | 80.0 "
-                    "| 6.0 min | ok |")
+    assert line == ("| seed1 | 0.900 | 432 | 60.0 (0.40) | 62.0 (0.30) | 70.0 (0.45) | 71.0 (0.50) | 76.5 | 72.0 "
+                    "| 80.0 | 6.0 min | ok |")
+    stopped = tmp_path / "logs" / "rb_seed2"
+    stopped.mkdir(parents=True)
+    (stopped / "seg_gate.log").write_text("INFO params {}\nerror: results/rb_seed2/deeplab/model.pt: DeepLab ...\n")
+    assert robustness.collect(tmp_path, "seed2", None, 1)["gate"] == (
+        "seg_gate: error: results/rb_seed2/deeplab/model.pt: DeepLab ...")
+    (stopped / "seg_gate.log").unlink()
     missing = robustness.collect(tmp_path, "seed2", None, 1)
     assert missing["verdict"] == "FAIL (no result, exit 1)" and "| – (–) |" in robustness.format_table([missing])
 
@@ -98,5 +106,6 @@ def test_method_seeds_plans_three_seeds_per_method_with_auto_bg(tmp_path: Path) 
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = planned_jobs(proc.stdout)
     assert jobs["train_cls"] == jobs["calibrate"] == jobs["eval_cam"] == 9 and jobs["prepare_synth"] == 1
-    assert method_seeds.fixed_scores(BASE) == {run: BASE["runs"]["synth"]["cam"]["bg_score"]
-                                               for run in method_seeds.METHODS}
+    assert method_seeds.fixed_scores(BASE) == dict.fromkeys(method_seeds.METHODS, method_seeds.FIXED_BG)  # auto
+    fixed = {"runs": {run: {"cam": {"bg_score": 0.25}} for run in method_seeds.METHODS}}
+    assert method_seeds.fixed_scores(fixed) == dict.fromkeys(method_seeds.METHODS, 0.25)

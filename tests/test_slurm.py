@@ -119,7 +119,7 @@ def test_tiny_dag_runs_through_slurm_and_matches_a_local_run(cluster: SlurmClust
                 cpus = profile["set-resources"][rule]["cpus_per_gpu"]
                 assert job.get("TresPerJob") == "gres:gpu:1" and job["NumCPUs"] == str(cpus), job
             else:
-                assert "TresPerJob" not in job and job["NumCPUs"] == ("2" if rule.startswith("train") or rule == "seg_gate" else "1"), job
+                assert "TresPerJob" not in job and job["NumCPUs"] == ("2" if rule.startswith("train") else "1"), job
     assert rules["train_seg"][0]["MinMemoryNode"] == "16000M" and rules["train_seg"][0]["TimeLimit"] == "1-00:00:00"
 
     # the same results as the local run, byte for byte (.pt files: tensor for tensor)

@@ -321,7 +321,7 @@ def test_epochs_accepts_a_number_or_auto(repo: Path) -> None:
     schema = load_schema(repo / "schemas" / "config.schema.yaml")
     valid = validate_config({"runs": {"a": {"dataset": "synth", "cls": {"epochs": "auto"}}}}, schema)
     assert valid["cls"]["holdout_fraction"] == 0.1 and valid["gates"] == {
-        "enabled": True, "min_cls_f1": 0.6, "min_seg_fit": 0.7, "seg_fit_images": 64, "coverage_ratio": 0.2,
+        "enabled": True, "min_cls_f1": 0.6, "min_seg_fit": 0.6, "seg_fit_images": 64, "coverage_ratio": 0.2,
         "coverage_min_pixels": 0.01}
     with pytest.raises(InputError, match="runs.a.cls.epochs"):
         validate_config({"runs": {"a": {"dataset": "synth", "cls": {"epochs": "forever"}}}}, schema)
