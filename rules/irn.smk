@@ -148,7 +148,6 @@ rule calibrate_pseudo:
     benchmark:
         "benchmarks/{run}/calibrate_pseudo.tsv"
     priority: 10  # on the critical path when bg_threshold is auto
-    priority: 10  # on the critical path
     threads: 2
     resources:
         mem_mb=4000,

@@ -43,7 +43,8 @@ def main(args, params):
         rec = load_cam(paths[image_id])
         image = torch.from_numpy(to_chw(normalize(data.image(image_id)))).to(device)
         add_image(evidence, score_fn, image, upsample_cam(rec.cam, rec.size), rec.keys)
-    chosen = evidence.choice(interior=True, tolerance_se=params["cam"]["calibration_se"])  # the sweep's ends bracket it (IR-label thresholds)
+    # the sweep's ends only bracket it (IR-label thresholds)
+    chosen = evidence.choice(interior=True, tolerance_se=params["cam"]["calibration_se"])
     rows = log_rows(evidence, "bg_score")
     log.info("calibrated cam.bg_score %.2f from %d image-class pairs", chosen, evidence.pairs)
     if chosen in (evidence.thresholds[1], evidence.thresholds[-2]):

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The gate after train_seg: DeepLab's predictions against its own training labels on training images (no mask
-read); a fit mIoU below gates.min_seg_fit stops the DAG with one line (gates.enabled false: a warning). Classes it
-reproduces worst are warnings in this log and the JSON."""
+read); a fit mIoU below gates.min_seg_fit stops the DAG with one line naming the least reproduced class
+(gates.enabled false: a warning); gate.json holds the fit and every class's IoU."""
 
 import logging
 import math
