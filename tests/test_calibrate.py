@@ -10,10 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from helpers import edited_config, planned_jobs, snakemake, tiny_config, write_config
-from wsss.calibrate import (RegionEvidence, add_image, calibration_ids, ir_label_bracket, resolve_auto,
-                            walk_regions)
+
+from wsss.calibrate import (
+    RegionEvidence,
+    add_image,
+    calibration_ids,
+    ir_label_bracket,
+    resolve_auto,
+    walk_regions,
+)
 from wsss.errors import InputError
 from wsss.irn import labels_from_walk
 

@@ -10,22 +10,41 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import run_stage_inline  # noqa: E402
 
 from wsss.data import transforms as T
 from wsss.data.dataset import VOCLayoutDataset
-from wsss.data.seg_data import (CAFFE_MEAN_BGR, SegmentationTrainSet, draw_scale, normalize_image,
-                                training_label_paths)
+from wsss.data.seg_data import (
+    CAFFE_MEAN_BGR,
+    SegmentationTrainSet,
+    draw_scale,
+    normalize_image,
+    training_label_paths,
+)
 from wsss.errors import InputError
 from wsss.io import read_label_png, write_label_png
 from wsss.metrics import ConfusionMatrix
 from wsss.models.deeplab import build_deeplab
-from wsss.segment import (SummaryRow, build_segmenter, check_train_params, crf_refine, crf_shard, evaluate_segmentation,
-                          image_logits, label_fit, labels_from_logits, load_logits, load_segmenter, msc_loss,
-                          predict_logits, probs_from_logits,
-                          resize_labels, save_logits, summary_table)
+from wsss.segment import (
+    SummaryRow,
+    build_segmenter,
+    check_train_params,
+    crf_refine,
+    crf_shard,
+    evaluate_segmentation,
+    image_logits,
+    label_fit,
+    labels_from_logits,
+    load_logits,
+    load_segmenter,
+    msc_loss,
+    predict_logits,
+    probs_from_logits,
+    resize_labels,
+    save_logits,
+    summary_table,
+)
 from wsss.validation import seg_gate
-
-from helpers import run_stage_inline  # noqa: E402
 
 
 def test_msc_loss_known_values() -> None:
