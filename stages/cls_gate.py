@@ -9,7 +9,7 @@ import sys
 from wsss.cli import run_stage, stage_parser
 from wsss.errors import InputError
 from wsss.io import write_json
-from wsss.validation import cls_gate
+from wsss.gates import cls_gate
 
 log = logging.getLogger("wsss")
 

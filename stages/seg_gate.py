@@ -14,7 +14,7 @@ from wsss.errors import InputError
 from wsss.io import write_json
 from wsss.segment import label_fit, load_segmenter
 from wsss.train import resolve_device
-from wsss.validation import seg_gate
+from wsss.gates import seg_gate
 
 log = logging.getLogger("wsss")
 

@@ -44,7 +44,7 @@ from wsss.segment import (
     save_logits,
     summary_table,
 )
-from wsss.validation import seg_gate
+from wsss.gates import seg_gate
 
 
 def test_msc_loss_known_values() -> None:

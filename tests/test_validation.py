@@ -16,7 +16,8 @@ from helpers import REPO, NoisyRegression, interrupt_at
 from wsss.data.folder import in_val
 from wsss.segment import SummaryRow, stage_drops, summary_table
 from wsss.train import Checkpoint, build_optimizer, fit, load_state_dict_file
-from wsss.validation import (HeldoutTracker, average_precision, cls_gate, coverage_warnings, holdout_split,
+from wsss.gates import cls_gate
+from wsss.validation import (HeldoutTracker, average_precision, coverage_warnings, holdout_split,
                              mean_average_precision, micro_f1, pseudo_coverage, training_report)
 
 
