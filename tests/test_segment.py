@@ -44,7 +44,6 @@ from wsss.segment import (
     save_logits,
     summary_table,
 )
-from wsss.gates import seg_gate
 
 
 def test_msc_loss_known_values() -> None:
@@ -331,15 +330,3 @@ def test_seg_gate_measures_the_fit_to_the_training_labels(tiny_voc: Path, tmp_pa
     assert code != 0 and not path.exists()
     code, path = gate(other, enabled=False)
     assert code == 0 and json.loads(path.read_text())["fit_miou"] == 0.0
-
-
-def test_seg_gate_message_names_the_measure_the_threshold_and_what_to_do() -> None:
-    iou, names = [0.9, 0.8, 0.036, math.nan], ["background", "a", "star", "absent"]
-    ok, line = seg_gate(0.55, iou, names, 64, True, 0.7)
-    assert not ok
-    for words in ("55.0 mIoU", "gates.min_seg_fit 0.7", "64 training images", "least reproduced class star 3.6",
-                  "seg.iterations", "gates.enabled: false"):
-        assert words in line, words
-    problem = line.removesuffix("; gates.enabled: false runs on anyway")
-    assert seg_gate(0.55, iou, names, 64, False, 0.7) == (True, f"gates.enabled is false, running on: {problem}")
-    assert seg_gate(0.7, [0.7], ["background"], 64, True, 0.7)[0] is True

@@ -96,8 +96,8 @@ class RegionEvidence:
         n = self.pairs
         if n < 2:
             return np.zeros_like(self.keep)
-        mean = self.objective()
-        return np.sqrt(np.maximum(self.objective_sq / n - mean ** 2, 0.0) * n / (n - 1) / n)
+        variance = np.maximum(self.objective_sq - n * self.objective() ** 2, 0.0) / (n - 1)  # sample variance
+        return np.sqrt(variance / n)
 
     def choice(self, interior: bool = False, tolerance_se: float = 0.0) -> float:
         """The threshold of the highest objective (the lowest such threshold on a tie); ``interior``: among all
