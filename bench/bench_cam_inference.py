@@ -75,7 +75,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     device = torch.device(args.device)
-    model = VWLNet(build_resnet(args.backbone), 20, method="vwl_l").to(device).eval()
+    model = VWLNet(build_resnet(args.backbone), 20).to(device).eval()
     w, h = args.size
     images = [torch.randn(3, h, w, device=device) for _ in range(args.images)]
     keys = [np.arange(args.classes) for _ in images]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import schema_section
 
 from wsss.classify import build_classifier
 from wsss.errors import InputError
@@ -17,8 +18,8 @@ from wsss.ops.path_index import PathIndex
 from wsss.train import build_optimizer
 
 
-CLS_PARAMS = {"backbone": 18, "pretrained": "none", "norm": "batch", "k_words": 8, "gamma": 2.0, "tau": 1.0,
-              "rho": 1e-3}
+CLS_PARAMS = schema_section("cls", backbone=18, pretrained="none", norm="batch", k_words=8, gamma=2.0, tau=1.0,
+                            rho=1e-3)
 
 
 @pytest.mark.parametrize("depth", [18, 50])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import run_stage_inline  # noqa: E402
+from helpers import run_stage_inline, schema_section  # noqa: E402
 
 from wsss.data import transforms as T
 from wsss.data.dataset import VOCLayoutDataset
@@ -274,8 +274,8 @@ def test_from_cls_starts_the_backbone_from_the_trained_classifier(tmp_path: Path
     from wsss.classify import build_classifier
     from wsss.train import save_state_dict
 
-    cls_params = {"backbone": 18, "pretrained": "none", "norm": "batch", "freeze_stem": False, "k_words": 8,
-                  "gamma": 2.0, "tau": 1.0, "rho": 1e-3, "detach_stage2": False}
+    cls_params = schema_section("cls", backbone=18, pretrained="none", norm="batch", freeze_stem=False, k_words=8,
+                                gamma=2.0, tau=1.0, rho=1e-3, detach_stage2=False)
     torch.manual_seed(3)
     classifier = build_classifier(cls_params, 4, "vwl_l")
     for module in classifier.modules():  # non-trivial BN statistics must travel too

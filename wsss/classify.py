@@ -16,26 +16,27 @@ import torch
 from wsss import distributed
 from wsss.errors import InputError
 from wsss.io import atomic_path, index_shard_files
+from wsss.methods import get_method
 from wsss.models.backbone import build_resnet
-from wsss.models.vwl import VWLNet, hybrid_pool, memory_bank_blend, memory_bank_sums
+from wsss.models.vwl import CAMNet, VWLNet, memory_bank_blend, memory_bank_sums
 from wsss.ops.cam import upsample_cam
 from wsss.train import MicroBatch, Objective, load_state_dict_file
 
 
 def build_classifier(params: dict[str, Any], num_classes: int, method: str,
-                     cache_dir: str | os.PathLike[str] | None = None, pretrained: bool = True) -> VWLNet:
-    """A :class:`VWLNet` (OS16 ResNet) from the ``cls`` config section; ``pretrained=False`` skips loading
-    backbone weights (when a trained state dict is loaded next anyway)."""
+                     cache_dir: str | os.PathLike[str] | None = None, pretrained: bool = True) -> CAMNet:
+    """The classification network of ``method`` (:mod:`wsss.methods`) on an OS16 ResNet from the ``cls`` config
+    section; ``pretrained=False`` skips loading backbone weights (when a trained state dict is loaded next anyway)."""
+    spec = get_method(method)
     weights = params["pretrained"] if pretrained else "none"
     backbone = build_resnet(params["backbone"], strides=(2, 2, 2, 1), weights=weights,
-                            sha256=params.get("pretrained_sha256"), cache_dir=cache_dir, norm=params["norm"],
-                            freeze_stem=params.get("freeze_stem", True))
-    return VWLNet(backbone, num_classes, method=method, k_words=params["k_words"], gamma=params["gamma"],
-                  tau=params["tau"], rho=params["rho"], detach_stage2=params.get("detach_stage2"))
+                            sha256=params["pretrained_sha256"], cache_dir=cache_dir, norm=params["norm"],
+                            freeze_stem=params["freeze_stem"])
+    return spec.build(backbone, num_classes, params)
 
 
 def load_classifier(params: dict[str, Any], num_classes: int, method: str, path: str | os.PathLike[str],
-                    device: torch.device) -> VWLNet:
+                    device: torch.device) -> CAMNet:
     """A trained classifier for inference: built from the ``cls`` section, its state dict loaded (weights only),
     on ``device`` in eval mode."""
     model = build_classifier(params, num_classes, method, pretrained=False)
@@ -43,13 +44,13 @@ def load_classifier(params: dict[str, Any], num_classes: int, method: str, path:
     return model.to(device).eval()
 
 
-def optimizer_groups(model: VWLNet, lr_mult_new: float) -> list[dict[str, Any]]:
+def optimizer_groups(model: CAMNet, lr_mult_new: float) -> list[dict[str, Any]]:
     """Backbone at 1× and the new layers (classifier, fc_a, fc_b, learned codebook) at ``lr_mult_new``×."""
     backbone, new = model.param_groups()
     return [{"params": backbone, "lr_mult": 1.0}, {"params": new, "lr_mult": lr_mult_new}]
 
 
-def training_step(model: VWLNet, batch: dict[str, Any], step: int, device: torch.device,
+def training_step(model: CAMNet, batch: dict[str, Any], step: int, device: torch.device,
                   seed: int) -> tuple[torch.Tensor, dict[str, float]]:
     """Forward, VWL-M memory-bank update (before the caller's backward, SPEC §3.6), loss with its parts, for one
     whole batch in one process (:class:`ClassifierObjective` with the batch as the global batch).
@@ -131,7 +132,7 @@ class ClassifierObjective(Objective):
         images = batch["image"].to(self.device, non_blocking=True)
         labels = batch["labels"].to(self.device, non_blocking=True)
         out = model(images)
-        if net.method == "vwl_m":
+        if isinstance(net, VWLNet) and net.memory_bank:
             if self._bank is None:
                 self._bank = _BankStep(net, self.seed, micro.step)
             self._bank.add(out["features"], out["hard_words"], micro)
@@ -144,19 +145,18 @@ class ClassifierObjective(Objective):
             self._bank = None
 
 
-def _probabilities(model: VWLNet, feat: torch.Tensor) -> torch.Tensor:
-    """Sigmoid of the training logits from backbone features: hybrid pooling, or GAP for ``cam``."""
-    pooled = feat.mean(dim=(2, 3)) if model.method == "cam" else hybrid_pool(feat, model.gamma, model.levels)
-    return torch.sigmoid(model.classifier(pooled[:, :, None, None]).flatten(1).float())
+def _probabilities(model: CAMNet, feat: torch.Tensor) -> torch.Tensor:
+    """Sigmoid of the training logits from backbone features (the network's own pooling)."""
+    return torch.sigmoid(model.logits(feat).float())
 
 
 @torch.no_grad()
-def image_scores(model: VWLNet, images: torch.Tensor) -> torch.Tensor:
-    """Image-level class probabilities (sigmoid of the training logits: hybrid pooling, or GAP for ``cam``)."""
+def image_scores(model: CAMNet, images: torch.Tensor) -> torch.Tensor:
+    """Image-level class probabilities (sigmoid of the training logits)."""
     return _probabilities(model, model.features(images))
 
 
-def cam_and_scores(model: VWLNet, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def cam_and_scores(model: CAMNet, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(``model.forward_cam(images)``, :func:`image_scores` ``(model, images)``) from one backbone pass: the CAM
     function for :func:`wsss.ops.cam.multiscale_cams` with ``with_scores=True``."""
     feat = model.features(images)

@@ -10,6 +10,7 @@ import jsonschema
 import yaml
 
 from wsss.errors import InputError
+from wsss.methods import get_method, method_names
 
 
 def _with_defaults(validator_class: type) -> type:
@@ -53,9 +54,13 @@ def _inline_refs(node: Any, root: dict[str, Any]) -> Any:
 
 
 def load_schema(path: str | Path) -> dict[str, Any]:
-    """Read a YAML JSON-schema file, with local ``$ref`` inlined so that defaults below them apply."""
+    """Read a YAML JSON-schema file, with local ``$ref`` inlined so that defaults below them apply, and the run's
+    ``method`` enum filled in from the method registry (:func:`wsss.methods.method_names`)."""
     with open(path) as fh:
         schema = yaml.safe_load(fh)
+    method = schema.get("definitions", {}).get("run", {}).get("properties", {}).get("method")
+    if method is not None:
+        method["enum"] = list(method_names())
     return _inline_refs(schema, schema)
 
 
@@ -109,7 +114,6 @@ def expand_seeds(config: dict[str, Any]) -> None:
 
 
 BUILTIN_DATASETS = ("synth", "voc", "coco")
-POOL_STRIDE, POOL_LEVELS = 16, 4  # the classifier's output stride and its largest hybrid-pooling level
 
 
 def _fill_dataset_kinds(config: dict[str, Any]) -> None:
@@ -183,17 +187,15 @@ def training_split(splits: list[str]) -> str:
 
 def check_runs(config: dict[str, Any]) -> None:
     """Cross-key checks of a validated config: every run names a dataset, its splits exist, its classifier's
-    training crop reaches the hybrid-pooling pyramid, and its IR-label thresholds are ordered."""
+    method accepts its classifier settings (e.g. a training crop that reaches VWL's hybrid-pooling pyramid), and its IR-label thresholds are ordered."""
     for run in config["runs"]:
         cfg = run_config(config, run)
         fg, bg = cfg["irn"]["conf_fg"], cfg["irn"]["conf_bg"]
         if "auto" not in (fg, bg) and not bg < fg:
             raise InputError("config", f"runs.{run}.irn.conf_bg: {bg} must be below irn.conf_fg {fg}")
-        if cfg["method"] != "cam" and cfg["cls"]["crop"] < POOL_STRIDE * POOL_LEVELS:
-            side = cfg["cls"]["crop"] // POOL_STRIDE
-            raise InputError("config", f"runs.{run}.cls.crop: {cfg['cls']['crop']} gives a {side}x{side} feature map at "
-                                       f"output stride {POOL_STRIDE}, below the {POOL_LEVELS}x{POOL_LEVELS} level of "
-                                       f"hybrid pooling; use crop >= {POOL_STRIDE * POOL_LEVELS}")
+        problem = get_method(cfg["method"]).check_config(cfg["cls"])
+        if problem is not None:
+            raise InputError("config", f"runs.{run}.cls.{problem}")
 
 
 STAGE_SECTIONS = ("cls", "cam", "irn", "seg")
