@@ -8,7 +8,8 @@ import sys
 
 from snakemake.exceptions import WorkflowError
 
-from wsss.config import load_schema, preparer_params, run_config, seed_run_names, validate_config
+from wsss.config import load_schema, run_config, seed_run_names, validate_config
+from wsss.data.kinds import get_kind, preparer_params
 from wsss.errors import InputError
 
 try:
@@ -90,25 +91,27 @@ def dataset_outputs(name):
 DATASETS = config["datasets"]
 
 
-def datasets_of(kind):
-    """Wildcard constraint matching exactly the dataset names of ``kind`` (a pattern that matches nothing if none)."""
-    names = [re.escape(n) for n, entry in sorted(DATASETS.items()) if entry["kind"] == kind]
+def dataset_kind(name):
+    """The registered kind (wsss.data.kinds) of dataset ``name``."""
+    return get_kind(DATASETS[name]["kind"])
+
+
+def datasets_where(local):
+    """Wildcard constraint matching exactly the dataset names whose kind runs locally (downloads) or not (a pattern
+    that matches nothing if none)."""
+    names = [re.escape(n) for n in sorted(DATASETS) if dataset_kind(n).local == local]
     return "|".join(names) if names else "(?!)"
 
 
-def folder_inputs(wildcards):
-    """What a folder dataset is read from, where it exists: the images, the labels CSV, the masks and the split
-    lists (a change to any of them prepares the dataset again)."""
-    entry = DATASETS[wildcards.dataset]
-    root = entry["root"]
-    paths = [os.path.join(root, entry[k]) for k in ("images", "labels", "masks")]
-    paths.append(os.path.join(root, "ImageSets", "Segmentation"))
-    return [p for p in paths if os.path.exists(p)]
+def dataset_inputs(wildcards):
+    """Input function: the files a dataset's preparation reads, from its kind (a change to any of them prepares the
+    dataset again; e.g. a folder dataset's images, labels CSV, masks and split lists)."""
+    return dataset_kind(wildcards.dataset).inputs(DATASETS[wildcards.dataset])
 
 
 def dataset_params(name):
     """A dataset entry as its preparer's --params JSON (without ``kind``, which picked the preparer; synth keys at
-    their neutral values left out, see wsss.config.preparer_params). A changed key reruns the preparer."""
+    their neutral values left out, see wsss.data.kinds.preparer_params). A changed key reruns the preparer."""
     return as_json(preparer_params(DATASETS[name]))
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from wsss.data.kinds import builtin_datasets, dataset_splits, kind_names
 from wsss.errors import InputError
 from wsss.methods import get_method, method_names
 
@@ -54,13 +55,20 @@ def _inline_refs(node: Any, root: dict[str, Any]) -> Any:
 
 
 def load_schema(path: str | Path) -> dict[str, Any]:
-    """Read a YAML JSON-schema file, with local ``$ref`` inlined so that defaults below them apply, and the run's
-    ``method`` enum filled in from the method registry (:func:`wsss.methods.method_names`)."""
+    """Read a YAML JSON-schema file, with local ``$ref`` inlined so that defaults below them apply; the run's
+    ``method`` enum comes from the method registry (:func:`wsss.methods.method_names`), the dataset's ``kind`` enum
+    and its per-kind definitions (``definitions.<kind>``) from the dataset-kind registry (:mod:`wsss.data.kinds`)."""
     with open(path) as fh:
         schema = yaml.safe_load(fh)
-    method = schema.get("definitions", {}).get("run", {}).get("properties", {}).get("method")
+    definitions = schema.get("definitions", {})
+    method = definitions.get("run", {}).get("properties", {}).get("method")
     if method is not None:
         method["enum"] = list(method_names())
+    dataset = definitions.get("dataset")
+    if dataset is not None:
+        dataset["properties"]["kind"]["enum"] = list(kind_names())
+        dataset["allOf"] = [{"if": {"properties": {"kind": {"const": kind}}}, "then": {"$ref": f"#/definitions/{kind}"}}
+                            for kind in kind_names()]
     return _inline_refs(schema, schema)
 
 
@@ -113,21 +121,19 @@ def expand_seeds(config: dict[str, Any]) -> None:
             runs[name] = derived
 
 
-BUILTIN_DATASETS = ("synth", "voc", "coco")
-
-
 def _fill_dataset_kinds(config: dict[str, Any]) -> None:
-    """Before validation: the built-in datasets synth, voc and coco always exist, and an entry under one of those
-    names without a ``kind`` is of that kind."""
+    """Before validation: the built-in datasets (:func:`wsss.data.kinds.builtin_datasets`: synth, voc, coco) always
+    exist, and an entry under one of those names without a ``kind`` is of that kind."""
     datasets = config.get("datasets")
     if datasets is None:
         datasets = config["datasets"] = {}
     if not isinstance(datasets, dict):
         return  # the schema reports it
-    for name in BUILTIN_DATASETS:
+    builtin = builtin_datasets()
+    for name in builtin:
         datasets.setdefault(name, {})
     for name, entry in datasets.items():
-        if name in BUILTIN_DATASETS and isinstance(entry, dict) and "kind" not in entry:
+        if name in builtin and isinstance(entry, dict) and "kind" not in entry:
             entry["kind"] = name
 
 
@@ -151,33 +157,6 @@ def check_synth_classes(config: dict[str, Any]) -> None:
             raise InputError("config", f"datasets.{name}.num_classes: {entry['num_classes']} does not match "
                                        f"datasets.{name}.classes, which names {count}; leave num_classes out or set "
                                        f"it to {count}")
-
-
-# Synth keys added after synth datasets were first generated, at the values that reproduce those datasets: left out
-# of prepare_synth's params while at them, so that adding the keys did not rerun (and retrain) existing synth runs.
-# wsss.data.synth likewise keeps them out of dataset.yaml.
-SYNTH_NEUTRAL = {"texture_scale": 1.0, "classes": None}
-
-
-def preparer_params(entry: dict[str, Any]) -> dict[str, Any]:
-    """A validated dataset entry as its preparer's params: without ``kind`` (which picked the preparer) and, for a
-    synth dataset, without the :data:`SYNTH_NEUTRAL` keys at their neutral values."""
-    neutral = SYNTH_NEUTRAL if entry["kind"] == "synth" else {}
-    return {k: v for k, v in entry.items() if k != "kind" and not (k in neutral and v == neutral[k])}
-
-
-def dataset_splits(entry: dict[str, Any]) -> list[str]:
-    """The split names a (validated) dataset entry will have once prepared, known before it is."""
-    kind = entry["kind"]
-    if kind == "synth":
-        return ["train_aug", "train", "val"]
-    if kind == "voc":
-        return list(entry["splits"])
-    if kind == "coco":
-        return list(entry["subsets"] or entry["splits"])
-    lists = Path(entry["root"]) / "ImageSets" / "Segmentation"
-    extra = sorted(p.stem for p in lists.glob("*.txt")) if lists.is_dir() else []
-    return list(dict.fromkeys(["train", "val", *extra]))
 
 
 def training_split(splits: list[str]) -> str:
