@@ -16,6 +16,7 @@ from wsss.data.loaders import ClassificationTrainSet
 from wsss.errors import InputError
 from wsss.io import write_json
 from wsss.methods import get_method, method_argument
+from wsss.stage_config import parse_view
 from wsss.train import build_optimizer, check_batch_split, fit, resolve_device, seed_everything
 from wsss.validation import HeldoutEvaluator, HeldoutTracker, holdout_split, training_report
 
@@ -23,13 +24,14 @@ log = logging.getLogger("wsss")
 
 
 def main(args, params):
+    params = parse_view("train_cls", params)
     data = VOCLayoutDataset(args.dataset)
     ids = data.ids(args.split)
     train_ids, held_ids = holdout_split(ids, params["holdout_fraction"])
     auto = params["epochs"] == "auto"
     if auto and not held_ids:
         raise InputError("config: cls.epochs", "auto needs held-out images: set cls.holdout_fraction above 0")
-    accumulate = params.get("accumulate", 1)
+    accumulate = params["accumulate"]
     with distributed.session(resolve_device(args.device)) as env:
         check_batch_split("cls", params["batch_size"], accumulate, env.world_size)
         log.info("device %s, %d training images of %s, %d held out (cls.holdout_fraction %s)", env.device,
@@ -48,7 +50,7 @@ def main(args, params):
         tracker = HeldoutTracker("heldout_map", params["min_delta"], params["patience"] if auto else None,
                                  keep_best=auto)
         out = Path(args.out_dir)
-        fingerprint = hashlib.sha256(json.dumps([params, args.method, ids], sort_keys=True).encode()).hexdigest()
+        fingerprint = hashlib.sha256(json.dumps([params.to_params(), args.method, ids], sort_keys=True).encode()).hexdigest()
         result = fit(model, ClassificationTrainSet(data, train_ids, tuple(params["resize_long"]), params["crop"]),
             get_method(args.method).objective(env.device, params["seed"]), optimizer, batch_size=params["batch_size"],
             max_steps=steps, seed=params["seed"], checkpoint=out / "checkpoint.pt",

@@ -22,6 +22,7 @@ from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.transforms import normalize, to_chw
 from wsss.io import write_label_png
 from wsss.ops.cam import upsample_cam
+from wsss.stage_config import TrainIrn
 
 
 def _sections(**overrides) -> dict:
@@ -110,5 +111,5 @@ def test_training_stages_pass_their_amp_key_to_fit(tiny_voc: Path, tmp_path: Pat
     with pytest.raises(Stop):
         irn_stage.main(SimpleNamespace(dataset=str(tiny_voc), split="train", labels=[str(tmp_path / "ir")],
                                        cls_model=None, device="cpu", weights_cache=None,
-                                       out_dir=str(tmp_path / "irn")), {"irn": sections["irn"], "cls_backbone": 18})
+                                       out_dir=str(tmp_path / "irn")), TrainIrn.pick({"irn": sections["irn"], "cls": {"backbone": 18}}))
     assert seen == {"cls": amp, "irn": amp}

@@ -13,3 +13,5 @@ from wsss.methods.registry import (  # noqa: F401
 )
 
 discover()
+
+__all__ = ["Method", "discover", "get_method", "method_argument", "method_names", "register_method"]
