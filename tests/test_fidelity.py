@@ -44,7 +44,7 @@ def _infer(tiny_voc: Path, tmp: Path, model: Path, cls: dict, high_res: str) -> 
 
 
 def test_per_scale_high_res_is_the_reference_sum_of_upsampled_scales(tiny_voc: Path, tmp_path: Path) -> None:
-    """infer_cam with cam.high_res: per_scale stores SPEC §4's high_res = Σ_s bilinear(A_s → (H, W)), each A_s
+    """infer_cam, cam.high_res: per_scale stores high_res = Σ_s bilinear(A_s → (H, W)) (method.md#cam-inference); A_s =
     the max of the CAM and its flipped-back flip at scale s, max-normalised; computed here step by step. The
     default stores none, and every reader then upsamples the stride-4 CAM (the same in both modes)."""
     cls = _sections(cls={**TINY_CLS, "backbone": 18})["cls"]  # ResNet-18: random CAMs that are not all zero

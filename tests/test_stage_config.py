@@ -84,9 +84,13 @@ def test_no_rule_lists_keys_itself() -> None:
     for path in REPO.glob("rules/*.smk"):
         text = path.read_text()
         assert not re.search(r"_KEYS\b|run_cfg\(w\.run\)\[\"(cls|cam|irn|seg)\"\]\)", text), path.name
-    params_lines = [line for p in REPO.glob("rules/*.smk") for line in p.read_text().splitlines()
-                    if re.match(r"\s+cfg=", line)]
-    allowed = re.compile(r"\s+cfg=(lambda w: stage_cfg\(\"\w+\", w\.run\)|lambda w: dataset_params|as_json\(\{\*\*SUMMARY|lambda w: as_json\(\{\"run\")")
+    params_lines = [
+        line for p in REPO.glob("rules/*.smk") for line in p.read_text().splitlines() if re.match(r"\s+cfg=", line)
+    ]
+    allowed = re.compile(
+        r"\s+cfg=(lambda w: stage_cfg\(\"\w+\", w\.run\)|lambda w: dataset_params"
+        r"|as_json\(\{\*\*SUMMARY|lambda w: as_json\(\{\"run\")"
+    )
     assert all(allowed.match(line) for line in params_lines), [line for line in params_lines if not allowed.match(line)]
 
 

@@ -1,4 +1,4 @@
-"""IRN refinement (SPEC §6) as library functions: IR labels from CAMs, IRNet and its loss, random-walk pseudo labels.
+"""IRN refinement (docs/method.md#irnet) as library functions: IR labels from CAMs, IRNet, its loss, random-walk labels.
 
 The stages ``cam_to_ir_label``, ``train_irn``, ``make_pseudo`` and ``eval_pseudo`` are recipes over these functions.
 
@@ -47,7 +47,7 @@ from wsss.train import MicroBatch, Objective
 EPS = 1e-5
 PAD_MULTIPLE = 16
 
-# --------------------------------------------------------------------------------------------- IR labels (§6.1)
+# --------------------------------------------------------------------------------- IR labels (docs/method.md#ir-labels)
 
 
 def ir_label_options(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -110,7 +110,7 @@ def write_ir_labels(tasks: Sequence[tuple[str, str | os.PathLike[str], str | os.
     return dict(zip(("foreground", "background", "ignore"), (int(v) for v in totals)))
 
 
-# ------------------------------------------------------------------------------------------- IRNet model (§6.2)
+# -------------------------------------------------------------------------- IRNet model (docs/method.md#irnet-training)
 
 
 def backbone_depth(params: Mapping[str, Any], cls_depth: int) -> int:
@@ -146,7 +146,7 @@ def optimizer_groups(model: IRNet, lr_mult_disp: float) -> list[dict[str, Any]]:
     return [{"params": edge, "lr_mult": 1.0}, {"params": disp, "lr_mult": lr_mult_disp}]
 
 
-# ------------------------------------------------------------------------------------------------ IRN loss (§6.2)
+# ----------------------------------------------------------------------------- IRN loss (docs/method.md#irnet-training)
 
 
 def pair_loss_maps(edge_logits: torch.Tensor, displacement: torch.Tensor,
@@ -233,7 +233,7 @@ def training_step(model: IRNet, batch: Mapping[str, Any], path_index: PathIndex,
     return IRNObjective(path_index, device).loss(model, batch, None)
 
 
-# ----------------------------------------------------------------------------------------- pseudo labels (§6.3)
+# --------------------------------------------------------------------------- pseudo labels (docs/method.md#random-walk)
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""DeepLabV2 as a trainable, inferable unit (SPEC §7): model from config, MSC loss, multi-scale + flip inference,
+"""DeepLabV2 as a trainable, inferable unit (docs/method.md#deeplabv2): model, MSC loss, multi-scale + flip inference,
 compact logit storage, dense-CRF post-processing, evaluation and the cross-run summary table.
 
 The stages ``train_seg``, ``infer_seg``, ``crf``, ``eval_seg`` and ``summary`` are recipes over these functions.
@@ -103,7 +103,7 @@ def _cross_entropy(logits: torch.Tensor, target: torch.Tensor, total: torch.Tens
 def msc_loss(outputs: Sequence[torch.Tensor], labels: torch.Tensor, names: Sequence[str],
              reduction: str = "sum", totals: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """CE (ignore 255) of each MSC training output against ``labels`` nearest-resized to that output's size,
-    combined by ``sum`` (kazuto1011, SPEC §7.2) or ``mean`` (rulixiang, §7.1). Returns (loss, {name: value}).
+    combined by ``sum`` (kazuto1011) or ``mean`` (rulixiang; docs/method.md#deeplabv2). Returns (loss, {name: value}).
 
     Each CE is a mean over the non-ignored pixels of this batch, or with ``totals`` (one count per output, see
     :func:`msc_label_counts`) the sum over this batch divided by the count over the global batch: this batch's
@@ -288,8 +288,9 @@ def probs_from_logits(logits: np.ndarray | torch.Tensor, size: tuple[int, int]) 
 
 # ---------------------------------------------------------------------------------------------------------- CRF
 def crf_refine(image: np.ndarray, logits: np.ndarray | torch.Tensor, crf: Mapping[str, Any]) -> np.ndarray:
-    """uint8 H×W ids after a dense CRF (SPEC §7.1: 10 iterations, Gaussian 1/3, bilateral 67/3/4 by default) on
-    the raw RGB uint8 ``image``, with the softmax of the logits upsampled to the image size as unary. Only the
+    """uint8 H×W ids after a dense CRF (docs/method.md#dense-crf; the seg.crf keys, by default 10 iterations,
+    Gaussian 1/3, bilateral 67/3/4) on the raw RGB uint8 ``image``, with the softmax of the logits upsampled to the
+    image size as unary. Only the
     labels that can win take part (background and the classes reaching ``label_eps`` somewhere, at most
     ``max_labels`` of them; :func:`wsss.ops.crf.crf_labels_from_probs`); ``label_eps: 0`` is the all-class CRF."""
     settings = dict(crf)
