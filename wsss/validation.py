@@ -226,7 +226,7 @@ def pseudo_coverage(num_classes: int, ids: Sequence[str], cam_paths: dict[str, A
     """Per foreground class over ``ids``: ``classifier`` = images whose stored image-level probability (the CAM
     record's ``scores``) exceeds 0.5, ``pseudo`` = images whose pseudo-label map gives the class at least
     ``min_pixels`` of the image's non-ignored pixels, ``labelled`` = images labelled with it (the CAM keys)."""
-    from wsss.classify import load_cam
+    from wsss.artifacts.cam import load_cam
     from wsss.io import read_label_png
 
     counts = {k: np.zeros(num_classes - 1, np.int64) for k in ("classifier", "pseudo", "labelled")}
