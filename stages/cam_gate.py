@@ -51,7 +51,7 @@ def main(args, params):
                  row["full"], row["area"], row["objective"], row["evidence"])
     for pair, row in summary["pairs"].items():
         log.info("classes %s: CAM region IoU %.3f on %d images", pair, row["iou"], row["images"])
-    passed, message = cam_gate(summary, stats, bool(gates["enabled"]), float(gates["min_cam_evidence"]),
+    passed, message = cam_gate(summary, stats, bool(gates["enabled"]), gates["min_cam_evidence"],
                                float(gates["max_cam_overlap"]), int(gates["min_gate_pairs"]))
     if not passed:
         raise InputError(args.model, message)

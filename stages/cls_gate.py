@@ -26,7 +26,7 @@ def main(args, params):
     except ValueError as err:
         raise InputError(args.heldout, f"not a held-out report ({err})") from None
     passed, message = cls_gate(report, bool(params["enabled"]), float(params["min_cls_f1"]),
-                               float(params["min_prior_gain"]), int(params["min_class_images"]))
+                               params["min_prior_gain"], int(params["min_class_images"]))
     if not passed:
         raise InputError(args.heldout, message)
     (log.info if message.startswith("cls gate passed") else log.warning)(message)

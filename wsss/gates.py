@@ -22,7 +22,7 @@ def _frequent_advice(prevalence: float) -> str:
     return ("remove or merge the class, or add images without it" if prevalence > NEARLY_ALL else "")
 
 
-def cls_gate(report: dict[str, Any], enabled: bool, min_f1: float, min_gain: float = 0.25,
+def cls_gate(report: dict[str, Any], enabled: bool, min_f1: float, min_gain: float | None = 0.25,
              min_class_images: int = 3) -> tuple[bool, str]:
     """The gate after train_cls on a ``cls/heldout.json`` report: (pass, message).
 
@@ -30,7 +30,7 @@ def cls_gate(report: dict[str, Any], enabled: bool, min_f1: float, min_gain: flo
     at least ``min_gain`` of the gap between the prior and a perfect score, for the micro-F1 (prior: predicting
     every class), the mAP (prior: constant scores, whose AP is the class's prevalence) and every class's AP with at
     least ``min_class_images`` held-out images with and without it (a class with fewer is named as not
-    measurable); and its micro-F1 must reach ``min_f1``. A disabled gate passes with the same message as a warning;
+    measurable); ``min_gain`` None compares with nothing. Its micro-F1 must reach ``min_f1``. A disabled gate passes with the same message as a warning;
     an unmeasured classifier (no held-out images) passes with a warning."""
     f1 = report.get("f1")
     if f1 is None:
@@ -44,16 +44,16 @@ def cls_gate(report: dict[str, Any], enabled: bool, min_f1: float, min_gain: flo
     compared = []
     if every is not None:
         compared.append(f"predicting every class scores micro-F1 {every:.3f}")
-        if _gain(f1, every) < min_gain:
-            failures.append(f"micro-F1 {f1:.3f} closes {_pct(_gain(f1, every))} of the gap from predicting every "
+        if min_gain is not None and _gain(f1, every) < min_gain:
+            failures.append(f"no better than its label prior: micro-F1 {f1:.3f} closes {_pct(_gain(f1, every))} of the gap from predicting every "
                             f"class ({every:.3f}) to 1")
     if mAP is not None and prior_map is not None:
         compared.append(f"constant scores (the prevalences) score mAP {prior_map:.3f}")
-        if _gain(mAP, prior_map) < min_gain:
-            failures.append(f"mAP {mAP:.3f} closes {_pct(_gain(mAP, prior_map))} of the gap from constant scores "
+        if min_gain is not None and _gain(mAP, prior_map) < min_gain:
+            failures.append(f"no better than its label prior: mAP {mAP:.3f} closes {_pct(_gain(mAP, prior_map))} of the gap from constant scores "
                             f"({prior_map:.3f}) to 1")
     weak, unmeasured = [], []
-    for name, row in (prior.get("classes") or {}).items():
+    for name, row in (prior.get("classes") or {}).items() if min_gain is not None else ():
         p = row["prevalence"]
         if row["positives"] < min_class_images or row["negatives"] < min_class_images:
             unmeasured.append(f"{name} ({row['positives']} of {held} held-out images have it)")
@@ -66,7 +66,7 @@ def cls_gate(report: dict[str, Any], enabled: bool, min_f1: float, min_gain: flo
             if p > NEARLY_ALL:
                 causes.append(_frequent_advice(p))
     if weak:
-        failures.append(f"it cannot tell classes {', '.join(weak)} from their prior")
+        failures.append(f"it cannot tell classes {', '.join(weak)} from their label prior")
     if unmeasured:
         notes.append(f"not measurable against their prior (fewer than {min_class_images} held-out images with or "
                      f"without them): {', '.join(unmeasured)}")
@@ -76,14 +76,15 @@ def cls_gate(report: dict[str, Any], enabled: bool, min_f1: float, min_gain: flo
     if notes:
         context += "; " + "; ".join(notes)
     if not failures:
+        prior_part = ("" if min_gain is None else
+                      f" beat the label prior by at least gates.min_prior_gain {min_gain} of the gap to 1 and")
         return True, (f"cls gate passed: held-out micro-F1 {f1:.3f}"
                       + (f", mAP {mAP:.3f}" if mAP is not None else "")
-                      + f" beat the label prior by at least gates.min_prior_gain {min_gain} of the gap to 1 and "
-                        f"reach gates.min_cls_f1 {min_f1} ({context})")
+                      + f"{prior_part} reach gates.min_cls_f1 {min_f1} ({context})")
     advice = "; ".join(dict.fromkeys(c for c in causes if c)) or ""
-    problem = (f"the classifier is no better than its label prior on the held-out images: {'; '.join(failures)} "
-               f"(gates.min_prior_gain {min_gain}; {context}). It did not learn these classes and every later stage "
-               f"inherits that; {advice + '; ' if advice else ''}{GATE_ADVICE}")
+    problem = (f"held-out image-level micro-F1 {f1:.3f}: {'; '.join(failures)} (gates.min_prior_gain {min_gain}; "
+               f"{context}): the classifier did not learn these classes and every later stage inherits that; "
+               f"{advice + '; ' if advice else ''}{GATE_ADVICE}")
     if not enabled:
         return True, f"gates.enabled is false, running on: {problem}"
     return False, f"{problem}; gates.enabled: false runs on anyway"
@@ -97,14 +98,15 @@ CAM_ADVICE = ("start from pretrained weights (cls.pretrained: imagenet) or use l
               "cls.crop), so the classifier sees the objects rather than the scene")
 
 
-def cam_gate(summary: dict[str, Any], stats: dict[str, Any], enabled: bool, min_evidence: float,
+def cam_gate(summary: dict[str, Any], stats: dict[str, Any], enabled: bool, min_evidence: float | None,
              max_overlap: float, min_pairs: int = 5) -> tuple[bool, str]:
     """The gate after the CAMs on :meth:`wsss.calibrate.LocalisationEvidence.summary` and the training labels'
     :func:`wsss.data.statistics.label_statistics`: (pass, message). A class with at least ``min_pairs`` measured
     images fails when its CAM region's keep − area beats the best of the baselines (a centred region of the same
     area, a uniform map) by less than ``min_evidence``; a class pair labelled together in at least ``min_pairs``
     images fails when their CAM regions' mean IoU exceeds ``max_overlap`` (the CAMs cannot tell them apart). The
-    message names the classes, their prevalence and co-occurrence in the labels, and what would help."""
+    message names the classes, their prevalence and co-occurrence in the labels, and what would help.
+    ``min_evidence`` None judges no class's evidence."""
     names = stats["classes"]
     prevalence = dict(zip(names, stats["prevalence"]))
     index = {n: i for i, n in enumerate(names)}
@@ -113,7 +115,7 @@ def cam_gate(summary: dict[str, Any], stats: dict[str, Any], enabled: bool, min_
         if row["pairs"] < min_pairs:
             unmeasured.append(name)
             continue
-        if row["evidence"] < min_evidence:
+        if min_evidence is not None and row["evidence"] < min_evidence:
             weak.append(f"{name} (present in {100 * prevalence[name]:.0f} % of the images; CAM keep − area "
                         f"{row['objective']:.3f} vs centre map {row['centre_objective']:.3f}, uniform map "
                         f"{row['uniform_objective']:.3f}: evidence {row['evidence']:.3f})")
@@ -135,7 +137,7 @@ def cam_gate(summary: dict[str, Any], stats: dict[str, Any], enabled: bool, min_
         least = min(summary["classes"].items(), key=lambda kv: kv[1]["evidence"], default=None)
         worst = max(summary["pairs"].items(), key=lambda kv: kv[1]["iou"], default=None)
         detail = [f"least evidence {least[0]} {least[1]['evidence']:.3f} >= gates.min_cam_evidence {min_evidence}"
-                  ] if least else []
+                  ] if least and min_evidence is not None else []
         if worst:
             detail.append(f"largest overlap {worst[0].replace('|', '/')} IoU {worst[1]['iou']:.2f} <= "
                           f"gates.max_cam_overlap {max_overlap}")
