@@ -177,7 +177,8 @@ rule cam_gate:
                 "cls": run_cfg(w.run)["cls"],
                 "cam": {k: run_cfg(w.run)["cam"][k] for k in ("bg_score", "calibration_images")},
                 "gates": {
-                    k: config["gates"][k] for k in ("enabled", "min_cam_evidence", "max_cam_overlap", "min_gate_pairs")
+                    k: config["gates"][k]
+                    for k in ("enabled", "min_cam_evidence", "cam_evidence_se", "max_cam_overlap", "min_gate_pairs")
                 },
             }
         ),

@@ -52,12 +52,14 @@ def main(args, params):
     for pair, row in summary["pairs"].items():
         log.info("classes %s: CAM region IoU %.3f on %d images", pair, row["iou"], row["images"])
     passed, message = cam_gate(summary, stats, bool(gates["enabled"]), gates["min_cam_evidence"],
-                               float(gates["max_cam_overlap"]), int(gates["min_gate_pairs"]))
+                               float(gates["max_cam_overlap"]), int(gates["min_gate_pairs"]),
+                               float(gates["cam_evidence_se"]))
     if not passed:
         raise InputError(args.model, message)
     (log.info if message.startswith("cam gate passed") else log.warning)(message)
     write_json(args.out, {"passed": True, "enabled": bool(gates["enabled"]),
-                          **{k: gates[k] for k in ("min_cam_evidence", "max_cam_overlap", "min_gate_pairs")},
+                          **{k: gates[k] for k in ("min_cam_evidence", "cam_evidence_se", "max_cam_overlap",
+                                                     "min_gate_pairs")},
                           "images": len(ids), "split": args.split, "message": message, "evidence": summary,
                           "labels": {k: stats[k] for k in ("images", "prevalence", "jaccard")}})
 

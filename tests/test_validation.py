@@ -324,8 +324,8 @@ def test_epochs_accepts_a_number_or_auto(repo: Path) -> None:
     valid = validate_config({"runs": {"a": {"dataset": "synth", "cls": {"epochs": "auto"}}}}, schema)
     assert valid["cls"]["holdout_fraction"] == 0.1 and valid["gates"] == {
         "enabled": True, "min_cls_f1": 0.6, "min_seg_fit": 0.6, "seg_fit_images": 64, "coverage_ratio": 0.2,
-        "coverage_min_pixels": 0.01, "min_prior_gain": 0.25, "min_class_images": 3, "min_cam_evidence": 0.05,
-        "max_cam_overlap": 0.5, "min_gate_pairs": 5}
+        "coverage_min_pixels": 0.01, "min_prior_gain": 0.25, "min_class_images": 3, "min_cam_evidence": 0.0,
+        "cam_evidence_se": 2.0, "max_cam_overlap": 0.5, "min_gate_pairs": 5}
     with pytest.raises(InputError, match="runs.a.cls.epochs"):
         validate_config({"runs": {"a": {"dataset": "synth", "cls": {"epochs": "forever"}}}}, schema)
 

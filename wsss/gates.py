@@ -99,11 +99,12 @@ CAM_ADVICE = ("start from pretrained weights (cls.pretrained: imagenet) or use l
 
 
 def cam_gate(summary: dict[str, Any], stats: dict[str, Any], enabled: bool, min_evidence: float | None,
-             max_overlap: float, min_pairs: int = 5) -> tuple[bool, str]:
+             max_overlap: float, min_pairs: int = 5, se_factor: float = 2.0) -> tuple[bool, str]:
     """The gate after the CAMs on :meth:`wsss.calibrate.LocalisationEvidence.summary` and the training labels'
     :func:`wsss.data.statistics.label_statistics`: (pass, message). A class with at least ``min_pairs`` measured
     images fails when its CAM region's keep − area beats the best of the baselines (a centred region of the same
-    area, a uniform map) by less than ``min_evidence``; a class pair labelled together in at least ``min_pairs``
+    area, a uniform map) by less than ``min_evidence`` even ``se_factor`` standard errors (over its images) above
+    the mean, i.e. beyond the sampling noise of a class measured on a few images; a class pair labelled together in at least ``min_pairs``
     images fails when their CAM regions' mean IoU exceeds ``max_overlap`` (the CAMs cannot tell them apart). The
     message names the classes, their prevalence and co-occurrence in the labels, and what would help.
     ``min_evidence`` None judges no class's evidence."""
@@ -115,10 +116,12 @@ def cam_gate(summary: dict[str, Any], stats: dict[str, Any], enabled: bool, min_
         if row["pairs"] < min_pairs:
             unmeasured.append(name)
             continue
-        if min_evidence is not None and row["evidence"] < min_evidence:
+        upper = row["evidence"] + se_factor * (row.get("evidence_se") or 0.0)
+        if min_evidence is not None and upper < min_evidence:
             weak.append(f"{name} (present in {100 * prevalence[name]:.0f} % of the images; CAM keep − area "
                         f"{row['objective']:.3f} vs centre map {row['centre_objective']:.3f}, uniform map "
-                        f"{row['uniform_objective']:.3f}: evidence {row['evidence']:.3f})")
+                        f"{row['uniform_objective']:.3f}: evidence {row['evidence']:.3f}, at most {upper:.3f} with "
+                        f"{se_factor:g} standard errors)")
             if prevalence[name] > NEARLY_ALL:
                 advice.append(f"remove or merge {name}, or add images without it")
     same = []
@@ -134,9 +137,12 @@ def cam_gate(summary: dict[str, Any], stats: dict[str, Any], enabled: bool, min_
     if unmeasured:
         baseline += f"; fewer than {min_pairs} images to measure {', '.join(unmeasured)}"
     if not weak and not same:
-        least = min(summary["classes"].items(), key=lambda kv: kv[1]["evidence"], default=None)
+        least = min(summary["classes"].items(), key=lambda kv: kv[1]["evidence"] + se_factor * (kv[1].get(
+            "evidence_se") or 0.0), default=None)
         worst = max(summary["pairs"].items(), key=lambda kv: kv[1]["iou"], default=None)
-        detail = [f"least evidence {least[0]} {least[1]['evidence']:.3f} >= gates.min_cam_evidence {min_evidence}"
+        detail = [f"least evidence {least[0]} {least[1]['evidence']:.3f} (+{se_factor:g} standard errors "
+                  f"{least[1]['evidence'] + se_factor * (least[1].get('evidence_se') or 0.0):.3f}) >= "
+                  f"gates.min_cam_evidence {min_evidence}"
                   ] if least and min_evidence is not None else []
         if worst:
             detail.append(f"largest overlap {worst[0].replace('|', '/')} IoU {worst[1]['iou']:.2f} <= "
