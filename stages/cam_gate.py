@@ -12,7 +12,13 @@ import sys
 import torch
 from tqdm import tqdm
 
-from wsss.calibrate import LocalisationEvidence, add_localisation, calibration_set, classifier_scores, resolve_auto
+from wsss.calibrate import (
+    LocalisationEvidence,
+    add_localisation,
+    calibration_set,
+    classifier_scores,
+    resolve_auto,
+)
 from wsss.classify import index_cam_dirs, load_cam, load_classifier
 from wsss.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset

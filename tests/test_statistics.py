@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from wsss.data.statistics import cooccurring_pairs, frequent_classes, label_statistics, label_warnings
+from wsss.data.statistics import (
+    cooccurring_pairs,
+    frequent_classes,
+    label_statistics,
+    label_warnings,
+)
 
 
 def test_counts_cooccurrence_and_jaccard_are_the_known_answers() -> None:

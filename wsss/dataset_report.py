@@ -17,14 +17,14 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from PIL import Image
 
-from wsss.data.dataset import VOCLayoutDataset  # noqa: E402
-from wsss.data.statistics import label_statistics, label_warnings  # noqa: E402
-from wsss.errors import InputError  # noqa: E402
-from wsss.io import atomic_path, write_json, write_text  # noqa: E402
+from wsss.data.dataset import VOCLayoutDataset
+from wsss.data.statistics import label_statistics, label_warnings
+from wsss.errors import InputError
+from wsss.io import atomic_path, write_json, write_text
 
 
 def dataset_summary(data: VOCLayoutDataset, split: str) -> dict[str, Any]:
@@ -111,8 +111,8 @@ def markdown(summary: dict[str, Any], figure: str, title: str) -> str:
     def table(head: list[str], rows: list[list[str]]) -> list[str]:
         return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows)]
 
-    lines = [f"# {title}", "", f"Dataset `{summary['root']}`; label statistics of split `{summary['split']}` "
-             f"({stats['images']} images).", "", "## Warnings", ""]
+    lines = [f"# {title}", "", (f"Dataset `{summary['root']}`; label statistics of split `{summary['split']}` "
+                                f"({stats['images']} images)."), "", "## Warnings", ""]
     lines += [f"- {w}" for w in warnings] or ["- none"]
     lines += ["", "## Splits", "", *table(["split", "images", "masks"], splits), "", "## Classes", "",
               *table(["class", "images", "prevalence"], classes), "",

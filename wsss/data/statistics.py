@@ -8,7 +8,8 @@ Pure numpy on a multi-hot label matrix (no image read), so the gates can name th
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
