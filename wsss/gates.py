@@ -61,7 +61,7 @@ def cls_gate(report: dict[str, Any], enabled: bool, min_f1: float, min_gain: flo
                 causes.append(_frequent_advice(p))
             continue
         gain = _gain(row["ap"], p)
-        if gain < min_gain:
+        if min_gain is not None and gain < min_gain:
             weak.append(f"{name} (AP {row['ap']:.3f} vs its prevalence {p:.3f}: {_pct(gain)} of the gap)")
             if p > NEARLY_ALL:
                 causes.append(_frequent_advice(p))
