@@ -38,7 +38,7 @@ rule cls_gate:
     output:
         "results/{run}/cls/gate.json",
     params:
-        cfg=as_json({k: config["gates"][k] for k in ("enabled", "min_cls_f1")}),
+        cfg=as_json({k: config["gates"][k] for k in ("enabled", "min_cls_f1", "min_prior_gain", "min_class_images")}),
     log:
         "logs/{run}/cls_gate.log",
     benchmark:
@@ -161,3 +161,44 @@ rule calibrate:
         f"OMP_NUM_THREADS={{threads}} {gpu_stage('calibrate')} --params {{params.cfg:q}} --dataset {{params.dataset:q}}"
         " --split {params.split:q} --cams {input.cams:q} --method {params.method:q} --model {input.model:q}"
         " --device {params.device:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule cam_gate:
+    input:
+        run_dataset,
+        model="results/{run}/cls/model.pt",
+        cams=lambda w: cam_shards(w.run, run_cfg(w.run)["cls"]["train_split"]),
+        calibration=lambda w: calibration_input(w.run, "cam.bg_score"),
+    output:
+        "results/{run}/cam/gate.json",
+    params:
+        cfg=lambda w: as_json(
+            {
+                "cls": run_cfg(w.run)["cls"],
+                "cam": {k: run_cfg(w.run)["cam"][k] for k in ("bg_score", "calibration_images")},
+                "gates": {
+                    k: config["gates"][k]
+                    for k in ("enabled", "min_cam_evidence", "cam_evidence_se", "max_cam_overlap", "min_gate_pairs")
+                },
+            }
+        ),
+        method=lambda w: run_cfg(w.run)["method"],
+        dataset=lambda w: dataset_root(w.run),
+        split=lambda w: run_cfg(w.run)["cls"]["train_split"],
+        device=config["device"],
+    log:
+        "logs/{run}/cam_gate.log",
+    benchmark:
+        "benchmarks/{run}/cam_gate.tsv"
+    priority: 10  # IRNet's labels wait for it
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=lambda w: gpus(w.run, "cls"),
+    conda:
+        "../envs/wsss.yaml"
+    shell:
+        f"OMP_NUM_THREADS={{threads}} {gpu_stage('cam_gate')} --params {{params.cfg:q}} --dataset {{params.dataset:q}}"
+        " --split {params.split:q} --cams {input.cams:q} --method {params.method:q} --model {input.model:q}"
+        " --calibration {input.calibration:q} --device {params.device:q} --out {output:q} > {log:q} 2>&1"

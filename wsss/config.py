@@ -152,7 +152,8 @@ def check_synth_classes(config: dict[str, Any]) -> None:
 # Synth keys added after synth datasets were first generated, at the values that reproduce those datasets: left out
 # of prepare_synth's params while at them, so that adding the keys did not rerun (and retrain) existing synth runs.
 # wsss.data.synth likewise keeps them out of dataset.yaml.
-SYNTH_NEUTRAL = {"texture_scale": 1.0, "classes": None}
+SYNTH_NEUTRAL = {"texture_scale": 1.0, "classes": None, "frequent_class": None, "frequent_fraction": 0.97,
+                 "paired_classes": None}
 
 
 def preparer_params(entry: dict[str, Any]) -> dict[str, Any]:
