@@ -479,7 +479,8 @@ def part_infer_cam(device: torch.device, tiny: bool) -> list[Row]:
     def run() -> None:
         with torch.inference_mode():
             multiscale_cams(lambda x: cam_and_scores(model, x), images, keys, scales, cfg["cam"]["fusion"],
-                            max_batch=8, with_high_res=False, with_scores=True)
+                            max_batch=8, with_high_res=False, with_scores=True,
+                            max_pixels=cfg["cam"]["batch_pixels"])
 
     run()
     _sync(device)
