@@ -5,6 +5,7 @@ failing part still reports every row as it comes."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -56,7 +57,8 @@ def test_rows_come_as_parts_finish_and_a_failing_or_hanging_part_does_not_stop_t
     out = tmp_path / "rows.json"
     cmd = [sys.executable, SCRIPT, "--cpu", "--json", str(out), "--only", "resume", "walk", "syncbn", "lease",
            "--fault", "walk:raise", "--fault", "syncbn:hang", "--limit", "syncbn=25"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # the script must flush by itself
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     arrivals: list[tuple[str, bool, float]] = []  # (line, run still going, time)
     start = time.monotonic()
     for line in proc.stdout:
