@@ -170,7 +170,8 @@ def main() -> None:
         irn_keys = ["conf_fg", "conf_bg", "crf_gt_prob", "crf_iters", "crf_pos", "crf_bi"]
         pseudo_keys = ["backbone", "pretrained", "rw_radius", "beta", "exp_times", "bg_threshold", "boundary_canvas"]
         seg_keys = ["backbone", "norm", "style", "aspp_rates", "msc_scales", "test_scales", "test_flip"]
-        cam = {k: cfg["cam"][k] for k in ("scales", "fusion", "batch_scales", "high_res") if k in cfg["cam"]}
+        cam = {k: cfg["cam"][k] for k in ("scales", "fusion", "batch_scales", "batch_pixels", "high_res")
+               if k in cfg["cam"]}
         steps = [
             ("infer_cam", 1, [*common, "--params", json.dumps({"cls": cfg["cls"], "cam": cam}), "--method",
                               cfg["method"], "--model", str(models["cls"]), "--device", "cpu", "--out",

@@ -65,7 +65,10 @@ rule infer_cam:
         cfg=lambda w: as_json(
             {
                 "cls": run_cfg(w.run)["cls"],
-                "cam": {k: run_cfg(w.run)["cam"][k] for k in ("scales", "fusion", "batch_scales", "high_res")},
+                "cam": {
+                    k: run_cfg(w.run)["cam"][k]
+                    for k in ("scales", "fusion", "batch_scales", "batch_pixels", "high_res")
+                },
             }
         ),
         method=lambda w: run_cfg(w.run)["method"],

@@ -33,6 +33,7 @@ def main(args, params):
             keys = [label_keys(data.label_vector(i)) for i in chunk]
             cams = multiscale_cams(lambda x: cam_and_scores(model, x), images, keys, cam["scales"], cam["fusion"],
                                    batch_scales=cam["batch_scales"], max_batch=args.batch,
+                                   max_pixels=cam["batch_pixels"],
                                    with_high_res=cam.get("high_res") == "per_scale", with_scores=True)
             for image_id, image, result in zip(chunk, images, cams):
                 # the scale-1.0 forward gave the image-level scores; a forward of their own only without one

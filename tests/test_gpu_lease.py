@@ -211,3 +211,18 @@ def test_config_timeout_reaches_the_gpu_jobs(tmp_path: Path) -> None:
     lease_lines = [line for line in timed.stdout.splitlines() if "-m wsss.gpu_lease" in line or "-m wsss.launch" in line]
     assert len(lease_lines) >= 3  # train_cls (launch) and the infer_cam shards (gpu_lease)
     assert all("WSSS_GPU_LEASE_TIMEOUT=30 " in line for line in lease_lines)
+
+
+def test_lease_env_numbers_gpus_in_pci_order(tmp_path: Path) -> None:
+    """The leased ids are nvidia-smi's (PCI order): CUDA must count the same way (without CUDA_DEVICE_ORDER it puts
+    the fastest GPU first and may use another GPU than the locked one). Planted bug caught: not setting it."""
+    lease = acquire(1, gpus=["0", "1"], directory=tmp_path)
+    try:
+        env = lease.env({"CUDA_DEVICE_ORDER": "FASTEST_FIRST", "PATH": "/bin"})
+        assert env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID" and env["CUDA_VISIBLE_DEVICES"] == lease.ids[0]
+        assert env["PATH"] == "/bin"
+    finally:
+        lease.release()
+    from wsss.gpu_lease import Lease
+
+    assert Lease([]).env({"X": "1"}) == {"X": "1"}  # no lease, no change

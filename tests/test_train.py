@@ -142,3 +142,64 @@ def test_non_finite_loss_raises_and_writes_no_weights(tmp_path: Path) -> None:
     assert Checkpoint.load(tmp_path / "ckpt.pt").step == 2  # the last good state stays resumable
     for k, v in model.state_dict().items():  # the NaN gradients were never applied
         assert torch.equal(v, before[k]) and torch.isfinite(v).all()
+
+
+class _MovesToFloat64(torch.nn.Linear):
+    """A stand-in for a model moved to another device: ``fit``'s ``model.to(device)`` makes it float64 (a dtype,
+    like a device, that ``Optimizer.load_state_dict`` casts the loaded state to from the parameters it sees then)."""
+
+    def to(self, *args, **kwargs):
+        return super().to(torch.float64)
+
+
+def _state_off_its_parameter(optimizer: torch.optim.Optimizer) -> list[str]:
+    """Optimizer state tensors not on their parameter's device and dtype (``step`` counters stay CPU scalars)."""
+    bad = []
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for key, value in optimizer.state.get(p, {}).items():
+                if torch.is_tensor(value) and key != "step" and (value.device, value.dtype) != (p.device, p.dtype):
+                    bad.append(f"{key}: {value.device}/{value.dtype} vs parameter {p.device}/{p.dtype}")
+    return bad
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+@pytest.mark.parametrize("where", ["float64_stand_in", "cuda"])
+def test_resumed_optimizer_state_follows_the_parameters_device(tmp_path: Path, name: str, where: str) -> None:
+    """Resume onto another device (CUDA, or a float64 move observable on CPU): before the first step every optimizer
+    state tensor sits with its parameter. Fails when fit loads the optimizer state before moving the model (the
+    state then stays where the CPU-built parameters were, and the first CUDA step meets two devices)."""
+    if where == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    torch.manual_seed(0)
+    source = torch.nn.Linear(4, 1)
+    opt = build_optimizer([{"params": source.parameters()}], name, 0.05, 1e-4, 0.9)
+    batch = NoisyRegression()[(0, 1)]
+    loss, _ = _step(source, {"x": batch["x"][None], "y": batch["y"][None]}, 0)
+    loss.backward()
+    opt.step()
+    assert opt.state_dict()["state"], "the checkpoint must carry optimizer state"
+    Checkpoint(source.state_dict(), opt.state_dict(), 2, {"fingerprint": "f1"}).save(tmp_path / "ckpt.pt")
+
+    model = (_MovesToFloat64 if where == "float64_stand_in" else torch.nn.Linear)(4, 1)
+    device = torch.device("cuda" if where == "cuda" else "cpu")
+    resumed = build_optimizer([{"params": model.parameters()}], name, 0.05, 1e-4, 0.9)
+    seen: list[list[str]] = []
+    original_step = resumed.step
+
+    def checked_step(*args, **kwargs):
+        seen.append(_state_off_its_parameter(resumed))
+        return original_step(*args, **kwargs)
+
+    resumed.step = checked_step
+
+    def step_fn(m, b, step):
+        p = next(m.parameters())
+        return _step(m, {k: v.to(p.device, p.dtype) for k, v in b.items()}, step)
+
+    fit(model, NoisyRegression(), step_fn, resumed, batch_size=4, max_steps=4, seed=3,
+        checkpoint=tmp_path / "ckpt.pt", checkpoint_every=5, final_weights=tmp_path / "model.pt",
+        log_csv=tmp_path / "log.csv", device=device, fingerprint="f1")
+    assert len(seen) == 2, "fit resumes at step 2 of 4"
+    assert seen[0] == [], seen[0]
+    assert _state_off_its_parameter(resumed) == []

@@ -180,10 +180,14 @@ class Lease:
     files: list[IO[bytes]] = field(default_factory=list)
 
     def env(self, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
-        """``environ`` with ``CUDA_VISIBLE_DEVICES`` set to the leased ids (unchanged for an empty lease)."""
+        """``environ`` with ``CUDA_VISIBLE_DEVICES`` set to the leased ids and ``CUDA_DEVICE_ORDER=PCI_BUS_ID``
+        (the ids are ``nvidia-smi``'s, which counts in PCI bus order; CUDA's default order puts the fastest GPU
+        first, so on a machine with mixed models the locked GPU and the used one could differ). Unchanged for an
+        empty lease."""
         out = dict(environ)
         if self.ids:
             out["CUDA_VISIBLE_DEVICES"] = ",".join(self.ids)
+            out["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
         return out
 
     def release(self) -> None:

@@ -215,7 +215,8 @@ class IRNObjective(Objective):
         self.path_index, self.device = path_index, device
 
     def counts(self, model: torch.nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
-        return pair_label_counts(self.path_index.pair_labels(batch["label"]))
+        # where the batch goes (the GPU when there is one), without the N×K×h'×w' pair labels
+        return self.path_index.pair_label_counts(batch["label"].to(self.device, non_blocking=True))
 
     def loss(self, model: torch.nn.Module, batch: Mapping[str, Any],
              micro: MicroBatch | None) -> tuple[torch.Tensor, dict[str, float]]:
