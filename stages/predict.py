@@ -9,7 +9,7 @@ import torch
 
 from wsss.cli import run_stage, shard_ids, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
-from wsss.io import atomic_dir
+from wsss.io import atomic_dir, check_apart
 from wsss.predict import list_images, predict_images
 from wsss.segment import load_segmenter
 from wsss.train import resolve_device
@@ -18,6 +18,7 @@ log = logging.getLogger("wsss")
 
 
 def main(args, params):
+    check_apart(args.images, args.out, "image folder")
     paths = shard_ids(list_images(args.images), args)
     data = VOCLayoutDataset(args.dataset)
     device = resolve_device(args.device)

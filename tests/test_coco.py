@@ -289,13 +289,17 @@ def test_unknown_category_and_image_name_the_json(tmp_path):
 def test_missing_image_file_is_named(coco_root, tmp_path, prepared):
     out = tmp_path / "out"
     prepare_coco(coco_root, out)
+    before = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     root = write_root(tmp_path / "root")
     missing = root / "val2014" / f"{V4}.jpg"
     missing.unlink()
     with pytest.raises(InputError) as err:
         prepare_coco(root, out)
     assert err.value.path == str(missing) and "missing" in err.value.problem
-    assert not (out / "dataset.yaml").exists() and not (out / "labels.tsv").exists()  # no longer looks complete
+    # built in a temp folder (issue 18; the old code rendered in place and left partial masks and links behind):
+    # the previous complete output survives byte for byte, and no temp is left
+    assert {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
 def test_bad_json_wrong_size_and_category_mismatch(tmp_path):

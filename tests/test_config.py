@@ -225,3 +225,33 @@ def test_ir_label_thresholds_ordered_or_auto(schema: dict) -> None:
     check_runs(cfg(conf_fg="auto", conf_bg="auto", bg_threshold="auto"))
     with pytest.raises(InputError, match="irn.bg_threshold"):
         cfg(bg_threshold="sometimes")
+
+
+@pytest.mark.parametrize("entry, expected", [
+    ({"kind": "folder", "root": "resources/mine"}, "datasets.mine.root: 'resources/mine' overlaps the output "
+                                                   "folder 'resources/mine'"),
+    ({"kind": "folder", "root": "resources/mine/raw"}, "datasets.mine.root: 'resources/mine/raw' overlaps the "
+                                                       "output folder 'resources/mine'"),
+    ({"kind": "folder", "root": "."}, "datasets.mine.root: '.' overlaps the output folder 'resources/coco'"),
+    ({"kind": "folder", "root": "results/x"}, "datasets.mine.root: 'results/x' overlaps the output folder "
+                                              "'results'"),
+    ({"kind": "coco", "root": "resources/synth"}, "datasets.mine.root: 'resources/synth' overlaps the output "
+                                                  "folder 'resources/synth'"),
+])
+def test_root_overlapping_an_output_folder_is_a_config_error(schema: dict, tmp_path: Path, monkeypatch,
+                                                             entry: dict, expected: str) -> None:
+    """Data loss (issue 18): these passed validation and prepare_folder then deleted the user's folder.
+    Planted bug: drop check_output_paths from validate_config."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError) as err:
+        validate_config({"datasets": {"mine": entry}, "runs": {"r": {"dataset": "mine"}}}, schema, "config.yaml")
+    assert str(err.value).startswith(f"config.yaml: {expected}"), str(err.value)
+
+
+def test_roots_apart_from_outputs_pass(schema: dict, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    validate_config({"datasets": {"mine": {"kind": "folder", "root": "data/mine"},
+                                  "voc": {"root": "resources/voc/VOCdevkit/VOC2012"}},
+                     "predict": {"new": "photos"}, "runs": {"r": {"dataset": "mine"}}}, schema)
+    with pytest.raises(InputError, match="predict.new: 'results/r/predict' overlaps the output folder 'results'"):
+        validate_config({"predict": {"new": "results/r/predict"}, "runs": {"r": {"dataset": "synth"}}}, schema)

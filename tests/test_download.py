@@ -249,7 +249,7 @@ def test_corrupt_archive_keeps_previous_extraction(tmp_path):
     good = _tar_with(tmp_path / "good.tar", "good/other.txt")
     dest = tmp_path / "out"
     extract(good, dest, "good")
-    assert sorted(p.name for p in dest.iterdir()) == ["file.txt", "other.txt"]
+    assert sorted(p.name for p in dest.iterdir()) == [".wsss-output", "file.txt", "other.txt"]
     assert (dest / "file.txt").read_text() == "g"
 
     truncated = tmp_path / "truncated.tar.gz"
@@ -265,7 +265,7 @@ def test_corrupt_archive_keeps_previous_extraction(tmp_path):
         with pytest.raises(InputError) as err:
             extract(bad, dest, "good")
         assert str(bad) in str(err.value)
-        assert sorted(p.name for p in dest.iterdir()) == ["file.txt", "other.txt"]  # untouched
+        assert sorted(p.name for p in dest.iterdir()) == [".wsss-output", "file.txt", "other.txt"]  # untouched
     with pytest.raises(InputError, match="no folder"):
         extract(good, tmp_path / "out2", "VOCdevkit/VOC2012")
     assert not (tmp_path / "out2").exists()
@@ -358,7 +358,7 @@ def test_links_outside_the_extracted_subdir_are_skipped(tmp_path):
     """Members outside ``subdir`` are never written, so a link there does not block the extraction."""
     archive = _tar_with(tmp_path / "a.tar", "other/link", type=tarfile.SYMTYPE, linkname="../../x")
     extract(archive, tmp_path / "out", "good")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["file.txt"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".wsss-output", "file.txt"]
 
 
 def test_tar_path_through_existing_symlink_rejected(tmp_path, monkeypatch):

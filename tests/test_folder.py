@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -154,3 +155,41 @@ def test_stage_script_prints_one_line(tmp_path: Path) -> None:
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: {root / 'images' / 'b.png'}: image 'b' has no labels"], proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("root_rel, out_rel", [
+    ("resources/mine", "resources/mine"),          # the issue's exact config: root is the output folder
+    ("resources/mine/raw", "resources/mine"),      # root inside the output folder
+    ("data", "data/resources/mine"),               # root containing the output folder
+])
+def test_root_and_output_overlap_leaves_every_user_file(tmp_path: Path, root_rel: str, out_rel: str) -> None:
+    """Data loss (issue 18): on the old code the stage built in a temp folder and then rmtree'd --out whole,
+    user's images/ and labels.csv included, exit 0. Planted bug: drop the overlap check and the marker check."""
+    root = tmp_path / root_rel
+    make_folder(root)
+    before = _snapshot(tmp_path)
+    proc = subprocess.run([sys.executable, str(REPO / "stages" / "prepare_folder.py"), "--params",
+                           f'{{"root": "{root_rel}", "classes": ["cat", "dog"]}}', "--out", out_rel],
+                          cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "overlaps the output folder" in errors[0], proc.stderr
+    assert _snapshot(tmp_path) == before  # every user file byte-identical, nothing added
+
+
+def test_replacing_a_folder_the_pipeline_did_not_write_is_refused(tmp_path: Path) -> None:
+    """The last guard before rmtree: an existing, non-empty folder without the pipeline's marker is the user's.
+    Planted bug: atomic_dir replacing any folder (the old code) deletes user.txt."""
+    root, out = tmp_path / "m", tmp_path / "out"
+    make_folder(root)
+    out.mkdir()
+    (out / "user.txt").write_text("mine")
+    with pytest.raises(InputError, match="not written by this pipeline"):
+        prepare_folder({"root": str(root)}, out)
+    assert (out / "user.txt").read_text() == "mine"
+    prepare_folder({"root": str(root)}, tmp_path / "ok")
+    prepare_folder({"root": str(root)}, tmp_path / "ok")  # its own output is replaced as before

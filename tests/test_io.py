@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from wsss.errors import InputError
-from wsss.io import _host, atomic_dir, atomic_path, read_label_png, read_rgb, voc_palette, write_jpeg, write_label_png
+from wsss.io import OUTPUT_MARKER, _host, atomic_dir, atomic_path, read_label_png, read_rgb, voc_palette, write_jpeg, write_label_png
 
 
 def test_label_png_roundtrip_and_palette(tmp_path: Path) -> None:
@@ -42,16 +42,16 @@ def test_atomic_path_leaves_nothing_on_error(tmp_path: Path) -> None:
 
 def test_atomic_dir_replaces_whole(tmp_path: Path) -> None:
     target = tmp_path / "d"
-    target.mkdir()
-    (target / "old").write_text("x")
+    with atomic_dir(target) as tmp:
+        (tmp / "old").write_text("x")
     with atomic_dir(target) as tmp:
         (tmp / "new").write_text("y")
-    assert sorted(p.name for p in target.iterdir()) == ["new"]
+    assert sorted(p.name for p in target.iterdir()) == [OUTPUT_MARKER, "new"]
     with pytest.raises(ValueError):
         with atomic_dir(target) as tmp:
             (tmp / "partial").write_text("z")
             raise ValueError
-    assert sorted(p.name for p in target.iterdir()) == ["new"]
+    assert sorted(p.name for p in target.iterdir()) == [OUTPUT_MARKER, "new"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
 
 

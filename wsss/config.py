@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,7 @@ def validate_config(config: dict[str, Any], schema: dict[str, Any], source: str 
         check_synth_classes(config)
         expand_seeds(config)
         check_runs(config)
+        check_output_paths(config)
     except InputError as err:
         raise InputError(source, err.problem) from None
     return config
@@ -194,6 +196,40 @@ def check_runs(config: dict[str, Any]) -> None:
             raise InputError("config", f"runs.{run}.cls.crop: {cfg['cls']['crop']} gives a {side}x{side} feature map at "
                                        f"output stride {POOL_STRIDE}, below the {POOL_LEVELS}x{POOL_LEVELS} level of "
                                        f"hybrid pooling; use crop >= {POOL_STRIDE * POOL_LEVELS}")
+
+
+OUTPUT_ROOT = "results"
+DATASET_ROOT = "resources"
+
+
+def _overlap(a: str, b: str) -> bool:
+    ra, rb = Path(os.path.realpath(a)), Path(os.path.realpath(b))
+    return ra == rb or ra in rb.parents or rb in ra.parents
+
+
+def check_output_paths(config: dict[str, Any]) -> None:
+    """No input folder is, lies inside or contains a folder the pipeline writes and replaces whole: a dataset's
+    ``root`` against every ``resources/<dataset>`` and ``results/`` (a VOC root may lie inside its own
+    ``resources/<name>``, where downloads land), a ``predict`` folder against ``results/``. Relative paths start
+    at the working directory, as in the stages."""
+    outputs = [f"{DATASET_ROOT}/{name}" for name in sorted(config["datasets"])] + [OUTPUT_ROOT]
+    for name, entry in sorted(config["datasets"].items()):
+        root = entry.get("root")
+        if not isinstance(root, str):
+            continue
+        own = f"{DATASET_ROOT}/{name}"
+        for out in outputs:
+            if entry["kind"] == "voc" and out == own and Path(os.path.realpath(own)) in Path(
+                    os.path.realpath(root)).parents:
+                continue
+            if _overlap(root, out):
+                raise InputError("config", f"datasets.{name}.root: {root!r} overlaps the output folder {out!r} "
+                                           f"(equal, inside or containing it), which the pipeline replaces; move "
+                                           f"the data outside {DATASET_ROOT}/ and {OUTPUT_ROOT}/")
+    for name, folder in sorted(config["predict"].items()):
+        if _overlap(folder, OUTPUT_ROOT):
+            raise InputError("config", f"predict.{name}: {folder!r} overlaps the output folder {OUTPUT_ROOT!r} "
+                                       f"(equal, inside or containing it); move the images elsewhere")
 
 
 STAGE_SECTIONS = ("cls", "cam", "irn", "seg")

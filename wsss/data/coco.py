@@ -55,7 +55,7 @@ from tqdm import tqdm
 
 from wsss.data.dataset import format_labels_tsv, validate_id
 from wsss.errors import InputError
-from wsss.io import DEFAULT_MAX_PIXELS, IGNORE, write_label_png, write_text
+from wsss.io import DEFAULT_MAX_PIXELS, IGNORE, atomic_dir, check_apart, write_label_png, write_text
 
 log = logging.getLogger(__name__)
 
@@ -406,13 +406,26 @@ def prepare_coco(root: str | Path | None, out: str | Path, splits: dict[str, str
     by default); each subset needs ``{root}/{subset}/`` and ``{root}/annotations/instances_{subset}.json``.
     ``subsets`` instead maps split names to any ``{"images": folder, "annotations": instances JSON}`` (COCO 2017,
     exports of annotation tools). ``workers`` processes render masks (output identical for any count).
-    ``dataset.yaml``, ``classes.txt`` and ``labels.tsv`` are removed first and written last, so an interrupted run
-    never looks complete.
+    The dataset is built in a temp folder beside ``out`` and swapped in whole on success, so a failed or
+    interrupted run leaves the previous output (and no partial masks or links).
     """
     files = _check_params(root, splits, subsets, min_area, workers)
-    out = Path(out)
-    for name in ("dataset.yaml", "classes.txt", "labels.tsv"):
-        (out / name).unlink(missing_ok=True)
+    final = Path(out)
+    if root is not None:
+        check_apart(root, final, "COCO root")
+    for json_path, image_dir in files.values():
+        check_apart(image_dir, final, "COCO image folder")
+        if Path(os.path.realpath(final)) in Path(os.path.realpath(json_path)).parents:
+            raise InputError(json_path, f"instances JSON lies inside the output folder {final}, which is replaced "
+                                        "whole: keep your data outside resources/ and results/")
+    with atomic_dir(final) as tmp:
+        lists = _prepare_coco_into(files, tmp, min_area, workers, max_pixels)
+    return lists
+
+
+def _prepare_coco_into(files: dict[str, tuple[Path, Path]], out: Path, min_area: int, workers: int,
+                       max_pixels: int | None) -> dict[str, list[str]]:
+    """:func:`prepare_coco`'s work, into the fresh folder ``out`` (a temp folder swapped in on success)."""
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
         (out / sub).mkdir(parents=True, exist_ok=True)
 

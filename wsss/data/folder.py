@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from wsss.data.dataset import format_labels_tsv, read_id_list, validate_id
 from wsss.errors import InputError
-from wsss.io import atomic_dir, read_label_png, write_text
+from wsss.io import atomic_dir, check_apart, read_label_png, write_text
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +165,7 @@ def prepare_folder(params: Mapping[str, Any], out: str | Path) -> dict[str, list
     root = Path(os.path.abspath(opts["root"]))
     if not root.is_dir():
         raise InputError(root, "dataset root is not a directory")
+    check_apart(root, out, "dataset root")
     images = list_images(root / opts["images"])
     csv_path = root / opts["labels"]
     labels = read_labels_csv(csv_path, images) if csv_path.is_file() else None
