@@ -149,3 +149,32 @@ def test_stale_temps_of_dead_processes_swept(tmp_path: Path) -> None:
     finally:
         live.kill()
         live.wait()
+
+
+UMASK_SCRIPT = """
+import os, stat, sys
+from pathlib import Path
+import numpy as np
+os.umask(int(sys.argv[2], 8))
+from wsss.io import atomic_dir, write_label_png, write_text
+out = Path(sys.argv[1])
+write_text(out / "classes.txt", "background\\n")
+write_label_png(out / "mask.png", np.zeros((2, 2), np.uint8))
+with atomic_dir(out / "folder") as tmp:
+    write_text(tmp / "ids.txt", "a\\n")
+for p in ("classes.txt", "mask.png", "folder", "folder/ids.txt"):
+    print(p, oct(stat.S_IMODE((out / p).stat().st_mode)))
+"""
+
+
+@pytest.mark.parametrize("umask, file_mode, dir_mode", [("022", "0o644", "0o755"), ("002", "0o664", "0o775")])
+def test_atomic_outputs_follow_the_umask(tmp_path: Path, umask: str, file_mode: str, dir_mode: str) -> None:
+    """Outputs get the mode a direct write would give (issue 18: they kept mkstemp's 0600 / mkdtemp's 0700, so
+    nobody else in a group could read results). Planted bug: drop _as_if_created. Runs in a subprocess so this
+    process's umask is untouched."""
+    proc = subprocess.run([sys.executable, "-c", UMASK_SCRIPT, str(tmp_path / "out"), umask], capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert proc.returncode == 0, proc.stderr
+    modes = dict(line.split() for line in proc.stdout.splitlines())
+    assert modes == {"classes.txt": file_mode, "mask.png": file_mode, "folder": dir_mode,
+                     "folder/ids.txt": file_mode}

@@ -68,6 +68,26 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it (``/proc/self/status``; elsewhere set and restored)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _as_if_created(path: Path, directory: bool) -> None:
+    """Give a temp made by ``mkstemp``/``mkdtemp`` (mode 0600/0700) the mode a file or folder created directly
+    gets under the process umask, so outputs are as readable as the user's umask says (group projects)."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
 _swept_dirs: set[str] = set()
 
 
@@ -122,6 +142,7 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        _as_if_created(tmp_path, directory=False)
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
@@ -174,6 +195,7 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     sweep_stale_temps(path)
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
     try:
+        _as_if_created(tmp, directory=True)
         (tmp / OUTPUT_MARKER).touch()
         yield tmp
         _check_replaceable(path)
