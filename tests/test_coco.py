@@ -357,3 +357,37 @@ def test_decompression_bomb_header_is_named(tmp_path, monkeypatch):
         prepare_coco(root, tmp_path / "out")
     assert err.value.path.endswith(".jpg") and "decompression bomb" in err.value.problem
     assert not (tmp_path / "out" / "dataset.yaml").exists()
+
+
+def test_annotations_that_draw_no_pixel_give_no_label(tmp_path, caplog):
+    """Detection-only exports (``"segmentation": []``) and polygons outside the image (issue 18: on the old code
+    their classes went into labels.tsv while the mask had none). Planted bug: keep area-0 instances in
+    semantic_mask's ``kept``."""
+    def spoil(d):
+        d["val2014"]["annotations"] += [ann(40, 4, 1, []), ann(41, 4, 3, [box(100, 100, 110, 110)])]
+    root = broken_root(tmp_path / "r", spoil)
+    with caplog.at_level("WARNING"):
+        prepare_coco(root, tmp_path / "o")
+    assert VOCLayoutDataset(tmp_path / "o").label_names(V4) == ("teddy_bear",)
+    assert [r.getMessage() for r in caplog.records if "draw no pixel" in r.getMessage()] == [
+        f"{root / 'annotations' / 'instances_val2014.json'}: 2 non-crowd annotations draw no pixel (empty "
+        "segmentation or outside the image) and give no label"]
+
+    def detection_only(d):
+        for a in d["val2014"]["annotations"]:
+            a["segmentation"] = []
+    root = broken_root(tmp_path / "r2", detection_only)
+    with pytest.raises(InputError, match="none of its 2 non-crowd annotations draws a pixel") as err:
+        prepare_coco(root, tmp_path / "o2")
+    assert err.value.path.endswith("instances_val2014.json")
+
+
+def test_train_equal_to_val_is_warned(coco_root, tmp_path, caplog):
+    """The same JSON and images for two splits (issue 18: accepted silently, val then measures training
+    images). Planted bug: drop the warning in prepare_coco."""
+    same = {"images": str(coco_root / "train2014"),
+            "annotations": str(coco_root / "annotations" / "instances_train2014.json")}
+    with caplog.at_level("WARNING"):
+        prepare_coco(None, tmp_path / "o", subsets={"train": same, "val": dict(same)})
+    assert any("splits train and val are the same images and annotations" in r.getMessage()
+               for r in caplog.records)

@@ -219,7 +219,7 @@ def semantic_mask(height: int, width: int, instances: Sequence[Instance],
     """
     areas = [int(a) for a in mask_utils.area([inst.rle for inst in instances])] if instances else []
     kept = sorted((-area, inst.ann_id, k) for k, (inst, area) in enumerate(zip(instances, areas))
-                  if not inst.iscrowd and area >= min_area)
+                  if not inst.iscrowd and area >= max(min_area, 1))  # one that draws no pixel gives no label
     pixels = _decode([inst.rle for inst in instances], height, width)
     label = np.zeros((height, width), dtype=np.uint8)
     for _, _, k in kept:
@@ -305,8 +305,9 @@ def _link(target: Path, link: Path) -> None:
     os.replace(tmp, link)
 
 
-def _render_record(task: tuple[ImageRecord, str, str, int]) -> tuple[str, tuple[int, ...] | None, str | None]:
-    """Worker: render one image's mask and link its image; returns (id, class ids, None) or (path, None, problem).
+def _render_record(task: tuple[ImageRecord, str, str, int]) -> tuple[str, tuple[int, ...] | None, str | None, int]:
+    """Worker: render one image's mask and link its image; returns (id, class ids, None, number of non-crowd
+    annotations that draw no pixel) or (path, None, problem, 0).
 
     Errors come back as values because InputError does not survive pickling between processes.
     """
@@ -327,12 +328,14 @@ def _render_record(task: tuple[ImageRecord, str, str, int]) -> tuple[str, tuple[
                                                   f"{json_path}: annotation {a.ann_id}"))
                      for a in record.annotations]
         label, classes = semantic_mask(record.height, record.width, instances, min_area)
+        areas = mask_utils.area([inst.rle for inst in instances]) if instances else []
+        empty = sum(1 for inst, area in zip(instances, areas) if not inst.iscrowd and area == 0)
         if classes:
             write_label_png(Path(out) / "SegmentationClass" / f"{record.image_id}.png", label)
             _link(record.path, Path(out) / "JPEGImages" / f"{record.image_id}.jpg")
-        return record.image_id, classes, None
+        return record.image_id, classes, None, empty
     except InputError as err:
-        return err.path, None, err.problem
+        return err.path, None, err.problem, 0
 
 
 def _render_subset(subset: CocoSubset, out: Path, min_area: int, pool: Any) -> dict[str, tuple[int, ...]]:
@@ -344,13 +347,22 @@ def _render_subset(subset: CocoSubset, out: Path, min_area: int, pool: Any) -> d
     else:
         results = pool.imap(_render_record, tasks, chunksize=max(1, min(32, len(tasks) // 64)))
     kept: dict[str, tuple[int, ...]] = {}
-    for key, classes, problem in tqdm(results, total=len(tasks), desc=f"coco {subset.json_path.stem}", unit="img"):
+    empty = 0
+    for key, classes, problem, no_pixels in tqdm(results, total=len(tasks), desc=f"coco {subset.json_path.stem}",
+                                                 unit="img"):
         if problem is not None:
             raise InputError(key, problem)
+        empty += no_pixels
         if classes:
             kept[key] = classes
     n_ann = sum(len(r.annotations) for r in subset.images)
     n_crowd = sum(a.iscrowd for r in subset.images for a in r.annotations)
+    if empty and empty == n_ann - n_crowd:
+        raise InputError(subset.json_path, f"none of its {empty} non-crowd annotations draws a pixel (empty "
+                                           "segmentation or outside the image: a detection-only export?)")
+    if empty:
+        log.warning("%s: %d non-crowd annotations draw no pixel (empty segmentation or outside the image) and give "
+                    "no label", subset.json_path, empty)
     log.info("%s: %d images, %d annotations (%d crowd); kept %d images, dropped %d without a kept non-crowd "
              "instance", subset.json_path.name, len(subset.images), n_ann, n_crowd, len(kept),
              len(subset.images) - len(kept))
@@ -430,6 +442,11 @@ def _prepare_coco_into(files: dict[str, tuple[Path, Path]], out: Path, min_area:
         (out / sub).mkdir(parents=True, exist_ok=True)
 
     sources = list(dict.fromkeys(files.values()))  # (JSON, image folder) pairs, each rendered once
+    for source in sources:
+        shared = [split for split, other in files.items() if other == source]
+        if len(shared) > 1:
+            log.warning("splits %s are the same images and annotations (%s): evaluation on one of them measures "
+                        "training images", " and ".join(shared), source[0])
     reference: tuple[tuple[int, ...], tuple[str, ...], str] | None = None  # categories, names, JSON file name
     kept: dict[tuple[Path, Path], dict[str, tuple[int, ...]]] = {}
     ctx = multiprocessing.get_context()
