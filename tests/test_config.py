@@ -255,3 +255,21 @@ def test_roots_apart_from_outputs_pass(schema: dict, tmp_path: Path, monkeypatch
                      "predict": {"new": "photos"}, "runs": {"r": {"dataset": "mine"}}}, schema)
     with pytest.raises(InputError, match="predict.new: 'results/r/predict' overlaps the output folder 'results'"):
         validate_config({"predict": {"new": "results/r/predict"}, "runs": {"r": {"dataset": "synth"}}}, schema)
+
+
+def test_folder_lists_named_like_builtin_splits_are_not_picked(schema: dict, tmp_path: Path, monkeypatch) -> None:
+    """Issue 18: a user's train_aug.txt silently made every stage train on it (training_split prefers it, for VOC).
+    A folder dataset trains on train unless a run's train_split says otherwise. Planted bug: the old default."""
+    monkeypatch.chdir(tmp_path)
+    lists = tmp_path / "data" / "ImageSets" / "Segmentation"
+    lists.mkdir(parents=True)
+    for name in ("train", "val", "train_aug", ".hidden"):
+        (lists / f"{name}.txt").write_text("a\n")
+    cfg = validate_config({"datasets": {"mine": {"kind": "folder", "root": "data"}},
+                           "runs": {"r": {"dataset": "mine"}, "aug": {"dataset": "mine",
+                                                                     "seg": {"train_split": "train_aug"}}}}, schema)
+    from wsss.config import dataset_splits, run_config
+    assert dataset_splits(cfg["datasets"]["mine"]) == ["train", "val", "train_aug"]
+    r = run_config(cfg, "r")
+    assert [r[s]["train_split"] for s in ("cls", "irn", "seg")] == ["train"] * 3 and r["cam"]["eval"] == {}
+    assert run_config(cfg, "aug")["seg"]["train_split"] == "train_aug"

@@ -193,3 +193,43 @@ def test_replacing_a_folder_the_pipeline_did_not_write_is_refused(tmp_path: Path
     assert (out / "user.txt").read_text() == "mine"
     prepare_folder({"root": str(root)}, tmp_path / "ok")
     prepare_folder({"root": str(root)}, tmp_path / "ok")  # its own output is replaced as before
+
+
+def test_split_rules_lone_train_list_and_overlap(tmp_path: Path) -> None:
+    """Issue 18: a lone train.txt was ignored (hash split) and train/val overlap accepted. Planted bug: the old
+    ``train.txt and val.txt`` condition."""
+    root = tmp_path / "m"
+    make_folder(root)
+    lists = root / "ImageSets" / "Segmentation"
+    lists.mkdir(parents=True)
+    (lists / "train.txt").write_text("\ufeffa\nb\nd\n")  # a BOM, as the CSV may have (issue 18: was refused)
+    assert prepare_folder({"root": str(root)}, tmp_path / "o1") == {"train": ["a", "b", "d"], "val": ["c", "e"]}
+    (lists / "train.txt").unlink()
+    (lists / "val.txt").write_text("c\n")
+    assert prepare_folder({"root": str(root)}, tmp_path / "o2") == {"val": ["c"], "train": ["a", "b", "d", "e"]}
+    (lists / "train.txt").write_text("a\nb\nc\n")
+    with pytest.raises(InputError, match="id 'c' is also in train.txt"):
+        prepare_folder({"root": str(root)}, tmp_path / "o3")
+
+
+def test_hidden_files_skipped_and_mask_suffix_case(tmp_path: Path, caplog) -> None:
+    """macOS ``._*`` files stopped the preparer; ``masks/x.PNG`` was ignored; a mask class the CSV row lacks was
+    accepted silently (issue 18). Planted bugs: iterdir without the hidden rule; glob("*.png"); no warning."""
+    root = tmp_path / "m"
+    make_folder(root)
+    (root / "images" / "._a.jpg").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    (root / "masks" / "._a.png").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    write_label_png(root / "masks" / "d.PNG", np.full((30, 70), 1, np.uint8))  # d is "cat dog": fine
+    (root / "labels.csv").write_text("image,labels\na.jpg,dog\nb,dog;cat\nc.PNG,dog\nd,cat dog\ne.png,cat\n")
+    with caplog.at_level("INFO"):
+        prepare_folder({"root": str(root)}, tmp_path / "out")
+    ds = VOCLayoutDataset(tmp_path / "out")
+    assert ds.has_mask("d") and sorted(ds.ids("train") + ds.ids("val")) == list("abcde")
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("skipped 1 hidden file(s)" in m and "._a.jpg" in m for m in messages)
+    # a.png holds class 1 (cat) but a's row says dog
+    assert any("masks hold classes their image's row does not list (images per class: cat 1)" in m
+               for m in messages), messages
+    _image(root / "masks" / "e.jpg", (52, 41))
+    with pytest.raises(InputError, match="mask is a JPEG"):
+        prepare_folder({"root": str(root)}, tmp_path / "out2")

@@ -306,3 +306,17 @@ def test_predict_export_and_submission_targets_in_the_tiny_dag(tiny_dag: Path, t
     assert len(failed) == 1
     assert failed[0].rstrip().splitlines()[-1].startswith("error: bad/zz.png: cannot decode image")
     assert not (work / "results/tiny/predict/bad").exists()
+
+
+def test_hidden_files_are_skipped_with_a_count(tmp_path: Path, caplog) -> None:
+    """Issue 18: the shard predicted ``.x.png`` and the merge skipped it (exit 0 both), and a macOS ``._a.jpg``
+    stopped predict. One rule: hidden files are skipped by every reader, logged with a count. Planted bug:
+    iterdir without the hidden rule in list_images."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.new("RGB", (4, 4)).save(folder / "a.jpg")
+    Image.new("RGB", (4, 4)).save(folder / ".x.png")
+    (folder / "._a.jpg").write_bytes(b"\x00\x05\x16\x07")
+    with caplog.at_level("INFO"):
+        assert [p.name for p in list_images(folder)] == ["a.jpg"]
+    assert any("skipped 2 hidden file(s)" in r.getMessage() for r in caplog.records)

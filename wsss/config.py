@@ -174,7 +174,7 @@ def dataset_splits(entry: dict[str, Any]) -> list[str]:
     if kind == "coco":
         return list(entry["subsets"] or entry["splits"])
     lists = Path(entry["root"]) / "ImageSets" / "Segmentation"
-    extra = sorted(p.stem for p in lists.glob("*.txt")) if lists.is_dir() else []
+    extra = sorted(p.stem for p in lists.glob("*.txt") if not p.name.startswith(".")) if lists.is_dir() else []
     return list(dict.fromkeys(["train", "val", *extra]))
 
 
@@ -250,8 +250,10 @@ def run_config(config: dict[str, Any], run: str) -> dict[str, Any]:
     merged = {"run": run, "dataset": entry["dataset"], "method": entry["method"]}
     for section in STAGE_SECTIONS:
         merged[section] = {**config[section], **entry.get(section, {})}
+    kind = config["datasets"][entry["dataset"]]["kind"]
     splits = dataset_splits(config["datasets"][entry["dataset"]])
-    default = training_split(splits)
+    # a folder's own lists are never picked implicitly (a user's train_aug.txt is not VOC's): it trains on train
+    default = "train" if kind == "folder" else training_split(splits)
     for section in ("cls", "irn", "seg"):
         key = f"runs.{run}.{section}.train_split"
         if merged[section]["train_split"] is None:
@@ -261,5 +263,6 @@ def run_config(config: dict[str, Any], run: str) -> dict[str, Any]:
                                        f"{entry['dataset']!r} (splits: {splits})")
     for section in ("cam", "irn"):
         if merged[section]["eval"] is None:
-            merged[section]["eval"] = {"train": "train_aug"} if {"train", "train_aug"} <= set(splits) else {}
+            merged[section]["eval"] = ({"train": "train_aug"} if kind != "folder" and {"train", "train_aug"} <= set(splits)
+                                       else {})
     return merged

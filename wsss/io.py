@@ -219,6 +219,21 @@ def _check_replaceable(path: Path) -> None:
         raise InputError(path, "exists and is not a folder; refusing to replace it with the output folder")
 
 
+def is_hidden(path: str | os.PathLike[str]) -> bool:
+    """Whether a file is hidden (its name begins with '.': macOS ``._*`` resource forks, ``.DS_Store``, editor
+    and Snakemake files). Every reader of a user's folder skips hidden files, with a count in the log."""
+    return Path(path).name.startswith(".")
+
+
+def visible_files(folder: Path, what: str) -> list[Path]:
+    """The sorted entries of ``folder`` that are not hidden; the hidden ones are counted in one log line."""
+    entries = sorted(folder.iterdir())
+    hidden = [p for p in entries if is_hidden(p)]
+    if hidden:
+        log.info("%s: skipped %d hidden file(s) in %s, e.g. %s", what, len(hidden), folder, hidden[0].name)
+    return [p for p in entries if not is_hidden(p)]
+
+
 def write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write a text file atomically."""
     with atomic_path(path) as tmp:

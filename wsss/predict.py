@@ -27,7 +27,8 @@ import torch
 from tqdm import tqdm
 
 from wsss.errors import InputError
-from wsss.io import atomic_path, read_label_png, read_rgb, voc_palette, write_jpeg, write_label_png
+from wsss.io import (atomic_path, read_label_png, read_rgb, visible_files, voc_palette, write_jpeg,
+                     write_label_png)
 from wsss.models.deeplab import MSC
 from wsss.segment import CRF_DEFAULTS, crf_refine, image_logits, labels_from_logits
 
@@ -38,14 +39,15 @@ _PALETTE = np.asarray(voc_palette(), dtype=np.uint8).reshape(256, 3)
 
 
 def list_images(folder: str | os.PathLike[str]) -> list[Path]:
-    """The images of ``folder`` (``*.jpg``, ``*.jpeg``, ``*.png`` in any case, not recursive), sorted by name.
+    """The images of ``folder`` (``*.jpg``, ``*.jpeg``, ``*.png`` in any case, not recursive, hidden files skipped
+    with a count in the log, as in every reader), sorted by name.
 
     A missing folder, a folder without images, or two images with the same stem (their outputs would collide) is
     an InputError naming the folder."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(folder, "image folder is missing" if not folder.exists() else "not a folder")
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    paths = [p for p in visible_files(folder, "predict") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
     if not paths:
         raise InputError(folder, f"no images ({', '.join('*' + s for s in IMAGE_SUFFIXES)}, any case)")
     seen: dict[str, Path] = {}
