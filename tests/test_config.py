@@ -273,3 +273,41 @@ def test_folder_lists_named_like_builtin_splits_are_not_picked(schema: dict, tmp
     r = run_config(cfg, "r")
     assert [r[s]["train_split"] for s in ("cls", "irn", "seg")] == ["train"] * 3 and r["cam"]["eval"] == {}
     assert run_config(cfg, "aug")["seg"]["train_split"] == "train_aug"
+
+
+CROSS_KEY_CASES = [  # (run overrides, the one line expected); issue 18: each passed validation and failed at stage start
+    ({"irn": {"scale_range": [1.5, 0.5]}}, "runs.r.irn.scale_range: [1.5, 0.5] must be [low, high] with low <= high"),
+    ({"cls": {"resize_long": [640, 320]}}, "runs.r.cls.resize_long: [640, 320] must be [low, high] with low <= high"),
+    ({"seg": {"batch_size": 10, "accumulate": 3}}, "runs.r.seg.batch_size: 10 does not split into seg.accumulate 3 "
+                                                   "micro-batches; make batch_size a multiple of 3"),
+    ({"cls": {"batch_size": 6, "gpus": 4}}, "runs.r.cls.batch_size: 6 does not split into cls.accumulate 1 "
+                                            "micro-batches on each of 4 GPUs (cls.gpus)"),
+    ({"irn": {"crop": 16, "radius": 10}}, "runs.r.irn.crop: 16 is too small for irn.radius 10: crop/4 must exceed "
+                                          "2*(radius-1), so crop > 72"),
+    ({"cls": {"epochs": "auto", "holdout_fraction": 0}}, "runs.r.cls.epochs: auto needs held-out images"),
+    ({"seg": {"style": "caffe", "pretrained": "imagenet"}}, "runs.r.seg.style: 'caffe' expects converted Caffe"),
+]
+
+
+@pytest.mark.parametrize("override, expected", CROSS_KEY_CASES, ids=[c[1].split(":")[0] for c in CROSS_KEY_CASES])
+def test_cross_key_constraints_are_checked_before_anything_trains(schema: dict, override: dict, expected: str) -> None:
+    """Planted bug: drop check_stage_keys from check_runs (each case then validates)."""
+    with pytest.raises(InputError) as err:
+        validate_config({"runs": {"r": {"dataset": "synth", **override}}}, schema, "config.yaml")
+    assert str(err.value).startswith(f"config.yaml: {expected}"), str(err.value)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("runs: {r: {dataset: synth}}\ndatasets: {2024: {kind: synth}}",
+     "datasets.2024: YAML reads this name as a int; names are strings: quote it ('2024':)"),
+    ("runs: {yes: {dataset: synth}}", "runs.True: YAML reads this name as a bool"),
+    ('runs: {"r\\n": {dataset: synth}}', "runs: 'r\\n' does not match"),
+    ('runs: {r: {dataset: synth}}\npredict: {"p\\n": photos}', "predict: 'p\\n' does not match"),
+    ('runs: {r: {dataset: synth}}\ndatasets: {"d\\n": {kind: synth}}', "datasets: 'd\\n' does not match"),
+])
+def test_names_are_plain_strings(schema: dict, text: str, expected: str) -> None:
+    """Issue 18: numbers/booleans as names crashed with a TypeError; names ending in a newline passed ('$' matches
+    before a final newline). Planted bug: drop _check_name_types / the (?!\\n) of the name patterns."""
+    with pytest.raises(InputError) as err:
+        validate_config(yaml.safe_load(text), schema, "config.yaml")
+    assert str(err.value).startswith(f"config.yaml: {expected}"), str(err.value)

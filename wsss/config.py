@@ -67,6 +67,7 @@ def validate_config(config: dict[str, Any], schema: dict[str, Any], source: str 
     type 'integer'``.
     """
     config = copy.deepcopy(config)
+    _check_name_types(config, source)
     _fill_dataset_kinds(config)
     _fill_synth_num_classes(config)
     validator_class = _with_defaults(jsonschema.validators.validator_for(schema))
@@ -84,6 +85,24 @@ def validate_config(config: dict[str, Any], schema: dict[str, Any], source: str 
     except InputError as err:
         raise InputError(source, err.problem) from None
     return config
+
+
+NAMED_SECTIONS = ("datasets", "runs", "predict")
+
+
+def _check_name_types(config: Any, source: str) -> None:
+    """Dataset, run and predict names are strings: YAML reads ``2024:`` as a number and ``yes:`` as a boolean,
+    which the schema's name pattern and ``sorted()`` cannot handle; one line says to quote them."""
+    if not isinstance(config, dict):
+        raise InputError(source, f"(top level): {config!r:.40} is not a mapping of sections")
+    for section in NAMED_SECTIONS:
+        entries = config.get(section)
+        if not isinstance(entries, dict):
+            continue
+        for name in entries:
+            if not isinstance(name, str):
+                raise InputError(source, f"{section}.{name}: YAML reads this name as a {type(name).__name__}; "
+                                         f"names are strings: quote it ('{name}':)")
 
 
 SEEDED_SECTIONS = ("cls", "irn", "seg")
@@ -186,8 +205,9 @@ def training_split(splits: list[str]) -> str:
 def check_runs(config: dict[str, Any]) -> None:
     """Cross-key checks of a validated config: every run names a dataset, its splits exist, its classifier's
     training crop reaches the hybrid-pooling pyramid, and its IR-label thresholds are ordered."""
-    for run in config["runs"]:
+    for run in sorted(config["runs"]):
         cfg = run_config(config, run)
+        check_stage_keys(cfg, f"runs.{run}", config["device"])
         fg, bg = cfg["irn"]["conf_fg"], cfg["irn"]["conf_bg"]
         if "auto" not in (fg, bg) and not bg < fg:
             raise InputError("config", f"runs.{run}.irn.conf_bg: {bg} must be below irn.conf_fg {fg}")
@@ -230,6 +250,34 @@ def check_output_paths(config: dict[str, Any]) -> None:
         if _overlap(folder, OUTPUT_ROOT):
             raise InputError("config", f"predict.{name}: {folder!r} overlaps the output folder {OUTPUT_ROOT!r} "
                                        f"(equal, inside or containing it); move the images elsewhere")
+
+
+def check_stage_keys(cfg: dict[str, Any], where: str, device: str) -> None:
+    """The cross-key constraints the stages check when they start (hours into a run, possibly), checked here first,
+    each with one line naming the keys: range pairs in order, batches that split into micro-batches on every GPU,
+    the IRNet crop the pair radius needs, and the classifier's held-out images for ``epochs: auto``."""
+    for section, key in (("irn", "scale_range"), ("cls", "resize_long")):
+        low, high = cfg[section][key]
+        if low > high:
+            raise InputError("config", f"{where}.{section}.{key}: [{low}, {high}] must be [low, high] with low <= high")
+    for section in ("cls", "irn", "seg"):
+        batch, accumulate = cfg[section]["batch_size"], cfg[section]["accumulate"]
+        world = max(1, cfg[section]["gpus"]) if device != "cpu" else 1
+        if batch % (accumulate * world):
+            gpus = f" on each of {world} GPUs ({section}.gpus)" if world > 1 else ""
+            raise InputError("config", f"{where}.{section}.batch_size: {batch} does not split into {section}.accumulate "
+                                       f"{accumulate} micro-batches{gpus}; make batch_size a multiple of "
+                                       f"{accumulate * world}")
+    crop, radius = cfg["irn"]["crop"], cfg["irn"]["radius"]
+    if crop // 4 <= 2 * (radius - 1):
+        raise InputError("config", f"{where}.irn.crop: {crop} is too small for irn.radius {radius}: crop/4 must exceed "
+                                   f"2*(radius-1), so crop > {8 * (radius - 1)}")
+    if cfg["cls"]["epochs"] == "auto" and not cfg["cls"]["holdout_fraction"] > 0:
+        raise InputError("config", f"{where}.cls.epochs: auto needs held-out images: set cls.holdout_fraction above 0")
+    seg = cfg["seg"]
+    if seg["style"] == "caffe" and seg["pretrained"] in ("imagenet", "from_cls"):
+        raise InputError("config", f"{where}.seg.style: 'caffe' expects converted Caffe weights (a local file in "
+                                   f"seg.pretrained) or none, not seg.pretrained {seg['pretrained']}")
 
 
 STAGE_SECTIONS = ("cls", "cam", "irn", "seg")
