@@ -26,7 +26,8 @@ def main(args, params):
              args.images, len(paths), params["predict_crf"], args.workers)
     model = load_segmenter(params, data.num_classes, args.model, device)
     with atomic_dir(args.out) as tmp, torch.inference_mode():
-        predict_images(model, paths, tmp, params, device, workers=args.workers)
+        predict_images(model, paths, tmp, params, device, workers=args.workers, max_pixels=data.max_pixels,
+                       limit_key=f"datasets.{data.root.name}.max_pixels")
 
 
 if __name__ == "__main__":

@@ -125,8 +125,30 @@ BAD_CASES = {
     "same stem twice": (lambda r: _image(r / "images" / "a.png", (8, 8)), "a.png", "two images share the stem 'a'"),
     "too many pixels": (lambda r: _image(r / "images" / "big.png", (80, 60)), "big.png",
                         "image has 4800 pixels (60x80), above max_pixels 4000"),
-    "bad stem": (lambda r: _image(r / "images" / "my photo.png", (8, 8)), "my photo.png", "invalid image id"),
+    "bad stem": (lambda r: _image(r / "images" / "my photo.png", (8, 8)), "my photo.png",
+                 "invalid image id 'my photo': contains a space"),
+    # issue 18 rows
+    "non-ASCII stem": (lambda r: _image(r / "images" / "café.png", (8, 8)), "café.png",
+                       "invalid image id 'café': contains the non-ASCII character 'é'"),
+    "quoted cell with a comma": (lambda r: (r / "labels.csv").write_text(
+        'image,labels\na,"cat,dog"\nb,dog\nc,dog\nd,cat\ne,cat\n'), "labels.csv:2",
+        "class name 'cat,dog' contains ','"),
+    "NUL in a class name": (lambda r: (r / "labels.csv").write_text(
+        "image,labels\na,cat\nb,do\x00g\nc,dog\nd,cat\ne,cat\n"), "labels.csv:3",
+        "class name 'do\\x00g' contains a control or space character"),
+    "path in a class name": (lambda r: (r / "labels.csv").write_text(
+        "image,labels\na,cat\nb,../x\nc,dog\nd,cat\ne,cat\n"), "labels.csv:3", "class name '../x' contains '/'"),
+    "JPEG mask": (lambda r: _image(r / "masks" / "b.jpg", (33, 50)), "b.jpg", "mask is a JPEG"),
+    "train and val overlap": (lambda r: _lists(r, "a\nb\nc\n", "c\nd\ne\n"), "val.txt",
+                              "id 'c' is also in train.txt (1 shared)"),
 }
+
+
+def _lists(root: Path, train: str, val: str) -> None:
+    lists = root / "ImageSets" / "Segmentation"
+    lists.mkdir(parents=True, exist_ok=True)
+    (lists / "train.txt").write_text(train)
+    (lists / "val.txt").write_text(val)
 
 
 @pytest.mark.parametrize("case", sorted(BAD_CASES))
@@ -233,3 +255,13 @@ def test_hidden_files_skipped_and_mask_suffix_case(tmp_path: Path, caplog) -> No
     _image(root / "masks" / "e.jpg", (52, 41))
     with pytest.raises(InputError, match="mask is a JPEG"):
         prepare_folder({"root": str(root)}, tmp_path / "out2")
+
+
+def test_class_names_are_unicode_normalised(tmp_path: Path) -> None:
+    """Issue 18: 'café' typed precomposed (NFC) and with a combining accent (NFD) became two classes. Planted bug:
+    drop the NFC normalisation in split_names."""
+    root = tmp_path / "m"
+    make_folder(root)
+    (root / "labels.csv").write_text("image,labels\na,caf\u00e9\nb,cafe\u0301\nc,dog\nd,caf\u00e9 dog\ne,dog\n")
+    prepare_folder({"root": str(root)}, tmp_path / "out")
+    assert VOCLayoutDataset(tmp_path / "out").classes == ["background", "caf\u00e9", "dog"]

@@ -39,6 +39,7 @@ import io
 import logging
 import os
 import re
+import unicodedata
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -106,8 +107,25 @@ def list_masks(mask_dir: Path) -> dict[str, Path]:
 
 
 def split_names(text: str) -> list[str]:
-    """Class names of one CSV cell: separated by whitespace or ';'."""
-    return [n for n in _SEP.split(text.strip()) if n]
+    """Class names of one CSV cell: separated by whitespace or ';', Unicode-normalised (NFC), so that ``café``
+    typed with a combining accent and with a precomposed one are one class."""
+    return [unicodedata.normalize("NFC", n) for n in _SEP.split(text.strip()) if n]
+
+
+def class_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a class name (None if it can): names are written one per line to ``classes.txt``
+    and into file names of reports, so no separators (space, ';', ','), control characters, path separators or
+    ``.``/``..``."""
+    if not name:
+        return "is empty"
+    if any(unicodedata.category(ch).startswith("C") or ch.isspace() for ch in name):
+        return "contains a control or space character"
+    for bad in (",", ";", "/", "\\"):
+        if bad in name:
+            return f"contains {bad!r}"
+    if name in (".", "..") or ".." in name:
+        return "contains '..'"
+    return None
 
 
 def read_labels_csv(path: Path, images: Mapping[str, Path]) -> dict[str, list[str]]:
@@ -136,6 +154,10 @@ def read_labels_csv(path: Path, images: Mapping[str, Path]) -> dict[str, list[st
         names = split_names(row[1])
         if not names:
             raise InputError(where, f"image {stem!r} has no labels")
+        for name in names:
+            if (problem := class_name_problem(name)) is not None:
+                raise InputError(where, f"class name {name!r} {problem} (separate labels by spaces or ';'; a quoted "
+                                        "cell is one name)")
         labels[stem] = list(dict.fromkeys(names))
     return labels
 
@@ -147,14 +169,14 @@ def _class_list(classes: list[str] | None, labels: Mapping[str, list[str]] | Non
             raise InputError(source, "labels CSV is missing: without it, list the class names in the dataset's "
                                      "`classes` (mask id k = k-th name) so labels can come from the masks")
         classes = sorted({n for names in labels.values() for n in names})
-    classes = [str(c) for c in classes]
+    classes = [unicodedata.normalize("NFC", str(c)) for c in classes]
     if classes and classes[0] == "background":
         classes = classes[1:]
     if "background" in classes:
         raise InputError("--params", "classes: 'background' may only come first (it is id 0)")
-    bad = [c for c in classes if split_names(c) != [c] or "," in c]
+    bad = [(c, problem) for c in classes if (problem := class_name_problem(c)) is not None]
     if bad:
-        raise InputError("--params", f"classes: names must not contain spaces, ';' or ',': {bad}")
+        raise InputError("--params", f"classes: name {bad[0][0]!r} {bad[0][1]}")
     if len(set(classes)) != len(classes):
         raise InputError("--params", "classes: duplicate names")
     if not classes:
