@@ -227,27 +227,6 @@ def test_ir_label_thresholds_ordered_or_auto(schema: dict) -> None:
         cfg(bg_threshold="sometimes")
 
 
-@pytest.mark.parametrize("entry, expected", [
-    ({"kind": "folder", "root": "resources/mine"}, "datasets.mine.root: 'resources/mine' overlaps the output "
-                                                   "folder 'resources/mine'"),
-    ({"kind": "folder", "root": "resources/mine/raw"}, "datasets.mine.root: 'resources/mine/raw' overlaps the "
-                                                       "output folder 'resources/mine'"),
-    ({"kind": "folder", "root": "."}, "datasets.mine.root: '.' overlaps the output folder 'resources/coco'"),
-    ({"kind": "folder", "root": "results/x"}, "datasets.mine.root: 'results/x' overlaps the output folder "
-                                              "'results'"),
-    ({"kind": "coco", "root": "resources/synth"}, "datasets.mine.root: 'resources/synth' overlaps the output "
-                                                  "folder 'resources/synth'"),
-])
-def test_root_overlapping_an_output_folder_is_a_config_error(schema: dict, tmp_path: Path, monkeypatch,
-                                                             entry: dict, expected: str) -> None:
-    """Data loss (issue 18): these passed validation and prepare_folder then deleted the user's folder.
-    Planted bug: drop check_output_paths from validate_config."""
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(InputError) as err:
-        validate_config({"datasets": {"mine": entry}, "runs": {"r": {"dataset": "mine"}}}, schema, "config.yaml")
-    assert str(err.value).startswith(f"config.yaml: {expected}"), str(err.value)
-
-
 def test_roots_apart_from_outputs_pass(schema: dict, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     validate_config({"datasets": {"mine": {"kind": "folder", "root": "data/mine"},
@@ -275,39 +254,71 @@ def test_folder_lists_named_like_builtin_splits_are_not_picked(schema: dict, tmp
     assert run_config(cfg, "aug")["seg"]["train_split"] == "train_aug"
 
 
-CROSS_KEY_CASES = [  # (run overrides, the one line expected); issue 18: each passed validation and failed at stage start
-    ({"irn": {"scale_range": [1.5, 0.5]}}, "runs.r.irn.scale_range: [1.5, 0.5] must be [low, high] with low <= high"),
-    ({"cls": {"resize_long": [640, 320]}}, "runs.r.cls.resize_long: [640, 320] must be [low, high] with low <= high"),
-    ({"seg": {"batch_size": 10, "accumulate": 3}}, "runs.r.seg.batch_size: 10 does not split into seg.accumulate 3 "
-                                                   "micro-batches; make batch_size a multiple of 3"),
-    ({"cls": {"batch_size": 6, "gpus": 4}}, "runs.r.cls.batch_size: 6 does not split into cls.accumulate 1 "
-                                            "micro-batches on each of 4 GPUs (cls.gpus)"),
-    ({"irn": {"crop": 16, "radius": 10}}, "runs.r.irn.crop: 16 is too small for irn.radius 10: crop/4 must exceed "
-                                          "2*(radius-1), so crop > 72"),
-    ({"cls": {"epochs": "auto", "holdout_fraction": 0}}, "runs.r.cls.epochs: auto needs held-out images"),
-    ({"seg": {"style": "caffe", "pretrained": "imagenet"}}, "runs.r.seg.style: 'caffe' expects converted Caffe"),
-]
+# The config surface's bad inputs, one row each: YAML text -> the one line validate_config raises (after
+# "config.yaml: "). A new case is one row. Rows marked 18 passed validation on the old code (then deleted a user's
+# folder, failed hours later at stage start, or crashed with a TypeError).
+BAD_CONFIG = {
+    # 18: a dataset root equal to, inside or containing an output folder
+    "root is the output folder": ("datasets: {mine: {kind: folder, root: resources/mine}}\nruns: {r: {dataset: mine}}",
+                                  "datasets.mine.root: 'resources/mine' overlaps the output folder 'resources/mine'"),
+    "root inside the output folder": ("datasets: {mine: {kind: folder, root: resources/mine/raw}}\n"
+                                      "runs: {r: {dataset: mine}}",
+                                      "datasets.mine.root: 'resources/mine/raw' overlaps the output folder "
+                                      "'resources/mine'"),
+    "root containing the outputs": ("datasets: {mine: {kind: folder, root: .}}\nruns: {r: {dataset: mine}}",
+                                    "datasets.mine.root: '.' overlaps the output folder 'resources/coco'"),
+    "root inside results": ("datasets: {mine: {kind: folder, root: results/x}}\nruns: {r: {dataset: mine}}",
+                            "datasets.mine.root: 'results/x' overlaps the output folder 'results'"),
+    "coco root is another dataset's output": ("datasets: {mine: {kind: coco, root: resources/synth}}\n"
+                                              "runs: {r: {dataset: mine}}",
+                                              "datasets.mine.root: 'resources/synth' overlaps the output folder "
+                                              "'resources/synth'"),
+    "predict folder inside results": ("runs: {r: {dataset: synth}}\npredict: {new: results/r/predict}",
+                                      "predict.new: 'results/r/predict' overlaps the output folder 'results'"),
+    # 18: cross-key constraints the stages checked at start
+    "scale_range order": ("runs: {r: {dataset: synth, irn: {scale_range: [1.5, 0.5]}}}",
+                          "runs.r.irn.scale_range: [1.5, 0.5] must be [low, high] with low <= high"),
+    "resize_long order": ("runs: {r: {dataset: synth, cls: {resize_long: [640, 320]}}}",
+                          "runs.r.cls.resize_long: [640, 320] must be [low, high] with low <= high"),
+    "batch vs accumulate": ("runs: {r: {dataset: synth, seg: {batch_size: 10, accumulate: 3}}}",
+                            "runs.r.seg.batch_size: 10 does not split into seg.accumulate 3 micro-batches; make "
+                            "batch_size a multiple of 3"),
+    "batch vs gpus": ("runs: {r: {dataset: synth, cls: {batch_size: 6, gpus: 4}}}",
+                      "runs.r.cls.batch_size: 6 does not split into cls.accumulate 1 micro-batches on each of 4 GPUs "
+                      "(cls.gpus)"),
+    "irn crop vs radius": ("runs: {r: {dataset: synth, irn: {crop: 16, radius: 10}}}",
+                           "runs.r.irn.crop: 16 is too small for irn.radius 10: crop/4 must exceed 2*(radius-1), so "
+                           "crop > 72"),
+    "epochs auto without holdout": ("runs: {r: {dataset: synth, cls: {epochs: auto, holdout_fraction: 0}}}",
+                                    "runs.r.cls.epochs: auto needs held-out images"),
+    "caffe style with imagenet weights": ("runs: {r: {dataset: synth, seg: {style: caffe, pretrained: imagenet}}}",
+                                          "runs.r.seg.style: 'caffe' expects converted Caffe weights"),
+    # 18: names
+    "number as a dataset name": ("runs: {r: {dataset: synth}}\ndatasets: {2024: {kind: synth}}",
+                                 "datasets.2024: YAML reads this name as a int; names are strings: quote it "
+                                 "('2024':)"),
+    "boolean as a run name": ("runs: {yes: {dataset: synth}}", "runs.True: YAML reads this name as a bool"),
+    "run name ending in a newline": ('runs: {"r\\n": {dataset: synth}}', "runs: 'r\\n' does not match"),
+    "predict name ending in a newline": ('runs: {r: {dataset: synth}}\npredict: {"p\\n": photos}',
+                                         "predict: 'p\\n' does not match"),
+    "dataset name ending in a newline": ('runs: {r: {dataset: synth}}\ndatasets: {"d\\n": {kind: synth}}',
+                                         "datasets: 'd\\n' does not match"),
+    # earlier rows
+    "wrong type": ("runs: {r: {dataset: synth}}\ndatasets: {synth: {seed: x}}",
+                   "datasets.synth.seed: 'x' is not of type 'integer'"),
+    "unknown dataset": ("runs: {r: {dataset: nope}}", "runs.r.dataset: 'nope' is not a dataset"),
+    "conf thresholds order": ("runs: {r: {dataset: synth, irn: {conf_fg: 0.2, conf_bg: 0.3}}}",
+                              "runs.r.irn.conf_bg: 0.3 must be below irn.conf_fg 0.2"),
+}
 
 
-@pytest.mark.parametrize("override, expected", CROSS_KEY_CASES, ids=[c[1].split(":")[0] for c in CROSS_KEY_CASES])
-def test_cross_key_constraints_are_checked_before_anything_trains(schema: dict, override: dict, expected: str) -> None:
-    """Planted bug: drop check_stage_keys from check_runs (each case then validates)."""
-    with pytest.raises(InputError) as err:
-        validate_config({"runs": {"r": {"dataset": "synth", **override}}}, schema, "config.yaml")
-    assert str(err.value).startswith(f"config.yaml: {expected}"), str(err.value)
-
-
-@pytest.mark.parametrize("text, expected", [
-    ("runs: {r: {dataset: synth}}\ndatasets: {2024: {kind: synth}}",
-     "datasets.2024: YAML reads this name as a int; names are strings: quote it ('2024':)"),
-    ("runs: {yes: {dataset: synth}}", "runs.True: YAML reads this name as a bool"),
-    ('runs: {"r\\n": {dataset: synth}}', "runs: 'r\\n' does not match"),
-    ('runs: {r: {dataset: synth}}\npredict: {"p\\n": photos}', "predict: 'p\\n' does not match"),
-    ('runs: {r: {dataset: synth}}\ndatasets: {"d\\n": {kind: synth}}', "datasets: 'd\\n' does not match"),
-])
-def test_names_are_plain_strings(schema: dict, text: str, expected: str) -> None:
-    """Issue 18: numbers/booleans as names crashed with a TypeError; names ending in a newline passed ('$' matches
-    before a final newline). Planted bug: drop _check_name_types / the (?!\\n) of the name patterns."""
+@pytest.mark.parametrize("case", sorted(BAD_CONFIG))
+def test_bad_config_is_one_line(schema: dict, tmp_path: Path, monkeypatch, case: str) -> None:
+    """Planted bugs: drop check_output_paths, check_stage_keys or _check_name_types, or the (?!\\n) of the
+    name patterns: the issue-18 rows then validate (or raise a TypeError)."""
+    text, expected = BAD_CONFIG[case]
+    monkeypatch.chdir(tmp_path)  # relative roots start here
     with pytest.raises(InputError) as err:
         validate_config(yaml.safe_load(text), schema, "config.yaml")
     assert str(err.value).startswith(f"config.yaml: {expected}"), str(err.value)
+    assert "\n" not in str(err.value).replace("\\n", "")
