@@ -196,7 +196,7 @@ def test_root_and_output_overlap_leaves_every_user_file(tmp_path: Path, root_rel
     before = _snapshot(tmp_path)
     proc = subprocess.run([sys.executable, str(REPO / "stages" / "prepare_folder.py"), "--params",
                            f'{{"root": "{root_rel}", "classes": ["cat", "dog"]}}', "--out", out_rel],
-                          cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+                          cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
     assert proc.returncode == 2, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "overlaps the output folder" in errors[0], proc.stderr
@@ -265,3 +265,20 @@ def test_class_names_are_unicode_normalised(tmp_path: Path) -> None:
     (root / "labels.csv").write_text("image,labels\na,caf\u00e9\nb,cafe\u0301\nc,dog\nd,caf\u00e9 dog\ne,dog\n")
     prepare_folder({"root": str(root)}, tmp_path / "out")
     assert VOCLayoutDataset(tmp_path / "out").classes == ["background", "caf\u00e9", "dog"]
+
+
+def test_the_issue_config_through_snakemake_keeps_every_user_file(tmp_path: Path) -> None:
+    """Issue 18's exact config, through the real entry point: `datasets: {mine: {kind: folder, root:
+    resources/mine}}` deleted the user's images/ and labels.csv (exit 0). Now the config is refused naming both
+    paths, and every user file is byte-identical. Planted bug: drop check_output_paths and check_apart."""
+    from helpers import snakemake, write_config
+
+    make_folder(tmp_path / "resources" / "mine")
+    write_config(tmp_path, {"datasets": {"mine": {"kind": "folder", "root": "resources/mine"}},
+                            "runs": {"mine": {"dataset": "mine"}}})
+    before = _snapshot(tmp_path / "resources")
+    proc = snakemake(tmp_path, "--cores", "1", "resources/mine/labels.tsv", timeout=300)
+    assert proc.returncode != 0
+    assert "datasets.mine.root: 'resources/mine' overlaps the output folder 'resources/mine'" in proc.stderr + \
+        proc.stdout
+    assert _snapshot(tmp_path / "resources") == before
