@@ -11,6 +11,7 @@ import jsonschema
 import yaml
 
 from wsss.errors import InputError
+from wsss.io import paths_overlap
 
 
 def _with_defaults(validator_class: type) -> type:
@@ -222,11 +223,6 @@ OUTPUT_ROOT = "results"
 DATASET_ROOT = "resources"
 
 
-def _overlap(a: str, b: str) -> bool:
-    ra, rb = Path(os.path.realpath(a)), Path(os.path.realpath(b))
-    return ra == rb or ra in rb.parents or rb in ra.parents
-
-
 def check_output_paths(config: dict[str, Any]) -> None:
     """No input folder is, lies inside or contains a folder the pipeline writes and replaces whole: a dataset's
     ``root`` against every ``resources/<dataset>`` and ``results/`` (a VOC root may lie inside its own
@@ -242,12 +238,12 @@ def check_output_paths(config: dict[str, Any]) -> None:
             if entry["kind"] == "voc" and out == own and Path(os.path.realpath(own)) in Path(
                     os.path.realpath(root)).parents:
                 continue
-            if _overlap(root, out):
+            if paths_overlap(root, out):
                 raise InputError("config", f"datasets.{name}.root: {root!r} overlaps the output folder {out!r} "
                                            f"(equal, inside or containing it), which the pipeline replaces; move "
                                            f"the data outside {DATASET_ROOT}/ and {OUTPUT_ROOT}/")
     for name, folder in sorted(config["predict"].items()):
-        if _overlap(folder, OUTPUT_ROOT):
+        if paths_overlap(folder, OUTPUT_ROOT):
             raise InputError("config", f"predict.{name}: {folder!r} overlaps the output folder {OUTPUT_ROOT!r} "
                                        f"(equal, inside or containing it); move the images elsewhere")
 
