@@ -226,3 +226,22 @@ def test_lease_env_numbers_gpus_in_pci_order(tmp_path: Path) -> None:
     from wsss.gpu_lease import Lease
 
     assert Lease([]).env({"X": "1"}) == {"X": "1"}  # no lease, no change
+
+
+def test_lock_folder_parents_are_checked(tmp_path: Path) -> None:
+    """Issue 18: under SLURM the lock folder is <base>/slurm-<id>; only the last part was checked, so a base
+    writable by others let another user move slurm-<id> and two jobs share one GPU. Planted bug: drop
+    _check_ancestors."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    with pytest.raises(InputError) as err:
+        prepare_lock_dir(shared / "slurm-17")
+    assert err.value.path == str(shared) and "writable by other users without the sticky bit (mode 777)" in str(err.value)
+    os.chmod(shared, 0o1777)  # like /tmp: others cannot rename what they do not own
+    assert prepare_lock_dir(shared / "slurm-18") == shared / "slurm-18"
+    if os.geteuid() == 0:  # only root can hand a folder to another uid
+        os.chmod(shared, 0o755)
+        os.chown(shared, 12345, -1)
+        with pytest.raises(InputError, match=r"owned by uid 12345, not by this user \(uid 0\) or root"):
+            prepare_lock_dir(shared / "slurm-19")
