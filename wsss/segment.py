@@ -167,6 +167,14 @@ class SegObjective(Objective):
 
 
 # ---------------------------------------------------------------------------------------------------- inference
+def _rounded_length(n: int, scale: float) -> int:
+    """``max(1, round(n·scale))`` (Python's round, half to even). TorchScript's ``round`` returns a float, hence its
+    ``int``; under torch.export ``round`` already gives a symbolic int that ``int()`` would pin to the traced size."""
+    if torch.jit.is_scripting():
+        return max(1, int(round(n * scale)))
+    return max(1, round(n * scale))
+
+
 class TestTimeSegmenter(torch.nn.Module):
     """The test-time inference of a trained DeepLab: B×3×H×W normalised images → B×C×h×w logits on the stride-8
     grid (``model.base.logit_size``). One implementation for :func:`predict_logits` (eager) and the exported
@@ -196,9 +204,11 @@ class TestTimeSegmenter(torch.nn.Module):
         grid = [self.grid_length(height), self.grid_length(width)]
         total = torch.zeros(0)
         for k, s in enumerate(self.scales):
-            size = [max(1, int(round(height * s))), max(1, int(round(width * s)))]
+            # Scale 1.0 is the input itself; any other scale always resizes (to the same size only at a few pixels,
+            # where bilinear with align_corners=False is the identity), so torch.export keeps H and W symbolic.
             x = images
-            if size[0] != height or size[1] != width:
+            if s != 1.0:
+                size = [_rounded_length(height, s), _rounded_length(width, s)]
                 x = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
             if self.flip:
                 x = torch.cat([x, x.flip(-1)])
@@ -207,7 +217,7 @@ class TestTimeSegmenter(torch.nn.Module):
             out = out.float()
             if self.flip:
                 out = torch.cat([out[:batch], out[batch:].flip(-1)])
-            if out.shape[-2] != grid[0] or out.shape[-1] != grid[1]:
+            if s != 1.0:  # at scale 1.0 the output is on the grid already (grid_length is the network's)
                 out = F.interpolate(out, size=grid, mode="bilinear", align_corners=False)
             out_sum = out[:batch] + out[batch:] if self.flip else out
             total = out_sum if k == 0 else total + out_sum
