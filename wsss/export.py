@@ -168,6 +168,7 @@ def metadata(params: dict[str, Any], classes: Sequence[str], run: str | None = N
             "model.ts": {"format": "TorchScript (torch.jit.load; deprecated upstream)", "input": "images",
                          "output": "scores"},
             "model.pt2": {"format": "torch.export program (torch.export.load(path).module())",
+                          "input_dtype": "float32",
                           "dynamic_axes": ["batch", "height", "width"]},
             "model.onnx": {"format": "ONNX", "opset": ONNX_OPSET, "input": INPUT_NAME, "output": OUTPUT_NAME,
                            "input_dtype": "float32", "dynamic_axes": ["batch", "height", "width"]},
