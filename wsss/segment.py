@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
+from wsss.progress import progress
 
 from wsss import distributed
 from wsss.data.dataset import VOCLayoutDataset
@@ -348,11 +348,11 @@ def crf_shard(root: str | os.PathLike[str], ids: Sequence[str], logit_dirs: Sequ
     if workers <= 1:
         _crf_worker_init(str(root), settings, single_thread=False)
         results = (_crf_worker(t) for t in tasks)
-        _raise_first(tqdm(results, **bar))
+        _raise_first(progress(results, **bar))
         return
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(workers, initializer=_crf_worker_init, initargs=(str(root), settings, True)) as pool:
-        _raise_first(tqdm(pool.imap_unordered(_crf_worker, tasks, chunksize=2), **bar))
+        _raise_first(progress(pool.imap_unordered(_crf_worker, tasks, chunksize=2), **bar))
 
 
 def _raise_first(results: Any) -> None:
@@ -369,7 +369,7 @@ def evaluate_segmentation(data: VOCLayoutDataset, ids: Sequence[str], logit_dirs
     logit_paths = index_logit_dirs(logit_dirs, ids)
     crf_paths = index_label_dirs(crf_dirs, ids)
     result = {"no_crf": ConfusionMatrix(n), "crf": ConfusionMatrix(n)}
-    for image_id in tqdm(ids, desc="eval", mininterval=5.0, file=sys.stderr):
+    for image_id in progress(ids, desc="eval", mininterval=5.0, file=sys.stderr):
         gt = data.mask(image_id)
         rec = load_logits(logit_paths[image_id])
         if rec.size != gt.shape:
@@ -389,7 +389,7 @@ def label_fit(model: MSC, data: VOCLayoutDataset, ids: Sequence[str], label_path
     """Confusion over ``ids`` between DeepLab's test-time predictions (:func:`image_logits`) and the label maps it
     trained on (``label_paths``; 255 ignored): how well it fits its own training labels, no mask read."""
     matrix = ConfusionMatrix(data.num_classes)
-    for image_id in tqdm(ids, desc="fit", mininterval=5.0, file=sys.stderr):
+    for image_id in progress(ids, desc="fit", mininterval=5.0, file=sys.stderr):
         target = read_label_png(label_paths[image_id], data.num_classes)
         logits = image_logits(model, data.image(image_id), params, device)
         matrix.update(labels_from_logits(logits, target.shape), target)
