@@ -147,6 +147,7 @@ PT2_LOADER = LOADER.replace("model = torch.jit.load(TS)", "model = torch.export.
 ONNX_LOADER = r"""
 import sys
 sys.path[:] = [p for p in sys.path if p and "-packages" not in p] + [SITE]
+sys.modules["torch"] = None  # a Python without torch (it shares onnxruntime's site-packages here)
 for name in ("wsss", "torch"):
     try:
         __import__(name)
@@ -232,6 +233,7 @@ def test_readme_onnx_snippet_runs_with_onnxruntime_only(tmp_path: Path) -> None:
     code = code.replace("photo.jpg", "photo.png")  # lossless, so that the eager model sees the same pixels
     site = str(Path(torch.__file__).resolve().parents[1])
     script = (f"import sys\nsys.path[:] = [p for p in sys.path if p and '-packages' not in p] + [{site!r}]\n"
+              "sys.modules['torch'] = None  # a Python without torch\n"
               "for name in ('wsss', 'torch'):\n    try:\n        __import__(name)\n    except ImportError:\n"
               "        pass\n    else:\n        raise SystemExit(name + ' importable')\n"
               f"{code}\nassert meta['classes'][0] == 'background' and meta['files']['model.onnx']['opset'] >= 18\n"
