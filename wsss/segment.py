@@ -169,10 +169,17 @@ class SegObjective(Objective):
 # ---------------------------------------------------------------------------------------------------- inference
 def _rounded_length(n: int, scale: float) -> int:
     """``max(1, round(n·scale))`` (Python's round, half to even). TorchScript's ``round`` returns a float, hence its
-    ``int``; under torch.export ``round`` already gives a symbolic int that ``int()`` would pin to the traced size."""
+    ``int``. Elsewhere a scale p/q with q a power of two up to 2^16 (0.5, 0.75, 1.25, …: n·scale is exact in
+    float64, so the result is the same) is rounded in integers, which torch.export keeps symbolic and can save."""
     if torch.jit.is_scripting():
         return max(1, int(round(n * scale)))
-    return max(1, round(n * scale))
+    p, q = scale.as_integer_ratio()
+    if q > 1 << 16:
+        return max(1, round(n * scale))
+    x = n * p
+    r = (x + q // 2) // q  # half up; a tie (x % q == q / 2) with an odd r goes down to the even neighbour
+    m = x % q - q // 2
+    return max(1, r - (1 // (m * m + 1)) * (r % 2) if q > 1 else x)
 
 
 class TestTimeSegmenter(torch.nn.Module):

@@ -130,8 +130,8 @@ class MSC(nn.Module):
         size = logits.shape[-2:]
         pyramid: list[torch.Tensor] = []
         for s in self.scales:
-            # math.floor, not int(): the same on these non-negative lengths, and torch.export keeps it symbolic
-            h, w = max(1, math.floor(x.shape[-2] * s)), max(1, math.floor(x.shape[-1] * s))
+            # math.trunc, not int(): the same on these non-negative lengths, and torch.export keeps it symbolic
+            h, w = max(1, math.trunc(x.shape[-2] * s)), max(1, math.trunc(x.shape[-1] * s))
             pyramid.append(self.base(F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)))
         fusion = [logits]
         for p in pyramid:
