@@ -53,6 +53,7 @@ def progress(iterable: Any = None, *, file: TextIO | None = None, **kwargs: Any)
         return tqdm(iterable, file=file, **kwargs)
     interval = float(os.environ.get("WSSS_PROGRESS_INTERVAL", LOG_INTERVAL))
     kwargs["mininterval"] = max(interval, float(kwargs.get("mininterval", 0.0)))
+    kwargs["maxinterval"] = kwargs["mininterval"]  # tqdm's monitor thread redraws a slow bar after maxinterval
     kwargs.setdefault("ascii", True)
     kwargs["dynamic_ncols"] = False
     kwargs.setdefault("ncols", 100)
