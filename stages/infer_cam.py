@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
+from wsss.progress import progress
 
 from wsss.classify import CamRecord, cam_and_scores, image_scores, load_classifier, save_cam
 from wsss.cli import run_stage, shard_ids, shard_stage_parser
@@ -27,7 +27,7 @@ def main(args, params):
     model = load_classifier(params["cls"], data.num_classes - 1, args.method, args.model, device)
     cam = params["cam"]
     with atomic_dir(args.out) as tmp, torch.inference_mode():
-        for start in tqdm(range(0, len(ids), args.batch), desc="cam", mininterval=5.0, file=sys.stderr):
+        for start in progress(range(0, len(ids), args.batch), desc="cam", mininterval=5.0, file=sys.stderr):
             chunk = ids[start:start + args.batch]
             images = [torch.from_numpy(to_chw(normalize(data.image(i)))).to(device) for i in chunk]
             keys = [label_keys(data.label_vector(i)) for i in chunk]

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from wsss.progress import progress
 
 from wsss.errors import InputError
 from wsss.io import (DEFAULT_MAX_PIXELS, atomic_path, read_label_png, read_rgb, visible_files, voc_palette, write_jpeg,
@@ -80,7 +80,7 @@ def _crf_pool_init() -> None:
 
 def _logits_of(model: MSC, paths: Sequence[Path], params: dict[str, Any], device: torch.device | str,
                max_pixels: int, limit_key: str) -> Iterator[tuple[Path, np.ndarray, np.ndarray]]:
-    for path in tqdm(paths, desc="predict", mininterval=5.0, file=sys.stderr):
+    for path in progress(paths, desc="predict", mininterval=5.0, file=sys.stderr):
         rgb = read_rgb(path, max_pixels=max_pixels, limit_key=limit_key)
         yield path, rgb, image_logits(model, rgb, params, device).numpy()
 
@@ -156,7 +156,7 @@ def write_submission(path: str | os.PathLike[str], ids: Sequence[str], label_pat
                 info = tarfile.TarInfo(name)
                 info.type, info.mode = tarfile.DIRTYPE, 0o755
                 tar.addfile(info)
-            for image_id in tqdm(sorted(ids), desc="submission", mininterval=5.0, file=sys.stderr):
+            for image_id in progress(sorted(ids), desc="submission", mininterval=5.0, file=sys.stderr):
                 labels = read_label_png(label_paths[image_id], num_classes)
                 if (labels == 255).any():
                     raise InputError(label_paths[image_id], "label map has ignore (255) pixels; the server needs a "

@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from wsss.progress import progress
 
 from wsss import distributed
 from wsss.errors import InputError
@@ -371,8 +371,8 @@ def fit(model: torch.nn.Module, dataset: torch.utils.data.Dataset,
         if fh is not None:
             fh.write("\n".join(rows) + ("\n" if rows else ""))
         header_written = bool(rows)
-        for batch in tqdm(loader, total=len(sampler), initial=0, desc="train", mininterval=5.0, file=sys.stderr,
-                          disable=not main):
+        for batch in progress(loader, total=len(sampler), initial=0, desc="train", mininterval=5.0, file=sys.stderr,
+                              disable=not main):
             set_poly_lr(optimizer, step, max_steps, poly_power)
             optimizer.zero_grad(set_to_none=True)
             loss, parts = _train_step(net, objective, batch, step, batch_size=batch_size, accumulate=accumulate,

@@ -51,7 +51,7 @@ import numpy as np
 import yaml
 from PIL import Image, UnidentifiedImageError
 from pycocotools import mask as mask_utils
-from tqdm import tqdm
+from wsss.progress import progress
 
 from wsss.data.dataset import format_labels_tsv, validate_id
 from wsss.errors import InputError
@@ -348,7 +348,7 @@ def _render_subset(subset: CocoSubset, out: Path, min_area: int, pool: Any) -> d
         results = pool.imap(_render_record, tasks, chunksize=max(1, min(32, len(tasks) // 64)))
     kept: dict[str, tuple[int, ...]] = {}
     empty = 0
-    for key, classes, problem, no_pixels in tqdm(results, total=len(tasks), desc=f"coco {subset.json_path.stem}",
+    for key, classes, problem, no_pixels in progress(results, total=len(tasks), desc=f"coco {subset.json_path.stem}",
                                                  unit="img"):
         if problem is not None:
             raise InputError(key, problem)

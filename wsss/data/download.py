@@ -23,7 +23,7 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from tqdm import tqdm
+from wsss.progress import progress
 
 from wsss.errors import InputError
 from wsss.io import atomic_dir, atomic_path, write_text
@@ -124,8 +124,8 @@ def _fetch(url: str, path: Path) -> str:
         with urllib.request.urlopen(url, timeout=60) as response:
             length_header = response.headers.get("Content-Length")
             total = int(length_header) if length_header and length_header.isdigit() else None
-            with open(path, "wb") as out, tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                                               desc=url_filename(url), leave=False) as bar:
+            with open(path, "wb") as out, progress(total=total, unit="B", unit_scale=True, unit_divisor=1024,
+                                                   desc=url_filename(url), leave=False) as bar:
                 while chunk := response.read(_CHUNK):
                     out.write(chunk)
                     digest.update(chunk)

@@ -46,7 +46,7 @@ from typing import Any, Mapping
 import numpy as np
 import yaml
 from PIL import Image, UnidentifiedImageError
-from tqdm import tqdm
+from wsss.progress import progress
 
 from wsss.data.dataset import format_labels_tsv, read_id_list, validate_id
 from wsss.errors import InputError
@@ -238,7 +238,7 @@ def prepare_folder(params: Mapping[str, Any], out: str | Path) -> dict[str, list
 
     max_pixels = params.get("max_pixels")
     derived: dict[str, list[str]] = {}
-    for stem, path in tqdm(sorted(images.items()), desc="check images", unit="img", mininterval=5.0):
+    for stem, path in progress(sorted(images.items()), desc="check images", unit="img", mininterval=5.0):
         size = _image_size(path)
         if max_pixels is not None and size[0] * size[1] > max_pixels:
             raise InputError(path, f"image has {size[0] * size[1]} pixels ({size[1]}x{size[0]}), above max_pixels "
