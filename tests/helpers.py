@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -118,16 +118,16 @@ def planned_reasons(dry_run_stdout: str) -> dict[str, set[str]]:
     return reasons
 
 
-@contextlib.contextmanager
-def edited_config(workdir: Path, config: dict) -> Iterator[None]:
-    """Temporarily replace ``workdir/config.yaml`` (restored byte for byte afterwards, also on failure)."""
-    path = workdir / "config.yaml"
-    before = path.read_bytes()
-    write_config(workdir, config)
-    try:
-        yield
-    finally:
-        path.write_bytes(before)
+def copy_of_dag(workdir: Path, dest: Path, config: dict | None = None) -> Path:
+    """A copy of a built working directory (outputs, timestamps, Snakemake's metadata) at ``dest``, with
+    ``config`` as its config.yaml when given: tests that change or rerun anything work on a copy, never on the
+    session's shared ``tiny_dag`` (a failed assert would leave it changed for every later test)."""
+    import shutil
+
+    shutil.copytree(workdir, dest, symlinks=True)
+    if config is not None:
+        write_config(dest, config)
+    return dest
 
 
 class NoisyRegression(torch.utils.data.Dataset):

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import edited_config, planned_jobs, snakemake, tiny_config, write_config
+from helpers import REPO, copy_of_dag, planned_jobs, snakemake, tiny_config, write_config
 
 from wsss.calibrate import (
     RegionEvidence,
@@ -20,6 +20,7 @@ from wsss.calibrate import (
     resolve_auto,
     walk_regions,
 )
+from wsss.config import load_schema
 from wsss.errors import InputError
 from wsss.irn import labels_from_walk
 
@@ -179,23 +180,24 @@ def test_resolve_auto_reads_only_auto_keys(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_auto_bg_score_runs_calibrate_and_eval_cam_uses_it(tiny_dag: Path) -> None:
+def test_auto_bg_score_runs_calibrate_and_eval_cam_uses_it(tiny_dag: Path, tmp_path: Path) -> None:
+    """bg_score auto (in a copy of the tiny DAG): rule calibrate runs on the schema's default grid (cam.sweep, not
+    configured here), picks a value inside it by the one-SE rule recomputed from its rows, and eval_cam uses it."""
     config = tiny_config()
     config["runs"]["tiny"]["cam"]["bg_score"] = "auto"
-    with edited_config(tiny_dag, config):
-        dry = snakemake(tiny_dag, "-n", "results/tiny/cam_val_miou.txt")
-        assert planned_jobs(dry.stdout) == {"calibrate": 1, "eval_cam": 1}, dry.stdout[-2000:]
-        proc = snakemake(tiny_dag, "results/tiny/cam_val_miou.txt")
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        calib = json.loads((tiny_dag / "results/tiny/calibration.json").read_text())
-        metrics = json.loads((tiny_dag / "results/tiny/cam_val_metrics.json").read_text())
-        sweep = config["runs"]["tiny"]["cam"].get("sweep") or [r["bg_score"] for r in calib["rows"]]
-        assert calib["bg_score"] in sweep and metrics["bg_score"] == calib["bg_score"]
-        assert metrics["bg_score_source"] == "calibrated (auto)" and calib["pairs"] >= calib["images"] > 0
-        assert calib["bg_score"] == _one_se_choice(calib["rows"][1:-1], "bg_score")  # the ends only bracket it
-        assert calib["conf_bg"] < calib["bg_score"] < calib["conf_fg"]
-    proc = snakemake(tiny_dag, "results/tiny/cam_val_miou.txt")  # config restored: fixed score again
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    work = copy_of_dag(tiny_dag, tmp_path / "work", config)
+    dry = snakemake(work, "-n", "results/tiny/cam_val_miou.txt")
+    assert planned_jobs(dry.stdout) == {"calibrate": 1, "eval_cam": 1}, dry.stdout[-2000:]
+    proc = snakemake(work, "results/tiny/cam_val_miou.txt")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    calib = json.loads((work / "results/tiny/calibration.json").read_text())
+    metrics = json.loads((work / "results/tiny/cam_val_metrics.json").read_text())
+    grid = sorted(load_schema(REPO / "schemas/config.schema.yaml")["properties"]["cam"]["properties"]["sweep"]["default"])
+    assert "sweep" not in config["runs"]["tiny"]["cam"] and [r["bg_score"] for r in calib["rows"]] == grid
+    assert calib["bg_score"] in grid[1:-1] and metrics["bg_score"] == calib["bg_score"]  # the ends only bracket it
+    assert metrics["bg_score_source"] == "calibrated (auto)" and calib["pairs"] >= calib["images"] > 0
+    assert calib["bg_score"] == _one_se_choice(calib["rows"][1:-1], "bg_score")
+    assert calib["conf_bg"] < calib["bg_score"] < calib["conf_fg"]
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import (REPO, TINY_DAG_TARGETS, TINY_SYNTH, edited_config, planned_jobs, planned_reasons, snakemake,
+from helpers import (REPO, TINY_DAG_TARGETS, TINY_SYNTH, copy_of_dag, planned_jobs, planned_reasons, snakemake,
                      tiny_config, write_config)
 from wsss.config import load_schema
 from wsss.data.dataset import VOCLayoutDataset
@@ -120,12 +120,12 @@ AFTER_IRN = {"train_irn": 1, "make_pseudo": 4, "eval_pseudo": 1, "sweep_pseudo":
 
 
 @pytest.mark.slow
-def test_changed_crf_parameter_reruns_only_crf_and_downstream(tiny_dag: Path) -> None:
+def test_changed_crf_parameter_reruns_only_crf_and_downstream(tiny_dag: Path, tmp_path: Path) -> None:
     # (`--list-changes params` cannot show this in Snakemake 9.27: it lists every output with recorded params)
     config = tiny_config("vwl_l")
-    config["runs"]["tiny"]["seg"]["crf"] = {"bi_w": 5}
-    with edited_config(tiny_dag, config):
-        proc = snakemake(tiny_dag, "-n", *TINY_DAG_TARGETS)
+    config["runs"]["tiny"]["seg"]["crf"] = {**config["runs"]["tiny"]["seg"].get("crf", {}), "bi_w": 5}
+    work = copy_of_dag(tiny_dag, tmp_path / "work", config)  # never the shared build itself
+    proc = snakemake(work, "-n", *TINY_DAG_TARGETS)
     assert proc.returncode == 0, proc.stderr
     assert planned_jobs(proc.stdout) == AFTER_CRF
     assert planned_reasons(proc.stdout) == {"params have changed since last execution": {"crf"},
