@@ -97,6 +97,17 @@ def test_one_standard_error_rule_takes_the_largest_region_the_evidence_cannot_te
     assert ev.choice(interior=True, tolerance_se=10.0) == 0.2  # the grid's ends only bracket
 
 
+def test_one_standard_error_rule_uses_the_se_at_the_best_threshold() -> None:
+    """The tolerance is the SE of the best threshold's objective, not the grid's largest SE: here the pairs disagree
+    most at 0.5 (SE 0.4) but at the best, 0.4, the SE is 0.1, so one SE reaches down to 0.2, not to 0.1.
+    Mutant killed: ``standard_error().max()`` instead of ``standard_error()[lo + best]``."""
+    ev = RegionEvidence.zeros([0.1, 0.2, 0.3, 0.4, 0.5])
+    ev.add(np.array([0.50, 0.71, 0.78, 0.70, 0.00]), np.zeros(5))
+    ev.add(np.array([0.50, 0.71, 0.78, 0.90, 0.80]), np.zeros(5))
+    assert ev.standard_error()[[3, 4]] == pytest.approx([0.1, 0.4])
+    assert ev.choice(tolerance_se=1.0) == 0.2 and ev.choice(interior=True, tolerance_se=1.0) == 0.2
+
+
 def _one_se_choice(rows: list[dict], name: str) -> float:
     """The config default (cam.calibration_se 1) from a calibration file's rows: the first row within one standard
     error of the best objective."""

@@ -123,6 +123,9 @@ def test_candidate_labels() -> None:
     peaks[:, 0, 0] = [1.0, 0.2, 0.5, 0.3]
     assert candidate_labels(peaks, eps=0.25, top_k=1).tolist() == [0, 2]  # highest peak among those ≥ eps
     assert candidate_labels(peaks, eps=0.25, always=()).tolist() == [0, 2, 3]
+    peaks[:, 0, 0] = [1.0, 0.5, 0.5, 0.3]  # a tie for the one place: the lower index (mutant killed: the higher)
+    assert candidate_labels(peaks, eps=0.25, top_k=1).tolist() == [0, 1]
+    assert candidate_labels(peaks[[0, 3, 2, 1]], eps=0.25, top_k=1).tolist() == [0, 2]
     with pytest.raises(ValueError):
         candidate_labels(peaks, eps=2.0)
 

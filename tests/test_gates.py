@@ -19,3 +19,13 @@ def test_seg_gate_message_names_the_measure_the_threshold_and_what_to_do() -> No
     problem = line.removesuffix("; gates.enabled: false runs on anyway")
     assert seg_gate(0.55, iou, names, 64, False, 0.7) == (True, f"gates.enabled is false, running on: {problem}")
     assert seg_gate(0.7, [0.7], ["background"], 64, True, 0.7)[0] is True
+
+
+def test_seg_gate_least_reproduced_class_skips_absent_classes() -> None:
+    """A class absent from the fit images has IoU NaN: it is not the "least reproduced" one, wherever it is listed.
+    Mutant killed: the NaN filter removed (min() with a NaN first keeps the NaN)."""
+    for iou, names in (([math.nan, 0.9, 0.036], ["absent", "background", "star"]),
+                       ([0.9, 0.036, math.nan], ["background", "star", "absent"])):
+        ok, line = seg_gate(0.4, iou, names, 8, True, 0.6)
+        assert not ok and "least reproduced class star 3.6" in line and "nan" not in line
+    assert "least reproduced class ? nan" in seg_gate(0.4, [math.nan], ["absent"], 8, True, 0.6)[1]
