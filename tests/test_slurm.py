@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from helpers import REPO, require_or_skip, snakemake, tiny_config, write_config
+from helpers import REPO, require_or_skip, tiny_config, write_config
 from slurm_cluster import SlurmCluster, missing_binaries
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
