@@ -61,7 +61,8 @@ def test_cls_gate_disabled_warns_with_the_same_problem_and_unmeasured_passes() -
     assert problem != failing
     assert cls_gate(_report(f1=0.3), False, 0.6) == (True, f"gates.enabled is false, running on: {problem}")
     ok, line = cls_gate({"f1": None, "held_out_images": 0}, True, 0.6)
-    assert ok and line.startswith("cls gate not checked: no held-out F1")
+    assert ok and line == ("cls gate not checked: no held-out F1 (cls.holdout_fraction 0 or no finite score); the "
+                           "classifier's quality is unknown")
     ok, line = cls_gate({"f1": 0.8}, True, 0.6)  # no baseline, no image count
     assert ok and line == "cls gate passed: held-out micro-F1 0.800 >= gates.min_cls_f1 0.6 (? held-out images)"
     assert cls_gate({"f1": 0.0}, True, 0.0)[0] is True
