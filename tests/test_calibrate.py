@@ -16,7 +16,10 @@ from wsss.calibrate import (
     RegionEvidence,
     add_image,
     calibration_ids,
+    calibration_set,
+    classifier_scores,
     ir_label_bracket,
+    log_rows,
     resolve_auto,
     walk_regions,
 )
@@ -246,3 +249,85 @@ def test_auto_ir_thresholds_and_walk_threshold(tiny_dag: Path, tmp_path: Path) -
     assert sweep["bg_threshold"] == walk["bg_threshold"] and sweep["bg_threshold_source"] == "calibrated (auto)"
     miou = float((work / "results/tiny/pseudo_val_miou.txt").read_text())
     assert 100 * sweep["miou"] == pytest.approx(miou, abs=0.006)
+
+
+def test_resolve_auto_logs_each_value_and_names_what_is_missing(tmp_path: Path, caplog: pytest.LogCaptureFixture
+                                                                  ) -> None:
+    """Mutants killed (mutmut): the log line's format and arguments, the error's file and message."""
+    calib = tmp_path / "calibration.json"
+    calib.write_text(json.dumps({"conf_fg": 0.456, "conf_bg": True}))
+    with caplog.at_level("INFO", logger="wsss"):
+        resolve_auto({"conf_fg": "auto"}, ["conf_fg"], [str(calib)], "irn")
+    assert [r.getMessage() for r in caplog.records] == [f"irn.conf_fg 0.46 from {calib}"]
+    with pytest.raises(InputError) as err:
+        resolve_auto({"conf_bg": "auto"}, ["conf_bg"], [], "irn")
+    assert (err.value.path, err.value.problem) == ("--calibration", "irn.conf_bg is auto: give the run's calibration "
+                                                                    "file")
+    with pytest.raises(InputError) as err:  # a boolean is not a threshold
+        resolve_auto({"conf_bg": "auto"}, ["conf_bg"], [str(calib)], "irn")
+    assert (err.value.path, err.value.problem) == (str(calib), "has no conf_bg for irn.conf_bg: auto (see its log)")
+
+
+def test_choice_and_bracket_edge_cases() -> None:
+    ev = RegionEvidence.zeros([0.3, 0.1, 0.2])
+    assert ev.thresholds.tolist() == [0.1, 0.2, 0.3] and ev.thresholds.dtype == np.float64
+    assert RegionEvidence.zeros([1, 2, 3]).thresholds.dtype == np.float64  # integer grids too
+    with pytest.raises(ValueError, match="^no image-class pairs measured$"):
+        ev.choice()
+    two = RegionEvidence.zeros([0.1, 0.2])
+    two.add(np.array([0.5, 0.6]), np.zeros(2))
+    with pytest.raises(ValueError, match=r"^no interior value in the calibration grid \[0.1, 0.2\]$"):
+        two.choice(interior=True)
+    three = RegionEvidence.zeros([0.1, 0.2, 0.3])
+    three.add(np.array([0.5, 0.6, 0.4]), np.zeros(3))
+    assert three.choice(interior=True) == 0.2  # exactly one interior value is enough
+    with pytest.raises(ValueError, match="area_ratio must lie in"):
+        ir_label_bracket(three, 0.2, area_ratio=0.0)
+    with pytest.raises(ValueError, match="must lie inside the calibration grid"):
+        ir_label_bracket(three, 0.1)
+
+
+def test_ir_label_bracket_at_the_grid_second_value() -> None:
+    """bg_score at the grid's second value is inside the grid (mutant killed: ``at == 1`` taken for the edge)."""
+    ev = RegionEvidence.zeros([0.1, 0.2, 0.3, 0.4, 0.5])
+    for _ in range(3):
+        ev.add(np.ones(5), np.array([0.9, 0.6, 0.42, 0.3, 0.1]))
+    # at 0.2 the area is 0.6: conf_fg where area is nearest 0.7·0.6 = 0.42 (0.3), conf_bg nearest 0.6/0.7 (0.1)
+    assert ir_label_bracket(ev, 0.2, area_ratio=0.7) == (0.3, 0.1)
+
+
+def test_walk_regions_of_a_tensor_and_of_doubles_are_float32() -> None:
+    scores = torch.tensor([[[0.2, 0.9]], [[0.5, 0.1]]], dtype=torch.float64)
+    for given in (scores, scores.numpy()):
+        out = walk_regions(given)
+        assert out.dtype == np.float32 and out.tolist() == [[[0.0, pytest.approx(0.9)]], [[0.5, 0.0]]]
+
+
+def test_calibration_set_puts_the_classifier_held_out_images_first() -> None:
+    from wsss.validation import holdout_split
+
+    ids = [f"img{i:02d}" for i in range(20)]
+    train, held = holdout_split(ids, 0.2)
+    assert held and train
+    assert calibration_set(ids, 0.2, 5) == ((held + train)[:5], min(5, len(held)))
+    assert calibration_set(ids, 0.2, 100) == (held + train, len(held))
+    assert calibration_set(ids, 0.0, 3) == (ids[:3], 0)
+
+
+def test_log_rows_returns_and_logs_every_row(caplog: pytest.LogCaptureFixture) -> None:
+    ev = RegionEvidence.zeros([0.1, 0.2])
+    ev.add(np.array([0.5, 0.25]), np.array([0.25, 0.125]))
+    with caplog.at_level("INFO", logger="wsss"):
+        rows = log_rows(ev, "bg_score")
+    assert rows == ev.rows("bg_score")
+    assert [r.getMessage() for r in caplog.records] == ["bg_score 0.10: keep 0.500 area 0.250 objective 0.250",
+                                                        "bg_score 0.20: keep 0.250 area 0.125 objective 0.125"]
+
+
+def test_classifier_scores_is_image_scores_of_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    import wsss.calibrate as calibrate
+
+    seen = []
+    monkeypatch.setattr(calibrate, "image_scores", lambda model, batch: seen.append((model, batch)) or batch * 2)
+    fn = classifier_scores("model")
+    assert fn(torch.ones(1)).tolist() == [2.0] and seen[0][0] == "model"
