@@ -301,6 +301,7 @@ def test_walk_regions_of_a_tensor_and_of_doubles_are_float32() -> None:
     for given in (scores, scores.numpy()):
         out = walk_regions(given)
         assert out.dtype == np.float32 and out.tolist() == [[[0.0, pytest.approx(0.9)]], [[0.5, 0.0]]]
+    assert walk_regions(np.zeros((0, 2, 2))).dtype == np.float32  # no classes: float32 too
 
 
 def test_calibration_set_puts_the_classifier_held_out_images_first() -> None:

@@ -251,6 +251,8 @@ def test_copies_keep_the_ignore_flag_and_json_keeps_num_classes() -> None:
     assert flagged.pred_ignore_as_background is True
     assert (flagged + ConfusionMatrix(2)).update(pred, gt).matrix.tolist() == [[1, 0], [0, 1]]
     assert ConfusionMatrix.from_matrix(np.zeros((2, 2), int)).pred_ignore_as_background is False
+    with pytest.raises(ValueError, match="prediction has value 255"):  # by default 255 is no prediction
+        ConfusionMatrix(2).update(pred, gt)
     out = ConfusionMatrix(2).update(np.array([0, 0]), np.array([0, 0])).to_json_dict(["bg", "a"])
     assert out["num_classes"] == 2 and out["iou"] == {"bg": 1.0, "a": None}
     assert json.loads(json.dumps(out))["fp"] == {"bg": 0.0, "a": None}
