@@ -101,20 +101,6 @@ def test_split_lists_win_over_val_fraction(tmp_path: Path) -> None:
         prepare_folder({"root": str(root)}, tmp_path / "out2")
 
 
-def test_only_train_list_is_not_a_split_definition(tmp_path: Path) -> None:
-    """The split lists win only when train.txt and val.txt are both there (the module doc); a lone train.txt is
-    ignored and the hash split (val_fraction) decides, as without lists. Mutant killed: lists used when only
-    train.txt exists (val would then be missing or the lone list would define train)."""
-    root = tmp_path / "m"
-    make_folder(root)
-    hashed = prepare_folder({"root": str(root), "val_fraction": 0.5}, tmp_path / "out")
-    lists = root / "ImageSets" / "Segmentation"
-    lists.mkdir(parents=True)
-    (lists / "train.txt").write_text("a\nb\nc\nd\ne\n")  # every image: not the hash split's train
-    assert set(hashed) == {"train", "val"} and hashed["train"] != list("abcde") and hashed["val"]
-    assert prepare_folder({"root": str(root), "val_fraction": 0.5}, tmp_path / "out2") == hashed
-
-
 BAD_CASES = {
     "row names a missing image": (lambda r: (r / "labels.csv").write_text(
         "image,labels\na,cat\nb,dog\nc,dog\nd,cat\ne,cat\nzz.jpg,cat\n"), "labels.csv:7", "no image 'zz.jpg'"),

@@ -114,13 +114,15 @@ def _report(**kw) -> dict:
 
 def test_cls_gate_passes_at_the_threshold_and_fails_below() -> None:
     ok, line = cls_gate(_report(), True, 0.6)
-    assert ok and line == ("cls gate passed: held-out micro-F1 0.750 >= gates.min_cls_f1 0.6 (7 held-out images; "
-                           "predicting every class would score 0.667)")
-    assert cls_gate(_report(f1=0.6), True, 0.6)[0] is True
-    ok, line = cls_gate(_report(f1=0.5999), True, 0.6)
+    assert ok and line == ("cls gate passed: held-out micro-F1 0.750 beat the label prior by at least "
+                           "gates.min_prior_gain 0.25 of the gap to 1 and reached gates.min_cls_f1 0.6 (7 held-out "
+                           "images; compared with the label prior: predicting every class scores micro-F1 0.667)")
+    assert cls_gate(_report(f1=0.6), True, 0.6, None)[0] is True  # min_cls_f1 alone: the threshold itself passes
+    ok, line = cls_gate(_report(f1=0.5999), True, 0.6, None)
     assert not ok and line == (
-        "held-out image-level micro-F1 0.600 (7 held-out images; predicting every class would score 0.667) is below "
-        f"gates.min_cls_f1 0.6: the classifier did not learn these classes and every later stage inherits that; "
+        "held-out image-level micro-F1 0.600: micro-F1 0.600 is below gates.min_cls_f1 0.6 (gates.min_prior_gain "
+        "None; 7 held-out images; label prior not judged (min_prior_gain null): predicting every class scores "
+        "micro-F1 0.667): the classifier did not learn these classes and every later stage inherits that; "
         f"{GATE_ADVICE}; gates.enabled: false runs on anyway")
 
 
@@ -133,5 +135,6 @@ def test_cls_gate_disabled_warns_with_the_same_problem_and_unmeasured_passes() -
     assert ok and line == ("cls gate not checked: no held-out F1 (cls.holdout_fraction 0 or no finite score); the "
                            "classifier's quality is unknown")
     ok, line = cls_gate({"f1": 0.8}, True, 0.6)  # no baseline, no image count
-    assert ok and line == "cls gate passed: held-out micro-F1 0.800 >= gates.min_cls_f1 0.6 (? held-out images)"
+    assert ok and line == ("cls gate passed: held-out micro-F1 0.800 reached gates.min_cls_f1 0.6 (? held-out images; "
+                           "compared with the label prior: no baseline recorded)")  # claims no prior it lacks
     assert cls_gate({"f1": 0.0}, True, 0.0)[0] is True
