@@ -1,6 +1,6 @@
 # The trained DeepLab leaves results/: predictions on folders of new images (config `predict:`, sharded like
-# infer_seg, optional dense CRF), a TorchScript export that loads without this package, and the PASCAL VOC
-# test-server archive of a split's CRF labels.
+# infer_seg, optional dense CRF), TorchScript, torch.export and ONNX exports that load without this package, and
+# the PASCAL VOC test-server archive of a split's CRF labels.
 
 PREDICT = config["predict"]
 # {name} matches the configured folder names only (never anything when there are none)
@@ -82,6 +82,52 @@ rule export_model:
     shell:
         f"OMP_NUM_THREADS={{threads}} {stage('export_model')} --params {{params.cfg:q}} --dataset {{params.dataset:q}}"
         " --model {input.model:q} --run {wildcards.run:q} --ts {output.ts:q} --json {output.json:q} > {log:q} 2>&1"
+
+
+rule export_program:
+    input:
+        run_dataset,
+        model="results/{run}/deeplab/model.pt",
+        gate="results/{run}/deeplab/gate.json",  # seg_gate: DeepLab fits its labels
+    output:
+        "results/{run}/deeplab/model.pt2",
+    params:
+        cfg=lambda w: stage_cfg("export_program", w.run),
+        dataset=lambda w: dataset_root(w.run),
+    log:
+        "logs/{run}/export_program.log",
+    benchmark:
+        "benchmarks/{run}/export_program.tsv"
+    threads: 1
+    resources:
+        mem_mb=6000,
+        runtime=30,
+        gpu=0,
+    conda:
+        "../envs/wsss.yaml"
+    shell:
+        f"OMP_NUM_THREADS={{threads}} {stage('export_program')} --params {{params.cfg:q}} --dataset {{params.dataset:q}}"
+        " --model {input.model:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule export_onnx:
+    input:
+        "results/{run}/deeplab/model.pt2",
+    output:
+        "results/{run}/deeplab/model.onnx",
+    log:
+        "logs/{run}/export_onnx.log",
+    benchmark:
+        "benchmarks/{run}/export_onnx.tsv"
+    threads: 1
+    resources:
+        mem_mb=6000,
+        runtime=30,
+        gpu=0,
+    conda:
+        "../envs/wsss.yaml"
+    shell:
+        f"OMP_NUM_THREADS={{threads}} {stage('export_onnx')} --program {{input:q}} --out {{output:q}} > {{log:q}} 2>&1"
 
 
 rule voc_submission:

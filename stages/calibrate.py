@@ -7,7 +7,7 @@ import logging
 import sys
 
 import torch
-from tqdm import tqdm
+from wsss.progress import progress
 
 from wsss.calibrate import (
     CRITERION,
@@ -43,7 +43,7 @@ def main(args, params):
     model = load_classifier(params["cls"], data.num_classes - 1, args.method, args.model, device)
     evidence, score_fn = RegionEvidence.zeros(params["cam"]["sweep"]), classifier_scores(model, args.method)
     paths = index_cam_dirs(args.cams, ids)
-    for image_id in tqdm(ids, desc="calibrate", mininterval=5.0, file=sys.stderr):
+    for image_id in progress(ids, desc="calibrate", mininterval=5.0, file=sys.stderr):
         rec = load_cam(paths[image_id])
         image = torch.from_numpy(to_chw(normalize(data.image(image_id)))).to(device)
         add_image(evidence, score_fn, image, upsample_cam(rec.cam, rec.size), rec.keys)

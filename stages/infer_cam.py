@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
+from wsss.progress import progress
 
 from wsss.artifacts.cam import CamRecord, save_cam
 from wsss.classify import load_classifier
@@ -32,12 +32,13 @@ def main(args, params):
     method = get_method(args.method)
     cam = params["cam"]
     with atomic_dir(args.out) as tmp, torch.inference_mode():
-        for start in tqdm(range(0, len(ids), args.batch), desc="cam", mininterval=5.0, file=sys.stderr):
+        for start in progress(range(0, len(ids), args.batch), desc="cam", mininterval=5.0, file=sys.stderr):
             chunk = ids[start:start + args.batch]
             images = [torch.from_numpy(to_chw(normalize(data.image(i)))).to(device) for i in chunk]
             keys = [label_keys(data.label_vector(i)) for i in chunk]
             cams = multiscale_cams(lambda x: method.cams_and_scores(model, x), images, keys, cam["scales"], cam["fusion"],
                                    batch_scales=cam["batch_scales"], max_batch=args.batch,
+                                   max_pixels=cam["batch_pixels"],
                                    with_high_res=cam["high_res"] == "per_scale", with_scores=True)
             for image_id, image, result in zip(chunk, images, cams):
                 # the scale-1.0 forward gave the image-level scores; a forward of their own only without one

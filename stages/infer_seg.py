@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
+from wsss.progress import progress
 
 from wsss.cli import run_stage, shard_ids, shard_stage_parser
 from wsss.data.dataset import VOCLayoutDataset
@@ -26,7 +26,7 @@ def main(args, params):
     log.info("device %s, shard %d/%d of %s: %d images", device, args.shard, args.shards, args.split, len(ids))
     model = load_segmenter(params, data.num_classes, args.model, device)
     with atomic_dir(args.out) as tmp, torch.inference_mode():
-        for image_id in tqdm(ids, desc="seg", mininterval=5.0, file=sys.stderr):
+        for image_id in progress(ids, desc="seg", mininterval=5.0, file=sys.stderr):
             rgb = data.image(image_id)
             logits = image_logits(model, rgb, params, device)
             save_logits(Path(tmp) / f"{image_id}.npz", logits, tuple(rgb.shape[:2]))

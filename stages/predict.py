@@ -9,7 +9,7 @@ import torch
 
 from wsss.cli import run_stage, shard_ids, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
-from wsss.io import atomic_dir
+from wsss.io import atomic_dir, check_apart
 from wsss.predict import list_images, predict_images
 from wsss.segment import load_segmenter
 from wsss.stage_config import parse_view
@@ -20,6 +20,7 @@ log = logging.getLogger("wsss")
 
 def main(args, params):
     params = parse_view("predict", params)
+    check_apart(args.images, args.out, "image folder")
     paths = shard_ids(list_images(args.images), args)
     data = VOCLayoutDataset(args.dataset)
     device = resolve_device(args.device)
@@ -27,7 +28,8 @@ def main(args, params):
              args.images, len(paths), params["predict_crf"], args.workers)
     model = load_segmenter(params, data.num_classes, args.model, device)
     with atomic_dir(args.out) as tmp, torch.inference_mode():
-        predict_images(model, paths, tmp, params, device, workers=args.workers)
+        predict_images(model, paths, tmp, params, device, workers=args.workers, max_pixels=data.max_pixels,
+                       limit_key=f"datasets.{data.root.name}.max_pixels")
 
 
 if __name__ == "__main__":

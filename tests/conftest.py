@@ -56,7 +56,7 @@ def tiny_voc(tmp_path: Path) -> Path:
 def tiny_dag(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A scratch working directory with the whole tiny DAG built once per session (``helpers.TINY_DAG_TARGETS``:
     CAMs → IRN → DeepLab → CRF → summary, and the report figures). Tests read it or dry-run in it; a test that
-    edits its config.yaml restores it (``helpers.edited_config``)."""
+    changes its config or reruns a rule works on a copy (``helpers.copy_of_dag``)."""
     from helpers import TINY_DAG_TARGETS, snakemake, tiny_config, write_config
 
     workdir = tmp_path_factory.mktemp("tiny_dag")

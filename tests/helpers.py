@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -129,16 +129,16 @@ def planned_reasons(dry_run_stdout: str) -> dict[str, set[str]]:
     return reasons
 
 
-@contextlib.contextmanager
-def edited_config(workdir: Path, config: dict) -> Iterator[None]:
-    """Temporarily replace ``workdir/config.yaml`` (restored byte for byte afterwards, also on failure)."""
-    path = workdir / "config.yaml"
-    before = path.read_bytes()
-    write_config(workdir, config)
-    try:
-        yield
-    finally:
-        path.write_bytes(before)
+def copy_of_dag(workdir: Path, dest: Path, config: dict | None = None) -> Path:
+    """A copy of a built working directory (outputs, timestamps, Snakemake's metadata) at ``dest``, with
+    ``config`` as its config.yaml when given: tests that change or rerun anything work on a copy, never on the
+    session's shared ``tiny_dag`` (a failed assert would leave it changed for every later test)."""
+    import shutil
+
+    shutil.copytree(workdir, dest, symlinks=True)
+    if config is not None:
+        write_config(dest, config)
+    return dest
 
 
 class NoisyRegression(torch.utils.data.Dataset):
@@ -186,3 +186,61 @@ def run_stage_inline(name: str, *argv: str) -> int:
     finally:
         sys.argv = old
     return done.value.code
+
+
+def png_labels(path: Path) -> np.ndarray:
+    """A label PNG's class ids (palette indices), read with PIL alone."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return np.array(img)
+
+
+def miou_of_pngs(preds: dict[str, Path], masks: Path, num_classes: int) -> float:
+    """mIoU (%) of label PNGs ``{id: path}`` against ``masks/<id>.png``, computed here independently of
+    wsss.metrics: per class, intersection and union of boolean maps summed over the images (mask 255 ignored),
+    averaged over the classes that have ground-truth pixels (wsss's ``miou_present``)."""
+    inter, union, present = np.zeros(num_classes), np.zeros(num_classes), np.zeros(num_classes, bool)
+    for image_id, path in preds.items():
+        gt, pred = png_labels(masks / f"{image_id}.png"), png_labels(path)
+        assert gt.shape == pred.shape, image_id
+        valid = gt != 255
+        for c in range(num_classes):
+            g, p = (gt == c) & valid, (pred == c) & valid
+            inter[c] += (g & p).sum()
+            union[c] += (g | p).sum()
+            present[c] |= bool(g.any())
+    return 100 * float((inter[present] / union[present]).mean())
+
+
+def baseline_miou(ids: list[str], masks: Path, num_classes: int, label: int = 0) -> float:
+    """The mIoU (%) of predicting ``label`` everywhere (0: all background) on these images, by :func:`miou_of_pngs`'s
+    arithmetic."""
+    import tempfile
+
+    from PIL import Image
+
+    with tempfile.TemporaryDirectory() as tmp:
+        preds = {}
+        for image_id in ids:
+            gt = png_labels(masks / f"{image_id}.png")
+            preds[image_id] = Path(tmp) / f"{image_id}.png"
+            Image.fromarray(np.full(gt.shape, label, np.uint8)).save(preds[image_id])
+        return miou_of_pngs(preds, masks, num_classes)
+
+
+def shard_pngs(folder: Path) -> dict[str, Path]:
+    """``{id: path}`` of the label PNGs of a sharded output folder (``<folder>/shard_*/<id>.png``)."""
+    return {p.stem: p for p in sorted(folder.glob("shard_*/*.png"))}
+
+
+def deeplab_miou_from_pngs(workdir: Path, run: str, dataset: str, split: str = "val") -> tuple[float, float, float]:
+    """(reported DeepLab+CRF mIoU, the same recomputed from the CRF label PNGs by :func:`miou_of_pngs`, the
+    all-background mIoU of those images), all in %, for a built run (the dataset's VOC layout under resources/)."""
+    root = workdir / "resources" / dataset
+    num_classes = len((root / "classes.txt").read_text().split())
+    pngs = shard_pngs(workdir / "results" / run / "seg_crf" / split)
+    assert pngs and set(pngs) == set((root / "ImageSets" / "Segmentation" / f"{split}.txt").read_text().split())
+    reported = float((workdir / "results" / run / f"deeplab_{split}_miou.txt").read_text())
+    masks = root / "SegmentationClass"
+    return reported, miou_of_pngs(pngs, masks, num_classes), baseline_miou(sorted(pngs), masks, num_classes)

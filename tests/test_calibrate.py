@@ -10,16 +10,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import edited_config, planned_jobs, snakemake, tiny_config, write_config
+from helpers import REPO, copy_of_dag, planned_jobs, snakemake, tiny_config, write_config
 
 from wsss.calibrate import (
     RegionEvidence,
     add_image,
     calibration_ids,
+    calibration_set,
+    classifier_scores,
     ir_label_bracket,
+    log_rows,
     resolve_auto,
     walk_regions,
 )
+from wsss.config import load_schema
 from wsss.errors import InputError
 from wsss.irn import labels_from_walk
 
@@ -94,6 +98,17 @@ def test_one_standard_error_rule_takes_the_largest_region_the_evidence_cannot_te
     assert ev.choice(tolerance_se=1.0) == 0.2 and ev.choice(tolerance_se=0.5) == 0.3
     assert ev.choice(tolerance_se=10.0) == 0.1
     assert ev.choice(interior=True, tolerance_se=10.0) == 0.2  # the grid's ends only bracket
+
+
+def test_one_standard_error_rule_uses_the_se_at_the_best_threshold() -> None:
+    """The tolerance is the SE of the best threshold's objective, not the grid's largest SE: here the pairs disagree
+    most at 0.5 (SE 0.4) but at the best, 0.4, the SE is 0.1, so one SE reaches down to 0.2, not to 0.1.
+    Mutant killed: ``standard_error().max()`` instead of ``standard_error()[lo + best]``."""
+    ev = RegionEvidence.zeros([0.1, 0.2, 0.3, 0.4, 0.5])
+    ev.add(np.array([0.50, 0.71, 0.78, 0.70, 0.00]), np.zeros(5))
+    ev.add(np.array([0.50, 0.71, 0.78, 0.90, 0.80]), np.zeros(5))
+    assert ev.standard_error()[[3, 4]] == pytest.approx([0.1, 0.4])
+    assert ev.choice(tolerance_se=1.0) == 0.2 and ev.choice(interior=True, tolerance_se=1.0) == 0.2
 
 
 def _one_se_choice(rows: list[dict], name: str) -> float:
@@ -179,23 +194,24 @@ def test_resolve_auto_reads_only_auto_keys(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_auto_bg_score_runs_calibrate_and_eval_cam_uses_it(tiny_dag: Path) -> None:
+def test_auto_bg_score_runs_calibrate_and_eval_cam_uses_it(tiny_dag: Path, tmp_path: Path) -> None:
+    """bg_score auto (in a copy of the tiny DAG): rule calibrate runs on the schema's default grid (cam.sweep, not
+    configured here), picks a value inside it by the one-SE rule recomputed from its rows, and eval_cam uses it."""
     config = tiny_config()
     config["runs"]["tiny"]["cam"]["bg_score"] = "auto"
-    with edited_config(tiny_dag, config):
-        dry = snakemake(tiny_dag, "-n", "results/tiny/cam_val_miou.txt")
-        assert planned_jobs(dry.stdout) == {"calibrate": 1, "eval_cam": 1}, dry.stdout[-2000:]
-        proc = snakemake(tiny_dag, "results/tiny/cam_val_miou.txt")
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        calib = json.loads((tiny_dag / "results/tiny/calibration.json").read_text())
-        metrics = json.loads((tiny_dag / "results/tiny/cam_val_metrics.json").read_text())
-        sweep = config["runs"]["tiny"]["cam"].get("sweep") or [r["bg_score"] for r in calib["rows"]]
-        assert calib["bg_score"] in sweep and metrics["bg_score"] == calib["bg_score"]
-        assert metrics["bg_score_source"] == "calibrated (auto)" and calib["pairs"] >= calib["images"] > 0
-        assert calib["bg_score"] == _one_se_choice(calib["rows"][1:-1], "bg_score")  # the ends only bracket it
-        assert calib["conf_bg"] < calib["bg_score"] < calib["conf_fg"]
-    proc = snakemake(tiny_dag, "results/tiny/cam_val_miou.txt")  # config restored: fixed score again
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    work = copy_of_dag(tiny_dag, tmp_path / "work", config)
+    dry = snakemake(work, "-n", "results/tiny/cam_val_miou.txt")
+    assert planned_jobs(dry.stdout) == {"calibrate": 1, "eval_cam": 1}, dry.stdout[-2000:]
+    proc = snakemake(work, "results/tiny/cam_val_miou.txt")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    calib = json.loads((work / "results/tiny/calibration.json").read_text())
+    metrics = json.loads((work / "results/tiny/cam_val_metrics.json").read_text())
+    grid = sorted(load_schema(REPO / "schemas/config.schema.yaml")["properties"]["cam"]["properties"]["sweep"]["default"])
+    assert "sweep" not in config["runs"]["tiny"]["cam"] and [r["bg_score"] for r in calib["rows"]] == grid
+    assert calib["bg_score"] in grid[1:-1] and metrics["bg_score"] == calib["bg_score"]  # the ends only bracket it
+    assert metrics["bg_score_source"] == "calibrated (auto)" and calib["pairs"] >= calib["images"] > 0
+    assert calib["bg_score"] == _one_se_choice(calib["rows"][1:-1], "bg_score")
+    assert calib["conf_bg"] < calib["bg_score"] < calib["conf_fg"]
 
 
 @pytest.mark.slow
@@ -281,3 +297,86 @@ def test_localisation_evidence_prefers_a_cam_on_the_object_and_names_overlapping
     add_localisation(evidence, centre_fn, image, centred, [0])
     row = evidence.summary(["obj", "flat"])["classes"]["obj"]
     assert row["keep"] == 1.0 and row["centre"] > 0.9 and abs(row["evidence"]) < 0.07  # a disc in a square
+
+
+def test_resolve_auto_logs_each_value_and_names_what_is_missing(tmp_path: Path, caplog: pytest.LogCaptureFixture
+                                                                  ) -> None:
+    """Mutants killed (mutmut): the log line's format and arguments, the error's file and message."""
+    calib = tmp_path / "calibration.json"
+    calib.write_text(json.dumps({"conf_fg": 0.456, "conf_bg": True}))
+    with caplog.at_level("INFO", logger="wsss"):
+        resolve_auto({"conf_fg": "auto"}, ["conf_fg"], [str(calib)], "irn")
+    assert [r.getMessage() for r in caplog.records] == [f"irn.conf_fg 0.46 from {calib}"]
+    with pytest.raises(InputError) as err:
+        resolve_auto({"conf_bg": "auto"}, ["conf_bg"], [], "irn")
+    assert (err.value.path, err.value.problem) == ("--calibration", "irn.conf_bg is auto: give the run's calibration "
+                                                                    "file")
+    with pytest.raises(InputError) as err:  # a boolean is not a threshold
+        resolve_auto({"conf_bg": "auto"}, ["conf_bg"], [str(calib)], "irn")
+    assert (err.value.path, err.value.problem) == (str(calib), "has no conf_bg for irn.conf_bg: auto (see its log)")
+
+
+def test_choice_and_bracket_edge_cases() -> None:
+    ev = RegionEvidence.zeros([0.3, 0.1, 0.2])
+    assert ev.thresholds.tolist() == [0.1, 0.2, 0.3] and ev.thresholds.dtype == np.float64
+    assert RegionEvidence.zeros([1, 2, 3]).thresholds.dtype == np.float64  # integer grids too
+    with pytest.raises(ValueError, match="^no image-class pairs measured$"):
+        ev.choice()
+    two = RegionEvidence.zeros([0.1, 0.2])
+    two.add(np.array([0.5, 0.6]), np.zeros(2))
+    with pytest.raises(ValueError, match=r"^no interior value in the calibration grid \[0.1, 0.2\]$"):
+        two.choice(interior=True)
+    three = RegionEvidence.zeros([0.1, 0.2, 0.3])
+    three.add(np.array([0.5, 0.6, 0.4]), np.zeros(3))
+    assert three.choice(interior=True) == 0.2  # exactly one interior value is enough
+    with pytest.raises(ValueError, match="area_ratio must lie in"):
+        ir_label_bracket(three, 0.2, area_ratio=0.0)
+    with pytest.raises(ValueError, match="must lie inside the calibration grid"):
+        ir_label_bracket(three, 0.1)
+
+
+def test_ir_label_bracket_at_the_grid_second_value() -> None:
+    """bg_score at the grid's second value is inside the grid (mutant killed: ``at == 1`` taken for the edge)."""
+    ev = RegionEvidence.zeros([0.1, 0.2, 0.3, 0.4, 0.5])
+    for _ in range(3):
+        ev.add(np.ones(5), np.array([0.9, 0.6, 0.42, 0.3, 0.1]))
+    # at 0.2 the area is 0.6: conf_fg where area is nearest 0.7·0.6 = 0.42 (0.3), conf_bg nearest 0.6/0.7 (0.1)
+    assert ir_label_bracket(ev, 0.2, area_ratio=0.7) == (0.3, 0.1)
+
+
+def test_walk_regions_of_a_tensor_and_of_doubles_are_float32() -> None:
+    scores = torch.tensor([[[0.2, 0.9]], [[0.5, 0.1]]], dtype=torch.float64)
+    for given in (scores, scores.numpy()):
+        out = walk_regions(given)
+        assert out.dtype == np.float32 and out.tolist() == [[[0.0, pytest.approx(0.9)]], [[0.5, 0.0]]]
+    assert walk_regions(np.zeros((0, 2, 2))).dtype == np.float32  # no classes: float32 too
+
+
+def test_calibration_set_puts_the_classifier_held_out_images_first() -> None:
+    from wsss.validation import holdout_split
+
+    ids = [f"img{i:02d}" for i in range(20)]
+    train, held = holdout_split(ids, 0.2)
+    assert held and train
+    assert calibration_set(ids, 0.2, 5) == ((held + train)[:5], min(5, len(held)))
+    assert calibration_set(ids, 0.2, 100) == (held + train, len(held))
+    assert calibration_set(ids, 0.0, 3) == (ids[:3], 0)
+
+
+def test_log_rows_returns_and_logs_every_row(caplog: pytest.LogCaptureFixture) -> None:
+    ev = RegionEvidence.zeros([0.1, 0.2])
+    ev.add(np.array([0.5, 0.25]), np.array([0.25, 0.125]))
+    with caplog.at_level("INFO", logger="wsss"):
+        rows = log_rows(ev, "bg_score")
+    assert rows == ev.rows("bg_score")
+    assert [r.getMessage() for r in caplog.records] == ["bg_score 0.10: keep 0.500 area 0.250 objective 0.250",
+                                                        "bg_score 0.20: keep 0.250 area 0.125 objective 0.125"]
+
+
+def test_classifier_scores_is_image_scores_of_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    import wsss.calibrate as calibrate
+
+    seen = []
+    monkeypatch.setattr(calibrate, "image_scores", lambda model, batch: seen.append((model, batch)) or batch * 2)
+    fn = classifier_scores("model")
+    assert fn(torch.ones(1)).tolist() == [2.0] and seen[0][0] == "model"

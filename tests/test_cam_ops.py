@@ -186,3 +186,20 @@ def test_pack_and_upsample() -> None:
     np.testing.assert_allclose(up, [[[0.0, 0.25, 0.75, 1.0]]])
     up = upsample_cam(np.array([[[0.0, 0.5]]]), (2, 4))
     np.testing.assert_allclose(up[0, 1], np.array([0.0, 0.125, 0.375, 0.5]) / (0.5 + 1e-5), rtol=1e-6)
+
+
+def test_max_pixels_bounds_each_forward_call_and_changes_no_cam() -> None:
+    """Same-size 16×16 images at scales 1 and 2: with a bound of 2 flipped 32×32 images per call, the scale-2 calls
+    carry ≤ 4 rows (one image at least, even when one alone exceeds the bound), the scale-1 calls the 8 of
+    max_batch; every CAM equals the unbounded one. Planted bug caught: ignoring max_pixels (8 rows at scale 2)."""
+    images = [_image(16, 16, s) for s in range(4)]
+    unbounded = multiscale_cams(_asymmetric_cam, images, [[0]] * 4, scales=(1.0, 2.0), max_batch=4)
+    cam = CountingCam(_asymmetric_cam)
+    bounded = multiscale_cams(cam, images, [[0]] * 4, scales=(1.0, 2.0), max_batch=4, max_pixels=2 * 2 * 32 * 32)
+    assert sorted((tuple(c[-2:]), c[0]) for c in cam.calls) == [((16, 16), 8), ((32, 32), 4), ((32, 32), 4)]
+    assert all(c[0] * c[-2] * c[-1] <= 2 * 2 * 32 * 32 for c in cam.calls)
+    for a, b in zip(bounded, unbounded):
+        assert torch.equal(a.cam, b.cam) and torch.equal(a.high_res, b.high_res)
+    cam = CountingCam(_asymmetric_cam)
+    multiscale_cams(cam, images[:2], [[0]] * 2, scales=(2.0,), max_pixels=10)
+    assert [c[0] for c in cam.calls] == [2, 2]  # one image (with its flip) per call at least

@@ -173,4 +173,3 @@ def test_image_scores_hand_worked() -> None:
         model.classifier = classifier
         expected = 1 / (1 + np.exp(-np.array([pooled0, -1.0])))
         np.testing.assert_allclose(image_scores(model, images)[0].numpy(), expected, rtol=1e-6)
-    assert (2 * 0.5 + 8 + 2 + 0.5) / 5 == pytest.approx(2.3)

@@ -289,13 +289,17 @@ def test_unknown_category_and_image_name_the_json(tmp_path):
 def test_missing_image_file_is_named(coco_root, tmp_path, prepared):
     out = tmp_path / "out"
     prepare_coco(coco_root, out)
+    before = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     root = write_root(tmp_path / "root")
     missing = root / "val2014" / f"{V4}.jpg"
     missing.unlink()
     with pytest.raises(InputError) as err:
         prepare_coco(root, out)
     assert err.value.path == str(missing) and "missing" in err.value.problem
-    assert not (out / "dataset.yaml").exists() and not (out / "labels.tsv").exists()  # no longer looks complete
+    # built in a temp folder (issue 18; the old code rendered in place and left partial masks and links behind):
+    # the previous complete output survives byte for byte, and no temp is left
+    assert {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
 def test_bad_json_wrong_size_and_category_mismatch(tmp_path):
@@ -353,3 +357,84 @@ def test_decompression_bomb_header_is_named(tmp_path, monkeypatch):
         prepare_coco(root, tmp_path / "out")
     assert err.value.path.endswith(".jpg") and "decompression bomb" in err.value.problem
     assert not (tmp_path / "out" / "dataset.yaml").exists()
+
+
+def test_annotations_that_draw_no_pixel_give_no_label(tmp_path, caplog):
+    """Detection-only exports (``"segmentation": []``) and polygons outside the image (issue 18: on the old code
+    their classes went into labels.tsv while the mask had none). Planted bug: keep area-0 instances in
+    semantic_mask's ``kept``."""
+    def spoil(d):
+        d["val2014"]["annotations"] += [ann(40, 4, 1, []), ann(41, 4, 3, [box(100, 100, 110, 110)])]
+    root = broken_root(tmp_path / "r", spoil)
+    with caplog.at_level("WARNING"):
+        prepare_coco(root, tmp_path / "o")
+    assert VOCLayoutDataset(tmp_path / "o").label_names(V4) == ("teddy_bear",)
+    assert [r.getMessage() for r in caplog.records if "draw no pixel" in r.getMessage()] == [
+        f"{root / 'annotations' / 'instances_val2014.json'}: 2 non-crowd annotations draw no pixel (empty "
+        "segmentation or outside the image) and give no label"]
+
+    def detection_only(d):
+        for a in d["val2014"]["annotations"]:
+            a["segmentation"] = []
+    root = broken_root(tmp_path / "r2", detection_only)
+    with pytest.raises(InputError, match="none of its 2 non-crowd annotations draws a pixel") as err:
+        prepare_coco(root, tmp_path / "o2")
+    assert err.value.path.endswith("instances_val2014.json")
+
+
+def test_train_equal_to_val_is_warned(coco_root, tmp_path, caplog):
+    """The same JSON and images for two splits (issue 18: accepted silently, val then measures training
+    images). Planted bug: drop the warning in prepare_coco."""
+    same = {"images": str(coco_root / "train2014"),
+            "annotations": str(coco_root / "annotations" / "instances_train2014.json")}
+    with caplog.at_level("WARNING"):
+        prepare_coco(None, tmp_path / "o", subsets={"train": same, "val": dict(same)})
+    assert any("splits train and val are the same images and annotations" in r.getMessage()
+               for r in caplog.records)
+
+
+def _detection_only(d):
+    for a in d["val2014"]["annotations"]:
+        a["segmentation"] = []
+
+
+# The COCO surface's bad inputs, one row each: (edit of the JSON data, edit of the written root (or None), the
+# file the error names relative to the root, the one-line problem). A new case is one row. Issue 18 added the
+# detection-only row (labels without pixels on the old code).
+VAL_JSON, TRAIN_JSON = "annotations/instances_val2014.json", "annotations/instances_train2014.json"
+BAD_COCO = {
+    "unknown category": (lambda d: d["val2014"]["annotations"].append(ann(99, 4, 5, [box(0, 0, 3, 3)])), None,
+                         VAL_JSON, "annotation 99"),
+    "unknown image": (lambda d: d["train2014"]["annotations"].append(ann(98, 77, 1, [])), None, TRAIN_JSON,
+                      "annotation 98: unknown image_id 77"),
+    "image size differs from the JSON": (lambda d: d["train2014"]["images"][1].update(height=25), None,
+                                         f"train2014/{T2}.jpg", "image is 32x24 but"),
+    "categories differ between subsets": (lambda d: d["val2014"]["categories"].pop(), None, VAL_JSON,
+                                          "categories differ from those of instances_train2014.json"),
+    "odd polygon": (lambda d: d["val2014"]["annotations"].append(ann(97, 4, 1, [[1, 2, 3]])), None, VAL_JSON,
+                    "polygon has an odd number of coordinates (3)"),
+    "detection-only subset": (_detection_only, None, VAL_JSON,
+                              "none of its 2 non-crowd annotations draws a pixel (empty segmentation or outside the "
+                              "image: a detection-only export?)"),
+    "missing image file": (lambda d: None, lambda r: (r / "val2014" / f"{V4}.jpg").unlink(), f"val2014/{V4}.jpg",
+                           "image file is missing"),
+    "invalid JSON": (lambda d: None, lambda r: (r / TRAIN_JSON).write_text('{"images": ['), TRAIN_JSON,
+                     "invalid JSON"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_COCO))
+def test_bad_coco_input_is_one_line_and_keeps_the_previous_output(tmp_path, case):
+    edit, spoil, where, problem = BAD_COCO[case]
+    good = write_root(tmp_path / "good")
+    out = tmp_path / "out"
+    prepare_coco(good, out)
+    before = tree_bytes(out)
+    root = broken_root(tmp_path / "bad", edit)
+    if spoil is not None:
+        spoil(root)
+    with pytest.raises(InputError) as err:
+        prepare_coco(root, out)
+    assert err.value.path.startswith(str(root / where)) and problem in err.value.problem, str(err.value)
+    assert "\n" not in str(err.value) and tree_bytes(out) == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp folder left

@@ -226,3 +226,100 @@ def test_ir_label_thresholds_ordered_or_auto(schema: dict) -> None:
     check_runs(cfg(conf_fg="auto", conf_bg="auto", bg_threshold="auto"))
     with pytest.raises(InputError, match="irn.bg_threshold"):
         cfg(bg_threshold="sometimes")
+
+
+def test_roots_apart_from_outputs_pass(schema: dict, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    validate_config({"datasets": {"mine": {"kind": "folder", "root": "data/mine"},
+                                  "voc": {"root": "resources/voc/VOCdevkit/VOC2012"}},
+                     "predict": {"new": "photos"}, "runs": {"r": {"dataset": "mine"}}}, schema)
+    with pytest.raises(InputError, match="predict.new: 'results/r/predict' overlaps the output folder 'results'"):
+        validate_config({"predict": {"new": "results/r/predict"}, "runs": {"r": {"dataset": "synth"}}}, schema)
+
+
+def test_folder_lists_named_like_builtin_splits_are_not_picked(schema: dict, tmp_path: Path, monkeypatch) -> None:
+    """Issue 18: a user's train_aug.txt silently made every stage train on it (training_split prefers it, for VOC).
+    A folder dataset trains on train unless a run's train_split says otherwise. Planted bug: the old default."""
+    monkeypatch.chdir(tmp_path)
+    lists = tmp_path / "data" / "ImageSets" / "Segmentation"
+    lists.mkdir(parents=True)
+    for name in ("train", "val", "train_aug", ".hidden"):
+        (lists / f"{name}.txt").write_text("a\n")
+    cfg = validate_config({"datasets": {"mine": {"kind": "folder", "root": "data"}},
+                           "runs": {"r": {"dataset": "mine"}, "aug": {"dataset": "mine",
+                                                                     "seg": {"train_split": "train_aug"}}}}, schema)
+    from wsss.config import dataset_splits, run_config
+    assert dataset_splits(cfg["datasets"]["mine"]) == ["train", "val", "train_aug"]
+    r = run_config(cfg, "r")
+    assert [r[s]["train_split"] for s in ("cls", "irn", "seg")] == ["train"] * 3 and r["cam"]["eval"] == {}
+    assert run_config(cfg, "aug")["seg"]["train_split"] == "train_aug"
+
+
+# The config surface's bad inputs, one row each: YAML text -> the one line validate_config raises (after
+# "config.yaml: "). A new case is one row. Rows marked 18 passed validation on the old code (then deleted a user's
+# folder, failed hours later at stage start, or crashed with a TypeError).
+BAD_CONFIG = {
+    # 18: a dataset root equal to, inside or containing an output folder
+    "root is the output folder": ("datasets: {mine: {kind: folder, root: resources/mine}}\nruns: {r: {dataset: mine}}",
+                                  "datasets.mine.root: 'resources/mine' overlaps the output folder 'resources/mine'"),
+    "root inside the output folder": ("datasets: {mine: {kind: folder, root: resources/mine/raw}}\n"
+                                      "runs: {r: {dataset: mine}}",
+                                      "datasets.mine.root: 'resources/mine/raw' overlaps the output folder "
+                                      "'resources/mine'"),
+    "root containing the outputs": ("datasets: {mine: {kind: folder, root: .}}\nruns: {r: {dataset: mine}}",
+                                    "datasets.mine.root: '.' overlaps the output folder 'resources/coco'"),
+    "root inside results": ("datasets: {mine: {kind: folder, root: results/x}}\nruns: {r: {dataset: mine}}",
+                            "datasets.mine.root: 'results/x' overlaps the output folder 'results'"),
+    "coco root is another dataset's output": ("datasets: {mine: {kind: coco, root: resources/synth}}\n"
+                                              "runs: {r: {dataset: mine}}",
+                                              "datasets.mine.root: 'resources/synth' overlaps the output folder "
+                                              "'resources/synth'"),
+    "predict folder inside results": ("runs: {r: {dataset: synth}}\npredict: {new: results/r/predict}",
+                                      "predict.new: 'results/r/predict' overlaps the output folder 'results'"),
+    # 18: cross-key constraints the stages checked at start
+    "scale_range order": ("runs: {r: {dataset: synth, irn: {scale_range: [1.5, 0.5]}}}",
+                          "runs.r.irn.scale_range: [1.5, 0.5] must be [low, high] with low <= high"),
+    "resize_long order": ("runs: {r: {dataset: synth, cls: {resize_long: [640, 320]}}}",
+                          "runs.r.cls.resize_long: [640, 320] must be [low, high] with low <= high"),
+    "batch vs accumulate": ("runs: {r: {dataset: synth, seg: {batch_size: 10, accumulate: 3}}}",
+                            "runs.r.seg.batch_size: 10 does not split into seg.accumulate 3 micro-batches; make "
+                            "batch_size a multiple of 3"),
+    "batch vs gpus": ("runs: {r: {dataset: synth, cls: {batch_size: 6, gpus: 4}}}",
+                      "runs.r.cls.batch_size: 6 does not split into cls.accumulate 1 micro-batches on each of 4 GPUs "
+                      "(cls.gpus)"),
+    "irn crop vs radius": ("runs: {r: {dataset: synth, irn: {crop: 16, radius: 10}}}",
+                           "runs.r.irn.crop: 16 is too small for irn.radius 10: crop/4 must exceed 2*(radius-1), so "
+                           "crop > 72"),
+    "epochs auto without holdout": ("runs: {r: {dataset: synth, cls: {epochs: auto, holdout_fraction: 0}}}",
+                                    "runs.r.cls.epochs: auto needs held-out images"),
+    "caffe style with imagenet weights": ("runs: {r: {dataset: synth, seg: {style: caffe, pretrained: imagenet}}}",
+                                          "runs.r.seg.style: 'caffe' expects converted Caffe weights"),
+    # 18: names
+    "number as a dataset name": ("runs: {r: {dataset: synth}}\ndatasets: {2024: {kind: synth}}",
+                                 "datasets.2024: YAML reads this name as a int; names are strings: quote it "
+                                 "('2024':)"),
+    "boolean as a run name": ("runs: {yes: {dataset: synth}}", "runs.True: YAML reads this name as a bool"),
+    "run name ending in a newline": ('runs: {"r\\n": {dataset: synth}}', "runs: 'r\\n' does not match"),
+    "predict name ending in a newline": ('runs: {r: {dataset: synth}}\npredict: {"p\\n": photos}',
+                                         "predict: 'p\\n' does not match"),
+    "dataset name ending in a newline": ('runs: {r: {dataset: synth}}\ndatasets: {"d\\n": {kind: synth}}',
+                                         "datasets: 'd\\n' does not match"),
+    # earlier rows
+    "wrong type": ("runs: {r: {dataset: synth}}\ndatasets: {synth: {seed: x}}",
+                   "datasets.synth.seed: 'x' is not of type 'integer'"),
+    "unknown dataset": ("runs: {r: {dataset: nope}}", "runs.r.dataset: 'nope' is not a dataset"),
+    "conf thresholds order": ("runs: {r: {dataset: synth, irn: {conf_fg: 0.2, conf_bg: 0.3}}}",
+                              "runs.r.irn.conf_bg: 0.3 must be below irn.conf_fg 0.2"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIG))
+def test_bad_config_is_one_line(schema: dict, tmp_path: Path, monkeypatch, case: str) -> None:
+    """Planted bugs: drop check_output_paths, check_stage_keys or _check_name_types, or the (?!\\n) of the
+    name patterns: the issue-18 rows then validate (or raise a TypeError)."""
+    text, expected = BAD_CONFIG[case]
+    monkeypatch.chdir(tmp_path)  # relative roots start here
+    with pytest.raises(InputError) as err:
+        validate_config(yaml.safe_load(text), schema, "config.yaml")
+    assert str(err.value).startswith(f"config.yaml: {expected}"), str(err.value)
+    assert "\n" not in str(err.value).replace("\\n", "")

@@ -123,6 +123,9 @@ def test_candidate_labels() -> None:
     peaks[:, 0, 0] = [1.0, 0.2, 0.5, 0.3]
     assert candidate_labels(peaks, eps=0.25, top_k=1).tolist() == [0, 2]  # highest peak among those ≥ eps
     assert candidate_labels(peaks, eps=0.25, always=()).tolist() == [0, 2, 3]
+    peaks[:, 0, 0] = [1.0, 0.5, 0.5, 0.3]  # a tie for the one place: the lower index (mutant killed: the higher)
+    assert candidate_labels(peaks, eps=0.25, top_k=1).tolist() == [0, 1]
+    assert candidate_labels(peaks[[0, 3, 2, 1]], eps=0.25, top_k=1).tolist() == [0, 2]
     with pytest.raises(ValueError):
         candidate_labels(peaks, eps=2.0)
 
@@ -137,3 +140,30 @@ def test_pruned_crf_maps_back_to_class_ids_and_equals_all_class_crf() -> None:
     np.testing.assert_array_equal(crf_labels_from_probs(image, probs, eps=0.0), full)  # eps 0: the all-class CRF
     only_bg = crf_labels_from_probs(image, probs, eps=1e-3, top_k=0)  # a single label left: nothing to infer
     assert only_bg.shape == full.shape and (only_bg == 0).all()
+
+
+def test_crf_from_probs_wires_every_kernel_parameter() -> None:
+    """The marginals equal pydensecrf's DenseCRF2D called by hand with distinct values for every parameter, so a
+    swapped sxy/srgb/compat is caught. Mutants killed (mutmut): Gaussian sxy from ``pos[1]``, bilateral sxy from
+    ``bi[1]``, srgb from ``bi[2]``."""
+    import pydensecrf.densecrf as dcrf
+    from pydensecrf.utils import unary_from_softmax
+
+    rng = np.random.default_rng(3)
+    image = _bands(24, 36)
+    image = np.clip(image.astype(int) + rng.integers(-20, 20, image.shape), 0, 255).astype(np.uint8)
+    logits = rng.normal(0, 1, (3, 24, 36)).astype(np.float32)
+    probs = np.exp(logits) / np.exp(logits).sum(0)
+    pos_xy, pos_w, bi_xy, bi_rgb, bi_w = 2.0, 5.0, 9.0, 13.0, 3.0
+
+    def reference(bi_xy: float, bi_rgb: float) -> np.ndarray:
+        crf = dcrf.DenseCRF2D(36, 24, 3)
+        crf.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(probs)))
+        crf.addPairwiseGaussian(sxy=pos_xy, compat=pos_w)
+        crf.addPairwiseBilateral(sxy=bi_xy, srgb=bi_rgb, rgbim=np.ascontiguousarray(image), compat=bi_w)
+        return np.asarray(crf.inference(5), np.float32).reshape(3, 24, 36)
+
+    ours = crf_from_probs(image, probs, iters=5, pos_xy_std=pos_xy, pos_w=pos_w, bi_xy_std=bi_xy, bi_rgb_std=bi_rgb,
+                          bi_w=bi_w)
+    np.testing.assert_allclose(ours, reference(bi_xy, bi_rgb), atol=1e-6)
+    assert np.abs(reference(bi_rgb, bi_xy) - ours).max() > 1e-2  # the comparison tells the parameters apart

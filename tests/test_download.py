@@ -249,7 +249,7 @@ def test_corrupt_archive_keeps_previous_extraction(tmp_path):
     good = _tar_with(tmp_path / "good.tar", "good/other.txt")
     dest = tmp_path / "out"
     extract(good, dest, "good")
-    assert sorted(p.name for p in dest.iterdir()) == ["file.txt", "other.txt"]
+    assert sorted(p.name for p in dest.iterdir()) == [".wsss-output", "file.txt", "other.txt"]
     assert (dest / "file.txt").read_text() == "g"
 
     truncated = tmp_path / "truncated.tar.gz"
@@ -265,7 +265,7 @@ def test_corrupt_archive_keeps_previous_extraction(tmp_path):
         with pytest.raises(InputError) as err:
             extract(bad, dest, "good")
         assert str(bad) in str(err.value)
-        assert sorted(p.name for p in dest.iterdir()) == ["file.txt", "other.txt"]  # untouched
+        assert sorted(p.name for p in dest.iterdir()) == [".wsss-output", "file.txt", "other.txt"]  # untouched
     with pytest.raises(InputError, match="no folder"):
         extract(good, tmp_path / "out2", "VOCdevkit/VOC2012")
     assert not (tmp_path / "out2").exists()
@@ -358,7 +358,7 @@ def test_links_outside_the_extracted_subdir_are_skipped(tmp_path):
     """Members outside ``subdir`` are never written, so a link there does not block the extraction."""
     archive = _tar_with(tmp_path / "a.tar", "other/link", type=tarfile.SYMTYPE, linkname="../../x")
     extract(archive, tmp_path / "out", "good")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["file.txt"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".wsss-output", "file.txt"]
 
 
 def test_tar_path_through_existing_symlink_rejected(tmp_path, monkeypatch):
@@ -513,3 +513,80 @@ def test_bad_sbd_annotation_is_one_line_error(tmp_path):
         with pytest.raises(InputError) as err:
             read_sbd_mask(tmp_path / name)
         assert str(err.value).startswith(str(tmp_path / name)) and "\n" not in str(err.value)
+
+
+def _tar_members(path: Path, *members: tuple[str, bytes | None]) -> Path:
+    """A tar of (name, data) members; data None = a folder."""
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _written(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def _zip_members(path: Path, *names: str) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name in names:
+            zf.writestr(name, b"x")
+    return path
+
+
+# The archive surface's bad inputs, one row each: (build the archive under tmp_path, subdir, the one-line problem).
+# Issue 18 added the file/folder clash rows (NotADirectoryError traceback on the old code).
+BAD_ARCHIVES = {
+    "tar file and folder of one name": (lambda t: _tar_members(t / "a.tar", ("a", b"1"), ("a/b", b"2")), None,
+                                        "archive members 'a' (a file) and 'a/b' clash"),
+    "tar clash inside subdir": (lambda t: _tar_members(t / "a.tar", ("s/x", b"1"), ("s/x/", None), ("s/x/y", b"2")),
+                                "s", "archive members 'x' (a file) and 'x' (a folder) clash"),
+    "zip file and folder of one name": (lambda t: _zip_members(t / "a.zip", "a", "a/b"), None,
+                                        "archive members 'a' (a file) and 'a/b' clash"),
+    "tar member outside": (lambda t: _tar_members(t / "a.tar", ("../evil", b"1")), None, "unsafe archive member"),
+    "zip member outside": (lambda t: _zip_members(t / "a.zip", "s/../../evil"), "s", "unsafe archive member"),
+    "tar link": (lambda t: _tar_with(t / "a.tar", "good/l", type=tarfile.SYMTYPE, linkname="x"), None,
+                 "is a symbolic link"),
+    "corrupt": (lambda t: _written(t / "a.tar", b"not an archive at all" * 40), None,
+                "corrupt or unreadable archive"),
+    "no such subdir": (lambda t: _tar_members(t / "a.tar", ("x/y", b"1")), "s", "archive has no folder 's'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ARCHIVES))
+def test_bad_archives_are_one_line_errors(tmp_path, case):
+    """Every row: an InputError naming the archive, one line, nothing left at the destination."""
+    build, subdir, problem = BAD_ARCHIVES[case]
+    archive = build(tmp_path)
+    (tmp_path / "work").mkdir()
+    with pytest.raises(InputError) as err:
+        extract(archive, tmp_path / "work" / "out", subdir)
+    assert err.value.path == str(archive) and problem in err.value.problem, str(err.value)
+    assert "\n" not in str(err.value) and list((tmp_path / "work").iterdir()) == []
+
+
+def test_unpinned_file_url_cache_is_keyed_by_url(tmp_path, caplog):
+    """Issue 18: a cached file:// download without md5 was reused after the URL changed. Planted bug: reuse any
+    cached file when md5 is None (the old code)."""
+    first, second = tmp_path / "one" / "data.tar", tmp_path / "two" / "data.tar"
+    first.parent.mkdir()
+    second.parent.mkdir()
+    first.write_bytes(b"first")
+    second.write_bytes(b"second")
+    dest = tmp_path / "dl" / "data.tar"
+    download(first.as_uri(), dest, None)
+    download(second.as_uri(), dest, None)
+    assert dest.read_bytes() == b"second"
+    with caplog.at_level(logging.WARNING):
+        download(second.as_uri(), dest, None)  # same URL, same file: reused
+    assert "reusing" in caplog.text
+    second.write_bytes(b"second, edited")
+    download(second.as_uri(), dest, None)  # same URL, the local copy changed: read again
+    assert dest.read_bytes() == b"second, edited"

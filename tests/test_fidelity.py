@@ -34,7 +34,8 @@ def _sections(**overrides) -> dict:
 
 
 def _infer(tiny_voc: Path, tmp: Path, model: Path, cls: dict, high_res: str) -> Path:
-    cam = {"scales": [1.0, 2.0], "fusion": "max", "batch_scales": True, "high_res": high_res}
+    cam = {"scales": [1.0, 2.0], "fusion": "max", "batch_scales": True, "batch_pixels": 16_000_000,
+           "high_res": high_res}
     out = tmp / f"cams_{high_res}"
     proc = subprocess.run([sys.executable, str(REPO / "stages/infer_cam.py"), "--params",
                            json.dumps({"cls": cls, "cam": cam}), "--dataset", str(tiny_voc), "--split", "train",

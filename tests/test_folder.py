@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -124,8 +125,33 @@ BAD_CASES = {
     "same stem twice": (lambda r: _image(r / "images" / "a.png", (8, 8)), "a.png", "two images share the stem 'a'"),
     "too many pixels": (lambda r: _image(r / "images" / "big.png", (80, 60)), "big.png",
                         "image has 4800 pixels (60x80), above max_pixels 4000"),
-    "bad stem": (lambda r: _image(r / "images" / "my photo.png", (8, 8)), "my photo.png", "invalid image id"),
+    "bad stem": (lambda r: _image(r / "images" / "my photo.png", (8, 8)), "my photo.png",
+                 "invalid image id 'my photo': contains a space"),
+    # issue 18 rows
+    "non-ASCII stem": (lambda r: _image(r / "images" / "café.png", (8, 8)), "café.png",
+                       "invalid image id 'café': contains the non-ASCII character 'é'"),
+    "quoted cell with a comma": (lambda r: (r / "labels.csv").write_text(
+        'image,labels\na,"cat,dog"\nb,dog\nc,dog\nd,cat\ne,cat\n'), "labels.csv:2",
+        "class name 'cat,dog' contains ','"),
+    "NUL in a class name": (lambda r: (r / "labels.csv").write_text(
+        "image,labels\na,cat\nb,do\x00g\nc,dog\nd,cat\ne,cat\n"), "labels.csv:3",
+        "class name 'do\\x00g' contains a control or space character"),
+    "path in a class name": (lambda r: (r / "labels.csv").write_text(
+        "image,labels\na,cat\nb,../x\nc,dog\nd,cat\ne,cat\n"), "labels.csv:3", "class name '../x' contains '/'"),
+    "JPEG mask": (lambda r: _image(r / "masks" / "b.jpg", (33, 50)), "b.jpg", "mask is a JPEG"),
+    "train and val overlap": (lambda r: _lists(r, "a\nb\nc\n", "c\nd\ne\n"), "val.txt",
+                              "id 'c' is also in train.txt (1 shared)"),
+    # mutant killed: the "mask without image" check disabled (the stray mask was silently ignored)
+    "mask without image": (lambda r: write_label_png(r / "masks" / "zz.png", np.zeros((8, 8), np.uint8)), "zz.png",
+                           "mask without an image (no zz.jpg/.jpeg/.png in images/)"),
 }
+
+
+def _lists(root: Path, train: str, val: str) -> None:
+    lists = root / "ImageSets" / "Segmentation"
+    lists.mkdir(parents=True, exist_ok=True)
+    (lists / "train.txt").write_text(train)
+    (lists / "val.txt").write_text(val)
 
 
 @pytest.mark.parametrize("case", sorted(BAD_CASES))
@@ -154,3 +180,108 @@ def test_stage_script_prints_one_line(tmp_path: Path) -> None:
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: {root / 'images' / 'b.png'}: image 'b' has no labels"], proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("root_rel, out_rel", [
+    ("resources/mine", "resources/mine"),          # the issue's exact config: root is the output folder
+    ("resources/mine/raw", "resources/mine"),      # root inside the output folder
+    ("data", "data/resources/mine"),               # root containing the output folder
+])
+def test_root_and_output_overlap_leaves_every_user_file(tmp_path: Path, root_rel: str, out_rel: str) -> None:
+    """Data loss (issue 18): on the old code the stage built in a temp folder and then rmtree'd --out whole,
+    user's images/ and labels.csv included, exit 0. Planted bug: drop the overlap check and the marker check."""
+    root = tmp_path / root_rel
+    make_folder(root)
+    before = _snapshot(tmp_path)
+    proc = subprocess.run([sys.executable, str(REPO / "stages" / "prepare_folder.py"), "--params",
+                           f'{{"root": "{root_rel}", "classes": ["cat", "dog"]}}', "--out", out_rel],
+                          cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "overlaps the output folder" in errors[0], proc.stderr
+    assert _snapshot(tmp_path) == before  # every user file byte-identical, nothing added
+
+
+def test_replacing_a_folder_the_pipeline_did_not_write_is_refused(tmp_path: Path) -> None:
+    """The last guard before rmtree: an existing, non-empty folder without the pipeline's marker is the user's.
+    Planted bug: atomic_dir replacing any folder (the old code) deletes user.txt."""
+    root, out = tmp_path / "m", tmp_path / "out"
+    make_folder(root)
+    out.mkdir()
+    (out / "user.txt").write_text("mine")
+    with pytest.raises(InputError, match="not written by this pipeline"):
+        prepare_folder({"root": str(root)}, out)
+    assert (out / "user.txt").read_text() == "mine"
+    prepare_folder({"root": str(root)}, tmp_path / "ok")
+    prepare_folder({"root": str(root)}, tmp_path / "ok")  # its own output is replaced as before
+
+
+def test_split_rules_lone_train_list_and_overlap(tmp_path: Path) -> None:
+    """Issue 18: a lone train.txt was ignored (hash split) and train/val overlap accepted. Planted bug: the old
+    ``train.txt and val.txt`` condition."""
+    root = tmp_path / "m"
+    make_folder(root)
+    lists = root / "ImageSets" / "Segmentation"
+    lists.mkdir(parents=True)
+    (lists / "train.txt").write_text("\ufeffa\nb\nd\n")  # a BOM, as the CSV may have (issue 18: was refused)
+    assert prepare_folder({"root": str(root)}, tmp_path / "o1") == {"train": ["a", "b", "d"], "val": ["c", "e"]}
+    (lists / "train.txt").unlink()
+    (lists / "val.txt").write_text("c\n")
+    assert prepare_folder({"root": str(root)}, tmp_path / "o2") == {"val": ["c"], "train": ["a", "b", "d", "e"]}
+    (lists / "train.txt").write_text("a\nb\nc\n")
+    with pytest.raises(InputError, match="id 'c' is also in train.txt"):
+        prepare_folder({"root": str(root)}, tmp_path / "o3")
+
+
+def test_hidden_files_skipped_and_mask_suffix_case(tmp_path: Path, caplog) -> None:
+    """macOS ``._*`` files stopped the preparer; ``masks/x.PNG`` was ignored; a mask class the CSV row lacks was
+    accepted silently (issue 18). Planted bugs: iterdir without the hidden rule; glob("*.png"); no warning."""
+    root = tmp_path / "m"
+    make_folder(root)
+    (root / "images" / "._a.jpg").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    (root / "masks" / "._a.png").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    write_label_png(root / "masks" / "d.PNG", np.full((30, 70), 1, np.uint8))  # d is "cat dog": fine
+    (root / "labels.csv").write_text("image,labels\na.jpg,dog\nb,dog;cat\nc.PNG,dog\nd,cat dog\ne.png,cat\n")
+    with caplog.at_level("INFO"):
+        prepare_folder({"root": str(root)}, tmp_path / "out")
+    ds = VOCLayoutDataset(tmp_path / "out")
+    assert ds.has_mask("d") and sorted(ds.ids("train") + ds.ids("val")) == list("abcde")
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("skipped 1 hidden file(s)" in m and "._a.jpg" in m for m in messages)
+    # a.png holds class 1 (cat) but a's row says dog
+    assert any("masks hold classes their image's row does not list (images per class: cat 1)" in m
+               for m in messages), messages
+    _image(root / "masks" / "e.jpg", (52, 41))
+    with pytest.raises(InputError, match="mask is a JPEG"):
+        prepare_folder({"root": str(root)}, tmp_path / "out2")
+
+
+def test_class_names_are_unicode_normalised(tmp_path: Path) -> None:
+    """Issue 18: 'café' typed precomposed (NFC) and with a combining accent (NFD) became two classes. Planted bug:
+    drop the NFC normalisation in split_names."""
+    root = tmp_path / "m"
+    make_folder(root)
+    (root / "labels.csv").write_text("image,labels\na,caf\u00e9\nb,cafe\u0301\nc,dog\nd,caf\u00e9 dog\ne,dog\n")
+    prepare_folder({"root": str(root)}, tmp_path / "out")
+    assert VOCLayoutDataset(tmp_path / "out").classes == ["background", "caf\u00e9", "dog"]
+
+
+def test_the_issue_config_through_snakemake_keeps_every_user_file(tmp_path: Path) -> None:
+    """Issue 18's exact config, through the real entry point: `datasets: {mine: {kind: folder, root:
+    resources/mine}}` deleted the user's images/ and labels.csv (exit 0). Now the config is refused naming both
+    paths, and every user file is byte-identical. Planted bug: drop check_output_paths and check_apart."""
+    from helpers import snakemake, write_config
+
+    make_folder(tmp_path / "resources" / "mine")
+    write_config(tmp_path, {"datasets": {"mine": {"kind": "folder", "root": "resources/mine"}},
+                            "runs": {"mine": {"dataset": "mine"}}})
+    before = _snapshot(tmp_path / "resources")
+    proc = snakemake(tmp_path, "--cores", "1", "resources/mine/labels.tsv", timeout=300)
+    assert proc.returncode != 0
+    assert "datasets.mine.root: 'resources/mine' overlaps the output folder 'resources/mine'" in proc.stderr + \
+        proc.stdout
+    assert _snapshot(tmp_path / "resources") == before

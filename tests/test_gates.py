@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from wsss.gates import cam_gate, cls_gate, seg_gate
+from wsss.gates import GATE_ADVICE, cam_gate, cls_gate, seg_gate
 
 
 def test_seg_gate_message_names_the_measure_the_threshold_and_what_to_do() -> None:
@@ -88,3 +88,53 @@ def test_cam_gate_names_classes_without_evidence_and_classes_it_cannot_tell_apar
     assert not ok and "cannot tell b and c" in line and "97 % of the images with either" in line
     assert "add images with only one of b, c, or merge them" in line
     assert cam_gate(_cam_summary({"a": 0.02}, {}), STATS, False, 0.1, 0.5, 5)[0] is True
+
+
+def test_seg_gate_least_reproduced_class_skips_absent_classes() -> None:
+    """A class absent from the fit images has IoU NaN: it is not the "least reproduced" one, wherever it is listed.
+    Mutant killed: the NaN filter removed (min() with a NaN first keeps the NaN)."""
+    for iou, names in (([math.nan, 0.9, 0.036], ["absent", "background", "star"]),
+                       ([0.9, 0.036, math.nan], ["background", "star", "absent"])):
+        ok, line = seg_gate(0.4, iou, names, 8, True, 0.6)
+        assert not ok and "least reproduced class star 3.6" in line and "nan" not in line
+    assert "least reproduced class ? nan" in seg_gate(0.4, [math.nan], ["absent"], 8, True, 0.6)[1]
+
+
+def test_seg_gate_passed_line_states_the_fit_and_the_worst_class() -> None:
+    """Mutants killed: the percentages computed as 101·x or 100/x (a 0.5 IoU reads 50.0, not 50.5 or 200.0)."""
+    ok, line = seg_gate(0.625, [0.75, 0.5], ["background", "star"], 12, True, 0.6)
+    assert ok and line == ("seg gate passed: DeepLab reproduces its training labels at 62.5 mIoU >= gates.min_seg_fit "
+                           "0.6 (12 training images; least reproduced class star 50.0)")
+    assert seg_gate(0.599, [0.5], ["star"], 12, True, 0.6)[0] is False  # the threshold itself passes, below fails
+
+
+def _report(**kw) -> dict:
+    return {"f1": 0.75, "baseline_f1": 0.6666666666666666, "held_out_images": 7, **kw}
+
+
+def test_cls_gate_passes_at_the_threshold_and_fails_below() -> None:
+    ok, line = cls_gate(_report(), True, 0.6)
+    assert ok and line == ("cls gate passed: held-out micro-F1 0.750 beat the label prior by at least "
+                           "gates.min_prior_gain 0.25 of the gap to 1 and reached gates.min_cls_f1 0.6 (7 held-out "
+                           "images; compared with the label prior: predicting every class scores micro-F1 0.667)")
+    assert cls_gate(_report(f1=0.6), True, 0.6, None)[0] is True  # min_cls_f1 alone: the threshold itself passes
+    ok, line = cls_gate(_report(f1=0.5999), True, 0.6, None)
+    assert not ok and line == (
+        "held-out image-level micro-F1 0.600: micro-F1 0.600 is below gates.min_cls_f1 0.6 (gates.min_prior_gain "
+        "None; 7 held-out images; label prior not judged (min_prior_gain null): predicting every class scores "
+        "micro-F1 0.667): the classifier did not learn these classes and every later stage inherits that; "
+        f"{GATE_ADVICE}; gates.enabled: false runs on anyway")
+
+
+def test_cls_gate_disabled_warns_with_the_same_problem_and_unmeasured_passes() -> None:
+    failing = cls_gate(_report(f1=0.3), True, 0.6)[1]
+    problem = failing.removesuffix("; gates.enabled: false runs on anyway")
+    assert problem != failing
+    assert cls_gate(_report(f1=0.3), False, 0.6) == (True, f"gates.enabled is false, running on: {problem}")
+    ok, line = cls_gate({"f1": None, "held_out_images": 0}, True, 0.6)
+    assert ok and line == ("cls gate not checked: no held-out F1 (cls.holdout_fraction 0 or no finite score); the "
+                           "classifier's quality is unknown")
+    ok, line = cls_gate({"f1": 0.8}, True, 0.6)  # no baseline, no image count
+    assert ok and line == ("cls gate passed: held-out micro-F1 0.800 reached gates.min_cls_f1 0.6 (? held-out images; "
+                           "compared with the label prior: no baseline recorded)")  # claims no prior it lacks
+    assert cls_gate({"f1": 0.0}, True, 0.0)[0] is True

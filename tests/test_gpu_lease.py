@@ -211,3 +211,37 @@ def test_config_timeout_reaches_the_gpu_jobs(tmp_path: Path) -> None:
     lease_lines = [line for line in timed.stdout.splitlines() if "-m wsss.gpu_lease" in line or "-m wsss.launch" in line]
     assert len(lease_lines) >= 3  # train_cls (launch) and the infer_cam shards (gpu_lease)
     assert all("WSSS_GPU_LEASE_TIMEOUT=30 " in line for line in lease_lines)
+
+
+def test_lease_env_numbers_gpus_in_pci_order(tmp_path: Path) -> None:
+    """The leased ids are nvidia-smi's (PCI order): CUDA must count the same way (without CUDA_DEVICE_ORDER it puts
+    the fastest GPU first and may use another GPU than the locked one). Planted bug caught: not setting it."""
+    lease = acquire(1, gpus=["0", "1"], directory=tmp_path)
+    try:
+        env = lease.env({"CUDA_DEVICE_ORDER": "FASTEST_FIRST", "PATH": "/bin"})
+        assert env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID" and env["CUDA_VISIBLE_DEVICES"] == lease.ids[0]
+        assert env["PATH"] == "/bin"
+    finally:
+        lease.release()
+    from wsss.gpu_lease import Lease
+
+    assert Lease([]).env({"X": "1"}) == {"X": "1"}  # no lease, no change
+
+
+def test_lock_folder_parents_are_checked(tmp_path: Path) -> None:
+    """Issue 18: under SLURM the lock folder is <base>/slurm-<id>; only the last part was checked, so a base
+    writable by others let another user move slurm-<id> and two jobs share one GPU. Planted bug: drop
+    _check_ancestors."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    with pytest.raises(InputError) as err:
+        prepare_lock_dir(shared / "slurm-17")
+    assert err.value.path == str(shared) and "writable by other users without the sticky bit (mode 777)" in str(err.value)
+    os.chmod(shared, 0o1777)  # like /tmp: others cannot rename what they do not own
+    assert prepare_lock_dir(shared / "slurm-18") == shared / "slurm-18"
+    if os.geteuid() == 0:  # only root can hand a folder to another uid
+        os.chmod(shared, 0o755)
+        os.chown(shared, 12345, -1)
+        with pytest.raises(InputError, match=r"owned by uid 12345, not by this user \(uid 0\) or root"):
+            prepare_lock_dir(shared / "slurm-19")

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from wsss.errors import InputError
-from wsss.io import _host, atomic_dir, atomic_path, read_label_png, read_rgb, voc_palette, write_jpeg, write_label_png
+from wsss.io import OUTPUT_MARKER, _host, atomic_dir, atomic_path, read_label_png, read_rgb, voc_palette, write_jpeg, write_label_png
 
 
 def test_label_png_roundtrip_and_palette(tmp_path: Path) -> None:
@@ -42,16 +42,16 @@ def test_atomic_path_leaves_nothing_on_error(tmp_path: Path) -> None:
 
 def test_atomic_dir_replaces_whole(tmp_path: Path) -> None:
     target = tmp_path / "d"
-    target.mkdir()
-    (target / "old").write_text("x")
+    with atomic_dir(target) as tmp:
+        (tmp / "old").write_text("x")
     with atomic_dir(target) as tmp:
         (tmp / "new").write_text("y")
-    assert sorted(p.name for p in target.iterdir()) == ["new"]
+    assert sorted(p.name for p in target.iterdir()) == [OUTPUT_MARKER, "new"]
     with pytest.raises(ValueError):
         with atomic_dir(target) as tmp:
             (tmp / "partial").write_text("z")
             raise ValueError
-    assert sorted(p.name for p in target.iterdir()) == ["new"]
+    assert sorted(p.name for p in target.iterdir()) == [OUTPUT_MARKER, "new"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
 
 
@@ -149,3 +149,32 @@ def test_stale_temps_of_dead_processes_swept(tmp_path: Path) -> None:
     finally:
         live.kill()
         live.wait()
+
+
+UMASK_SCRIPT = """
+import os, stat, sys
+from pathlib import Path
+import numpy as np
+os.umask(int(sys.argv[2], 8))
+from wsss.io import atomic_dir, write_label_png, write_text
+out = Path(sys.argv[1])
+write_text(out / "classes.txt", "background\\n")
+write_label_png(out / "mask.png", np.zeros((2, 2), np.uint8))
+with atomic_dir(out / "folder") as tmp:
+    write_text(tmp / "ids.txt", "a\\n")
+for p in ("classes.txt", "mask.png", "folder", "folder/ids.txt"):
+    print(p, oct(stat.S_IMODE((out / p).stat().st_mode)))
+"""
+
+
+@pytest.mark.parametrize("umask, file_mode, dir_mode", [("022", "0o644", "0o755"), ("002", "0o664", "0o775")])
+def test_atomic_outputs_follow_the_umask(tmp_path: Path, umask: str, file_mode: str, dir_mode: str) -> None:
+    """Outputs get the mode a direct write would give (issue 18: they kept mkstemp's 0600 / mkdtemp's 0700, so
+    nobody else in a group could read results). Planted bug: drop _as_if_created. Runs in a subprocess so this
+    process's umask is untouched."""
+    proc = subprocess.run([sys.executable, "-c", UMASK_SCRIPT, str(tmp_path / "out"), umask], capture_output=True, check=False,
+                          text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert proc.returncode == 0, proc.stderr
+    modes = dict(line.split() for line in proc.stdout.splitlines())
+    assert modes == {"classes.txt": file_mode, "mask.png": file_mode, "folder": dir_mode,
+                     "folder/ids.txt": file_mode}

@@ -202,3 +202,63 @@ def test_f1_counter_hand_worked() -> None:
     assert f1.micro_f1() == pytest.approx(6 / 8)  # 2·3 / (2·3 + 1 + 1)
     f1.update(np.zeros(3), np.zeros(3))  # true negatives change nothing
     assert f1.micro_f1() == pytest.approx(0.75)
+
+
+def test_error_messages_name_the_array_the_value_and_the_allowed_range() -> None:
+    """Mutants killed (mutmut, wsss/metrics.py): the allowed range and the array's name in the messages."""
+    gt = np.array([[0, 1, 255]], np.uint8)
+    with pytest.raises(ValueError) as err:
+        confusion_matrix(np.array([[0, 3, 1]], np.uint8), gt, 3)
+    assert str(err.value) == "prediction has value 3 outside 0..2 (1 pixels)"
+    with pytest.raises(ValueError) as err:
+        confusion_matrix(np.array([[0, 1, 1]], np.uint8), np.array([[4, 1, 255]], np.uint8), 3)
+    assert str(err.value) == "ground truth has value 4 outside 0..2 or 255 (1 pixels)"
+    with pytest.raises(ValueError) as err:  # 255 in the prediction is an error unless read as background
+        confusion_matrix(np.array([[255, 1, 1]], np.uint8), gt, 3)
+    assert str(err.value) == "prediction has value 255 outside 0..2 (1 pixels)"
+    for name, args in (("prediction", (np.zeros(2), np.zeros(2, int))), ("ground truth", (np.zeros(2, int), np.zeros(2)))):
+        with pytest.raises(ValueError) as err:
+            confusion_matrix(*args, 2)
+        assert str(err.value) == f"{name} must be an integer array, got dtype float64"
+    with pytest.raises(ValueError) as err:
+        scores_from_confusion(np.array([[1.0]]))
+    assert str(err.value) == "confusion matrix must hold non-negative integers"
+    with pytest.raises(ValueError) as err:
+        ConfusionMatrix(2).merge(ConfusionMatrix(3))
+    assert str(err.value) == "can only merge a ConfusionMatrix with the same num_classes"
+
+
+def test_num_classes_bounds_are_1_and_255() -> None:
+    for ok in (1, 2, 254, 255):
+        assert ConfusionMatrix(ok).matrix.shape == (ok, ok)
+    for bad in (0, 256, True, 2.0):
+        with pytest.raises(ValueError, match="num_classes must be an integer in 1..255"):
+            ConfusionMatrix(bad)
+    single = ConfusionMatrix.from_matrix(np.array([[5]]))  # one class (background only) is a valid matrix
+    assert single.num_classes == 1 and single.scores()["miou_present"] == 1.0
+
+
+def test_iou_from_confusion_hand_worked() -> None:
+    """gt/pred 2 classes: TP 3 and 1, union 3+1+... : IoU0 = 3/(4+4-3) = 0.6, IoU1 = 1/(2+2-1) = 1/3."""
+    cm = np.array([[3, 1], [1, 1]])
+    np.testing.assert_allclose(iou_from_confusion(cm), [0.6, 1 / 3])
+    assert np.isnan(iou_from_confusion(np.array([[2, 0, 0], [0, 0, 0], [0, 0, 1]]))[1])
+
+
+def test_copies_keep_the_ignore_flag_and_json_keeps_num_classes() -> None:
+    pred, gt = np.array([255, 1]), np.array([0, 1])
+    flagged = ConfusionMatrix.from_matrix(np.zeros((2, 2), int), pred_ignore_as_background=True)
+    assert flagged.pred_ignore_as_background is True
+    assert (flagged + ConfusionMatrix(2)).update(pred, gt).matrix.tolist() == [[1, 0], [0, 1]]
+    assert ConfusionMatrix.from_matrix(np.zeros((2, 2), int)).pred_ignore_as_background is False
+    with pytest.raises(ValueError, match="prediction has value 255"):  # by default 255 is no prediction
+        ConfusionMatrix(2).update(pred, gt)
+    out = ConfusionMatrix(2).update(np.array([0, 0]), np.array([0, 0])).to_json_dict(["bg", "a"])
+    assert out["num_classes"] == 2 and out["iou"] == {"bg": 1.0, "a": None}
+    assert json.loads(json.dumps(out))["fp"] == {"bg": 0.0, "a": None}
+
+
+def test_json_value_maps_non_finite_to_none_inside_lists() -> None:
+    from wsss.metrics import _json_value
+
+    assert _json_value({"a": [1.0, math.nan, [math.inf, 2]], "b": 3.0}) == {"a": [1.0, None, [None, 2]], "b": 3.0}

@@ -198,3 +198,37 @@ def test_pair_labels_match_brute_force() -> None:
     assert int(total.max()) == 1  # the three labels are disjoint
     with pytest.raises(ValueError):
         index.pair_labels(torch.zeros(12, 14))
+
+
+def _counts_from_pair_labels(index: PathIndex, label: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """The previous way (``wsss.irn.pair_label_counts`` of the full N×K×h'×w' pair labels): the reference."""
+    pairs = index.pair_labels(label, ignore_index)
+    return torch.stack([pairs[k].sum() for k in ("bg_pos", "fg_pos", "neg")]).to(torch.float64)
+
+
+@pytest.mark.parametrize("radius, shape, dtype, ignore_index", [
+    (10, (3, 40, 44), torch.uint8, 255), (5, (2, 17, 23), torch.int64, 255), (5, (19, 21), torch.int32, 4),
+    (3, (4, 9, 12), torch.int16, 255)])
+def test_pair_label_counts_equal_those_of_the_pair_labels(radius, shape, dtype, ignore_index) -> None:
+    """Bit-identical to counting the pair labels, on random maps with background, classes, 255 and (signed types)
+    negative values, with few classes so that every kind of pair occurs. Planted bug caught: counting a pair
+    whose destination is ignored as negative (dropping ``dst_valid``) breaks the ``neg`` count."""
+    g = torch.Generator().manual_seed(radius)
+    for trial in range(3):
+        label = torch.randint(0, 4, shape, generator=g)
+        label[torch.rand(shape, generator=g) < 0.2] = 255
+        if dtype.is_signed:
+            label[torch.rand(shape, generator=g) < 0.1] = -1
+        if trial == 2:  # large regions, as real labels: many positive pairs
+            label = label[..., ::4, ::4].repeat_interleave(4, -2).repeat_interleave(4, -1)[..., :shape[-2], :shape[-1]]
+        label = label.to(dtype) if dtype != torch.uint8 else label.clamp(0, 255).to(dtype)
+        index = PathIndex(radius, *shape[-2:])
+        got = index.pair_label_counts(label, ignore_index)
+        want = _counts_from_pair_labels(index, label, ignore_index)
+        assert got.dtype == torch.float64 and torch.equal(got, want), (got, want)
+        assert got.min() > 0
+
+
+def test_pair_label_counts_rejects_maps_of_another_size() -> None:
+    with pytest.raises(ValueError, match="expected spatial size 20x30"):
+        PathIndex(5, 20, 30).pair_label_counts(torch.zeros(2, 20, 31, dtype=torch.uint8))

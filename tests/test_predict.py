@@ -135,13 +135,13 @@ def test_predict_stage_shards_match_the_library(trained, tmp_path: Path, use_crf
         assert _stage("predict", "--params", _params("predict", params), "--images", str(tmp_path / "imgs"),
                       "--dataset", str(root), "--model", str(model_path), "--shard", str(k), "--shards", "2",
                       "--workers", "2" if use_crf else "1", "--device", "cpu", "--out", str(shard)) == 0
-    names = [sorted(p.name for p in s.iterdir()) for s in shards]
+    names = [sorted(p.name for p in s.iterdir() if p.name != ".wsss-output") for s in shards]
     assert names[0] == ["grey.png", "grey_overlay.jpg", "photo.png", "photo_overlay.jpg", "rgba.png",
                         "rgba_overlay.jpg"]
     assert names[1] == ["pal.png", "pal_overlay.jpg", "rgb.png", "rgb_overlay.jpg"]
     assert _stage("predict_merge", "--shards", *map(str, shards), "--out", str(tmp_path / "merged")) == 0
     merged = tmp_path / "merged"
-    assert sorted(p.name for p in merged.iterdir()) == sorted(names[0] + names[1])
+    assert sorted(p.name for p in merged.iterdir() if p.name != ".wsss-output") == sorted(names[0] + names[1])
 
     model = load_segmenter(params, 3, model_path)
     found = set()
@@ -313,3 +313,65 @@ def test_predict_export_and_submission_targets_in_the_tiny_dag(tiny_dag: Path, t
     assert len(failed) == 1
     assert failed[0].rstrip().splitlines()[-1].startswith("error: bad/zz.png: cannot decode image")
     assert not (work / "results/tiny/predict/bad").exists()
+
+
+def test_hidden_files_are_skipped_with_a_count(tmp_path: Path, caplog) -> None:
+    """Issue 18: the shard predicted ``.x.png`` and the merge skipped it (exit 0 both), and a macOS ``._a.jpg``
+    stopped predict. One rule: hidden files are skipped by every reader, logged with a count. Planted bug:
+    iterdir without the hidden rule in list_images."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.new("RGB", (4, 4)).save(folder / "a.jpg")
+    Image.new("RGB", (4, 4)).save(folder / ".x.png")
+    (folder / "._a.jpg").write_bytes(b"\x00\x05\x16\x07")
+    with caplog.at_level("INFO"):
+        assert [p.name for p in list_images(folder)] == ["a.jpg"]
+    assert any("skipped 2 hidden file(s)" in r.getMessage() for r in caplog.records)
+
+
+def _two_stems(folder: Path) -> None:
+    folder.mkdir()
+    Image.new("RGB", (4, 4)).save(folder / "x.jpg")
+    Image.new("RGB", (4, 4)).save(folder / "x.png")
+
+
+def _one_image(folder: Path, size: tuple[int, int] = (40, 31), data: bytes | None = None) -> None:
+    folder.mkdir()
+    if data is None:
+        Image.new("RGB", size).save(folder / "big.png")
+    else:
+        (folder / "bad.jpg").write_bytes(data)
+
+
+# The predict surface's bad inputs, one row each: (make the image folder `imgs` under tmp_path, --out relative to
+# tmp_path, dataset.yaml's max_pixels, the path the error names (relative), the one-line problem). Issue 18 added
+# the max_pixels row (predict read images of any size) and the overlap row.
+BAD_PREDICT = {
+    "missing folder": (lambda f: None, "out", None, "imgs", "image folder is missing"),
+    "no images": (lambda f: f.mkdir(), "out", None, "imgs", "no images (*.jpg, *.jpeg, *.png, any case)"),
+    "two images share a stem": (_two_stems, "out", None, "imgs", "images x.jpg and x.png share the stem 'x'"),
+    "undecodable image": (lambda f: _one_image(f, data=b"not a jpeg"), "out", None, "imgs/bad.jpg",
+                          "cannot decode image"),
+    "image above max_pixels": (_one_image, "out", 500, "imgs/big.png",
+                               "image is 40×31 = 1240 pixels, above max_pixels 500; downscale the image or raise "
+                               "datasets.voc.max_pixels"),
+    "output inside the image folder": (_one_image, "imgs/out", None, "imgs", "image folder overlaps the output folder"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_PREDICT))
+def test_bad_predict_input_is_one_line(trained, tmp_path: Path, capsys, case: str) -> None:
+    root, model_path = trained
+    make, out, max_pixels, where, problem = BAD_PREDICT[case]
+    dataset = tmp_path / "voc"
+    shutil.copytree(root, dataset)
+    if max_pixels is not None:
+        (dataset / "dataset.yaml").write_text(f"name: tiny\nmax_pixels: {max_pixels}\n")
+    make(tmp_path / "imgs")
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    code = _stage("predict", "--params", json.dumps(dict(SEG, predict_crf=False)), "--images", str(tmp_path / "imgs"),
+                  "--dataset", str(dataset), "--model", str(model_path), "--shard", "0", "--shards", "1",
+                  "--device", "cpu", "--out", str(tmp_path / out))
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and errors[0].startswith(f"error: {tmp_path / where}: {problem}"), errors
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # no output, no temp

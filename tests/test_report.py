@@ -82,14 +82,41 @@ def test_stage_scores_reads_every_stage_in_percent(tmp_path: Path) -> None:
         stage_scores(None, None, str(deeplab))
 
 
-def test_plot_functions_write_pngs(tmp_path: Path) -> None:
+def test_plot_functions_draw_their_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The figures show the numbers they are given (read back from the matplotlib figure before it is written: bar
+    heights, the line's points, the loss curve), not just a PNG of some size. Planted: save_miou_progression without
+    its finiteness filter (a NaN stage drawn) fails here."""
+    import wsss.report as report
+
+    figures = {}
+    real_save = report._save
+
+    def keep(fig, path):
+        figures[Path(path).name] = fig
+        real_save(fig, path)
+
+    monkeypatch.setattr(report, "_save", keep)
     save_class_iou({"CAM": {"background": 80.0, "a": None}, "DeepLab": {"background": 70.0, "a": 20.0}},
                    ["background", "a"], tmp_path / "iou.png", "t")
-    save_miou_progression({"CAM": 40.0, "pseudo": None, "DeepLab": 55.0, "DeepLab+CRF": 57.5}, tmp_path / "m.png", "t")
-    save_loss_curves({"cls": {"step": np.arange(3.0), "lr": np.ones(3), "loss": np.ones(3)}}, tmp_path / "l.png", "t")
+    save_miou_progression({"CAM": 40.0, "pseudo": None, "DeepLab": 55.0, "DeepLab+CRF": float("nan")},
+                          tmp_path / "m.png", "t")
+    save_loss_curves({"cls": {"step": np.arange(3.0), "lr": np.full(3, 9.0), "loss": np.array([3.0, 2.0, 1.0])}},
+                     tmp_path / "l.png", "t")
+    [ax] = figures["iou.png"].axes
+    bars = {c.get_label(): [p.get_height() for p in c.patches] for c in ax.containers}
+    assert list(bars) == ["CAM", "DeepLab"] and bars["DeepLab"] == [70.0, 20.0]
+    assert bars["CAM"][0] == 80.0 and np.isnan(bars["CAM"][1])  # no pixels of class a: no bar
+    [ax] = figures["m.png"].axes
+    [line] = ax.get_lines()
+    assert line.get_ydata().tolist() == [40.0, 55.0]  # stages without a finite value are left out
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["CAM", "DeepLab"]
+    [ax] = figures["l.png"].axes
+    assert {ln.get_label(): ln.get_ydata().tolist() for ln in ax.get_lines()} == {"loss": [3.0, 2.0, 1.0]}
     for name in ["iou.png", "m.png", "l.png"]:
         width, height = _png_size(tmp_path / name)
         assert width > 100 and height > 100
+        pixels = np.asarray(Image.open(tmp_path / name).convert("RGB"))
+        assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 8  # drawn, not a blank canvas
     assert sorted(p.name for p in tmp_path.iterdir()) == ["iou.png", "l.png", "m.png"]  # no temporaries left
 
 

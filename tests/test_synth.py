@@ -31,7 +31,7 @@ from wsss.data.synth import (
     render_sample,
 )
 from wsss.errors import InputError
-from wsss.io import IGNORE, read_label_png
+from wsss.io import IGNORE, OUTPUT_MARKER, read_label_png
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = {"seed": 0, "image_size": 96, "num_classes": 6, "num_train_aug": 120, "num_train": 40, "num_val": 40,
@@ -40,7 +40,7 @@ PARAMS = {"seed": 0, "image_size": 96, "num_classes": 6, "num_train_aug": 120, "
 
 def file_hashes(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != OUTPUT_MARKER}
 
 
 @pytest.fixture(scope="module")

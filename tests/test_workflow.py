@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import (REPO, TINY_DAG_TARGETS, TINY_SYNTH, edited_config, planned_jobs, planned_reasons, snakemake,
-                     tiny_config, write_config)
+from helpers import (REPO, TINY_DAG_TARGETS, TINY_SYNTH, copy_of_dag, deeplab_miou_from_pngs, planned_jobs,
+                     planned_reasons, snakemake, tiny_config, write_config)
 from wsss.config import load_schema
 from wsss.data.dataset import VOCLayoutDataset
 
@@ -97,14 +97,11 @@ def test_cam_stages_run_end_to_end(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_whole_dag_runs_on_a_tiny_synthetic_run(tiny_dag: Path) -> None:
-    import json
-
     run = tiny_dag / "results/tiny"
-    for name in ["cam_val_miou.txt", "pseudo_val_miou.txt", "deeplab_val_miou.txt"]:
-        value = float((run / name).read_text())
-        assert 0.0 <= value <= 100.0
-    metrics = json.loads((run / "deeplab_val_metrics.json").read_text())
-    assert abs(float((run / "deeplab_val_miou.txt").read_text()) - metrics["miou_crf"]) < 0.006  # both in %
+    # the final labels: their mIoU recomputed from the PNGs (not from eval_seg's own JSON) is the reported one; the
+    # floors over predicting background everywhere: tests/test_golden.py (DeepLab's is a strict xfail there)
+    reported, recomputed, all_background = deeplab_miou_from_pngs(tiny_dag, "tiny", "synth")
+    assert reported == pytest.approx(recomputed, abs=0.006) and 0 < all_background < 100
     assert len(list((run / "pseudo/train_aug").glob("shard_*/*.png"))) == TINY_SYNTH["num_train_aug"]
     assert len(list((run / "seg_crf/val").glob("shard_*/*.png"))) == TINY_SYNTH["num_val"]
     summary = (tiny_dag / "results/summary.md").read_text()
@@ -121,12 +118,12 @@ AFTER_IRN = {"train_irn": 1, "make_pseudo": 4, "eval_pseudo": 1, "sweep_pseudo":
 
 
 @pytest.mark.slow
-def test_changed_crf_parameter_reruns_only_crf_and_downstream(tiny_dag: Path) -> None:
+def test_changed_crf_parameter_reruns_only_crf_and_downstream(tiny_dag: Path, tmp_path: Path) -> None:
     # (`--list-changes params` cannot show this in Snakemake 9.27: it lists every output with recorded params)
     config = tiny_config("vwl_l")
-    config["runs"]["tiny"]["seg"]["crf"] = {"bi_w": 5}
-    with edited_config(tiny_dag, config):
-        proc = snakemake(tiny_dag, "-n", *TINY_DAG_TARGETS)
+    config["runs"]["tiny"]["seg"]["crf"] = {**config["runs"]["tiny"]["seg"].get("crf", {}), "bi_w": 5}
+    work = copy_of_dag(tiny_dag, tmp_path / "work", config)  # never the shared build itself
+    proc = snakemake(work, "-n", *TINY_DAG_TARGETS)
     assert proc.returncode == 0, proc.stderr
     assert planned_jobs(proc.stdout) == AFTER_CRF
     assert planned_reasons(proc.stdout) == {"params have changed since last execution": {"crf"},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import yaml
 
 from wsss.data.kinds import builtin_datasets, dataset_splits, kind_names
 from wsss.errors import InputError
+from wsss.io import paths_overlap
 from wsss.methods import get_method, method_names
 
 
@@ -79,6 +81,7 @@ def validate_config(config: dict[str, Any], schema: dict[str, Any], source: str 
     type 'integer'``.
     """
     config = copy.deepcopy(config)
+    _check_name_types(config, source)
     _fill_dataset_kinds(config)
     _fill_synth_num_classes(config)
     validator_class = _with_defaults(jsonschema.validators.validator_for(schema))
@@ -92,9 +95,28 @@ def validate_config(config: dict[str, Any], schema: dict[str, Any], source: str 
         check_synth_classes(config)
         expand_seeds(config)
         check_runs(config)
+        check_output_paths(config)
     except InputError as err:
         raise InputError(source, err.problem) from None
     return config
+
+
+NAMED_SECTIONS = ("datasets", "runs", "predict")
+
+
+def _check_name_types(config: Any, source: str) -> None:
+    """Dataset, run and predict names are strings: YAML reads ``2024:`` as a number and ``yes:`` as a boolean,
+    which the schema's name pattern and ``sorted()`` cannot handle; one line says to quote them."""
+    if not isinstance(config, dict):
+        raise InputError(source, f"(top level): {config!r:.40} is not a mapping of sections")
+    for section in NAMED_SECTIONS:
+        entries = config.get(section)
+        if not isinstance(entries, dict):
+            continue
+        for name in entries:
+            if not isinstance(name, str):
+                raise InputError(source, f"{section}.{name}: YAML reads this name as a {type(name).__name__}; "
+                                         f"names are strings: quote it ('{name}':)")
 
 
 SEEDED_SECTIONS = ("cls", "irn", "seg")
@@ -166,15 +188,74 @@ def training_split(splits: list[str]) -> str:
 
 def check_runs(config: dict[str, Any]) -> None:
     """Cross-key checks of a validated config: every run names a dataset, its splits exist, its classifier's
-    method accepts its classifier settings (e.g. a training crop that reaches VWL's hybrid-pooling pyramid), and its IR-label thresholds are ordered."""
-    for run in config["runs"]:
+    method accepts its classifier settings (e.g. a training crop that reaches VWL's hybrid-pooling pyramid), and its
+    IR-label thresholds are ordered."""
+    for run in sorted(config["runs"]):
         cfg = run_config(config, run)
+        check_stage_keys(cfg, f"runs.{run}", config["device"])
         fg, bg = cfg["irn"]["conf_fg"], cfg["irn"]["conf_bg"]
         if "auto" not in (fg, bg) and not bg < fg:
             raise InputError("config", f"runs.{run}.irn.conf_bg: {bg} must be below irn.conf_fg {fg}")
         problem = get_method(cfg["method"]).check_config(cfg["cls"])
         if problem is not None:
             raise InputError("config", f"runs.{run}.cls.{problem}")
+
+
+OUTPUT_ROOT = "results"
+DATASET_ROOT = "resources"
+
+
+def check_output_paths(config: dict[str, Any]) -> None:
+    """No input folder is, lies inside or contains a folder the pipeline writes and replaces whole: a dataset's
+    ``root`` against every ``resources/<dataset>`` and ``results/`` (a VOC root may lie inside its own
+    ``resources/<name>``, where downloads land), a ``predict`` folder against ``results/``. Relative paths start
+    at the working directory, as in the stages."""
+    outputs = [f"{DATASET_ROOT}/{name}" for name in sorted(config["datasets"])] + [OUTPUT_ROOT]
+    for name, entry in sorted(config["datasets"].items()):
+        root = entry.get("root")
+        if not isinstance(root, str):
+            continue
+        own = f"{DATASET_ROOT}/{name}"
+        for out in outputs:
+            if entry["kind"] == "voc" and out == own and Path(os.path.realpath(own)) in Path(
+                    os.path.realpath(root)).parents:
+                continue
+            if paths_overlap(root, out):
+                raise InputError("config", f"datasets.{name}.root: {root!r} overlaps the output folder {out!r} "
+                                           f"(equal, inside or containing it), which the pipeline replaces; move "
+                                           f"the data outside {DATASET_ROOT}/ and {OUTPUT_ROOT}/")
+    for name, folder in sorted(config["predict"].items()):
+        if paths_overlap(folder, OUTPUT_ROOT):
+            raise InputError("config", f"predict.{name}: {folder!r} overlaps the output folder {OUTPUT_ROOT!r} "
+                                       f"(equal, inside or containing it); move the images elsewhere")
+
+
+def check_stage_keys(cfg: dict[str, Any], where: str, device: str) -> None:
+    """The cross-key constraints the stages check when they start (hours into a run, possibly), checked here first,
+    each with one line naming the keys: range pairs in order, batches that split into micro-batches on every GPU,
+    the IRNet crop the pair radius needs, and the classifier's held-out images for ``epochs: auto``."""
+    for section, key in (("irn", "scale_range"), ("cls", "resize_long")):
+        low, high = cfg[section][key]
+        if low > high:
+            raise InputError("config", f"{where}.{section}.{key}: [{low}, {high}] must be [low, high] with low <= high")
+    for section in ("cls", "irn", "seg"):
+        batch, accumulate = cfg[section]["batch_size"], cfg[section]["accumulate"]
+        world = max(1, cfg[section]["gpus"]) if device != "cpu" else 1
+        if batch % (accumulate * world):
+            gpus = f" on each of {world} GPUs ({section}.gpus)" if world > 1 else ""
+            raise InputError("config", f"{where}.{section}.batch_size: {batch} does not split into {section}.accumulate "
+                                       f"{accumulate} micro-batches{gpus}; make batch_size a multiple of "
+                                       f"{accumulate * world}")
+    crop, radius = cfg["irn"]["crop"], cfg["irn"]["radius"]
+    if crop // 4 <= 2 * (radius - 1):
+        raise InputError("config", f"{where}.irn.crop: {crop} is too small for irn.radius {radius}: crop/4 must exceed "
+                                   f"2*(radius-1), so crop > {8 * (radius - 1)}")
+    if cfg["cls"]["epochs"] == "auto" and not cfg["cls"]["holdout_fraction"] > 0:
+        raise InputError("config", f"{where}.cls.epochs: auto needs held-out images: set cls.holdout_fraction above 0")
+    seg = cfg["seg"]
+    if seg["style"] == "caffe" and seg["pretrained"] in ("imagenet", "from_cls"):
+        raise InputError("config", f"{where}.seg.style: 'caffe' expects converted Caffe weights (a local file in "
+                                   f"seg.pretrained) or none, not seg.pretrained {seg['pretrained']}")
 
 
 STAGE_SECTIONS = ("cls", "cam", "irn", "seg")
@@ -195,8 +276,10 @@ def run_config(config: dict[str, Any], run: str) -> dict[str, Any]:
     merged = {"run": run, "dataset": entry["dataset"], "method": entry["method"]}
     for section in STAGE_SECTIONS:
         merged[section] = {**config[section], **entry.get(section, {})}
+    kind = config["datasets"][entry["dataset"]]["kind"]
     splits = dataset_splits(config["datasets"][entry["dataset"]])
-    default = training_split(splits)
+    # a folder's own lists are never picked implicitly (a user's train_aug.txt is not VOC's): it trains on train
+    default = "train" if kind == "folder" else training_split(splits)
     for section in ("cls", "irn", "seg"):
         key = f"runs.{run}.{section}.train_split"
         if merged[section]["train_split"] is None:
@@ -206,7 +289,8 @@ def run_config(config: dict[str, Any], run: str) -> dict[str, Any]:
                                        f"{entry['dataset']!r} (splits: {splits})")
     for section in ("cam", "irn"):
         if merged[section]["eval"] is None:
-            merged[section]["eval"] = {"train": "train_aug"} if {"train", "train_aug"} <= set(splits) else {}
+            merged[section]["eval"] = ({"train": "train_aug"} if kind != "folder" and {"train", "train_aug"} <= set(splits)
+                                       else {})
     return merged
 
 

@@ -1,7 +1,9 @@
-"""The trained DeepLab as a self-contained TorchScript file (``model.ts``) plus its description (``model.json``),
-loadable with plain ``torch.jit.load`` where ``wsss`` is not installed.
+"""The trained DeepLab as self-contained files that load where ``wsss`` is not installed: TorchScript (``model.ts``,
+plain ``torch.jit.load``; deprecated upstream, kept while torch loads it), a ``torch.export`` program
+(``model.pt2``, ``torch.export.load``) and ONNX (``model.onnx``, onnxruntime and others), with their description
+(``model.json``).
 
-``model.ts`` is the whole inference graph of :class:`wsss.segment.TestTimeSegmenter` (the one ``infer_seg`` and
+Each is the whole inference graph of :class:`wsss.segment.TestTimeSegmenter` (the one ``infer_seg`` and
 ``predict`` run): input normalisation, the run's test scales and flip, the MSC max fusion over 1.0 and the MSC
 scales, and the bilinear upsampling to the input size. Its input is a float or uint8 tensor B×3×H×W of **RGB
 values in 0..255** (any H, W ≥ 1; all images of a batch the same size); its output is float32 B×C×H×W class
@@ -14,9 +16,9 @@ scripted, so the graph works at every input size, not only the one traced.
 
 from __future__ import annotations
 
+import builtins
 import copy
 import os
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,6 +35,10 @@ from wsss.segment import TestTimeSegmenter
 
 FORMAT = "wsss-deeplab-torchscript/1"
 TRACE_SIZE = 65
+ONNX_OPSET = 21
+INPUT_NAME, OUTPUT_NAME = "images", "scores"
+# The example the program is traced on: batch 2 and sizes above 1, so that torch.export keeps all three symbolic
+EXAMPLE_SHAPE = (2, 3, TRACE_SIZE, TRACE_SIZE + 2)
 
 
 def normalisation(style: str) -> dict[str, Any]:
@@ -77,10 +83,57 @@ def script_model(model: MSC, params: dict[str, Any]) -> torch.jit.ScriptModule:
     model = copy.deepcopy(model).cpu().eval()
     segmenter = TestTimeSegmenter(model, params["test_scales"], params["test_flip"])
     example = torch.zeros(1, 3, TRACE_SIZE, TRACE_SIZE)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # "torch.jit is deprecated": still the format that loads
-        model.base = torch.jit.trace(model.base, example, check_trace=False)  # anywhere without Python code
+    with torch.no_grad():  # torch.jit warns that it is deprecated upstream (README "Predict and export")
+        model.base = torch.jit.trace(model.base, example, check_trace=False)
         return torch.jit.script(ExportedSegmenter(segmenter, params["style"]).eval())
+
+
+def export_program(model: MSC, params: dict[str, Any]) -> torch.export.ExportedProgram:
+    """The ``torch.export`` program of the same graph as :func:`script_model`, dynamic in batch, height and width.
+
+    Traced with size-oblivious shape reasoning (``backed_size_oblivious``): without it torch.export assumes that
+    no feature map is 1 pixel wide and guards the input to at least 9 pixels; the graph has no branch on sizes, so
+    the program is valid at every size (the tests compare it with the eager model down to 1×1)."""
+    import torch.fx.experimental._config as fx_config
+
+    model = copy.deepcopy(model).cpu().eval()
+    module = ExportedSegmenter(TestTimeSegmenter(model, params["test_scales"], params["test_flip"]), params["style"])
+    dims = {0: torch.export.Dim.AUTO, 2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO}
+    with torch.no_grad(), fx_config.patch(backed_size_oblivious=True):
+        return torch.export.export(module.eval(), (torch.zeros(EXAMPLE_SHAPE),), dynamic_shapes={"images": dims})
+
+
+def _onnx_round(number: Any, ndigits: Any = None) -> Any:
+    """Python's ``round`` of a symbolic size (the test scales) in ONNX: Round is half to even, as Python's."""
+    from onnxscript import INT64
+    from onnxscript import opset18 as op
+
+    return op.Cast(op.Round(number), to=INT64.dtype)
+
+
+def write_program(program: torch.export.ExportedProgram, path: str | os.PathLike[str]) -> None:
+    """``model.pt2`` (``torch.export.save``), atomically."""
+    with atomic_path(path) as tmp:
+        torch.export.save(program, str(tmp))
+
+
+def write_onnx(program: torch.export.ExportedProgram, path: str | os.PathLike[str]) -> None:
+    """``model.onnx`` of an exported program (opset :data:`ONNX_OPSET`, input ``images`` B×3×H×W, output
+    ``scores`` B×C×H×W, all of B, H, W dynamic), one file (no external data), atomically."""
+    import onnx
+
+    onnx_program = torch.onnx.export(program, (torch.zeros(EXAMPLE_SHAPE),), dynamo=True,
+                                     input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                     opset_version=ONNX_OPSET, custom_translation_table={builtins.round: _onnx_round},
+                                     verbose=False)
+    proto = onnx_program.model_proto
+    for value in (*proto.graph.input, *proto.graph.output):  # readable names for the dynamic axes
+        for axis, name in zip(value.type.tensor_type.shape.dim, ("batch", None, "height", "width")):
+            if name is not None:
+                axis.dim_param = name
+    onnx.checker.check_model(proto)
+    with atomic_path(path) as tmp:
+        onnx.save_model(proto, str(tmp))
 
 
 def metadata(params: dict[str, Any], classes: Sequence[str], run: str | None = None) -> dict[str, Any]:
@@ -111,6 +164,15 @@ def metadata(params: dict[str, Any], classes: Sequence[str], run: str | None = N
         "test_scales": [float(s) for s in params["test_scales"]],
         "test_flip": bool(params["test_flip"]),
         "crf": "not included (the pipeline's predict rule adds pydensecrf with seg.crf)",
+        "files": {
+            "model.ts": {"format": "TorchScript (torch.jit.load; deprecated upstream)", "input": "images",
+                         "output": "scores"},
+            "model.pt2": {"format": "torch.export program (torch.export.load(path).module())",
+                          "input_dtype": "float32",
+                          "dynamic_axes": ["batch", "height", "width"]},
+            "model.onnx": {"format": "ONNX", "opset": ONNX_OPSET, "input": INPUT_NAME, "output": OUTPUT_NAME,
+                           "input_dtype": "float32", "dynamic_axes": ["batch", "height", "width"]},
+        },
         "torch_version": torch.__version__,
     }
 
@@ -119,10 +181,10 @@ def export_model(model: MSC, params: dict[str, Any], classes: Sequence[str], ts_
                  json_path: str | os.PathLike[str], run: str | None = None) -> None:
     """Write ``model.ts`` and ``model.json``, each atomically."""
     scripted = script_model(model, params)
-    with atomic_path(ts_path) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
+    with atomic_path(ts_path) as tmp:
         torch.jit.save(scripted, str(tmp))
     write_json(json_path, metadata(params, classes, run))
 
 
-__all__ = ["ExportedSegmenter", "FORMAT", "export_model", "metadata", "normalisation", "script_model"]
+__all__ = ["ExportedSegmenter", "FORMAT", "ONNX_OPSET", "export_model", "export_program", "metadata",
+           "normalisation", "script_model", "write_onnx", "write_program"]

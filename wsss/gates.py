@@ -72,15 +72,16 @@ def cls_gate(report: dict[str, Any], enabled: bool, min_f1: float, min_gain: flo
                      f"without them): {', '.join(unmeasured)}")
     if f1 < min_f1:
         failures.append(f"micro-F1 {f1:.3f} is below gates.min_cls_f1 {min_f1}")
-    context = f"{held} held-out images; compared with the label prior: {'; '.join(compared) or 'no baseline recorded'}"
+    judged = "compared with the label prior" if min_gain is not None else "label prior not judged (min_prior_gain null)"
+    context = f"{held} held-out images; {judged}: {'; '.join(compared) or 'no baseline recorded'}"
     if notes:
         context += "; " + "; ".join(notes)
     if not failures:
-        prior_part = ("" if min_gain is None else
+        prior_part = ("" if min_gain is None or not compared else
                       f" beat the label prior by at least gates.min_prior_gain {min_gain} of the gap to 1 and")
         return True, (f"cls gate passed: held-out micro-F1 {f1:.3f}"
                       + (f", mAP {mAP:.3f}" if mAP is not None else "")
-                      + f"{prior_part} reach gates.min_cls_f1 {min_f1} ({context})")
+                      + f"{prior_part} reached gates.min_cls_f1 {min_f1} ({context})")
     advice = "; ".join(dict.fromkeys(c for c in causes if c)) or ""
     problem = (f"held-out image-level micro-F1 {f1:.3f}: {'; '.join(failures)} (gates.min_prior_gain {min_gain}; "
                f"{context}): the classifier did not learn these classes and every later stage inherits that; "

@@ -88,7 +88,8 @@ def _check_private_dir(path: Path, uid: int) -> None:
 
 def prepare_lock_dir(path: Path, uid: int | None = None) -> Path:
     """Create the lock folder's missing parts 0700 and check the folder: a real directory owned by ``uid``
-    (default: this process's effective uid) that no other user can write to; an :class:`InputError` otherwise."""
+    (default: this process's effective uid) that no other user can write to, below parents that no other user
+    can rename it in (:func:`_check_ancestors`); an :class:`InputError` otherwise."""
     uid = os.geteuid() if uid is None else uid
     missing: list[Path] = []
     probe = Path(os.path.abspath(path))
@@ -104,7 +105,26 @@ def prepare_lock_dir(path: Path, uid: int | None = None) -> Path:
         except OSError as err:
             raise InputError(part, f"cannot create the GPU lock folder: {err.strerror or err}") from None
     _check_private_dir(path, uid)
+    _check_ancestors(Path(os.path.abspath(path)), uid)
     return path
+
+
+def _check_ancestors(path: Path, uid: int) -> None:
+    """Every folder above the lock folder is owned by ``uid`` or root and, if others may write to it, has the
+    sticky bit (as /tmp): otherwise another user could rename the lock folder (``slurm-<id>``) away and replace
+    it, and two jobs would share one GPU."""
+    for parent in path.parents:
+        try:
+            st = os.stat(parent)
+        except OSError as err:
+            raise InputError(parent, err.strerror or str(err)) from None
+        if st.st_uid not in (uid, 0):
+            raise InputError(parent, f"a parent of the GPU lock folder {path} is owned by uid {st.st_uid}, not by "
+                                     f"this user (uid {uid}) or root; set {LOCK_DIR_ENV} to a folder of your own")
+        if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+            raise InputError(parent, f"a parent of the GPU lock folder {path} is writable by other users without "
+                                     f"the sticky bit (mode {stat.S_IMODE(st.st_mode):o}), so they could move the "
+                                     f"lock folder; chmod go-w (or +t) it or set {LOCK_DIR_ENV}")
 
 
 def lease_timeout(environ: Mapping[str, str] = os.environ) -> float | None:
@@ -180,10 +200,14 @@ class Lease:
     files: list[IO[bytes]] = field(default_factory=list)
 
     def env(self, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
-        """``environ`` with ``CUDA_VISIBLE_DEVICES`` set to the leased ids (unchanged for an empty lease)."""
+        """``environ`` with ``CUDA_VISIBLE_DEVICES`` set to the leased ids and ``CUDA_DEVICE_ORDER=PCI_BUS_ID``
+        (the ids are ``nvidia-smi``'s, which counts in PCI bus order; CUDA's default order puts the fastest GPU
+        first, so on a machine with mixed models the locked GPU and the used one could differ). Unchanged for an
+        empty lease."""
         out = dict(environ)
         if self.ids:
             out["CUDA_VISIBLE_DEVICES"] = ",".join(self.ids)
+            out["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
         return out
 
     def release(self) -> None:

@@ -74,6 +74,26 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it (``/proc/self/status``; elsewhere set and restored)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _as_if_created(path: Path, directory: bool) -> None:
+    """Give a temp made by ``mkstemp``/``mkdtemp`` (mode 0600/0700) the mode a file or folder created directly
+    gets under the process umask, so outputs are as readable as the user's umask says (group projects)."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
 _swept_dirs: set[str] = set()
 
 
@@ -128,31 +148,96 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        _as_if_created(tmp_path, directory=False)
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
 
 
+OUTPUT_MARKER = ".wsss-output"
+"""An empty file :func:`atomic_dir` writes into every folder it creates: only such a folder (or an empty one) is
+ever replaced, so a stage never deletes a folder it did not write (a dataset root given as the output folder)."""
+
+_LEGACY_MARKERS = (".wsss_extracted", "dataset.yaml")
+"""Files by which folders written before :data:`OUTPUT_MARKER` existed are recognised: a download extraction's
+marker, or a prepared dataset's metadata when the folder holds nothing but the VOC-layout entries."""
+_LEGACY_DATASET_ENTRIES = frozenset({"JPEGImages", "SegmentationClass", "SegmentationClassAug", "ImageSets",
+                                     "classes.txt", "labels.tsv", "dataset.yaml", ".snakemake_timestamp"})
+
+
+def written_by_pipeline(folder: Path) -> bool:
+    """Whether ``folder`` (an existing directory) may be replaced: empty, or marked as a pipeline output."""
+    names = {p.name for p in folder.iterdir()}
+    if not names or OUTPUT_MARKER in names or _LEGACY_MARKERS[0] in names:
+        return True
+    return _LEGACY_MARKERS[1] in names and names <= _LEGACY_DATASET_ENTRIES
+
+
+def paths_overlap(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether folders ``a`` and ``b`` are the same, or one lies inside the other (symlinks resolved)."""
+    ra, rb = Path(os.path.realpath(a)), Path(os.path.realpath(b))
+    return ra == rb or ra in rb.parents or rb in ra.parents
+
+
+def check_apart(source: str | os.PathLike[str], out: str | os.PathLike[str], what: str) -> None:
+    """An InputError unless the input folder ``source`` and the output folder ``out`` are apart: the output is
+    replaced whole, so an input equal to, inside or containing it would be deleted."""
+    if paths_overlap(source, out):
+        raise InputError(source, f"{what} overlaps the output folder {out} (equal, inside or containing it); the "
+                                 f"output is replaced whole: keep your data outside resources/ and results/")
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary sibling directory; on success it replaces ``path`` (whole), on error it is removed.
 
-    Stale temps beside ``path`` from dead processes are swept first, as in :func:`atomic_path`."""
+    Stale temps beside ``path`` from dead processes are swept first, as in :func:`atomic_path`. The new folder
+    holds :data:`OUTPUT_MARKER`; an existing ``path`` is replaced only if :func:`written_by_pipeline` (an
+    existing file there, or a folder of the user's, is an InputError and stays as it is)."""
     path = Path(path)
+    _check_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale_temps(path)
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
     try:
+        _as_if_created(tmp, directory=True)
+        (tmp / OUTPUT_MARKER).touch()
         yield tmp
+        _check_replaceable(path)
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
-        elif path.exists() or path.is_symlink():
+        elif path.is_symlink():
             path.unlink()
         os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _check_replaceable(path: Path) -> None:
+    if path.is_symlink():
+        return
+    if path.is_dir() and not written_by_pipeline(path):
+        raise InputError(path, f"exists and was not written by this pipeline (no {OUTPUT_MARKER} marker); "
+                               "refusing to replace it: move it away or choose another output folder")
+    if path.exists() and not path.is_dir():
+        raise InputError(path, "exists and is not a folder; refusing to replace it with the output folder")
+
+
+def is_hidden(path: str | os.PathLike[str]) -> bool:
+    """Whether a file is hidden (its name begins with '.': macOS ``._*`` resource forks, ``.DS_Store``, editor
+    and Snakemake files). Every reader of a user's folder skips hidden files, with a count in the log."""
+    return Path(path).name.startswith(".")
+
+
+def visible_files(folder: Path, what: str) -> list[Path]:
+    """The sorted entries of ``folder`` that are not hidden; the hidden ones are counted in one log line."""
+    entries = sorted(folder.iterdir())
+    hidden = [p for p in entries if is_hidden(p)]
+    if hidden:
+        log.info("%s: skipped %d hidden file(s) in %s, e.g. %s", what, len(hidden), folder, hidden[0].name)
+    return [p for p in entries if not is_hidden(p)]
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
+from wsss.progress import progress
 
 from wsss.artifacts.cam import index_cam_dirs, load_cam
 from wsss.data.dataset import VOCLayoutDataset
@@ -100,12 +100,12 @@ def write_ir_labels(tasks: Sequence[tuple[str, str | os.PathLike[str], str | os.
     totals = np.zeros(3, dtype=np.int64)
     bar = dict(total=len(jobs), desc="ir_label", mininterval=5.0)
     if workers <= 1 or len(jobs) <= 1:
-        for job in tqdm(jobs, **bar):
+        for job in progress(jobs, **bar):
             totals += _counts(_ir_label_task(job))
     else:
         ctx = multiprocessing.get_context("spawn")
         with ctx.Pool(min(workers, len(jobs)), initializer=_worker_init) as pool:
-            for counts in tqdm(pool.imap(_ir_label_task, jobs, chunksize=2), **bar):
+            for counts in progress(pool.imap(_ir_label_task, jobs, chunksize=2), **bar):
                 totals += _counts(counts)
     return dict(zip(("foreground", "background", "ignore"), (int(v) for v in totals)))
 
@@ -216,7 +216,8 @@ class IRNObjective(Objective):
         self.path_index, self.device = path_index, device
 
     def counts(self, model: torch.nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
-        return pair_label_counts(self.path_index.pair_labels(batch["label"]))
+        # where the batch goes (the GPU when there is one), without the N×K×h'×w' pair labels
+        return self.path_index.pair_label_counts(batch["label"].to(self.device, non_blocking=True))
 
     def loss(self, model: torch.nn.Module, batch: Mapping[str, Any],
              micro: MicroBatch | None) -> tuple[torch.Tensor, dict[str, float]]:
@@ -307,7 +308,7 @@ def iter_walk_scores(model: IRNet, data: VOCLayoutDataset, ids: Sequence[str],
     A CAM of another size than its image is an InputError naming the CAM file."""
     cam_paths = index_cam_dirs(cam_dirs, ids)
     with torch.inference_mode():
-        for image_id in tqdm(ids, desc=desc, mininterval=5.0, file=sys.stderr):
+        for image_id in progress(ids, desc=desc, mininterval=5.0, file=sys.stderr):
             image = data.image(image_id)
             rec = load_cam(cam_paths[image_id])
             if tuple(rec.size) != image.shape[:2]:

@@ -24,10 +24,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from wsss.progress import progress
 
 from wsss.errors import InputError
-from wsss.io import atomic_path, palette_rgb, read_label_png, read_rgb, write_jpeg, write_label_png
+from wsss.io import (DEFAULT_MAX_PIXELS, atomic_path, palette_rgb, read_label_png, read_rgb, visible_files,
+                     write_jpeg, write_label_png)
 from wsss.models.deeplab import MSC
 from wsss.segment import crf_refine, image_logits, labels_from_logits
 
@@ -38,14 +39,15 @@ _PALETTE = palette_rgb()
 
 
 def list_images(folder: str | os.PathLike[str]) -> list[Path]:
-    """The images of ``folder`` (``*.jpg``, ``*.jpeg``, ``*.png`` in any case, not recursive), sorted by name.
+    """The images of ``folder`` (``*.jpg``, ``*.jpeg``, ``*.png`` in any case, not recursive, hidden files skipped
+    with a count in the log, as in every reader), sorted by name.
 
     A missing folder, a folder without images, or two images with the same stem (their outputs would collide) is
     an InputError naming the folder."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(folder, "image folder is missing" if not folder.exists() else "not a folder")
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    paths = [p for p in visible_files(folder, "predict") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
     if not paths:
         raise InputError(folder, f"no images ({', '.join('*' + s for s in IMAGE_SUFFIXES)}, any case)")
     seen: dict[str, Path] = {}
@@ -76,20 +78,22 @@ def _crf_pool_init() -> None:
     torch.set_num_threads(1)
 
 
-def _logits_of(model: MSC, paths: Sequence[Path], params: dict[str, Any],
-               device: torch.device | str) -> Iterator[tuple[Path, np.ndarray, np.ndarray]]:
-    for path in tqdm(paths, desc="predict", mininterval=5.0, file=sys.stderr):
-        rgb = read_rgb(path)
+def _logits_of(model: MSC, paths: Sequence[Path], params: dict[str, Any], device: torch.device | str,
+               max_pixels: int, limit_key: str) -> Iterator[tuple[Path, np.ndarray, np.ndarray]]:
+    for path in progress(paths, desc="predict", mininterval=5.0, file=sys.stderr):
+        rgb = read_rgb(path, max_pixels=max_pixels, limit_key=limit_key)
         yield path, rgb, image_logits(model, rgb, params, device).numpy()
 
 
 def predict_images(model: MSC, paths: Sequence[Path], out_dir: str | os.PathLike[str], params: dict[str, Any],
-                   device: torch.device | str = "cpu", workers: int = 1, chunk: int = 16) -> None:
+                   device: torch.device | str = "cpu", workers: int = 1, chunk: int = 16,
+                   max_pixels: int = DEFAULT_MAX_PIXELS, limit_key: str = "max_pixels") -> None:
     """Write ``<stem>.png`` and ``<stem>_overlay.jpg`` into ``out_dir`` for every image of ``paths``.
 
     ``params`` is the ``seg`` section (``style``, ``test_scales``, ``test_flip``, ``predict_crf``, ``crf``). With
     ``predict_crf`` the labels are the dense CRF's (``workers`` processes, fed ``chunk`` images at a time so that
-    memory stays bounded), else the argmax of the logits upsampled to the image size."""
+    memory stays bounded), else the argmax of the logits upsampled to the image size. An image above
+    ``max_pixels`` (the run's dataset's limit; ``limit_key`` names its config key) is refused before decoding."""
     out_dir = Path(out_dir)
     use_crf = bool(params["predict_crf"])
     crf = dict(params["crf"])
@@ -99,14 +103,14 @@ def predict_images(model: MSC, paths: Sequence[Path], out_dir: str | os.PathLike
         write_jpeg(out_dir / f"{path.stem}_overlay.jpg", overlay(rgb, labels))
 
     if not use_crf or workers <= 1:
-        for path, rgb, logits in _logits_of(model, paths, params, device):
+        for path, rgb, logits in _logits_of(model, paths, params, device, max_pixels, limit_key):
             labels = crf_refine(rgb, logits, crf) if use_crf else labels_from_logits(logits, rgb.shape[:2])
             write(path, rgb, labels)
         return
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(workers, initializer=_crf_pool_init) as pool:
         batch: list[tuple[Path, np.ndarray, np.ndarray]] = []
-        for item in _logits_of(model, paths, params, device):
+        for item in _logits_of(model, paths, params, device, max_pixels, limit_key):
             batch.append(item)
             if len(batch) == chunk:
                 _refine_batch(pool, batch, crf, write)
@@ -152,7 +156,7 @@ def write_submission(path: str | os.PathLike[str], ids: Sequence[str], label_pat
                 info = tarfile.TarInfo(name)
                 info.type, info.mode = tarfile.DIRTYPE, 0o755
                 tar.addfile(info)
-            for image_id in tqdm(sorted(ids), desc="submission", mininterval=5.0, file=sys.stderr):
+            for image_id in progress(sorted(ids), desc="submission", mininterval=5.0, file=sys.stderr):
                 labels = read_label_png(label_paths[image_id], num_classes)
                 if (labels == 255).any():
                     raise InputError(label_paths[image_id], "label map has ignore (255) pixels; the server needs a "

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
+from wsss.progress import progress
 
 from wsss import distributed
 from wsss.data.dataset import VOCLayoutDataset
@@ -164,6 +164,21 @@ class SegObjective(Objective):
 
 
 # ---------------------------------------------------------------------------------------------------- inference
+def _rounded_length(n: int, scale: float) -> int:
+    """``max(1, round(n·scale))`` (Python's round, half to even). TorchScript's ``round`` returns a float, hence its
+    ``int``. Elsewhere a scale p/q with q a power of two up to 2^16 (0.5, 0.75, 1.25, …: n·scale is exact in
+    float64, so the result is the same) is rounded in integers, which torch.export keeps symbolic and can save."""
+    if torch.jit.is_scripting():
+        return max(1, int(round(n * scale)))
+    p, q = scale.as_integer_ratio()
+    if q > 1 << 16:
+        return max(1, round(n * scale))
+    x = n * p
+    r = (x + q // 2) // q  # half up; a tie (x % q == q / 2) with an odd r goes down to the even neighbour
+    m = x % q - q // 2
+    return max(1, r - (1 // (m * m + 1)) * (r % 2) if q > 1 else x)
+
+
 class TestTimeSegmenter(torch.nn.Module):
     """The test-time inference of a trained DeepLab: B×3×H×W normalised images → B×C×h×w logits on the stride-8
     grid (``model.base.logit_size``). One implementation for :func:`predict_logits` (eager) and the exported
@@ -193,9 +208,11 @@ class TestTimeSegmenter(torch.nn.Module):
         grid = [self.grid_length(height), self.grid_length(width)]
         total = torch.zeros(0)
         for k, s in enumerate(self.scales):
-            size = [max(1, int(round(height * s))), max(1, int(round(width * s)))]
+            # Scale 1.0 is the input itself; any other scale always resizes (to the same size only at a few pixels,
+            # where bilinear with align_corners=False is the identity), so torch.export keeps H and W symbolic.
             x = images
-            if size[0] != height or size[1] != width:
+            if s != 1.0:
+                size = [_rounded_length(height, s), _rounded_length(width, s)]
                 x = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
             if self.flip:
                 x = torch.cat([x, x.flip(-1)])
@@ -204,7 +221,7 @@ class TestTimeSegmenter(torch.nn.Module):
             out = out.float()
             if self.flip:
                 out = torch.cat([out[:batch], out[batch:].flip(-1)])
-            if out.shape[-2] != grid[0] or out.shape[-1] != grid[1]:
+            if s != 1.0:  # at scale 1.0 the output is on the grid already (grid_length is the network's)
                 out = F.interpolate(out, size=grid, mode="bilinear", align_corners=False)
             out_sum = out[:batch] + out[batch:] if self.flip else out
             total = out_sum if k == 0 else total + out_sum
@@ -336,11 +353,11 @@ def crf_shard(root: str | os.PathLike[str], ids: Sequence[str], logit_dirs: Sequ
     if workers <= 1:
         _crf_worker_init(str(root), settings, single_thread=False)
         results = (_crf_worker(t) for t in tasks)
-        _raise_first(tqdm(results, **bar))
+        _raise_first(progress(results, **bar))
         return
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(workers, initializer=_crf_worker_init, initargs=(str(root), settings, True)) as pool:
-        _raise_first(tqdm(pool.imap_unordered(_crf_worker, tasks, chunksize=2), **bar))
+        _raise_first(progress(pool.imap_unordered(_crf_worker, tasks, chunksize=2), **bar))
 
 
 def _raise_first(results: Any) -> None:
@@ -357,7 +374,7 @@ def evaluate_segmentation(data: VOCLayoutDataset, ids: Sequence[str], logit_dirs
     logit_paths = index_logit_dirs(logit_dirs, ids)
     crf_paths = index_label_dirs(crf_dirs, ids)
     result = {"no_crf": ConfusionMatrix(n), "crf": ConfusionMatrix(n)}
-    for image_id in tqdm(ids, desc="eval", mininterval=5.0, file=sys.stderr):
+    for image_id in progress(ids, desc="eval", mininterval=5.0, file=sys.stderr):
         gt = data.mask(image_id)
         rec = load_logits(logit_paths[image_id])
         if rec.size != gt.shape:
@@ -377,7 +394,7 @@ def label_fit(model: MSC, data: VOCLayoutDataset, ids: Sequence[str], label_path
     """Confusion over ``ids`` between DeepLab's test-time predictions (:func:`image_logits`) and the label maps it
     trained on (``label_paths``; 255 ignored): how well it fits its own training labels, no mask read."""
     matrix = ConfusionMatrix(data.num_classes)
-    for image_id in tqdm(ids, desc="fit", mininterval=5.0, file=sys.stderr):
+    for image_id in progress(ids, desc="fit", mininterval=5.0, file=sys.stderr):
         target = read_label_png(label_paths[image_id], data.num_classes)
         logits = image_logits(model, data.image(image_id), params, device)
         matrix.update(labels_from_logits(logits, target.shape), target)

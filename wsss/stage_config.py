@@ -175,6 +175,7 @@ class CamInfer(View):
     scales: list[float]
     fusion: str
     batch_scales: bool
+    batch_pixels: int | None
     high_res: str
 
 
@@ -450,6 +451,7 @@ STAGES: dict[str, type[View]] = {
     "seg_gate": SegGate,
     "infer_seg": SegNet,
     "export_model": SegNet,
+    "export_program": SegNet,
     "crf": Crf,
     "predict": Predict,
 }

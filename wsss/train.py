@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from wsss.progress import progress
 
 from wsss import distributed
 from wsss.errors import InputError
@@ -340,6 +340,9 @@ def fit(model: torch.nn.Module, dataset: torch.utils.data.Dataset,
     if main:
         for folder in {checkpoint.parent, log_csv.parent, final_weights.parent}:
             folder.mkdir(parents=True, exist_ok=True)
+    # the model moves before the optimizer state is loaded: load_state_dict puts each state tensor on its
+    # parameter's device (Module.to keeps the Parameter objects, so state loaded earlier would stay on the CPU)
+    model.to(device).train()
     if checkpoint.exists():
         ckpt = Checkpoint.load(checkpoint)
         if ckpt.extra.get("fingerprint") == fingerprint:
@@ -360,7 +363,6 @@ def fit(model: torch.nn.Module, dataset: torch.utils.data.Dataset,
     use_amp = autocast_enabled(device, amp)
     log.info("%d process(es) × %d micro-batch(es) of %d per step; bfloat16 autocast %s", world, accumulate,
              batch_size // (world * accumulate), "on" if use_amp else "off")
-    model.to(device).train()
     net = distributed.wrap(model, device, find_unused_parameters)
     step = start_step
     eval_columns = tuple(getattr(evaluator, "columns", ())) if evaluator is not None else ()
@@ -369,8 +371,8 @@ def fit(model: torch.nn.Module, dataset: torch.utils.data.Dataset,
         if fh is not None:
             fh.write("\n".join(rows) + ("\n" if rows else ""))
         header_written = bool(rows)
-        for batch in tqdm(loader, total=len(sampler), initial=0, desc="train", mininterval=5.0, file=sys.stderr,
-                          disable=not main):
+        for batch in progress(loader, total=len(sampler), initial=0, desc="train", mininterval=5.0, file=sys.stderr,
+                              disable=not main):
             set_poly_lr(optimizer, step, max_steps, poly_power)
             optimizer.zero_grad(set_to_none=True)
             loss, parts = _train_step(net, objective, batch, step, batch_size=batch_size, accumulate=accumulate,

@@ -51,11 +51,11 @@ import numpy as np
 import yaml
 from PIL import Image, UnidentifiedImageError
 from pycocotools import mask as mask_utils
-from tqdm import tqdm
+from wsss.progress import progress
 
 from wsss.data.dataset import format_labels_tsv, validate_id
 from wsss.errors import InputError
-from wsss.io import DEFAULT_MAX_PIXELS, IGNORE, write_label_png, write_text
+from wsss.io import DEFAULT_MAX_PIXELS, IGNORE, atomic_dir, check_apart, write_label_png, write_text
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ def semantic_mask(height: int, width: int, instances: Sequence[Instance],
     """
     areas = [int(a) for a in mask_utils.area([inst.rle for inst in instances])] if instances else []
     kept = sorted((-area, inst.ann_id, k) for k, (inst, area) in enumerate(zip(instances, areas))
-                  if not inst.iscrowd and area >= min_area)
+                  if not inst.iscrowd and area >= max(min_area, 1))  # one that draws no pixel gives no label
     pixels = _decode([inst.rle for inst in instances], height, width)
     label = np.zeros((height, width), dtype=np.uint8)
     for _, _, k in kept:
@@ -305,8 +305,9 @@ def _link(target: Path, link: Path) -> None:
     os.replace(tmp, link)
 
 
-def _render_record(task: tuple[ImageRecord, str, str, int]) -> tuple[str, tuple[int, ...] | None, str | None]:
-    """Worker: render one image's mask and link its image; returns (id, class ids, None) or (path, None, problem).
+def _render_record(task: tuple[ImageRecord, str, str, int]) -> tuple[str, tuple[int, ...] | None, str | None, int]:
+    """Worker: render one image's mask and link its image; returns (id, class ids, None, number of non-crowd
+    annotations that draw no pixel) or (path, None, problem, 0).
 
     Errors come back as values because InputError does not survive pickling between processes.
     """
@@ -327,12 +328,14 @@ def _render_record(task: tuple[ImageRecord, str, str, int]) -> tuple[str, tuple[
                                                   f"{json_path}: annotation {a.ann_id}"))
                      for a in record.annotations]
         label, classes = semantic_mask(record.height, record.width, instances, min_area)
+        areas = mask_utils.area([inst.rle for inst in instances]) if instances else []
+        empty = sum(1 for inst, area in zip(instances, areas) if not inst.iscrowd and area == 0)
         if classes:
             write_label_png(Path(out) / "SegmentationClass" / f"{record.image_id}.png", label)
             _link(record.path, Path(out) / "JPEGImages" / f"{record.image_id}.jpg")
-        return record.image_id, classes, None
+        return record.image_id, classes, None, empty
     except InputError as err:
-        return err.path, None, err.problem
+        return err.path, None, err.problem, 0
 
 
 def _render_subset(subset: CocoSubset, out: Path, min_area: int, pool: Any) -> dict[str, tuple[int, ...]]:
@@ -344,13 +347,22 @@ def _render_subset(subset: CocoSubset, out: Path, min_area: int, pool: Any) -> d
     else:
         results = pool.imap(_render_record, tasks, chunksize=max(1, min(32, len(tasks) // 64)))
     kept: dict[str, tuple[int, ...]] = {}
-    for key, classes, problem in tqdm(results, total=len(tasks), desc=f"coco {subset.json_path.stem}", unit="img"):
+    empty = 0
+    for key, classes, problem, no_pixels in progress(results, total=len(tasks), desc=f"coco {subset.json_path.stem}",
+                                                 unit="img"):
         if problem is not None:
             raise InputError(key, problem)
+        empty += no_pixels
         if classes:
             kept[key] = classes
     n_ann = sum(len(r.annotations) for r in subset.images)
     n_crowd = sum(a.iscrowd for r in subset.images for a in r.annotations)
+    if empty and empty == n_ann - n_crowd:
+        raise InputError(subset.json_path, f"none of its {empty} non-crowd annotations draws a pixel (empty "
+                                           "segmentation or outside the image: a detection-only export?)")
+    if empty:
+        log.warning("%s: %d non-crowd annotations draw no pixel (empty segmentation or outside the image) and give "
+                    "no label", subset.json_path, empty)
     log.info("%s: %d images, %d annotations (%d crowd); kept %d images, dropped %d without a kept non-crowd "
              "instance", subset.json_path.name, len(subset.images), n_ann, n_crowd, len(kept),
              len(subset.images) - len(kept))
@@ -406,17 +418,35 @@ def prepare_coco(root: str | Path | None, out: str | Path, splits: dict[str, str
     by default); each subset needs ``{root}/{subset}/`` and ``{root}/annotations/instances_{subset}.json``.
     ``subsets`` instead maps split names to any ``{"images": folder, "annotations": instances JSON}`` (COCO 2017,
     exports of annotation tools). ``workers`` processes render masks (output identical for any count).
-    ``dataset.yaml``, ``classes.txt`` and ``labels.tsv`` are removed first and written last, so an interrupted run
-    never looks complete.
+    The dataset is built in a temp folder beside ``out`` and swapped in whole on success, so a failed or
+    interrupted run leaves the previous output (and no partial masks or links).
     """
     files = _check_params(root, splits, subsets, min_area, workers)
-    out = Path(out)
-    for name in ("dataset.yaml", "classes.txt", "labels.tsv"):
-        (out / name).unlink(missing_ok=True)
+    final = Path(out)
+    if root is not None:
+        check_apart(root, final, "COCO root")
+    for json_path, image_dir in files.values():
+        check_apart(image_dir, final, "COCO image folder")
+        if Path(os.path.realpath(final)) in Path(os.path.realpath(json_path)).parents:
+            raise InputError(json_path, f"instances JSON lies inside the output folder {final}, which is replaced "
+                                        "whole: keep your data outside resources/ and results/")
+    with atomic_dir(final) as tmp:
+        lists = _prepare_coco_into(files, tmp, min_area, workers, max_pixels)
+    return lists
+
+
+def _prepare_coco_into(files: dict[str, tuple[Path, Path]], out: Path, min_area: int, workers: int,
+                       max_pixels: int | None) -> dict[str, list[str]]:
+    """:func:`prepare_coco`'s work, into the fresh folder ``out`` (a temp folder swapped in on success)."""
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
         (out / sub).mkdir(parents=True, exist_ok=True)
 
     sources = list(dict.fromkeys(files.values()))  # (JSON, image folder) pairs, each rendered once
+    for source in sources:
+        shared = [split for split, other in files.items() if other == source]
+        if len(shared) > 1:
+            log.warning("splits %s are the same images and annotations (%s): evaluation on one of them measures "
+                        "training images", " and ".join(shared), source[0])
     reference: tuple[tuple[int, ...], tuple[str, ...], str] | None = None  # categories, names, JSON file name
     kept: dict[tuple[Path, Path], dict[str, tuple[int, ...]]] = {}
     ctx = multiprocessing.get_context()

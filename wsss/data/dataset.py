@@ -32,10 +32,31 @@ _ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 LABELS_HEADER = "image_id\tclasses"
 
 
+def _id_problem(image_id: str) -> str:
+    """What is wrong with an id ``_ID_RE`` refuses, in words."""
+    if not image_id:
+        return "empty"
+    if image_id.startswith("."):
+        return "begins with '.'"
+    if ".." in image_id:
+        return "contains '..'"
+    for ch in image_id:
+        if ch in "/\\":
+            return f"contains {ch!r}"
+        if ch.isspace():
+            return "contains a space" if ch == " " else f"contains whitespace {ch!r}"
+        if not ch.isascii():
+            return f"contains the non-ASCII character {ch!r}"
+        if not (ch.isalnum() or ch in "_.-"):
+            return f"contains {ch!r}"
+    return "not a plain file stem"
+
+
 def validate_id(image_id: str, source: str | Path) -> str:
     """Return ``image_id`` if it is a plain file stem (no path separators, no ``..``), else raise naming ``source``."""
-    if not _ID_RE.match(image_id) or ".." in image_id:
-        raise InputError(source, f"invalid image id {image_id!r} (ids are file stems: no '/', '\\\\' or '..')")
+    if not _ID_RE.match(image_id) or ".." in image_id or image_id.endswith("\n"):
+        raise InputError(source, f"invalid image id {image_id!r}: {_id_problem(image_id)}; ids are file stems of "
+                                 "ASCII letters, digits, '_', '.' and '-' (rename the file)")
     return image_id
 
 
@@ -44,7 +65,7 @@ def read_id_list(path: str | Path) -> list[str]:
     (it would be counted twice in evaluation) are errors."""
     path = Path(path)
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_bytes().decode("utf-8-sig").splitlines()  # a BOM is accepted, as in the labels CSV
     except FileNotFoundError:
         raise InputError(path, "split list is missing") from None
     except UnicodeDecodeError:

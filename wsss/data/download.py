@@ -23,10 +23,10 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from tqdm import tqdm
+from wsss.progress import progress
 
 from wsss.errors import InputError
-from wsss.io import atomic_dir, atomic_path
+from wsss.io import atomic_dir, atomic_path, write_text
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +65,17 @@ def download(url: str, dest: str | os.PathLike[str], md5: str | None) -> Path:
     if scheme not in ("http", "https", "file"):
         raise InputError(url, f"unsupported URL scheme {scheme!r} (use http, https or file)")
     require_md5(url, md5)
+    source_file = _source_file(dest)
     if dest.is_file():
         actual = md5sum(dest)
         if expected is None:
-            log.warning("reusing %s without a checksum to verify; its md5 is %s (pin it in the config)", dest, actual)
-            return dest
+            recorded = source_file.read_text() if source_file.is_file() else None
+            if recorded == _source_key(url):
+                log.warning("reusing %s without a checksum to verify; its md5 is %s (pin it in the config)", dest,
+                            actual)
+                return dest
+            log.warning("cached %s came from %s, not %s: copying again (no md5 to tell them apart)", dest,
+                        (recorded or "an unrecorded source").strip(), url)
         if actual == expected:
             log.info("reusing %s (md5 ok)", dest)
             return dest
@@ -81,7 +87,26 @@ def download(url: str, dest: str | os.PathLike[str], md5: str | None) -> Path:
             log.warning("no md5 configured for %s; downloaded file has md5 %s (pin it in the config)", url, actual)
         elif actual != expected:
             raise InputError(dest, f"md5 mismatch for download of {url}: expected {expected}, got {actual}")
+    write_text(source_file, _source_key(url))
     return dest
+
+
+def _source_file(dest: Path) -> Path:
+    """Where the source of a cached download is recorded (a hidden sibling): the cache is keyed by URL, so a
+    file without an md5 is reused only for the URL (and, for file://, the source's size and mtime) it came from."""
+    return dest.with_name(f".{dest.name}.source")
+
+
+def _source_key(url: str) -> str:
+    """The URL, and for a ``file://`` URL the source's size and modification time (a changed copy is re-read)."""
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme == "file":
+        try:
+            stat = os.stat(urllib.request.url2pathname(parsed.path))
+            return f"{url}\n{stat.st_size}:{stat.st_mtime_ns}\n"
+        except OSError:
+            pass
+    return f"{url}\n"
 
 
 def require_md5(url: str, md5: str | None, key: str = "md5") -> None:
@@ -99,8 +124,8 @@ def _fetch(url: str, path: Path) -> str:
         with urllib.request.urlopen(url, timeout=60) as response:
             length_header = response.headers.get("Content-Length")
             total = int(length_header) if length_header and length_header.isdigit() else None
-            with open(path, "wb") as out, tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                                               desc=url_filename(url), leave=False) as bar:
+            with open(path, "wb") as out, progress(total=total, unit="B", unit_scale=True, unit_divisor=1024,
+                                                   desc=url_filename(url), leave=False) as bar:
                 while chunk := response.read(_CHUNK):
                     out.write(chunk)
                     digest.update(chunk)
@@ -165,6 +190,22 @@ def _strip(name: str, prefix: str) -> str | None:
     return name[len(prefix):]
 
 
+def _check_layout(archive: Path, members: list[tuple[str, bool]]) -> None:
+    """Refuse an archive where one path is both a file and a folder (``a`` and ``a/b``): it cannot be unpacked.
+    ``members`` are (name, is a folder) of the folders and regular files (links are refused on their own)."""
+    files = {name.rstrip("/") for name, is_dir in members if not is_dir}
+    for name, is_dir in members:
+        if is_dir and name.rstrip("/") in files:
+            raise InputError(archive, f"archive members {name.rstrip('/')!r} (a file) and {name!r} (a folder) "
+                                      "clash: one path cannot be both")
+        parts = name.rstrip("/").split("/")
+        for k in range(1, len(parts)):
+            parent = "/".join(parts[:k])
+            if parent in files:
+                raise InputError(archive, f"archive members {parent!r} (a file) and {name!r} clash: {parent!r} "
+                                          "cannot be both a file and a folder")
+
+
 def _inside(dest: Path, name: str) -> bool:
     """Whether ``dest/name``, every link resolved (``os.path.realpath``), lies under ``dest`` (also resolved)."""
     root = os.path.realpath(dest)
@@ -195,6 +236,8 @@ def _extract_tar(archive: Path, dest: Path, prefix: str) -> int:
 
     try:
         with tarfile.open(archive, mode="r:*") as tar:
+            names = [(_strip(m.name, prefix), m.isdir()) for m in tar.getmembers() if m.isdir() or m.isfile()]
+            _check_layout(archive, [(n, d) for n, d in names if n])
             tar.extractall(dest, filter=keep)
     except tarfile.FilterError as err:
         raise InputError(archive, f"unsafe archive member rejected ({err})") from None
@@ -231,6 +274,8 @@ def _extract_zip(archive: Path, dest: Path, prefix: str) -> int:
             infos = zf.infolist()
             for info in infos:
                 _check_zip_member(archive, info)
+            names = [(_strip(i.filename.replace("\\", "/"), prefix), i.is_dir()) for i in infos]
+            _check_layout(archive, [(n, d) for n, d in names if n])
             for info in infos:
                 name = _strip(info.filename.replace("\\", "/"), prefix)
                 if not name:

@@ -19,10 +19,16 @@ Rules:
 * **Labels** come from the CSV; without a CSV file, from the masks (the ids present, 0 and 255 left out), which
   then needs ``classes``. Every image needs a non-empty label set; every CSV row must name an existing image.
 * **Classes**: ``classes`` (background added first) or the sorted names found in the CSV.
-* **Splits**: ``ImageSets/Segmentation/*.txt`` under the root if ``train.txt`` and ``val.txt`` are there (every
-  image of a list must exist); otherwise ``val`` holds the stems whose SHA-256 falls below ``val_fraction`` of the
-  hash range and ``train`` the rest: deterministic, and adding images never moves the others.
-* **Masks** must have their image's size and only ids 0..C-1 and 255.
+* **Splits**: ``ImageSets/Segmentation/*.txt`` under the root if ``train.txt`` or ``val.txt`` is there (every
+  image of a list must exist; train and val must not share an id); a lone ``train.txt`` makes every other image
+  val (a lone ``val.txt``: every other image train). Without either, ``val`` holds the stems whose SHA-256 falls
+  below ``val_fraction`` of the hash range and ``train`` the rest: deterministic, and adding images never moves
+  the others. Stages train on ``train`` unless a run's ``train_split`` names another list (a ``train_aug.txt``
+  is never picked implicitly).
+* **Hidden files** (names beginning with ``.``, e.g. macOS ``._*``) are skipped in every folder, with a count in
+  the log.
+* **Masks** (``.png`` in any case; a JPEG is an error) must have their image's size and only ids 0..C-1 and 255;
+  a class in a mask that its image's CSV row does not list is warned about (count per class).
 """
 
 from __future__ import annotations
@@ -33,17 +39,18 @@ import io
 import logging
 import os
 import re
+import unicodedata
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import yaml
 from PIL import Image, UnidentifiedImageError
-from tqdm import tqdm
+from wsss.progress import progress
 
 from wsss.data.dataset import format_labels_tsv, read_id_list, validate_id
 from wsss.errors import InputError
-from wsss.io import atomic_dir, read_label_png, write_text
+from wsss.io import atomic_dir, check_apart, read_label_png, visible_files, write_text
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +77,7 @@ def list_images(image_dir: Path) -> dict[str, Path]:
     if not image_dir.is_dir():
         raise InputError(image_dir, "image folder is missing")
     images: dict[str, Path] = {}
-    for path in sorted(image_dir.iterdir()):
+    for path in visible_files(image_dir, "images"):
         if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
             continue
         stem = validate_id(path.stem, path)
@@ -82,9 +89,43 @@ def list_images(image_dir: Path) -> dict[str, Path]:
     return images
 
 
+def list_masks(mask_dir: Path) -> dict[str, Path]:
+    """{stem: file} of the masks in ``mask_dir`` (``.png`` in any case; hidden files skipped); a JPEG there is an
+    error (lossy compression changes class ids at edges), a stem twice too. No folder: no masks."""
+    if not mask_dir.is_dir():
+        return {}
+    masks: dict[str, Path] = {}
+    for path in visible_files(mask_dir, "masks"):
+        if path.suffix.lower() in (".jpg", ".jpeg"):
+            raise InputError(path, "mask is a JPEG; lossy compression changes class ids: save masks as PNG")
+        if path.suffix.lower() != ".png" or not path.is_file():
+            continue
+        if path.stem in masks:
+            raise InputError(path, f"two masks share the stem {path.stem!r} ({masks[path.stem].name}, {path.name})")
+        masks[path.stem] = path
+    return masks
+
+
 def split_names(text: str) -> list[str]:
-    """Class names of one CSV cell: separated by whitespace or ';'."""
-    return [n for n in _SEP.split(text.strip()) if n]
+    """Class names of one CSV cell: separated by whitespace or ';', Unicode-normalised (NFC), so that ``café``
+    typed with a combining accent and with a precomposed one are one class."""
+    return [unicodedata.normalize("NFC", n) for n in _SEP.split(text.strip()) if n]
+
+
+def class_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a class name (None if it can): names are written one per line to ``classes.txt``
+    and into file names of reports, so no separators (space, ';', ','), control characters, path separators or
+    ``.``/``..``."""
+    if not name:
+        return "is empty"
+    if any(unicodedata.category(ch).startswith("C") or ch.isspace() for ch in name):
+        return "contains a control or space character"
+    for bad in (",", ";", "/", "\\"):
+        if bad in name:
+            return f"contains {bad!r}"
+    if name in (".", "..") or ".." in name:
+        return "contains '..'"
+    return None
 
 
 def read_labels_csv(path: Path, images: Mapping[str, Path]) -> dict[str, list[str]]:
@@ -113,6 +154,10 @@ def read_labels_csv(path: Path, images: Mapping[str, Path]) -> dict[str, list[st
         names = split_names(row[1])
         if not names:
             raise InputError(where, f"image {stem!r} has no labels")
+        for name in names:
+            if (problem := class_name_problem(name)) is not None:
+                raise InputError(where, f"class name {name!r} {problem} (separate labels by spaces or ';'; a quoted "
+                                        "cell is one name)")
         labels[stem] = list(dict.fromkeys(names))
     return labels
 
@@ -124,19 +169,33 @@ def _class_list(classes: list[str] | None, labels: Mapping[str, list[str]] | Non
             raise InputError(source, "labels CSV is missing: without it, list the class names in the dataset's "
                                      "`classes` (mask id k = k-th name) so labels can come from the masks")
         classes = sorted({n for names in labels.values() for n in names})
-    classes = [str(c) for c in classes]
+    classes = [unicodedata.normalize("NFC", str(c)) for c in classes]
     if classes and classes[0] == "background":
         classes = classes[1:]
     if "background" in classes:
         raise InputError("--params", "classes: 'background' may only come first (it is id 0)")
-    bad = [c for c in classes if split_names(c) != [c] or "," in c]
+    bad = [(c, problem) for c in classes if (problem := class_name_problem(c)) is not None]
     if bad:
-        raise InputError("--params", f"classes: names must not contain spaces, ';' or ',': {bad}")
+        raise InputError("--params", f"classes: name {bad[0][0]!r} {bad[0][1]}")
     if len(set(classes)) != len(classes):
         raise InputError("--params", "classes: duplicate names")
     if not classes:
         raise InputError(source, "no foreground class")
     return ["background", *classes]
+
+
+def _warn_mask_classes_not_labelled(derived: Mapping[str, list[str]], labels: Mapping[str, list[str]],
+                                    csv_path: Path) -> None:
+    """One warning line when masks hold classes their image's CSV row does not list, with the count per class."""
+    counts: dict[str, int] = {}
+    for stem, names in derived.items():
+        for name in names:
+            if name not in labels.get(stem, ()):
+                counts[name] = counts.get(name, 0) + 1
+    if counts:
+        log.warning("%s: masks hold classes their image's row does not list (images per class: %s); training uses "
+                    "the CSV's labels, evaluation the masks", csv_path,
+                    ", ".join(f"{n} {c}" for n, c in sorted(counts.items())))
 
 
 def in_val(stem: str, fraction: float) -> bool:
@@ -165,21 +224,21 @@ def prepare_folder(params: Mapping[str, Any], out: str | Path) -> dict[str, list
     root = Path(os.path.abspath(opts["root"]))
     if not root.is_dir():
         raise InputError(root, "dataset root is not a directory")
+    check_apart(root, out, "dataset root")
     images = list_images(root / opts["images"])
     csv_path = root / opts["labels"]
     labels = read_labels_csv(csv_path, images) if csv_path.is_file() else None
     classes = _class_list(opts["classes"], labels, csv_path)
     index = {name: k for k, name in enumerate(classes)}
 
-    mask_dir = root / opts["masks"]
-    masks = {p.stem: p for p in sorted(mask_dir.glob("*.png"))} if mask_dir.is_dir() else {}
+    masks = list_masks(root / opts["masks"])
     stray = sorted(set(masks) - set(images))
     if stray:
         raise InputError(masks[stray[0]], f"mask without an image (no {stray[0]}.jpg/.jpeg/.png in {opts['images']}/)")
 
     max_pixels = params.get("max_pixels")
     derived: dict[str, list[str]] = {}
-    for stem, path in tqdm(sorted(images.items()), desc="check images", unit="img", mininterval=5.0):
+    for stem, path in progress(sorted(images.items()), desc="check images", unit="img", mininterval=5.0):
         size = _image_size(path)
         if max_pixels is not None and size[0] * size[1] > max_pixels:
             raise InputError(path, f"image has {size[0] * size[1]} pixels ({size[1]}x{size[0]}), above max_pixels "
@@ -191,6 +250,8 @@ def prepare_folder(params: Mapping[str, Any], out: str | Path) -> dict[str, list
                                               f"{path.name} is {size[1]}x{size[0]}")
             ids = sorted(int(v) for v in np.unique(mask) if 0 < v < 255)
             derived[stem] = [classes[i] for i in ids]
+    if labels is not None:
+        _warn_mask_classes_not_labelled(derived, labels, csv_path)
     if labels is None:
         no_mask = sorted(set(images) - set(masks))
         if no_mask:
@@ -206,13 +267,25 @@ def prepare_folder(params: Mapping[str, Any], out: str | Path) -> dict[str, list
             raise InputError(csv_path, f"image {stem!r}: labels {unknown} not in classes {classes[1:]}")
 
     lists_dir = root / "ImageSets" / "Segmentation"
-    if (lists_dir / "train.txt").is_file() and (lists_dir / "val.txt").is_file():
-        splits = {p.stem: read_id_list(p) for p in sorted(lists_dir.glob("*.txt"))}
+    given = ({p.stem: p for p in visible_files(lists_dir, "split lists") if p.suffix == ".txt" and p.is_file()}
+             if lists_dir.is_dir() else {})
+    if "train" in given or "val" in given:
+        splits = {stem: read_id_list(p) for stem, p in given.items()}
         for split, ids in splits.items():
             missing = [i for i in ids if i not in images]
             if missing:
                 raise InputError(lists_dir / f"{split}.txt", f"no image for id {missing[0]!r}")
-        source = f"split lists in {lists_dir}"
+        if "train" in splits and "val" in splits:
+            both = sorted(set(splits["train"]) & set(splits["val"]))
+            if both:
+                raise InputError(lists_dir / "val.txt", f"id {both[0]!r} is also in train.txt ({len(both)} shared); "
+                                                        "val must hold images the model does not train on")
+            source = f"split lists in {lists_dir}"
+        else:
+            lone, rest = ("train", "val") if "train" in splits else ("val", "train")
+            listed = set(splits[lone])
+            splits[rest] = [s for s in sorted(images) if s not in listed]
+            source = f"{lone}.txt in {lists_dir}, {rest} = the other images"
     else:
         val = [s for s in sorted(images) if in_val(s, float(opts["val_fraction"]))]
         chosen = set(val)

@@ -149,7 +149,7 @@ def prepare_coco(out: str, params: dict[str, Any]) -> object:
 
 def _folder_splits(entry: Entry) -> list[str]:
     lists = Path(entry["root"]) / "ImageSets" / "Segmentation"
-    extra = sorted(p.stem for p in lists.glob("*.txt")) if lists.is_dir() else []
+    extra = sorted(p.stem for p in lists.glob("*.txt") if not p.name.startswith(".")) if lists.is_dir() else []
     return list(dict.fromkeys(["train", "val", *extra]))
 
 

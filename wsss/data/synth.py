@@ -57,7 +57,7 @@ from typing import Any, Callable, Mapping, Sequence
 import cv2
 import numpy as np
 import yaml
-from tqdm import tqdm
+from wsss.progress import progress as progress_bar
 
 from wsss.data.dataset import format_labels_tsv
 from wsss.errors import InputError
@@ -585,7 +585,7 @@ def generate_dataset(out_dir: str | Path, params: Mapping[str, Any] | SynthParam
     with atomic_dir(out_dir) as root:
         labels: dict[str, list[str]] = {}
         split_ids: dict[str, list[str]] = {}
-        bar = tqdm(total=sum(counts.values()), desc="synth", unit="img", disable=not progress, mininterval=2.0)
+        bar = progress_bar(total=sum(counts.values()), desc="synth", unit="img", disable=not progress, mininterval=2.0)
         for split, count in counts.items():
             split_ids[split] = []
             for index in range(count):

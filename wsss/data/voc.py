@@ -22,7 +22,7 @@ from typing import Any, Iterable
 
 import numpy as np
 import yaml
-from tqdm import tqdm
+from wsss.progress import progress
 
 from wsss.data.dataset import format_labels_tsv, read_id_list, read_labels_tsv, validate_id
 from wsss.data.download import download, extract, require_md5, url_filename
@@ -91,7 +91,7 @@ def build_labels(annotation_dir: str | os.PathLike[str], ids: Iterable[str]) -> 
     annotation_dir = Path(annotation_dir)
     ids = list(ids)
     return {i: labels_from_xml(annotation_dir / f"{validate_id(i, annotation_dir)}.xml")
-            for i in tqdm(ids, desc="annotations", unit="xml", leave=False)}
+            for i in progress(ids, desc="annotations", unit="xml", leave=False)}
 
 
 def cross_check(labels: dict[str, list[str]], reference: dict[str, tuple[str, ...]]) -> list[str]:
@@ -200,7 +200,7 @@ def _convert_sbd_once(cls_dir: Path, voc_root: Path, md5: str | None) -> None:
     if not voc_masks:
         log.warning("no %s in %s: the aug masks are SBD's alone", "SegmentationClass", voc_root)
     with atomic_dir(dest) as tmp:
-        for mat in tqdm(mats, desc="SBD masks", unit="mat", leave=False):
+        for mat in progress(mats, desc="SBD masks", unit="mat", leave=False):
             write_label_png(tmp / f"{validate_id(mat.stem, mat)}.png", read_sbd_mask(mat))
         for png in voc_masks:
             shutil.copyfile(png, tmp / png.name)

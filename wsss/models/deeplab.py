@@ -32,6 +32,7 @@ that maps to no backbone parameter is an InputError listing it.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -115,6 +116,14 @@ class DeepLabV2(nn.Module):
         ]
 
 
+def _scaled_length(n: int, scale: float) -> int:
+    """``max(1, int(n·scale))``; outside TorchScript (which has no math.trunc) with math.trunc, the same on these
+    non-negative lengths, which torch.export keeps symbolic (``int()`` pins it to the traced size) and can save."""
+    if torch.jit.is_scripting():
+        return max(1, int(n * scale))
+    return max(1, math.trunc(n * scale))
+
+
 class MSC(nn.Module):
     """Multi-scale wrapper: max fusion over the input scale 1.0 and ``scales`` (see the module doc)."""
 
@@ -129,7 +138,7 @@ class MSC(nn.Module):
         size = logits.shape[-2:]
         pyramid: list[torch.Tensor] = []
         for s in self.scales:
-            h, w = max(1, int(x.shape[-2] * s)), max(1, int(x.shape[-1] * s))
+            h, w = _scaled_length(x.shape[-2], s), _scaled_length(x.shape[-1], s)
             pyramid.append(self.base(F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)))
         fusion = [logits]
         for p in pyramid:

@@ -80,12 +80,15 @@ def max_normalize(cam: torch.Tensor) -> torch.Tensor:
 def multiscale_cams(cam_fn: CamFn, images: Sequence[torch.Tensor], keys: Sequence[Sequence[int] | torch.Tensor],
                     scales: Sequence[float] = (1.0, 0.5, 1.5, 2.0), fusion: str = "max",
                     resize_mode: str = "bicubic", batch_scales: bool = True, max_batch: int = 8,
-                    with_high_res: bool = True, with_scores: bool = False) -> list[MultiScaleCAM]:
+                    with_high_res: bool = True, with_scores: bool = False,
+                    max_pixels: int | None = None) -> list[MultiScaleCAM]:
     """Multi-scale + flip CAMs of several normalised 3×H×W images (sizes may differ), see the module docstring.
 
     batch_scales=True groups inputs of identical shape (across images and scales) into forward calls of at most
     ``max_batch`` images, each with its flip (2·max_batch rows); False makes one call per image and scale. Both give
     the same CAMs since the CAM of an image does not depend on the rest of its batch (eval-mode BatchNorm).
+    ``max_pixels`` also bounds a forward call by its input pixels (rows × height × width, flips included; one
+    image at least), so that large photos at scale 2.0 go one at a time while VOC-size ones still go 8 together.
     Images without keys are skipped (empty channel dimension).
 
     with_scores=True: ``cam_fn`` returns ``(cams, scores)`` (B×C×h'×w', B×C, e.g. :func:`wsss.classify.cam_and_scores`)
@@ -116,9 +119,12 @@ def multiscale_cams(cam_fn: CamFn, images: Sequence[torch.Tensor], keys: Sequenc
         groups.setdefault(tuple(job[2].shape[-2:]), []).append(job)
     fused: dict[tuple[int, int], torch.Tensor] = {}
     image_level: dict[int, torch.Tensor] = {}
-    for group in groups.values():
-        for start in range(0, len(group), max_batch):
-            chunk = group[start:start + max_batch]
+    for shape, group in groups.items():
+        per_call = max_batch
+        if max_pixels is not None:
+            per_call = max(1, min(per_call, int(max_pixels) // (2 * shape[0] * shape[1])))
+        for start in range(0, len(group), per_call):
+            chunk = group[start:start + per_call]
             batch = torch.stack([t for _, _, img in chunk for t in (img, img.flip(-1))])
             out = cam_fn(batch)
             if with_scores:

@@ -144,3 +144,28 @@ class PathIndex:
         pos = valid & equal
         return {"bg_pos": pos & (src == 0), "fg_pos": pos & (src > 0), "neg": valid & ~equal}
 
+    def pair_label_counts(self, label: torch.Tensor | np.ndarray, ignore_index: int = IGNORE) -> torch.Tensor:
+        """The numbers of ``bg_pos``, ``fg_pos`` and ``neg`` pairs of :meth:`pair_labels` over a whole label map
+        N×H×W (or H×W), as a float64 vector of 3 on the label's device: the same integers, without the
+        N×K×h'×w' label tensors (one offset at a time over views of the map, on whatever device the label is)."""
+        label = torch.as_tensor(label)
+        if label.dim() not in (2, 3) or label.dtype.is_floating_point or label.dtype == torch.bool:
+            raise ValueError(f"label must be an integer N×H×W or H×W map, got {label.dtype} {tuple(label.shape)}")
+        self._check_map(label, "label")
+        label = label.to(torch.int64)  # N×H×W only: the comparisons below need no overflow care
+        valid = (label >= 0) & (label < ignore_index)
+        background = valid & (label == 0)
+        src, src_valid, src_background = self.sources(label), self.sources(valid), self.sources(background)
+        equal_valid = torch.zeros((), dtype=torch.int64, device=label.device)
+        equal_background = torch.zeros_like(equal_valid)
+        both_valid = torch.zeros_like(equal_valid)
+        for dy, dx in self.offsets:
+            dst_valid = self._view(valid, dy, dx)
+            pair_valid = src_valid & dst_valid
+            pos = pair_valid & (src == self._view(label, dy, dx))
+            both_valid += pair_valid.sum()
+            equal_valid += pos.sum()
+            equal_background += (pos & src_background).sum()
+        bg_pos = equal_background
+        return torch.stack([bg_pos, equal_valid - bg_pos, both_valid - equal_valid]).to(torch.float64)
+

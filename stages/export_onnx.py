@@ -1,0 +1,25 @@
+#!/usr/bin/env python
+"""Convert the torch.export program (model.pt2) to ONNX (model.onnx: the same graph, dynamic batch, height and
+width, opset wsss.export.ONNX_OPSET), loadable with onnxruntime."""
+
+import logging
+import sys
+
+import torch
+
+from wsss.cli import run_stage, stage_parser
+from wsss.export import write_onnx
+
+log = logging.getLogger("wsss")
+
+
+def main(args, params):
+    write_onnx(torch.export.load(args.program), args.out)
+    log.info("converted %s to %s", args.program, args.out)
+
+
+if __name__ == "__main__":
+    parser = stage_parser(__doc__)
+    parser.add_argument("--program", required=True, help="the torch.export program (model.pt2)")
+    parser.add_argument("--out", required=True, help="ONNX output (model.onnx)")
+    sys.exit(run_stage(main, parser))
