@@ -197,7 +197,7 @@ def test_root_and_output_overlap_leaves_every_user_file(tmp_path: Path, root_rel
     root = tmp_path / root_rel
     make_folder(root)
     before = _snapshot(tmp_path)
-    proc = subprocess.run([sys.executable, str(REPO / "stages" / "prepare_folder.py"), "--params",
+    proc = subprocess.run([sys.executable, str(REPO / "stages" / "prepare_dataset.py"), "--kind", "folder", "--params",
                            f'{{"root": "{root_rel}", "classes": ["cat", "dog"]}}', "--out", out_rel],
                           cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
     assert proc.returncode == 2, proc.stderr

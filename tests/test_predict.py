@@ -369,7 +369,7 @@ def test_bad_predict_input_is_one_line(trained, tmp_path: Path, capsys, case: st
         (dataset / "dataset.yaml").write_text(f"name: tiny\nmax_pixels: {max_pixels}\n")
     make(tmp_path / "imgs")
     before = sorted(p.name for p in tmp_path.rglob("*"))
-    code = _stage("predict", "--params", json.dumps(dict(SEG, predict_crf=False)), "--images", str(tmp_path / "imgs"),
+    code = _stage("predict", "--params", _params("predict", dict(SEG, predict_crf=False)), "--images", str(tmp_path / "imgs"),
                   "--dataset", str(dataset), "--model", str(model_path), "--shard", "0", "--shards", "1",
                   "--device", "cpu", "--out", str(tmp_path / out))
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
