@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wsss.classify import CamRecord, cam_and_scores, image_scores, save_cam
+from wsss.artifacts.cam import CamRecord, save_cam
+from wsss.classify import cam_and_scores, image_scores
 from wsss.models.backbone import build_resnet
 from wsss.models.vwl import VWLNet
 from wsss.ops.cam import multiscale_cams, pack_cam
@@ -75,7 +76,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     device = torch.device(args.device)
-    model = VWLNet(build_resnet(args.backbone), 20, method="vwl_l").to(device).eval()
+    model = VWLNet(build_resnet(args.backbone), 20).to(device).eval()
     w, h = args.size
     images = [torch.randn(3, h, w, device=device) for _ in range(args.images)]
     keys = [np.arange(args.classes) for _ in images]

@@ -8,8 +8,10 @@ import sys
 
 from snakemake.exceptions import WorkflowError
 
-from wsss.config import load_schema, preparer_params, run_config, seed_run_names, validate_config
+from wsss.config import load_schema, run_config, seed_run_names, validate_config
+from wsss.data.kinds import get_kind, preparer_params
 from wsss.errors import InputError
+from wsss.stage_config import stage_params
 
 try:
     config.update(
@@ -82,6 +84,12 @@ def as_json(obj):
     return json.dumps(obj, sort_keys=True)
 
 
+def stage_cfg(name, run):
+    """The --params of stage ``name`` for ``run``: exactly the keys of its typed view (wsss.stage_config), so a
+    changed value reruns exactly the stages that read it."""
+    return as_json(stage_params(name, run_cfg(run), config))
+
+
 def dataset_outputs(name):
     """The declared outputs of a prepared dataset: its metadata files, written last by the preparer."""
     return [f"resources/{name}/{f}" for f in DATASET_META]
@@ -90,25 +98,27 @@ def dataset_outputs(name):
 DATASETS = config["datasets"]
 
 
-def datasets_of(kind):
-    """Wildcard constraint matching exactly the dataset names of ``kind`` (a pattern that matches nothing if none)."""
-    names = [re.escape(n) for n, entry in sorted(DATASETS.items()) if entry["kind"] == kind]
+def dataset_kind(name):
+    """The registered kind (wsss.data.kinds) of dataset ``name``."""
+    return get_kind(DATASETS[name]["kind"])
+
+
+def datasets_where(local):
+    """Wildcard constraint matching exactly the dataset names whose kind runs locally (downloads) or not (a pattern
+    that matches nothing if none)."""
+    names = [re.escape(n) for n in sorted(DATASETS) if dataset_kind(n).local == local]
     return "|".join(names) if names else "(?!)"
 
 
-def folder_inputs(wildcards):
-    """What a folder dataset is read from, where it exists: the images, the labels CSV, the masks and the split
-    lists (a change to any of them prepares the dataset again)."""
-    entry = DATASETS[wildcards.dataset]
-    root = entry["root"]
-    paths = [os.path.join(root, entry[k]) for k in ("images", "labels", "masks")]
-    paths.append(os.path.join(root, "ImageSets", "Segmentation"))
-    return [p for p in paths if os.path.exists(p)]
+def dataset_inputs(wildcards):
+    """Input function: the files a dataset's preparation reads, from its kind (a change to any of them prepares the
+    dataset again; e.g. a folder dataset's images, labels CSV, masks and split lists)."""
+    return dataset_kind(wildcards.dataset).inputs(DATASETS[wildcards.dataset])
 
 
 def dataset_params(name):
     """A dataset entry as its preparer's --params JSON (without ``kind``, which picked the preparer; synth keys at
-    their neutral values left out, see wsss.config.preparer_params). A changed key reruns the preparer."""
+    their neutral values left out, see wsss.data.kinds.preparer_params). A changed key reruns the preparer."""
     return as_json(preparer_params(DATASETS[name]))
 
 
@@ -162,12 +172,6 @@ def pseudo_calibration_input(run):
 def cam_source_split(run, split):
     """The inferred split whose CAMs cover evaluation split ``split`` (e.g. VOC train lies in train_aug)."""
     return run_cfg(run)["cam"]["eval"].get(split, split)
-
-
-def irn_params(run, keys):
-    """The ``irn`` keys a rule reads, with the classifier depth (the backbone depth under from_cls)."""
-    irn = run_cfg(run)["irn"]
-    return as_json({"irn": {k: irn[k] for k in keys}, "cls_backbone": run_cfg(run)["cls"]["backbone"]})
 
 
 def ir_label_shards(run):
@@ -235,12 +239,6 @@ def summary_entries():
 def seed_groups():
     """Runs listing ``seeds``: base run -> its per-seed runs ({run}_s{k}, made by wsss.config), for the summary."""
     return {run: seed_run_names(run, e["seeds"]) for run, e in sorted(config["runs"].items()) if e.get("seeds")}
-
-
-def seg_params(run, keys):
-    """The ``seg`` keys a rule reads, as --params JSON."""
-    cfg = run_cfg(run)["seg"]
-    return as_json({k: cfg[k] for k in keys})
 
 
 def report_inputs(wildcards):

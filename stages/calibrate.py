@@ -19,25 +19,29 @@ from wsss.calibrate import (
     ir_label_bracket,
     log_rows,
 )
-from wsss.classify import index_cam_dirs, load_cam, load_classifier
+from wsss.artifacts.cam import index_cam_dirs, load_cam
+from wsss.classify import load_classifier
 from wsss.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.transforms import normalize, to_chw
 from wsss.io import write_json
+from wsss.methods import method_argument
 from wsss.ops.cam import upsample_cam
+from wsss.stage_config import parse_view
 from wsss.train import resolve_device
 
 log = logging.getLogger("wsss")
 
 
 def main(args, params):
+    params = parse_view("calibrate", params)
     data = VOCLayoutDataset(args.dataset)
     ids, held = calibration_set(data.ids(args.split), params["cls"]["holdout_fraction"],
                                 params["cam"]["calibration_images"])
     device = resolve_device(args.device)
     log.info("device %s: %d images of %s (%d held out from the classifier)", device, len(ids), args.split, held)
     model = load_classifier(params["cls"], data.num_classes - 1, args.method, args.model, device)
-    evidence, score_fn = RegionEvidence.zeros(params["cam"]["sweep"]), classifier_scores(model)
+    evidence, score_fn = RegionEvidence.zeros(params["cam"]["sweep"]), classifier_scores(model, args.method)
     paths = index_cam_dirs(args.cams, ids)
     for image_id in progress(ids, desc="calibrate", mininterval=5.0, file=sys.stderr):
         rec = load_cam(paths[image_id])
@@ -62,7 +66,7 @@ if __name__ == "__main__":
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--split", required=True, help="the classifier's training split")
     parser.add_argument("--cams", nargs="+", required=True, help="CAM shard folders of that split")
-    parser.add_argument("--method", required=True, choices=["vwl_l", "vwl_m", "cam"])
+    method_argument(parser)
     parser.add_argument("--model", required=True, help="trained classifier state dict (model.pt)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", required=True, help="calibration.json")

@@ -23,12 +23,15 @@ from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.transforms import normalize, to_chw
 from wsss.io import write_json
 from wsss.irn import build_irn, iter_walk_scores
+from wsss.methods import method_argument
+from wsss.stage_config import parse_view
 from wsss.train import load_state_dict_file, resolve_device
 
 log = logging.getLogger("wsss")
 
 
 def main(args, params):
+    params = parse_view("calibrate_pseudo", params)
     data = VOCLayoutDataset(args.dataset)
     ids, held = calibration_set(data.ids(args.split), params["cls"]["holdout_fraction"],
                                 params["cam"]["calibration_images"])
@@ -38,7 +41,7 @@ def main(args, params):
     irn = build_irn(params["irn"], params["cls"]["backbone"], pretrained=False)
     irn.load_state_dict(load_state_dict_file(args.irn_model))
     irn.to(device).eval()
-    evidence, score_fn = RegionEvidence.zeros(params["irn"]["sweep"]), classifier_scores(classifier)
+    evidence, score_fn = RegionEvidence.zeros(params["irn"]["sweep"]), classifier_scores(classifier, args.method)
     for _, image, keys, scores in iter_walk_scores(irn, data, ids, args.cams, params["irn"], device, "calibrate"):
         if scores is not None:
             add_image(evidence, score_fn, torch.from_numpy(to_chw(normalize(image))).to(device), walk_regions(scores),
@@ -55,7 +58,7 @@ if __name__ == "__main__":
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--split", required=True, help="the classifier's training split")
     parser.add_argument("--cams", nargs="+", required=True, help="CAM shard folders of that split")
-    parser.add_argument("--method", required=True, choices=["vwl_l", "vwl_m", "cam"])
+    method_argument(parser)
     parser.add_argument("--cls-model", required=True, help="trained classifier state dict (cls/model.pt)")
     parser.add_argument("--irn-model", required=True, help="trained IRNet state dict (irn/model.pt)")
     parser.add_argument("--device", default="auto")

@@ -12,6 +12,7 @@ import sys
 import torch
 from tqdm import tqdm
 
+from wsss.artifacts.cam import index_cam_dirs, load_cam
 from wsss.calibrate import (
     LocalisationEvidence,
     add_localisation,
@@ -19,7 +20,7 @@ from wsss.calibrate import (
     classifier_scores,
     resolve_auto,
 )
-from wsss.classify import index_cam_dirs, load_cam, load_classifier
+from wsss.classify import load_classifier
 from wsss.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.statistics import label_statistics
@@ -27,13 +28,16 @@ from wsss.data.transforms import normalize, to_chw
 from wsss.errors import InputError
 from wsss.gates import cam_gate
 from wsss.io import write_json
+from wsss.methods import method_argument
 from wsss.ops.cam import upsample_cam
+from wsss.stage_config import parse_view
 from wsss.train import resolve_device
 
 log = logging.getLogger("wsss")
 
 
 def main(args, params):
+    params = parse_view("cam_gate", params)
     gates = params["gates"]
     data = VOCLayoutDataset(args.dataset)
     split_ids = data.ids(args.split)
@@ -43,7 +47,7 @@ def main(args, params):
     log.info("device %s: CAM regions at bg_score %.2f on %d images of %s (%d held out from the classifier)", device,
              bg_score, len(ids), args.split, held)
     model = load_classifier(params["cls"], data.num_classes - 1, args.method, args.model, device)
-    evidence, score_fn = LocalisationEvidence.zeros(bg_score), classifier_scores(model)
+    evidence, score_fn = LocalisationEvidence.zeros(bg_score), classifier_scores(model, args.method)
     paths = index_cam_dirs(args.cams, ids)
     for image_id in tqdm(ids, desc="cam_gate", mininterval=5.0, file=sys.stderr):
         rec = load_cam(paths[image_id])
@@ -75,7 +79,7 @@ if __name__ == "__main__":
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--split", required=True, help="the classifier's training split")
     parser.add_argument("--cams", nargs="+", required=True, help="CAM shard folders of that split")
-    parser.add_argument("--method", required=True, choices=["vwl_l", "vwl_m", "cam"])
+    method_argument(parser)
     parser.add_argument("--model", required=True, help="trained classifier state dict (model.pt)")
     parser.add_argument("--calibration", nargs="*", default=[], help="calibration.json when cam.bg_score is auto")
     parser.add_argument("--device", default="auto")

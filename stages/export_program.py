@@ -9,11 +9,13 @@ from wsss.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.export import export_program, write_program
 from wsss.segment import load_segmenter
+from wsss.stage_config import parse_view
 
 log = logging.getLogger("wsss")
 
 
 def main(args, params):
+    params = parse_view("export_program", params)
     data = VOCLayoutDataset(args.dataset)
     model = load_segmenter(params, data.num_classes, args.model)
     write_program(export_program(model, params), args.out)

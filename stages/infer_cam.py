@@ -8,36 +8,41 @@ from pathlib import Path
 import torch
 from wsss.progress import progress
 
-from wsss.classify import CamRecord, cam_and_scores, image_scores, load_classifier, save_cam
+from wsss.artifacts.cam import CamRecord, save_cam
+from wsss.classify import load_classifier
 from wsss.cli import run_stage, shard_ids, shard_stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.transforms import normalize, to_chw
 from wsss.io import atomic_dir
+from wsss.methods import get_method, method_argument
 from wsss.ops.cam import label_keys, multiscale_cams, pack_cam
+from wsss.stage_config import parse_view
 from wsss.train import resolve_device
 
 log = logging.getLogger("wsss")
 
 
 def main(args, params):
+    params = parse_view("infer_cam", params)
     data = VOCLayoutDataset(args.dataset)
     ids = shard_ids(data.ids(args.split), args)
     device = resolve_device(args.device)
     log.info("device %s, shard %d/%d of %s: %d images", device, args.shard, args.shards, args.split, len(ids))
     model = load_classifier(params["cls"], data.num_classes - 1, args.method, args.model, device)
+    method = get_method(args.method)
     cam = params["cam"]
     with atomic_dir(args.out) as tmp, torch.inference_mode():
         for start in progress(range(0, len(ids), args.batch), desc="cam", mininterval=5.0, file=sys.stderr):
             chunk = ids[start:start + args.batch]
             images = [torch.from_numpy(to_chw(normalize(data.image(i)))).to(device) for i in chunk]
             keys = [label_keys(data.label_vector(i)) for i in chunk]
-            cams = multiscale_cams(lambda x: cam_and_scores(model, x), images, keys, cam["scales"], cam["fusion"],
+            cams = multiscale_cams(lambda x: method.cams_and_scores(model, x), images, keys, cam["scales"], cam["fusion"],
                                    batch_scales=cam["batch_scales"], max_batch=args.batch,
                                    max_pixels=cam["batch_pixels"],
-                                   with_high_res=cam.get("high_res") == "per_scale", with_scores=True)
+                                   with_high_res=cam["high_res"] == "per_scale", with_scores=True)
             for image_id, image, result in zip(chunk, images, cams):
                 # the scale-1.0 forward gave the image-level scores; a forward of their own only without one
-                scores = result.scores if result.scores is not None else image_scores(model, image[None])[0]
+                scores = result.scores if result.scores is not None else method.image_scores(model, image[None])[0]
                 scores = scores.cpu().numpy()
                 high_res = None if result.high_res is None else pack_cam(result.high_res)
                 save_cam(Path(tmp) / f"{image_id}.npz", CamRecord(result.keys.cpu().numpy(), pack_cam(result.cam),
@@ -46,7 +51,7 @@ def main(args, params):
 
 if __name__ == "__main__":
     parser = shard_stage_parser(__doc__)
-    parser.add_argument("--method", required=True, choices=["vwl_l", "vwl_m", "cam"])
+    method_argument(parser)
     parser.add_argument("--model", required=True, help="trained classifier state dict (model.pt)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch", type=int, default=8, help="images per forward group")

@@ -22,6 +22,13 @@ REPO = Path(__file__).resolve().parents[1]
 TINY_SYNTH = {"image_size": 64, "num_classes": 2, "num_train_aug": 64, "num_train": 8, "num_val": 8, "max_objects": 2}
 
 
+def schema_section(section: str, **overrides) -> dict:
+    """A stage section of the schema's defaults (the validated minimal config), with ``overrides``."""
+    from wsss.config import default_config
+
+    return {**default_config()[section], **overrides}
+
+
 def write_config(workdir: Path, config: dict) -> Path:
     """Write ``config.yaml`` into a scratch working directory."""
     workdir.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import NoisyRegression, interrupt_at
+from helpers import NoisyRegression, interrupt_at, schema_section
 from wsss.classify import ClassifierObjective, build_classifier
 from wsss.classify import optimizer_groups as cls_groups
 from wsss.io import IGNORE
@@ -22,8 +22,8 @@ from wsss.train import (AMP_DTYPE, Checkpoint, autocast_enabled, build_optimizer
 from wsss.errors import InputError
 
 CPU = torch.device("cpu")
-CLS = {"backbone": 18, "pretrained": "none", "norm": "fixed", "freeze_stem": False, "detach_stage2": False,
-       "k_words": 8, "gamma": 2.0, "tau": 1.0, "rho": 0.1}
+CLS = schema_section("cls", backbone=18, pretrained="none", norm="fixed", freeze_stem=False, detach_stage2=False,
+                     k_words=8, gamma=2.0, tau=1.0, rho=0.1)
 
 
 class _Images(torch.utils.data.Dataset):

@@ -118,7 +118,7 @@ def test_runs_a_tiny_target_from_an_empty_workdir(tmp_path: Path) -> None:
                          timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     lines = run.stdout.splitlines()
-    row = next(line for line in lines if line.startswith("prepare_synth[dataset=synth]"))
+    row = next(line for line in lines if line.startswith("prepare_dataset[dataset=synth]"))
     fields = row.split()
     wall, cpu, startup = float(fields[2]), float(fields[3]), float(fields[7])
     assert fields[-1] == "*" and 0 < wall < 120 and 0 <= cpu and 0 <= startup <= wall

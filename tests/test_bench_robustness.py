@@ -105,7 +105,7 @@ def test_method_seeds_plans_three_seeds_per_method_with_auto_bg(tmp_path: Path) 
     proc = snakemake(tmp_path, "-n", *targets)
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = planned_jobs(proc.stdout)
-    assert jobs["train_cls"] == jobs["calibrate"] == jobs["eval_cam"] == 9 and jobs["prepare_synth"] == 1
+    assert jobs["train_cls"] == jobs["calibrate"] == jobs["eval_cam"] == 9 and jobs["prepare_dataset"] == 1
     assert method_seeds.fixed_scores(BASE) == dict.fromkeys(method_seeds.METHODS, method_seeds.FIXED_BG)  # auto
     fixed = {"runs": {run: {"cam": {"bg_score": 0.25}} for run in method_seeds.METHODS}}
     assert method_seeds.fixed_scores(fixed) == dict.fromkeys(method_seeds.METHODS, 0.25)

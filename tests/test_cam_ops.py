@@ -42,7 +42,7 @@ def _pointwise_cam(batch: torch.Tensor) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def vwl_cam():
     torch.manual_seed(0)
-    net = VWLNet(build_resnet(18), num_classes=4, method="vwl_l", k_words=8).eval()
+    net = VWLNet(build_resnet(18), num_classes=4, k_words=8).eval()
     return net.forward_cam
 
 

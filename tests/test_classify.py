@@ -7,15 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import schema_section
 
-from wsss.classify import (CamRecord, build_classifier, cam_and_scores, image_scores, index_cam_dirs, load_cam,
-                           save_cam, training_step)
+from wsss.artifacts.cam import CamRecord, index_cam_dirs, load_cam, save_cam
+from wsss.classify import build_classifier, cam_and_scores, image_scores, training_step
 from wsss.errors import InputError
 from wsss.evaluate import labels_at_thresholds
+from wsss.methods import get_method
 from wsss.ops.cam import cam_to_labels, multiscale_cams, pack_cam, upsample_cam
 
-PARAMS = {"backbone": 18, "pretrained": "none", "pretrained_sha256": None, "norm": "batch", "k_words": 16,
-          "gamma": 2.0, "tau": 1.0, "rho": 1e-3}
+PARAMS = schema_section("cls", backbone=18, pretrained="none", norm="batch", k_words=16, gamma=2.0, tau=1.0, rho=1e-3)
 
 
 def _object_image(h: int, w: int, seed: int) -> torch.Tensor:
@@ -165,8 +166,10 @@ def test_image_scores_hand_worked() -> None:
     with torch.no_grad():
         classifier.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, -1.0]])[:, :, None, None])
     images = torch.zeros(1, 3, 8, 8)
+    cls = {"k_words": 2, "gamma": 2.0, "tau": 1.0, "rho": 1e-3, "detach_stage2": None}
     for method, pooled0 in [("vwl_l", (2 * 0.5 + 8 + 2 + 0.5) / 5), ("cam", 0.5)]:
-        model = SimpleNamespace(features=lambda x: feat, method=method, gamma=2.0, levels=(1, 2, 4),
-                                classifier=classifier)
+        model = get_method(method).build(SimpleNamespace(out_channels=(2,)), 2, cls)
+        model.features = lambda x: feat
+        model.classifier = classifier
         expected = 1 / (1 + np.exp(-np.array([pooled0, -1.0])))
         np.testing.assert_allclose(image_scores(model, images)[0].numpy(), expected, rtol=1e-6)

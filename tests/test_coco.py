@@ -322,7 +322,7 @@ def test_bad_json_wrong_size_and_category_mismatch(tmp_path):
 
 def run_stage_script(params: dict, out: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, str(REPO / "stages" / "prepare_coco.py"), "--params", json.dumps(params),
+    return subprocess.run([sys.executable, str(REPO / "stages" / "prepare_dataset.py"), "--kind", "coco", "--params", json.dumps(params),
                            "--out", str(out)], capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
 
 

@@ -85,7 +85,7 @@ def test_bad_values_name_the_key(schema: dict, patch: dict, message: str) -> Non
 def test_synth_variants_validate_and_reach_the_generator(schema: dict) -> None:
     """A synth dataset with classes and texture_scale: num_classes comes from the list, and the preparer's params
     carry both keys (which the generator accepts); at their defaults they are left out, as before they existed."""
-    from wsss.config import preparer_params
+    from wsss.data.kinds import preparer_params
     from wsss.data.synth import parse_params
 
     names = ["star_dots", "ring_diagonal", "cross_solid", "crescent_hatch"]

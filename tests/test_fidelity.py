@@ -16,12 +16,14 @@ import torch
 import torch.nn.functional as F
 
 from helpers import REPO, TINY_CLS
-from wsss.classify import build_classifier, load_cam
+from wsss.artifacts.cam import load_cam
+from wsss.classify import build_classifier
 from wsss.config import load_schema, run_config, validate_config
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.transforms import normalize, to_chw
 from wsss.io import write_label_png
 from wsss.ops.cam import upsample_cam
+from wsss.stage_config import TrainIrn
 
 
 def _sections(**overrides) -> dict:
@@ -111,5 +113,5 @@ def test_training_stages_pass_their_amp_key_to_fit(tiny_voc: Path, tmp_path: Pat
     with pytest.raises(Stop):
         irn_stage.main(SimpleNamespace(dataset=str(tiny_voc), split="train", labels=[str(tmp_path / "ir")],
                                        cls_model=None, device="cpu", weights_cache=None,
-                                       out_dir=str(tmp_path / "irn")), {"irn": sections["irn"], "cls_backbone": 18})
+                                       out_dir=str(tmp_path / "irn")), TrainIrn.pick({"irn": sections["irn"], "cls": {"backbone": 18}}))
     assert seen == {"cls": amp, "irn": amp}

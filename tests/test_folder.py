@@ -174,7 +174,7 @@ def test_stage_script_prints_one_line(tmp_path: Path) -> None:
     root = tmp_path / "m"
     make_folder(root)
     (root / "labels.csv").write_text("image,labels\na,cat\n")
-    proc = subprocess.run([sys.executable, str(REPO / "stages" / "prepare_folder.py"), "--params",
+    proc = subprocess.run([sys.executable, str(REPO / "stages" / "prepare_dataset.py"), "--kind", "folder", "--params",
                            f'{{"root": "{root}", "classes": ["cat", "dog"]}}', "--out", str(tmp_path / "out")], capture_output=True, text=True)
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
@@ -197,7 +197,7 @@ def test_root_and_output_overlap_leaves_every_user_file(tmp_path: Path, root_rel
     root = tmp_path / root_rel
     make_folder(root)
     before = _snapshot(tmp_path)
-    proc = subprocess.run([sys.executable, str(REPO / "stages" / "prepare_folder.py"), "--params",
+    proc = subprocess.run([sys.executable, str(REPO / "stages" / "prepare_dataset.py"), "--kind", "folder", "--params",
                            f'{{"root": "{root_rel}", "classes": ["cat", "dog"]}}', "--out", out_rel],
                           cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
     assert proc.returncode == 2, proc.stderr

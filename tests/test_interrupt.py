@@ -27,7 +27,7 @@ def _default_signals() -> None:
 
 
 def _start(out: Path, params: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(ROOT / "stages" / "prepare_synth.py"), "--params",
+    return subprocess.Popen([sys.executable, str(ROOT / "stages" / "prepare_dataset.py"), "--kind", "synth", "--params",
                              json.dumps(params), "--out", str(out)], stderr=subprocess.PIPE, text=True,
                             preexec_fn=_default_signals)
 
@@ -129,7 +129,7 @@ def test_sigterm_mid_download_leaves_no_partial_file(tmp_path: Path) -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     out = tmp_path / "voc"
     params = {"voc_url": f"http://127.0.0.1:{server.server_address[1]}/VOC.tar", "voc_md5": "0" * 32}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "stages" / "prepare_voc.py"), "--params", json.dumps(params),
+    proc = subprocess.Popen([sys.executable, str(ROOT / "stages" / "prepare_dataset.py"), "--kind", "voc", "--params", json.dumps(params),
                              "--out", str(out)], stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120

@@ -93,7 +93,7 @@ def test_tiny_dag_runs_through_slurm_and_matches_a_local_run(cluster: SlurmClust
     start = proc.stderr.index("Job stats")
     table = proc.stderr[start:proc.stderr.index("\ntotal", start)]
     planned = {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", table, re.M) if rule != "total"}
-    assert set(planned) == {"prepare_synth", "cls_gate", "cam_to_ir_label", "crf", "eval_seg"} | GPU_RULES
+    assert set(planned) == {"prepare_dataset", "cls_gate", "cam_to_ir_label", "crf", "eval_seg"} | GPU_RULES
     submitted = re.findall(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: (.+)\)\.", proc.stderr)
     assert len({slurm_id for slurm_id, _ in submitted}) == len(submitted) == sum(planned.values())
     rules: dict[str, list[dict[str, str]]] = {}

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from wsss.config import SYNTH_NEUTRAL
+from wsss.data.kinds import get_kind
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.synth import (
     _RECORDED_IF_SET,
@@ -247,7 +247,8 @@ def test_defaults():
         0, 160, 6, 2000, 200, 200, 3)
     assert (p.texture_scale, p.classes) == (1.0, None)
     # The keys left out of dataset.yaml (and of prepare_synth's params) at their defaults are at the defaults.
-    assert _RECORDED_IF_SET == SYNTH_NEUTRAL == {k: getattr(p, k) for k in SYNTH_NEUTRAL}
+    neutral = get_kind("synth").neutral
+    assert _RECORDED_IF_SET == neutral == {k: getattr(p, k) for k in neutral}
 
 
 def test_variant_params_are_accepted():
@@ -364,14 +365,14 @@ def test_classes_map_mask_ids_to_the_named_classes():
 
 
 def test_stage_script_writes_the_dataset_and_rejects_bad_params(tmp_path):
-    script = str(REPO / "stages" / "prepare_synth.py")
+    script = [str(REPO / "stages" / "prepare_dataset.py"), "--kind", "synth"]
     small = {"image_size": 48, "num_classes": 2, "num_train_aug": 6, "num_train": 2, "num_val": 3}
     out = tmp_path / "synth"
-    done = subprocess.run([sys.executable, script, "--params", json.dumps(small), "--out", str(out)],
+    done = subprocess.run([sys.executable, *script, "--params", json.dumps(small), "--out", str(out)],
                           capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert len(VOCLayoutDataset(out).ids("val")) == 3
-    bad = subprocess.run([sys.executable, script, "--params", json.dumps({"num_classes": 99}), "--out",
+    bad = subprocess.run([sys.executable, *script, "--params", json.dumps({"num_classes": 99}), "--out",
                           str(tmp_path / "bad")], capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1].startswith("error: --params: num_classes")

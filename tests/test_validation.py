@@ -236,7 +236,7 @@ def test_training_report_says_when_max_epochs_cut_an_improving_run() -> None:
 
 # ------------------------------------------------------------------------------------------ pseudo coverage
 def test_pseudo_coverage_counts_and_warns_both_ways(tmp_path: Path) -> None:
-    from wsss.classify import CamRecord, save_cam
+    from wsss.artifacts.cam import CamRecord, save_cam
     from wsss.io import write_label_png
 
     n, ids = 40, [f"i{k}" for k in range(40)]

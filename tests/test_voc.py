@@ -223,8 +223,8 @@ def test_stage_script_bad_root(tmp_path):
     bad = tmp_path / "no_voc_here"
     bad.mkdir()
     proc = subprocess.run(
-        [sys.executable, str(REPO / "stages" / "prepare_voc.py"), "--params", f'{{"root": "{bad}"}}',
-         "--lists", str(DEFAULT_LISTS_DIR), "--out", str(tmp_path / "out")],
+        [sys.executable, str(REPO / "stages" / "prepare_dataset.py"), "--kind", "voc", "--params", f'{{"root": "{bad}"}}',
+         "--out", str(tmp_path / "out")],
         capture_output=True, text=True, cwd=REPO, timeout=60)
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from wsss.models.backbone import build_resnet
+from wsss.methods import get_method
 from wsss.models.vwl import (VWLNet, decorrelation_loss, hybrid_pool, memory_bank_reinit, memory_bank_update,
                              word_assignment)
 
@@ -17,8 +18,10 @@ LABELS = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0]])
 
 
 def _net(method: str, k_words: int = 8, seed: int = 0) -> VWLNet:
+    """The network of a registered method (wsss.methods) with the schema's default VWL settings."""
     torch.manual_seed(seed)
-    return VWLNet(build_resnet(18), num_classes=4, method=method, k_words=k_words)
+    cls = {"k_words": k_words, "gamma": 2.0, "tau": 1.0, "rho": 1e-3, "detach_stage2": None}
+    return get_method(method).build(build_resnet(18), 4, cls)
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +159,7 @@ def test_word_assignment_matches_cosine_argmax() -> None:
 
 def test_codebook_init_and_heads() -> None:
     torch.manual_seed(0)
-    net = VWLNet(build_resnet(18), num_classes=4, method="vwl_l", k_words=256)
+    net = VWLNet(build_resnet(18), num_classes=4, k_words=256)
     assert tuple(net.codebook.shape) == (256, 512)
     assert net.codebook.std().item() == pytest.approx(math.sqrt(1 / 3) / math.sqrt(512), rel=0.03)
     assert tuple(net.fc_a.weight.shape) == (4, 256, 1, 1) and net.fc_a.bias is None

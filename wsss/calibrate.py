@@ -40,10 +40,9 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from wsss.classify import image_scores
 from wsss.errors import InputError
 from wsss.io import read_json
-from wsss.models.vwl import VWLNet
+from wsss.methods import get_method
 from wsss.validation import holdout_split
 
 log = logging.getLogger("wsss")
@@ -150,9 +149,10 @@ def walk_regions(scores: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.where(best[None] == np.arange(scores.shape[0])[:, None, None], scores, 0.0).astype(np.float32)
 
 
-def classifier_scores(model: VWLNet) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The score function of a trained classifier: N×3×H×W normalised images → N×C probabilities."""
-    return lambda batch: image_scores(model, batch)
+def classifier_scores(model: torch.nn.Module, method: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The score function of a trained classifier of ``method``: N×3×H×W normalised images → N×C probabilities."""
+    spec = get_method(method)
+    return lambda batch: spec.image_scores(model, batch)
 
 
 @torch.inference_mode()

@@ -6,36 +6,31 @@ The stages ``train_cls``, ``infer_cam`` and ``eval_cam`` are recipes over these 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-import numpy as np
 import torch
 
 from wsss import distributed
-from wsss.errors import InputError
-from wsss.io import atomic_path, index_shard_files
+from wsss.methods import get_method
 from wsss.models.backbone import build_resnet
-from wsss.models.vwl import VWLNet, hybrid_pool, memory_bank_blend, memory_bank_sums
-from wsss.ops.cam import upsample_cam
+from wsss.models.vwl import CAMNet, VWLNet, memory_bank_blend, memory_bank_sums
 from wsss.train import MicroBatch, Objective, load_state_dict_file
 
 
 def build_classifier(params: dict[str, Any], num_classes: int, method: str,
-                     cache_dir: str | os.PathLike[str] | None = None, pretrained: bool = True) -> VWLNet:
-    """A :class:`VWLNet` (OS16 ResNet) from the ``cls`` config section; ``pretrained=False`` skips loading
-    backbone weights (when a trained state dict is loaded next anyway)."""
+                     cache_dir: str | os.PathLike[str] | None = None, pretrained: bool = True) -> CAMNet:
+    """The classification network of ``method`` (:mod:`wsss.methods`) on an OS16 ResNet from the ``cls`` config
+    section; ``pretrained=False`` skips loading backbone weights (when a trained state dict is loaded next anyway)."""
+    spec = get_method(method)
     weights = params["pretrained"] if pretrained else "none"
     backbone = build_resnet(params["backbone"], strides=(2, 2, 2, 1), weights=weights,
-                            sha256=params.get("pretrained_sha256"), cache_dir=cache_dir, norm=params["norm"],
-                            freeze_stem=params.get("freeze_stem", True))
-    return VWLNet(backbone, num_classes, method=method, k_words=params["k_words"], gamma=params["gamma"],
-                  tau=params["tau"], rho=params["rho"], detach_stage2=params.get("detach_stage2"))
+                            sha256=params["pretrained_sha256"], cache_dir=cache_dir, norm=params["norm"],
+                            freeze_stem=params["freeze_stem"])
+    return spec.build(backbone, num_classes, params)
 
 
 def load_classifier(params: dict[str, Any], num_classes: int, method: str, path: str | os.PathLike[str],
-                    device: torch.device) -> VWLNet:
+                    device: torch.device) -> CAMNet:
     """A trained classifier for inference: built from the ``cls`` section, its state dict loaded (weights only),
     on ``device`` in eval mode."""
     model = build_classifier(params, num_classes, method, pretrained=False)
@@ -43,13 +38,13 @@ def load_classifier(params: dict[str, Any], num_classes: int, method: str, path:
     return model.to(device).eval()
 
 
-def optimizer_groups(model: VWLNet, lr_mult_new: float) -> list[dict[str, Any]]:
+def optimizer_groups(model: CAMNet, lr_mult_new: float) -> list[dict[str, Any]]:
     """Backbone at 1× and the new layers (classifier, fc_a, fc_b, learned codebook) at ``lr_mult_new``×."""
     backbone, new = model.param_groups()
     return [{"params": backbone, "lr_mult": 1.0}, {"params": new, "lr_mult": lr_mult_new}]
 
 
-def training_step(model: VWLNet, batch: dict[str, Any], step: int, device: torch.device,
+def training_step(model: CAMNet, batch: dict[str, Any], step: int, device: torch.device,
                   seed: int) -> tuple[torch.Tensor, dict[str, float]]:
     """Forward, VWL-M memory-bank update (before the caller's backward, docs/method.md#vwl-m), loss, its parts, for one
     whole batch in one process (:class:`ClassifierObjective` with the batch as the global batch).
@@ -131,7 +126,7 @@ class ClassifierObjective(Objective):
         images = batch["image"].to(self.device, non_blocking=True)
         labels = batch["labels"].to(self.device, non_blocking=True)
         out = model(images)
-        if net.method == "vwl_m":
+        if isinstance(net, VWLNet) and net.memory_bank:
             if self._bank is None:
                 self._bank = _BankStep(net, self.seed, micro.step)
             self._bank.add(out["features"], out["hard_words"], micro)
@@ -144,72 +139,19 @@ class ClassifierObjective(Objective):
             self._bank = None
 
 
-def _probabilities(model: VWLNet, feat: torch.Tensor) -> torch.Tensor:
-    """Sigmoid of the training logits from backbone features: hybrid pooling, or GAP for ``cam``."""
-    pooled = feat.mean(dim=(2, 3)) if model.method == "cam" else hybrid_pool(feat, model.gamma, model.levels)
-    return torch.sigmoid(model.classifier(pooled[:, :, None, None]).flatten(1).float())
+def _probabilities(model: CAMNet, feat: torch.Tensor) -> torch.Tensor:
+    """Sigmoid of the training logits from backbone features (the network's own pooling)."""
+    return torch.sigmoid(model.logits(feat).float())
 
 
 @torch.no_grad()
-def image_scores(model: VWLNet, images: torch.Tensor) -> torch.Tensor:
-    """Image-level class probabilities (sigmoid of the training logits: hybrid pooling, or GAP for ``cam``)."""
+def image_scores(model: CAMNet, images: torch.Tensor) -> torch.Tensor:
+    """Image-level class probabilities (sigmoid of the training logits)."""
     return _probabilities(model, model.features(images))
 
 
-def cam_and_scores(model: VWLNet, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def cam_and_scores(model: CAMNet, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(``model.forward_cam(images)``, :func:`image_scores` ``(model, images)``) from one backbone pass: the CAM
     function for :func:`wsss.ops.cam.multiscale_cams` with ``with_scores=True``."""
     feat = model.features(images)
     return torch.relu(torch.nn.functional.conv2d(feat, model.classifier.weight)), _probabilities(model, feat)
-
-
-@dataclass(frozen=True)
-class CamRecord:
-    """Stored CAM of one image: ground-truth class indices, stride-4 CAM (float16 on disk), image size, the
-    classifier's image-level probabilities (all classes) and, with ``cam.high_res: per_scale``, the reference's
-    full-resolution CAM (the per-scale upsampled sum, docs/method.md#cam-inference)."""
-
-    keys: np.ndarray  # int64 [Cv], 0-based foreground class indices
-    cam: np.ndarray  # float16 [Cv, ceil(H/4), ceil(W/4)], max-normalised
-    size: tuple[int, int]  # (H, W) of the image
-    scores: np.ndarray  # float32 [C-1]
-    high_res: np.ndarray | None = None  # float16 [Cv, H, W], max-normalised; None when not stored
-
-    def full_res(self) -> np.ndarray:
-        """The Cv×H×W float32 CAM that evaluation, IR labels and the report read: the stored ``high_res`` when
-        present, else the stride-4 CAM upsampled once (:func:`wsss.ops.cam.upsample_cam`)."""
-        if self.high_res is not None:
-            return np.asarray(self.high_res, dtype=np.float32)
-        return upsample_cam(self.cam, self.size)
-
-
-def save_cam(path: str | os.PathLike[str], record: CamRecord) -> None:
-    """Write one CAM record as an uncompressed ``.npz`` (no pickles), atomically."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            extra = {} if record.high_res is None else {"high_res": record.high_res.astype(np.float16)}
-            np.savez(fh, keys=record.keys.astype(np.int64), cam=record.cam.astype(np.float16),
-                     size=np.asarray(record.size, dtype=np.int64), scores=record.scores.astype(np.float32), **extra)
-
-
-def load_cam(path: str | os.PathLike[str]) -> CamRecord:
-    """Read a CAM record written by :func:`save_cam` (``allow_pickle=False``); bad files name themselves."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            rec = CamRecord(data["keys"], data["cam"], tuple(int(v) for v in data["size"]), data["scores"],
-                            data["high_res"] if "high_res" in data.files else None)
-    except FileNotFoundError:
-        raise InputError(path, "CAM file is missing") from None
-    except (OSError, ValueError, KeyError) as err:
-        raise InputError(path, f"cannot read CAM file ({err})") from None
-    if rec.cam.ndim != 3 or rec.cam.shape[0] != rec.keys.size:
-        raise InputError(path, f"CAM shape {rec.cam.shape} does not match {rec.keys.size} keys")
-    if rec.high_res is not None and rec.high_res.shape != (rec.keys.size, *rec.size):
-        raise InputError(path, f"high_res shape {rec.high_res.shape} does not match {rec.keys.size} keys of an "
-                               f"image of {rec.size}")
-    return rec
-
-
-def index_cam_dirs(dirs: Sequence[str | os.PathLike[str]], ids: Sequence[str]) -> dict[str, Path]:
-    """Map every id to its CAM file ``<id>.npz`` among the shard folders ``dirs``; a missing id is an InputError."""
-    return index_shard_files(dirs, ids, ".npz", "CAM")

@@ -10,8 +10,10 @@ from typing import Any
 import jsonschema
 import yaml
 
+from wsss.data.kinds import builtin_datasets, dataset_splits, kind_names
 from wsss.errors import InputError
 from wsss.io import paths_overlap
+from wsss.methods import get_method, method_names
 
 
 def _with_defaults(validator_class: type) -> type:
@@ -55,9 +57,20 @@ def _inline_refs(node: Any, root: dict[str, Any]) -> Any:
 
 
 def load_schema(path: str | Path) -> dict[str, Any]:
-    """Read a YAML JSON-schema file, with local ``$ref`` inlined so that defaults below them apply."""
+    """Read a YAML JSON-schema file, with local ``$ref`` inlined so that defaults below them apply; the run's
+    ``method`` enum comes from the method registry (:func:`wsss.methods.method_names`), the dataset's ``kind`` enum
+    and its per-kind definitions (``definitions.<kind>``) from the dataset-kind registry (:mod:`wsss.data.kinds`)."""
     with open(path) as fh:
         schema = yaml.safe_load(fh)
+    definitions = schema.get("definitions", {})
+    method = definitions.get("run", {}).get("properties", {}).get("method")
+    if method is not None:
+        method["enum"] = list(method_names())
+    dataset = definitions.get("dataset")
+    if dataset is not None:
+        dataset["properties"]["kind"]["enum"] = list(kind_names())
+        dataset["allOf"] = [{"if": {"properties": {"kind": {"const": kind}}}, "then": {"$ref": f"#/definitions/{kind}"}}
+                            for kind in kind_names()]
     return _inline_refs(schema, schema)
 
 
@@ -130,22 +143,19 @@ def expand_seeds(config: dict[str, Any]) -> None:
             runs[name] = derived
 
 
-BUILTIN_DATASETS = ("synth", "voc", "coco")
-POOL_STRIDE, POOL_LEVELS = 16, 4  # the classifier's output stride and its largest hybrid-pooling level
-
-
 def _fill_dataset_kinds(config: dict[str, Any]) -> None:
-    """Before validation: the built-in datasets synth, voc and coco always exist, and an entry under one of those
-    names without a ``kind`` is of that kind."""
+    """Before validation: the built-in datasets (:func:`wsss.data.kinds.builtin_datasets`: synth, voc, coco) always
+    exist, and an entry under one of those names without a ``kind`` is of that kind."""
     datasets = config.get("datasets")
     if datasets is None:
         datasets = config["datasets"] = {}
     if not isinstance(datasets, dict):
         return  # the schema reports it
-    for name in BUILTIN_DATASETS:
+    builtin = builtin_datasets()
+    for name in builtin:
         datasets.setdefault(name, {})
     for name, entry in datasets.items():
-        if name in BUILTIN_DATASETS and isinstance(entry, dict) and "kind" not in entry:
+        if name in builtin and isinstance(entry, dict) and "kind" not in entry:
             entry["kind"] = name
 
 
@@ -171,34 +181,6 @@ def check_synth_classes(config: dict[str, Any]) -> None:
                                        f"it to {count}")
 
 
-# Synth keys added after synth datasets were first generated, at the values that reproduce those datasets: left out
-# of prepare_synth's params while at them, so that adding the keys did not rerun (and retrain) existing synth runs.
-# wsss.data.synth likewise keeps them out of dataset.yaml.
-SYNTH_NEUTRAL = {"texture_scale": 1.0, "classes": None, "frequent_class": None, "frequent_fraction": 0.97,
-                 "paired_classes": None}
-
-
-def preparer_params(entry: dict[str, Any]) -> dict[str, Any]:
-    """A validated dataset entry as its preparer's params: without ``kind`` (which picked the preparer) and, for a
-    synth dataset, without the :data:`SYNTH_NEUTRAL` keys at their neutral values."""
-    neutral = SYNTH_NEUTRAL if entry["kind"] == "synth" else {}
-    return {k: v for k, v in entry.items() if k != "kind" and not (k in neutral and v == neutral[k])}
-
-
-def dataset_splits(entry: dict[str, Any]) -> list[str]:
-    """The split names a (validated) dataset entry will have once prepared, known before it is."""
-    kind = entry["kind"]
-    if kind == "synth":
-        return ["train_aug", "train", "val"]
-    if kind == "voc":
-        return list(entry["splits"])
-    if kind == "coco":
-        return list(entry["subsets"] or entry["splits"])
-    lists = Path(entry["root"]) / "ImageSets" / "Segmentation"
-    extra = sorted(p.stem for p in lists.glob("*.txt") if not p.name.startswith(".")) if lists.is_dir() else []
-    return list(dict.fromkeys(["train", "val", *extra]))
-
-
 def training_split(splits: list[str]) -> str:
     """The split the stages train on unless configured: train_aug when the dataset has it (VOC), else train."""
     return "train_aug" if "train_aug" in splits else "train" if "train" in splits else splits[0]
@@ -206,18 +188,17 @@ def training_split(splits: list[str]) -> str:
 
 def check_runs(config: dict[str, Any]) -> None:
     """Cross-key checks of a validated config: every run names a dataset, its splits exist, its classifier's
-    training crop reaches the hybrid-pooling pyramid, and its IR-label thresholds are ordered."""
+    method accepts its classifier settings (e.g. a training crop that reaches VWL's hybrid-pooling pyramid), and its
+    IR-label thresholds are ordered."""
     for run in sorted(config["runs"]):
         cfg = run_config(config, run)
         check_stage_keys(cfg, f"runs.{run}", config["device"])
         fg, bg = cfg["irn"]["conf_fg"], cfg["irn"]["conf_bg"]
         if "auto" not in (fg, bg) and not bg < fg:
             raise InputError("config", f"runs.{run}.irn.conf_bg: {bg} must be below irn.conf_fg {fg}")
-        if cfg["method"] != "cam" and cfg["cls"]["crop"] < POOL_STRIDE * POOL_LEVELS:
-            side = cfg["cls"]["crop"] // POOL_STRIDE
-            raise InputError("config", f"runs.{run}.cls.crop: {cfg['cls']['crop']} gives a {side}x{side} feature map at "
-                                       f"output stride {POOL_STRIDE}, below the {POOL_LEVELS}x{POOL_LEVELS} level of "
-                                       f"hybrid pooling; use crop >= {POOL_STRIDE * POOL_LEVELS}")
+        problem = get_method(cfg["method"]).check_config(cfg["cls"])
+        if problem is not None:
+            raise InputError("config", f"runs.{run}.cls.{problem}")
 
 
 OUTPUT_ROOT = "results"
@@ -311,3 +292,10 @@ def run_config(config: dict[str, Any], run: str) -> dict[str, Any]:
             merged[section]["eval"] = ({"train": "train_aug"} if kind != "folder" and {"train", "train_aug"} <= set(splits)
                                        else {})
     return merged
+
+
+def default_config(schema_path: str | Path | None = None) -> dict[str, Any]:
+    """The schema's defaults: a validated config with one run on the synthetic dataset (benchmarks and tests read
+    defaults here rather than repeating them)."""
+    path = schema_path or Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+    return validate_config({"runs": {"default": {"dataset": "synth"}}}, load_schema(path))

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from wsss.progress import progress
 
-from wsss.classify import index_cam_dirs, load_cam
+from wsss.artifacts.cam import index_cam_dirs, load_cam
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.transforms import normalize, to_chw
 from wsss.errors import InputError
@@ -126,7 +126,8 @@ def build_irn(params: Mapping[str, Any], cls_depth: int, cls_model: str | os.Pat
     depth = backbone_depth(params, cls_depth)
     source = params["pretrained"] if pretrained else "none"
     backbone = build_resnet(depth, strides=(2, 2, 2, 1), weights=build_weights(source),
-                            sha256=params.get("pretrained_sha256"), cache_dir=cache_dir, norm="fixed", freeze_stem=True)
+                            sha256=params["pretrained_sha256"] if pretrained else None, cache_dir=cache_dir,
+                            norm="fixed", freeze_stem=True)
     init_from_classifier(backbone, source, cls_model, "irn")
     return IRNet(backbone)
 
@@ -314,7 +315,7 @@ def iter_walk_scores(model: IRNet, data: VOCLayoutDataset, ids: Sequence[str],
                 raise InputError(cam_paths[image_id], f"CAM of image size {rec.size} but the image is "
                                                       f"{image.shape[:2]}")
             boundary = boundary_map(model, torch.from_numpy(to_chw(normalize(image))).to(device),
-                                    params.get("boundary_canvas"))
+                                    params["boundary_canvas"])
             yield image_id, image, rec.keys, walk_scores(rec.cam, rec.keys, boundary, rec.size, params["rw_radius"],
                                                          params["beta"], params["exp_times"])
 

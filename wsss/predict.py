@@ -27,15 +27,15 @@ import torch
 from wsss.progress import progress
 
 from wsss.errors import InputError
-from wsss.io import (DEFAULT_MAX_PIXELS, atomic_path, read_label_png, read_rgb, visible_files, voc_palette, write_jpeg,
-                     write_label_png)
+from wsss.io import (DEFAULT_MAX_PIXELS, atomic_path, palette_rgb, read_label_png, read_rgb, visible_files,
+                     write_jpeg, write_label_png)
 from wsss.models.deeplab import MSC
-from wsss.segment import CRF_DEFAULTS, crf_refine, image_logits, labels_from_logits
+from wsss.segment import crf_refine, image_logits, labels_from_logits
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 OVERLAY_ALPHA = 0.5
 SUBMISSION_DIR = "results/VOC2012/Segmentation/comp6_test_cls"
-_PALETTE = np.asarray(voc_palette(), dtype=np.uint8).reshape(256, 3)
+_PALETTE = palette_rgb()
 
 
 def list_images(folder: str | os.PathLike[str]) -> list[Path]:
@@ -95,8 +95,8 @@ def predict_images(model: MSC, paths: Sequence[Path], out_dir: str | os.PathLike
     memory stays bounded), else the argmax of the logits upsampled to the image size. An image above
     ``max_pixels`` (the run's dataset's limit; ``limit_key`` names its config key) is refused before decoding."""
     out_dir = Path(out_dir)
-    use_crf = bool(params.get("predict_crf", True))
-    crf = {**CRF_DEFAULTS, **params.get("crf", {})}
+    use_crf = bool(params["predict_crf"])
+    crf = dict(params["crf"])
 
     def write(path: Path, rgb: np.ndarray, labels: np.ndarray) -> None:
         write_label_png(out_dir / f"{path.stem}.png", labels)

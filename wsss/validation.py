@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -87,10 +87,12 @@ class HeldoutEvaluator:
 
     columns = COLUMNS
 
-    def __init__(self, data: VOCLayoutDataset, ids: Sequence[str], device: torch.device, batch_size: int) -> None:
+    def __init__(self, data: VOCLayoutDataset, ids: Sequence[str], device: torch.device, batch_size: int,
+                 score_fn: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor] = image_scores) -> None:
         if not ids:
             raise ValueError("no held-out images")
         self.data, self.ids, self.device, self.batch_size = data, list(ids), device, max(1, batch_size)
+        self.score_fn = score_fn  # the method's image scores (wsss.methods.Method.image_scores)
         self.labels = np.stack([data.label_vector(i) for i in self.ids])
 
     @torch.no_grad()
@@ -104,7 +106,7 @@ class HeldoutEvaluator:
         def flush() -> None:
             if chunk:
                 batch = torch.from_numpy(np.stack(chunk)).to(self.device)
-                out.append(image_scores(model, batch).cpu().numpy())
+                out.append(self.score_fn(model, batch).cpu().numpy())
                 chunk.clear()
 
         try:
@@ -256,7 +258,7 @@ def pseudo_coverage(num_classes: int, ids: Sequence[str], cam_paths: dict[str, A
     """Per foreground class over ``ids``: ``classifier`` = images whose stored image-level probability (the CAM
     record's ``scores``) exceeds 0.5, ``pseudo`` = images whose pseudo-label map gives the class at least
     ``min_pixels`` of the image's non-ignored pixels, ``labelled`` = images labelled with it (the CAM keys)."""
-    from wsss.classify import load_cam
+    from wsss.artifacts.cam import load_cam
     from wsss.io import read_label_png
 
     counts = {k: np.zeros(num_classes - 1, np.int64) for k in ("classifier", "pseudo", "labelled")}

@@ -1,11 +1,12 @@
 """The VWL classifier (docs/method.md#vwl): hybrid pooling, visual-word assignment, VWL-L / VWL-M codebooks, CAM head.
 
 Shapes: features F are N×ch×h×w (stage-4 output, stride 16), the codebook is K×ch, C is the number of foreground
-classes. ``method`` picks the variant:
-- ``vwl_l``: learned codebook (nn.Parameter) with the decorrelation loss; L = L_cls + L_hist + L_word + L_dec.
-- ``vwl_m``: memory-bank codebook (buffer), moved towards the batch word centroids by :meth:`VWLNet.update_memory_bank`
-  after each forward; L = L_cls + L_word (L_hist is computed and logged only).
-- ``cam``: the IRN baseline, GAP logits and L_cls only.
+classes. The networks (the methods that use them are in :mod:`wsss.methods`):
+- :class:`VWLNet` with a learned codebook (nn.Parameter) and the decorrelation loss (VWL-L);
+  L = L_cls + L_hist + L_word + L_dec.
+- :class:`VWLNet` with ``memory_bank=True``: the codebook is a buffer moved towards the batch word centroids by
+  :meth:`VWLNet.update_memory_bank` after each forward (VWL-M); L = L_cls + L_word (L_hist computed, logged only).
+- :class:`CAMNet`: the IRN baseline, GAP logits and L_cls only.
 """
 
 from __future__ import annotations
@@ -19,9 +20,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsss.models.backbone import ResNetStages
-
-METHODS = ("vwl_l", "vwl_m", "cam")
-
 
 def hybrid_pool(x: torch.Tensor, gamma: float = 2.0, levels: Iterable[int] = (1, 2, 4)) -> torch.Tensor:
     """Hybrid pooling N×C×h×w → N×C: (γ·GAP + Σ_s M_s) / (γ + #levels).
@@ -115,52 +113,111 @@ def _mlsm(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.multilabel_soft_margin_loss(logits.float(), targets.float())
 
 
-class VWLNet(nn.Module):
-    """VWL classification network on a :class:`ResNetStages` backbone (see module docstring for the methods)."""
+class CAMNet(nn.Module):
+    """Classification network on a :class:`ResNetStages` backbone with a 1×1 classifier: the plain CAM baseline
+    (GAP logits, L = L_cls). :class:`VWLNet` adds hybrid pooling and the visual words.
 
-    def __init__(self, backbone: ResNetStages, num_classes: int, method: str = "vwl_l", k_words: int = 256,
-                 gamma: float = 2.0, tau: float = 1.0, levels: Iterable[int] = (1, 2, 4),
-                 detach_stage2: bool | None = None, rho: float = 1e-3) -> None:
+    ``loss_used`` names the loss terms that make up the training loss; the others are computed and logged only."""
+
+    loss_used: tuple[str, ...] = ("cls",)
+
+    def __init__(self, backbone: ResNetStages, num_classes: int, detach_stage2: bool = True) -> None:
         super().__init__()
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         self.backbone = backbone
-        self.method = method
         self.num_classes = num_classes
-        self.k_words = k_words
-        self.gamma = float(gamma)
-        self.tau = float(tau)
-        self.levels = tuple(int(s) for s in levels)
-        self.rho = float(rho)
-        self.detach_stage2 = (method != "vwl_m") if detach_stage2 is None else bool(detach_stage2)
+        self.detach_stage2 = bool(detach_stage2)
         ch = backbone.out_channels[-1]
         self.classifier = nn.Conv2d(ch, num_classes, 1, bias=False)
-        if method != "cam":
-            self.fc_a = nn.Conv2d(k_words, num_classes, 1, bias=False)
-            self.fc_b = nn.Conv2d(ch, k_words, 1, bias=False)
-            codebook = torch.empty(k_words, ch)
-            nn.init.kaiming_normal_(codebook, a=math.sqrt(5))
-            if method == "vwl_l":
-                self.codebook = nn.Parameter(codebook)
-            else:
-                self.register_buffer("codebook", codebook)
-                self.register_buffer("bank_updates", torch.zeros((), dtype=torch.long))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Stage-4 features F (N×ch×h×w), stage 2 detached when ``detach_stage2``."""
         return self.backbone(x, detach_after=2 if self.detach_stage2 else None)
 
+    def pool(self, feat: torch.Tensor) -> torch.Tensor:
+        """The image-level pooling N×ch×h×w → N×ch of the training logits: GAP."""
+        return feat.mean(dim=(2, 3))
+
+    def logits(self, feat: torch.Tensor) -> torch.Tensor:
+        """Image-level logits N×C of the classifier over :meth:`pool`."""
+        return self.classifier(self.pool(feat)[:, :, None, None]).flatten(1)
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Training forward. Keys: ``logits`` (N×C; hybrid pooling, or GAP for ``cam``), ``features`` and, for the
-        VWL methods, ``hist_logits`` (N×C), ``word_logits`` (N×K), ``word_labels`` (N×K presence),
-        ``hard_words`` (N×h×w int64)."""
+        """Training forward. Keys: ``logits`` (N×C) and ``features``."""
         feat = self.features(x)
-        out = {"features": feat}
-        if self.method == "cam":
-            out["logits"] = self.classifier(feat.mean(dim=(2, 3), keepdim=True)).flatten(1)
-            return out
-        pooled = hybrid_pool(feat, self.gamma, self.levels)
-        out["logits"] = self.classifier(pooled[:, :, None, None]).flatten(1)
+        return {"features": feat, "logits": self.logits(feat)}
+
+    def loss_terms(self, out: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every loss term with its graph: ``cls``."""
+        return {"cls": _mlsm(out["logits"], labels)}
+
+    def loss(self, out: dict[str, torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(total over :attr:`loss_used`, detached parts of every term and ``total``)."""
+        terms = self.loss_terms(out, labels)
+        total = sum(terms[name] for name in self.loss_used)
+        assert isinstance(total, torch.Tensor)
+        parts = {name: value.detach() for name, value in terms.items()}
+        parts["total"] = total.detach()
+        return total, parts
+
+    def forward_cam(self, x: torch.Tensor) -> torch.Tensor:
+        """CAMs N×C×h×w at the backbone's stride: ReLU of the classifier per pixel (docs/method.md#cam-head)."""
+        return F.relu(F.conv2d(self.features(x), self.classifier.weight))
+
+    def cam(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_cam(x)
+
+    def new_modules(self) -> list[nn.Module]:
+        """Heads added on top of the backbone (trained with the 10× learning rate)."""
+        return [self.classifier]
+
+    def new_parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters outside :meth:`new_modules` that train at the new layers' rate."""
+        return []
+
+    def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """(backbone parameters, new parameters), trainable ones only."""
+        backbone = [p for p in self.backbone.parameters() if p.requires_grad]
+        new = [p for m in self.new_modules() for p in m.parameters() if p.requires_grad]
+        return backbone, new + self.new_parameters()
+
+
+class VWLNet(CAMNet):
+    """The VWL classifier (see module docstring): hybrid pooling, word assignment, the histogram and word heads, and
+    a codebook that is either learned (``memory_bank=False``, VWL-L: L = cls + hist + word + dec) or a memory bank
+    moved by :meth:`update_memory_bank` (VWL-M: L = cls + word, hist logged only)."""
+
+    def __init__(self, backbone: ResNetStages, num_classes: int, k_words: int = 256, gamma: float = 2.0,
+                 tau: float = 1.0, levels: Iterable[int] = (1, 2, 4), detach_stage2: bool | None = None,
+                 rho: float = 1e-3, memory_bank: bool = False) -> None:
+        super().__init__(backbone, num_classes, detach_stage2=not memory_bank if detach_stage2 is None
+                         else bool(detach_stage2))
+        self.memory_bank = bool(memory_bank)
+        self.k_words = k_words
+        self.gamma = float(gamma)
+        self.tau = float(tau)
+        self.levels = tuple(int(s) for s in levels)
+        self.rho = float(rho)
+        self.loss_used = ("cls", "word") if self.memory_bank else ("cls", "hist", "word", "dec")
+        ch = backbone.out_channels[-1]
+        self.fc_a = nn.Conv2d(k_words, num_classes, 1, bias=False)
+        self.fc_b = nn.Conv2d(ch, k_words, 1, bias=False)
+        codebook = torch.empty(k_words, ch)
+        nn.init.kaiming_normal_(codebook, a=math.sqrt(5))
+        if self.memory_bank:
+            self.register_buffer("codebook", codebook)
+            self.register_buffer("bank_updates", torch.zeros((), dtype=torch.long))
+        else:
+            self.codebook = nn.Parameter(codebook)
+
+    def pool(self, feat: torch.Tensor) -> torch.Tensor:
+        """Hybrid pooling (:func:`hybrid_pool`)."""
+        return hybrid_pool(feat, self.gamma, self.levels)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Training forward. Keys: ``logits`` (N×C, hybrid pooling), ``features``, ``hist_logits`` (N×C),
+        ``word_logits`` (N×K), ``word_labels`` (N×K presence), ``hard_words`` (N×h×w int64)."""
+        out = super().forward(x)
+        feat = out["features"]
         words = word_assignment(feat, self.codebook, self.tau)
         out["hist_logits"] = self.fc_a(words.histogram[:, :, None, None]).flatten(1)
         out["word_logits"] = self.fc_b(feat.mean(dim=(2, 3), keepdim=True)).flatten(1)
@@ -169,23 +226,13 @@ class VWLNet(nn.Module):
         return out
 
     def loss_terms(self, out: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Every loss term with its graph: ``cls`` and, for VWL, ``hist``, ``word`` and (vwl_l) ``dec``."""
-        terms = {"cls": _mlsm(out["logits"], labels)}
-        if self.method != "cam":
-            terms["hist"] = _mlsm(out["hist_logits"], labels)
-            terms["word"] = _mlsm(out["word_logits"], out["word_labels"])
-        if self.method == "vwl_l":
+        """``cls``, ``hist``, ``word`` and, with a learned codebook, ``dec``."""
+        terms = super().loss_terms(out, labels)
+        terms["hist"] = _mlsm(out["hist_logits"], labels)
+        terms["word"] = _mlsm(out["word_logits"], out["word_labels"])
+        if not self.memory_bank:
             terms["dec"] = decorrelation_loss(self.codebook)
         return terms
-
-    def loss(self, out: dict[str, torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(total, detached parts). vwl_l: cls+hist+word+dec; vwl_m: cls+word (hist logged only); cam: cls."""
-        terms = self.loss_terms(out, labels)
-        used = {"vwl_l": ("cls", "hist", "word", "dec"), "vwl_m": ("cls", "word"), "cam": ("cls",)}[self.method]
-        total = sum(terms[name] for name in used)
-        parts = {name: value.detach() for name, value in terms.items()}
-        parts["total"] = total.detach()
-        return total, parts
 
     @torch.no_grad()
     def update_memory_bank(self, features: torch.Tensor, hard_words: torch.Tensor,
@@ -194,8 +241,8 @@ class VWLNet(nn.Module):
 
         The first call replaces the codebook by K pixel features sampled from this batch (the reference's
         update-then-overwrite); later calls apply :func:`memory_bank_update` with the hard word map of the forward."""
-        if self.method != "vwl_m":
-            raise RuntimeError("update_memory_bank is only for method 'vwl_m'")
+        if not self.memory_bank:
+            raise RuntimeError("update_memory_bank is only for a memory-bank codebook (vwl_m)")
         if int(self.bank_updates) == 0:
             new = memory_bank_reinit(features, self.k_words, generator)
         else:
@@ -205,25 +252,15 @@ class VWLNet(nn.Module):
     @torch.no_grad()
     def set_codebook(self, new: torch.Tensor) -> None:
         """Replace the VWL-M memory bank by ``new`` (K×ch) and count the update."""
-        if self.method != "vwl_m":
-            raise RuntimeError("set_codebook is only for method 'vwl_m'")
+        if not self.memory_bank:
+            raise RuntimeError("set_codebook is only for a memory-bank codebook (vwl_m)")
         self.codebook.copy_(new.to(self.codebook.device, self.codebook.dtype))
         self.bank_updates += 1
 
-    def forward_cam(self, x: torch.Tensor) -> torch.Tensor:
-        """CAMs N×C×h×w at the backbone's stride: ReLU of the classifier per pixel (docs/method.md#cam-head)."""
-        return F.relu(F.conv2d(self.features(x), self.classifier.weight))
-
-    cam = forward_cam
-
     def new_modules(self) -> list[nn.Module]:
-        """Heads added on top of the backbone (trained with the 10× learning rate)."""
-        return [self.classifier] + ([self.fc_a, self.fc_b] if self.method != "cam" else [])
+        """classifier, fc_a, fc_b."""
+        return [self.classifier, self.fc_a, self.fc_b]
 
-    def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-        """(backbone parameters, new parameters), trainable ones only; new = classifier, fc_a, fc_b, codebook (L)."""
-        backbone = [p for p in self.backbone.parameters() if p.requires_grad]
-        new = [p for m in self.new_modules() for p in m.parameters() if p.requires_grad]
-        if self.method == "vwl_l":
-            new.append(self.codebook)
-        return backbone, new
+    def new_parameters(self) -> list[nn.Parameter]:
+        """The learned codebook (VWL-L); none for a memory bank."""
+        return [] if self.memory_bank else [self.codebook]
