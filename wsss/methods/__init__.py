@@ -5,6 +5,7 @@ Adding a method: a module here with a registered :class:`Method` subclass, its `
 
 from wsss.methods.registry import (  # noqa: F401
                                    Method,
+                                   TrainingPhase,
                                    discover,
                                    get_method,
                                    method_argument,
