@@ -9,6 +9,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from wsss.compare import expand_compare
 from wsss.data.kinds import builtin_datasets, dataset_splits, kind_names
 from wsss.errors import InputError
 from wsss.methods import get_method, method_names
@@ -90,6 +91,7 @@ def validate_config(config: dict[str, Any], schema: dict[str, Any], source: str 
         raise InputError(source, f"{key}: {err.message}")
     try:
         check_synth_classes(config)
+        expand_compare(config)
         expand_seeds(config)
         check_runs(config)
     except InputError as err:
