@@ -100,7 +100,7 @@ def _call(target: str, *args: Any, **kwargs: Any) -> Any:
 
 
 @register_kind("synth", splits=lambda entry: ["train_aug", "train", "val"], builtin=True, runtime=30,
-               neutral={"texture_scale": 1.0, "classes": None})
+               neutral={"texture_scale": 1.0, "classes": None, "shared_body": False})
 def prepare_synth(out: str, params: dict[str, Any]) -> object:
     """The synthetic dataset (textured shapes on clutter), generated deterministically from its seed."""
     return _call("wsss.data.synth:generate_dataset", out, params)

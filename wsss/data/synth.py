@@ -35,6 +35,12 @@ is drawn per object, so a texture-scaled image ``i`` keeps its layout, colours a
 change which placements are accepted); at their defaults the dataset is byte-identical to one generated before
 they existed.
 
+``shared_body`` (default false; the mechanism test of CAM methods that claim to recover non-discriminative parts):
+every object is the same body (an ellipse, plain fill in its random palette colour, :data:`BODY_SHAPE`) with a
+small class-specific part on its outline (the class's silhouette and texture at :data:`PART_FRACTION` of the body
+radius, in a random direction), so the class is told only by the part; the mask labels body and part with the
+class. It draws one extra number per object (the part's direction), so its layouts differ from the default's.
+
 Determinism: image ``i`` of split ``s`` (0 = train_aug, 1 = val) draws everything from its own generator
 ``np.random.default_rng([seed, s, i])``, so an image does not depend on generation order; JPEGs are written by
 PIL at fixed quality without metadata and PNGs by zlib, so the same params give a byte-identical dataset.
@@ -43,7 +49,7 @@ PIL at fixed quality without metadata and PNGs by zlib, so the same params give 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -65,6 +71,8 @@ PLACEMENT_TRIES = 12
 MIN_VISIBLE_FRACTION = 0.01  # of the image area: smaller visible class regions are ignored and not labelled
 SIZE_RANGE = (0.30, 0.70)  # object extent (diameter of its unit shape) as a fraction of the image side
 MAX_ROTATION_DEG = 20.0
+BODY_SHAPE = "circle"  # shared_body: every object's body (an ellipse through the aspect jitter), plain fill
+PART_FRACTION = 0.4  # shared_body: the class-specific part's radius as a fraction of the body's
 
 # Shared by every class and by the background (RGB).
 PALETTE = np.array(
@@ -170,6 +178,7 @@ class SynthParams:
     max_pixels: int = DEFAULT_MAX_PIXELS
     texture_scale: float = 1.0
     classes: tuple[str, ...] | None = None
+    shared_body: bool = False
 
 
 # Each key: (type, low, high), None: no bound; ``classes`` (a list of names or null) is checked by class_specs.
@@ -184,10 +193,11 @@ _LIMITS: dict[str, tuple[type, float | None, float | None]] = {
     "max_pixels": (int, 1, None),
     "texture_scale": (float, 0.25, 4.0),
     "classes": (list, None, None),
+    "shared_body": (bool, None, None),
 }
 # Keys added after GENERATOR_VERSION 3's first datasets: dataset.yaml records them only when they differ from these
 # values, so a dataset generated with them at their defaults stays byte-identical to one generated before.
-_RECORDED_IF_SET = {"texture_scale": 1.0, "classes": None}
+_RECORDED_IF_SET = {"texture_scale": 1.0, "classes": None, "shared_body": False}
 
 
 def parse_params(params: Mapping[str, Any], source: str = "--params") -> SynthParams:
@@ -200,6 +210,11 @@ def parse_params(params: Mapping[str, Any], source: str = "--params") -> SynthPa
     values = asdict(SynthParams())
     for key, value in params.items():
         kind, low, high = _LIMITS[key]
+        if kind is bool:
+            if not isinstance(value, (bool, np.bool_)):
+                raise InputError(source, f"{key}: must be true or false, got {value!r}")
+            values[key] = bool(value)
+            continue
         if kind is list:  # classes: null, or names of CLASS_SPECS (checked by class_specs)
             if value is not None:
                 if not isinstance(value, (list, tuple)):
@@ -344,10 +359,36 @@ class SynthObject:
     period: float
     phase: tuple[float, float]
     shade: tuple[float, float, float]  # brightness gradient: (strength, direction cos, direction sin)
+    part_direction: float | None = None  # shared_body: the part's direction (radians) from the body centre
+
+    def part_mask(self, size: int) -> np.ndarray | None:
+        """shared_body: the class-specific part's silhouette (the class's shape, :data:`PART_FRACTION` of the body
+        radius, centred on the body's outline in ``part_direction``); None for an ordinary object."""
+        if self.part_direction is None:
+            return None
+        centre = self.part_centre(size)
+        return shape_mask(self.spec.shape, size, centre, PART_FRACTION * self.radius, 1.0, self.angle)
+
+    def part_centre(self, size: int) -> tuple[float, float]:
+        """shared_body: the point of the body's outline in ``part_direction`` (rotated with the body), or the
+        opposite point when that one lies outside the ``size``×``size`` frame (so the part is seen)."""
+        assert self.part_direction is not None
+        x = self.radius * self.aspect * math.cos(self.part_direction)
+        y = self.radius / self.aspect * math.sin(self.part_direction)
+        c, s = math.cos(self.angle), math.sin(self.angle)
+        dx, dy = x * c - y * s, x * s + y * c
+        for sign in (1.0, -1.0):
+            px, py = self.centre[0] + sign * dx, self.centre[1] + sign * dy
+            if 0 <= px < size and 0 <= py < size:
+                break
+        return px, py
 
     def mask(self, size: int) -> np.ndarray:
-        """The full (unoccluded) silhouette in a ``size``×``size`` frame."""
-        return shape_mask(self.spec.shape, size, self.centre, self.radius, self.aspect, self.angle)
+        """The full (unoccluded) silhouette in a ``size``×``size`` frame (shared_body: body and part)."""
+        part = self.part_mask(size)
+        if part is None:
+            return shape_mask(self.spec.shape, size, self.centre, self.radius, self.aspect, self.angle)
+        return shape_mask(BODY_SHAPE, size, self.centre, self.radius, self.aspect, self.angle) | part
 
 
 def _palette_colour(rng: np.random.Generator, index: int) -> tuple[float, float, float]:
@@ -356,7 +397,7 @@ def _palette_colour(rng: np.random.Generator, index: int) -> tuple[float, float,
 
 
 def _sample_object(rng: np.random.Generator, size: int, specs: Sequence[ClassSpec],
-                   texture_scale: float = 1.0) -> SynthObject:
+                   texture_scale: float = 1.0, shared_body: bool = False) -> SynthObject:
     """One random object of a class of ``specs`` (class id k ↔ ``specs[k-1]``); ``texture_scale`` multiplies the
     texture period drawn (before the 3-pixel floor) and changes no draw."""
     radius = 0.5 * size * rng.uniform(*SIZE_RANGE)
@@ -365,7 +406,7 @@ def _sample_object(rng: np.random.Generator, size: int, specs: Sequence[ClassSpe
     fill_index, ink_index = rng.choice(len(PALETTE), 2, replace=False)
     direction = rng.uniform(0, 2 * np.pi)
     class_id = int(rng.integers(1, len(specs) + 1))
-    return SynthObject(
+    obj = SynthObject(
         class_id=class_id,
         spec=specs[class_id - 1],
         centre=centre,
@@ -378,11 +419,14 @@ def _sample_object(rng: np.random.Generator, size: int, specs: Sequence[ClassSpe
         phase=(float(rng.uniform(0, size)), float(rng.uniform(0, size))),
         shade=(float(rng.uniform(0.0, 0.25)), math.cos(direction), math.sin(direction)),
     )
+    if shared_body:  # drawn after everything else, so the default draws are unchanged
+        obj = replace(obj, part_direction=float(rng.uniform(0, 2 * np.pi)))
+    return obj
 
 
 def layout_objects(rng: np.random.Generator, image_size: int, num_classes: int | None, max_objects: int,
-                   texture_scale: float = 1.0,
-                   classes: Sequence[str] | None = None) -> list[tuple[SynthObject, np.ndarray]]:
+                   texture_scale: float = 1.0, classes: Sequence[str] | None = None,
+                   shared_body: bool = False) -> list[tuple[SynthObject, np.ndarray]]:
     """Place 1..``max_objects`` objects in paint order, each with its full in-frame silhouette.
 
     The classes are :func:`class_specs` (``num_classes``, ``classes``); ``texture_scale`` multiplies the periods.
@@ -397,7 +441,7 @@ def layout_objects(rng: np.random.Generator, image_size: int, num_classes: int |
     top = np.full((image_size, image_size), -1, np.int16)  # index of the top object per pixel
     for _ in range(target):
         for _ in range(PLACEMENT_TRIES):
-            obj = _sample_object(rng, image_size, specs, texture_scale)
+            obj = _sample_object(rng, image_size, specs, texture_scale, shared_body)
             mask = obj.mask(image_size)
             area = int(mask.sum())
             if area < 2 * min_area:
@@ -458,6 +502,9 @@ def _paint_object(image: np.ndarray, obj: SynthObject, mask: np.ndarray) -> None
     u, v = c * x + s * y, -s * x + c * y
     r = np.sqrt(u * u + v * v)
     ink = _TEXTURES[obj.spec.texture](u + obj.phase[0], v + obj.phase[1], r, obj.period)
+    part = obj.part_mask(image.shape[0])
+    if part is not None:  # shared_body: a plain body, the class texture on the part only
+        ink &= part[ys, xs]
     colours = np.where(ink[:, None], np.float32(obj.ink), np.float32(obj.fill))
     strength, dx, dy = obj.shade
     shade = 1.0 + strength * (dx * x + dy * y) / max(obj.radius, 1.0)
@@ -469,7 +516,8 @@ _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 
 def render_sample(rng: np.random.Generator | int | Sequence[int], image_size: int = 160,
                   num_classes: int | None = None, max_objects: int = 3, *, texture_scale: float = 1.0,
-                  classes: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+                  classes: Sequence[str] | None = None,
+                  shared_body: bool = False) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
     """One synthetic image: (RGB uint8 H×W×3, mask uint8 H×W, sorted foreground class ids that are labelled).
 
     ``rng`` is a generator or a seed for ``np.random.default_rng`` (e.g. ``[seed, split_index, image_index]``).
@@ -481,7 +529,7 @@ def render_sample(rng: np.random.Generator | int | Sequence[int], image_size: in
     num_classes = len(class_specs(num_classes, classes))  # checks them before any drawing
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     image = render_background(rng, image_size)
-    objects = layout_objects(rng, image_size, num_classes, max_objects, texture_scale, classes)
+    objects = layout_objects(rng, image_size, num_classes, max_objects, texture_scale, classes, shared_body)
     ids = np.zeros((image_size, image_size), np.uint8)
     for obj, mask in objects:
         _paint_object(image, obj, mask)
@@ -527,7 +575,8 @@ def generate_dataset(out_dir: str | Path, params: Mapping[str, Any] | SynthParam
             for index in range(count):
                 rgb, mask, classes = render_sample([cfg.seed, SPLITS[split], index], cfg.image_size,
                                                    cfg.num_classes, cfg.max_objects,
-                                                   texture_scale=cfg.texture_scale, classes=cfg.classes)
+                                                   texture_scale=cfg.texture_scale, classes=cfg.classes,
+                                                   shared_body=cfg.shared_body)
                 name = image_id(split, index)
                 write_jpeg(root / "JPEGImages" / f"{name}.jpg", rgb, quality=JPEG_QUALITY)
                 write_label_png(root / "SegmentationClass" / f"{name}.png", mask)
