@@ -21,9 +21,10 @@ import numpy as np
 import torch
 
 from wsss.ops.crf import candidate_labels, crf_from_probs, crf_labels_from_probs
-from wsss.segment import CRF_DEFAULTS, probs_from_logits
+from wsss.config import default_config
+from wsss.segment import probs_from_logits
 
-SETTINGS = {k: v for k, v in CRF_DEFAULTS.items() if k not in ("label_eps", "max_labels")}
+SETTINGS = {k: v for k, v in default_config()["seg"]["crf"].items() if k not in ("label_eps", "max_labels")}
 
 
 def synthetic_case(rng: np.random.Generator, classes: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,7 @@ rule train_cls:
         log_csv="results/{run}/cls/train_log.csv",
         heldout="results/{run}/cls/heldout.json",
     params:
-        cfg=lambda w: as_json(run_cfg(w.run)["cls"]),
+        cfg=lambda w: stage_cfg("train_cls", w.run),
         method=lambda w: run_cfg(w.run)["method"],
         dataset=lambda w: dataset_root(w.run),
         split=lambda w: run_cfg(w.run)["cls"]["train_split"],
@@ -38,7 +38,7 @@ rule cls_gate:
     output:
         "results/{run}/cls/gate.json",
     params:
-        cfg=as_json({k: config["gates"][k] for k in ("enabled", "min_cls_f1")}),
+        cfg=lambda w: stage_cfg("cls_gate", w.run),
     log:
         "logs/{run}/cls_gate.log",
     benchmark:
@@ -62,12 +62,7 @@ rule infer_cam:
     output:
         directory("results/{run}/cam/{split}/shard_{shard}"),
     params:
-        cfg=lambda w: as_json(
-            {
-                "cls": run_cfg(w.run)["cls"],
-                "cam": {k: run_cfg(w.run)["cam"][k] for k in ("scales", "fusion", "batch_scales", "high_res")},
-            }
-        ),
+        cfg=lambda w: stage_cfg("infer_cam", w.run),
         method=lambda w: run_cfg(w.run)["method"],
         dataset=lambda w: dataset_root(w.run),
         shards=lambda w: run_cfg(w.run)["cam"]["shards"],
@@ -107,7 +102,7 @@ rule eval_cam:
             subcategory="CAMs",
         ),
     params:
-        cfg=lambda w: as_json({"cam": {k: run_cfg(w.run)["cam"][k] for k in ("bg_score", "sweep")}}),
+        cfg=lambda w: stage_cfg("eval_cam", w.run),
         dataset=lambda w: dataset_root(w.run),
     log:
         "logs/{run}/eval_cam_{split}.log",
@@ -134,13 +129,7 @@ rule calibrate:
     output:
         "results/{run}/calibration.json",
     params:
-        cfg=lambda w: as_json(
-            {
-                "cls": run_cfg(w.run)["cls"],
-                "cam": {k: run_cfg(w.run)["cam"][k] for k in ("sweep", "calibration_images", "calibration_se",
-                                                                   "bracket_area_ratio")},
-            }
-        ),
+        cfg=lambda w: stage_cfg("calibrate", w.run),
         method=lambda w: run_cfg(w.run)["method"],
         dataset=lambda w: dataset_root(w.run),
         split=lambda w: run_cfg(w.run)["cls"]["train_split"],

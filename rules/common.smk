@@ -12,6 +12,7 @@ from wsss.compare import compare_runs
 from wsss.config import load_schema, run_config, seed_run_names, validate_config
 from wsss.data.kinds import get_kind, preparer_params
 from wsss.errors import InputError
+from wsss.stage_config import stage_params
 
 try:
     config.update(
@@ -82,6 +83,12 @@ def train_stage(name):
 def as_json(obj):
     """Serialise params for a stage's --params; sorted keys keep the command (and reruns) stable."""
     return json.dumps(obj, sort_keys=True)
+
+
+def stage_cfg(name, run):
+    """The --params of stage ``name`` for ``run``: exactly the keys of its typed view (wsss.stage_config), so a
+    changed value reruns exactly the stages that read it."""
+    return as_json(stage_params(name, run_cfg(run), config))
 
 
 def dataset_outputs(name):
@@ -168,12 +175,6 @@ def cam_source_split(run, split):
     return run_cfg(run)["cam"]["eval"].get(split, split)
 
 
-def irn_params(run, keys):
-    """The ``irn`` keys a rule reads, with the classifier depth (the backbone depth under from_cls)."""
-    irn = run_cfg(run)["irn"]
-    return as_json({"irn": {k: irn[k] for k in keys}, "cls_backbone": run_cfg(run)["cls"]["backbone"]})
-
-
 def ir_label_shards(run):
     """The IR label shard folders: shard i holds the labels of CAM shard i of the IRN training split."""
     n = run_cfg(run)["cam"]["shards"]
@@ -239,12 +240,6 @@ def summary_entries():
 def seed_groups():
     """Runs listing ``seeds``: base run -> its per-seed runs ({run}_s{k}, made by wsss.config), for the summary."""
     return {run: seed_run_names(run, e["seeds"]) for run, e in sorted(config["runs"].items()) if e.get("seeds")}
-
-
-def seg_params(run, keys):
-    """The ``seg`` keys a rule reads, as --params JSON."""
-    cfg = run_cfg(run)["seg"]
-    return as_json({k: cfg[k] for k in keys})
 
 
 def report_inputs(wildcards):

@@ -9,7 +9,7 @@ checkpoint cls_verdict:
     output:
         "results/{run}/cls/verdict.json",
     params:
-        cfg=as_json({k: config["gates"][k] for k in ("enabled", "min_cls_f1")}),
+        cfg=lambda w: stage_cfg("cls_gate", w.run),
     log:
         "logs/{run}/cls_verdict.log",
     benchmark:
@@ -33,12 +33,7 @@ checkpoint seg_verdict:
     output:
         "results/{run}/deeplab/verdict.json",
     params:
-        cfg=lambda w: as_json(
-            {
-                "gates": {k: config["gates"][k] for k in ("enabled", "min_seg_fit", "seg_fit_images")},
-                "seg": {k: run_cfg(w.run)["seg"][k] for k in SEG_INFER_KEYS + ["label_source"]},
-            }
-        ),
+        cfg=lambda w: stage_cfg("seg_gate", w.run),
         dataset=lambda w: dataset_root(w.run),
         split=lambda w: run_cfg(w.run)["seg"]["train_split"],
         device=config["device"],

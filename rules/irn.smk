@@ -1,31 +1,6 @@
 # IRN refinement: CAMs -> IR labels (dense CRF, sharded like the CAMs) -> IRNet -> pseudo labels (random walk,
 # sharded) -> pseudo-label evaluation.
 
-IR_LABEL_KEYS = ["conf_fg", "conf_bg", "crf_gt_prob", "crf_iters", "crf_pos", "crf_bi"]
-IRN_TRAIN_KEYS = [
-    "backbone",
-    "pretrained",
-    "pretrained_sha256",
-    "crop",
-    "scale_range",
-    "radius",
-    "batch_size",
-    "accumulate",
-    "epochs",
-    "optimizer",
-    "lr",
-    "lr_mult_disp",
-    "weight_decay",
-    "momentum",
-    "poly_power",
-    "seed",
-    "checkpoint_every",
-    "workers",
-    "amp",
-]
-PSEUDO_KEYS = ["backbone", "pretrained", "rw_radius", "beta", "exp_times", "bg_threshold", "boundary_canvas"]
-SWEEP_KEYS = PSEUDO_KEYS + ["sweep"]
-
 
 rule cam_to_ir_label:
     input:
@@ -35,7 +10,7 @@ rule cam_to_ir_label:
     output:
         directory("results/{run}/ir_label/shard_{shard}"),
     params:
-        cfg=lambda w: irn_params(w.run, IR_LABEL_KEYS),
+        cfg=lambda w: stage_cfg("cam_to_ir_label", w.run),
         dataset=lambda w: dataset_root(w.run),
         split=lambda w: run_cfg(w.run)["irn"]["train_split"],
         shards=lambda w: run_cfg(w.run)["cam"]["shards"],
@@ -66,7 +41,7 @@ rule train_irn:
         model="results/{run}/irn/model.pt",
         log_csv="results/{run}/irn/train_log.csv",
     params:
-        cfg=lambda w: irn_params(w.run, IRN_TRAIN_KEYS),
+        cfg=lambda w: stage_cfg("train_irn", w.run),
         dataset=lambda w: dataset_root(w.run),
         split=lambda w: run_cfg(w.run)["irn"]["train_split"],
         cls_model=lambda w, input: f"--cls-model {shell_word(input.cls_model[0])}" if input.cls_model else "",
@@ -99,7 +74,7 @@ rule make_pseudo:
     output:
         directory("results/{run}/pseudo/{split}/shard_{shard}"),
     params:
-        cfg=lambda w: irn_params(w.run, PSEUDO_KEYS),
+        cfg=lambda w: stage_cfg("make_pseudo", w.run),
         dataset=lambda w: dataset_root(w.run),
         shards=lambda w: run_cfg(w.run)["cam"]["shards"],
         device=config["device"],
@@ -132,13 +107,7 @@ rule calibrate_pseudo:
     output:
         "results/{run}/calibration_pseudo.json",
     params:
-        cfg=lambda w: as_json(
-            {
-                "cls": run_cfg(w.run)["cls"],
-                "cam": {"calibration_images": run_cfg(w.run)["cam"]["calibration_images"]},
-                "irn": {k: run_cfg(w.run)["irn"][k] for k in SWEEP_KEYS},
-            }
-        ),
+        cfg=lambda w: stage_cfg("calibrate_pseudo", w.run),
         method=lambda w: run_cfg(w.run)["method"],
         dataset=lambda w: dataset_root(w.run),
         split=lambda w: run_cfg(w.run)["cls"]["train_split"],
@@ -177,7 +146,7 @@ rule sweep_pseudo:
             subcategory="pseudo labels",
         ),
     params:
-        cfg=lambda w: irn_params(w.run, SWEEP_KEYS),
+        cfg=lambda w: stage_cfg("sweep_pseudo", w.run),
         dataset=lambda w: dataset_root(w.run),
         device=config["device"],
     log:
@@ -231,7 +200,7 @@ rule check_pseudo:
     output:
         "results/{run}/pseudo_{split}_coverage.json",
     params:
-        cfg=as_json({k: config["gates"][k] for k in ("coverage_ratio", "coverage_min_pixels")}),
+        cfg=lambda w: stage_cfg("check_pseudo", w.run),
         dataset=lambda w: dataset_root(w.run),
     log:
         "logs/{run}/check_pseudo_{split}.log",

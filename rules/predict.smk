@@ -5,7 +5,6 @@
 PREDICT = config["predict"]
 # {name} matches the configured folder names only (never anything when there are none)
 PREDICT_NAME = "|".join(re.escape(n) for n in sorted(PREDICT)) or "(?!)"
-PREDICT_KEYS = SEG_INFER_KEYS + ["crf", "predict_crf"]
 
 
 rule predict_shard:
@@ -17,7 +16,7 @@ rule predict_shard:
     output:
         temp(directory(f"results/{{run}}/predict_shards/{{name,{PREDICT_NAME}}}/shard_{{shard}}")),
     params:
-        cfg=lambda w: seg_params(w.run, PREDICT_KEYS),
+        cfg=lambda w: stage_cfg("predict", w.run),
         dataset=lambda w: dataset_root(w.run),
         shards=lambda w: run_cfg(w.run)["seg"]["shards"],
         device=config["device"],
@@ -67,7 +66,7 @@ rule export_model:
         ts="results/{run}/deeplab/model.ts",
         json="results/{run}/deeplab/model.json",
     params:
-        cfg=lambda w: seg_params(w.run, SEG_INFER_KEYS),
+        cfg=lambda w: stage_cfg("export_model", w.run),
         dataset=lambda w: dataset_root(w.run),
     log:
         "logs/{run}/export_model.log",

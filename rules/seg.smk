@@ -1,37 +1,6 @@
 # DeepLabV2 on the pseudo labels (or GT masks): training -> logits (sharded) -> dense CRF (sharded, parallel)
 # -> evaluation with and without CRF; and the cross-run summary table.
 
-SEG_TRAIN_KEYS = [
-    "backbone",
-    "pretrained",
-    "pretrained_sha256",
-    "norm",
-    "style",
-    "aspp_rates",
-    "msc_scales",
-    "label_source",
-    "batch_size",
-    "accumulate",
-    "iterations",
-    "optimizer",
-    "lr",
-    "lr_mult_weight",
-    "lr_mult_bias",
-    "weight_decay",
-    "momentum",
-    "poly_power",
-    "crop",
-    "scales",
-    "scale_sampling",
-    "flip",
-    "loss_reduction",
-    "amp",
-    "seed",
-    "checkpoint_every",
-    "workers",
-]
-SEG_INFER_KEYS = ["backbone", "norm", "style", "aspp_rates", "msc_scales", "test_scales", "test_flip"]
-
 
 rule train_seg:
     input:
@@ -42,7 +11,7 @@ rule train_seg:
         model="results/{run}/deeplab/model.pt",
         log_csv="results/{run}/deeplab/train_log.csv",
     params:
-        cfg=lambda w: seg_params(w.run, SEG_TRAIN_KEYS),
+        cfg=lambda w: stage_cfg("train_seg", w.run),
         dataset=lambda w: dataset_root(w.run),
         split=lambda w: run_cfg(w.run)["seg"]["train_split"],
         cls_model=lambda w, input: f"--cls-model {shell_word(input.cls_model[0])}" if input.cls_model else "",
@@ -75,12 +44,7 @@ rule seg_gate:
     output:
         "results/{run}/deeplab/gate.json",
     params:
-        cfg=lambda w: as_json(
-            {
-                "gates": {k: config["gates"][k] for k in ("enabled", "min_seg_fit", "seg_fit_images")},
-                "seg": {k: run_cfg(w.run)["seg"][k] for k in SEG_INFER_KEYS + ["label_source"]},
-            }
-        ),
+        cfg=lambda w: stage_cfg("seg_gate", w.run),
         dataset=lambda w: dataset_root(w.run),
         split=lambda w: run_cfg(w.run)["seg"]["train_split"],
         device=config["device"],
@@ -109,7 +73,7 @@ rule infer_seg:
     output:
         directory("results/{run}/seg/{split}/shard_{shard}"),
     params:
-        cfg=lambda w: seg_params(w.run, SEG_INFER_KEYS),
+        cfg=lambda w: stage_cfg("infer_seg", w.run),
         dataset=lambda w: dataset_root(w.run),
         shards=lambda w: run_cfg(w.run)["seg"]["shards"],
         device=config["device"],
@@ -137,7 +101,7 @@ rule crf:
     output:
         directory("results/{run}/seg_crf/{split}/shard_{shard}"),
     params:
-        cfg=lambda w: seg_params(w.run, ["crf"]),
+        cfg=lambda w: stage_cfg("crf", w.run),
         dataset=lambda w: dataset_root(w.run),
         shards=lambda w: run_cfg(w.run)["seg"]["shards"],
     log:

@@ -26,12 +26,14 @@ from wsss.data.transforms import normalize, to_chw
 from wsss.io import write_json
 from wsss.methods import method_argument
 from wsss.ops.cam import upsample_cam
+from wsss.stage_config import parse_view
 from wsss.train import resolve_device
 
 log = logging.getLogger("wsss")
 
 
 def main(args, params):
+    params = parse_view("calibrate", params)
     data = VOCLayoutDataset(args.dataset)
     ids, held = calibration_set(data.ids(args.split), params["cls"]["holdout_fraction"],
                                 params["cam"]["calibration_images"])

@@ -24,12 +24,14 @@ from wsss.data.transforms import normalize, to_chw
 from wsss.io import write_json
 from wsss.irn import build_irn, iter_walk_scores
 from wsss.methods import method_argument
+from wsss.stage_config import parse_view
 from wsss.train import load_state_dict_file, resolve_device
 
 log = logging.getLogger("wsss")
 
 
 def main(args, params):
+    params = parse_view("calibrate_pseudo", params)
     data = VOCLayoutDataset(args.dataset)
     ids, held = calibration_set(data.ids(args.split), params["cls"]["holdout_fraction"],
                                 params["cam"]["calibration_images"])

@@ -10,11 +10,13 @@ from wsss.cli import run_stage, shard_ids, shard_stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.io import atomic_dir
 from wsss.irn import ir_label_options, write_ir_labels
+from wsss.stage_config import parse_view
 
 log = logging.getLogger("wsss")
 
 
 def main(args, params):
+    params = parse_view("cam_to_ir_label", params)
     data = VOCLayoutDataset(args.dataset)
     ids = shard_ids(data.ids(args.split), args)
     log.info("shard %d/%d of %s: %d images, %d workers", args.shard, args.shards, args.split, len(ids), args.threads)

@@ -10,12 +10,14 @@ from wsss.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.irn_data import index_label_dirs
 from wsss.io import write_json
+from wsss.stage_config import parse_view
 from wsss.validation import coverage_warnings, pseudo_coverage
 
 log = logging.getLogger("wsss")
 
 
 def main(args, params):
+    params = parse_view("check_pseudo", params)
     data = VOCLayoutDataset(args.dataset)
     ids = data.ids(args.split)
     counts = pseudo_coverage(data.num_classes, ids, index_cam_dirs(args.cams, ids), index_label_dirs(args.labels, ids),

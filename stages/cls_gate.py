@@ -8,13 +8,15 @@ import sys
 
 from wsss.cli import run_stage, stage_parser
 from wsss.errors import InputError
-from wsss.io import write_json
 from wsss.gates import cls_gate
+from wsss.io import write_json
+from wsss.stage_config import parse_view
 
 log = logging.getLogger("wsss")
 
 
 def main(args, params):
+    params = parse_view("cls_gate", params)
     try:
         with open(args.heldout) as fh:
             report = json.load(fh)

@@ -10,11 +10,13 @@ from wsss.data.dataset import VOCLayoutDataset
 from wsss.evaluate import evaluate_cams, sweep_table
 from wsss.io import write_json, write_text
 from wsss.report import save_sweep
+from wsss.stage_config import parse_view
 
 log = logging.getLogger("wsss")
 
 
 def main(args, params):
+    params = parse_view("eval_cam", params)
     data = VOCLayoutDataset(args.dataset)
     ids = data.mask_ids(args.split)
     source = "calibrated (auto)" if params["cam"]["bg_score"] == "auto" else "configured"

@@ -9,11 +9,13 @@ from wsss.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.export import export_model
 from wsss.segment import load_segmenter
+from wsss.stage_config import parse_view
 
 log = logging.getLogger("wsss")
 
 
 def main(args, params):
+    params = parse_view("export_model", params)
     data = VOCLayoutDataset(args.dataset)
     model = load_segmenter(params, data.num_classes, args.model)
     export_model(model, params, data.classes, args.ts, args.json, run=args.run)

@@ -15,12 +15,14 @@ from wsss.data.transforms import normalize, to_chw
 from wsss.io import atomic_dir
 from wsss.methods import get_method, method_argument
 from wsss.ops.cam import label_keys, multiscale_cams, pack_cam
+from wsss.stage_config import parse_view
 from wsss.train import resolve_device
 
 log = logging.getLogger("wsss")
 
 
 def main(args, params):
+    params = parse_view("infer_cam", params)
     data = VOCLayoutDataset(args.dataset)
     ids = shard_ids(data.ids(args.split), args)
     device = resolve_device(args.device)
@@ -35,7 +37,7 @@ def main(args, params):
             keys = [label_keys(data.label_vector(i)) for i in chunk]
             cams = multiscale_cams(lambda x: method.cams_and_scores(model, x), images, keys, cam["scales"], cam["fusion"],
                                    batch_scales=cam["batch_scales"], max_batch=args.batch,
-                                   with_high_res=cam.get("high_res") == "per_scale", with_scores=True)
+                                   with_high_res=cam["high_res"] == "per_scale", with_scores=True)
             for image_id, image, result in zip(chunk, images, cams):
                 # the scale-1.0 forward gave the image-level scores; a forward of their own only without one
                 scores = result.scores if result.scores is not None else method.image_scores(model, image[None])[0]

@@ -12,12 +12,14 @@ from wsss.cli import run_stage, shard_ids, shard_stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.io import atomic_dir
 from wsss.segment import image_logits, load_segmenter, save_logits
+from wsss.stage_config import parse_view
 from wsss.train import resolve_device
 
 log = logging.getLogger("wsss")
 
 
 def main(args, params):
+    params = parse_view("infer_seg", params)
     data = VOCLayoutDataset(args.dataset)
     ids = shard_ids(data.ids(args.split, labelled=False), args)
     device = resolve_device(args.device)

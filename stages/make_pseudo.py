@@ -10,18 +10,20 @@ from wsss.cli import run_stage, shard_ids, shard_stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.io import atomic_dir, write_label_png
 from wsss.irn import build_irn, iter_walk_scores, labels_from_walk
+from wsss.stage_config import parse_view
 from wsss.train import load_state_dict_file, resolve_device
 
 log = logging.getLogger("wsss")
 
 
 def main(args, params):
+    params = parse_view("make_pseudo", params)
     irn = resolve_auto(params["irn"], ["bg_threshold"], args.calibration, "irn")
     data = VOCLayoutDataset(args.dataset)
     ids = shard_ids(data.ids(args.split), args)
     device = resolve_device(args.device)
     log.info("device %s, shard %d/%d of %s: %d images", device, args.shard, args.shards, args.split, len(ids))
-    model = build_irn(irn, params["cls_backbone"], pretrained=False)
+    model = build_irn(irn, params["cls"]["backbone"], pretrained=False)
     model.load_state_dict(load_state_dict_file(args.model))
     model.to(device).eval()
     with atomic_dir(args.out) as tmp:

@@ -12,12 +12,14 @@ from wsss.data.dataset import VOCLayoutDataset
 from wsss.io import atomic_dir
 from wsss.predict import list_images, predict_images
 from wsss.segment import load_segmenter
+from wsss.stage_config import parse_view
 from wsss.train import resolve_device
 
 log = logging.getLogger("wsss")
 
 
 def main(args, params):
+    params = parse_view("predict", params)
     paths = shard_ids(list_images(args.images), args)
     data = VOCLayoutDataset(args.dataset)
     device = resolve_device(args.device)

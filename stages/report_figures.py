@@ -10,8 +10,19 @@ from wsss.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.errors import InputError
 from wsss.io import write_text
-from wsss.report import (cam_overlay_rows, pseudo_rows, read_json, read_train_log, save_class_iou, save_loss_curves,
-                         save_message, save_miou_progression, save_panel_grid, segmentation_rows, stage_scores)
+from wsss.report import (
+    cam_overlay_rows,
+    pseudo_rows,
+    read_json,
+    read_train_log,
+    save_class_iou,
+    save_loss_curves,
+    save_message,
+    save_miou_progression,
+    save_panel_grid,
+    segmentation_rows,
+    stage_scores,
+)
 
 log = logging.getLogger("wsss")
 

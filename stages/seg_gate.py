@@ -11,15 +11,17 @@ from wsss.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.seg_data import training_label_paths
 from wsss.errors import InputError
+from wsss.gates import seg_gate
 from wsss.io import write_json
 from wsss.segment import label_fit, load_segmenter
+from wsss.stage_config import parse_view
 from wsss.train import resolve_device
-from wsss.gates import seg_gate
 
 log = logging.getLogger("wsss")
 
 
 def main(args, params):
+    params = parse_view("seg_gate", params)
     gates, seg = params["gates"], params["seg"]
     data = VOCLayoutDataset(args.dataset)
     ids = data.ids(args.split)[:gates["seg_fit_images"]]

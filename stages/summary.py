@@ -43,8 +43,8 @@ def main(args, params):
             warnings += [f"{run}: {line}" for line in read_coverage_warnings(entry["coverage"])]
     for line in warnings:
         log.warning("%s", line)
-    write_text(args.out, summary_table(rows, params.get("cam_split", "val"), params.get("pseudo_split", "val"),
-                                       params.get("seg_split", "val"), params.get("seed_groups") or {}, warnings))
+    write_text(args.out, summary_table(rows, params["cam_split"], params["pseudo_split"], params["seg_split"],
+                                       params["seed_groups"], warnings))
     log.info("%d runs summarised", len(rows))
 
 

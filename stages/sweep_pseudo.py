@@ -12,18 +12,20 @@ from wsss.io import write_json
 from wsss.irn import build_irn, iter_walk_scores, labels_from_walk
 from wsss.metrics import ConfusionMatrix
 from wsss.report import save_sweep
+from wsss.stage_config import parse_view
 from wsss.train import load_state_dict_file, resolve_device
 
 log = logging.getLogger("wsss")
 
 
 def main(args, params):
+    params = parse_view("sweep_pseudo", params)
     source = "calibrated (auto)" if params["irn"]["bg_threshold"] == "auto" else "configured"
     irn = resolve_auto(params["irn"], ["bg_threshold"], args.calibration, "irn")
     data = VOCLayoutDataset(args.dataset)
     ids = data.mask_ids(args.split)
     device = resolve_device(args.device)
-    model = build_irn(irn, params["cls_backbone"], pretrained=False)
+    model = build_irn(irn, params["cls"]["backbone"], pretrained=False)
     model.load_state_dict(load_state_dict_file(args.model))
     model.to(device).eval()
     thresholds = sorted(set(irn["sweep"]) | {irn["bg_threshold"]})

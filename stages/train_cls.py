@@ -16,6 +16,7 @@ from wsss.data.loaders import ClassificationTrainSet
 from wsss.errors import InputError
 from wsss.io import write_json, write_text
 from wsss.methods import get_method, method_argument
+from wsss.stage_config import parse_view
 from wsss.train import (build_optimizer, check_batch_split, fit, load_state_dict_file, resolve_device,
                         seed_everything)
 from wsss.validation import HeldoutEvaluator, HeldoutTracker, holdout_split, training_report
@@ -24,10 +25,11 @@ log = logging.getLogger("wsss")
 
 
 def main(args, params):
+    params = parse_view("train_cls", params)
     data = VOCLayoutDataset(args.dataset)
     ids = data.ids(args.split)
     train_ids, held_ids = holdout_split(ids, params["holdout_fraction"])
-    accumulate = params.get("accumulate", 1)
+    accumulate = params["accumulate"]
     with distributed.session(resolve_device(args.device)) as env:
         check_batch_split("cls", params["batch_size"], accumulate, env.world_size)
         log.info("device %s, %d training images of %s, %d held out (cls.holdout_fraction %s)", env.device,
@@ -45,7 +47,7 @@ def main(args, params):
             last = index == len(phases) - 1
             prefix = "" if last else f"{phase.name}_"
             weights = out / f"{prefix}model.pt"
-            key = [params, args.method, ids] + ([] if index == 0 else [phase.name, index])
+            key = [params.to_params(), args.method, ids] + ([] if index == 0 else [phase.name, index])
             fingerprint = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
             stamp = out / f"{prefix}model.fingerprint"
             if not last and weights.exists() and stamp.exists() and stamp.read_text() == fingerprint:

@@ -14,30 +14,32 @@ from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.irn_data import AffinityTrainSet, index_label_dirs
 from wsss.irn import IRNObjective, build_irn, check_train_params, optimizer_groups
 from wsss.ops.path_index import PathIndex
+from wsss.stage_config import parse_view
 from wsss.train import build_optimizer, check_batch_split, fit, resolve_device, seed_everything
 
 log = logging.getLogger("wsss")
 
 
 def main(args, params):
+    params = parse_view("train_irn", params)
     irn = params["irn"]
     check_train_params(irn)
     data = VOCLayoutDataset(args.dataset)
     ids = data.ids(args.split)
     labels = index_label_dirs(args.labels, ids)
-    accumulate = irn.get("accumulate", 1)
+    accumulate = irn["accumulate"]
     with distributed.session(resolve_device(args.device)) as env:
         check_batch_split("irn", irn["batch_size"], accumulate, env.world_size)
         log.info("device %s, %d training images of %s", env.device, len(ids), args.split)
         seed_everything(irn["seed"])
-        model = build_irn(irn, params["cls_backbone"], args.cls_model, cache_dir=args.weights_cache)
+        model = build_irn(irn, params["cls"]["backbone"], args.cls_model, cache_dir=args.weights_cache)
         optimizer = build_optimizer(optimizer_groups(model, irn["lr_mult_disp"]), irn["optimizer"], irn["lr"],
                                     irn["weight_decay"], irn["momentum"])
         steps = max(1, int(irn["epochs"] * (len(ids) // irn["batch_size"])))
         log.info("%d steps of batch %d, crop %d", steps, irn["batch_size"], irn["crop"])
         path_index = PathIndex(irn["radius"], irn["crop"] // 4, irn["crop"] // 4)
         out = Path(args.out_dir)
-        fingerprint = hashlib.sha256(json.dumps([params, ids], sort_keys=True).encode()).hexdigest()
+        fingerprint = hashlib.sha256(json.dumps([params.to_params(), ids], sort_keys=True).encode()).hexdigest()
         fit(model, AffinityTrainSet(data, ids, labels, irn["crop"], tuple(irn["scale_range"])),
             IRNObjective(path_index, env.device), optimizer, batch_size=irn["batch_size"], max_steps=steps,
             seed=irn["seed"], checkpoint=out / "checkpoint.pt", checkpoint_every=irn["checkpoint_every"],

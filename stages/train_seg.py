@@ -13,12 +13,14 @@ from wsss.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.seg_data import SegmentationTrainSet, training_label_paths
 from wsss.segment import SegObjective, build_segmenter, check_train_params, optimizer_groups
+from wsss.stage_config import parse_view
 from wsss.train import build_optimizer, fit, resolve_device, seed_everything
 
 log = logging.getLogger("wsss")
 
 
 def main(args, params):
+    params = parse_view("train_seg", params)
     check_train_params(params)
     data = VOCLayoutDataset(args.dataset)
     ids = data.ids(args.split)
@@ -35,14 +37,14 @@ def main(args, params):
                                        scale_sampling=params["scale_sampling"], flip=params["flip"],
                                        style=params["style"])
         out = Path(args.out_dir)
-        key = json.dumps([params, ids, sorted(args.labels)], sort_keys=True)
+        key = json.dumps([params.to_params(), ids, sorted(args.labels)], sort_keys=True)
         fingerprint = hashlib.sha256(key.encode()).hexdigest()
         fit(model, dataset, SegObjective(env.device, params["loss_reduction"]), optimizer,
             batch_size=params["batch_size"], max_steps=params["iterations"], seed=params["seed"],
             checkpoint=out / "checkpoint.pt", checkpoint_every=params["checkpoint_every"],
             final_weights=out / "model.pt", log_csv=out / "train_log.csv", device=env.device,
             fingerprint=fingerprint, poly_power=params["poly_power"], num_workers=params["workers"],
-            amp=params["amp"], accumulate=params.get("accumulate", 1))
+            amp=params["amp"], accumulate=params["accumulate"])
 
 if __name__ == "__main__":
     parser = stage_parser(__doc__)

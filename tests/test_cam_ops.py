@@ -1,4 +1,4 @@
-"""Multi-scale + flip CAM inference (SPEC §4) and CAM post-processing."""
+"""Multi-scale + flip CAM inference (docs/method.md#cam-inference) and CAM post-processing."""
 
 from __future__ import annotations
 

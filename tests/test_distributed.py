@@ -24,6 +24,7 @@ from wsss.classify import optimizer_groups as cls_groups
 from wsss.models.deeplab import build_deeplab
 from wsss.segment import SegObjective
 from wsss.train import Checkpoint, build_optimizer, fit, load_state_dict_file
+from wsss.stage_config import STAGES
 
 CPU = torch.device("cpu")
 REPO = Path(__file__).resolve().parents[1]
@@ -147,7 +148,7 @@ def test_train_seg_stage_under_torchrun(tiny_voc: Path, tmp_path: Path) -> None:
     BatchNorm amplifies rounding differences by up to 1/sqrt(eps); test_two_processes_match_one covers it.)"""
     from test_segment import SEG, _stage
 
-    params = json.dumps(dict(SEG, iterations=2, crop=24, scales=[1.0]))
+    params = json.dumps(STAGES["train_seg"].pick(dict(SEG, iterations=2, crop=24, scales=[1.0])))
     args = ["--params", params, "--dataset", str(tiny_voc), "--split", "train", "--device", "cpu"]
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",

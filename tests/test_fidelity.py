@@ -22,6 +22,7 @@ from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.transforms import normalize, to_chw
 from wsss.io import write_label_png
 from wsss.ops.cam import upsample_cam
+from wsss.stage_config import TrainIrn
 
 
 def _sections(**overrides) -> dict:
@@ -43,7 +44,7 @@ def _infer(tiny_voc: Path, tmp: Path, model: Path, cls: dict, high_res: str) -> 
 
 
 def test_per_scale_high_res_is_the_reference_sum_of_upsampled_scales(tiny_voc: Path, tmp_path: Path) -> None:
-    """infer_cam with cam.high_res: per_scale stores SPEC §4's high_res = Σ_s bilinear(A_s → (H, W)), each A_s
+    """infer_cam, cam.high_res: per_scale stores high_res = Σ_s bilinear(A_s → (H, W)) (method.md#cam-inference); A_s =
     the max of the CAM and its flipped-back flip at scale s, max-normalised; computed here step by step. The
     default stores none, and every reader then upsamples the stride-4 CAM (the same in both modes)."""
     cls = _sections(cls={**TINY_CLS, "backbone": 18})["cls"]  # ResNet-18: random CAMs that are not all zero
@@ -110,5 +111,5 @@ def test_training_stages_pass_their_amp_key_to_fit(tiny_voc: Path, tmp_path: Pat
     with pytest.raises(Stop):
         irn_stage.main(SimpleNamespace(dataset=str(tiny_voc), split="train", labels=[str(tmp_path / "ir")],
                                        cls_model=None, device="cpu", weights_cache=None,
-                                       out_dir=str(tmp_path / "irn")), {"irn": sections["irn"], "cls_backbone": 18})
+                                       out_dir=str(tmp_path / "irn")), TrainIrn.pick({"irn": sections["irn"], "cls": {"backbone": 18}}))
     assert seen == {"cls": amp, "irn": amp}

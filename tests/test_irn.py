@@ -204,7 +204,7 @@ def test_tiny_fit_trains_the_branches_only(square_voc: Path, tmp_path: Path) -> 
     for image_id in ids:
         write_label_png(tmp_path / "lab" / f"{image_id}.png", data.mask(image_id))
     torch.manual_seed(0)
-    model = build_irn({"pretrained": "none", "backbone": 18}, cls_depth=18)
+    model = build_irn({"pretrained": "none", "pretrained_sha256": None, "backbone": 18}, cls_depth=18)
     backbone_before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
     head_before = model.edge_out.weight.detach().clone()
     optimizer = build_optimizer(optimizer_groups(model, 10.0), "sgd", 0.1, 1e-4, 1e-4)
@@ -261,7 +261,7 @@ def test_pseudo_label_edge_cases() -> None:
 
 def test_boundary_map_size_and_flip_equivariance() -> None:
     torch.manual_seed(0)
-    model = build_irn({"pretrained": "none", "backbone": 18}, cls_depth=18).eval()
+    model = build_irn({"pretrained": "none", "pretrained_sha256": None, "backbone": 18}, cls_depth=18).eval()
     image = torch.randn(3, 48, 64)
     b = boundary_map(model, image)
     assert b.shape == (12, 16) and float(b.min()) > 0 and float(b.max()) < 1
@@ -289,7 +289,7 @@ def test_boundary_map_on_the_reference_canvas_matches_irn_edge_displacement() ->
     import torch.nn.functional as F
 
     torch.manual_seed(0)
-    model = build_irn({"pretrained": "none", "backbone": 18}, cls_depth=18).eval()
+    model = build_irn({"pretrained": "none", "pretrained_sha256": None, "backbone": 18}, cls_depth=18).eval()
 
     def reference(image: torch.Tensor, canvas_h: int, canvas_w: int) -> torch.Tensor:
         h, w = image.shape[-2:]

@@ -26,7 +26,7 @@ CLS_PARAMS = schema_section("cls", backbone=18, pretrained="none", norm="batch",
 @pytest.mark.parametrize("size", [(64, 80), (50, 70)])
 def test_branch_outputs_are_at_stride_4(depth: int, size: tuple[int, int]) -> None:
     torch.manual_seed(0)
-    model = build_irn({"pretrained": "none", "backbone": depth}, cls_depth=18).eval()
+    model = build_irn({"pretrained": "none", "pretrained_sha256": None, "backbone": depth}, cls_depth=18).eval()
     edge, disp = model(torch.randn(2, 3, *size))
     h4, w4 = (size[0] + 3) // 4, (size[1] + 3) // 4
     assert edge.shape == (2, 1, h4, w4) and disp.shape == (2, 2, h4, w4)
@@ -59,7 +59,7 @@ def test_backbone_stays_frozen_through_training_steps() -> None:
 
 
 def test_param_groups_split_the_trainable_parameters() -> None:
-    model = build_irn({"pretrained": "none", "backbone": 18}, cls_depth=18)
+    model = build_irn({"pretrained": "none", "pretrained_sha256": None, "backbone": 18}, cls_depth=18)
     edge, disp = model.param_groups()
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
     assert {id(p) for p in edge} | {id(p) for p in disp} == trainable
@@ -81,14 +81,14 @@ def test_from_cls_loads_the_classifier_backbone_exactly(tmp_path: Path) -> None:
     path = tmp_path / "model.pt"
     torch.save(classifier.state_dict(), path)
     torch.manual_seed(2)
-    model = build_irn({"pretrained": "from_cls", "backbone": 50}, cls_depth=18, cls_model=path)
+    model = build_irn({"pretrained": "from_cls", "pretrained_sha256": None, "backbone": 50}, cls_depth=18, cls_model=path)
     assert model.backbone.depth == 18  # from_cls takes the classifier's depth
     source = classifier.backbone.state_dict()
     loaded = model.backbone.state_dict()
     assert set(loaded) == set(source)
     for key, value in source.items():
         assert torch.equal(loaded[key], value), key
-    scratch = build_irn({"pretrained": "none", "backbone": 18}, cls_depth=18).backbone.state_dict()
+    scratch = build_irn({"pretrained": "none", "pretrained_sha256": None, "backbone": 18}, cls_depth=18).backbone.state_dict()
     assert not torch.equal(scratch["layer1.0.conv1.weight"], source["layer1.0.conv1.weight"])
 
 
@@ -105,6 +105,6 @@ def test_from_cls_with_a_wrong_depth_is_an_input_error(tmp_path: Path) -> None:
     path = tmp_path / "model.pt"
     torch.save(classifier.state_dict(), path)
     with pytest.raises(InputError, match="ResNet-34"):
-        build_irn({"pretrained": "from_cls", "backbone": 18}, cls_depth=34, cls_model=path)
+        build_irn({"pretrained": "from_cls", "pretrained_sha256": None, "backbone": 18}, cls_depth=34, cls_model=path)
     with pytest.raises(InputError, match="from_cls"):
-        build_irn({"pretrained": "from_cls", "backbone": 18}, cls_depth=18, cls_model=None)
+        build_irn({"pretrained": "from_cls", "pretrained_sha256": None, "backbone": 18}, cls_depth=18, cls_model=None)

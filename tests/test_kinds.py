@@ -37,17 +37,26 @@ def test_splits_and_inputs_come_from_the_kind(tmp_path: Path) -> None:
     (tmp_path / "images").mkdir()
     (tmp_path / "ImageSets" / "Segmentation").mkdir(parents=True)
     (tmp_path / "ImageSets" / "Segmentation" / "extra.txt").write_text("a\n")
-    config = validate_config({"datasets": {"own": {"kind": "folder", "root": str(tmp_path)},
-                                           "coco": {"subsets": {"s1": {"images": "i", "annotations": "a.json"}}}},
-                              "runs": {"r": {"dataset": "own"}}}, load_schema(SCHEMA))
+    config = validate_config(
+        {
+            "datasets": {
+                "own": {"kind": "folder", "root": str(tmp_path)},
+                "coco": {"subsets": {"s1": {"images": "i", "annotations": "a.json"}}},
+            },
+            "runs": {"r": {"dataset": "own"}},
+        },
+        load_schema(SCHEMA),
+    )
     datasets = config["datasets"]
     assert dataset_splits(datasets["own"]) == ["train", "val", "extra"]
     assert dataset_splits(datasets["synth"]) == ["train_aug", "train", "val"]
     assert dataset_splits(datasets["voc"]) == ["train_aug", "train", "val"]
     assert dataset_splits(datasets["coco"]) == ["s1"]
     assert run_config(config, "r")["cls"]["train_split"] == "train"
-    assert get_kind("folder").inputs(datasets["own"]) == [str(tmp_path / "images"),
-                                                          str(tmp_path / "ImageSets" / "Segmentation")]
+    assert get_kind("folder").inputs(datasets["own"]) == [
+        str(tmp_path / "images"),
+        str(tmp_path / "ImageSets" / "Segmentation"),
+    ]
     assert get_kind("synth").inputs(datasets["synth"]) == []
     assert "kind" not in preparer_params(datasets["own"]) and "texture_scale" not in preparer_params(datasets["synth"])
     assert get_kind("voc").local and not get_kind("synth").local

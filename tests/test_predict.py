@@ -19,7 +19,9 @@ from wsss.io import read_label_png, read_rgb, voc_palette, write_jpeg, write_lab
 from wsss.predict import SUBMISSION_DIR, list_images, merge_shards, overlay, write_submission
 from wsss.segment import crf_refine, image_logits, labels_from_logits, load_segmenter
 
-from helpers import run_stage_inline  # noqa: E402
+from helpers import run_stage_inline, schema_section  # noqa: E402
+
+from wsss.stage_config import STAGES  # noqa: E402
 
 SEG = {"backbone": 18, "pretrained": "none", "pretrained_sha256": None, "norm": "batch", "style": "torchvision",
        "aspp_rates": [6, 12], "msc_scales": [0.5, 0.75], "label_source": "gt", "batch_size": 2, "accumulate": 1,
@@ -27,7 +29,12 @@ SEG = {"backbone": 18, "pretrained": "none", "pretrained_sha256": None, "norm": 
        "weight_decay": 5e-4, "momentum": 0.9, "poly_power": 0.9, "crop": 24, "scales": [0.75, 1.0, 1.25],
        "scale_sampling": "discrete", "flip": True, "loss_reduction": "sum", "amp": False, "seed": 0,
        "checkpoint_every": 2, "workers": 0, "test_scales": [1.0], "test_flip": False, "predict_crf": True,
-       "crf": {"iters": 3}}
+       "crf": {**schema_section("seg")["crf"], "iters": 3}}
+
+
+def _params(stage: str, seg: dict) -> str:
+    """The keys of ``seg`` that ``stage``'s typed view reads (wsss.stage_config), as --params JSON."""
+    return json.dumps({k: seg[k] for k in STAGES[stage].keys_of()})
 
 
 _stage = run_stage_inline
@@ -66,7 +73,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     (root / "classes.txt").write_text("background\ncat\ndog\n")
     (root / "dataset.yaml").write_text("name: tiny\n")
     out = root.parent / "deeplab"
-    assert _stage("train_seg", "--params", json.dumps(SEG), "--dataset", str(root), "--split", "train",
+    assert _stage("train_seg", "--params", _params("train_seg", SEG), "--dataset", str(root), "--split", "train",
                   "--device", "cpu", "--out-dir", str(out)) == 0
     return root, out / "model.pt"
 
@@ -125,7 +132,7 @@ def test_predict_stage_shards_match_the_library(trained, tmp_path: Path, use_crf
     params = dict(SEG, predict_crf=use_crf, test_scales=[1.0, 0.75], test_flip=True)
     shards = [tmp_path / f"shard_{k}" for k in range(2)]
     for k, shard in enumerate(shards):
-        assert _stage("predict", "--params", json.dumps(params), "--images", str(tmp_path / "imgs"),
+        assert _stage("predict", "--params", _params("predict", params), "--images", str(tmp_path / "imgs"),
                       "--dataset", str(root), "--model", str(model_path), "--shard", str(k), "--shards", "2",
                       "--workers", "2" if use_crf else "1", "--device", "cpu", "--out", str(shard)) == 0
     names = [sorted(p.name for p in s.iterdir()) for s in shards]
@@ -159,7 +166,7 @@ def test_predict_unreadable_image_is_one_line_error_and_no_output(trained, tmp_p
     bad = tmp_path / "imgs" / "photo.jpeg"
     bad.write_bytes(bad.read_bytes()[:40])
     out = tmp_path / "shard_0"
-    code = _stage("predict", "--params", json.dumps(SEG), "--images", str(tmp_path / "imgs"), "--dataset",
+    code = _stage("predict", "--params", _params("predict", SEG), "--images", str(tmp_path / "imgs"), "--dataset",
                   str(root), "--model", str(model_path), "--shard", "0", "--shards", "1", "--device", "cpu",
                   "--out", str(out))
     assert code == 2
@@ -172,7 +179,7 @@ def test_predict_with_weights_of_another_class_count_is_one_line_error(trained, 
     _image_folder(tmp_path / "imgs")
     (root / "classes.txt").write_text("background\ncat\ndog\nbird\n")
     try:
-        code = _stage("predict", "--params", json.dumps(SEG), "--images", str(tmp_path / "imgs"), "--dataset",
+        code = _stage("predict", "--params", _params("predict", SEG), "--images", str(tmp_path / "imgs"), "--dataset",
                       str(root), "--model", str(model_path), "--shard", "0", "--shards", "1", "--device", "cpu",
                       "--out", str(tmp_path / "out"))
     finally:
@@ -196,13 +203,13 @@ def test_voc_submission_of_an_unlabelled_test_split(trained, tmp_path: Path) -> 
     """infer_seg + crf on the unlabelled test split, then the archive: the server's paths, one palette PNG per test
     id at the image's size, equal to the CRF labels; byte-identical when built again."""
     root, model_path = trained
-    params = json.dumps(SEG)
+    params = _params("infer_seg", SEG)
     crf_dirs = []
     for k in range(2):
         logits, crf = tmp_path / f"seg/shard_{k}", tmp_path / f"crf/shard_{k}"
         assert _stage("infer_seg", "--params", params, "--dataset", str(root), "--split", "test", "--shard", str(k),
                       "--shards", "2", "--model", str(model_path), "--device", "cpu", "--out", str(logits)) == 0
-        assert _stage("crf", "--params", params, "--dataset", str(root), "--split", "test", "--shard", str(k),
+        assert _stage("crf", "--params", _params("crf", SEG), "--dataset", str(root), "--split", "test", "--shard", str(k),
                       "--shards", "2", "--logits", str(logits), "--out", str(crf)) == 0
         crf_dirs.append(str(crf))
     archive = tmp_path / "voc_test_submission.tar.gz"

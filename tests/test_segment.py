@@ -44,6 +44,7 @@ from wsss.segment import (
     save_logits,
     summary_table,
 )
+from wsss.stage_config import STAGES
 
 
 def test_msc_loss_known_values() -> None:
@@ -134,7 +135,7 @@ def _miou(pred: np.ndarray, gt: np.ndarray, n: int = 2) -> float:
 def test_crf_never_lowers_miou_on_a_clear_edge(seed: int) -> None:
     image, gt, logits = _two_colour_case(seed)
     before = _miou(labels_from_logits(logits, gt.shape), gt)
-    after = _miou(crf_refine(image, logits), gt)
+    after = _miou(crf_refine(image, logits, schema_section("seg")["crf"]), gt)
     assert before < 0.95
     assert after >= before and after > 0.99
 
@@ -156,7 +157,7 @@ def test_evaluation_and_crf_shard(tiny_voc: Path, tmp_path: Path) -> None:
     _tiny_logits(data, ids[:2], good, True)
     _tiny_logits(data, ids[2:], bad, True)
     crf_dir = tmp_path / "crf"
-    crf_shard(tiny_voc, ids, [good, bad], crf_dir, {"iters": 2}, workers=1)
+    crf_shard(tiny_voc, ids, [good, bad], crf_dir, {**schema_section("seg")["crf"], "iters": 2}, workers=1)
     assert sorted(p.stem for p in crf_dir.glob("*.png")) == ids
     cms = evaluate_segmentation(data, ids, [good, bad], [crf_dir])
     assert cms["no_crf"].scores()["miou_present"] == 1.0
@@ -236,21 +237,26 @@ SEG = {"backbone": 18, "pretrained": "none", "pretrained_sha256": None, "norm": 
        "weight_decay": 5e-4, "momentum": 0.9, "poly_power": 0.9, "crop": 24, "scales": [0.75, 1.0, 1.25],
        "scale_sampling": "discrete", "flip": True, "loss_reduction": "sum", "amp": True, "seed": 0,
        "checkpoint_every": 2, "workers": 0, "test_scales": [1.0], "test_flip": True,
-       "crf": {"iters": 3, "pos_xy_std": 1, "pos_w": 3, "bi_xy_std": 67, "bi_rgb_std": 3, "bi_w": 4}}
+       "crf": {"iters": 3, "pos_xy_std": 1, "pos_w": 3, "bi_xy_std": 67, "bi_rgb_std": 3, "bi_w": 4, "label_eps": 1e-3,
+               "max_labels": None}}
+
+
+def _params(stage: str, source: dict) -> str:
+    """``stage``'s --params (its typed view's keys, wsss.stage_config) picked from ``source``."""
+    return json.dumps(STAGES[stage].pick(source))
 
 
 def test_stages_end_to_end(tiny_voc: Path, tmp_path: Path) -> None:
     root, out = str(tiny_voc), tmp_path / "results"
-    params = json.dumps(SEG)
-    _stage("train_seg", "--params", params, "--dataset", root, "--split", "train", "--device", "cpu",
+    _stage("train_seg", "--params", _params("train_seg", SEG), "--dataset", root, "--split", "train", "--device", "cpu",
            "--out-dir", str(out / "deeplab"))
     log = (out / "deeplab" / "train_log.csv").read_text().splitlines()
     assert log[0] == "step,lr,loss,loss_1,loss_0.5,loss_0.75,loss_max" and len(log) == 4
     assert not (out / "deeplab" / "checkpoint.pt").exists()
     for k in range(2):
-        _stage("infer_seg", "--params", params, "--dataset", root, "--split", "val", "--shard", str(k), "--shards", "2",
+        _stage("infer_seg", "--params", _params("infer_seg", SEG), "--dataset", root, "--split", "val", "--shard", str(k), "--shards", "2",
                "--model", str(out / "deeplab" / "model.pt"), "--device", "cpu", "--out", str(out / f"seg/s{k}"))
-        _stage("crf", "--params", params, "--dataset", root, "--split", "val", "--shard", str(k), "--shards", "2",
+        _stage("crf", "--params", _params("crf", SEG), "--dataset", root, "--split", "val", "--shard", str(k), "--shards", "2",
                "--logits", str(out / f"seg/s{k}"), "--out", str(out / f"crf/s{k}"))
     assert [p.name for p in (out / "seg/s0").iterdir()] == ["c_3.npz"] and not any((out / "seg/s1").iterdir())
     labels = read_label_png(out / "crf/s0/c_3.png", 3)
@@ -264,7 +270,8 @@ def test_stages_end_to_end(tiny_voc: Path, tmp_path: Path) -> None:
     expected = 100 * _miou(labels, VOCLayoutDataset(tiny_voc).mask("c_3"), 3)
     assert metrics["miou_crf"] == pytest.approx(expected, abs=1e-3)
     summary = {"runs": [{"run": "tiny", "dataset": "synth", "method": "–", "labels": "gt", "cam": None,
-                         "pseudo": None, "deeplab": str(out / "metrics.json")}]}
+                         "pseudo": None, "deeplab": str(out / "metrics.json")}],
+               "cam_split": "val", "pseudo_split": "val", "seg_split": "val", "seed_groups": {}}
     _stage("summary", "--params", json.dumps(summary), "--out", str(out / "summary.md"))
     assert f"| tiny | synth | – | gt | – | – | {metrics['miou_no_crf']:.2f} | {metrics['miou_crf']:.2f} |" in \
         (out / "summary.md").read_text()
@@ -302,8 +309,7 @@ def test_seg_gate_measures_the_fit_to_the_training_labels(tiny_voc: Path, tmp_pa
     """Labels that are DeepLab's own predictions fit at 100 mIoU and pass any threshold; the same images labelled
     with another class everywhere fit at 0 and stop the gate with one line; gates.enabled false lets it pass."""
     root, out = str(tiny_voc), tmp_path / "results"
-    params = json.dumps(SEG)
-    _stage("train_seg", "--params", params, "--dataset", root, "--split", "train", "--device", "cpu",
+    _stage("train_seg", "--params", _params("train_seg", SEG), "--dataset", root, "--split", "train", "--device", "cpu",
            "--out-dir", str(out / "deeplab"))
     data = VOCLayoutDataset(tiny_voc)
     model = load_segmenter(SEG, data.num_classes, out / "deeplab" / "model.pt")
@@ -319,7 +325,7 @@ def test_seg_gate_measures_the_fit_to_the_training_labels(tiny_voc: Path, tmp_pa
         cfg = {"gates": {"enabled": enabled, "min_seg_fit": 0.99, "seg_fit_images": 64},
                "seg": {**SEG, "label_source": "pseudo"}}
         path = tmp_path / f"gate_{labels.name}_{enabled}.json"
-        code = run_stage_inline("seg_gate", "--params", json.dumps(cfg), "--dataset", root, "--split", "train",
+        code = run_stage_inline("seg_gate", "--params", _params("seg_gate", cfg), "--dataset", root, "--split", "train",
                                 "--labels", str(labels), "--model", str(out / "deeplab" / "model.pt"),
                                 "--device", "cpu", "--out", str(path))
         return code, path

@@ -18,7 +18,7 @@ from wsss.data.kinds import get_kind
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.synth import (
     _RECORDED_IF_SET,
-    CLASS_SPECS,
+    SYNTH_CLASSES,
     GENERATOR_VERSION,
     MAX_CLASSES,
     SynthParams,
@@ -266,7 +266,7 @@ def test_variant_params_are_accepted():
 # ---------------------------------------------------------------------------------------------------- variants
 
 def test_texture_scale_multiplies_the_period_and_draws_the_same_numbers():
-    specs = CLASS_SPECS[:6]
+    specs = SYNTH_CLASSES[:6]
     for i in range(20):
         rng = np.random.default_rng([0, 0, i])
         ref = _sample_object(rng, 96, specs)

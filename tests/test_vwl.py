@@ -1,4 +1,4 @@
-"""VWL maths (SPEC §3): hybrid pooling, word assignment, decov loss, memory bank, losses, gradient routing."""
+"""VWL maths (docs/method.md#vwl): hybrid pooling, word assignment, decov loss, memory bank, losses, gradient flow."""
 
 from __future__ import annotations
 

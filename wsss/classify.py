@@ -52,7 +52,7 @@ def optimizer_groups(model: CAMNet, lr_mult_new: float) -> list[dict[str, Any]]:
 
 def training_step(model: CAMNet, batch: dict[str, Any], step: int, device: torch.device,
                   seed: int) -> tuple[torch.Tensor, dict[str, float]]:
-    """Forward, VWL-M memory-bank update (before the caller's backward, SPEC §3.6), loss with its parts, for one
+    """Forward, VWL-M memory-bank update (before the caller's backward, docs/method.md#vwl-m), loss, its parts, for one
     whole batch in one process (:class:`ClassifierObjective` with the batch as the global batch).
 
     The memory bank's first-step re-initialisation draws from a generator seeded by (seed, step), so a resumed
@@ -65,7 +65,7 @@ def training_step(model: CAMNet, batch: dict[str, Any], step: int, device: torch
 
 
 class _BankStep:
-    """One step's VWL-M memory-bank update gathered over micro-batches and processes (SPEC §3.6).
+    """One step's VWL-M memory-bank update gathered over micro-batches and processes (docs/method.md#vwl-m).
 
     Every micro-batch is assigned with the codebook of the step's start; the update uses all pixels of the global
     batch: summed word centroids, or on the first update K pixel features drawn (with replacement, generator
@@ -167,7 +167,7 @@ def cam_and_scores(model: CAMNet, images: torch.Tensor) -> tuple[torch.Tensor, t
 class CamRecord:
     """Stored CAM of one image: ground-truth class indices, stride-4 CAM (float16 on disk), image size, the
     classifier's image-level probabilities (all classes) and, with ``cam.high_res: per_scale``, the reference's
-    full-resolution CAM (the per-scale upsampled sum, SPEC §4)."""
+    full-resolution CAM (the per-scale upsampled sum, docs/method.md#cam-inference)."""
 
     keys: np.ndarray  # int64 [Cv], 0-based foreground class indices
     cam: np.ndarray  # float16 [Cv, ceil(H/4), ceil(W/4)], max-normalised

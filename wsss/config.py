@@ -210,3 +210,10 @@ def run_config(config: dict[str, Any], run: str) -> dict[str, Any]:
         if merged[section]["eval"] is None:
             merged[section]["eval"] = {"train": "train_aug"} if {"train", "train_aug"} <= set(splits) else {}
     return merged
+
+
+def default_config(schema_path: str | Path | None = None) -> dict[str, Any]:
+    """The schema's defaults: a validated config with one run on the synthetic dataset (benchmarks and tests read
+    defaults here rather than repeating them)."""
+    path = schema_path or Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+    return validate_config({"runs": {"default": {"dataset": "synth"}}}, load_schema(path))

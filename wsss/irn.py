@@ -1,4 +1,4 @@
-"""IRN refinement (SPEC §6) as library functions: IR labels from CAMs, IRNet and its loss, random-walk pseudo labels.
+"""IRN refinement (docs/method.md#irnet) as library functions: IR labels from CAMs, IRNet, its loss, random-walk labels.
 
 The stages ``cam_to_ir_label``, ``train_irn``, ``make_pseudo`` and ``eval_pseudo`` are recipes over these functions.
 
@@ -47,7 +47,7 @@ from wsss.train import MicroBatch, Objective
 EPS = 1e-5
 PAD_MULTIPLE = 16
 
-# --------------------------------------------------------------------------------------------- IR labels (§6.1)
+# --------------------------------------------------------------------------------- IR labels (docs/method.md#ir-labels)
 
 
 def ir_label_options(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -110,7 +110,7 @@ def write_ir_labels(tasks: Sequence[tuple[str, str | os.PathLike[str], str | os.
     return dict(zip(("foreground", "background", "ignore"), (int(v) for v in totals)))
 
 
-# ------------------------------------------------------------------------------------------- IRNet model (§6.2)
+# -------------------------------------------------------------------------- IRNet model (docs/method.md#irnet-training)
 
 
 def backbone_depth(params: Mapping[str, Any], cls_depth: int) -> int:
@@ -126,7 +126,8 @@ def build_irn(params: Mapping[str, Any], cls_depth: int, cls_model: str | os.Pat
     depth = backbone_depth(params, cls_depth)
     source = params["pretrained"] if pretrained else "none"
     backbone = build_resnet(depth, strides=(2, 2, 2, 1), weights=build_weights(source),
-                            sha256=params.get("pretrained_sha256"), cache_dir=cache_dir, norm="fixed", freeze_stem=True)
+                            sha256=params["pretrained_sha256"] if pretrained else None, cache_dir=cache_dir,
+                            norm="fixed", freeze_stem=True)
     init_from_classifier(backbone, source, cls_model, "irn")
     return IRNet(backbone)
 
@@ -145,7 +146,7 @@ def optimizer_groups(model: IRNet, lr_mult_disp: float) -> list[dict[str, Any]]:
     return [{"params": edge, "lr_mult": 1.0}, {"params": disp, "lr_mult": lr_mult_disp}]
 
 
-# ------------------------------------------------------------------------------------------------ IRN loss (§6.2)
+# ----------------------------------------------------------------------------- IRN loss (docs/method.md#irnet-training)
 
 
 def pair_loss_maps(edge_logits: torch.Tensor, displacement: torch.Tensor,
@@ -232,7 +233,7 @@ def training_step(model: IRNet, batch: Mapping[str, Any], path_index: PathIndex,
     return IRNObjective(path_index, device).loss(model, batch, None)
 
 
-# ----------------------------------------------------------------------------------------- pseudo labels (§6.3)
+# --------------------------------------------------------------------------- pseudo labels (docs/method.md#random-walk)
 
 
 @torch.no_grad()
@@ -313,7 +314,7 @@ def iter_walk_scores(model: IRNet, data: VOCLayoutDataset, ids: Sequence[str],
                 raise InputError(cam_paths[image_id], f"CAM of image size {rec.size} but the image is "
                                                       f"{image.shape[:2]}")
             boundary = boundary_map(model, torch.from_numpy(to_chw(normalize(image))).to(device),
-                                    params.get("boundary_canvas"))
+                                    params["boundary_canvas"])
             yield image_id, image, rec.keys, walk_scores(rec.cam, rec.keys, boundary, rec.size, params["rw_radius"],
                                                          params["beta"], params["exp_times"])
 

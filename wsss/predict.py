@@ -29,7 +29,7 @@ from tqdm import tqdm
 from wsss.errors import InputError
 from wsss.io import atomic_path, read_label_png, read_rgb, voc_palette, write_jpeg, write_label_png
 from wsss.models.deeplab import MSC
-from wsss.segment import CRF_DEFAULTS, crf_refine, image_logits, labels_from_logits
+from wsss.segment import crf_refine, image_logits, labels_from_logits
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 OVERLAY_ALPHA = 0.5
@@ -91,8 +91,8 @@ def predict_images(model: MSC, paths: Sequence[Path], out_dir: str | os.PathLike
     ``predict_crf`` the labels are the dense CRF's (``workers`` processes, fed ``chunk`` images at a time so that
     memory stays bounded), else the argmax of the logits upsampled to the image size."""
     out_dir = Path(out_dir)
-    use_crf = bool(params.get("predict_crf", True))
-    crf = {**CRF_DEFAULTS, **params.get("crf", {})}
+    use_crf = bool(params["predict_crf"])
+    crf = dict(params["crf"])
 
     def write(path: Path, rgb: np.ndarray, labels: np.ndarray) -> None:
         write_label_png(out_dir / f"{path.stem}.png", labels)

@@ -1,4 +1,4 @@
-"""DeepLabV2 as a trainable, inferable unit (SPEC §7): model from config, MSC loss, multi-scale + flip inference,
+"""DeepLabV2 as a trainable, inferable unit (docs/method.md#deeplabv2): model, MSC loss, multi-scale + flip inference,
 compact logit storage, dense-CRF post-processing, evaluation and the cross-run summary table.
 
 The stages ``train_seg``, ``infer_seg``, ``crf``, ``eval_seg`` and ``summary`` are recipes over these functions.
@@ -15,7 +15,7 @@ import math
 import multiprocessing
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,10 +39,6 @@ from wsss.ops.crf import crf_labels_from_probs
 from wsss.train import MicroBatch, Objective, check_batch_split
 from wsss.train import load_state_dict_file
 
-CRF_DEFAULTS = {"iters": 10, "pos_xy_std": 1.0, "pos_w": 3.0, "bi_xy_std": 67.0, "bi_rgb_std": 3.0, "bi_w": 4.0,
-                "label_eps": 1e-3, "max_labels": None}
-
-
 # ----------------------------------------------------------------------------------------------------- training
 def build_segmenter(params: dict[str, Any], num_classes: int, cache_dir: str | os.PathLike[str] | None = None,
                     pretrained: bool = True, cls_model: str | os.PathLike[str] | None = None) -> MSC:
@@ -57,8 +53,9 @@ def build_segmenter(params: dict[str, Any], num_classes: int, cache_dir: str | o
     if params["style"] == "caffe" and (weights == "imagenet" or from_cls):
         raise InputError("seg.style", f"'caffe' expects converted Caffe weights (a local file in seg.pretrained) or "
                                       f"none, not {weights}; use style torchvision")
+    sha256 = params["pretrained_sha256"] if pretrained else None  # read only when weights are loaded
     model = build_deeplab(num_classes, depth=params["backbone"], weights=build_weights(weights),
-                          sha256=params.get("pretrained_sha256"), cache_dir=cache_dir, norm=params["norm"],
+                          sha256=sha256, cache_dir=cache_dir, norm=params["norm"],
                           style=params["style"], rates=params["aspp_rates"], msc_scales=params["msc_scales"])
     init_from_classifier(model.base.backbone, weights, cls_model, "seg")
     return model
@@ -80,7 +77,7 @@ def load_segmenter(params: dict[str, Any], num_classes: int, path: str | os.Path
 def check_train_params(params: dict[str, Any], world_size: int = 1) -> None:
     """The global batch (``batch_size``) must split into ``accumulate`` micro-batches on each of ``world_size``
     processes."""
-    check_batch_split("seg", int(params["batch_size"]), int(params.get("accumulate", 1)), world_size)
+    check_batch_split("seg", int(params["batch_size"]), int(params["accumulate"]), world_size)
 
 
 def optimizer_groups(model: MSC, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -106,7 +103,7 @@ def _cross_entropy(logits: torch.Tensor, target: torch.Tensor, total: torch.Tens
 def msc_loss(outputs: Sequence[torch.Tensor], labels: torch.Tensor, names: Sequence[str],
              reduction: str = "sum", totals: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """CE (ignore 255) of each MSC training output against ``labels`` nearest-resized to that output's size,
-    combined by ``sum`` (kazuto1011, SPEC §7.2) or ``mean`` (rulixiang, §7.1). Returns (loss, {name: value}).
+    combined by ``sum`` (kazuto1011) or ``mean`` (rulixiang; docs/method.md#deeplabv2). Returns (loss, {name: value}).
 
     Each CE is a mean over the non-ignored pixels of this batch, or with ``totals`` (one count per output, see
     :func:`msc_label_counts`) the sum over this batch divided by the count over the global batch: this batch's
@@ -290,12 +287,13 @@ def probs_from_logits(logits: np.ndarray | torch.Tensor, size: tuple[int, int]) 
 
 
 # ---------------------------------------------------------------------------------------------------------- CRF
-def crf_refine(image: np.ndarray, logits: np.ndarray | torch.Tensor, crf: dict[str, Any] | None = None) -> np.ndarray:
-    """uint8 H×W ids after a dense CRF (SPEC §7.1: 10 iterations, Gaussian 1/3, bilateral 67/3/4 by default) on
-    the raw RGB uint8 ``image``, with the softmax of the logits upsampled to the image size as unary. Only the
+def crf_refine(image: np.ndarray, logits: np.ndarray | torch.Tensor, crf: Mapping[str, Any]) -> np.ndarray:
+    """uint8 H×W ids after a dense CRF (docs/method.md#dense-crf; the seg.crf keys, by default 10 iterations,
+    Gaussian 1/3, bilateral 67/3/4) on the raw RGB uint8 ``image``, with the softmax of the logits upsampled to the
+    image size as unary. Only the
     labels that can win take part (background and the classes reaching ``label_eps`` somewhere, at most
     ``max_labels`` of them; :func:`wsss.ops.crf.crf_labels_from_probs`); ``label_eps: 0`` is the all-class CRF."""
-    settings = {**CRF_DEFAULTS, **(crf or {})}
+    settings = dict(crf)
     probs = probs_from_logits(logits, tuple(image.shape[:2]))
     labels = crf_labels_from_probs(image, probs, eps=float(settings["label_eps"]), top_k=settings["max_labels"],
                                    iters=int(settings["iters"]), pos_xy_std=settings["pos_xy_std"],
@@ -328,12 +326,12 @@ def _crf_worker(task: tuple[str, str, str]) -> tuple[str, tuple[str, str] | None
 
 
 def crf_shard(root: str | os.PathLike[str], ids: Sequence[str], logit_dirs: Sequence[str | os.PathLike[str]],
-              out_dir: str | os.PathLike[str], crf: dict[str, Any] | None = None, workers: int = 1) -> None:
+              out_dir: str | os.PathLike[str], crf: Mapping[str, Any], workers: int = 1) -> None:
     """Write ``<out_dir>/<id>.png`` (CRF-refined ids) for ``ids``, using ``workers`` processes (spawned, one
     torch thread each); ``workers=1`` runs in this process."""
     paths = index_logit_dirs(logit_dirs, ids)
     tasks = [(i, str(paths[i]), str(Path(out_dir) / f"{i}.png")) for i in ids]
-    settings = {**CRF_DEFAULTS, **(crf or {})}
+    settings = dict(crf)
     bar = dict(total=len(tasks), desc="crf", mininterval=5.0, file=sys.stderr)
     if workers <= 1:
         _crf_worker_init(str(root), settings, single_thread=False)
@@ -503,7 +501,7 @@ def summary_table(rows: Sequence[SummaryRow], cam_split: str = "val", pseudo_spl
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["CRF_DEFAULTS", "SegLogits", "SegObjective", "SummaryRow", "TestTimeSegmenter", "build_segmenter",
+__all__ = ["SegLogits", "SegObjective", "SummaryRow", "TestTimeSegmenter", "build_segmenter",
            "check_train_params", "crf_refine", "crf_shard", "evaluate_segmentation", "image_logits", "label_fit",
            "index_logit_dirs", "labels_from_logits", "load_logits", "load_segmenter", "msc_label_counts", "msc_loss",
            "optimizer_groups", "output_names", "output_sizes", "predict_logits", "probs_from_logits",

@@ -1,4 +1,4 @@
-"""IRNet's training set (SPEC §6.2): images with their IR labels, augmented, label reduced to stride 4.
+"""IRNet's training set (docs/method.md#irnet-training): images with their IR labels, augmented, label at stride 4.
 
 Indexed by ``(index, aug_seed)`` pairs from :class:`wsss.train.StepBatchSampler`, so every draw follows from the step.
 """

@@ -99,8 +99,13 @@ def _call(target: str, *args: Any, **kwargs: Any) -> Any:
 # ---------------------------------------------------------------------------------------------- the built-in kinds
 
 
-@register_kind("synth", splits=lambda entry: ["train_aug", "train", "val"], builtin=True, runtime=30,
-               neutral={"texture_scale": 1.0, "classes": None, "shared_body": False})
+@register_kind(
+    "synth",
+    splits=lambda entry: ["train_aug", "train", "val"],
+    builtin=True,
+    runtime=30,
+    neutral={"texture_scale": 1.0, "classes": None, "shared_body": False},
+)
 def prepare_synth(out: str, params: dict[str, Any]) -> object:
     """The synthetic dataset (textured shapes on clutter), generated deterministically from its seed."""
     return _call("wsss.data.synth:generate_dataset", out, params)
@@ -115,17 +120,30 @@ def prepare_voc(out: str, params: dict[str, Any]) -> object:
 COCO_PARAMS = ("root", "splits", "subsets", "min_area", "workers", "max_pixels")
 
 
-@register_kind("coco", splits=lambda entry: list(entry["subsets"] or entry["splits"]), builtin=True,
-               threads=lambda entry: int(entry["workers"]), mem_mb=8000, runtime=240)
+@register_kind(
+    "coco",
+    splits=lambda entry: list(entry["subsets"] or entry["splits"]),
+    builtin=True,
+    threads=lambda entry: int(entry["workers"]),
+    mem_mb=8000,
+    runtime=240,
+)
 def prepare_coco(out: str, params: dict[str, Any]) -> object:
     """COCO-format instances (the 2014 layout, or any instances JSON + image folder per split) as semantic masks."""
     unknown = sorted(set(params) - set(COCO_PARAMS))
     if unknown:
         raise InputError("--params", f"unknown keys {unknown}; known: {list(COCO_PARAMS)}")
     # sparse params (a preparer run by hand) keep prepare_coco's own defaults, as the other preparers do
-    return _call("wsss.data.coco:prepare_coco", params.get("root"), out, splits=params.get("splits"),
-                 min_area=params.get("min_area", 0), workers=params.get("workers", 1), subsets=params.get("subsets"),
-                 max_pixels=params.get("max_pixels"))
+    return _call(
+        "wsss.data.coco:prepare_coco",
+        params.get("root"),
+        out,
+        splits=params.get("splits"),
+        min_area=params.get("min_area", 0),
+        workers=params.get("workers", 1),
+        subsets=params.get("subsets"),
+        max_pixels=params.get("max_pixels"),
+    )
 
 
 def _folder_splits(entry: Entry) -> list[str]:

@@ -29,7 +29,7 @@ def read_image_and_label(data: VOCLayoutDataset, image_id: str, label_path: Path
 
 
 class ClassificationTrainSet(torch.utils.data.Dataset):
-    """Images with image-level labels, augmented as the VWL/IRN classifier recipe (SPEC §3.7):
+    """Images with image-level labels, augmented as the VWL/IRN classifier recipe (docs/method.md#classifier-training):
     random long-side resize in ``resize_long``, ImageNet normalisation, flip, random ``crop`` (zero = mean padding)."""
 
     def __init__(self, data: VOCLayoutDataset, ids: list[str], resize_long: tuple[int, int], crop: int) -> None:

@@ -1,4 +1,4 @@
-"""DeepLabV2's training set (SPEC §7.1, §7.2) and the input normalisation of the two initialisation styles.
+"""DeepLabV2's training set (docs/method.md#deeplabv2) and the input normalisation of the two initialisation styles.
 
 Normalisation depends on what the initial weights were trained with:
 

@@ -4,7 +4,7 @@ Why: the default pipeline must run end to end on a laptop CPU in minutes, on dat
 trained from scratch can learn from image-level labels alone, yet that a colour lookup cannot solve.
 
 Each foreground class is one (silhouette, texture) pair, e.g. ``star_dots`` is a five-point star filled with a
-dot grid (see :data:`CLASS_SPECS`; a dataset of C classes uses the first C, ordered so that the first four, convex and
+dot grid (see :data:`SYNTH_CLASSES`; a dataset of C classes uses the first C, ordered so that the first four, convex and
 densely textured, are the quickest for a small CNN to learn and localise: the sparse dot grid of ``star_dots`` and
 the hole of ``ring_diagonal`` (background inside an object) come later). Colour carries no class information: every object paints its fill and its
 texture with two distinct colours drawn from one shared :data:`PALETTE`, and the background uses the same palette.
@@ -19,7 +19,7 @@ One image (:func:`render_sample`):
   object is accepted only if every earlier object keeps at least :data:`MIN_KEEP_FRACTION` of its own
   in-frame area visible (up to :data:`PLACEMENT_TRIES` placements, else it is left out), so no object is fully
   covered;
-- mask: uint8 ids 0 (background), 1..C (class k ↔ ``CLASS_SPECS[k-1]``, or the k-th of ``classes``), 255 =
+- mask: uint8 ids 0 (background), 1..C (class k ↔ ``SYNTH_CLASSES[k-1]``, or the k-th of ``classes``), 255 =
   ignore. A 1-pixel ignore band lies on the inner side of each object's silhouette outline, where that outline is
   visible (as VOC marks boundaries, but 1 px): JPEG blurs the edge pixels, so they are not scored. The band comes
   from the top object only, so it is 1 px wide everywhere, also between two objects;
@@ -101,7 +101,7 @@ class ClassSpec:
     texture: str
 
 
-CLASS_SPECS: tuple[ClassSpec, ...] = (
+SYNTH_CLASSES: tuple[ClassSpec, ...] = (
     ClassSpec("circle_rings", "circle", "rings"),
     ClassSpec("square_checker", "square", "checker"),
     ClassSpec("triangle_stripes", "triangle", "hstripes"),
@@ -113,15 +113,15 @@ CLASS_SPECS: tuple[ClassSpec, ...] = (
     ClassSpec("arrow_waves", "arrow", "waves"),
     ClassSpec("heart_diamonds", "heart", "diamonds"),
 )
-MAX_CLASSES = len(CLASS_SPECS)
+MAX_CLASSES = len(SYNTH_CLASSES)
 
 
-_SPEC_BY_NAME = {spec.name: spec for spec in CLASS_SPECS}
+_CLASS_BY_NAME = {spec.name: spec for spec in SYNTH_CLASSES}
 
 
 def class_specs(num_classes: int | None = None, classes: Sequence[str] | None = None) -> tuple[ClassSpec, ...]:
     """The foreground classes in mask-id order (id k ↔ element k-1): the named ``classes`` when given (then
-    ``num_classes`` is None or their count), else the first ``num_classes`` (None: 6) of :data:`CLASS_SPECS`.
+    ``num_classes`` is None or their count), else the first ``num_classes`` (None: 6) of :data:`SYNTH_CLASSES`.
 
     Raises ValueError for a count out of range, an unknown or repeated name, an empty list or a count mismatch.
     """
@@ -129,21 +129,21 @@ def class_specs(num_classes: int | None = None, classes: Sequence[str] | None = 
         count = SynthParams.num_classes if num_classes is None else num_classes
         if not 1 <= count <= MAX_CLASSES:
             raise ValueError(f"num_classes must be in 1..{MAX_CLASSES}, got {count}")
-        return CLASS_SPECS[:count]
+        return SYNTH_CLASSES[:count]
     if isinstance(classes, str):
         raise ValueError(f"must be a list of class names, got {classes!r}")
     names = list(classes)
     if not names:
-        raise ValueError(f"must name at least one class (known: {list(_SPEC_BY_NAME)})")
-    unknown = [n for n in names if not isinstance(n, str) or n not in _SPEC_BY_NAME]
+        raise ValueError(f"must name at least one class (known: {list(_CLASS_BY_NAME)})")
+    unknown = [n for n in names if not isinstance(n, str) or n not in _CLASS_BY_NAME]
     if unknown:
-        raise ValueError(f"unknown class names {unknown}; known: {list(_SPEC_BY_NAME)}")
+        raise ValueError(f"unknown class names {unknown}; known: {list(_CLASS_BY_NAME)}")
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise ValueError(f"lists {repeated} more than once")
     if num_classes is not None and num_classes != len(names):
         raise ValueError(f"num_classes {num_classes} does not match the {len(names)} names listed")
-    return tuple(_SPEC_BY_NAME[n] for n in names)
+    return tuple(_CLASS_BY_NAME[n] for n in names)
 
 
 def class_names(num_classes: int | None = None, classes: Sequence[str] | None = None) -> list[str]:
@@ -164,7 +164,7 @@ class SynthParams:
     """The generator's configuration (the ``--params`` keys of ``prepare_synth``).
 
     ``classes``: the foreground class names in mask-id order, or None for the first ``num_classes`` of
-    :data:`CLASS_SPECS` (when given, ``num_classes`` is their count). ``texture_scale`` multiplies every object's
+    :data:`SYNTH_CLASSES` (when given, ``num_classes`` is their count). ``texture_scale`` multiplies every object's
     texture period.
     """
 
@@ -215,7 +215,7 @@ def parse_params(params: Mapping[str, Any], source: str = "--params") -> SynthPa
                 raise InputError(source, f"{key}: must be true or false, got {value!r}")
             values[key] = bool(value)
             continue
-        if kind is list:  # classes: null, or names of CLASS_SPECS (checked by class_specs)
+        if kind is list:  # classes: null, or names of SYNTH_CLASSES (checked by class_specs)
             if value is not None:
                 if not isinstance(value, (list, tuple)):
                     raise InputError(source, f"{key}: must be a list of class names or null, got {value!r}")
@@ -522,7 +522,7 @@ def render_sample(rng: np.random.Generator | int | Sequence[int], image_size: in
 
     ``rng`` is a generator or a seed for ``np.random.default_rng`` (e.g. ``[seed, split_index, image_index]``).
     The classes are the named ``classes`` (mask id k ↔ ``classes[k-1]``; ``num_classes`` then None or their count)
-    or else the first ``num_classes`` (None: 6) of :data:`CLASS_SPECS`; ``texture_scale`` multiplies every texture
+    or else the first ``num_classes`` (None: 6) of :data:`SYNTH_CLASSES`; ``texture_scale`` multiplies every texture
     period.
     See the module doc for the drawing, occlusion, ignore-band and label rules.
     """
@@ -598,7 +598,7 @@ def generate_dataset(out_dir: str | Path, params: Mapping[str, Any] | SynthParam
 
 
 __all__ = [
-    "CLASS_SPECS", "GENERATOR_VERSION", "MAX_CLASSES", "PALETTE", "ClassSpec", "SynthObject", "SynthParams",
+    "SYNTH_CLASSES", "GENERATOR_VERSION", "MAX_CLASSES", "PALETTE", "ClassSpec", "SynthObject", "SynthParams",
     "class_names", "class_specs", "generate_dataset", "image_id", "layout_objects", "min_visible_pixels",
     "parse_params", "render_background", "render_sample", "shape_mask",
 ]

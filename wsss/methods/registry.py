@@ -111,8 +111,9 @@ def register_method(cls: M) -> M:
     error)."""
     name = cls.name
     if name in _REGISTRY and type(_REGISTRY[name]) is not cls:
-        raise ValueError(f"method {name!r} is registered twice ({type(_REGISTRY[name]).__module__} and "
-                         f"{cls.__module__})")
+        raise ValueError(
+            f"method {name!r} is registered twice ({type(_REGISTRY[name]).__module__} and {cls.__module__})"
+        )
     _REGISTRY[name] = cls()
     return cls
 
@@ -141,5 +142,3 @@ def get_method(name: str) -> Method:
 def method_argument(parser: Any) -> None:
     """Add the stages' ``--method`` option (the registry's names) to an argparse parser."""
     parser.add_argument("--method", required=True, choices=method_names(), help="CAM method (wsss.methods)")
-
-

@@ -23,15 +23,25 @@ class _VWL(Method):
     def build(self, backbone: ResNetStages, num_classes: int, cls: Mapping[str, Any]) -> nn.Module:
         from wsss.models.vwl import VWLNet
 
-        return VWLNet(backbone, num_classes, k_words=cls["k_words"], gamma=cls["gamma"], tau=cls["tau"],
-                      rho=cls["rho"], detach_stage2=cls["detach_stage2"], memory_bank=self.memory_bank)
+        return VWLNet(
+            backbone,
+            num_classes,
+            k_words=cls["k_words"],
+            gamma=cls["gamma"],
+            tau=cls["tau"],
+            rho=cls["rho"],
+            detach_stage2=cls["detach_stage2"],
+            memory_bank=self.memory_bank,
+        )
 
     def check_config(self, cls: Mapping[str, Any]) -> str | None:
         crop = cls["crop"]
         if crop < POOL_STRIDE * POOL_LEVELS:
             side = crop // POOL_STRIDE
-            return (f"crop: {crop} gives a {side}x{side} feature map at output stride {POOL_STRIDE}, below the "
-                    f"{POOL_LEVELS}x{POOL_LEVELS} level of hybrid pooling; use crop >= {POOL_STRIDE * POOL_LEVELS}")
+            return (
+                f"crop: {crop} gives a {side}x{side} feature map at output stride {POOL_STRIDE}, below the "
+                f"{POOL_LEVELS}x{POOL_LEVELS} level of hybrid pooling; use crop >= {POOL_STRIDE * POOL_LEVELS}"
+            )
         return None
 
 

@@ -1,6 +1,6 @@
 """Torchvision ResNets as 4-stage feature extractors with configurable strides/dilations and fixed BatchNorm.
 
-The recipe follows IRN's classification backbone (SPEC §3.1): strides (conv1, layer2, layer3, layer4) = (2, 2, 2, 1)
+IRN's classification backbone (docs/method.md#backbone): strides (conv1, layer2, layer3, layer4) = (2, 2, 2, 1)
 plus the stride-2 max-pool give output stride 16; every BatchNorm normalises with its running (ImageNet) statistics
 even in train mode; conv1/bn1 are frozen. Parameter names equal torchvision's (minus ``fc``), so torchvision
 checkpoints load as they are.
@@ -194,9 +194,9 @@ def build_resnet(depth: int, strides: Sequence[int] = (2, 2, 2, 1), dilations: S
         downloaded into ``cache_dir`` or torch hub's default directory), or a path to a state dict (read with
         ``weights_only=True``; checked against ``sha256`` when given; ``module.`` prefixes stripped, ``fc.*``
         dropped, the rest loaded strictly).
-    norm: ``"fixed"`` (running statistics always, SPEC §3.1) or ``"batch"`` (ordinary BatchNorm2d, batch statistics
+    norm: ``"fixed"`` (running statistics always, docs/method.md#backbone) or ``"batch"`` (BatchNorm2d, batch statistics
         in train mode; for training from scratch).
-    freeze_stem: conv1 and bn1 get ``requires_grad=False`` (SPEC §3.1).
+    freeze_stem: conv1 and bn1 get ``requires_grad=False`` (docs/method.md#backbone).
     """
     if depth not in _ARCHS:
         raise ValueError(f"ResNet depth must be one of {sorted(_ARCHS)}, got {depth}")

@@ -1,4 +1,4 @@
-"""DeepLabV2 (SPEC §7): an output-stride-8 ResNet, the ASPP classifier and the multi-scale (MSC) wrapper.
+"""DeepLabV2 (docs/method.md#deeplabv2): an output-stride-8 ResNet, the ASPP classifier, the multi-scale (MSC) wrapper.
 
 * Backbone: a torchvision ResNet with strides (conv1, layer2, layer3, layer4) = (2, 2, 1, 1) and dilations
   (1, 1, 2, 4) for layer1..4: with the stride-2 max-pool the output stride is 8 for every depth (321 → 41).
@@ -11,7 +11,7 @@
 * MSC: the base network runs on the input and on bilinear copies at 0.5 and 0.75 (size ``floor(H·s)``); the scaled
   logits are bilinearly upsampled to the 1.0 logits' size and fused by the elementwise max. In training the model
   returns ``[l_1.0, l_0.5, l_0.75, l_max]`` with each scaled logit at its own resolution (kazuto1011's variant,
-  SPEC §7.2: each is scored against labels resized to its own size); in eval mode it returns ``l_max``.
+  docs/method.md#deeplabv2: each is scored against labels resized to its own size); in eval mode it returns ``l_max``.
 
 Initial weights (``load_init``): a state dict with torchvision ResNet names (``conv1.*``, ``layer1.0.conv1.*``…),
 optionally under ``module.``, ``base.`` or ``backbone.`` prefixes, or with kazuto1011's DeepLab names (the converted
@@ -106,7 +106,7 @@ class DeepLabV2(nn.Module):
         return tuple(_halve(_halve(_halve(n), ceil)) for n in (height, width))  # type: ignore[return-value]
 
     def param_groups(self, lr_mult_weight: float = 10.0, lr_mult_bias: float = 20.0) -> list[dict[str, Any]]:
-        """Optimizer groups of SPEC §7.2: trainable backbone parameters at 1×, ASPP weights at ``lr_mult_weight``×,
+        """Optimizer groups (docs/method.md#deeplabv2): trainable backbone at 1×, ASPP weights at ``lr_mult_weight``×,
         ASPP biases at ``lr_mult_bias``× without weight decay. Frozen (BN) parameters are left out."""
         return [
             {"params": [p for p in self.backbone.parameters() if p.requires_grad], "lr_mult": 1.0},

@@ -1,4 +1,4 @@
-"""IRNet (SPEC §6.2): a frozen ResNet with a class-boundary branch and a displacement branch, both at stride 4.
+"""IRNet (docs/method.md#irnet-training): a frozen ResNet with a class-boundary and a displacement branch at stride 4.
 
 The backbone (strides (2, 2, 2, 1), output stride 16) is read as five stages:
 s1 = conv1+bn1+relu+maxpool (/4), s2 = layer1 (/4), s3 = layer2 (/8), s4 = layer3 (/16), s5 = layer4 (/16).

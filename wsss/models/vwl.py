@@ -1,4 +1,4 @@
-"""The VWL classifier (SPEC §3): hybrid pooling, visual-word assignment, VWL-L / VWL-M codebooks and the CAM head.
+"""The VWL classifier (docs/method.md#vwl): hybrid pooling, visual-word assignment, VWL-L / VWL-M codebooks, CAM head.
 
 Shapes: features F are N×ch×h×w (stage-4 output, stride 16), the codebook is K×ch, C is the number of foreground
 classes. The networks (the methods that use them are in :mod:`wsss.methods`):
@@ -38,7 +38,7 @@ def hybrid_pool(x: torch.Tensor, gamma: float = 2.0, levels: Iterable[int] = (1,
 
 
 class WordAssignment(NamedTuple):
-    """Visual-word assignment of every pixel (SPEC §3.4)."""
+    """Visual-word assignment of every pixel (docs/method.md#visual-words)."""
 
     soft: torch.Tensor  # N×K×h×w softmax over words of τ·cosine
     hard: torch.Tensor  # N×h×w int64 argmax word
@@ -64,7 +64,7 @@ def word_assignment(feat: torch.Tensor, codebook: torch.Tensor, tau: float = 1.0
 
 
 def decorrelation_loss(codebook: torch.Tensor) -> torch.Tensor:
-    """½(‖G‖_F − ‖diag G‖₂) with G = B̄B̄ᵀ and B̄ the codebook with each row centred (norms, not squared; §3.5)."""
+    """½(‖G‖_F − ‖diag G‖₂), G = B̄B̄ᵀ, B̄ = the codebook, rows centred (norms, not squared; docs/method.md#vwl-l)."""
     with torch.autocast(device_type=codebook.device.type, enabled=False):
         b = codebook.float().flatten(1)
         b = b - b.mean(dim=1, keepdim=True)
@@ -94,7 +94,7 @@ def memory_bank_update(codebook: torch.Tensor, feats: torch.Tensor, hard_words: 
                        rho: float = 1e-3) -> torch.Tensor:
     """New codebook ρ·μ + (1−ρ)·B with μ_k = Σ_{w(p)=k} X_p / (n_k + 1e-4) over all batch pixels (raw features).
 
-    Unused words have μ_k = 0 and so shrink by (1−ρ) (§3.6)."""
+    Unused words have μ_k = 0 and so shrink by (1−ρ) (docs/method.md#vwl-m)."""
     return memory_bank_blend(codebook, *memory_bank_sums(feats, hard_words, codebook.shape[0]), rho)
 
 
@@ -160,7 +160,7 @@ class CAMNet(nn.Module):
         return total, parts
 
     def forward_cam(self, x: torch.Tensor) -> torch.Tensor:
-        """CAMs N×C×h×w at the backbone's stride: ReLU of the classifier applied to each pixel's features (§3.3)."""
+        """CAMs N×C×h×w at the backbone's stride: ReLU of the classifier per pixel (docs/method.md#cam-head)."""
         return F.relu(F.conv2d(self.features(x), self.classifier.weight))
 
     def cam(self, x: torch.Tensor) -> torch.Tensor:
@@ -237,7 +237,7 @@ class VWLNet(CAMNet):
     @torch.no_grad()
     def update_memory_bank(self, features: torch.Tensor, hard_words: torch.Tensor,
                            generator: torch.Generator | None = None) -> None:
-        """VWL-M codebook step, after the forward and before backward (§3.6).
+        """VWL-M codebook step, after the forward and before backward (docs/method.md#vwl-m).
 
         The first call replaces the codebook by K pixel features sampled from this batch (the reference's
         update-then-overwrite); later calls apply :func:`memory_bank_update` with the hard word map of the forward."""

@@ -1,4 +1,4 @@
-"""Multi-scale + flip CAM inference and CAM post-processing (SPEC §4, §5.1).
+"""Multi-scale + flip CAM inference and CAM post-processing (docs/method.md#cam-inference).
 
 For an image of size H×W and each scale s the image is resized to (round(H·s), round(W·s)), stacked with its
 horizontal flip and passed through a CAM function (a batch B×3×h×w → B×C×h'×w' callable, e.g.

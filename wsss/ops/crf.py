@@ -1,4 +1,4 @@
-"""Fully connected CRF (pydensecrf) and IRN's confident-region labels from CAMs (SPEC §6.1).
+"""Fully connected CRF (pydensecrf) and IRN's confident-region labels from CAMs (docs/method.md#ir-labels).
 
 Two unaries are offered:
 

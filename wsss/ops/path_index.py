@@ -1,4 +1,4 @@
-"""Pixel-pair geometry of IRNet (SPEC §6.2): search offsets, the path between two pixels, boundary → affinity.
+"""Pixel-pair geometry of IRNet (docs/method.md#irnet-training): offsets, the path between pixels, boundary → affinity.
 
 Conventions (IRN's ``PathIndex``; all coordinates are (row, col) = (y, x), rows grow downwards):
 

@@ -1,4 +1,4 @@
-"""IRN's random walk on boundary-derived affinities (SPEC §6.3), as a sparse neighbourhood operator.
+"""IRN's random walk on boundary-derived affinities (docs/method.md#random-walk), as a sparse neighbourhood operator.
 
 IRN builds a dense (hw)×(hw) affinity matrix A over the stride-4 pixels of one image: A_ii = 1; for every pair (i, j)
 whose offset is in the radius-r half-disc (either direction), A_ij = A_ji = 1 − max B over the path; all other
