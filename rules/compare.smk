@@ -75,6 +75,11 @@ def compare_inputs(wildcards):
     return files
 
 
+def compare_cfg(name):
+    """The compare stage's --params: a document of its own (the summary splits, the comparison's name and runs)."""
+    return as_json({**SUMMARY, "name": name, "runs": compare_runs(config, name)})
+
+
 rule compare:
     input:
         compare_inputs,
@@ -83,7 +88,7 @@ rule compare:
         figure=report("results/compare/{name}.png", caption="../report/compare.rst", category="comparisons"),
         records="results/compare/{name}.json",
     params:
-        cfg=lambda w: as_json({**SUMMARY, "name": w.name, "runs": compare_runs(config, w.name)}),
+        cfg=lambda w: compare_cfg(w.name),
     log:
         "logs/compare_{name}.log",
     benchmark:
