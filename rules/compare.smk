@@ -1,9 +1,11 @@
 # The comparison target: results/compare/{name}.md builds every run of config compare.{name} (methods x datasets x
-# seeds, wsss/compare.py) through CAM -> IRN -> DeepLab -> CRF and tabulates them. The gate verdicts are checkpoints:
-# a run stopped by a gate shows as stopped in the table instead of failing the whole target.
+# seeds, wsss/compare.py) through CAM -> IRN -> DeepLab -> CRF and tabulates them. Each run's gate verdicts are written
+# whether they pass or not (cls_verdict, seg_verdict), and two checkpoints per comparison gather them over all runs
+# at once (so every run trains in parallel): a run stopped by a gate shows as stopped in the table instead of
+# failing the whole target.
 
 
-checkpoint cls_verdict:
+rule cls_verdict:
     input:
         heldout="results/{run}/cls/heldout.json",
     output:
@@ -25,7 +27,7 @@ checkpoint cls_verdict:
         f"{stage('cls_gate')} --params {{params.cfg:q}} --heldout {{input.heldout:q}} --verdict {{output:q}} > {{log:q}} 2>&1"
 
 
-checkpoint seg_verdict:
+rule seg_verdict:
     input:
         run_dataset,
         labels=seg_train_labels,
@@ -54,24 +56,81 @@ checkpoint seg_verdict:
         " --verdict {output:q} > {log:q} 2>&1"
 
 
+def compare_cls_verdicts(wildcards):
+    return [f"results/{item['run']}/cls/verdict.json" for item in compare_runs(config, wildcards.name)]
+
+
+def _passed(path):
+    with open(path) as fh:
+        return json.load(fh)["passed"]
+
+
+def compare_passed_cls(name):
+    """The comparison's runs whose cls gate passed (after checkpoint compare_cls_gates)."""
+    checkpoints.compare_cls_gates.get(name=name)
+    return [item["run"] for item in compare_runs(config, name) if _passed(f"results/{item['run']}/cls/verdict.json")]
+
+
+def compare_seg_verdicts(wildcards):
+    return [f"results/{run}/deeplab/verdict.json" for run in compare_passed_cls(wildcards.name)]
+
+
+checkpoint compare_cls_gates:
+    input:
+        compare_cls_verdicts,
+    output:
+        "results/compare/{name}/cls_gates.json",
+    log:
+        "logs/compare_{name}/cls_gates.log",
+    benchmark:
+        "benchmarks/compare_{name}/cls_gates.tsv"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+        gpu=0,
+    conda:
+        "../envs/wsss.yaml"
+    shell:
+        f"{stage('compare')} --gather {{input:q}} --out {{output:q}} > {{log:q}} 2>&1"
+
+
+checkpoint compare_seg_gates:
+    input:
+        compare_seg_verdicts,
+    output:
+        "results/compare/{name}/seg_gates.json",
+    log:
+        "logs/compare_{name}/seg_gates.log",
+    benchmark:
+        "benchmarks/compare_{name}/seg_gates.tsv"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+        gpu=0,
+    conda:
+        "../envs/wsss.yaml"
+    shell:
+        f"{stage('compare')} --gather {{input:q}} --out {{output:q}} > {{log:q}} 2>&1"
+
+
 def compare_inputs(wildcards):
     """Per run of the comparison: its held-out report and cls verdict; past a passed cls gate its CAM and pseudo
     metrics and sweeps and the seg verdict; past a passed seg gate its DeepLab metrics."""
     if wildcards.name not in config.get("compare", {}):
         raise WorkflowError(f"config.yaml: compare.{wildcards.name}: no such comparison")
-    files = []
-    for item in compare_runs(config, wildcards.name):
-        res = f"results/{item['run']}"
-        verdict = checkpoints.cls_verdict.get(run=item["run"]).output[0]
-        files += [f"{res}/cls/heldout.json", verdict]
-        if not json.load(open(verdict))["passed"]:
-            continue
-        files += [f"{res}/cam_{SUMMARY['cam_split']}_{k}.json" for k in ("metrics", "sweep")]
-        files += [f"{res}/pseudo_{SUMMARY['pseudo_split']}_{k}.json" for k in ("metrics", "sweep")]
-        verdict = checkpoints.seg_verdict.get(run=item["run"]).output[0]
-        files.append(verdict)
-        if json.load(open(verdict))["passed"]:
-            files.append(f"{res}/deeplab_{SUMMARY['seg_split']}_metrics.json")
+    files = [f"results/{item['run']}/cls/heldout.json" for item in compare_runs(config, wildcards.name)]
+    files += compare_cls_verdicts(wildcards)
+    passed = compare_passed_cls(wildcards.name)
+    for run in passed:
+        files += [f"results/{run}/cam_{SUMMARY['cam_split']}_{k}.json" for k in ("metrics", "sweep")]
+        files += [f"results/{run}/pseudo_{SUMMARY['pseudo_split']}_{k}.json" for k in ("metrics", "sweep")]
+    checkpoints.compare_seg_gates.get(name=wildcards.name)
+    for run in passed:
+        files.append(f"results/{run}/deeplab/verdict.json")
+        if _passed(f"results/{run}/deeplab/verdict.json"):
+            files.append(f"results/{run}/deeplab_{SUMMARY['seg_split']}_metrics.json")
     return files
 
 

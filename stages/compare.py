@@ -2,18 +2,31 @@
 """One table and one figure of a comparison (config compare.<name>: methods x datasets x seeds, wsss/compare.py):
 mIoU per stage at the calibrated thresholds, oracle peaks, held-out F1, gate verdicts, wall time per stage."""
 
+import json
 import logging
 import sys
 from pathlib import Path
 
 from wsss.cli import run_stage, stage_parser
 from wsss.compare import compare_table, read_run, results_json, save_compare_figure
+from wsss.errors import InputError
 from wsss.io import write_json, write_text
 
 log = logging.getLogger("wsss")
 
 
 def main(args, params):
+    if args.gather is not None:  # checkpoints compare_cls_gates / compare_seg_gates: every run's verdict in one file
+        verdicts = {}
+        for path in args.gather:
+            try:
+                with open(path) as fh:
+                    verdicts[path] = bool(json.load(fh)["passed"])
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                raise InputError(path, f"not a gate verdict ({type(err).__name__}: {err})") from None
+        write_json(args.out, verdicts)
+        log.info("%d of %d runs passed", sum(verdicts.values()), len(verdicts))
+        return
     root = Path(args.root)
     results = [read_run(root, item, params) for item in params["runs"]]
     for r in results:
@@ -28,7 +41,9 @@ def main(args, params):
 if __name__ == "__main__":
     parser = stage_parser(__doc__)
     parser.add_argument("--root", default=".", help="the working directory (results/, benchmarks/)")
-    parser.add_argument("--table", required=True, help="results/compare/<name>.md")
-    parser.add_argument("--figure", required=True, help="results/compare/<name>.png")
-    parser.add_argument("--records", required=True, help="results/compare/<name>.json: every run's numbers")
+    parser.add_argument("--table", help="results/compare/<name>.md")
+    parser.add_argument("--figure", help="results/compare/<name>.png")
+    parser.add_argument("--records", help="results/compare/<name>.json: every run's numbers")
+    parser.add_argument("--gather", nargs="*", default=None, help="gate verdict files to gather into --out")
+    parser.add_argument("--out", help="with --gather: results/compare/<name>/{cls,seg}_gates.json")
     sys.exit(run_stage(main, parser))
