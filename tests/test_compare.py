@@ -113,3 +113,26 @@ def test_table_mean_and_sample_std_over_seeds() -> None:
 def test_schema_rejects_a_bad_compare_entry() -> None:
     with pytest.raises(InputError, match="compare.t"):
         validate_config(yaml.safe_load("runs: {a: {dataset: synth}}\ncompare: {t: {seeds: [0]}}"), SCHEMA)
+
+
+@pytest.mark.slow
+def test_a_run_stopped_by_a_gate_shows_in_the_table_and_the_target_completes(tmp_path: Path) -> None:
+    """The tiny config, methods cam and recam, one seed, with gates.min_cls_f1 above what a classifier trained for
+    a few steps reaches: both runs stop at the cls gate, and results/compare/t.md still gets written, showing them
+    as stopped (no DeepLab is trained). Planted bug: compare_inputs asking for a stopped run's CAM metrics fails
+    the target (infer_cam waits on the failing cls_gate)."""
+    from helpers import snakemake, tiny_config, write_config
+
+    config = tiny_config("cam")
+    config["runs"]["tiny"]["cls"].update(epochs=0.3, recam_epochs=0.3)
+    config["gates"]["min_cls_f1"] = 1.0
+    config["compare"] = {"t": {"runs": ["tiny"], "methods": ["cam", "recam"], "seeds": [0]}}
+    write_config(tmp_path, config)
+    proc = snakemake(tmp_path, "results/compare/t.md", timeout=1500)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = (tmp_path / "results" / "compare" / "t.md").read_text()
+    records = json.loads((tmp_path / "results" / "compare" / "t.json").read_text())
+    assert [r["run"] for r in records] == ["tiny-cam_s0", "tiny-recam_s0"]
+    assert all(r["stopped"] and r["cls_gate"] == "stopped" and r["metrics"] == {} for r in records)
+    assert "s0 stopped at cls gate" in text and (tmp_path / "results" / "compare" / "t.png").stat().st_size > 0
+    assert not (tmp_path / "results" / "tiny-cam_s0" / "deeplab").exists()
