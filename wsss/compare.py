@@ -121,7 +121,7 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
 def stage_times(bench_dir: Path) -> dict[str, float]:
     """Seconds of job wall time per coarse stage (:data:`STAGE_RULES`), summed over a run's benchmark files (every
     shard and split: the jobs' time, not the elapsed time of a parallel run). Files of other rules are ignored."""
-    times = {stage: 0.0 for stage in STAGE_RULES}
+    times = dict.fromkeys(STAGE_RULES, 0.0)
     if not bench_dir.is_dir():
         return times
     for path in sorted(bench_dir.rglob("*.tsv")):

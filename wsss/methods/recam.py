@@ -107,7 +107,8 @@ def network_class() -> type:
 def reactivation_objective(device: torch.device, loss_weight: float) -> Objective:
     """The re-activation phase's loss: multi-label soft margin + ``loss_weight``·SCE (per-image means, so a
     micro-batch's share is its image fraction)."""
-    return _objective_class()(device, loss_weight)
+    objective: Objective = _objective_class()(device, loss_weight)
+    return objective
 
 
 @functools.cache
@@ -123,7 +124,7 @@ def _objective_class() -> type:
                  micro: MicroBatch) -> tuple[torch.Tensor, dict[str, float]]:
             import torch.nn.functional as F
 
-            net = distributed.unwrap(model)
+            net: Any = distributed.unwrap(model)
             net.reactivate = True
             images = batch["image"].to(self.device, non_blocking=True)
             labels = batch["labels"].to(self.device, non_blocking=True)
@@ -153,7 +154,7 @@ class ReCAM(Method):
         cam = TrainingPhase("cam", first.epochs, first.lr, first.groups, first.objective)
         lr, mult, weight = cls["recam_lr"], cls["recam_lr_mult_backbone"], cls["recam_loss_weight"]
 
-        def groups(model: nn.Module) -> list[dict[str, Any]]:
+        def groups(model: Any) -> list[dict[str, Any]]:
             predictor = list(model.predictor.parameters())
             ids = {id(p) for p in predictor}
             rest = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
@@ -165,6 +166,7 @@ class ReCAM(Method):
     def cams_and_scores(self, model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         import torch
 
-        feat = model.features(images)
-        scores = torch.sigmoid(model.logits(feat).float())
-        return reactivated_cams(feat, model.classifier.weight, model.predictor.weight), scores
+        net: Any = model
+        feat = net.features(images)
+        scores = torch.sigmoid(net.logits(feat).float())
+        return reactivated_cams(feat, net.classifier.weight, net.predictor.weight), scores

@@ -84,7 +84,7 @@ class Method:
         from wsss.classify import optimizer_groups
 
         mult = cls["lr_mult_new"]
-        return (TrainingPhase("cls", cls["epochs"], cls["lr"], lambda model: optimizer_groups(model, mult),
+        return (TrainingPhase("cls", cls["epochs"], cls["lr"], lambda model: optimizer_groups(cast("CAMNet", model), mult),
                               self.objective),)
 
     def cams_and_scores(self, model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
