@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wsss.classify import CamRecord, save_cam
+from wsss.artifacts.cam import CamRecord, save_cam
 from wsss.io import write_jpeg
 from wsss.irn import write_ir_labels
 from wsss.ops.cam import stride4_size

@@ -167,23 +167,21 @@ def main() -> None:
             subprocess.run([sys.executable, __file__, "--write-models", str(tmp)], check=True)
         models = {name: tmp / f"{name}.pt" for name in ("cls", "irn", "seg")}
         common = ["--dataset", str(data), "--split", "val", "--shard", "0", "--shards", "1"]
-        irn_keys = ["conf_fg", "conf_bg", "crf_gt_prob", "crf_iters", "crf_pos", "crf_bi"]
-        pseudo_keys = ["backbone", "pretrained", "rw_radius", "beta", "exp_times", "bg_threshold", "boundary_canvas"]
-        seg_keys = ["backbone", "norm", "style", "aspp_rates", "msc_scales", "test_scales", "test_flip"]
-        cam = {k: cfg["cam"][k] for k in ("scales", "fusion", "batch_scales", "high_res") if k in cfg["cam"]}
+        from wsss.stage_config import STAGES  # each stage's --params: the keys of its typed view
+
+        def params(stage: str, source: dict) -> str:
+            return json.dumps(STAGES[stage].pick(source))
+
         steps = [
-            ("infer_cam", 1, [*common, "--params", json.dumps({"cls": cfg["cls"], "cam": cam}), "--method",
+            ("infer_cam", 1, [*common, "--params", params("infer_cam", cfg), "--method",
                               cfg["method"], "--model", str(models["cls"]), "--device", "cpu", "--out",
                               str(tmp / "cam")]),
-            ("cam_to_ir_label", 1, [*common, "--params", json.dumps(
-                {"irn": {k: cfg["irn"][k] for k in irn_keys}, "cls_backbone": cfg["cls"]["backbone"]}),
+            ("cam_to_ir_label", 1, [*common, "--params", params("cam_to_ir_label", cfg),
                 "--cams", str(tmp / "cam"), "--threads", "1", "--out", str(tmp / "ir_label")]),
-            ("make_pseudo", 1, [*common, "--params", json.dumps(
-                {"irn": {k: cfg["irn"][k] for k in pseudo_keys if k in cfg["irn"]},
-                 "cls_backbone": cfg["cls"]["backbone"]}),
+            ("make_pseudo", 1, [*common, "--params", params("make_pseudo", cfg),
                 "--cams", str(tmp / "cam"), "--model", str(models["irn"]), "--device", "cpu", "--out",
                 str(tmp / "pseudo")]),
-            ("infer_seg", 1, [*common, "--params", json.dumps({k: cfg["seg"][k] for k in seg_keys if k in cfg["seg"]}),
+            ("infer_seg", 1, [*common, "--params", params("infer_seg", cfg["seg"]),
                               "--model", str(models["seg"]), "--device", "cpu", "--out", str(tmp / "seg")]),
             # all 21 labels (label_eps 0): the worst case; random-weight logits would leave one or two labels
             ("crf", 1, [*common, "--params", json.dumps({"crf": dict(cfg["seg"]["crf"], label_eps=0.0)}),

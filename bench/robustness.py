@@ -52,6 +52,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "texture1.5": {"texture_scale": 1.5},
     "objects3": {"max_objects": 3},
     "nonconvex": {"classes": ["star_dots", "ring_diagonal", "cross_solid", "crescent_hatch"]},
+    # label bias (README "Gates"): must stop at cls_gate or cam_gate, naming the classes
+    "frequent": {"frequent_class": "circle_rings"},
+    "paired": {"paired_classes": ["circle_rings", "square_checker"]},
 }
 AUTO = {"cls": {"epochs": "auto"}, "cam": {"bg_score": "auto"},
         "irn": {"conf_fg": "auto", "conf_bg": "auto", "bg_threshold": "auto"}}
@@ -93,8 +96,9 @@ def _json(path: Path) -> dict[str, Any] | None:
 
 
 def _gate_message(workdir: Path, run: str) -> str | None:
-    """The one-line message of a gate that stopped the run (cls_gate after the classifier, seg_gate after DeepLab)."""
-    for name in ("cls_gate", "seg_gate"):
+    """The one-line message of a gate that stopped the run (cls_gate after the classifier, cam_gate after the CAMs,
+    seg_gate after DeepLab)."""
+    for name in ("cls_gate", "cam_gate", "seg_gate"):
         log = workdir / "logs" / run / f"{name}.log"
         lines = [line for line in log.read_text().splitlines() if line.startswith("error:")] if log.exists() else []
         if lines:

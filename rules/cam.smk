@@ -150,3 +150,35 @@ rule calibrate:
         f"OMP_NUM_THREADS={{threads}} {gpu_stage('calibrate')} --params {{params.cfg:q}} --dataset {{params.dataset:q}}"
         " --split {params.split:q} --cams {input.cams:q} --method {params.method:q} --model {input.model:q}"
         " --device {params.device:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule cam_gate:
+    input:
+        run_dataset,
+        model="results/{run}/cls/model.pt",
+        cams=lambda w: cam_shards(w.run, run_cfg(w.run)["cls"]["train_split"]),
+        calibration=lambda w: calibration_input(w.run, "cam.bg_score"),
+    output:
+        "results/{run}/cam/gate.json",
+    params:
+        cfg=lambda w: stage_cfg("cam_gate", w.run),
+        method=lambda w: run_cfg(w.run)["method"],
+        dataset=lambda w: dataset_root(w.run),
+        split=lambda w: run_cfg(w.run)["cls"]["train_split"],
+        device=config["device"],
+    log:
+        "logs/{run}/cam_gate.log",
+    benchmark:
+        "benchmarks/{run}/cam_gate.tsv"
+    priority: 10  # IRNet's labels wait for it
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=lambda w: gpus(w.run, "cls"),
+    conda:
+        "../envs/wsss.yaml"
+    shell:
+        f"OMP_NUM_THREADS={{threads}} {gpu_stage('cam_gate')} --params {{params.cfg:q}} --dataset {{params.dataset:q}}"
+        " --split {params.split:q} --cams {input.cams:q} --method {params.method:q} --model {input.model:q}"
+        " --calibration {input.calibration:q} --device {params.device:q} --out {output:q} > {log:q} 2>&1"

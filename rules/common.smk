@@ -261,6 +261,8 @@ def report_inputs(wildcards):
         "pseudo_sweep": [f"results/{run}/pseudo_{pseudo_split}_sweep.png"] if pseudo else [],
         # not drawn: makes a run's report (the default target) run check_pseudo, whose warnings are in its log
         "coverage": [f"results/{run}/pseudo_{run_cfg(run)['seg']['train_split']}_coverage.json"] if pseudo else [],
+        # not read: puts the dataset report (its figure) into the run's HTML report
+        "dataset_report": f"results/{run}/dataset_report.png",
     }
 
 

@@ -45,3 +45,37 @@ localrules:
 use rule prepare_dataset as prepare_dataset_local with:
     wildcard_constraints:
         dataset=datasets_where(local=True),
+
+
+# Before anything trains: what the run's labels can teach (README "Gates"); feeds the HTML report.
+rule dataset_report:
+    input:
+        run_dataset,
+    output:
+        json="results/{run}/dataset_report.json",
+        md="results/{run}/dataset_report.md",
+        html="results/{run}/dataset_report.html",
+        png=report(
+            "results/{run}/dataset_report.png",
+            caption="../report/dataset_report.rst",
+            category="{run}",
+            subcategory="data",
+        ),
+    params:
+        cfg=lambda w: as_json({"run": w.run}),
+        dataset=lambda w: dataset_root(w.run),
+        split=lambda w: run_cfg(w.run)["cls"]["train_split"],
+    log:
+        "logs/{run}/dataset_report.log",
+    benchmark:
+        "benchmarks/{run}/dataset_report.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+        gpu=0,
+    conda:
+        "../envs/wsss.yaml"
+    shell:
+        f"{stage('dataset_report')} --params {{params.cfg:q}} --dataset {{params.dataset:q}} --split {{params.split:q}}"
+        " --json {output.json:q} --md {output.md:q} --html {output.html:q} --png {output.png:q} > {log:q} 2>&1"

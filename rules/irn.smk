@@ -7,6 +7,7 @@ rule cam_to_ir_label:
         run_dataset,
         cams=lambda w: f"results/{w.run}/cam/{run_cfg(w.run)['irn']['train_split']}/shard_{w.shard}",
         calibration=lambda w: calibration_input(w.run, "irn.conf_fg", "irn.conf_bg"),
+        gate="results/{run}/cam/gate.json",  # the DAG stops at cam_gate when the CAMs do not localise
     output:
         directory("results/{run}/ir_label/shard_{shard}"),
     params:

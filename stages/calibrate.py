@@ -19,7 +19,8 @@ from wsss.calibrate import (
     ir_label_bracket,
     log_rows,
 )
-from wsss.classify import index_cam_dirs, load_cam, load_classifier
+from wsss.artifacts.cam import index_cam_dirs, load_cam
+from wsss.classify import load_classifier
 from wsss.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.transforms import normalize, to_chw

@@ -5,7 +5,7 @@ import logging
 import sys
 
 from wsss.calibrate import resolve_auto
-from wsss.classify import index_cam_dirs
+from wsss.artifacts.cam import index_cam_dirs
 from wsss.cli import run_stage, shard_ids, shard_stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.io import atomic_dir

@@ -5,7 +5,7 @@ labels cover; a large disagreement is a warning (this log, the JSON, results/sum
 import logging
 import sys
 
-from wsss.classify import index_cam_dirs
+from wsss.artifacts.cam import index_cam_dirs
 from wsss.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.irn_data import index_label_dirs

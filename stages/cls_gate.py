@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""The gate after train_cls: stop the DAG with one line when the classifier's held-out micro-F1 (cls/heldout.json)
-is below gates.min_cls_f1; gates.enabled false lets it pass with a warning."""
+"""The gate after train_cls: stop the DAG with one line when the classifier does not beat its label prior on the
+held-out images (cls/heldout.json: predicting every class, constant scores, per class; gates.min_prior_gain) or its
+micro-F1 is below gates.min_cls_f1; gates.enabled false lets it pass with a warning."""
 
 import json
 import logging
@@ -26,7 +27,8 @@ def main(args, params):
         raise InputError(args.heldout, "held-out report is missing") from None
     except ValueError as err:
         raise InputError(args.heldout, f"not a held-out report ({err})") from None
-    passed, message = cls_gate(report, bool(params["enabled"]), float(params["min_cls_f1"]))
+    passed, message = cls_gate(report, bool(params["enabled"]), float(params["min_cls_f1"]),
+                               params["min_prior_gain"], int(params["min_class_images"]))
     if args.verdict:
         (log.info if passed else log.warning)(message)
         write_json(args.verdict, {"passed": passed, "enabled": bool(params["enabled"]),
@@ -36,7 +38,9 @@ def main(args, params):
         raise InputError(args.heldout, message)
     (log.info if message.startswith("cls gate passed") else log.warning)(message)
     write_json(args.out, {"passed": True, "enabled": bool(params["enabled"]), "min_cls_f1": params["min_cls_f1"],
-                          "f1": report.get("f1"), "message": message})
+                          "min_prior_gain": params["min_prior_gain"], "f1": report.get("f1"), "map": report.get("map"),
+                          "baseline_f1": report.get("baseline_f1"),
+                          "prior_map": (report.get("prior") or {}).get("prior_map"), "message": message})
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from wsss.classify import CamRecord, load_classifier, save_cam
+from wsss.artifacts.cam import CamRecord, save_cam
+from wsss.classify import load_classifier
 from wsss.cli import run_stage, shard_ids, shard_stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.transforms import normalize, to_chw

@@ -78,10 +78,16 @@ def main(args, params):
                 if env.rank == 0:
                     write_text(stamp, fingerprint)
         if env.rank == 0:
+            prior = None
+            if evaluator:  # the kept weights (model.pt) against the label prior, per class (rule cls_gate)
+                if tracker.best_state:
+                    model.load_state_dict(tracker.best_state)
+                prior = evaluator.class_report(model, data.classes[1:])
             report, line, warn = training_report(tracker, result, auto=auto, held_images=len(held_ids),
                                                  train_images=len(train_ids), min_delta=params["min_delta"],
                                                  patience=params["patience"],
-                                                 baseline_f1=evaluator.baseline_f1() if evaluator else None)
+                                                 baseline_f1=evaluator.baseline_f1() if evaluator else None,
+                                                 prior=prior)
             (log.warning if warn else log.info)(line)
             write_json(out / "heldout.json", report)
 

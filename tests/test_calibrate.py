@@ -233,3 +233,51 @@ def test_auto_ir_thresholds_and_walk_threshold(tiny_dag: Path, tmp_path: Path) -
     assert sweep["bg_threshold"] == walk["bg_threshold"] and sweep["bg_threshold_source"] == "calibrated (auto)"
     miou = float((work / "results/tiny/pseudo_val_miou.txt").read_text())
     assert 100 * sweep["miou"] == pytest.approx(miou, abs=0.006)
+
+
+def test_localisation_evidence_prefers_a_cam_on_the_object_and_names_overlapping_classes() -> None:
+    """A score function that sees class 0 only through the object's pixels: a CAM on the object beats the
+    centred region of the same area (the object is off-centre) and the uniform map; a CAM on the centre shows no
+    evidence; two classes with the same region overlap at IoU 1 (planted bugs caught: the centre region taken at
+    another area than the CAM's, or the overlap computed over the union of all classes)."""
+    from wsss.calibrate import LocalisationEvidence, add_localisation, centre_order
+
+    order = centre_order(4, 6)
+    assert set(order[:4].tolist()) == {8, 9, 14, 15} and set(order[-4:].tolist()) == {0, 5, 18, 23}
+    h, w = 40, 40
+    image = torch.zeros(3, h, w)
+    image[:, 2:10, 2:10] = 1.0  # the object, in a corner
+
+    def score_fn(batch):  # class 0: the share of the object kept; class 1: constant 0.9 (learned nothing)
+        kept = batch[:, 0, 2:10, 2:10].mean(dim=(1, 2))
+        return torch.stack([kept, torch.full_like(kept, 0.9)], dim=1)
+
+    on_object = np.zeros((2, h, w), np.float32)
+    on_object[0, 2:10, 2:10] = 1.0
+    on_object[1, 2:10, 2:10] = 1.0
+    evidence = LocalisationEvidence.zeros(0.5)
+    for _ in range(3):
+        add_localisation(evidence, score_fn, image, on_object, [0, 1])
+    summary = evidence.summary(["obj", "flat"])
+    obj, flat = summary["classes"]["obj"], summary["classes"]["flat"]
+    assert obj["pairs"] == 3 and abs(obj["area"] - 64 / 1600) < 1e-9 and obj["keep"] == 1.0
+    assert obj["centre"] == 0.0 and obj["blank"] == 0.0 and obj["full"] == 1.0
+    assert abs(obj["evidence"] - (1.0 - 64 / 1600)) < 1e-6  # vs the uniform map's best (full - 1 = 0, blank 0)
+    assert abs(flat["evidence"] - (0.9 - 64 / 1600 - 0.9)) < 1e-6  # the blank image keeps 0.9: no evidence
+    assert summary["pairs"]["obj|flat"] == {"images": 3, "iou": 1.0}
+    centred = np.zeros((1, h, w), np.float32)
+    centred[0, 16:24, 16:24] = 1.0
+    evidence = LocalisationEvidence.zeros(0.5)
+    add_localisation(evidence, score_fn, image, centred, [0])
+    assert evidence.summary(["obj", "flat"])["classes"]["obj"]["evidence"] < 0  # keep 0 - area vs blank 0
+    image = torch.zeros(3, h, w)
+    image[:, 16:24, 16:24] = 1.0  # the object in the centre: the centre map finds it as well as the CAM
+
+    def centre_fn(batch):
+        kept = batch[:, 0, 16:24, 16:24].mean(dim=(1, 2))
+        return torch.stack([kept, kept], dim=1)
+
+    evidence = LocalisationEvidence.zeros(0.5)
+    add_localisation(evidence, centre_fn, image, centred, [0])
+    row = evidence.summary(["obj", "flat"])["classes"]["obj"]
+    assert row["keep"] == 1.0 and row["centre"] > 0.9 and abs(row["evidence"]) < 0.07  # a disc in a square

@@ -9,8 +9,8 @@ import pytest
 import torch
 from helpers import schema_section
 
-from wsss.classify import (CamRecord, build_classifier, cam_and_scores, image_scores, index_cam_dirs, load_cam,
-                           save_cam, training_step)
+from wsss.artifacts.cam import CamRecord, index_cam_dirs, load_cam, save_cam
+from wsss.classify import build_classifier, cam_and_scores, image_scores, training_step
 from wsss.errors import InputError
 from wsss.evaluate import labels_at_thresholds
 from wsss.methods import get_method

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from helpers import REPO, TINY_CLS
-from wsss.classify import build_classifier, load_cam
+from wsss.artifacts.cam import load_cam
+from wsss.classify import build_classifier
 from wsss.config import load_schema, run_config, validate_config
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.transforms import normalize, to_chw

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from wsss.gates import seg_gate
+from wsss.gates import cam_gate, cls_gate, seg_gate
 
 
 def test_seg_gate_message_names_the_measure_the_threshold_and_what_to_do() -> None:
@@ -19,3 +19,72 @@ def test_seg_gate_message_names_the_measure_the_threshold_and_what_to_do() -> No
     problem = line.removesuffix("; gates.enabled: false runs on anyway")
     assert seg_gate(0.55, iou, names, 64, False, 0.7) == (True, f"gates.enabled is false, running on: {problem}")
     assert seg_gate(0.7, [0.7], ["background"], 64, True, 0.7)[0] is True
+
+
+def _heldout(f1, every, mAP, classes):
+    """A cls/heldout.json report; ``classes``: name -> (positives, negatives, ap)."""
+    n = 63
+    rows = {name: {"positives": p, "negatives": q, "prevalence": p / (p + q), "ap": ap, "f1": None, "prior_f1": None}
+            for name, (p, q, ap) in classes.items()}
+    prior_map = sum(r["prevalence"] for r in rows.values()) / len(rows)
+    return {"held_out_images": n, "f1": f1, "baseline_f1": every, "map": mAP,
+            "prior": {"prior_map": prior_map, "map": mAP, "classes": rows}}
+
+
+def test_cls_gate_stops_a_classifier_worse_than_predicting_every_class() -> None:
+    """The issue's street photos: F1 0.855 passed min_cls_f1 0.6 though predicting every class scores 0.861
+    (planted bug: comparing with min_cls_f1 alone lets it through)."""
+    report = _heldout(0.855, 0.861, 0.93, {"car": (60, 3, 0.96), "pole": (59, 4, 0.94), "sign": (55, 8, 0.88)})
+    ok, line = cls_gate(report, True, 0.6, 0.25, 3)
+    assert not ok
+    for words in ("no better than its label prior", "predicting every class", "micro-F1 0.855", "0.861",
+                  "gates.min_prior_gain 0.25", "cls.pretrained", "gates.enabled: false"):
+        assert words in line, words
+    problem = line.removesuffix("; gates.enabled: false runs on anyway")
+    assert cls_gate(report, False, 0.6, 0.25, 3) == (True, f"gates.enabled is false, running on: {problem}")
+
+
+def test_cls_gate_names_the_class_it_cannot_tell_from_its_prior() -> None:
+    """Overall well above the prior, one class at its prevalence: the gate stops and names it (planted bug: only
+    the overall scores judged)."""
+    good = {"a": (20, 43, 0.99), "b": (25, 38, 0.98), "c": (22, 41, 0.97)}
+    ok, line = cls_gate(_heldout(0.9, 0.5, 0.98, good), True, 0.6, 0.25, 3)
+    assert ok and line.startswith("cls gate passed") and "constant scores" in line and "predicting every" in line
+    weak = {**good, "d": (21, 42, 0.36)}  # AP 0.36 vs prevalence 0.333: 4 % of the gap
+    ok, line = cls_gate(_heldout(0.9, 0.5, 0.8, weak), True, 0.6, 0.25, 3)
+    assert not ok and "cannot tell classes d (AP 0.360 vs its prevalence 0.333" in line, line
+    assert "a (AP" not in line
+
+
+def test_cls_gate_names_a_class_too_frequent_to_measure() -> None:
+    """A class in all but 1 held-out image cannot be compared with its prior: named, with what helps."""
+    classes = {"a": (62, 1, 1.0), "b": (20, 43, 0.98)}
+    ok, line = cls_gate(_heldout(0.95, 0.7, 0.99, classes), True, 0.6, 0.25, 3)
+    assert ok and "not measurable against their prior" in line and "a (62 of 63 held-out images have it)" in line
+    assert "b (" not in line
+
+
+def _cam_summary(evidence, iou):
+    classes = {name: {"pairs": 30, "keep": 0.9, "centre": 0.5, "blank": 0.1, "full": 0.95, "area": 0.2,
+                      "objective": 0.7, "centre_objective": 0.7 - e, "uniform_objective": 0.1, "evidence": e,
+                      "evidence_se": 0.02} for name, e in evidence.items()}
+    return {"bg_score": 0.5, "classes": classes, "pairs": {k: {"images": 12, "iou": v} for k, v in iou.items()}}
+
+
+STATS = {"classes": ["a", "b", "c"], "prevalence": [0.98, 0.3, 0.3],
+         "jaccard": [[1.0, 0.3, 0.3], [0.3, 1.0, 0.97], [0.3, 0.97, 1.0]]}
+
+
+def test_cam_gate_names_classes_without_evidence_and_classes_it_cannot_tell_apart() -> None:
+    """Planted bugs: a gate blind to the per-class evidence or to the overlap of two classes' CAMs passes these."""
+    ok, line = cam_gate(_cam_summary({"a": 0.5, "b": 0.4, "c": 0.45}, {"b|c": 0.2}), STATS, True, 0.1, 0.5, 5)
+    assert ok and line.startswith("cam gate passed") and "centred region of the same area" in line
+    ok, line = cam_gate(_cam_summary({"a": 0.02, "b": 0.4, "c": 0.45}, {"b|c": 0.2}), STATS, True, 0.1, 0.5, 5)
+    assert not ok
+    for words in ("CAMs without localisation evidence for a (present in 98 % of the images", "uniform map",
+                  "remove or merge a, or add images without it", "cls.pretrained", "gates.min_cam_evidence 0.1"):
+        assert words in line, words
+    ok, line = cam_gate(_cam_summary({"a": 0.5, "b": 0.4, "c": 0.45}, {"b|c": 0.8}), STATS, True, 0.1, 0.5, 5)
+    assert not ok and "cannot tell b and c" in line and "97 % of the images with either" in line
+    assert "add images with only one of b, c, or merge them" in line
+    assert cam_gate(_cam_summary({"a": 0.02}, {}), STATS, False, 0.1, 0.5, 5)[0] is True

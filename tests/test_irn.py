@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from wsss.classify import CamRecord, save_cam
+from wsss.artifacts.cam import CamRecord, save_cam
 from wsss.data.dataset import VOCLayoutDataset, format_labels_tsv
 from wsss.data.irn_data import AffinityTrainSet, index_label_dirs
 from wsss.errors import InputError

@@ -54,7 +54,7 @@ def test_stages_take_the_method_choices_from_the_registry() -> None:
             raise AssertionError(f"{path.name} defines --method itself; use wsss.methods.method_argument")
         if "method_argument(parser)" in text:
             users.append(path.stem)
-    assert users == ["calibrate", "calibrate_pseudo", "infer_cam", "train_cls"]
+    assert users == ["calibrate", "calibrate_pseudo", "cam_gate", "infer_cam", "train_cls"]
     pattern = re.compile(r"""["'](vwl_l|vwl_m)["']""")
     for path in [*REPO.glob("rules/*.smk"), *REPO.glob("wsss/*.py"), *REPO.glob("stages/*.py")]:
         assert not pattern.search(path.read_text()), f"{path.relative_to(REPO)} names a method"

@@ -221,7 +221,7 @@ def test_panel_rows_hand_worked(tiny_voc: Path, tmp_path: Path) -> None:
     """The three panel builders on hand-made artifacts of the 12×16 tiny VOC: known colours pixel by pixel."""
     import torch
 
-    from wsss.classify import CamRecord, save_cam
+    from wsss.artifacts.cam import CamRecord, save_cam
     from wsss.data.dataset import VOCLayoutDataset
     from wsss.io import write_label_png
     from wsss.report import cam_overlay_rows, pseudo_rows, segmentation_rows

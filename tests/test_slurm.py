@@ -20,7 +20,7 @@ from slurm_cluster import SlurmCluster, missing_binaries
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
 TARGET = "results/tiny/deeplab_val_miou.txt"
-GPU_RULES = {"train_cls", "infer_cam", "train_irn", "make_pseudo", "train_seg", "seg_gate", "infer_seg"}
+GPU_RULES = {"train_cls", "infer_cam", "cam_gate", "train_irn", "make_pseudo", "train_seg", "seg_gate", "infer_seg"}
 
 
 @pytest.fixture

@@ -49,7 +49,7 @@ def test_corrupt_jpeg_during_training(tiny_voc: Path, tmp_path: Path, workers: i
 def test_mask_out_of_range_during_evaluation(tiny_voc: Path, tmp_path: Path) -> None:
     import numpy as np
 
-    from wsss.classify import CamRecord, save_cam
+    from wsss.artifacts.cam import CamRecord, save_cam
     from wsss.io import write_label_png
 
     cams = tmp_path / "cams"

@@ -304,10 +304,11 @@ def test_texture_scale_coarsens_the_rendered_texture_and_keeps_the_layout():
 
 def test_default_variant_params_give_the_default_dataset_byte_for_byte(synth_root, tmp_path):
     explicit = tmp_path / "explicit"
-    generate_dataset(explicit, {**PARAMS, "texture_scale": 1.0, "classes": None}, progress=False)
+    generate_dataset(explicit, {**PARAMS, "texture_scale": 1.0, "classes": None, "frequent_class": None,
+                                "frequent_fraction": 0.97, "paired_classes": None}, progress=False)
     assert file_hashes(explicit) == file_hashes(synth_root)
     meta = yaml.safe_load((synth_root / "dataset.yaml").read_text())
-    assert not {"texture_scale", "classes"} & set(meta["params"]), "dataset.yaml as before the keys existed"
+    assert not {"texture_scale", "classes", "frequent_class", "frequent_fraction", "paired_classes"} & set(meta["params"])
     coarse = tmp_path / "coarse"
     generate_dataset(coarse, {**PARAMS, "num_train_aug": 40, "num_val": 5, "texture_scale": 2.0}, progress=False)
     coarse_meta = yaml.safe_load((coarse / "dataset.yaml").read_text())
@@ -378,6 +379,27 @@ def test_stage_script_writes_the_dataset_and_rejects_bad_params(tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
+def test_label_bias_variants_make_a_class_frequent_and_a_pair_inseparable(tmp_path):
+    """frequent_class: present in about frequent_fraction of the images; paired_classes: whenever one is labelled,
+    the other is too (planted bugs caught: forcing the class on every image, or placing the partner only for the
+    first of the pair)."""
+    base = {"image_size": 64, "num_classes": 4, "num_train_aug": 120, "num_train": 10, "num_val": 10, "max_objects": 2}
+    root = tmp_path / "frequent"
+    generate_dataset(root, {**base, "frequent_class": "square_checker", "frequent_fraction": 0.9}, progress=False)
+    ds = VOCLayoutDataset(root)
+    labels = np.stack([ds.label_vector(i) for i in ds.ids("train_aug")]) > 0.5
+    assert 0.8 < labels[:, 1].mean() < 0.99, labels.mean(axis=0)
+    assert yaml.safe_load((root / "dataset.yaml").read_text())["params"]["frequent_fraction"] == 0.9
+    root = tmp_path / "paired"
+    generate_dataset(root, {**base, "paired_classes": ["circle_rings", "hexagon_vstripes"]}, progress=False)
+    ds = VOCLayoutDataset(root)
+    labels = np.stack([ds.label_vector(i) for i in ds.ids("train_aug")]) > 0.5
+    a, b = labels[:, 0], labels[:, 3]
+    assert a.sum() >= 20 and (a & b).sum() / (a | b).sum() > 0.95, (a.sum(), b.sum(), (a & b).sum())
+    with pytest.raises(InputError, match="paired_classes: \\['star_dots'\\] not among the dataset's classes"):
+        parse_params({**base, "paired_classes": ["circle_rings", "star_dots"]})
+
+
 # ------------------------------------------------------------------------------ shared_body (mechanism test data)
 
 
@@ -415,7 +437,7 @@ def test_shared_body_class_is_told_only_by_the_part():
     part = obj.part_mask(96)
     np.testing.assert_array_equal(mask, body | part)
     assert 0 < (part & ~body).sum() < 0.3 * mask.sum()
-    others = [s for s in CLASS_SPECS[:4] if s != obj.spec]
+    others = [s for s in SYNTH_CLASSES[:4] if s != obj.spec]
     for other in others:
         swapped = dataclasses.replace(obj, spec=other)
         a, b = np.zeros((96, 96, 3), np.float32), np.zeros((96, 96, 3), np.float32)

@@ -183,7 +183,8 @@ def _gate_stage(tmp_path: Path, report: dict, enabled: bool, min_f1: float) -> t
     held.write_text(json.dumps(report))
     out = tmp_path / "gate.json"
     proc = subprocess.run([sys.executable, str(REPO / "stages" / "cls_gate.py"), "--params",
-                           json.dumps({"enabled": enabled, "min_cls_f1": min_f1}), "--heldout", str(held),
+                           json.dumps({"enabled": enabled, "min_cls_f1": min_f1, "min_prior_gain": 0.25,
+                                       "min_class_images": 3}), "--heldout", str(held),
                            "--out", str(out)], capture_output=True, text=True, cwd=REPO)
     return proc.returncode, proc.stderr, out
 
@@ -235,7 +236,7 @@ def test_training_report_says_when_max_epochs_cut_an_improving_run() -> None:
 
 # ------------------------------------------------------------------------------------------ pseudo coverage
 def test_pseudo_coverage_counts_and_warns_both_ways(tmp_path: Path) -> None:
-    from wsss.classify import CamRecord, save_cam
+    from wsss.artifacts.cam import CamRecord, save_cam
     from wsss.io import write_label_png
 
     n, ids = 40, [f"i{k}" for k in range(40)]
@@ -323,7 +324,8 @@ def test_epochs_accepts_a_number_or_auto(repo: Path) -> None:
     valid = validate_config({"runs": {"a": {"dataset": "synth", "cls": {"epochs": "auto"}}}}, schema)
     assert valid["cls"]["holdout_fraction"] == 0.1 and valid["gates"] == {
         "enabled": True, "min_cls_f1": 0.6, "min_seg_fit": 0.6, "seg_fit_images": 64, "coverage_ratio": 0.2,
-        "coverage_min_pixels": 0.01}
+        "coverage_min_pixels": 0.01, "min_prior_gain": 0.25, "min_class_images": 3, "min_cam_evidence": 0.0,
+        "cam_evidence_se": 2.0, "max_cam_overlap": 0.5, "min_gate_pairs": 5}
     with pytest.raises(InputError, match="runs.a.cls.epochs"):
         validate_config({"runs": {"a": {"dataset": "synth", "cls": {"epochs": "forever"}}}}, schema)
 
@@ -386,3 +388,22 @@ def test_seeded_run_plans_one_chain_per_seed_and_the_summary_averages_them(tmp_p
     for run in ("tiny_s0", "tiny_s1"):
         assert f"results/{run}/cls/gate.json" in proc.stdout
     assert '"seed_groups": {"tiny": ["tiny_s0", "tiny_s1"]}' in proc.stdout
+
+
+def test_prior_report_baselines_are_what_constant_scores_and_predicting_every_class_score() -> None:
+    """An independent check: the prior's mAP equals the mAP of constant scores computed by
+    mean_average_precision, and a class's prior F1 that of predicting it everywhere (planted bug caught: the
+    prior mAP as the mean of the classifier's APs, or the prior F1 as p)."""
+    from wsss.validation import mean_average_precision, micro_f1, prior_report
+
+    rng = np.random.default_rng(1)
+    labels = (rng.uniform(size=(50, 3)) < [0.2, 0.5, 0.9]).astype(np.float64)
+    scores = np.clip(labels * 0.6 + rng.uniform(0, 0.5, labels.shape), 0, 1)
+    report = prior_report(scores, labels, ["a", "b", "c"])
+    assert abs(report["prior_map"] - mean_average_precision(np.full_like(scores, 0.3), labels)) < 1e-12
+    assert abs(report["map"] - mean_average_precision(scores, labels)) < 1e-12
+    for k, name in enumerate("abc"):
+        row = report["classes"][name]
+        assert row["positives"] + row["negatives"] == 50 and row["prevalence"] == labels[:, k].mean()
+        assert abs(row["prior_f1"] - micro_f1(np.ones((50, 1)), labels[:, k:k + 1])) < 1e-12
+        assert abs(row["f1"] - micro_f1(scores[:, k:k + 1], labels[:, k:k + 1])) < 1e-12

@@ -171,6 +171,86 @@ def add_image(evidence: RegionEvidence, score_fn: Callable[[torch.Tensor], torch
         evidence.add(scores, region.mean(dim=(1, 2, 3)).double().cpu().numpy())
 
 
+def centre_order(height: int, width: int) -> np.ndarray:
+    """Pixel indices (flat, row-major) from the image centre outwards (elliptic distance, ties in index order): the
+    first k of them are the centre map's region of area k — the map that puts every object in the middle."""
+    y = (np.arange(height) + 0.5) / height - 0.5
+    x = (np.arange(width) + 0.5) / width - 0.5
+    return np.argsort((y[:, None] ** 2 + x[None, :] ** 2).ravel(), kind="stable")
+
+
+@dataclass
+class LocalisationEvidence:
+    """Mask-free evidence that CAMs localise, at one background score ``t``, per image–class pair: the classifier's
+    probability of the class with only the CAM region ``{CAM > t}`` kept (``keep``), with only a centred region of
+    the same area kept (``centre``: the centre map's region), with the whole image (``full``) and with nothing
+    (``blank``), and the area. The uniform map's regions are all or nothing, so its best keep − area is
+    max(blank, full − 1). Per pair of classes labelled in one image: the IoU of their CAM regions (two classes the
+    CAMs cannot tell apart cover the same pixels)."""
+
+    bg_score: float
+    rows: dict[int, list[tuple[float, float, float, float, float]]]
+    overlaps: dict[tuple[int, int], list[float]]
+
+    @classmethod
+    def zeros(cls, bg_score: float) -> "LocalisationEvidence":
+        return cls(float(bg_score), {}, {})
+
+    def summary(self, classes: Sequence[str]) -> dict[str, Any]:
+        """Per class (``classes``: foreground names): pairs, mean keep, centre, blank, full, area, the CAM's
+        objective keep − area, the baselines' best objective (the centre map's at the same area, the uniform map's)
+        and the evidence = CAM objective − best baseline objective, with its standard error; per class pair the mean
+        region IoU and the images it is measured on."""
+        out: dict[str, Any] = {"bg_score": self.bg_score, "classes": {}, "pairs": {}}
+        for c, rows in sorted(self.rows.items()):
+            a = np.asarray(rows, np.float64)  # keep, centre, blank, full, area
+            keep, centre, blank, full, area = a.T
+            cam_obj = keep - area
+            baseline = np.maximum(centre - area, np.maximum(blank, full - 1.0))
+            gain = cam_obj - baseline
+            se = float(gain.std(ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else None
+            out["classes"][classes[c]] = {
+                "pairs": len(rows), "keep": float(keep.mean()), "centre": float(centre.mean()),
+                "blank": float(blank.mean()), "full": float(full.mean()), "area": float(area.mean()),
+                "objective": float(cam_obj.mean()), "centre_objective": float((centre - area).mean()),
+                "uniform_objective": float(np.maximum(blank, full - 1.0).mean()),
+                "evidence": float(gain.mean()), "evidence_se": se}
+        for (i, j), values in sorted(self.overlaps.items()):
+            out["pairs"][f"{classes[i]}|{classes[j]}"] = {"images": len(values), "iou": float(np.mean(values))}
+        return out
+
+
+@torch.inference_mode()
+def add_localisation(evidence: LocalisationEvidence, score_fn: Callable[[torch.Tensor], torch.Tensor],
+                     image: torch.Tensor, cams: np.ndarray, keys: Sequence[int]) -> None:
+    """Measure one normalised 3×H×W image (CAMs ``cams`` Cv×H×W max-normalised, ground-truth classes ``keys``,
+    0-based) into ``evidence`` (see :class:`LocalisationEvidence`): 2 + 2·Cv forward passes in one batch."""
+    cams = np.asarray(cams, np.float32)
+    if not len(keys):
+        return
+    _, h, w = image.shape
+    order = torch.from_numpy(centre_order(h, w))
+    regions = torch.from_numpy(cams > evidence.bg_score)  # Cv×H×W
+    centres = torch.zeros_like(regions).view(len(keys), -1)
+    for k, count in enumerate(regions.view(len(keys), -1).sum(dim=1).tolist()):
+        centres[k, order[:count]] = True
+    masks = torch.cat([regions.view(len(keys), -1), centres,
+                       torch.zeros(1, h * w, dtype=torch.bool), torch.ones(1, h * w, dtype=torch.bool)])
+    batch = image[None] * masks.view(-1, 1, h, w).to(image.device, image.dtype)
+    scores = score_fn(batch).double().cpu().numpy()
+    n = len(keys)
+    for k, cls in enumerate(keys):
+        cls = int(cls)
+        evidence.rows.setdefault(cls, []).append((scores[k, cls], scores[n + k, cls], scores[2 * n, cls],
+                                                  scores[2 * n + 1, cls], float(regions[k].float().mean())))
+    for a in range(n):
+        for b in range(a + 1, n):
+            union = int((regions[a] | regions[b]).sum())
+            iou = int((regions[a] & regions[b]).sum()) / union if union else 0.0
+            pair = tuple(sorted((int(keys[a]), int(keys[b]))))
+            evidence.overlaps.setdefault(pair, []).append(iou)
+
+
 def resolve_auto(section: Mapping[str, Any], keys: Sequence[str], calibration: Sequence[str],
                  where: str) -> dict[str, Any]:
     """A copy of the config ``section`` (``where`` names it, e.g. ``irn``) with every ``auto`` value among ``keys``
@@ -215,5 +295,6 @@ def calibration_ids(train_ids: Sequence[str], heldout_ids: Sequence[str], count:
     return (list(heldout_ids) + [i for i in train_ids if i not in held])[:count]
 
 
-__all__ = ["CRITERION", "IR_CRITERION", "WALK_CRITERION", "RegionEvidence", "add_image", "calibration_ids",
+__all__ = ["CRITERION", "IR_CRITERION", "WALK_CRITERION", "LocalisationEvidence", "RegionEvidence", "add_image",
+           "add_localisation", "calibration_ids", "centre_order",
            "calibration_set", "classifier_scores", "ir_label_bracket", "log_rows", "resolve_auto", "walk_regions"]

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from wsss.classify import index_cam_dirs, load_cam
+from wsss.artifacts.cam import index_cam_dirs, load_cam
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.errors import InputError
 from wsss.metrics import ConfusionMatrix

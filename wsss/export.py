@@ -27,7 +27,7 @@ from torch import nn
 
 from wsss.data.seg_data import CAFFE_MEAN_BGR
 from wsss.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from wsss.io import atomic_path, voc_palette, write_json
+from wsss.io import atomic_path, palette_rgb, write_json
 from wsss.models.deeplab import MSC
 from wsss.segment import TestTimeSegmenter
 
@@ -86,7 +86,7 @@ def script_model(model: MSC, params: dict[str, Any]) -> torch.jit.ScriptModule:
 def metadata(params: dict[str, Any], classes: Sequence[str], run: str | None = None) -> dict[str, Any]:
     """The ``model.json`` content: classes, input normalisation and colour order, output stride, inference
     settings, and how to call ``model.ts``."""
-    palette = np.asarray(voc_palette(), dtype=np.uint8).reshape(256, 3)[: len(classes)]
+    palette = palette_rgb()[: len(classes)]
     return {
         "format": FORMAT,
         "run": run,

@@ -44,6 +44,12 @@ def voc_palette() -> list[int]:
     return pal
 
 
+def palette_rgb() -> np.ndarray:
+    """The same colour map as a 256×3 uint8 array (row k = the colour of class id k): the one palette of the label
+    PNGs, overlays, report figures and the exported model's metadata."""
+    return np.asarray(voc_palette(), dtype=np.uint8).reshape(256, 3)
+
+
 _PALETTE = voc_palette()
 
 

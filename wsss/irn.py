@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from wsss.classify import index_cam_dirs, load_cam
+from wsss.artifacts.cam import index_cam_dirs, load_cam
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.transforms import normalize, to_chw
 from wsss.errors import InputError

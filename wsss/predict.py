@@ -27,14 +27,14 @@ import torch
 from tqdm import tqdm
 
 from wsss.errors import InputError
-from wsss.io import atomic_path, read_label_png, read_rgb, voc_palette, write_jpeg, write_label_png
+from wsss.io import atomic_path, palette_rgb, read_label_png, read_rgb, write_jpeg, write_label_png
 from wsss.models.deeplab import MSC
 from wsss.segment import crf_refine, image_logits, labels_from_logits
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 OVERLAY_ALPHA = 0.5
 SUBMISSION_DIR = "results/VOC2012/Segmentation/comp6_test_cls"
-_PALETTE = np.asarray(voc_palette(), dtype=np.uint8).reshape(256, 3)
+_PALETTE = palette_rgb()
 
 
 def list_images(folder: str | os.PathLike[str]) -> list[Path]:

@@ -18,15 +18,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from wsss.classify import index_cam_dirs, load_cam  # noqa: E402
+from wsss.artifacts.cam import index_cam_dirs, load_cam  # noqa: E402
 from wsss.data.dataset import VOCLayoutDataset  # noqa: E402
 from wsss.data.irn_data import index_label_dirs  # noqa: E402
 from wsss.errors import InputError  # noqa: E402
-from wsss.io import IGNORE, atomic_path, read_json, read_label_png, voc_palette  # noqa: E402
+from wsss.io import IGNORE, atomic_path, palette_rgb, read_json, read_label_png  # noqa: E402
 from wsss.ops.cam import cam_to_labels  # noqa: E402
 from wsss.segment import index_logit_dirs, labels_from_logits, load_logits  # noqa: E402
 
-_PALETTE = np.asarray(voc_palette(), dtype=np.uint8).reshape(256, 3)
+_PALETTE = palette_rgb()
 STAGES = ("CAM", "pseudo", "DeepLab", "DeepLab+CRF")
 
 

@@ -384,6 +384,32 @@ class ClsGate(View):
     SECTION = "gates"
     enabled: bool
     min_cls_f1: Number
+    min_prior_gain: Number | None
+    min_class_images: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class CamGateKeys(View):
+    SECTION = "gates"
+    enabled: bool
+    min_cam_evidence: Number | None
+    cam_evidence_se: Number
+    max_cam_overlap: Number | None
+    min_gate_pairs: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class CamGateCam(View):
+    SECTION = "cam"
+    bg_score: Any  # a number, or "auto"
+    calibration_images: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class CamGate(View):
+    cls: ClsScoring
+    cam: CamGateCam
+    gates: CamGateKeys
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -410,6 +436,7 @@ class CheckPseudo(View):
 STAGES: dict[str, type[View]] = {
     "train_cls": TrainCls,
     "cls_gate": ClsGate,
+    "cam_gate": CamGate,
     "infer_cam": InferCam,
     "eval_cam": EvalCam,
     "calibrate": Calibrate,
@@ -427,7 +454,8 @@ STAGES: dict[str, type[View]] = {
     "predict": Predict,
 }
 """Stage script name → the view of its ``--params``. Stages not listed read no config section through --params
-(their inputs are files and arguments), or a document of their own (summary, report_figures, prepare_dataset)."""
+(their inputs are files and arguments), or a document of their own (summary, report_figures, prepare_dataset,
+dataset_report)."""
 
 RULE_KEYS: dict[str, tuple[str, ...]] = {
     "cls": ("train_split", "gpus"),

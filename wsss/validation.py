@@ -124,6 +124,11 @@ class HeldoutEvaluator:
         """The micro-F1 of predicting every class on every held-out image (no model)."""
         return micro_f1(np.ones_like(self.labels), self.labels)
 
+    def class_report(self, model: torch.nn.Module, classes: Sequence[str]) -> dict[str, Any]:
+        """The label prior's baselines and the classifier's per-class scores on the held-out images
+        (:func:`prior_report`); ``classes``: the foreground names."""
+        return prior_report(self.scores(model), self.labels, classes)
+
     def __call__(self, model: torch.nn.Module) -> dict[str, float]:
         scores = self.scores(model)
         return {"heldout_map": mean_average_precision(scores, self.labels),
@@ -182,19 +187,45 @@ class HeldoutTracker:
         self.best_state = dict(state["best_state"]) or None
 
 
+def prior_report(scores: np.ndarray, labels: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+    """What the label prior alone scores on these images against what ``scores`` (N×C probabilities) score.
+
+    ``prior_map``: the mAP of constant scores (every image tied, so a class's AP is its prevalence ``p``: the mean
+    prevalence over the classes with a positive); ``prior_f1`` of a class: the F1 of predicting it on every image,
+    2p/(1+p). ``classes``: per class the held-out positives and negatives, the prevalence, the classifier's AP and
+    F1 (probability > 0.5) and the prior's F1 (None where undefined)."""
+    scores, labels = np.asarray(scores, np.float64), np.asarray(labels) > 0.5
+    rows = {}
+    for c, name in enumerate(classes):
+        y, s = labels[:, c], scores[:, c]
+        pos = int(y.sum())
+        p = pos / max(len(y), 1)
+        pred = s > 0.5
+        tp = int((pred & y).sum())
+        f1 = 2 * tp / (int(pred.sum()) + pos) if pred.sum() + pos else None
+        rows[name] = {"positives": pos, "negatives": int(len(y) - pos), "prevalence": p,
+                      "ap": _finite(average_precision(s, y)) if pos else None, "f1": f1,
+                      "prior_f1": 2 * p / (1 + p) if pos else None}
+    measured = [r["prevalence"] for r in rows.values() if r["positives"]]
+    return {"prior_map": float(np.mean(measured)) if measured else None,
+            "map": _finite(mean_average_precision(scores, labels)), "classes": rows}
+
+
 def _finite(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
 def training_report(tracker: HeldoutTracker, result: dict[str, Any], *, auto: bool, held_images: int,
                     train_images: int, min_delta: float, patience: int,
-                    baseline_f1: float | None = None) -> tuple[dict[str, Any], str, bool]:
+                    baseline_f1: float | None = None,
+                    prior: dict[str, Any] | None = None) -> tuple[dict[str, Any], str, bool]:
     """(``cls/heldout.json`` contents, the log line, whether it is a warning) after :func:`wsss.train.fit`.
 
     The reported metrics are those of the weights kept: the best evaluation under ``epochs: auto``, else the last
     one (after the final step). ``still_improving``: training ran to ``max_steps`` without using up the patience,
     i.e. it was cut short by ``max_epochs``, not by the held-out mAP. ``baseline_f1``: the micro-F1 of predicting
-    every class on the held-out images (what a classifier that learned only "say yes" would score)."""
+    every class on the held-out images (what a classifier that learned only "say yes" would score); ``prior``: the
+    label prior's baselines and the kept weights' per-class scores (:func:`prior_report`), under ``prior``."""
     steps, max_steps = int(result["steps"]), int(result["max_steps"])
     kept = tracker.best if auto else tracker.last
     still_improving = bool(auto and not result["stopped_early"] and tracker.best is not None)
@@ -203,6 +234,7 @@ def training_report(tracker: HeldoutTracker, result: dict[str, Any], *, auto: bo
               "still_improving": still_improving, "kept_step": None if kept is None else int(kept["step"]),
               "map": _finite(kept["heldout_map"]) if kept else None,
               "f1": _finite(kept["heldout_f1"]) if kept else None, "baseline_f1": _finite(baseline_f1),
+              "prior": prior,
               "evaluations": [{k: (_finite(v) if k != "step" else int(v)) for k, v in h.items()}
                               for h in tracker.history]}
     if kept is None:
@@ -226,7 +258,7 @@ def pseudo_coverage(num_classes: int, ids: Sequence[str], cam_paths: dict[str, A
     """Per foreground class over ``ids``: ``classifier`` = images whose stored image-level probability (the CAM
     record's ``scores``) exceeds 0.5, ``pseudo`` = images whose pseudo-label map gives the class at least
     ``min_pixels`` of the image's non-ignored pixels, ``labelled`` = images labelled with it (the CAM keys)."""
-    from wsss.classify import load_cam
+    from wsss.artifacts.cam import load_cam
     from wsss.io import read_label_png
 
     counts = {k: np.zeros(num_classes - 1, np.int64) for k in ("classifier", "pseudo", "labelled")}
@@ -260,5 +292,5 @@ def coverage_warnings(counts: dict[str, np.ndarray], classes: Sequence[str], ima
 
 
 __all__ = ["COLUMNS", "HeldoutEvaluator", "HeldoutTracker", "average_precision", "coverage_warnings", "holdout_hash", "holdout_split",
-           "mean_average_precision", "micro_f1", "pseudo_coverage",
+           "mean_average_precision", "micro_f1", "prior_report", "pseudo_coverage",
            "training_report"]

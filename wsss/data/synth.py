@@ -34,6 +34,11 @@ period (the 3-pixel floor kept), so the patterns get coarser or finer without ch
 is drawn per object, so a texture-scaled image ``i`` keeps its layout, colours and mask (other silhouettes can
 change which placements are accepted); at their defaults the dataset is byte-identical to one generated before
 they existed.
+Label-bias variants (the co-occurrence problem of weakly-supervised segmentation, for the gates): ``frequent_class``
+(a class name) makes that class the first object of a share ``frequent_fraction`` (default 0.97) of the images, so
+it is present in nearly all of them; ``paired_classes`` (two names) places an object of the one whenever the other
+is placed, so the pair almost always co-occurs. At null (the default) they draw nothing and the dataset is
+byte-identical to one generated before they existed.
 
 ``shared_body`` (default false; the mechanism test of CAM methods that claim to recover non-discriminative parts):
 every object is the same body (an ellipse, plain fill in its random palette colour, :data:`BODY_SHAPE`) with a
@@ -48,6 +53,7 @@ PIL at fixed quality without metadata and PNGs by zlib, so the same params give 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
@@ -178,6 +184,9 @@ class SynthParams:
     max_pixels: int = DEFAULT_MAX_PIXELS
     texture_scale: float = 1.0
     classes: tuple[str, ...] | None = None
+    frequent_class: str | None = None
+    frequent_fraction: float = 0.97
+    paired_classes: tuple[str, ...] | None = None
     shared_body: bool = False
 
 
@@ -193,11 +202,15 @@ _LIMITS: dict[str, tuple[type, float | None, float | None]] = {
     "max_pixels": (int, 1, None),
     "texture_scale": (float, 0.25, 4.0),
     "classes": (list, None, None),
+    "frequent_class": (str, None, None),
+    "frequent_fraction": (float, 0.0, 1.0),
+    "paired_classes": (list, None, None),
     "shared_body": (bool, None, None),
 }
 # Keys added after GENERATOR_VERSION 3's first datasets: dataset.yaml records them only when they differ from these
 # values, so a dataset generated with them at their defaults stays byte-identical to one generated before.
-_RECORDED_IF_SET = {"texture_scale": 1.0, "classes": None, "shared_body": False}
+_RECORDED_IF_SET = {"texture_scale": 1.0, "classes": None, "frequent_class": None, "frequent_fraction": 0.97,
+                    "paired_classes": None, "shared_body": False}
 
 
 def parse_params(params: Mapping[str, Any], source: str = "--params") -> SynthParams:
@@ -214,6 +227,17 @@ def parse_params(params: Mapping[str, Any], source: str = "--params") -> SynthPa
             if not isinstance(value, (bool, np.bool_)):
                 raise InputError(source, f"{key}: must be true or false, got {value!r}")
             values[key] = bool(value)
+            continue
+        if kind is str:  # frequent_class: null or a class name (checked below against the dataset's classes)
+            if value is not None and not isinstance(value, str):
+                raise InputError(source, f"{key}: must be a class name or null, got {value!r}")
+            values[key] = value
+            continue
+        if key == "paired_classes":  # null or two class names (checked below)
+            if value is not None and (not isinstance(value, (list, tuple)) or len(value) != 2
+                                      or not all(isinstance(v, str) for v in value) or value[0] == value[1]):
+                raise InputError(source, f"{key}: must be two different class names or null, got {value!r}")
+            values[key] = None if value is None else tuple(value)
             continue
         if kind is list:  # classes: null, or names of SYNTH_CLASSES (checked by class_specs)
             if value is not None:
@@ -241,6 +265,12 @@ def parse_params(params: Mapping[str, Any], source: str = "--params") -> SynthPa
             raise InputError(source, f"num_classes: {values['num_classes']} does not match classes, which names "
                                      f"{count}; omit num_classes or set it to {count}")
         values["num_classes"] = len(values["classes"])
+    names = [spec.name for spec in class_specs(values["num_classes"], values["classes"])]
+    for key in ("frequent_class", "paired_classes"):
+        listed = values[key] if isinstance(values[key], tuple) else [values[key]] if values[key] else []
+        missing = [n for n in listed if n not in names]
+        if missing:
+            raise InputError(source, f"{key}: {missing} not among the dataset's classes {names}")
     if values["num_train"] > values["num_train_aug"]:
         raise InputError(source, f"num_train: {values['num_train']} exceeds num_train_aug "
                                  f"{values['num_train_aug']} (train is the first num_train ids of train_aug)")
@@ -425,7 +455,9 @@ def _sample_object(rng: np.random.Generator, size: int, specs: Sequence[ClassSpe
 
 
 def layout_objects(rng: np.random.Generator, image_size: int, num_classes: int | None, max_objects: int,
-                   texture_scale: float = 1.0, classes: Sequence[str] | None = None,
+                   texture_scale: float = 1.0, classes: Sequence[str] | None = None, *,
+                   frequent: int | None = None, frequent_fraction: float = 0.97,
+                   paired: tuple[int, int] | None = None,
                    shared_body: bool = False) -> list[tuple[SynthObject, np.ndarray]]:
     """Place 1..``max_objects`` objects in paint order, each with its full in-frame silhouette.
 
@@ -433,15 +465,29 @@ def layout_objects(rng: np.random.Generator, image_size: int, num_classes: int |
 
     A candidate is rejected (and redrawn, up to :data:`PLACEMENT_TRIES` times) if it would leave an earlier
     object with less than :data:`MIN_KEEP_FRACTION` of its own area visible; the first object is always kept.
+
+    Label-bias variants (both None: no extra draw, the default layout): ``frequent`` (a class id) is the first
+    object's class in a share ``frequent_fraction`` of the images (one extra uniform draw decides), so the class is
+    present in nearly every image; ``paired`` (two class ids): when one of them is placed, an object of the other
+    is placed too (up to :data:`PLACEMENT_TRIES` tries, beyond ``max_objects``), so the two almost always
+    co-occur.
     """
     specs = class_specs(num_classes, classes)
     target = int(rng.integers(1, max_objects + 1))
+    force_first = frequent is not None and rng.uniform() < frequent_fraction
     min_area = min_visible_pixels(image_size)
     placed: list[tuple[SynthObject, np.ndarray]] = []
     top = np.full((image_size, image_size), -1, np.int16)  # index of the top object per pixel
-    for _ in range(target):
+
+    def as_class(obj: SynthObject, class_id: int | None) -> SynthObject:
+        if class_id is None:
+            return obj
+        return dataclasses.replace(obj, class_id=class_id, spec=specs[class_id - 1])
+
+    for n in range(target):
         for _ in range(PLACEMENT_TRIES):
-            obj = _sample_object(rng, image_size, specs, texture_scale, shared_body)
+            obj = as_class(_sample_object(rng, image_size, specs, texture_scale, shared_body),
+                           frequent if force_first and n == 0 else None)
             mask = obj.mask(image_size)
             area = int(mask.sum())
             if area < 2 * min_area:
@@ -457,6 +503,22 @@ def layout_objects(rng: np.random.Generator, image_size: int, num_classes: int |
                 continue
             placed.append((obj, mask))  # the first object is kept whatever its size, so no image is empty
             top = np.where(mask, 0, top)
+    if paired is not None:
+        present = {o.class_id for o, _ in placed}
+        for have, need in (paired, paired[::-1]):
+            if have in present and need not in present:
+                for _ in range(PLACEMENT_TRIES):
+                    obj = as_class(_sample_object(rng, image_size, specs, texture_scale, shared_body), need)
+                    mask = obj.mask(image_size)
+                    if int(mask.sum()) < 2 * min_area:
+                        continue
+                    candidate = np.where(mask, len(placed), top)
+                    visible = np.bincount(candidate[candidate >= 0], minlength=len(placed) + 1)
+                    if all(visible[j] >= MIN_KEEP_FRACTION * m.sum() for j, (_, m) in enumerate(placed)):
+                        placed.append((obj, mask))
+                        top = candidate
+                        break
+                present.add(need)
     return placed
 
 
@@ -516,7 +578,8 @@ _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 
 def render_sample(rng: np.random.Generator | int | Sequence[int], image_size: int = 160,
                   num_classes: int | None = None, max_objects: int = 3, *, texture_scale: float = 1.0,
-                  classes: Sequence[str] | None = None,
+                  classes: Sequence[str] | None = None, frequent: int | None = None,
+                  frequent_fraction: float = 0.97, paired: tuple[int, int] | None = None,
                   shared_body: bool = False) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
     """One synthetic image: (RGB uint8 H×W×3, mask uint8 H×W, sorted foreground class ids that are labelled).
 
@@ -529,7 +592,8 @@ def render_sample(rng: np.random.Generator | int | Sequence[int], image_size: in
     num_classes = len(class_specs(num_classes, classes))  # checks them before any drawing
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     image = render_background(rng, image_size)
-    objects = layout_objects(rng, image_size, num_classes, max_objects, texture_scale, classes, shared_body)
+    objects = layout_objects(rng, image_size, num_classes, max_objects, texture_scale, classes, frequent=frequent,
+                             frequent_fraction=frequent_fraction, paired=paired, shared_body=shared_body)
     ids = np.zeros((image_size, image_size), np.uint8)
     for obj, mask in objects:
         _paint_object(image, obj, mask)
@@ -576,6 +640,10 @@ def generate_dataset(out_dir: str | Path, params: Mapping[str, Any] | SynthParam
                 rgb, mask, classes = render_sample([cfg.seed, SPLITS[split], index], cfg.image_size,
                                                    cfg.num_classes, cfg.max_objects,
                                                    texture_scale=cfg.texture_scale, classes=cfg.classes,
+                                                   frequent=names.index(cfg.frequent_class) if cfg.frequent_class
+                                                   else None, frequent_fraction=cfg.frequent_fraction,
+                                                   paired=tuple(names.index(n) for n in cfg.paired_classes)
+                                                   if cfg.paired_classes else None,
                                                    shared_body=cfg.shared_body)
                 name = image_id(split, index)
                 write_jpeg(root / "JPEGImages" / f"{name}.jpg", rgb, quality=JPEG_QUALITY)
