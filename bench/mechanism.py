@@ -40,7 +40,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from wsss.classify import index_cam_dirs, load_cam  # noqa: E402
+from wsss.artifacts.cam import index_cam_dirs, load_cam  # noqa: E402
 from wsss.compare import compare_run_name  # noqa: E402
 from wsss.data.dataset import VOCLayoutDataset  # noqa: E402
 from wsss.io import IGNORE  # noqa: E402
@@ -93,9 +93,10 @@ def _cell(values: list[float]) -> str:
 
 
 def table(root: Path, config: dict[str, Any], methods: list[str], seeds: list[int]) -> tuple[str, dict[str, Any]]:
-    lines = ["| data | method | seeds | CAM recall on object pixels | CAM precision | CAM mIoU | bg_score (calibrated) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| data | method | seeds | CAM recall on object pixels | CAM precision | CAM mIoU | bg_score "
+             "(calibrated) |", "|---|---|---|---|---|---|---|"]
     numbers: dict[str, Any] = {}
+    gated: list[str] = []
     for base in config["runs"]:
         if "-" in base:
             continue
@@ -107,12 +108,23 @@ def table(root: Path, config: dict[str, Any], methods: list[str], seeds: list[in
                 try:
                     rows.append(cam_coverage(root, run, dataset))
                 except (OSError, ValueError, KeyError) as err:
-                    print(f"{run}: no CAM results ({err})", file=sys.stderr)
+                    stopped = [line for gate in ("cls_gate", "cam_gate")
+                               for line in _log_lines(root / "logs" / run / f"{gate}.log") if line.startswith("error:")]
+                    print(f"{run}: no CAM results ({stopped[0] if stopped else err})", file=sys.stderr)
+                    gated.append(f"{run} stopped at a gate: {stopped[0]}" if stopped else f"{run}: no CAM results")
             numbers[f"{base}/{method}"] = rows
-            lines.append(f"| {base} | {method} | {len(rows)} | {_cell([r['recall'] for r in rows])} | "
+            lines.append(f"| {base} | {method} | {len(rows)}/{len(seeds)} | {_cell([r['recall'] for r in rows])} | "
                          f"{_cell([r['precision'] for r in rows])} | {_cell([r['miou'] for r in rows])} | "
                          f"{', '.join(format(r['bg_score'], '.2f') for r in rows) or '–'} |")
+    lines += [f"- {line}" for line in gated]
     return "\n".join(lines) + "\n", numbers
+
+
+def _log_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text().splitlines()
+    except OSError:
+        return []
 
 
 def main(argv: list[str] | None = None) -> int:

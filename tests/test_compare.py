@@ -82,6 +82,7 @@ def test_read_run_stops_at_a_gate(tmp_path: Path) -> None:
     _write(res / "cls" / "verdict.json", {"passed": True, "message": "ok"})
     _write(res / "cam_val_metrics.json", {"miou_present": 0.5})
     _write(res / "cam_val_sweep.json", {"bg_score": 0.3, "rows": [{"miou": 0.4}, {"miou": 0.55}]})
+    _write(res / "cam" / "verdict.json", {"passed": True, "message": "ok"})
     _write(res / "pseudo_val_metrics.json", {"miou_present": 0.6})
     _write(res / "pseudo_val_sweep.json", {"bg_threshold": 0.2, "rows": [{"miou": 0.61}]})
     _write(res / "deeplab" / "verdict.json", {"passed": False, "message": "DeepLab reproduces ..."})
@@ -96,11 +97,12 @@ def test_read_run_stops_at_a_gate(tmp_path: Path) -> None:
 def test_table_mean_and_sample_std_over_seeds() -> None:
     """Mean ± sample std (n − 1) over the seeds that got there; a stopped seed is (k/n), not a zero. Planted bug:
     counting a stopped seed's missing DeepLab as 0 fails."""
-    rows = [RunResult("r_s0", "synth", "cam", 0, 0.8, "passed", "passed",
+    rows = [RunResult("r_s0", "synth", "cam", 0, 0.8, cls_gate="passed", cam_gate="passed", seg_gate="passed",
                       metrics={"cam": 40.0, "pseudo": 50.0, "deeplab": 60.0, "deeplab_crf": 61.0}),
-            RunResult("r_s1", "synth", "cam", 1, 0.9, "passed", "passed",
+            RunResult("r_s1", "synth", "cam", 1, 0.9, cls_gate="passed", cam_gate="passed", seg_gate="passed",
                       metrics={"cam": 44.0, "pseudo": 54.0, "deeplab": 66.0, "deeplab_crf": 67.0}),
-            RunResult("r_s2", "synth", "cam", 2, 0.7, "passed", "stopped", metrics={"cam": 42.0, "pseudo": 52.0})]
+            RunResult("r_s2", "synth", "cam", 2, 0.7, cls_gate="passed", cam_gate="passed", seg_gate="stopped",
+                      metrics={"cam": 42.0, "pseudo": 52.0})]
     text = compare_table("t", rows, SPLITS)
     line = next(x for x in text.splitlines() if x.startswith("| synth | cam | 3 |"))
     cells = [c.strip() for c in line.split("|")[1:-1]]

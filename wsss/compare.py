@@ -39,7 +39,7 @@ SEEDED_SECTIONS = ("cls", "irn", "seg")
 # Coarse pipeline stages and the rules whose benchmark files they sum (a rule's file is benchmarks/{run}/<rule>.tsv,
 # benchmarks/{run}/<rule>_<split>.tsv or benchmarks/{run}/<rule>/<split>_<shard>.tsv).
 STAGE_RULES = {
-    "CAM": ("train_cls", "cls_gate", "cls_verdict", "infer_cam", "calibrate", "eval_cam"),
+    "CAM": ("train_cls", "cls_gate", "cls_verdict", "infer_cam", "calibrate", "eval_cam", "cam_gate", "cam_verdict"),
     "IRN": ("cam_to_ir_label", "train_irn", "calibrate_pseudo", "make_pseudo", "sweep_pseudo", "eval_pseudo",
             "check_pseudo"),
     "DeepLab": ("train_seg", "seg_gate", "seg_verdict", "infer_seg", "eval_seg"),
@@ -149,6 +149,7 @@ class RunResult:
     seed: int
     heldout_f1: float | None = None
     cls_gate: str = ""  # "passed" / "stopped" / "" (not reached)
+    cam_gate: str = ""
     seg_gate: str = ""
     gate_lines: list[str] = field(default_factory=list)
     metrics: dict[str, float | None] = field(default_factory=dict)  # cam, pseudo, deeplab, deeplab_crf
@@ -157,8 +158,14 @@ class RunResult:
     times: dict[str, float] = field(default_factory=dict)
 
     @property
+    def stopped_at(self) -> str:
+        """The gate that stopped the run ("cls", "cam", "seg"), or ""."""
+        return next((g for g, v in (("cls", self.cls_gate), ("cam", self.cam_gate), ("seg", self.seg_gate))
+                     if v == "stopped"), "")
+
+    @property
     def stopped(self) -> bool:
-        return "stopped" in (self.cls_gate, self.seg_gate)
+        return "stopped" in (self.cls_gate, self.cam_gate, self.seg_gate)
 
 
 def read_run(root: Path, item: Mapping[str, Any], splits: Mapping[str, str]) -> RunResult:
@@ -177,13 +184,19 @@ def read_run(root: Path, item: Mapping[str, Any], splits: Mapping[str, str]) -> 
         return out
     cam = _read_json(res / f"cam_{splits['cam_split']}_metrics.json", "CAM metrics file")
     cam_sweep = _read_json(res / f"cam_{splits['cam_split']}_sweep.json", "CAM sweep")
+    out.metrics["cam"] = 100 * cam["miou_present"]
+    out.oracle["cam"] = 100 * max(r["miou"] for r in cam_sweep["rows"])
+    out.thresholds["bg_score"] = cam_sweep.get("bg_score")
+    verdict = _read_json(res / "cam" / "verdict.json", "gate verdict")
+    out.cam_gate = "passed" if verdict["passed"] else "stopped"
+    if not verdict["passed"]:
+        out.gate_lines.append(f"{run}: cam gate: {verdict['message']}")
+        return out
     pseudo = _read_json(res / f"pseudo_{splits['pseudo_split']}_metrics.json", "pseudo-label metrics file")
     pseudo_sweep = _read_json(res / f"pseudo_{splits['pseudo_split']}_sweep.json", "pseudo-label sweep")
-    out.metrics["cam"] = 100 * cam["miou_present"]
     out.metrics["pseudo"] = 100 * pseudo["miou_present"]
-    out.oracle["cam"] = 100 * max(r["miou"] for r in cam_sweep["rows"])
     out.oracle["pseudo"] = 100 * max(r["miou"] for r in pseudo_sweep["rows"])
-    out.thresholds = {"bg_score": cam_sweep.get("bg_score"), "bg_threshold": pseudo_sweep.get("bg_threshold")}
+    out.thresholds["bg_threshold"] = pseudo_sweep.get("bg_threshold")
     verdict = _read_json(res / "deeplab" / "verdict.json", "gate verdict")
     out.seg_gate = "passed" if verdict["passed"] else "stopped"
     if not verdict["passed"]:
@@ -233,7 +246,7 @@ def compare_table(name: str, results: Sequence[RunResult], splits: Mapping[str, 
         n = len(rows)
         stopped = [r for r in rows if r.stopped]
         gates = "passed" if not stopped else ", ".join(
-            f"s{r.seed} stopped at {'cls' if r.cls_gate == 'stopped' else 'seg'} gate" for r in stopped)
+            f"s{r.seed} stopped at {r.stopped_at} gate" for r in stopped)
         cells = [_cell([r.metrics.get(k) for r in rows], n) for k, _ in METRICS]
         oracle = [_cell([r.oracle.get(k) for r in rows], n) for k in ("cam", "pseudo")]
         f1 = _cell([r.heldout_f1 for r in rows], n, 3)
