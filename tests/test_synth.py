@@ -445,7 +445,7 @@ def test_shared_body_class_is_told_only_by_the_part():
         _paint_object(b, swapped, swapped.mask(96))
         outside = ~(part | swapped.part_mask(96))
         np.testing.assert_array_equal(a[outside], b[outside])
-    rgb, ids, labels = render_sample([4, 0, 0], 96, 4, 1, shared_body=True)
+    _, ids, labels = render_sample([4, 0, 0], 96, 4, 1, shared_body=True)
     assert labels == (obj.class_id,)
     inner = cv2.erode(part.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & ~body
     assert inner.any() and (ids[inner] == obj.class_id).all()

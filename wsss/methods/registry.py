@@ -84,8 +84,10 @@ class Method:
         from wsss.classify import optimizer_groups
 
         mult = cls["lr_mult_new"]
-        return (TrainingPhase("cls", cls["epochs"], cls["lr"], lambda model: optimizer_groups(cast("CAMNet", model), mult),
-                              self.objective),)
+        def groups(model: nn.Module) -> list[dict[str, Any]]:
+            return optimizer_groups(cast("CAMNet", model), mult)
+
+        return (TrainingPhase("cls", cls["epochs"], cls["lr"], groups, self.objective),)
 
     def cams_and_scores(self, model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(CAMs N×C×h×w at the backbone's stride, image-level probabilities N×C) of normalised images N×3×H×W:
