@@ -16,6 +16,7 @@ include: "rules/irn.smk"
 include: "rules/seg.smk"
 include: "rules/predict.smk"
 include: "rules/report.smk"
+include: "rules/compare.smk"
 
 
 # The default target: the whole synthetic run, CAM -> pseudo labels -> DeepLab (+CRF) on its val split.

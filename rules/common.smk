@@ -8,6 +8,7 @@ import sys
 
 from snakemake.exceptions import WorkflowError
 
+from wsss.compare import compare_runs
 from wsss.config import load_schema, run_config, seed_run_names, validate_config
 from wsss.data.kinds import get_kind, preparer_params
 from wsss.errors import InputError

@@ -64,10 +64,10 @@ def main(args, params):
     passed, message = cam_gate(summary, stats, bool(gates["enabled"]), gates["min_cam_evidence"],
                                float(gates["max_cam_overlap"]), int(gates["min_gate_pairs"]),
                                float(gates["cam_evidence_se"]))
-    if not passed:
+    if not passed and not args.verdict:
         raise InputError(args.model, message)
     (log.info if message.startswith("cam gate passed") else log.warning)(message)
-    write_json(args.out, {"passed": True, "enabled": bool(gates["enabled"]),
+    write_json(args.verdict or args.out, {"passed": passed, "enabled": bool(gates["enabled"]),
                           **{k: gates[k] for k in ("min_cam_evidence", "cam_evidence_se", "max_cam_overlap",
                                                      "min_gate_pairs")},
                           "images": len(ids), "split": args.split, "message": message, "evidence": summary,
@@ -83,5 +83,8 @@ if __name__ == "__main__":
     parser.add_argument("--model", required=True, help="trained classifier state dict (model.pt)")
     parser.add_argument("--calibration", nargs="*", default=[], help="calibration.json when cam.bg_score is auto")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--out", required=True, help="results/{run}/cam/gate.json, written only when it passes")
+    out = parser.add_mutually_exclusive_group(required=True)
+    out.add_argument("--out", help="results/{run}/cam/gate.json, written only when it passes")
+    out.add_argument("--verdict", help="write the verdict, passed or not, here and exit 0 (rule cam_verdict, the "
+                                       "comparison target's checkpoint)")
     sys.exit(run_stage(main, parser))

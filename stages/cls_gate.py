@@ -29,6 +29,11 @@ def main(args, params):
         raise InputError(args.heldout, f"not a held-out report ({err})") from None
     passed, message = cls_gate(report, bool(params["enabled"]), float(params["min_cls_f1"]),
                                params["min_prior_gain"], int(params["min_class_images"]))
+    if args.verdict:
+        (log.info if passed else log.warning)(message)
+        write_json(args.verdict, {"passed": passed, "enabled": bool(params["enabled"]),
+                                  "min_cls_f1": params["min_cls_f1"], "f1": report.get("f1"), "message": message})
+        return
     if not passed:
         raise InputError(args.heldout, message)
     (log.info if message.startswith("cls gate passed") else log.warning)(message)
@@ -41,5 +46,8 @@ def main(args, params):
 if __name__ == "__main__":
     parser = stage_parser(__doc__)
     parser.add_argument("--heldout", required=True, help="results/{run}/cls/heldout.json (train_cls)")
-    parser.add_argument("--out", required=True, help="results/{run}/cls/gate.json, written only when the gate passes")
+    out = parser.add_mutually_exclusive_group(required=True)
+    out.add_argument("--out", help="results/{run}/cls/gate.json, written only when the gate passes")
+    out.add_argument("--verdict", help="write the verdict, passed or not, here and exit 0 (rule cls_verdict, the "
+                                       "comparison target's checkpoint)")
     sys.exit(run_stage(main, parser))

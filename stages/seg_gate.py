@@ -33,12 +33,14 @@ def main(args, params):
     scores = label_fit(model, data, ids, labels, seg, device).scores()
     fit, iou = scores["miou_present"], scores["iou"]
     passed, message = seg_gate(fit, iou, data.classes, len(ids), bool(gates["enabled"]), float(gates["min_seg_fit"]))
-    if not passed:
+    if not passed and not args.verdict:
         raise InputError(args.model, message)
     (log.info if message.startswith("seg gate passed") else log.warning)(message)
-    write_json(args.out, {"passed": True, "enabled": bool(gates["enabled"]), "min_seg_fit": gates["min_seg_fit"],
-                          "fit_miou": fit, "images": len(ids), "split": args.split, "message": message,
-                          "iou": {name: None if math.isnan(v) else v for name, v in zip(data.classes, iou)}})
+    write_json(args.verdict or args.out, {"passed": passed, "enabled": bool(gates["enabled"]),
+                                          "min_seg_fit": gates["min_seg_fit"], "fit_miou": fit, "images": len(ids),
+                                          "split": args.split, "message": message,
+                                          "iou": {name: None if math.isnan(v) else v
+                                                  for name, v in zip(data.classes, iou)}})
 
 
 if __name__ == "__main__":
@@ -48,5 +50,8 @@ if __name__ == "__main__":
     parser.add_argument("--labels", nargs="*", default=[], help="pseudo-label shard folders (label_source pseudo)")
     parser.add_argument("--model", required=True, help="results/{run}/deeplab/model.pt")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--out", required=True, help="results/{run}/deeplab/gate.json, written only when it passes")
+    out = parser.add_mutually_exclusive_group(required=True)
+    out.add_argument("--out", help="results/{run}/deeplab/gate.json, written only when it passes")
+    out.add_argument("--verdict", help="write the verdict, passed or not, here and exit 0 (rule seg_verdict, the "
+                                       "comparison target's checkpoint)")
     sys.exit(run_stage(main, parser))

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Train the VWL classifier (vwl_l, vwl_m or the plain CAM baseline) on image-level labels; resumable; one process
-per GPU under torchrun."""
+"""Train a method's classifier (wsss.methods) on image-level labels, phase after phase (Method.training_phases);
+resumable; one process per GPU under torchrun."""
 
 import hashlib
 import json
@@ -9,15 +9,16 @@ import sys
 from pathlib import Path
 
 from wsss import distributed
-from wsss.classify import build_classifier, optimizer_groups
+from wsss.classify import build_classifier
 from wsss.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.loaders import ClassificationTrainSet
 from wsss.errors import InputError
-from wsss.io import write_json
+from wsss.io import write_json, write_text
 from wsss.methods import get_method, method_argument
 from wsss.stage_config import parse_view
-from wsss.train import build_optimizer, check_batch_split, fit, resolve_device, seed_everything
+from wsss.train import (build_optimizer, check_batch_split, fit, load_state_dict_file, resolve_device,
+                        seed_everything)
 from wsss.validation import HeldoutEvaluator, HeldoutTracker, holdout_split, training_report
 
 log = logging.getLogger("wsss")
@@ -28,37 +29,54 @@ def main(args, params):
     data = VOCLayoutDataset(args.dataset)
     ids = data.ids(args.split)
     train_ids, held_ids = holdout_split(ids, params["holdout_fraction"])
-    auto = params["epochs"] == "auto"
-    if auto and not held_ids:
-        raise InputError("config: cls.epochs", "auto needs held-out images: set cls.holdout_fraction above 0")
     accumulate = params["accumulate"]
     with distributed.session(resolve_device(args.device)) as env:
         check_batch_split("cls", params["batch_size"], accumulate, env.world_size)
         log.info("device %s, %d training images of %s, %d held out (cls.holdout_fraction %s)", env.device,
                  len(train_ids), args.split, len(held_ids), params["holdout_fraction"])
         seed_everything(params["seed"])
+        method = get_method(args.method)
         model = build_classifier(params, data.num_classes - 1, args.method, cache_dir=args.weights_cache)
-        optimizer = build_optimizer(optimizer_groups(model, params["lr_mult_new"]), params["optimizer"], params["lr"],
-                                    params["weight_decay"], params["momentum"])
         per_epoch = len(train_ids) // params["batch_size"]
-        steps = max(1, int((params["max_epochs"] if auto else params["epochs"]) * per_epoch))
-        eval_every = params["eval_every"] or max(1, per_epoch)
-        log.info("%s%d steps of batch %d; held-out evaluation every %d steps", "at most " if auto else "", steps,
-                 params["batch_size"], eval_every)
-        evaluator = (HeldoutEvaluator(data, held_ids, env.device, params["batch_size"],
-                                     get_method(args.method).image_scores) if held_ids else None)
-        tracker = HeldoutTracker("heldout_map", params["min_delta"], params["patience"] if auto else None,
-                                 keep_best=auto)
+        evaluator = (HeldoutEvaluator(data, held_ids, env.device, params["batch_size"], method.image_scores)
+                     if held_ids else None)
         out = Path(args.out_dir)
-        fingerprint = hashlib.sha256(json.dumps([params.to_params(), args.method, ids], sort_keys=True).encode()).hexdigest()
-        result = fit(model, ClassificationTrainSet(data, train_ids, tuple(params["resize_long"]), params["crop"]),
-            get_method(args.method).objective(env.device, params["seed"]), optimizer, batch_size=params["batch_size"],
-            max_steps=steps, seed=params["seed"], checkpoint=out / "checkpoint.pt",
-            checkpoint_every=params["checkpoint_every"], final_weights=out / "model.pt",
-            log_csv=out / "train_log.csv", device=env.device, fingerprint=fingerprint,
-            poly_power=params["poly_power"], num_workers=params["workers"], amp=params["amp"],
-            accumulate=accumulate, find_unused_parameters=True, evaluator=evaluator, eval_every=eval_every,
-            tracker=tracker)
+        trainset = ClassificationTrainSet(data, train_ids, tuple(params["resize_long"]), params["crop"])
+        phases = method.training_phases(params)
+        for index, phase in enumerate(phases):
+            last = index == len(phases) - 1
+            prefix = "" if last else f"{phase.name}_"
+            weights = out / f"{prefix}model.pt"
+            key = [params.to_params(), args.method, ids] + ([] if index == 0 else [phase.name, index])
+            fingerprint = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+            stamp = out / f"{prefix}model.fingerprint"
+            if not last and weights.exists() and stamp.exists() and stamp.read_text() == fingerprint:
+                log.info("phase %s: reusing %s", phase.name, weights)
+                model.load_state_dict(load_state_dict_file(weights))
+                continue
+            auto = phase.epochs == "auto"
+            if auto and not held_ids:
+                raise InputError("config: cls.epochs", "auto needs held-out images: set cls.holdout_fraction above 0")
+            optimizer = build_optimizer(phase.groups(model), params["optimizer"], phase.lr, params["weight_decay"],
+                                        params["momentum"])
+            steps = max(1, int((params["max_epochs"] if auto else phase.epochs) * per_epoch))
+            eval_every = params["eval_every"] or max(1, per_epoch)
+            log.info("phase %s (%d of %d): %s%d steps of batch %d at lr %g; held-out evaluation every %d steps",
+                     phase.name, index + 1, len(phases), "at most " if auto else "", steps, params["batch_size"],
+                     phase.lr, eval_every)
+            tracker = HeldoutTracker("heldout_map", params["min_delta"], params["patience"] if auto else None,
+                                     keep_best=auto)
+            result = fit(model, trainset, phase.objective(env.device, params["seed"]), optimizer,
+                batch_size=params["batch_size"], max_steps=steps, seed=params["seed"],
+                checkpoint=out / f"{prefix}checkpoint.pt", checkpoint_every=params["checkpoint_every"],
+                final_weights=weights, log_csv=out / f"{prefix}train_log.csv", device=env.device,
+                fingerprint=fingerprint, poly_power=params["poly_power"], num_workers=params["workers"],
+                amp=params["amp"], accumulate=accumulate, find_unused_parameters=True, evaluator=evaluator,
+                eval_every=eval_every, tracker=tracker)
+            if not last:  # the next phase starts from this phase's final (or best) weights
+                model.load_state_dict(load_state_dict_file(weights))
+                if env.rank == 0:
+                    write_text(stamp, fingerprint)
         if env.rank == 0:
             prior = None
             if evaluator:  # the kept weights (model.pt) against the label prior, per class (rule cls_gate)

@@ -98,14 +98,14 @@ def test_table_reads_a_variant_from_its_artifacts(tmp_path: Path) -> None:
     assert missing["verdict"] == "FAIL (no result, exit 1)" and "| – (–) |" in robustness.format_table([missing])
 
 
-def test_method_seeds_plans_three_seeds_per_method_with_auto_bg(tmp_path: Path) -> None:
-    config = method_seeds.seeds_config(BASE, [0, 1, 2])
+def test_method_seeds_plans_the_comparison_of_four_methods_three_seeds_three_datasets(tmp_path: Path) -> None:
+    """bench/method_seeds.py is a thin caller of results/compare/methods.md: the dry run plans one classifier per
+    method x seed x dataset up to the gate checkpoint. Planted bug: the variants' runs left out of compare.runs."""
+    config = method_seeds.compare_config(BASE, ["vwl_l", "vwl_m", "cam", "recam"], [0, 1, 2],
+                                         ["texture1.5", "nonconvex"])
     write_config(tmp_path, config)
-    targets = [f"results/{run}_s{k}/cam_val_metrics.json" for run in method_seeds.METHODS for k in (0, 1, 2)]
-    proc = snakemake(tmp_path, "-n", *targets)
+    proc = snakemake(tmp_path, "-n", "results/compare/methods.md")
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = planned_jobs(proc.stdout)
-    assert jobs["train_cls"] == jobs["calibrate"] == jobs["eval_cam"] == 9 and jobs["prepare_dataset"] == 1
-    assert method_seeds.fixed_scores(BASE) == dict.fromkeys(method_seeds.METHODS, method_seeds.FIXED_BG)  # auto
-    fixed = {"runs": {run: {"cam": {"bg_score": 0.25}} for run in method_seeds.METHODS}}
-    assert method_seeds.fixed_scores(fixed) == dict.fromkeys(method_seeds.METHODS, 0.25)
+    assert jobs["train_cls"] == jobs["cls_verdict"] == 36 and jobs["prepare_dataset"] == 3
+    assert jobs["compare_cls_gates"] == jobs["compare"] == 1

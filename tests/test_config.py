@@ -106,7 +106,7 @@ def test_synth_variants_validate_and_reach_the_generator(schema: dict) -> None:
     default = validate_config({"runs": {"r": {"dataset": "synth"}}}, schema)["datasets"]["synth"]
     assert (default["classes"], default["texture_scale"], default["num_classes"]) == (None, 1.0, 6)
     unchanged = {k: v for k, v in default.items() if k not in ("kind", "classes", "texture_scale", "frequent_class",
-                                                             "frequent_fraction", "paired_classes")}
+                                                             "frequent_fraction", "paired_classes", "shared_body")}
     assert preparer_params(default) == unchanged  # the params of a synth dataset before the keys existed
     assert parse_params(preparer_params(default)) == parse_params({})
 

@@ -26,8 +26,8 @@ from wsss.methods import get_method, method_argument, method_names, registry
 SCHEMA = REPO / "schemas" / "config.schema.yaml"
 
 
-def test_the_three_methods_are_registered() -> None:
-    assert method_names() == ("cam", "vwl_l", "vwl_m")
+def test_the_methods_are_registered() -> None:
+    assert method_names() == ("cam", "recam", "vwl_l", "vwl_m")
 
 
 def test_schema_enum_is_the_registry() -> None:

@@ -398,3 +398,60 @@ def test_label_bias_variants_make_a_class_frequent_and_a_pair_inseparable(tmp_pa
     assert a.sum() >= 20 and (a & b).sum() / (a | b).sum() > 0.95, (a.sum(), b.sum(), (a & b).sum())
     with pytest.raises(InputError, match="paired_classes: \\['star_dots'\\] not among the dataset's classes"):
         parse_params({**base, "paired_classes": ["circle_rings", "star_dots"]})
+
+
+# ------------------------------------------------------------------------------ shared_body (mechanism test data)
+
+
+# sha256 over render_sample([0, 0, i], 96, 6, 3) for i < 6 (image, mask, labels) by the generator before
+# shared_body existed: the default draws must not change
+DEFAULT_RENDER_DIGEST = "2a076f495915e4caae88bce74f4fe9d4bef12043d5a9e6a31e0b267b32246a70"
+
+
+def test_shared_body_false_gives_the_default_dataset_byte_for_byte(synth_root, tmp_path):
+    """Planted bug: drawing the part's direction for every object (not only with shared_body) fails the digest."""
+    digest = hashlib.sha256()
+    for i in range(6):
+        rgb, mask, labels = render_sample([0, 0, i], 96, 6, 3)
+        digest.update(rgb.tobytes())
+        digest.update(mask.tobytes())
+        digest.update(bytes(labels))
+    assert digest.hexdigest() == DEFAULT_RENDER_DIGEST
+    explicit = tmp_path / "explicit"
+    generate_dataset(explicit, {**PARAMS, "shared_body": False}, progress=False)
+    assert file_hashes(explicit) == file_hashes(synth_root)
+    assert "shared_body" not in yaml.safe_load((explicit / "dataset.yaml").read_text())["params"]
+
+
+def test_shared_body_class_is_told_only_by_the_part():
+    """Every object is the shared body plus its class's part; the mask labels both with the class; swapping the
+    class changes no pixel outside the two parts. Planted bugs: the class texture painted on the whole body, or
+    the mask leaving the part out, fail here."""
+    from wsss.data.synth import BODY_SHAPE, _paint_object, layout_objects, render_background, shape_mask
+
+    rng = np.random.default_rng([4, 0, 0])
+    render_background(rng, 96)  # render_sample's draws before the layout
+    objects = layout_objects(rng, 96, 4, 1, shared_body=True)
+    obj, mask = objects[0]
+    body = shape_mask(BODY_SHAPE, 96, obj.centre, obj.radius, obj.aspect, obj.angle)
+    part = obj.part_mask(96)
+    np.testing.assert_array_equal(mask, body | part)
+    assert 0 < (part & ~body).sum() < 0.3 * mask.sum()
+    others = [s for s in SYNTH_CLASSES[:4] if s != obj.spec]
+    for other in others:
+        swapped = dataclasses.replace(obj, spec=other)
+        a, b = np.zeros((96, 96, 3), np.float32), np.zeros((96, 96, 3), np.float32)
+        _paint_object(a, obj, obj.mask(96))
+        _paint_object(b, swapped, swapped.mask(96))
+        outside = ~(part | swapped.part_mask(96))
+        np.testing.assert_array_equal(a[outside], b[outside])
+    _, ids, labels = render_sample([4, 0, 0], 96, 4, 1, shared_body=True)
+    assert labels == (obj.class_id,)
+    inner = cv2.erode(part.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & ~body
+    assert inner.any() and (ids[inner] == obj.class_id).all()
+
+
+def test_shared_body_must_be_a_boolean():
+    assert parse_params({"shared_body": True}).shared_body is True
+    with pytest.raises(InputError, match="shared_body: must be true or false"):
+        parse_params({"shared_body": 1})

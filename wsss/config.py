@@ -10,6 +10,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from wsss.compare import expand_compare
 from wsss.data.kinds import builtin_datasets, dataset_splits, kind_names
 from wsss.errors import InputError
 from wsss.io import paths_overlap
@@ -93,6 +94,7 @@ def validate_config(config: dict[str, Any], schema: dict[str, Any], source: str 
         raise InputError(source, f"{key}: {err.message}")
     try:
         check_synth_classes(config)
+        expand_compare(config)
         expand_seeds(config)
         check_runs(config)
         check_output_paths(config)

@@ -40,6 +40,12 @@ it is present in nearly all of them; ``paired_classes`` (two names) places an ob
 is placed, so the pair almost always co-occurs. At null (the default) they draw nothing and the dataset is
 byte-identical to one generated before they existed.
 
+``shared_body`` (default false; the mechanism test of CAM methods that claim to recover non-discriminative parts):
+every object is the same body (an ellipse, plain fill in its random palette colour, :data:`BODY_SHAPE`) with a
+small class-specific part on its outline (the class's silhouette and texture at :data:`PART_FRACTION` of the body
+radius, in a random direction), so the class is told only by the part; the mask labels body and part with the
+class. It draws one extra number per object (the part's direction), so its layouts differ from the default's.
+
 Determinism: image ``i`` of split ``s`` (0 = train_aug, 1 = val) draws everything from its own generator
 ``np.random.default_rng([seed, s, i])``, so an image does not depend on generation order; JPEGs are written by
 PIL at fixed quality without metadata and PNGs by zlib, so the same params give a byte-identical dataset.
@@ -49,7 +55,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -71,6 +77,8 @@ PLACEMENT_TRIES = 12
 MIN_VISIBLE_FRACTION = 0.01  # of the image area: smaller visible class regions are ignored and not labelled
 SIZE_RANGE = (0.30, 0.70)  # object extent (diameter of its unit shape) as a fraction of the image side
 MAX_ROTATION_DEG = 20.0
+BODY_SHAPE = "circle"  # shared_body: every object's body (an ellipse through the aspect jitter), plain fill
+PART_FRACTION = 0.4  # shared_body: the class-specific part's radius as a fraction of the body's
 
 # Shared by every class and by the background (RGB).
 PALETTE = np.array(
@@ -179,6 +187,7 @@ class SynthParams:
     frequent_class: str | None = None
     frequent_fraction: float = 0.97
     paired_classes: tuple[str, ...] | None = None
+    shared_body: bool = False
 
 
 # Each key: (type, low, high), None: no bound; ``classes`` (a list of names or null) is checked by class_specs.
@@ -196,11 +205,12 @@ _LIMITS: dict[str, tuple[type, float | None, float | None]] = {
     "frequent_class": (str, None, None),
     "frequent_fraction": (float, 0.0, 1.0),
     "paired_classes": (list, None, None),
+    "shared_body": (bool, None, None),
 }
 # Keys added after GENERATOR_VERSION 3's first datasets: dataset.yaml records them only when they differ from these
 # values, so a dataset generated with them at their defaults stays byte-identical to one generated before.
 _RECORDED_IF_SET = {"texture_scale": 1.0, "classes": None, "frequent_class": None, "frequent_fraction": 0.97,
-                    "paired_classes": None}
+                    "paired_classes": None, "shared_body": False}
 
 
 def parse_params(params: Mapping[str, Any], source: str = "--params") -> SynthParams:
@@ -213,6 +223,11 @@ def parse_params(params: Mapping[str, Any], source: str = "--params") -> SynthPa
     values = asdict(SynthParams())
     for key, value in params.items():
         kind, low, high = _LIMITS[key]
+        if kind is bool:
+            if not isinstance(value, (bool, np.bool_)):
+                raise InputError(source, f"{key}: must be true or false, got {value!r}")
+            values[key] = bool(value)
+            continue
         if kind is str:  # frequent_class: null or a class name (checked below against the dataset's classes)
             if value is not None and not isinstance(value, str):
                 raise InputError(source, f"{key}: must be a class name or null, got {value!r}")
@@ -374,10 +389,36 @@ class SynthObject:
     period: float
     phase: tuple[float, float]
     shade: tuple[float, float, float]  # brightness gradient: (strength, direction cos, direction sin)
+    part_direction: float | None = None  # shared_body: the part's direction (radians) from the body centre
+
+    def part_mask(self, size: int) -> np.ndarray | None:
+        """shared_body: the class-specific part's silhouette (the class's shape, :data:`PART_FRACTION` of the body
+        radius, centred on the body's outline in ``part_direction``); None for an ordinary object."""
+        if self.part_direction is None:
+            return None
+        centre = self.part_centre(size)
+        return shape_mask(self.spec.shape, size, centre, PART_FRACTION * self.radius, 1.0, self.angle)
+
+    def part_centre(self, size: int) -> tuple[float, float]:
+        """shared_body: the point of the body's outline in ``part_direction`` (rotated with the body), or the
+        opposite point when that one lies outside the ``size``×``size`` frame (so the part is seen)."""
+        assert self.part_direction is not None
+        x = self.radius * self.aspect * math.cos(self.part_direction)
+        y = self.radius / self.aspect * math.sin(self.part_direction)
+        c, s = math.cos(self.angle), math.sin(self.angle)
+        dx, dy = x * c - y * s, x * s + y * c
+        for sign in (1.0, -1.0):
+            px, py = self.centre[0] + sign * dx, self.centre[1] + sign * dy
+            if 0 <= px < size and 0 <= py < size:
+                break
+        return px, py
 
     def mask(self, size: int) -> np.ndarray:
-        """The full (unoccluded) silhouette in a ``size``×``size`` frame."""
-        return shape_mask(self.spec.shape, size, self.centre, self.radius, self.aspect, self.angle)
+        """The full (unoccluded) silhouette in a ``size``×``size`` frame (shared_body: body and part)."""
+        part = self.part_mask(size)
+        if part is None:
+            return shape_mask(self.spec.shape, size, self.centre, self.radius, self.aspect, self.angle)
+        return shape_mask(BODY_SHAPE, size, self.centre, self.radius, self.aspect, self.angle) | part
 
 
 def _palette_colour(rng: np.random.Generator, index: int) -> tuple[float, float, float]:
@@ -386,7 +427,7 @@ def _palette_colour(rng: np.random.Generator, index: int) -> tuple[float, float,
 
 
 def _sample_object(rng: np.random.Generator, size: int, specs: Sequence[ClassSpec],
-                   texture_scale: float = 1.0) -> SynthObject:
+                   texture_scale: float = 1.0, shared_body: bool = False) -> SynthObject:
     """One random object of a class of ``specs`` (class id k ↔ ``specs[k-1]``); ``texture_scale`` multiplies the
     texture period drawn (before the 3-pixel floor) and changes no draw."""
     radius = 0.5 * size * rng.uniform(*SIZE_RANGE)
@@ -395,7 +436,7 @@ def _sample_object(rng: np.random.Generator, size: int, specs: Sequence[ClassSpe
     fill_index, ink_index = rng.choice(len(PALETTE), 2, replace=False)
     direction = rng.uniform(0, 2 * np.pi)
     class_id = int(rng.integers(1, len(specs) + 1))
-    return SynthObject(
+    obj = SynthObject(
         class_id=class_id,
         spec=specs[class_id - 1],
         centre=centre,
@@ -408,12 +449,16 @@ def _sample_object(rng: np.random.Generator, size: int, specs: Sequence[ClassSpe
         phase=(float(rng.uniform(0, size)), float(rng.uniform(0, size))),
         shade=(float(rng.uniform(0.0, 0.25)), math.cos(direction), math.sin(direction)),
     )
+    if shared_body:  # drawn after everything else, so the default draws are unchanged
+        obj = replace(obj, part_direction=float(rng.uniform(0, 2 * np.pi)))
+    return obj
 
 
 def layout_objects(rng: np.random.Generator, image_size: int, num_classes: int | None, max_objects: int,
                    texture_scale: float = 1.0, classes: Sequence[str] | None = None, *,
                    frequent: int | None = None, frequent_fraction: float = 0.97,
-                   paired: tuple[int, int] | None = None) -> list[tuple[SynthObject, np.ndarray]]:
+                   paired: tuple[int, int] | None = None,
+                   shared_body: bool = False) -> list[tuple[SynthObject, np.ndarray]]:
     """Place 1..``max_objects`` objects in paint order, each with its full in-frame silhouette.
 
     The classes are :func:`class_specs` (``num_classes``, ``classes``); ``texture_scale`` multiplies the periods.
@@ -441,7 +486,7 @@ def layout_objects(rng: np.random.Generator, image_size: int, num_classes: int |
 
     for n in range(target):
         for _ in range(PLACEMENT_TRIES):
-            obj = as_class(_sample_object(rng, image_size, specs, texture_scale),
+            obj = as_class(_sample_object(rng, image_size, specs, texture_scale, shared_body),
                            frequent if force_first and n == 0 else None)
             mask = obj.mask(image_size)
             area = int(mask.sum())
@@ -463,7 +508,7 @@ def layout_objects(rng: np.random.Generator, image_size: int, num_classes: int |
         for have, need in (paired, paired[::-1]):
             if have in present and need not in present:
                 for _ in range(PLACEMENT_TRIES):
-                    obj = as_class(_sample_object(rng, image_size, specs, texture_scale), need)
+                    obj = as_class(_sample_object(rng, image_size, specs, texture_scale, shared_body), need)
                     mask = obj.mask(image_size)
                     if int(mask.sum()) < 2 * min_area:
                         continue
@@ -519,6 +564,9 @@ def _paint_object(image: np.ndarray, obj: SynthObject, mask: np.ndarray) -> None
     u, v = c * x + s * y, -s * x + c * y
     r = np.sqrt(u * u + v * v)
     ink = _TEXTURES[obj.spec.texture](u + obj.phase[0], v + obj.phase[1], r, obj.period)
+    part = obj.part_mask(image.shape[0])
+    if part is not None:  # shared_body: a plain body, the class texture on the part only
+        ink &= part[ys, xs]
     colours = np.where(ink[:, None], np.float32(obj.ink), np.float32(obj.fill))
     strength, dx, dy = obj.shade
     shade = 1.0 + strength * (dx * x + dy * y) / max(obj.radius, 1.0)
@@ -531,8 +579,8 @@ _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 def render_sample(rng: np.random.Generator | int | Sequence[int], image_size: int = 160,
                   num_classes: int | None = None, max_objects: int = 3, *, texture_scale: float = 1.0,
                   classes: Sequence[str] | None = None, frequent: int | None = None,
-                  frequent_fraction: float = 0.97,
-                  paired: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+                  frequent_fraction: float = 0.97, paired: tuple[int, int] | None = None,
+                  shared_body: bool = False) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
     """One synthetic image: (RGB uint8 H×W×3, mask uint8 H×W, sorted foreground class ids that are labelled).
 
     ``rng`` is a generator or a seed for ``np.random.default_rng`` (e.g. ``[seed, split_index, image_index]``).
@@ -545,7 +593,7 @@ def render_sample(rng: np.random.Generator | int | Sequence[int], image_size: in
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     image = render_background(rng, image_size)
     objects = layout_objects(rng, image_size, num_classes, max_objects, texture_scale, classes, frequent=frequent,
-                             frequent_fraction=frequent_fraction, paired=paired)
+                             frequent_fraction=frequent_fraction, paired=paired, shared_body=shared_body)
     ids = np.zeros((image_size, image_size), np.uint8)
     for obj, mask in objects:
         _paint_object(image, obj, mask)
@@ -595,7 +643,8 @@ def generate_dataset(out_dir: str | Path, params: Mapping[str, Any] | SynthParam
                                                    frequent=names.index(cfg.frequent_class) if cfg.frequent_class
                                                    else None, frequent_fraction=cfg.frequent_fraction,
                                                    paired=tuple(names.index(n) for n in cfg.paired_classes)
-                                                   if cfg.paired_classes else None)
+                                                   if cfg.paired_classes else None,
+                                                   shared_body=cfg.shared_body)
                 name = image_id(split, index)
                 write_jpeg(root / "JPEGImages" / f"{name}.jpg", rgb, quality=JPEG_QUALITY)
                 write_label_png(root / "SegmentationClass" / f"{name}.png", mask)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 from wsss.errors import InputError
@@ -30,6 +31,23 @@ if TYPE_CHECKING:
 POOL_STRIDE = 16  # the classifier's output stride (an OS16 ResNet)
 
 
+@dataclass(frozen=True)
+class TrainingPhase:
+    """One training run of the classifier (``train_cls`` runs a method's phases in order, each from the weights the
+    previous one left; a one-phase method is the ordinary classifier training).
+
+    ``epochs`` is a number or ``"auto"`` (held-out early stopping, the ``cls`` section's patience and max_epochs);
+    ``lr`` the optimizer's base lr; ``groups(model)`` the optimizer's parameter groups, each with its ``lr_mult``;
+    ``objective(device, seed)`` the :class:`wsss.train.Objective` of this phase. Every phase but the last writes
+    ``<name>_model.pt`` and ``<name>_train_log.csv`` beside the classifier's ``model.pt`` (the last phase's)."""
+
+    name: str
+    epochs: float | str
+    lr: float
+    groups: Callable[[nn.Module], list[dict[str, Any]]]
+    objective: Callable[[torch.device, int], Objective]
+
+
 class Method:
     """A CAM method. Subclass it, set :attr:`name` and :attr:`cls_keys`, implement :meth:`build`, and override what
     differs from the defaults (which are those of a plain classifier with CAM = ReLU(W·F) and the ``cls`` loss of
@@ -37,7 +55,9 @@ class Method:
 
     Extension points for a method whose training adds a loss on CAM-masked features (e.g. ReCAM): :meth:`objective`
     returns any :class:`wsss.train.Objective`, which may run extra forwards on the model's heads; its CAM inference
-    may differ through :meth:`cams_and_scores` and :meth:`image_scores`."""
+    may differ through :meth:`cams_and_scores` and :meth:`image_scores`. A method trained in several phases (e.g.
+    ReCAM: the plain CAM classifier, then a re-activation phase from its weights with another objective, learning
+    rates and parameter groups) returns them from :meth:`training_phases`."""
 
     name: ClassVar[str]
     description: ClassVar[str] = ""
@@ -57,6 +77,17 @@ class Method:
         from wsss.classify import ClassifierObjective
 
         return ClassifierObjective(device, seed)
+
+    def training_phases(self, cls: Mapping[str, Any]) -> tuple[TrainingPhase, ...]:
+        """The classifier's training phases (:class:`TrainingPhase`); by default one: ``cls.epochs`` at ``cls.lr``,
+        the backbone at 1× and the new layers at ``cls.lr_mult_new``×, with :meth:`objective`."""
+        from wsss.classify import optimizer_groups
+
+        mult = cls["lr_mult_new"]
+        def groups(model: nn.Module) -> list[dict[str, Any]]:
+            return optimizer_groups(cast("CAMNet", model), mult)
+
+        return (TrainingPhase("cls", cls["epochs"], cls["lr"], groups, self.objective),)
 
     def cams_and_scores(self, model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(CAMs N×C×h×w at the backbone's stride, image-level probabilities N×C) of normalised images N×3×H×W:
