@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from wsss.artifacts.cam import CamRecord, save_cam
-from wsss.classify import cam_and_scores, image_scores
+from wsss.pipeline.classify import cam_and_scores, image_scores
 from wsss.models.backbone import build_resnet
 from wsss.models.vwl import VWLNet
 from wsss.ops.cam import multiscale_cams, pack_cam

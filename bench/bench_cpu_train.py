@@ -33,9 +33,9 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from wsss.classify import ClassifierObjective, build_classifier  # noqa: E402
-from wsss.config import load_schema, run_config, validate_config  # noqa: E402
-from wsss.train import MicroBatch  # noqa: E402
+from wsss.pipeline.classify import ClassifierObjective, build_classifier  # noqa: E402
+from wsss.runtime.config import load_schema, run_config, validate_config  # noqa: E402
+from wsss.engine.train import MicroBatch  # noqa: E402
 
 
 def synth_cls() -> tuple[dict, str]:

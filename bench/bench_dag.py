@@ -10,7 +10,7 @@ an earlier run's working directory.
 
 Read back from Snakemake's own records: the main log (``.snakemake/log/*.snakemake.log``: each job's rule,
 wildcards, inputs, outputs, threads, log and benchmark files, start and finish to the second), the ``benchmark:``
-TSVs (wall ``s`` and ``cpu_time`` of the job's command, ``max_rss``) and each stage's log (``wsss.cli.run_stage``
+TSVs (wall ``s`` and ``cpu_time`` of the job's command, ``max_rss``) and each stage's log (``wsss.runtime.cli.run_stage``
 ends it with ``done in X s``, the time from the parsed arguments to the end: the useful work). Printed:
 
 - per job: start (s after the first job), wall, CPU seconds, CPU/wall, peak RSS, and the start-up overhead =
@@ -148,7 +148,7 @@ def read_benchmark(path: Path) -> dict[str, float]:
 
 
 def stage_seconds(path: Path) -> float | None:
-    """The ``done in X s`` of a stage log (``wsss.cli.run_stage``'s last line), None when absent."""
+    """The ``done in X s`` of a stage log (``wsss.runtime.cli.run_stage``'s last line), None when absent."""
     try:
         text = path.read_text(errors="replace")
     except OSError:

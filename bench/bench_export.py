@@ -49,8 +49,8 @@ def worker(fmt: str, folder: Path, repeats: int, threads: int) -> None:
         torch.set_num_threads(threads)
         torch.set_grad_enabled(False)
         if fmt == "eager":
-            from wsss.export import ExportedSegmenter
-            from wsss.segment import TestTimeSegmenter, build_segmenter
+            from wsss.outputs.export import ExportedSegmenter
+            from wsss.pipeline.segment import TestTimeSegmenter, build_segmenter
 
             params = _params(json.loads((folder / "bench.json").read_text())["backbone"])
             model = build_segmenter(params, 21, pretrained=False)
@@ -99,8 +99,8 @@ def main() -> None:
 
     import torch
 
-    from wsss.export import export_model, export_program, write_onnx, write_program
-    from wsss.segment import build_segmenter
+    from wsss.outputs.export import export_model, export_program, write_onnx, write_program
+    from wsss.pipeline.segment import build_segmenter
 
     params = _params(args.backbone)
     torch.manual_seed(0)

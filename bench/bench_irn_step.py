@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark the CPU share of an IRN training step at VOC size: the pair-label counts that normalise the loss.
 
-:func:`wsss.train.fit` asks the objective for the loss denominators (bg_pos, fg_pos, neg pair counts of the whole
+:func:`wsss.engine.train.fit` asks the objective for the loss denominators (bg_pos, fg_pos, neg pair counts of the whole
 global batch) before the forward passes. They used to be counted from the N×K×h'×w' pair labels of the CPU batch
 (``pair_label_counts(path_index.pair_labels(label))``: int64 stacks of ~0.5 GB for 32 labels of 128×128 at
 radius 10), in series with every GPU step. Now :meth:`PathIndex.pair_label_counts` counts one offset at a time over
@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from wsss.irn import pair_label_counts  # noqa: E402
+from wsss.pipeline.pseudo_labels import pair_label_counts  # noqa: E402
 from wsss.ops.path_index import PathIndex  # noqa: E402
 
 
@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
               "old_counts_ms_per_image": 1e3 * old_s / args.batch, "new_counts_ms_per_image": 1e3 * new_s / args.batch,
               "ratio_old_new": old_s / new_s}
     if args.step:
-        from wsss.irn import IRNObjective, build_irn
-        from wsss.train import MicroBatch
+        from wsss.pipeline.pseudo_labels import IRNObjective, build_irn
+        from wsss.engine.train import MicroBatch
 
         model = build_irn({"backbone": 50, "pretrained": "none"}, 50, pretrained=False).to(device).train()
         optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)

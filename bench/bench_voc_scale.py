@@ -40,9 +40,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from wsss.config import load_schema, run_config, validate_config  # noqa: E402
+from wsss.runtime.config import load_schema, run_config, validate_config  # noqa: E402
 from wsss.data.dataset import format_labels_tsv  # noqa: E402
-from wsss.io import write_jpeg, write_label_png, write_text  # noqa: E402
+from wsss.runtime.io import write_jpeg, write_label_png, write_text  # noqa: E402
 
 VOC_CLASSES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
@@ -91,9 +91,9 @@ def write_models(folder: Path, cfg: dict) -> dict[str, Path]:
     process of its own: see main)."""
     import torch
 
-    from wsss.classify import build_classifier
-    from wsss.irn import build_irn
-    from wsss.segment import build_segmenter
+    from wsss.pipeline.classify import build_classifier
+    from wsss.pipeline.pseudo_labels import build_irn
+    from wsss.pipeline.segment import build_segmenter
 
     torch.manual_seed(0)
     nets = {"cls": build_classifier(dict(cfg["cls"], pretrained="none"), 20, cfg["method"], pretrained=False),
@@ -112,7 +112,7 @@ def write_logits(data: Path, out: Path, seed: int = 0) -> None:
     from PIL import Image
     from scipy.ndimage import gaussian_filter
 
-    from wsss.segment import save_logits
+    from wsss.pipeline.segment import save_logits
 
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -167,7 +167,7 @@ def main() -> None:
             subprocess.run([sys.executable, __file__, "--write-models", str(tmp)], check=True)
         models = {name: tmp / f"{name}.pt" for name in ("cls", "irn", "seg")}
         common = ["--dataset", str(data), "--split", "val", "--shard", "0", "--shards", "1"]
-        from wsss.stage_config import STAGES  # each stage's --params: the keys of its typed view
+        from wsss.runtime.stage_config import STAGES  # each stage's --params: the keys of its typed view
 
         def params(stage: str, source: dict) -> str:
             return json.dumps(STAGES[stage].pick(source))

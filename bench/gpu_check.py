@@ -9,11 +9,11 @@ starts. Parts, cheapest and most informative first (the whole default run stays 
 1. unit checks of every CUDA branch: ``resume`` (optimizer state on the parameters' device after resuming onto the
    GPU from a CPU checkpoint), ``fit_amp`` (``fit`` under bfloat16 autocast), ``cam`` (multi-scale CAMs on the GPU
    vs the CPU, TF32 off), ``walk`` (the sparse random walk vs the dense reference, float64 on both sides),
-   ``syncbn`` (a world-size-1 NCCL group — gloo on CPU — through :class:`wsss.distributed.SyncBatchNorm2d`'s
+   ``syncbn`` (a world-size-1 NCCL group — gloo on CPU — through :class:`wsss.runtime.distributed.SyncBatchNorm2d`'s
    synchronised path under bfloat16 autocast, vs BatchNorm2d), ``lease`` (a GPU lease's environment seen by a
    child: ``CUDA_VISIBLE_DEVICES``, ``CUDA_DEVICE_ORDER=PCI_BUS_ID``, one visible device), ``tests`` (the test
    suite's CUDA tests, ``pytest -k cuda``);
-2. per-stage images/s through :func:`wsss.train.fit` with the stages' settings (``seed_everything``: deterministic
+2. per-stage images/s through :func:`wsss.engine.train.fit` with the stages' settings (``seed_everything``: deterministic
    cuDNN; DataLoader with the recipe's workers decoding JPEGs of VOC size, random crops), float32 and bfloat16:
    ``train_cls`` (ResNet-101 VWL, crop 512, batch 16), ``train_irn`` (ResNet-50 IRNet, batch 32, the pair counts
    on the GPU), ``train_seg`` (DeepLabV2-R101 MSC, crop 321, batch 10); ``infer_cam`` images/s at 375×500 with the
@@ -50,7 +50,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from wsss.config import load_schema, run_config, validate_config  # noqa: E402
+from wsss.runtime.config import load_schema, run_config, validate_config  # noqa: E402
 
 # part → time limit (s) of its subprocess; the order is the run's order
 LIMITS: dict[str, int] = {"resume": 25, "fit_amp": 30, "cam": 25, "walk": 25, "syncbn": 30, "lease": 20, "tests": 75,
@@ -118,7 +118,7 @@ class _Images(torch.utils.data.Dataset):
 def part_resume(device: torch.device, tiny: bool) -> list[Row]:
     """A checkpoint written on the CPU (with momentum / Adam moments), resumed by ``fit`` onto ``device``: before
     the first step every state tensor is on its parameter's device, and the resumed steps run."""
-    from wsss.train import Checkpoint, build_optimizer, fit
+    from wsss.engine.train import Checkpoint, build_optimizer, fit
 
     rows = []
     for name in ("sgd", "adamw"):
@@ -158,7 +158,7 @@ def part_resume(device: torch.device, tiny: bool) -> list[Row]:
 def part_fit_amp(device: torch.device, tiny: bool) -> list[Row]:
     """``fit`` with ``amp=True``: bfloat16 autocast on CUDA (float32 on CPU by design), finite losses, float32
     weights that moved."""
-    from wsss.train import autocast_enabled, build_optimizer, fit
+    from wsss.engine.train import autocast_enabled, build_optimizer, fit
 
     torch.manual_seed(0)
     model = _small_net()
@@ -187,7 +187,7 @@ def part_fit_amp(device: torch.device, tiny: bool) -> list[Row]:
 
 def part_cam(device: torch.device, tiny: bool) -> list[Row]:
     """Multi-scale + flip CAMs of the recipe's classifier on ``device`` vs the CPU (TF32 off: float32 both)."""
-    from wsss.classify import build_classifier, cam_and_scores
+    from wsss.pipeline.classify import build_classifier, cam_and_scores
     from wsss.ops.cam import multiscale_cams
 
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -255,8 +255,8 @@ def part_syncbn(device: torch.device, tiny: bool) -> list[Row]:
     (forced: one process normally takes plain BatchNorm) under bfloat16 autocast, against BatchNorm2d."""
     import torch.distributed as dist
 
-    from wsss import distributed
-    from wsss.distributed import SyncBatchNorm2d
+    from wsss.runtime import distributed
+    from wsss.runtime.distributed import SyncBatchNorm2d
 
     if device.type == "cuda":
         torch.cuda.set_device(0)  # NCCL binds the group to the current device
@@ -293,7 +293,7 @@ def part_syncbn(device: torch.device, tiny: bool) -> list[Row]:
 
 def part_lease(device: torch.device, tiny: bool) -> list[Row]:
     """A one-GPU lease in a private lock folder: the leased command sees its GPU (one device) in PCI order."""
-    from wsss.gpu_lease import acquire, machine_gpus
+    from wsss.runtime.gpu_lease import acquire, machine_gpus
 
     gpus = machine_gpus()[0] if device.type == "cuda" else ["0", "1"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -377,7 +377,7 @@ class _Clocked:
     """Records the time each step's loss starts (one micro-batch per step here) around an Objective."""
 
     def __init__(self, objective) -> None:
-        from wsss.train import Objective
+        from wsss.engine.train import Objective
 
         outer = self
         self.times: list[float] = []
@@ -398,11 +398,11 @@ class _Clocked:
 
 def _train_speed(stage: str, device: torch.device, tiny: bool) -> list[Row]:
     """Images/s of ``fit`` steps 2.. (after a warm-up step) in float32 and under bfloat16 autocast."""
-    from wsss.classify import ClassifierObjective, build_classifier
-    from wsss.irn import IRNObjective, build_irn, optimizer_groups as irn_groups
+    from wsss.pipeline.classify import ClassifierObjective, build_classifier
+    from wsss.pipeline.pseudo_labels import IRNObjective, build_irn, optimizer_groups as irn_groups
     from wsss.ops.path_index import PathIndex
-    from wsss.segment import SegObjective, build_segmenter
-    from wsss.train import build_optimizer, fit, seed_everything
+    from wsss.pipeline.segment import SegObjective, build_segmenter
+    from wsss.engine.train import build_optimizer, fit, seed_everything
 
     cfg = recipe()
     section = {"train_cls": "cls", "train_irn": "irn", "train_seg": "seg"}[stage]
@@ -466,7 +466,7 @@ def part_train_seg(device: torch.device, tiny: bool) -> list[Row]:
 
 def part_infer_cam(device: torch.device, tiny: bool) -> list[Row]:
     """CAM inference images/s at VOC size (375×500) with the recipe's scales, flips and batching."""
-    from wsss.classify import build_classifier, cam_and_scores
+    from wsss.pipeline.classify import build_classifier, cam_and_scores
     from wsss.ops.cam import multiscale_cams
 
     cfg = recipe()

@@ -41,9 +41,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from wsss.artifacts.cam import index_cam_dirs, load_cam  # noqa: E402
-from wsss.compare import compare_run_name  # noqa: E402
+from wsss.outputs.compare import compare_run_name  # noqa: E402
 from wsss.data.dataset import VOCLayoutDataset  # noqa: E402
-from wsss.io import IGNORE  # noqa: E402
+from wsss.runtime.io import IGNORE  # noqa: E402
 
 
 def bench_config(base: dict[str, Any], methods: list[str], seeds: list[int], control: bool,

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The methods over seeds and datasets: a thin caller of the comparison target (config ``compare``, wsss/compare.py).
+"""The methods over seeds and datasets: a thin caller of the comparison target (config ``compare``, wsss/outputs/compare.py).
 
 Writes a config with the config's ``synth`` run on the default data and on robustness variants of it
 (``--variants``, names of bench/robustness.py's VARIANTS) and one comparison ``methods`` of ``--methods`` × those

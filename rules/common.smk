@@ -8,11 +8,11 @@ import sys
 
 from snakemake.exceptions import WorkflowError
 
-from wsss.compare import compare_runs
-from wsss.config import load_schema, run_config, seed_run_names, validate_config
+from wsss.outputs.compare import compare_runs
+from wsss.runtime.config import load_schema, run_config, seed_run_names, validate_config
 from wsss.data.kinds import get_kind, preparer_params
-from wsss.errors import InputError
-from wsss.stage_config import stage_params
+from wsss.runtime.errors import InputError
+from wsss.runtime.stage_config import stage_params
 
 try:
     config.update(
@@ -62,21 +62,21 @@ def lease_timeout_env():
 
 def gpu_stage(name):
     """stage(name) for GPU jobs. At job time it first leases as many free GPUs as the job's gpu resource
-    (wsss.gpu_lease, one lock file per GPU, sets CUDA_VISIBLE_DEVICES; 0 leases nothing). Plain stage(name)
+    (wsss.runtime.gpu_lease, one lock file per GPU, sets CUDA_VISIBLE_DEVICES; 0 leases nothing). Plain stage(name)
     when the config pins the CPU."""
     if config["device"] == "cpu":
         return stage(name)
-    return (f"{lease_timeout_env()}PYTHONPATH={BASEDIR} {shell_word(PYTHON)} -m wsss.gpu_lease {{resources.gpu}} --"
+    return (f"{lease_timeout_env()}PYTHONPATH={BASEDIR} {shell_word(PYTHON)} -m wsss.runtime.gpu_lease {{resources.gpu}} --"
             f" {shell_word(PYTHON)} {stage_script(name)}")
 
 
 def train_stage(name):
     """gpu_stage(name) for a training stage. With N > 1 leased GPUs it runs under
-    ``torchrun --standalone --nproc_per_node=N`` (one DDP process per GPU), else as one process (wsss.launch
+    ``torchrun --standalone --nproc_per_node=N`` (one DDP process per GPU), else as one process (wsss.runtime.launch
     decides at job time, from the job's gpu resource). Plain stage(name) when the config pins the CPU."""
     if config["device"] == "cpu":
         return stage(name)
-    return (f"{lease_timeout_env()}PYTHONPATH={BASEDIR} {shell_word(PYTHON)} -m wsss.launch {{resources.gpu}}"
+    return (f"{lease_timeout_env()}PYTHONPATH={BASEDIR} {shell_word(PYTHON)} -m wsss.runtime.launch {{resources.gpu}}"
             f" {stage_script(name)}")
 
 
@@ -86,7 +86,7 @@ def as_json(obj):
 
 
 def stage_cfg(name, run):
-    """The --params of stage ``name`` for ``run``: exactly the keys of its typed view (wsss.stage_config), so a
+    """The --params of stage ``name`` for ``run``: exactly the keys of its typed view (wsss.runtime.stage_config), so a
     changed value reruns exactly the stages that read it."""
     return as_json(stage_params(name, run_cfg(run), config))
 
@@ -238,7 +238,7 @@ def summary_entries():
 
 
 def seed_groups():
-    """Runs listing ``seeds``: base run -> its per-seed runs ({run}_s{k}, made by wsss.config), for the summary."""
+    """Runs listing ``seeds``: base run -> its per-seed runs ({run}_s{k}, made by wsss.runtime.config), for the summary."""
     return {run: seed_run_names(run, e["seeds"]) for run, e in sorted(config["runs"].items()) if e.get("seeds")}
 
 

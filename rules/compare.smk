@@ -1,5 +1,5 @@
 # The comparison target: results/compare/{name}.md builds every run of config compare.{name} (methods x datasets x
-# seeds, wsss/compare.py) through CAM -> IRN -> DeepLab -> CRF and tabulates them. Each run's gate verdicts are written
+# seeds, wsss/outputs/compare.py) through CAM -> IRN -> DeepLab -> CRF and tabulates them. Each run's gate verdicts are written
 # whether they pass or not (cls_verdict, cam_verdict, seg_verdict), and a checkpoint per gate and comparison gathers
 # them over all runs that reach it
 # at once (so every run trains in parallel): a run stopped by a gate shows as stopped in the table instead of

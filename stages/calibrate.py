@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Choose the CAM background score and the IR-label thresholds without pixel labels (wsss.calibrate): the trained
+"""Choose the CAM background score and the IR-label thresholds without pixel labels (wsss.pipeline.calibrate): the trained
 classifier scores the CAM regions of training images (held-out ones first) at each candidate score; writes
 calibration.json."""
 
@@ -7,9 +7,9 @@ import logging
 import sys
 
 import torch
-from wsss.progress import progress
+from wsss.runtime.progress import progress
 
-from wsss.calibrate import (
+from wsss.pipeline.calibrate import (
     CRITERION,
     IR_CRITERION,
     RegionEvidence,
@@ -20,15 +20,15 @@ from wsss.calibrate import (
     log_rows,
 )
 from wsss.artifacts.cam import index_cam_dirs, load_cam
-from wsss.classify import load_classifier
-from wsss.cli import run_stage, stage_parser
+from wsss.pipeline.classify import load_classifier
+from wsss.runtime.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.transforms import normalize, to_chw
-from wsss.io import write_json
+from wsss.runtime.io import write_json
 from wsss.methods import method_argument
 from wsss.ops.cam import upsample_cam
-from wsss.stage_config import parse_view
-from wsss.train import resolve_device
+from wsss.runtime.stage_config import parse_view
+from wsss.engine.train import resolve_device
 
 log = logging.getLogger("wsss")
 

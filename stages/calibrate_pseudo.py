@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Choose the random walk's background threshold without pixel labels (wsss.calibrate): the trained classifier
+"""Choose the random walk's background threshold without pixel labels (wsss.pipeline.calibrate): the trained classifier
 scores the pseudo-label regions of training images (held-out ones first) at each candidate threshold; writes
 calibration_pseudo.json."""
 
@@ -8,7 +8,7 @@ import sys
 
 import torch
 
-from wsss.calibrate import (
+from wsss.pipeline.calibrate import (
     WALK_CRITERION,
     RegionEvidence,
     add_image,
@@ -17,15 +17,15 @@ from wsss.calibrate import (
     log_rows,
     walk_regions,
 )
-from wsss.classify import load_classifier
-from wsss.cli import run_stage, stage_parser
+from wsss.pipeline.classify import load_classifier
+from wsss.runtime.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.transforms import normalize, to_chw
-from wsss.io import write_json
-from wsss.irn import build_irn, iter_walk_scores
+from wsss.runtime.io import write_json
+from wsss.pipeline.pseudo_labels import build_irn, iter_walk_scores
 from wsss.methods import method_argument
-from wsss.stage_config import parse_view
-from wsss.train import load_state_dict_file, resolve_device
+from wsss.runtime.stage_config import parse_view
+from wsss.engine.train import load_state_dict_file, resolve_device
 
 log = logging.getLogger("wsss")
 

@@ -2,8 +2,8 @@
 """The gate after the CAMs (before IRNet): do the CAMs localise, measured without masks? On the calibration images
 (the classifier's held-out ones first) the classifier scores each class with only its CAM region above the run's
 bg_score kept, against a centred region of the same area and against a uniform map (all or nothing); two classes
-labelled in one image whose CAM regions cover the same pixels are named too (wsss.calibrate.LocalisationEvidence,
-verdict wsss.gates.cam_gate). Stops the DAG with one line naming the classes and the cause (their prevalence and
+labelled in one image whose CAM regions cover the same pixels are named too (wsss.pipeline.calibrate.LocalisationEvidence,
+verdict wsss.pipeline.gates.cam_gate). Stops the DAG with one line naming the classes and the cause (their prevalence and
 co-occurrence in the labels); gate.json holds the evidence."""
 
 import logging
@@ -13,25 +13,25 @@ import torch
 from tqdm import tqdm
 
 from wsss.artifacts.cam import index_cam_dirs, load_cam
-from wsss.calibrate import (
+from wsss.pipeline.calibrate import (
     LocalisationEvidence,
     add_localisation,
     calibration_set,
     classifier_scores,
     resolve_auto,
 )
-from wsss.classify import load_classifier
-from wsss.cli import run_stage, stage_parser
+from wsss.pipeline.classify import load_classifier
+from wsss.runtime.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.statistics import label_statistics
 from wsss.data.transforms import normalize, to_chw
-from wsss.errors import InputError
-from wsss.gates import cam_gate
-from wsss.io import write_json
+from wsss.runtime.errors import InputError
+from wsss.pipeline.gates import cam_gate
+from wsss.runtime.io import write_json
 from wsss.methods import method_argument
 from wsss.ops.cam import upsample_cam
-from wsss.stage_config import parse_view
-from wsss.train import resolve_device
+from wsss.runtime.stage_config import parse_view
+from wsss.engine.train import resolve_device
 
 log = logging.getLogger("wsss")
 

@@ -4,13 +4,13 @@
 import logging
 import sys
 
-from wsss.calibrate import resolve_auto
+from wsss.pipeline.calibrate import resolve_auto
 from wsss.artifacts.cam import index_cam_dirs
-from wsss.cli import run_stage, shard_ids, shard_stage_parser
+from wsss.runtime.cli import run_stage, shard_ids, shard_stage_parser
 from wsss.data.dataset import VOCLayoutDataset
-from wsss.io import atomic_dir
-from wsss.irn import ir_label_options, write_ir_labels
-from wsss.stage_config import parse_view
+from wsss.runtime.io import atomic_dir
+from wsss.pipeline.pseudo_labels import ir_label_options, write_ir_labels
+from wsss.runtime.stage_config import parse_view
 
 log = logging.getLogger("wsss")
 

@@ -6,12 +6,12 @@ import logging
 import sys
 
 from wsss.artifacts.cam import index_cam_dirs
-from wsss.cli import run_stage, stage_parser
+from wsss.runtime.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.irn_data import index_label_dirs
-from wsss.io import write_json
-from wsss.stage_config import parse_view
-from wsss.validation import coverage_warnings, pseudo_coverage
+from wsss.runtime.io import write_json
+from wsss.runtime.stage_config import parse_view
+from wsss.pipeline.heldout import coverage_warnings, pseudo_coverage
 
 log = logging.getLogger("wsss")
 

@@ -7,11 +7,11 @@ import json
 import logging
 import sys
 
-from wsss.cli import run_stage, stage_parser
-from wsss.errors import InputError
-from wsss.gates import cls_gate
-from wsss.io import write_json
-from wsss.stage_config import parse_view
+from wsss.runtime.cli import run_stage, stage_parser
+from wsss.runtime.errors import InputError
+from wsss.pipeline.gates import cls_gate
+from wsss.runtime.io import write_json
+from wsss.runtime.stage_config import parse_view
 
 log = logging.getLogger("wsss")
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""One table and one figure of a comparison (config compare.<name>: methods x datasets x seeds, wsss/compare.py):
+"""One table and one figure of a comparison (config compare.<name>: methods x datasets x seeds, wsss/outputs/compare.py):
 mIoU per stage at the calibrated thresholds, oracle peaks, held-out F1, gate verdicts, wall time per stage."""
 
 import json
@@ -7,10 +7,10 @@ import logging
 import sys
 from pathlib import Path
 
-from wsss.cli import run_stage, stage_parser
-from wsss.compare import compare_table, read_run, results_json, save_compare_figure
-from wsss.errors import InputError
-from wsss.io import write_json, write_text
+from wsss.runtime.cli import run_stage, stage_parser
+from wsss.outputs.compare import compare_table, read_run, results_json, save_compare_figure
+from wsss.runtime.errors import InputError
+from wsss.runtime.io import write_json, write_text
 
 log = logging.getLogger("wsss")
 

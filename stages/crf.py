@@ -4,11 +4,11 @@
 import logging
 import sys
 
-from wsss.cli import run_stage, shard_ids, shard_stage_parser
+from wsss.runtime.cli import run_stage, shard_ids, shard_stage_parser
 from wsss.data.dataset import VOCLayoutDataset
-from wsss.io import atomic_dir
-from wsss.segment import crf_shard
-from wsss.stage_config import parse_view
+from wsss.runtime.io import atomic_dir
+from wsss.pipeline.segment import crf_shard
+from wsss.runtime.stage_config import parse_view
 
 log = logging.getLogger("wsss")
 

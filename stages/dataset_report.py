@@ -1,14 +1,14 @@
 #!/usr/bin/env python
-"""The dataset report before anything trains (wsss.dataset_report): images per split and class, prevalence, the
+"""The dataset report before anything trains (wsss.pipeline.dataset_report): images per split and class, prevalence, the
 class co-occurrence figure, image sizes, labels per image, masks; warnings (a class in nearly every image, a class
 with few images, a pair that almost always co-occurs) go to the log and the report."""
 
 import logging
 import sys
 
-from wsss.cli import run_stage, stage_parser
+from wsss.runtime.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
-from wsss.dataset_report import dataset_summary, write_report
+from wsss.pipeline.dataset_report import dataset_summary, write_report
 
 log = logging.getLogger("wsss")
 

@@ -4,13 +4,13 @@
 import logging
 import sys
 
-from wsss.calibrate import resolve_auto
-from wsss.cli import run_stage, stage_parser
+from wsss.pipeline.calibrate import resolve_auto
+from wsss.runtime.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
-from wsss.evaluate import evaluate_cams, sweep_table
-from wsss.io import write_json, write_text
-from wsss.report import save_sweep
-from wsss.stage_config import parse_view
+from wsss.pipeline.evaluate import evaluate_cams, sweep_table
+from wsss.runtime.io import write_json, write_text
+from wsss.outputs.report import save_sweep
+from wsss.runtime.stage_config import parse_view
 
 log = logging.getLogger("wsss")
 

@@ -4,11 +4,11 @@
 import logging
 import sys
 
-from wsss.cli import run_stage, stage_parser
+from wsss.runtime.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.irn_data import index_label_dirs
-from wsss.io import write_json, write_text
-from wsss.irn import evaluate_labels
+from wsss.runtime.io import write_json, write_text
+from wsss.pipeline.pseudo_labels import evaluate_labels
 
 log = logging.getLogger("wsss")
 

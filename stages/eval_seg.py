@@ -4,10 +4,10 @@
 import logging
 import sys
 
-from wsss.cli import run_stage, stage_parser
+from wsss.runtime.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
-from wsss.io import write_json, write_text
-from wsss.segment import evaluate_segmentation, segmentation_report
+from wsss.runtime.io import write_json, write_text
+from wsss.pipeline.segment import evaluate_segmentation, segmentation_report
 
 log = logging.getLogger("wsss")
 

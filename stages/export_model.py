@@ -5,11 +5,11 @@ the input size) with model.json (classes, input normalisation and colour order, 
 import logging
 import sys
 
-from wsss.cli import run_stage, stage_parser
+from wsss.runtime.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
-from wsss.export import export_model
-from wsss.segment import load_segmenter
-from wsss.stage_config import parse_view
+from wsss.outputs.export import export_model
+from wsss.pipeline.segment import load_segmenter
+from wsss.runtime.stage_config import parse_view
 
 log = logging.getLogger("wsss")
 

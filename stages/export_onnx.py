@@ -1,14 +1,14 @@
 #!/usr/bin/env python
 """Convert the torch.export program (model.pt2) to ONNX (model.onnx: the same graph, dynamic batch, height and
-width, opset wsss.export.ONNX_OPSET), loadable with onnxruntime."""
+width, opset wsss.outputs.export.ONNX_OPSET), loadable with onnxruntime."""
 
 import logging
 import sys
 
 import torch
 
-from wsss.cli import run_stage, stage_parser
-from wsss.export import write_onnx
+from wsss.runtime.cli import run_stage, stage_parser
+from wsss.outputs.export import write_onnx
 
 log = logging.getLogger("wsss")
 

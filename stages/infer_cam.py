@@ -6,18 +6,18 @@ import sys
 from pathlib import Path
 
 import torch
-from wsss.progress import progress
+from wsss.runtime.progress import progress
 
 from wsss.artifacts.cam import CamRecord, save_cam
-from wsss.classify import load_classifier
-from wsss.cli import run_stage, shard_ids, shard_stage_parser
+from wsss.pipeline.classify import load_classifier
+from wsss.runtime.cli import run_stage, shard_ids, shard_stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.transforms import normalize, to_chw
-from wsss.io import atomic_dir
+from wsss.runtime.io import atomic_dir
 from wsss.methods import get_method, method_argument
 from wsss.ops.cam import label_keys, multiscale_cams, pack_cam
-from wsss.stage_config import parse_view
-from wsss.train import resolve_device
+from wsss.runtime.stage_config import parse_view
+from wsss.engine.train import resolve_device
 
 log = logging.getLogger("wsss")
 

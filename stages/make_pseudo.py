@@ -5,13 +5,13 @@ import logging
 import sys
 from pathlib import Path
 
-from wsss.calibrate import resolve_auto
-from wsss.cli import run_stage, shard_ids, shard_stage_parser
+from wsss.pipeline.calibrate import resolve_auto
+from wsss.runtime.cli import run_stage, shard_ids, shard_stage_parser
 from wsss.data.dataset import VOCLayoutDataset
-from wsss.io import atomic_dir, write_label_png
-from wsss.irn import build_irn, iter_walk_scores, labels_from_walk
-from wsss.stage_config import parse_view
-from wsss.train import load_state_dict_file, resolve_device
+from wsss.runtime.io import atomic_dir, write_label_png
+from wsss.pipeline.pseudo_labels import build_irn, iter_walk_scores, labels_from_walk
+from wsss.runtime.stage_config import parse_view
+from wsss.engine.train import load_state_dict_file, resolve_device
 
 log = logging.getLogger("wsss")
 

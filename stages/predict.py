@@ -7,13 +7,13 @@ import sys
 
 import torch
 
-from wsss.cli import run_stage, shard_ids, stage_parser
+from wsss.runtime.cli import run_stage, shard_ids, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
-from wsss.io import atomic_dir, check_apart
-from wsss.predict import list_images, predict_images
-from wsss.segment import load_segmenter
-from wsss.stage_config import parse_view
-from wsss.train import resolve_device
+from wsss.runtime.io import atomic_dir, check_apart
+from wsss.outputs.predict import list_images, predict_images
+from wsss.pipeline.segment import load_segmenter
+from wsss.runtime.stage_config import parse_view
+from wsss.engine.train import resolve_device
 
 log = logging.getLogger("wsss")
 

@@ -4,7 +4,7 @@ or a user's folder."""
 
 import sys
 
-from wsss.cli import run_stage, stage_parser
+from wsss.runtime.cli import run_stage, stage_parser
 from wsss.data.kinds import get_kind, kind_names
 
 

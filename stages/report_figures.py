@@ -6,11 +6,11 @@ import logging
 import sys
 from pathlib import Path
 
-from wsss.cli import run_stage, stage_parser
+from wsss.runtime.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
-from wsss.errors import InputError
-from wsss.io import write_text
-from wsss.report import (
+from wsss.runtime.errors import InputError
+from wsss.runtime.io import write_text
+from wsss.outputs.report import (
     cam_overlay_rows,
     pseudo_rows,
     read_json,

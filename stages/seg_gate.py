@@ -7,15 +7,15 @@ import logging
 import math
 import sys
 
-from wsss.cli import run_stage, stage_parser
+from wsss.runtime.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.seg_data import training_label_paths
-from wsss.errors import InputError
-from wsss.gates import seg_gate
-from wsss.io import write_json
-from wsss.segment import label_fit, load_segmenter
-from wsss.stage_config import parse_view
-from wsss.train import resolve_device
+from wsss.runtime.errors import InputError
+from wsss.pipeline.gates import seg_gate
+from wsss.runtime.io import write_json
+from wsss.pipeline.segment import label_fit, load_segmenter
+from wsss.runtime.stage_config import parse_view
+from wsss.engine.train import resolve_device
 
 log = logging.getLogger("wsss")
 

@@ -7,10 +7,10 @@ import json
 import logging
 import sys
 
-from wsss.cli import run_stage, stage_parser
-from wsss.errors import InputError
-from wsss.io import write_text
-from wsss.segment import SummaryRow, read_deeplab_metrics, read_miou_file, summary_table
+from wsss.runtime.cli import run_stage, stage_parser
+from wsss.runtime.errors import InputError
+from wsss.runtime.io import write_text
+from wsss.pipeline.segment import SummaryRow, read_deeplab_metrics, read_miou_file, summary_table
 
 log = logging.getLogger("wsss")
 

@@ -5,15 +5,15 @@ only, never picks the threshold), with the threshold the run uses drawn on it.""
 import logging
 import sys
 
-from wsss.calibrate import resolve_auto
-from wsss.cli import run_stage, stage_parser
+from wsss.pipeline.calibrate import resolve_auto
+from wsss.runtime.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
-from wsss.io import write_json
-from wsss.irn import build_irn, iter_walk_scores, labels_from_walk
-from wsss.metrics import ConfusionMatrix
-from wsss.report import save_sweep
-from wsss.stage_config import parse_view
-from wsss.train import load_state_dict_file, resolve_device
+from wsss.runtime.io import write_json
+from wsss.pipeline.pseudo_labels import build_irn, iter_walk_scores, labels_from_walk
+from wsss.engine.metrics import ConfusionMatrix
+from wsss.outputs.report import save_sweep
+from wsss.runtime.stage_config import parse_view
+from wsss.engine.train import load_state_dict_file, resolve_device
 
 log = logging.getLogger("wsss")
 

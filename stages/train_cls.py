@@ -8,18 +8,18 @@ import logging
 import sys
 from pathlib import Path
 
-from wsss import distributed
-from wsss.classify import build_classifier
-from wsss.cli import run_stage, stage_parser
+from wsss.runtime import distributed
+from wsss.pipeline.classify import build_classifier
+from wsss.runtime.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.loaders import ClassificationTrainSet
-from wsss.errors import InputError
-from wsss.io import write_json, write_text
+from wsss.runtime.errors import InputError
+from wsss.runtime.io import write_json, write_text
 from wsss.methods import get_method, method_argument
-from wsss.stage_config import parse_view
-from wsss.train import (build_optimizer, check_batch_split, fit, load_state_dict_file, resolve_device,
+from wsss.runtime.stage_config import parse_view
+from wsss.engine.train import (build_optimizer, check_batch_split, fit, load_state_dict_file, resolve_device,
                         seed_everything)
-from wsss.validation import HeldoutEvaluator, HeldoutTracker, holdout_split, training_report
+from wsss.pipeline.heldout import HeldoutEvaluator, HeldoutTracker, holdout_split, training_report
 
 log = logging.getLogger("wsss")
 

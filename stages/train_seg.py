@@ -8,13 +8,13 @@ import logging
 import sys
 from pathlib import Path
 
-from wsss import distributed
-from wsss.cli import run_stage, stage_parser
+from wsss.runtime import distributed
+from wsss.runtime.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.seg_data import SegmentationTrainSet, training_label_paths
-from wsss.segment import SegObjective, build_segmenter, check_train_params, optimizer_groups
-from wsss.stage_config import parse_view
-from wsss.train import build_optimizer, fit, resolve_device, seed_everything
+from wsss.pipeline.segment import SegObjective, build_segmenter, check_train_params, optimizer_groups
+from wsss.runtime.stage_config import parse_view
+from wsss.engine.train import build_optimizer, fit, resolve_device, seed_everything
 
 log = logging.getLogger("wsss")
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from wsss.data.dataset import format_labels_tsv
-from wsss.io import write_jpeg, write_label_png
+from wsss.runtime.io import write_jpeg, write_label_png
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -24,7 +24,7 @@ TINY_SYNTH = {"image_size": 64, "num_classes": 2, "num_train_aug": 64, "num_trai
 
 def schema_section(section: str, **overrides) -> dict:
     """A stage section of the schema's defaults (the validated minimal config), with ``overrides``."""
-    from wsss.config import default_config
+    from wsss.runtime.config import default_config
 
     return {**default_config()[section], **overrides}
 
@@ -89,8 +89,8 @@ TINY_SEG = {"backbone": 10, "pretrained": "from_cls", "norm": "fixed", "crop": 6
 def tiny_config(method: str = "vwl_l") -> dict:
     """A run small enough for the test suite that still learns: 64-px synthetic images, ResNet-10, two shards."""
     # gates.min_cls_f1 0: 7 held-out images measure little, and tests run other methods and fewer epochs with this
-    # config (tests/test_validation.py tests the gate; the tiny vwl_l run passes it anyway: held-out F1 0.75);
-    # gates.min_seg_fit 0: the tiny DeepLab's 20 iterations do not fit its labels (tests/test_validation.py)
+    # config (tests/test_heldout.py tests the gate; the tiny vwl_l run passes it anyway: held-out F1 0.75);
+    # gates.min_seg_fit 0: the tiny DeepLab's 20 iterations do not fit its labels (tests/test_heldout.py)
     # the same for the gates against the data's own baselines (README "Gates"): 7 held-out images and 2 classes
     # cannot show a margin over the label prior or the CAMs' localisation evidence (tests/test_gates.py)
     return {"device": "cpu", "datasets": {"synth": dict(TINY_SYNTH)},
@@ -142,7 +142,7 @@ def copy_of_dag(workdir: Path, dest: Path, config: dict | None = None) -> Path:
 
 
 class NoisyRegression(torch.utils.data.Dataset):
-    """16 regression items for ``wsss.train.fit`` tests, indexed by (index, aug seed): the input's augmentation noise
+    """16 regression items for ``wsss.engine.train.fit`` tests, indexed by (index, aug seed): the input's augmentation noise
     depends only on the aug seed, so a resumed or re-sharded run sees the same data."""
 
     def __init__(self) -> None:
@@ -198,7 +198,7 @@ def png_labels(path: Path) -> np.ndarray:
 
 def miou_of_pngs(preds: dict[str, Path], masks: Path, num_classes: int) -> float:
     """mIoU (%) of label PNGs ``{id: path}`` against ``masks/<id>.png``, computed here independently of
-    wsss.metrics: per class, intersection and union of boolean maps summed over the images (mask 255 ignored),
+    wsss.engine.metrics: per class, intersection and union of boolean maps summed over the images (mask 255 ignored),
     averaged over the classes that have ground-truth pixels (wsss's ``miou_present``)."""
     inter, union, present = np.zeros(num_classes), np.zeros(num_classes), np.zeros(num_classes, bool)
     for image_id, path in preds.items():

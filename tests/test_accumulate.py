@@ -1,4 +1,4 @@
-"""Gradient accumulation and bfloat16 autocast in wsss.train.fit: ``accumulate`` micro-batches give the update of
+"""Gradient accumulation and bfloat16 autocast in wsss.engine.train.fit: ``accumulate`` micro-batches give the update of
 the whole batch (per-sample means, pixel- and pair-normalised losses, the VWL-M memory bank), and exact resume."""
 
 from __future__ import annotations
@@ -10,16 +10,16 @@ import pytest
 import torch
 
 from helpers import NoisyRegression, interrupt_at, schema_section
-from wsss.classify import ClassifierObjective, build_classifier
-from wsss.classify import optimizer_groups as cls_groups
-from wsss.io import IGNORE
-from wsss.irn import irn_loss, pair_label_counts
+from wsss.pipeline.classify import ClassifierObjective, build_classifier
+from wsss.pipeline.classify import optimizer_groups as cls_groups
+from wsss.runtime.io import IGNORE
+from wsss.pipeline.pseudo_labels import irn_loss, pair_label_counts
 from wsss.models.deeplab import build_deeplab
 from wsss.ops.path_index import PathIndex
-from wsss.segment import SegObjective, msc_label_counts, msc_loss, output_names, output_sizes
-from wsss.train import (AMP_DTYPE, Checkpoint, autocast_enabled, build_optimizer, check_batch_split, fit,
+from wsss.pipeline.segment import SegObjective, msc_label_counts, msc_loss, output_names, output_sizes
+from wsss.engine.train import (AMP_DTYPE, Checkpoint, autocast_enabled, build_optimizer, check_batch_split, fit,
                         load_state_dict_file, split_batch, training_autocast)
-from wsss.errors import InputError
+from wsss.runtime.errors import InputError
 
 CPU = torch.device("cpu")
 CLS = schema_section("cls", backbone=18, pretrained="none", norm="fixed", freeze_stem=False, detach_stage2=False,
@@ -187,7 +187,7 @@ def test_fit_runs_the_forward_under_the_autocast_it_decides(tmp_path: Path, monk
     _fit(tmp_path / "off", _linear(), step, NoisyRegression(), batch_size=4, accumulate=2, steps=1, amp=True)
     assert [s[0] for s in seen] == [False, False]
     seen.clear()
-    monkeypatch.setattr("wsss.train.autocast_enabled", lambda device, amp: amp)
+    monkeypatch.setattr("wsss.engine.train.autocast_enabled", lambda device, amp: amp)
     _fit(tmp_path / "on", _linear(), step, NoisyRegression(), batch_size=4, accumulate=2, steps=1, amp=True)
     assert seen == [(True, torch.bfloat16)] * 2
     with training_autocast(CPU, False):

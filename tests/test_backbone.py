@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
 
-from wsss.errors import InputError
+from wsss.runtime.errors import InputError
 from wsss.models.backbone import FixedBatchNorm, build_resnet
 
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from helpers import REPO, planned_jobs, snakemake, write_config
-from wsss.config import check_runs, load_schema, run_config, validate_config
+from wsss.runtime.config import check_runs, load_schema, run_config, validate_config
 
 
 def _load(name: str):

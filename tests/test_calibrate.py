@@ -1,4 +1,4 @@
-"""Thresholds without pixel labels (wsss.calibrate): a known answer with an analytic classifier, the held-out-first
+"""Thresholds without pixel labels (wsss.pipeline.calibrate): a known answer with an analytic classifier, the held-out-first
 choice of images, and the calibrate rule feeding eval_cam on the session's tiny run."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 import torch
 from helpers import REPO, copy_of_dag, planned_jobs, snakemake, tiny_config, write_config
 
-from wsss.calibrate import (
+from wsss.pipeline.calibrate import (
     RegionEvidence,
     add_image,
     calibration_ids,
@@ -23,9 +23,9 @@ from wsss.calibrate import (
     resolve_auto,
     walk_regions,
 )
-from wsss.config import load_schema
-from wsss.errors import InputError
-from wsss.irn import labels_from_walk
+from wsss.runtime.config import load_schema
+from wsss.runtime.errors import InputError
+from wsss.pipeline.pseudo_labels import labels_from_walk
 
 
 def _visible_object(obj: torch.Tensor):
@@ -256,7 +256,7 @@ def test_localisation_evidence_prefers_a_cam_on_the_object_and_names_overlapping
     centred region of the same area (the object is off-centre) and the uniform map; a CAM on the centre shows no
     evidence; two classes with the same region overlap at IoU 1 (planted bugs caught: the centre region taken at
     another area than the CAM's, or the overlap computed over the union of all classes)."""
-    from wsss.calibrate import LocalisationEvidence, add_localisation, centre_order
+    from wsss.pipeline.calibrate import LocalisationEvidence, add_localisation, centre_order
 
     order = centre_order(4, 6)
     assert set(order[:4].tolist()) == {8, 9, 14, 15} and set(order[-4:].tolist()) == {0, 5, 18, 23}
@@ -353,7 +353,7 @@ def test_walk_regions_of_a_tensor_and_of_doubles_are_float32() -> None:
 
 
 def test_calibration_set_puts_the_classifier_held_out_images_first() -> None:
-    from wsss.validation import holdout_split
+    from wsss.pipeline.heldout import holdout_split
 
     ids = [f"img{i:02d}" for i in range(20)]
     train, held = holdout_split(ids, 0.2)
@@ -373,10 +373,13 @@ def test_log_rows_returns_and_logs_every_row(caplog: pytest.LogCaptureFixture) -
                                                         "bg_score 0.20: keep 0.250 area 0.125 objective 0.125"]
 
 
-def test_classifier_scores_is_image_scores_of_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
-    import wsss.calibrate as calibrate
+def test_classifier_scores_is_the_methods_image_scores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """classifier_scores asks the method registry for the method's image scores (mutant killed: another method's
+    scores, or the batch passed through unscored)."""
+    from wsss.methods import get_method
 
     seen = []
-    monkeypatch.setattr(calibrate, "image_scores", lambda model, batch: seen.append((model, batch)) or batch * 2)
-    fn = classifier_scores("model")
+    spec = get_method("cam")
+    monkeypatch.setattr(type(spec), "image_scores", lambda self, model, batch: seen.append((model, batch)) or batch * 2)
+    fn = classifier_scores("model", "cam")
     assert fn(torch.ones(1)).tolist() == [2.0] and seen[0][0] == "model"

@@ -10,9 +10,9 @@ import torch
 from helpers import schema_section
 
 from wsss.artifacts.cam import CamRecord, index_cam_dirs, load_cam, save_cam
-from wsss.classify import build_classifier, cam_and_scores, image_scores, training_step
-from wsss.errors import InputError
-from wsss.evaluate import labels_at_thresholds
+from wsss.pipeline.classify import build_classifier, cam_and_scores, image_scores, training_step
+from wsss.runtime.errors import InputError
+from wsss.pipeline.evaluate import labels_at_thresholds
 from wsss.methods import get_method
 from wsss.ops.cam import cam_to_labels, multiscale_cams, pack_cam, upsample_cam
 
@@ -112,7 +112,7 @@ def test_shards_partition_ids() -> None:
     ids = [f"i{k}" for k in range(11)]
     from argparse import Namespace
 
-    from wsss.cli import shard_ids
+    from wsss.runtime.cli import shard_ids
 
     parts = [shard_ids(ids, Namespace(shard=i, shards=4)) for i in range(4)]
     assert sorted(sum(parts, [])) == sorted(ids) and max(map(len, parts)) - min(map(len, parts)) <= 1
@@ -136,7 +136,7 @@ def test_training_step_vwl_m_updates_bank_reproducibly() -> None:
 
 def test_cam_evaluation_baselines(tiny_voc: Path, tmp_path: Path) -> None:
     from wsss.data.dataset import VOCLayoutDataset
-    from wsss.evaluate import evaluate_cams
+    from wsss.pipeline.evaluate import evaluate_cams
 
     data = VOCLayoutDataset(tiny_voc)
     for image_id in ["a_1", "b_2", "c_3"]:

@@ -16,8 +16,8 @@ from pycocotools import mask as mask_utils
 
 from wsss.data.coco import Instance, class_table, prepare_coco, segmentation_to_rle, semantic_mask
 from wsss.data.dataset import VOCLayoutDataset
-from wsss.errors import InputError
-from wsss.io import read_label_png
+from wsss.runtime.errors import InputError
+from wsss.runtime.io import read_label_png
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""The comparison target's pieces (wsss/compare.py): run expansion, reading a run's results and gate verdicts,
+"""The comparison target's pieces (wsss/outputs/compare.py): run expansion, reading a run's results and gate verdicts,
 benchmark times per stage, the table's statistics. The DAG itself: tests/test_workflow-style run in
 test_compare_target_on_the_tiny_config (slow)."""
 
@@ -12,9 +12,9 @@ import pytest
 import yaml
 from helpers import REPO
 
-from wsss.compare import RunResult, compare_runs, compare_table, read_run, stage_times
-from wsss.config import load_schema, validate_config
-from wsss.errors import InputError
+from wsss.outputs.compare import RunResult, compare_runs, compare_table, read_run, stage_times
+from wsss.runtime.config import load_schema, validate_config
+from wsss.runtime.errors import InputError
 
 SCHEMA = load_schema(REPO / "schemas" / "config.schema.yaml")
 SPLITS = {"cam_split": "val", "pseudo_split": "val", "seg_split": "val"}

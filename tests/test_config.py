@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from wsss.config import load_schema, validate_config
-from wsss.errors import InputError
+from wsss.runtime.config import load_schema, validate_config
+from wsss.runtime.errors import InputError
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,7 +112,7 @@ def test_synth_variants_validate_and_reach_the_generator(schema: dict) -> None:
 
 
 def test_run_overrides_merge_over_section_defaults(schema: dict) -> None:
-    from wsss.config import run_config
+    from wsss.runtime.config import run_config
 
     raw = {"cls": {"lr": 0.05}, "runs": {"small": {"dataset": "synth", "cls": {"backbone": 18}}, "big": {"dataset": "voc"}}}
     cfg = validate_config(raw, schema)
@@ -145,7 +145,7 @@ def test_datasets_by_name_and_kind(schema: dict, tmp_path: Path) -> None:
 def test_training_splits_follow_the_dataset(schema: dict, tmp_path: Path) -> None:
     """No split name is special: train_aug where the dataset has it (the VOC recipe), else train; the
     evaluation maps point train at train_aug only where both exist."""
-    from wsss.config import run_config
+    from wsss.runtime.config import run_config
 
     (tmp_path / "ImageSets" / "Segmentation").mkdir(parents=True)
     (tmp_path / "ImageSets" / "Segmentation" / "test.txt").write_text("a\n")
@@ -205,7 +205,7 @@ def test_split_names_accept_dataset_ids(schema: dict) -> None:
 
 
 def test_precision_and_fidelity_switches_default_to_todays_behaviour(schema: dict) -> None:
-    from wsss.config import run_config
+    from wsss.runtime.config import run_config
 
     cfg = run_config(validate_config({"runs": {"r": {"dataset": "synth"}}}, schema), "r")
     assert cfg["cls"]["amp"] is False and cfg["irn"]["amp"] is False and cfg["seg"]["amp"] is True
@@ -215,7 +215,7 @@ def test_precision_and_fidelity_switches_default_to_todays_behaviour(schema: dic
 
 
 def test_ir_label_thresholds_ordered_or_auto(schema: dict) -> None:
-    from wsss.config import check_runs
+    from wsss.runtime.config import check_runs
 
     def cfg(**irn):
         return validate_config({"irn": irn, "runs": {"r": {"dataset": "synth"}}}, schema)
@@ -248,7 +248,7 @@ def test_folder_lists_named_like_builtin_splits_are_not_picked(schema: dict, tmp
     cfg = validate_config({"datasets": {"mine": {"kind": "folder", "root": "data"}},
                            "runs": {"r": {"dataset": "mine"}, "aug": {"dataset": "mine",
                                                                      "seg": {"train_split": "train_aug"}}}}, schema)
-    from wsss.config import dataset_splits, run_config
+    from wsss.runtime.config import dataset_splits, run_config
     assert dataset_splits(cfg["datasets"]["mine"]) == ["train", "val", "train_aug"]
     r = run_config(cfg, "r")
     assert [r[s]["train_split"] for s in ("cls", "irn", "seg")] == ["train"] * 3 and r["cam"]["eval"] == {}

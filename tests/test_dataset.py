@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from wsss.data.dataset import VOCLayoutDataset, read_id_list, validate_id
-from wsss.errors import InputError
-from wsss.io import write_label_png
+from wsss.runtime.errors import InputError
+from wsss.runtime.io import write_label_png
 
 
 def test_reads_images_masks_labels(tiny_voc: Path) -> None:
@@ -160,7 +160,7 @@ def test_max_pixels_from_dataset_yaml(tiny_voc: Path) -> None:
 
 def test_max_pixels_default_applies_without_dataset_yaml(tiny_voc: Path, monkeypatch) -> None:
     import wsss.data.dataset as dataset_module
-    from wsss.io import DEFAULT_MAX_PIXELS
+    from wsss.runtime.io import DEFAULT_MAX_PIXELS
 
     (tiny_voc / "dataset.yaml").unlink(missing_ok=True)
     assert VOCLayoutDataset(tiny_voc).max_pixels == DEFAULT_MAX_PIXELS == 2048 * 2048

@@ -1,4 +1,4 @@
-"""The dataset report (wsss.dataset_report, stage dataset_report) on a synthetic dataset with a frequent class and
+"""The dataset report (wsss.pipeline.dataset_report, stage dataset_report) on a synthetic dataset with a frequent class and
 on a folder dataset of one's own: tables, warnings, the figure, one-line errors."""
 
 from __future__ import annotations

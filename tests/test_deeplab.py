@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsss.errors import InputError
+from wsss.runtime.errors import InputError
 from wsss.models.deeplab import ASPP, MSC, build_deeplab, map_init_state
-from wsss.train import build_optimizer
+from wsss.engine.train import build_optimizer
 
 
 @pytest.fixture(scope="module")

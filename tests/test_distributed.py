@@ -18,13 +18,13 @@ import torch.multiprocessing as mp
 
 from helpers import NoisyRegression, interrupt_at
 from test_accumulate import CLS, _Images, _linear, _mse
-from wsss import distributed
-from wsss.classify import ClassifierObjective, build_classifier
-from wsss.classify import optimizer_groups as cls_groups
+from wsss.runtime import distributed
+from wsss.pipeline.classify import ClassifierObjective, build_classifier
+from wsss.pipeline.classify import optimizer_groups as cls_groups
 from wsss.models.deeplab import build_deeplab
-from wsss.segment import SegObjective
-from wsss.train import Checkpoint, build_optimizer, fit, load_state_dict_file
-from wsss.stage_config import STAGES
+from wsss.pipeline.segment import SegObjective
+from wsss.engine.train import Checkpoint, build_optimizer, fit, load_state_dict_file
+from wsss.runtime.stage_config import STAGES
 
 CPU = torch.device("cpu")
 REPO = Path(__file__).resolve().parents[1]

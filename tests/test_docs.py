@@ -42,7 +42,7 @@ def test_github_anchors_known_answers() -> None:
 
 
 def test_no_reference_to_spec_in_code_config_or_rules() -> None:
-    """Planted: a docstring citing the spec's §6 (in capitals) in wsss/irn.py fails here."""
+    """Planted: a docstring citing the spec's §6 (in capitals) in wsss/pipeline/pseudo_labels.py fails here."""
     hits = [
         f"{p.relative_to(REPO)}:{i}"
         for p in _files(".py", ".smk", ".yaml")

@@ -20,8 +20,8 @@ import yaml
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.download import download, extract, md5sum
 from wsss.data.voc import DEFAULT_LISTS_DIR, VOC_CLASSES, prepare_voc
-from wsss.errors import InputError
-from wsss.io import write_jpeg, write_label_png
+from wsss.runtime.errors import InputError
+from wsss.runtime.io import write_jpeg, write_label_png
 
 IDS = {"2007_000032": ["aeroplane", "person"], "2007_000039": ["tvmonitor"], "2007_000033": ["aeroplane"]}
 SPLITS = {"train": ["2007_000032", "2007_000039"], "val": ["2007_000033"]}

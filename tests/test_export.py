@@ -15,8 +15,8 @@ import torch
 
 from wsss.data.seg_data import CAFFE_MEAN_BGR
 from wsss.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from wsss.export import export_model, export_program, write_onnx, write_program
-from wsss.segment import build_segmenter, image_logits, labels_from_logits
+from wsss.outputs.export import export_model, export_program, write_onnx, write_program
+from wsss.pipeline.segment import build_segmenter, image_logits, labels_from_logits
 
 SIZES = [(37, 53), (64, 64), (29, 90), (8, 11)]
 CASES = {

@@ -17,13 +17,13 @@ import torch.nn.functional as F
 
 from helpers import REPO, TINY_CLS
 from wsss.artifacts.cam import load_cam
-from wsss.classify import build_classifier
-from wsss.config import load_schema, run_config, validate_config
+from wsss.pipeline.classify import build_classifier
+from wsss.runtime.config import load_schema, run_config, validate_config
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.transforms import normalize, to_chw
-from wsss.io import write_label_png
+from wsss.runtime.io import write_label_png
 from wsss.ops.cam import upsample_cam
-from wsss.stage_config import TrainIrn
+from wsss.runtime.stage_config import TrainIrn
 
 
 def _sections(**overrides) -> dict:

@@ -13,8 +13,8 @@ from PIL import Image
 
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.folder import in_val, prepare_folder
-from wsss.errors import InputError
-from wsss.io import write_label_png
+from wsss.runtime.errors import InputError
+from wsss.runtime.io import write_label_png
 
 REPO = Path(__file__).resolve().parents[1]
 

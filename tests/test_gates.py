@@ -1,12 +1,12 @@
-"""The gates' verdicts (wsss.gates): the line names the measure, the threshold and what to do; a disabled gate
-passes with the same problem as a warning. The stages that raise them: tests/test_validation.py (cls_gate) and
+"""The gates' verdicts (wsss.pipeline.gates): the line names the measure, the threshold and what to do; a disabled gate
+passes with the same problem as a warning. The stages that raise them: tests/test_heldout.py (cls_gate) and
 tests/test_segment.py (seg_gate)."""
 
 from __future__ import annotations
 
 import math
 
-from wsss.gates import GATE_ADVICE, cam_gate, cls_gate, seg_gate
+from wsss.pipeline.gates import GATE_ADVICE, cam_gate, cls_gate, seg_gate
 
 
 def test_seg_gate_message_names_the_measure_the_threshold_and_what_to_do() -> None:

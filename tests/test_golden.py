@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from helpers import REPO, TINY_SYNTH, baseline_miou, miou_of_pngs, shard_pngs
-from wsss.config import load_schema
+from wsss.runtime.config import load_schema
 
 GOLDEN = Path(__file__).with_name("golden.json")
 TOLERANCE = 0.05  # points (% or F1 x 100): a few pixels of the val images; the CPU run repeats exactly
@@ -117,7 +117,7 @@ def test_tiny_deeplab_beats_its_baseline_and_passes_the_default_seg_gate(tiny_da
 @pytest.mark.slow
 def test_tiny_dag_mious_recomputed_from_the_label_pngs(tiny_dag: Path) -> None:
     """The reported pseudo-label and DeepLab+CRF mIoUs are those of the label PNGs they evaluated, recomputed
-    independently of wsss.metrics (tests/helpers.py miou_of_pngs)."""
+    independently of wsss.engine.metrics (tests/helpers.py miou_of_pngs)."""
     run, masks = tiny_dag / "results/tiny", tiny_dag / "resources/synth/SegmentationClass"
     for folder, name in (("pseudo/val", "pseudo_val_miou.txt"), ("seg_crf/val", "deeplab_val_miou.txt")):
         pngs = shard_pngs(run / folder)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from wsss.errors import InputError
-from wsss.gpu_lease import LeaseError, acquire, lock_dir, machine_gpus, parse_visible_devices, prepare_lock_dir
-from wsss.launch import stage_argv
+from wsss.runtime.errors import InputError
+from wsss.runtime.gpu_lease import LeaseError, acquire, lock_dir, machine_gpus, parse_visible_devices, prepare_lock_dir
+from wsss.runtime.launch import stage_argv
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,7 +30,7 @@ def _env(tmp: Path, visible: str | None = "0,1") -> dict[str, str]:
 
 
 def _lease_cli(tmp: Path, n: int, *command: str, visible: str | None = "0,1", **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "wsss.gpu_lease", str(n), "--", *command], env=_env(tmp, visible),
+    return subprocess.Popen([sys.executable, "-m", "wsss.runtime.gpu_lease", str(n), "--", *command], env=_env(tmp, visible),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
@@ -54,7 +54,7 @@ def test_gpu_count_without_torch(tmp_path: Path) -> None:
     a machine without any GPU device."""
     dev = tmp_path / "dev"
     dev.mkdir()
-    probe = ("import sys, wsss.gpu_lease as g; g.shutil.which = lambda name: None; "
+    probe = ("import sys, wsss.runtime.gpu_lease as g; g.shutil.which = lambda name: None; "
              "print(g.machine_gpus({}, dev=sys.argv[1])[0], 'torch' in sys.modules)")
     run = subprocess.run([sys.executable, "-c", probe, str(dev)], env=_env(tmp_path, None), capture_output=True,
                          text=True, timeout=60)
@@ -101,21 +101,21 @@ def test_wait_timeout_is_a_one_line_error(tmp_path: Path) -> None:
     held = acquire(1, gpus=["0"], directory=tmp_path)
     try:
         env = dict(_env(tmp_path, "0"), WSSS_GPU_LEASE_TIMEOUT="0.3")
-        run = subprocess.run([sys.executable, "-m", "wsss.gpu_lease", "1", "--", "true"], env=env,
+        run = subprocess.run([sys.executable, "-m", "wsss.runtime.gpu_lease", "1", "--", "true"], env=env,
                              capture_output=True, text=True, timeout=60)
         assert run.returncode == 2
         assert re.fullmatch(rf"error: wsss\.gpu_lease: no 1 free GPU\(s\) among 0 after \d+ s \(locks in "
                             rf"{re.escape(str(tmp_path))}\)", run.stderr.strip().splitlines()[-1])
         assert "waiting for 1 free GPU(s): 0 of 1 free" in run.stderr.splitlines()[0]
-        run = subprocess.run([sys.executable, "-m", "wsss.launch", "1", "stage.py"], env=env,
+        run = subprocess.run([sys.executable, "-m", "wsss.runtime.launch", "1", "stage.py"], env=env,
                              capture_output=True, text=True, timeout=60)
         assert run.returncode == 2 and run.stderr.strip().splitlines()[-1].startswith(
-            "error: wsss.launch: no 1 free GPU(s) among 0")
-        run = subprocess.run([sys.executable, "-m", "wsss.gpu_lease", "--timeout", "0", "1", "--", "true"],
+            "error: wsss.runtime.launch: no 1 free GPU(s) among 0")
+        run = subprocess.run([sys.executable, "-m", "wsss.runtime.gpu_lease", "--timeout", "0", "1", "--", "true"],
                              env=_env(tmp_path, "0"), capture_output=True, text=True, timeout=60)
-        assert run.returncode == 2 and run.stderr.strip().splitlines()[-1].startswith("error: wsss.gpu_lease: no 1")
+        assert run.returncode == 2 and run.stderr.strip().splitlines()[-1].startswith("error: wsss.runtime.gpu_lease: no 1")
         env["WSSS_GPU_LEASE_TIMEOUT"] = "soon"
-        run = subprocess.run([sys.executable, "-m", "wsss.gpu_lease", "1", "--", "true"], env=env,
+        run = subprocess.run([sys.executable, "-m", "wsss.runtime.gpu_lease", "1", "--", "true"], env=env,
                              capture_output=True, text=True, timeout=60)
         assert run.returncode == 2 and run.stderr.strip() == (
             "error: $WSSS_GPU_LEASE_TIMEOUT: 'soon' is not a number of seconds >= 0")
@@ -169,7 +169,7 @@ def test_cli_errors_and_no_ops(tmp_path: Path) -> None:
     too_many = _lease_cli(tmp_path, 3, "true")
     _, err = too_many.communicate(timeout=60)
     assert too_many.returncode == 2
-    assert err.strip() == ("error: wsss.gpu_lease: 3 GPUs requested but this machine has 2 "
+    assert err.strip() == ("error: wsss.runtime.gpu_lease: 3 GPUs requested but this machine has 2 "
                            "(CUDA_VISIBLE_DEVICES: 0,1)")
     none = _lease_cli(tmp_path, 0, "sh", "-c", "echo ${CUDA_VISIBLE_DEVICES-unset}; exit 3", visible=None)
     out, _ = none.communicate(timeout=60)
@@ -186,12 +186,12 @@ def test_launcher_uses_torchrun_for_several_gpus(tmp_path: Path) -> None:
     assert stage_argv(0, "s.py", [], python="py") == ["py", "s.py"]
     script = tmp_path / "stage.py"
     script.write_text("import os, sys; print(os.environ.get('CUDA_VISIBLE_DEVICES'), sys.argv[1:])\n")
-    run = subprocess.run([sys.executable, "-m", "wsss.launch", "1", str(script), "--params", "{}"],
+    run = subprocess.run([sys.executable, "-m", "wsss.runtime.launch", "1", str(script), "--params", "{}"],
                          env=_env(tmp_path / "locks", "5,6"), capture_output=True, text=True, timeout=60)
     assert run.returncode == 0 and run.stdout.strip() == "5 ['--params', '{}']"
-    run = subprocess.run([sys.executable, "-m", "wsss.launch", "4", str(script)], env=_env(tmp_path / "locks", "5"),
+    run = subprocess.run([sys.executable, "-m", "wsss.runtime.launch", "4", str(script)], env=_env(tmp_path / "locks", "5"),
                          capture_output=True, text=True, timeout=60)
-    assert run.returncode == 2 and run.stderr.strip().startswith("error: wsss.launch: 4 GPUs requested")
+    assert run.returncode == 2 and run.stderr.strip().startswith("error: wsss.runtime.launch: 4 GPUs requested")
 
 
 def test_config_timeout_reaches_the_gpu_jobs(tmp_path: Path) -> None:
@@ -203,12 +203,12 @@ def test_config_timeout_reaches_the_gpu_jobs(tmp_path: Path) -> None:
     write_config(tmp_path, config)
     plain = snakemake(tmp_path, "-n", "-p", "results/tiny/cam_val_miou.txt")
     assert plain.returncode == 0, plain.stderr[-2000:]
-    assert "-m wsss.gpu_lease" in plain.stdout and "WSSS_GPU_LEASE_TIMEOUT" not in plain.stdout
+    assert "-m wsss.runtime.gpu_lease" in plain.stdout and "WSSS_GPU_LEASE_TIMEOUT" not in plain.stdout
     config["gpu_lease_timeout"] = 30
     write_config(tmp_path, config)
     timed = snakemake(tmp_path, "-n", "-p", "results/tiny/cam_val_miou.txt")
     assert timed.returncode == 0, timed.stderr[-2000:]
-    lease_lines = [line for line in timed.stdout.splitlines() if "-m wsss.gpu_lease" in line or "-m wsss.launch" in line]
+    lease_lines = [line for line in timed.stdout.splitlines() if "-m wsss.runtime.gpu_lease" in line or "-m wsss.runtime.launch" in line]
     assert len(lease_lines) >= 3  # train_cls (launch) and the infer_cam shards (gpu_lease)
     assert all("WSSS_GPU_LEASE_TIMEOUT=30 " in line for line in lease_lines)
 
@@ -223,7 +223,7 @@ def test_lease_env_numbers_gpus_in_pci_order(tmp_path: Path) -> None:
         assert env["PATH"] == "/bin"
     finally:
         lease.release()
-    from wsss.gpu_lease import Lease
+    from wsss.runtime.gpu_lease import Lease
 
     assert Lease([]).env({"X": "1"}) == {"X": "1"}  # no lease, no change
 

@@ -89,7 +89,7 @@ def test_child_process_does_not_unwind_the_parent_stack() -> None:
     raising into the copy of the stage's stack it inherited."""
     code = (
         "import os, signal, sys, time\n"
-        "from wsss.cli import StageInterrupted, signals_as_exceptions\n"
+        "from wsss.runtime.cli import StageInterrupted, signals_as_exceptions\n"
         "with signals_as_exceptions():\n"
         "    pid = os.fork()\n"
         "    if pid == 0:\n"

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from wsss.errors import InputError
-from wsss.io import OUTPUT_MARKER, _host, atomic_dir, atomic_path, read_label_png, read_rgb, voc_palette, write_jpeg, write_label_png
+from wsss.runtime.errors import InputError
+from wsss.runtime.io import OUTPUT_MARKER, _host, atomic_dir, atomic_path, read_label_png, read_rgb, voc_palette, write_jpeg, write_label_png
 
 
 def test_label_png_roundtrip_and_palette(tmp_path: Path) -> None:
@@ -106,7 +106,7 @@ def test_exif_orientation_warned_once_and_not_applied(tmp_path: Path, caplog) ->
     exif[0x0112] = 6  # "rotate 90° clockwise to display"
     Image.fromarray(rgb).save(tmp_path / "rot.png", exif=exif)
     Image.fromarray(rgb).save(tmp_path / "plain.png")
-    with caplog.at_level(logging.WARNING, logger="wsss.io"):
+    with caplog.at_level(logging.WARNING, logger="wsss.runtime.io"):
         first = read_rgb(tmp_path / "rot.png")
         read_rgb(tmp_path / "rot.png")
         read_rgb(tmp_path / "plain.png")
@@ -156,7 +156,7 @@ import os, stat, sys
 from pathlib import Path
 import numpy as np
 os.umask(int(sys.argv[2], 8))
-from wsss.io import atomic_dir, write_label_png, write_text
+from wsss.runtime.io import atomic_dir, write_label_png, write_text
 out = Path(sys.argv[1])
 write_text(out / "classes.txt", "background\\n")
 write_label_png(out / "mask.png", np.zeros((2, 2), np.uint8))

@@ -8,14 +8,14 @@ import pytest
 import torch
 from helpers import schema_section
 
-from wsss.classify import build_classifier
-from wsss.errors import InputError
-from wsss.irn import build_irn, irn_loss, optimizer_groups
+from wsss.pipeline.classify import build_classifier
+from wsss.runtime.errors import InputError
+from wsss.pipeline.pseudo_labels import build_irn, irn_loss, optimizer_groups
 from wsss.models.backbone import build_resnet
 from wsss.models.backbone import classifier_backbone_state
 from wsss.models.irn import IRNet
 from wsss.ops.path_index import PathIndex
-from wsss.train import build_optimizer
+from wsss.engine.train import build_optimizer
 
 
 CLS_PARAMS = schema_section("cls", backbone=18, pretrained="none", norm="batch", k_words=8, gamma=2.0, tau=1.0,

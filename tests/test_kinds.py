@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from helpers import REPO
 
-from wsss.config import load_schema, run_config, validate_config
+from wsss.runtime.config import load_schema, run_config, validate_config
 from wsss.data.kinds import builtin_datasets, dataset_splits, get_kind, kind_names, preparer_params
-from wsss.errors import InputError
+from wsss.runtime.errors import InputError
 
 SCHEMA = REPO / "schemas" / "config.schema.yaml"
 

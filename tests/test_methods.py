@@ -18,9 +18,9 @@ import torch
 from helpers import REPO, schema_section
 
 import wsss.methods
-from wsss.classify import build_classifier
-from wsss.config import load_schema, run_config, validate_config
-from wsss.errors import InputError
+from wsss.pipeline.classify import build_classifier
+from wsss.runtime.config import load_schema, run_config, validate_config
+from wsss.runtime.errors import InputError
 from wsss.methods import get_method, method_argument, method_names, registry
 
 SCHEMA = REPO / "schemas" / "config.schema.yaml"
@@ -120,7 +120,7 @@ def test_a_new_method_needs_only_its_module(toy_method: str) -> None:
     assert model.toy_gamma == 3.0
     objective = get_method("toy").objective(torch.device("cpu"), 0)
     batch = {"image": torch.randn(2, 3, 64, 64), "labels": torch.tensor([[1.0, 0.0], [0.0, 1.0]])}
-    from wsss.train import MicroBatch
+    from wsss.engine.train import MicroBatch
 
     loss, parts = objective.loss(model, batch, MicroBatch(0, (0, 1), 2, None))
     assert loss.requires_grad and set(parts) == {"cls"}

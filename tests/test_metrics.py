@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from wsss.metrics import ConfusionMatrix, confusion_matrix, iou_from_confusion, scores_from_confusion
+from wsss.engine.metrics import ConfusionMatrix, confusion_matrix, iou_from_confusion, scores_from_confusion
 
 
 def naive_scores(pred: np.ndarray, gt: np.ndarray, c: int) -> dict:
@@ -192,7 +192,7 @@ def test_empty_confusion_gives_nan_not_warnings() -> None:
 
 def test_f1_counter_hand_worked() -> None:
     """Predicted = probability > 0.5 (0.5 itself is not); micro F1 = 2·TP / (2·TP + FP + FN) over all classes."""
-    from wsss.evaluate import F1Counter
+    from wsss.pipeline.evaluate import F1Counter
 
     f1 = F1Counter.zeros(3)
     assert math.isnan(f1.micro_f1())
@@ -205,7 +205,7 @@ def test_f1_counter_hand_worked() -> None:
 
 
 def test_error_messages_name_the_array_the_value_and_the_allowed_range() -> None:
-    """Mutants killed (mutmut, wsss/metrics.py): the allowed range and the array's name in the messages."""
+    """Mutants killed (mutmut, wsss/engine/metrics.py): the allowed range and the array's name in the messages."""
     gt = np.array([[0, 1, 255]], np.uint8)
     with pytest.raises(ValueError) as err:
         confusion_matrix(np.array([[0, 3, 1]], np.uint8), gt, 3)
@@ -259,6 +259,6 @@ def test_copies_keep_the_ignore_flag_and_json_keeps_num_classes() -> None:
 
 
 def test_json_value_maps_non_finite_to_none_inside_lists() -> None:
-    from wsss.metrics import _json_value
+    from wsss.engine.metrics import _json_value
 
     assert _json_value({"a": [1.0, math.nan, [math.inf, 2]], "b": 3.0}) == {"a": [1.0, None, [None, 2]], "b": 3.0}

@@ -18,7 +18,7 @@ from pycocotools import mask as mask_utils
 from helpers import REPO, deeplab_miou_from_pngs, snakemake, write_config
 from wsss.data.folder import in_val
 from wsss.data.synth import class_names, render_sample
-from wsss.io import write_label_png
+from wsss.runtime.io import write_label_png
 
 NUM_CLASSES = 3
 NAMES = class_names(NUM_CLASSES)[1:]
@@ -95,7 +95,7 @@ def test_readme_snippet_trains_predicts_and_exports(tmp_path: Path) -> None:
     snippet["predict"][pred_name] = str(photos)
     for section, values in tiny_overrides().items():  # the snippet's keys stay unless tiny sizes replace them
         run_entry[section] = {**run_entry.get(section, {}), **values}
-    # the checkout's config.yaml role; one step of training is not judged by the gate (tests/test_validation.py)
+    # the checkout's config.yaml role; one step of training is not judged by the gate (tests/test_heldout.py)
     write_config(work, {"device": "cpu", "gates": {"enabled": False}, "runs": {"synth": {"dataset": "synth"}}})
     (work / "mine.yaml").write_text(yaml.safe_dump(snippet))
 
@@ -186,6 +186,6 @@ def test_coco_format_subsets_run_end_to_end(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (work / "resources/c17/classes.txt").read_text().split("\n")[:2] == ["background", NAMES[0]]
     assert sorted(p.name for p in (work / "resources/c17/ImageSets/Segmentation").iterdir()) == ["train.txt", "val.txt"]
-    reported, recomputed, _ = deeplab_miou_from_pngs(work, "c", "c17")  # independent of wsss.metrics
+    reported, recomputed, _ = deeplab_miou_from_pngs(work, "c", "c17")  # independent of wsss.engine.metrics
     assert reported == pytest.approx(recomputed, abs=0.006)
     assert (work / "logs/c/train_cls.log").read_text().count("training images of train") == 1

@@ -201,7 +201,7 @@ def test_pair_labels_match_brute_force() -> None:
 
 
 def _counts_from_pair_labels(index: PathIndex, label: torch.Tensor, ignore_index: int) -> torch.Tensor:
-    """The previous way (``wsss.irn.pair_label_counts`` of the full N×K×h'×w' pair labels): the reference."""
+    """The previous way (``wsss.pipeline.pseudo_labels.pair_label_counts`` of the full N×K×h'×w' pair labels): the reference."""
     pairs = index.pair_labels(label, ignore_index)
     return torch.stack([pairs[k].sum() for k in ("bg_pos", "fg_pos", "neg")]).to(torch.float64)
 

@@ -14,14 +14,14 @@ import torch
 from PIL import Image
 
 from wsss.data.dataset import VOCLayoutDataset, format_labels_tsv
-from wsss.errors import InputError
-from wsss.io import read_label_png, read_rgb, voc_palette, write_jpeg, write_label_png
-from wsss.predict import SUBMISSION_DIR, list_images, merge_shards, overlay, write_submission
-from wsss.segment import crf_refine, image_logits, labels_from_logits, load_segmenter
+from wsss.runtime.errors import InputError
+from wsss.runtime.io import read_label_png, read_rgb, voc_palette, write_jpeg, write_label_png
+from wsss.outputs.predict import SUBMISSION_DIR, list_images, merge_shards, overlay, write_submission
+from wsss.pipeline.segment import crf_refine, image_logits, labels_from_logits, load_segmenter
 
 from helpers import run_stage_inline, schema_section  # noqa: E402
 
-from wsss.stage_config import STAGES  # noqa: E402
+from wsss.runtime.stage_config import STAGES  # noqa: E402
 
 SEG = {"backbone": 18, "pretrained": "none", "pretrained_sha256": None, "norm": "batch", "style": "torchvision",
        "aspp_rates": [6, 12], "msc_scales": [0.5, 0.75], "label_source": "gt", "batch_size": 2, "accumulate": 1,
@@ -33,7 +33,7 @@ SEG = {"backbone": 18, "pretrained": "none", "pretrained_sha256": None, "norm": 
 
 
 def _params(stage: str, seg: dict) -> str:
-    """The keys of ``seg`` that ``stage``'s typed view reads (wsss.stage_config), as --params JSON."""
+    """The keys of ``seg`` that ``stage``'s typed view reads (wsss.runtime.stage_config), as --params JSON."""
     return json.dumps({k: seg[k] for k in STAGES[stage].keys_of()})
 
 

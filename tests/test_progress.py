@@ -1,4 +1,4 @@
-"""wsss.progress: a live bar on a terminal; in a log file one plain line per interval, never a carriage return."""
+"""wsss.runtime.progress: a live bar on a terminal; in a log file one plain line per interval, never a carriage return."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import re
 import pytest
 import tqdm.std
 
-from wsss import progress as progress_module
-from wsss.progress import progress
+from wsss.runtime import progress as progress_module
+from wsss.runtime.progress import progress
 
 
 class _Clock:

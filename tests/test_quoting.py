@@ -50,7 +50,7 @@ def test_checkout_and_interpreter_under_a_folder_with_a_space_run_real_jobs(tiny
     if not torch.cuda.is_available():  # the same CPU run as the tiny build (with CUDA it trained on the GPU)
         assert float((workdir / target).read_text()) == float((tiny_dag / target).read_text())
     printed = proc.stdout + proc.stderr
-    for launcher in ["-m wsss.launch", "-m wsss.gpu_lease", "stages/eval_seg.py"]:
+    for launcher in ["-m wsss.runtime.launch", "-m wsss.runtime.gpu_lease", "stages/eval_seg.py"]:
         assert launcher in printed
     assert f"PYTHONPATH='{checkout}'" in printed and f"'{python}'" in printed  # the copy's code, quoted
 

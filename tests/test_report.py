@@ -1,4 +1,4 @@
-"""Report figures (wsss.report, stages/report_figures.py) and the HTML report of `snakemake --report`, opened in a
+"""Report figures (wsss.outputs.report, stages/report_figures.py) and the HTML report of `snakemake --report`, opened in a
 real headless Chromium."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import pytest
 from PIL import Image
 
 from helpers import REPO, TINY_DAG_TARGETS, require_or_skip, snakemake
-from wsss.errors import InputError
-from wsss.report import (colorize, disagreement, read_train_log, save_class_iou, save_loss_curves,
+from wsss.runtime.errors import InputError
+from wsss.outputs.report import (colorize, disagreement, read_train_log, save_class_iou, save_loss_curves,
                          save_miou_progression, stage_scores)
 
 FIGURES = {  # file -> subcategory of the report (category: the run)
@@ -86,7 +86,7 @@ def test_plot_functions_draw_their_values(tmp_path: Path, monkeypatch: pytest.Mo
     """The figures show the numbers they are given (read back from the matplotlib figure before it is written: bar
     heights, the line's points, the loss curve), not just a PNG of some size. Planted: save_miou_progression without
     its finiteness filter (a NaN stage drawn) fails here."""
-    import wsss.report as report
+    import wsss.outputs.report as report
 
     figures = {}
     real_save = report._save
@@ -250,9 +250,9 @@ def test_panel_rows_hand_worked(tiny_voc: Path, tmp_path: Path) -> None:
 
     from wsss.artifacts.cam import CamRecord, save_cam
     from wsss.data.dataset import VOCLayoutDataset
-    from wsss.io import write_label_png
-    from wsss.report import cam_overlay_rows, pseudo_rows, segmentation_rows
-    from wsss.segment import save_logits
+    from wsss.runtime.io import write_label_png
+    from wsss.outputs.report import cam_overlay_rows, pseudo_rows, segmentation_rows
+    from wsss.pipeline.segment import save_logits
 
     data = VOCLayoutDataset(tiny_voc)
     image, gt = data.image("c_3"), data.mask("c_3")  # cat at rows 2-7, cols 2-6; dog at cols 8-12; row 0 ignore

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from helpers import snakemake, snakemake_cmd, tiny_config, write_config
-from wsss.train import Checkpoint
+from wsss.engine.train import Checkpoint
 
 TARGET = "results/tiny/cls/model.pt"
 STEPS = 28  # 64 images, 7 held out: 57 // batch 8 = 7 steps, 4 epochs

@@ -21,11 +21,11 @@ from wsss.data.seg_data import (
     normalize_image,
     training_label_paths,
 )
-from wsss.errors import InputError
-from wsss.io import read_label_png, write_label_png
-from wsss.metrics import ConfusionMatrix
+from wsss.runtime.errors import InputError
+from wsss.runtime.io import read_label_png, write_label_png
+from wsss.engine.metrics import ConfusionMatrix
 from wsss.models.deeplab import build_deeplab
-from wsss.segment import (
+from wsss.pipeline.segment import (
     SummaryRow,
     build_segmenter,
     check_train_params,
@@ -44,7 +44,7 @@ from wsss.segment import (
     save_logits,
     summary_table,
 )
-from wsss.stage_config import STAGES
+from wsss.runtime.stage_config import STAGES
 
 
 def test_msc_loss_known_values() -> None:
@@ -242,7 +242,7 @@ SEG = {"backbone": 18, "pretrained": "none", "pretrained_sha256": None, "norm": 
 
 
 def _params(stage: str, source: dict) -> str:
-    """``stage``'s --params (its typed view's keys, wsss.stage_config) picked from ``source``."""
+    """``stage``'s --params (its typed view's keys, wsss.runtime.stage_config) picked from ``source``."""
     return json.dumps(STAGES[stage].pick(source))
 
 
@@ -279,8 +279,8 @@ def test_stages_end_to_end(tiny_voc: Path, tmp_path: Path) -> None:
 
 
 def test_from_cls_starts_the_backbone_from_the_trained_classifier(tmp_path: Path) -> None:
-    from wsss.classify import build_classifier
-    from wsss.train import save_state_dict
+    from wsss.pipeline.classify import build_classifier
+    from wsss.engine.train import save_state_dict
 
     cls_params = schema_section("cls", backbone=18, pretrained="none", norm="batch", freeze_stem=False, k_words=8,
                                 gamma=2.0, tau=1.0, rho=1e-3, detach_stage2=False)

@@ -57,7 +57,7 @@ def _hash(h, value) -> None:
 
 def _digests(root: Path) -> dict[str, str]:
     """sha256 of every file under root; of the loaded tensors for .pt files, since torch.save names the archive's
-    root folder after the file it writes, a random temporary name here (wsss.io.atomic_path)."""
+    root folder after the file it writes, a random temporary name here (wsss.runtime.io.atomic_path)."""
     digests = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         h = hashlib.sha256()

@@ -1,4 +1,4 @@
-"""Typed stage configs (wsss/stage_config.py): every view field is a schema key, every schema key is read by some
+"""Typed stage configs (wsss/runtime/stage_config.py): every view field is a schema key, every schema key is read by some
 stage view or by the Snakefile, and the rules send exactly the views' keys."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import pytest
 import yaml
 from helpers import REPO
 
-from wsss.config import load_schema, run_config, validate_config
-from wsss.errors import InputError
+from wsss.runtime.config import load_schema, run_config, validate_config
+from wsss.runtime.errors import InputError
 from wsss.methods import get_method, method_names
-from wsss.stage_config import RULE_KEYS, STAGES, TrainCls, parse_view, stage_params, view_keys
+from wsss.runtime.stage_config import RULE_KEYS, STAGES, TrainCls, parse_view, stage_params, view_keys
 
 SCHEMA = load_schema(REPO / "schemas" / "config.schema.yaml")
 

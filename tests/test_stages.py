@@ -27,7 +27,7 @@ def _assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -
 
 def _schema_cls() -> dict:
     """The validated ``cls`` section with every default (what a rule would pass)."""
-    from wsss.config import load_schema, run_config, validate_config
+    from wsss.runtime.config import load_schema, run_config, validate_config
 
     cfg = validate_config({"runs": {"r": {"dataset": "synth"}}}, load_schema(REPO / "schemas/config.schema.yaml"))
     return run_config(cfg, "r")["cls"]
@@ -50,7 +50,7 @@ def test_mask_out_of_range_during_evaluation(tiny_voc: Path, tmp_path: Path) -> 
     import numpy as np
 
     from wsss.artifacts.cam import CamRecord, save_cam
-    from wsss.io import write_label_png
+    from wsss.runtime.io import write_label_png
 
     cams = tmp_path / "cams"
     for image_id in ["a_1", "b_2", "c_3"]:

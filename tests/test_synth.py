@@ -30,8 +30,8 @@ from wsss.data.synth import (
     parse_params,
     render_sample,
 )
-from wsss.errors import InputError
-from wsss.io import IGNORE, OUTPUT_MARKER, read_label_png
+from wsss.runtime.errors import InputError
+from wsss.runtime.io import IGNORE, OUTPUT_MARKER, read_label_png
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = {"seed": 0, "image_size": 96, "num_classes": 6, "num_train_aug": 120, "num_train": 40, "num_val": 40,

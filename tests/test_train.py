@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from helpers import NoisyRegression
-from wsss.train import Checkpoint, StepBatchSampler, build_optimizer, fit, load_state_dict_file, poly_lr
+from wsss.engine.train import Checkpoint, StepBatchSampler, build_optimizer, fit, load_state_dict_file, poly_lr
 
 
 def test_poly_lr_known_values() -> None:

@@ -15,8 +15,8 @@ import yaml
 from wsss.data.dataset import VOCLayoutDataset, format_labels_tsv, read_labels_tsv
 from wsss.data.voc import (DEFAULT_LISTS_DIR, VOC_CLASSES, build_labels, cross_check, labels_from_xml, prepare_voc,
                            read_reference_labels)
-from wsss.errors import InputError
-from wsss.io import write_jpeg, write_label_png
+from wsss.runtime.errors import InputError
+from wsss.runtime.io import write_jpeg, write_label_png
 
 REPO = Path(__file__).resolve().parents[1]
 

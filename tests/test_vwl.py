@@ -62,7 +62,7 @@ def test_hybrid_pool_small_maps_by_hand() -> None:
 
 def test_small_image_scores_and_cams() -> None:
     """A 64x48 image at scale 1.0 (4x3 map) and at 0.5 (2x2): scores and CAMs without an error (issue 10)."""
-    from wsss.classify import image_scores
+    from wsss.pipeline.classify import image_scores
 
     net = _net("vwl_l", k_words=4).eval()
     for size in [(48, 64), (24, 32), (12, 16)]:

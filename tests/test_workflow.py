@@ -9,7 +9,7 @@ import pytest
 
 from helpers import (REPO, TINY_DAG_TARGETS, TINY_SYNTH, copy_of_dag, deeplab_miou_from_pngs, planned_jobs,
                      planned_reasons, snakemake, tiny_config, write_config)
-from wsss.config import load_schema
+from wsss.runtime.config import load_schema
 from wsss.data.dataset import VOCLayoutDataset
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from wsss.errors import InputError
-from wsss.io import atomic_path, index_shard_files
+from wsss.runtime.errors import InputError
+from wsss.runtime.io import atomic_path, index_shard_files
 
 
 @dataclass(frozen=True)

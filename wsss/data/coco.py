@@ -51,11 +51,11 @@ import numpy as np
 import yaml
 from PIL import Image, UnidentifiedImageError
 from pycocotools import mask as mask_utils
-from wsss.progress import progress
+from wsss.runtime.progress import progress
 
 from wsss.data.dataset import format_labels_tsv, validate_id
-from wsss.errors import InputError
-from wsss.io import DEFAULT_MAX_PIXELS, IGNORE, atomic_dir, check_apart, write_label_png, write_text
+from wsss.runtime.errors import InputError
+from wsss.runtime.io import DEFAULT_MAX_PIXELS, IGNORE, atomic_dir, check_apart, write_label_png, write_text
 
 log = logging.getLogger(__name__)
 
@@ -411,7 +411,7 @@ def prepare_coco(root: str | Path | None, out: str | Path, splits: dict[str, str
                  max_pixels: int | None = None) -> dict[str, list[str]]:
     """Turn COCO-format instances into the VOC-layout contract under ``out``; return {split: ids}.
 
-    ``max_pixels`` (recorded in ``dataset.yaml``; default :data:`wsss.io.DEFAULT_MAX_PIXELS`) is the largest
+    ``max_pixels`` (recorded in ``dataset.yaml``; default :data:`wsss.runtime.io.DEFAULT_MAX_PIXELS`) is the largest
     image the dataset's readers accept.
 
     ``splits`` maps split names to COCO 2014 subsets under ``root`` (``{"train": "train2014", "val": "val2014"}``

@@ -9,9 +9,9 @@ A prepared root holds::
     classes.txt                         class names in id order, background first
     dataset.yaml                        optional: ``images:``/``masks:`` folders (relative to the root or
                                         absolute) for a dataset read in place from elsewhere; ``max_pixels:``
-                                        the largest image accepted (default :data:`wsss.io.DEFAULT_MAX_PIXELS`)
+                                        the largest image accepted (default :data:`wsss.runtime.io.DEFAULT_MAX_PIXELS`)
 
-Every read validates what it reads and raises :class:`wsss.errors.InputError` naming the file.
+Every read validates what it reads and raises :class:`wsss.runtime.errors.InputError` naming the file.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from wsss.errors import InputError
-from wsss.io import DEFAULT_MAX_PIXELS, IGNORE, read_label_png, read_rgb
+from wsss.runtime.errors import InputError
+from wsss.runtime.io import DEFAULT_MAX_PIXELS, IGNORE, read_label_png, read_rgb
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 LABELS_HEADER = "image_id\tclasses"

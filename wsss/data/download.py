@@ -23,10 +23,10 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from wsss.progress import progress
+from wsss.runtime.progress import progress
 
-from wsss.errors import InputError
-from wsss.io import atomic_dir, atomic_path, write_text
+from wsss.runtime.errors import InputError
+from wsss.runtime.io import atomic_dir, atomic_path, write_text
 
 log = logging.getLogger(__name__)
 

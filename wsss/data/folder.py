@@ -46,11 +46,11 @@ from typing import Any, Mapping
 import numpy as np
 import yaml
 from PIL import Image, UnidentifiedImageError
-from wsss.progress import progress
+from wsss.runtime.progress import progress
 
 from wsss.data.dataset import format_labels_tsv, read_id_list, validate_id
-from wsss.errors import InputError
-from wsss.io import atomic_dir, check_apart, read_label_png, visible_files, write_text
+from wsss.runtime.errors import InputError
+from wsss.runtime.io import atomic_dir, check_apart, read_label_png, visible_files, write_text
 
 log = logging.getLogger(__name__)
 

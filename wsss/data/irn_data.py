@@ -1,6 +1,6 @@
 """IRNet's training set (docs/method.md#irnet-training): images with their IR labels, augmented, label at stride 4.
 
-Indexed by ``(index, aug_seed)`` pairs from :class:`wsss.train.StepBatchSampler`, so every draw follows from the step.
+Indexed by ``(index, aug_seed)`` pairs from :class:`wsss.engine.train.StepBatchSampler`, so every draw follows from the step.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from wsss.data import transforms as T
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.loaders import read_image_and_label
-from wsss.io import IGNORE, index_shard_files
+from wsss.runtime.io import IGNORE, index_shard_files
 
 
 def index_label_dirs(dirs: Sequence[str | os.PathLike[str]], ids: Sequence[str]) -> dict[str, Path]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wsss.errors import InputError
+from wsss.runtime.errors import InputError
 
 Entry = Mapping[str, Any]
 Preparer = Callable[[str, dict[str, Any]], object]

@@ -1,6 +1,6 @@
 """PyTorch datasets over the VOC-layout reader for the training stages.
 
-Training sets are indexed by ``(index, aug_seed)`` pairs from :class:`wsss.train.StepBatchSampler`, so every
+Training sets are indexed by ``(index, aug_seed)`` pairs from :class:`wsss.engine.train.StepBatchSampler`, so every
 augmentation draw is reproducible from the step alone (exact resume, same batches under DDP).
 """
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 from wsss.data import transforms as T
 from wsss.data.dataset import VOCLayoutDataset
-from wsss.errors import InputError
-from wsss.io import read_label_png
+from wsss.runtime.errors import InputError
+from wsss.runtime.io import read_label_png
 
 
 def read_image_and_label(data: VOCLayoutDataset, image_id: str, label_path: Path) -> tuple[np.ndarray, np.ndarray]:

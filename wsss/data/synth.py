@@ -63,11 +63,11 @@ from typing import Any, Callable, Mapping, Sequence
 import cv2
 import numpy as np
 import yaml
-from wsss.progress import progress as progress_bar
+from wsss.runtime.progress import progress as progress_bar
 
 from wsss.data.dataset import format_labels_tsv
-from wsss.errors import InputError
-from wsss.io import DEFAULT_MAX_PIXELS, IGNORE, atomic_dir, write_jpeg, write_label_png, write_text
+from wsss.runtime.errors import InputError
+from wsss.runtime.io import DEFAULT_MAX_PIXELS, IGNORE, atomic_dir, write_jpeg, write_label_png, write_text
 
 GENERATOR_VERSION = 3
 JPEG_QUALITY = 90

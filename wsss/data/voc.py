@@ -22,12 +22,12 @@ from typing import Any, Iterable
 
 import numpy as np
 import yaml
-from wsss.progress import progress
+from wsss.runtime.progress import progress
 
 from wsss.data.dataset import format_labels_tsv, read_id_list, read_labels_tsv, validate_id
 from wsss.data.download import download, extract, require_md5, url_filename
-from wsss.errors import InputError
-from wsss.io import DEFAULT_MAX_PIXELS, atomic_dir, write_label_png, write_text
+from wsss.runtime.errors import InputError
+from wsss.runtime.io import DEFAULT_MAX_PIXELS, atomic_dir, write_label_png, write_text
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from wsss.models.backbone import ResNetStages
-    from wsss.train import Objective
+    from wsss.engine.train import Objective
 
 
 def normalised_cams(features: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -113,8 +113,8 @@ def reactivation_objective(device: torch.device, loss_weight: float) -> Objectiv
 
 @functools.cache
 def _objective_class() -> type:
-    from wsss import distributed
-    from wsss.train import MicroBatch, Objective
+    from wsss.runtime import distributed
+    from wsss.engine.train import MicroBatch, Objective
 
     class _ReCAMObjective(Objective):
         def __init__(self, device: torch.device, loss_weight: float) -> None:

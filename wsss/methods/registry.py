@@ -6,7 +6,7 @@ backbone, its training objective (with any state across steps, e.g. VWL-M's memo
 scores at inference, its config check and the ``cls`` keys it reads. The config schema's method enum, the stages'
 ``--method`` choices and the rules all read :func:`method_names`.
 
-This module and the method modules import no torch at import time (the Snakefile and ``wsss.config`` read the
+This module and the method modules import no torch at import time (the Snakefile and ``wsss.runtime.config`` read the
 registry; a method imports its network inside :meth:`Method.build`).
 """
 
@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
-from wsss.errors import InputError
+from wsss.runtime.errors import InputError
 
 if TYPE_CHECKING:
     import torch
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from wsss.models.backbone import ResNetStages
     from wsss.models.vwl import CAMNet
-    from wsss.train import Objective
+    from wsss.engine.train import Objective
 
 POOL_STRIDE = 16  # the classifier's output stride (an OS16 ResNet)
 
@@ -38,7 +38,7 @@ class TrainingPhase:
 
     ``epochs`` is a number or ``"auto"`` (held-out early stopping, the ``cls`` section's patience and max_epochs);
     ``lr`` the optimizer's base lr; ``groups(model)`` the optimizer's parameter groups, each with its ``lr_mult``;
-    ``objective(device, seed)`` the :class:`wsss.train.Objective` of this phase. Every phase but the last writes
+    ``objective(device, seed)`` the :class:`wsss.engine.train.Objective` of this phase. Every phase but the last writes
     ``<name>_model.pt`` and ``<name>_train_log.csv`` beside the classifier's ``model.pt`` (the last phase's)."""
 
     name: str
@@ -54,7 +54,7 @@ class Method:
     ``model.loss``).
 
     Extension points for a method whose training adds a loss on CAM-masked features (e.g. ReCAM): :meth:`objective`
-    returns any :class:`wsss.train.Objective`, which may run extra forwards on the model's heads; its CAM inference
+    returns any :class:`wsss.engine.train.Objective`, which may run extra forwards on the model's heads; its CAM inference
     may differ through :meth:`cams_and_scores` and :meth:`image_scores`. A method trained in several phases (e.g.
     ReCAM: the plain CAM classifier, then a re-activation phase from its weights with another objective, learning
     rates and parameter groups) returns them from :meth:`training_phases`."""
@@ -73,15 +73,15 @@ class Method:
         return None
 
     def objective(self, device: torch.device, seed: int) -> Objective:
-        """The training objective of :func:`wsss.train.fit` (one per training run: it may keep state across steps)."""
-        from wsss.classify import ClassifierObjective
+        """The training objective of :func:`wsss.engine.train.fit` (one per training run: it may keep state across steps)."""
+        from wsss.pipeline.classify import ClassifierObjective
 
         return ClassifierObjective(device, seed)
 
     def training_phases(self, cls: Mapping[str, Any]) -> tuple[TrainingPhase, ...]:
         """The classifier's training phases (:class:`TrainingPhase`); by default one: ``cls.epochs`` at ``cls.lr``,
         the backbone at 1× and the new layers at ``cls.lr_mult_new``×, with :meth:`objective`."""
-        from wsss.classify import optimizer_groups
+        from wsss.pipeline.classify import optimizer_groups
 
         mult = cls["lr_mult_new"]
         def groups(model: nn.Module) -> list[dict[str, Any]]:
@@ -92,13 +92,13 @@ class Method:
     def cams_and_scores(self, model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(CAMs N×C×h×w at the backbone's stride, image-level probabilities N×C) of normalised images N×3×H×W:
         the CAM function of :func:`wsss.ops.cam.multiscale_cams` with ``with_scores=True``."""
-        from wsss.classify import cam_and_scores
+        from wsss.pipeline.classify import cam_and_scores
 
         return cam_and_scores(cast("CAMNet", model), images)
 
     def image_scores(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         """Image-level class probabilities N×C of normalised images N×3×H×W."""
-        from wsss.classify import image_scores
+        from wsss.pipeline.classify import image_scores
 
         return image_scores(cast("CAMNet", model), images)
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet as tv_resnet
 
-from wsss.errors import InputError
+from wsss.runtime.errors import InputError
 
 def _resnet10(weights: None = None, **kwargs: Any) -> tv_resnet.ResNet:
     """ResNet-10: torchvision's ResNet with one BasicBlock per layer (about half ResNet-18's compute). It has no

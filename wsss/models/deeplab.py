@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet as tv_resnet
 
-from wsss.errors import InputError
+from wsss.runtime.errors import InputError
 from wsss.models.backbone import ResNetStages, build_resnet, load_backbone_state, read_state_dict, tensor_entries
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ class MSC(nn.Module):
         self.scales = [float(s) for s in scales]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        # written for TorchScript too (wsss.export scripts it around a traced base network)
+        # written for TorchScript too (wsss.outputs.export scripts it around a traced base network)
         logits = self.base(x)
         size = logits.shape[-2:]
         pyramid: list[torch.Tensor] = []

@@ -27,7 +27,7 @@ def hybrid_pool(x: torch.Tensor, gamma: float = 2.0, levels: Iterable[int] = (1,
     M_s is the mean of the maxima over the non-overlapping windows (⌊h/s⌋, ⌊w/s⌋) with stride = window and floor
     mode (rows/columns that do not fill a window are dropped). A map smaller than a level along a side (a small
     image at inference) uses windows of one pixel along that side: the level then sees every pixel, never fails.
-    Training crops are checked to reach the largest level (``wsss.config.check_runs``)."""
+    Training crops are checked to reach the largest level (``wsss.runtime.config.check_runs``)."""
     levels = tuple(int(s) for s in levels)
     h, w = x.shape[-2:]
     total = gamma * x.mean(dim=(2, 3))

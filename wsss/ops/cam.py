@@ -91,7 +91,7 @@ def multiscale_cams(cam_fn: CamFn, images: Sequence[torch.Tensor], keys: Sequenc
     image at least), so that large photos at scale 2.0 go one at a time while VOC-size ones still go 8 together.
     Images without keys are skipped (empty channel dimension).
 
-    with_scores=True: ``cam_fn`` returns ``(cams, scores)`` (B×C×h'×w', B×C, e.g. :func:`wsss.classify.cam_and_scores`)
+    with_scores=True: ``cam_fn`` returns ``(cams, scores)`` (B×C×h'×w', B×C, e.g. :func:`wsss.pipeline.classify.cam_and_scores`)
     and each result's ``scores`` is the row of the unflipped image at scale 1.0, so the image-level scores cost no
     extra forward pass; None when 1.0 is not among the scales or the image has no keys."""
     if fusion not in FUSIONS:

@@ -26,7 +26,7 @@ import numpy as np
 import pydensecrf.densecrf as dcrf
 from pydensecrf.utils import unary_from_labels, unary_from_softmax
 
-from wsss.io import IGNORE
+from wsss.runtime.io import IGNORE
 
 CONF_FG = 0.30
 CONF_BG = 0.05

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from wsss.io import IGNORE
+from wsss.runtime.io import IGNORE
 
 Offset = tuple[int, int]
 

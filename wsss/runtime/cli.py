@@ -19,7 +19,7 @@ import time
 from types import FrameType
 from typing import Any, Callable, Iterator
 
-from wsss.errors import InputError
+from wsss.runtime.errors import InputError
 
 log = logging.getLogger("wsss")
 

@@ -8,7 +8,7 @@ A ``compare:`` entry of the config names base runs (each a dataset with its stag
         methods: [vwl_l, vwl_m, cam, recam]   # default: each run's own method
         seeds: [0, 1, 2]
 
-:func:`expand_compare` (called by :func:`wsss.config.validate_config`) adds one ordinary run
+:func:`expand_compare` (called by :func:`wsss.runtime.config.validate_config`) adds one ordinary run
 ``{run}-{method}_s{seed}`` per combination: the base run's settings with that method and ``cls/irn/seg.seed`` =
 seed. ``snakemake results/compare/<name>.md`` builds each of them through CAM → IRN → DeepLab → CRF (rules/
 compare.smk) and :func:`compare_table` writes one table: per method and dataset, mean ± sample std over the seeds
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wsss.errors import InputError
+from wsss.runtime.errors import InputError
 
 SEEDED_SECTIONS = ("cls", "irn", "seg")
 
@@ -278,7 +278,7 @@ def save_compare_figure(path: Path, name: str, results: Sequence[RunResult]) -> 
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from wsss.io import atomic_path
+    from wsss.runtime.io import atomic_path
 
     groups = group_results(results)
     datasets = list(dict.fromkeys(d for d, _ in groups))

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from wsss.io import IGNORE
+from wsss.runtime.io import IGNORE
 
 
 def _check_labels(arr: np.ndarray, num_classes: int, what: str, allow_ignore: bool) -> None:

@@ -14,10 +14,10 @@ import torch
 
 from helpers import REPO, NoisyRegression, interrupt_at
 from wsss.data.folder import in_val
-from wsss.segment import SummaryRow, stage_drops, summary_table
-from wsss.train import Checkpoint, build_optimizer, fit, load_state_dict_file
-from wsss.gates import cls_gate
-from wsss.validation import (HeldoutTracker, average_precision, coverage_warnings, holdout_split,
+from wsss.pipeline.segment import SummaryRow, stage_drops, summary_table
+from wsss.engine.train import Checkpoint, build_optimizer, fit, load_state_dict_file
+from wsss.pipeline.gates import cls_gate
+from wsss.pipeline.heldout import (HeldoutTracker, average_precision, coverage_warnings, holdout_split,
                              mean_average_precision, micro_f1, pseudo_coverage, training_report)
 
 
@@ -237,7 +237,7 @@ def test_training_report_says_when_max_epochs_cut_an_improving_run() -> None:
 # ------------------------------------------------------------------------------------------ pseudo coverage
 def test_pseudo_coverage_counts_and_warns_both_ways(tmp_path: Path) -> None:
     from wsss.artifacts.cam import CamRecord, save_cam
-    from wsss.io import write_label_png
+    from wsss.runtime.io import write_label_png
 
     n, ids = 40, [f"i{k}" for k in range(40)]
     cams, labels = {}, {}
@@ -297,8 +297,8 @@ def test_summary_flags_stage_drops_and_averages_seeds() -> None:
 
 # ------------------------------------------------------------------------------------------ seeds
 def test_seeds_become_runs_of_their_own(repo: Path) -> None:
-    from wsss.config import load_schema, run_config, validate_config
-    from wsss.errors import InputError
+    from wsss.runtime.config import load_schema, run_config, validate_config
+    from wsss.runtime.errors import InputError
 
     schema = load_schema(repo / "schemas" / "config.schema.yaml")
     config = {"runs": {"a": {"dataset": "synth", "method": "cam", "seeds": [0, 7], "cls": {"lr": 0.5}}}}
@@ -317,8 +317,8 @@ def test_seeds_become_runs_of_their_own(repo: Path) -> None:
 
 
 def test_epochs_accepts_a_number_or_auto(repo: Path) -> None:
-    from wsss.config import load_schema, validate_config
-    from wsss.errors import InputError
+    from wsss.runtime.config import load_schema, validate_config
+    from wsss.runtime.errors import InputError
 
     schema = load_schema(repo / "schemas" / "config.schema.yaml")
     valid = validate_config({"runs": {"a": {"dataset": "synth", "cls": {"epochs": "auto"}}}}, schema)
@@ -332,7 +332,7 @@ def test_epochs_accepts_a_number_or_auto(repo: Path) -> None:
 
 # ------------------------------------------------------------------------------------------ report figure
 def test_loss_figure_reads_and_draws_the_held_out_columns(tmp_path: Path) -> None:
-    from wsss.report import read_train_log, save_loss_curves
+    from wsss.outputs.report import read_train_log, save_loss_curves
 
     log = tmp_path / "train_log.csv"
     log.write_text("step,lr,loss,cls,heldout_map,heldout_f1\n0,0.1,2.5,2.0,,\n1,0.05,1.5,1.0,0.75,0.5\n"
@@ -394,7 +394,7 @@ def test_prior_report_baselines_are_what_constant_scores_and_predicting_every_cl
     """An independent check: the prior's mAP equals the mAP of constant scores computed by
     mean_average_precision, and a class's prior F1 that of predicting it everywhere (planted bug caught: the
     prior mAP as the mean of the classifier's APs, or the prior F1 as p)."""
-    from wsss.validation import mean_average_precision, micro_f1, prior_report
+    from wsss.pipeline.heldout import mean_average_precision, micro_f1, prior_report
 
     rng = np.random.default_rng(1)
     labels = (rng.uniform(size=(50, 3)) < [0.2, 0.5, 0.9]).astype(np.float64)

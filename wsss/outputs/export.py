@@ -3,7 +3,7 @@ plain ``torch.jit.load``; deprecated upstream, kept while torch loads it), a ``t
 (``model.pt2``, ``torch.export.load``) and ONNX (``model.onnx``, onnxruntime and others), with their description
 (``model.json``).
 
-Each is the whole inference graph of :class:`wsss.segment.TestTimeSegmenter` (the one ``infer_seg`` and
+Each is the whole inference graph of :class:`wsss.pipeline.segment.TestTimeSegmenter` (the one ``infer_seg`` and
 ``predict`` run): input normalisation, the run's test scales and flip, the MSC max fusion over 1.0 and the MSC
 scales, and the bilinear upsampling to the input size. Its input is a float or uint8 tensor B×3×H×W of **RGB
 values in 0..255** (any H, W ≥ 1; all images of a batch the same size); its output is float32 B×C×H×W class
@@ -29,9 +29,9 @@ from torch import nn
 
 from wsss.data.seg_data import CAFFE_MEAN_BGR
 from wsss.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from wsss.io import atomic_path, palette_rgb, write_json
+from wsss.runtime.io import atomic_path, palette_rgb, write_json
 from wsss.models.deeplab import MSC
-from wsss.segment import TestTimeSegmenter
+from wsss.pipeline.segment import TestTimeSegmenter
 
 FORMAT = "wsss-deeplab-torchscript/1"
 TRACE_SIZE = 65

@@ -16,7 +16,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from wsss.errors import InputError
+from wsss.runtime.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
 
     The output therefore appears complete or not at all. ``suffix`` keeps a file extension on the temp name
     (some writers pick the format from it). Temps left in the folder by dead processes are swept first
-    (:func:`sweep_stale_temps`); a signal ends a stage through :func:`wsss.cli.run_stage` as an exception, so
+    (:func:`sweep_stale_temps`); a signal ends a stage through :func:`wsss.runtime.cli.run_stage` as an exception, so
     this cleanup runs on SIGTERM/SIGINT too.
     """
     path = Path(path)

@@ -1,8 +1,8 @@
 """Applying a trained DeepLab to new, unlabelled images: folder listing, per-image label maps (optionally refined
 by the dense CRF) and overlays, and the PASCAL VOC test-server archive.
 
-Only the network is used, never image-level labels. The test-time inference is :func:`wsss.segment.image_logits`
-(the one ``infer_seg`` runs) and the CRF is :func:`wsss.segment.crf_refine` (the one the ``crf`` rule runs), so a
+Only the network is used, never image-level labels. The test-time inference is :func:`wsss.pipeline.segment.image_logits`
+(the one ``infer_seg`` runs) and the CRF is :func:`wsss.pipeline.segment.crf_refine` (the one the ``crf`` rule runs), so a
 prediction equals what the evaluation pipeline computes for the same image.
 
 Outputs per image ``<stem>``: ``<stem>.png`` (uint8 class ids at the image's own size, VOC palette) and
@@ -24,13 +24,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from wsss.progress import progress
+from wsss.runtime.progress import progress
 
-from wsss.errors import InputError
-from wsss.io import (DEFAULT_MAX_PIXELS, atomic_path, palette_rgb, read_label_png, read_rgb, visible_files,
+from wsss.runtime.errors import InputError
+from wsss.runtime.io import (DEFAULT_MAX_PIXELS, atomic_path, palette_rgb, read_label_png, read_rgb, visible_files,
                      write_jpeg, write_label_png)
 from wsss.models.deeplab import MSC
-from wsss.segment import crf_refine, image_logits, labels_from_logits
+from wsss.pipeline.segment import crf_refine, image_logits, labels_from_logits
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 OVERLAY_ALPHA = 0.5
@@ -161,7 +161,7 @@ def write_submission(path: str | os.PathLike[str], ids: Sequence[str], label_pat
                 if (labels == 255).any():
                     raise InputError(label_paths[image_id], "label map has ignore (255) pixels; the server needs a "
                                                             "class for every pixel")
-                data = Path(label_paths[image_id]).read_bytes()  # a palette PNG (wsss.io.write_label_png)
+                data = Path(label_paths[image_id]).read_bytes()  # a palette PNG (wsss.runtime.io.write_label_png)
                 info = tarfile.TarInfo(f"{SUBMISSION_DIR}/{image_id}.png")
                 info.size, info.mode = len(data), 0o644
                 tar.addfile(info, io.BytesIO(data))

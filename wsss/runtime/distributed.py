@@ -1,7 +1,7 @@
 """Data-parallel training plumbing: the process group under torchrun, DDP wrapping, synchronised BatchNorm and the
 few collectives the trainer needs. Outside torchrun (``WORLD_SIZE`` unset or 1) every helper is a no-op.
 
-Equivalence contract (see :func:`wsss.train.fit`): with W processes each rank runs its slice of the same global
+Equivalence contract (see :func:`wsss.engine.train.fit`): with W processes each rank runs its slice of the same global
 batch, its loss is its *share* of the global-batch loss, and the gradients DDP averages are scaled by W, so the
 update equals the single-process one. What keeps ranks identical beyond the gradients:
 

@@ -10,10 +10,10 @@ from typing import Any
 import jsonschema
 import yaml
 
-from wsss.compare import expand_compare
+from wsss.outputs.compare import expand_compare
 from wsss.data.kinds import builtin_datasets, dataset_splits, kind_names
-from wsss.errors import InputError
-from wsss.io import paths_overlap
+from wsss.runtime.errors import InputError
+from wsss.runtime.io import paths_overlap
 from wsss.methods import get_method, method_names
 
 
@@ -299,5 +299,5 @@ def run_config(config: dict[str, Any], run: str) -> dict[str, Any]:
 def default_config(schema_path: str | Path | None = None) -> dict[str, Any]:
     """The schema's defaults: a validated config with one run on the synthetic dataset (benchmarks and tests read
     defaults here rather than repeating them)."""
-    path = schema_path or Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+    path = schema_path or Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
     return validate_config({"runs": {"default": {"dataset": "synth"}}}, load_schema(path))

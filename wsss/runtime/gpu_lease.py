@@ -18,7 +18,7 @@ answers and a non-NVIDIA GPU device exists (``/dev/kfd``, ``/dev/dxg``), so a jo
 without importing torch. Asking for 0 GPUs does nothing; on a machine without any GPU the command runs unleased
 (the stage then picks the CPU for ``device: auto``); asking for more GPUs than the machine has is a one-line error.
 
-CLI: ``python -m wsss.gpu_lease [--timeout S] N -- command [args...]``.
+CLI: ``python -m wsss.runtime.gpu_lease [--timeout S] N -- command [args...]``.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from wsss.errors import InputError
+from wsss.runtime.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -316,8 +316,8 @@ def lease_or_error(n: int, prog: str, timeout: float | None = None) -> Lease | N
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m wsss.gpu_lease [--timeout S] N -- command...``: lease N GPUs, then exec the command."""
-    parser = argparse.ArgumentParser(prog="python -m wsss.gpu_lease", description=__doc__.split("\n\n")[0])
+    """``python -m wsss.runtime.gpu_lease [--timeout S] N -- command...``: lease N GPUs, then exec the command."""
+    parser = argparse.ArgumentParser(prog="python -m wsss.runtime.gpu_lease", description=__doc__.split("\n\n")[0])
     parser.add_argument("--timeout", type=float, default=None,
                         help=f"give up after this many seconds of waiting (default ${TIMEOUT_ENV}, else never)")
     parser.add_argument("gpus", type=int, help="GPUs to lease (0: run the command as is)")
@@ -326,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("no command given")
-    lease = lease_or_error(args.gpus, "wsss.gpu_lease", args.timeout)
+    lease = lease_or_error(args.gpus, "wsss.runtime.gpu_lease", args.timeout)
     if lease is None:
         return 2
     exec_leased(lease, command)

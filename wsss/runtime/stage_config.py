@@ -4,7 +4,7 @@ A view is a frozen dataclass whose fields are keys of one config section (``SECT
 fields are such section views (a nested view, e.g. calibrate's ``cls`` + ``cam``). The rules build a stage's
 ``--params`` with :func:`stage_params` from the run's validated config, so they send exactly the view's fields and a
 changed value reruns exactly the stages that read it; the stage parses them back with :func:`parse_view` (through
-``wsss.cli.run_stage``), which rejects a missing or an unknown key. Defaults live only in the schema.
+``wsss.runtime.cli.run_stage``), which rejects a missing or an unknown key. Defaults live only in the schema.
 
 The classifier's network keys depend on the method: :class:`ClsNet` carries the common ones as fields and the
 method's own (``Method.cls_keys``, e.g. VWL's ``k_words``) as extra keys, so a new method adds its keys in its own
@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
-from wsss.errors import InputError
+from wsss.runtime.errors import InputError
 from wsss.methods import get_method
 
 V = TypeVar("V", bound="View")
@@ -65,7 +65,7 @@ class View(Mapping[str, Any]):
 
     @classmethod
     def build(cls: type[V], run: Mapping[str, Any], config: Mapping[str, Any]) -> V:
-        """The view of a run's effective config ``run`` (:func:`wsss.config.run_config`; a section it lacks, such
+        """The view of a run's effective config ``run`` (:func:`wsss.runtime.config.run_config`; a section it lacks, such
         as ``gates``, comes from the validated top-level ``config``)."""
         hints = typing.get_type_hints(cls)
         if cls.SECTION is None:

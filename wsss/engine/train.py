@@ -32,11 +32,11 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from wsss.progress import progress
+from wsss.runtime.progress import progress
 
-from wsss import distributed
-from wsss.errors import InputError
-from wsss.io import atomic_path
+from wsss.runtime import distributed
+from wsss.runtime.errors import InputError
+from wsss.runtime.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ class Objective(ABC):
     the batch alone; fit sums it over the global batch before the first forward pass and hands the totals over
     as ``MicroBatch.totals``. ``end_step`` runs after the last micro-batch's backward, before the optimizer step
     (step-level state such as a memory bank). ``model`` may be a DDP wrapper: call it for the forward pass and
-    read attributes from :func:`wsss.distributed.unwrap`."""
+    read attributes from :func:`wsss.runtime.distributed.unwrap`."""
 
     def counts(self, model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor | None:
         """Label counts that normalise the loss, for ``batch``; None when the loss is a per-sample mean."""
@@ -311,7 +311,7 @@ def fit(model: torch.nn.Module, dataset: torch.utils.data.Dataset,
 
     ``objective`` is an :class:`Objective`, or a ``step_fn(model, batch, step) -> (loss, {name: float})`` whose
     loss and parts are means over the batch's samples (see :class:`MeanLoss`). Each step runs as ``accumulate``
-    micro-batches per process; under torchrun (a joined process group, :mod:`wsss.distributed`) the model is
+    micro-batches per process; under torchrun (a joined process group, :mod:`wsss.runtime.distributed`) the model is
     wrapped in DDP (``find_unused_parameters`` for models with parameters that get no gradient) and each process
     takes its slice of the global batch; the module doc states the equivalence guaranteed. bfloat16 autocast
     wraps the forward passes when ``amp`` (the config's ``cls.amp``, ``irn.amp``, ``seg.amp``; off unless asked)
@@ -324,9 +324,9 @@ def fit(model: torch.nn.Module, dataset: torch.utils.data.Dataset,
     rerun trains from scratch. A non-finite loss stops training before the optimizer step.
 
     Held-out evaluation (optional): ``evaluator(model) -> {column: value}`` (an object with a ``columns`` tuple,
-    e.g. :class:`wsss.validation.HeldoutEvaluator`) runs on rank 0 after every ``eval_every``-th step and after the
+    e.g. :class:`wsss.pipeline.heldout.HeldoutEvaluator`) runs on rank 0 after every ``eval_every``-th step and after the
     last one; its values fill extra columns of the log (empty on the other rows) and go to ``tracker``
-    (:class:`wsss.validation.HeldoutTracker`), whose state is part of the checkpoint. When the tracker says
+    (:class:`wsss.pipeline.heldout.HeldoutTracker`), whose state is part of the checkpoint. When the tracker says
     ``should_stop`` (patience used up) training ends at that step; when it keeps the best weights, those are the
     ``final_weights``. Returns ``{"steps": steps trained, "max_steps", "stopped_early"}``.
     """

@@ -101,7 +101,7 @@ CAM_ADVICE = ("start from pretrained weights (cls.pretrained: imagenet) or use l
 
 def cam_gate(summary: dict[str, Any], stats: dict[str, Any], enabled: bool, min_evidence: float | None,
              max_overlap: float, min_pairs: int = 5, se_factor: float = 2.0) -> tuple[bool, str]:
-    """The gate after the CAMs on :meth:`wsss.calibrate.LocalisationEvidence.summary` and the training labels'
+    """The gate after the CAMs on :meth:`wsss.pipeline.calibrate.LocalisationEvidence.summary` and the training labels'
     :func:`wsss.data.statistics.label_statistics`: (pass, message). A class with at least ``min_pairs`` measured
     images fails when its CAM region's keep − area beats the best of the baselines (a centred region of the same
     area, a uniform map) by less than ``min_evidence`` even ``se_factor`` standard errors (over its images) above

@@ -15,10 +15,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from wsss.classify import image_scores
+from wsss.pipeline.classify import image_scores
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.transforms import normalize, to_chw
-from wsss.evaluate import F1Counter
+from wsss.pipeline.evaluate import F1Counter
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def mean_average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def micro_f1(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Micro-F1 of the predictions ``score > 0.5`` (:class:`wsss.evaluate.F1Counter`)."""
+    """Micro-F1 of the predictions ``score > 0.5`` (:class:`wsss.pipeline.evaluate.F1Counter`)."""
     counter = F1Counter.zeros(np.asarray(labels).shape[1])
     for row_scores, row_labels in zip(np.asarray(scores), np.asarray(labels)):
         counter.update(row_scores, row_labels)
@@ -81,7 +81,7 @@ def micro_f1(scores: np.ndarray, labels: np.ndarray) -> float:
 
 class HeldoutEvaluator:
     """``evaluator(model) -> {"heldout_map", "heldout_f1"}``: the classifier's image-level probabilities
-    (:func:`wsss.classify.image_scores`, the image at its own size as infer_cam's scale 1.0) on the held-out ids,
+    (:func:`wsss.pipeline.classify.image_scores`, the image at its own size as infer_cam's scale 1.0) on the held-out ids,
     in eval mode, batched over consecutive images of one size. Draws no random numbers, so training resumes
     exactly."""
 
@@ -136,7 +136,7 @@ class HeldoutEvaluator:
 
 
 class HeldoutTracker:
-    """What :func:`wsss.train.fit` remembers of the held-out evaluations: their history, the best by ``key``
+    """What :func:`wsss.engine.train.fit` remembers of the held-out evaluations: their history, the best by ``key``
     (higher is better; an improvement must exceed the best by more than ``min_delta``) with its weights when
     ``keep_best``, and the evaluations since the best. ``patience`` (evaluations without improvement; None = never)
     decides :attr:`should_stop`. The whole state goes into the training checkpoint, so a resumed run stops at the
@@ -219,7 +219,7 @@ def training_report(tracker: HeldoutTracker, result: dict[str, Any], *, auto: bo
                     train_images: int, min_delta: float, patience: int,
                     baseline_f1: float | None = None,
                     prior: dict[str, Any] | None = None) -> tuple[dict[str, Any], str, bool]:
-    """(``cls/heldout.json`` contents, the log line, whether it is a warning) after :func:`wsss.train.fit`.
+    """(``cls/heldout.json`` contents, the log line, whether it is a warning) after :func:`wsss.engine.train.fit`.
 
     The reported metrics are those of the weights kept: the best evaluation under ``epochs: auto``, else the last
     one (after the final step). ``still_improving``: training ran to ``max_steps`` without using up the patience,
@@ -259,7 +259,7 @@ def pseudo_coverage(num_classes: int, ids: Sequence[str], cam_paths: dict[str, A
     record's ``scores``) exceeds 0.5, ``pseudo`` = images whose pseudo-label map gives the class at least
     ``min_pixels`` of the image's non-ignored pixels, ``labelled`` = images labelled with it (the CAM keys)."""
     from wsss.artifacts.cam import load_cam
-    from wsss.io import read_label_png
+    from wsss.runtime.io import read_label_png
 
     counts = {k: np.zeros(num_classes - 1, np.int64) for k in ("classifier", "pseudo", "labelled")}
     for image_id in ids:

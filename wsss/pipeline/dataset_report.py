@@ -23,8 +23,8 @@ from PIL import Image
 
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.statistics import label_statistics, label_warnings
-from wsss.errors import InputError
-from wsss.io import atomic_path, write_json, write_text
+from wsss.runtime.errors import InputError
+from wsss.runtime.io import atomic_path, write_json, write_text
 
 
 def dataset_summary(data: VOCLayoutDataset, split: str) -> dict[str, Any]:

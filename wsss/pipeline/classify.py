@@ -10,11 +10,11 @@ from typing import Any
 
 import torch
 
-from wsss import distributed
+from wsss.runtime import distributed
 from wsss.methods import get_method
 from wsss.models.backbone import build_resnet
 from wsss.models.vwl import CAMNet, VWLNet, memory_bank_blend, memory_bank_sums
-from wsss.train import MicroBatch, Objective, load_state_dict_file
+from wsss.engine.train import MicroBatch, Objective, load_state_dict_file
 
 
 def build_classifier(params: dict[str, Any], num_classes: int, method: str,
@@ -110,7 +110,7 @@ class _BankStep:
 
 
 class ClassifierObjective(Objective):
-    """The VWL classifier's loss for :func:`wsss.train.fit`: per-image means (so a micro-batch's share is its image
+    """The VWL classifier's loss for :func:`wsss.engine.train.fit`: per-image means (so a micro-batch's share is its image
     fraction; the codebook-only decorrelation term is shared the same way) and, for ``vwl_m``, the memory-bank
     update of the whole global batch after the step's last backward (:class:`_BankStep`); the loss does not
     depend on the bank after the forward pass, so this equals the reference's update between forward and

@@ -21,10 +21,10 @@ import numpy as np  # noqa: E402
 from wsss.artifacts.cam import index_cam_dirs, load_cam  # noqa: E402
 from wsss.data.dataset import VOCLayoutDataset  # noqa: E402
 from wsss.data.irn_data import index_label_dirs  # noqa: E402
-from wsss.errors import InputError  # noqa: E402
-from wsss.io import IGNORE, atomic_path, palette_rgb, read_json, read_label_png  # noqa: E402
+from wsss.runtime.errors import InputError  # noqa: E402
+from wsss.runtime.io import IGNORE, atomic_path, palette_rgb, read_json, read_label_png  # noqa: E402
 from wsss.ops.cam import cam_to_labels  # noqa: E402
-from wsss.segment import index_logit_dirs, labels_from_logits, load_logits  # noqa: E402
+from wsss.pipeline.segment import index_logit_dirs, labels_from_logits, load_logits  # noqa: E402
 
 _PALETTE = palette_rgb()
 STAGES = ("CAM", "pseudo", "DeepLab", "DeepLab+CRF")

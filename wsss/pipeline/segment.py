@@ -23,21 +23,21 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from wsss.progress import progress
+from wsss.runtime.progress import progress
 
-from wsss import distributed
+from wsss.runtime import distributed
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.irn_data import index_label_dirs
-from wsss.errors import InputError
-from wsss.io import IGNORE, atomic_path, index_shard_files, read_label_png, write_label_png
-from wsss.metrics import ConfusionMatrix
+from wsss.runtime.errors import InputError
+from wsss.runtime.io import IGNORE, atomic_path, index_shard_files, read_label_png, write_label_png
+from wsss.engine.metrics import ConfusionMatrix
 from wsss.data.seg_data import normalize_image
 from wsss.data.transforms import to_chw
 from wsss.models.backbone import FROM_CLS, build_weights, init_from_classifier
 from wsss.models.deeplab import MSC, _halve, build_deeplab
 from wsss.ops.crf import crf_labels_from_probs
-from wsss.train import MicroBatch, Objective, check_batch_split
-from wsss.train import load_state_dict_file
+from wsss.engine.train import MicroBatch, Objective, check_batch_split
+from wsss.engine.train import load_state_dict_file
 
 # ----------------------------------------------------------------------------------------------------- training
 def build_segmenter(params: dict[str, Any], num_classes: int, cache_dir: str | os.PathLike[str] | None = None,
@@ -145,7 +145,7 @@ def training_step(model: MSC, batch: dict[str, Any], device: torch.device,
 
 
 class SegObjective(Objective):
-    """The MSC loss for :func:`wsss.train.fit`: every per-output CE is normalised by the number of non-ignored
+    """The MSC loss for :func:`wsss.engine.train.fit`: every per-output CE is normalised by the number of non-ignored
     pixels of the whole global batch (:func:`msc_label_counts`), so the shares of micro-batches and processes sum
     to exactly the loss one process computes on the whole batch, however the ignore pixels are spread."""
 
@@ -182,7 +182,7 @@ def _rounded_length(n: int, scale: float) -> int:
 class TestTimeSegmenter(torch.nn.Module):
     """The test-time inference of a trained DeepLab: B×3×H×W normalised images → B×C×h×w logits on the stride-8
     grid (``model.base.logit_size``). One implementation for :func:`predict_logits` (eager) and the exported
-    TorchScript model (``wsss.export`` scripts it), so the two cannot drift apart.
+    TorchScript model (``wsss.outputs.export`` scripts it), so the two cannot drift apart.
 
     For each test scale s the images are resized bilinearly to (round(H·s), round(W·s)) and passed (with their
     horizontal flips when ``flip``) through the MSC model in eval mode (max fusion over 1.0/0.5/0.75 inside);

@@ -6,7 +6,7 @@ Deviations from the reference, all deliberate:
 
 * The CAM behind the IR labels is, by default, the stored stride-4 CAM upsampled to the image (``upsample_cam``),
   the stand-in for VWL's ``high_res`` used by ``eval_cam`` too; ``cam.high_res: per_scale`` stores and reads the
-  reference's per-scale upsampled sum instead (:meth:`wsss.classify.CamRecord.full_res`).
+  reference's per-scale upsampled sum instead (:meth:`wsss.pipeline.classify.CamRecord.full_res`).
 * The boundary map of an image is computed on the whole image padded (right/bottom, with the mean) to a multiple
   of 16, not on a 512×512 canvas, so images larger than 512 px are not truncated. The padded size changes the
   GroupNorm statistics of the branches, so ``irn.boundary_canvas: 512`` restores the reference's canvas.
@@ -28,21 +28,21 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from wsss.progress import progress
+from wsss.runtime.progress import progress
 
 from wsss.artifacts.cam import index_cam_dirs, load_cam
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.transforms import normalize, to_chw
-from wsss.errors import InputError
-from wsss.evaluate import labels_at_thresholds
-from wsss.io import read_label_png, read_rgb, write_label_png
-from wsss.metrics import ConfusionMatrix
+from wsss.runtime.errors import InputError
+from wsss.pipeline.evaluate import labels_at_thresholds
+from wsss.runtime.io import read_label_png, read_rgb, write_label_png
+from wsss.engine.metrics import ConfusionMatrix
 from wsss.models.backbone import FROM_CLS, build_resnet, build_weights, init_from_classifier
 from wsss.models.irn import IRNet
 from wsss.ops.crf import ir_label
 from wsss.ops.path_index import PathIndex
 from wsss.ops.random_walk import random_walk
-from wsss.train import MicroBatch, Objective
+from wsss.engine.train import MicroBatch, Objective
 
 EPS = 1e-5
 PAD_MULTIPLE = 16
@@ -208,7 +208,7 @@ def irn_loss(edge_logits: torch.Tensor, displacement: torch.Tensor, labels: torc
 
 
 class IRNObjective(Objective):
-    """IRN's loss for :func:`wsss.train.fit`: the pair-normalised terms divide by the pair counts of the whole
+    """IRN's loss for :func:`wsss.engine.train.fit`: the pair-normalised terms divide by the pair counts of the whole
     global batch (from the labels, before any forward pass), so micro-batch and process shares sum exactly to
     the single-process loss of the whole batch."""
 
@@ -230,7 +230,7 @@ class IRNObjective(Objective):
 
 def training_step(model: IRNet, batch: Mapping[str, Any], path_index: PathIndex,
                   device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
-    """Forward and loss of one whole batch (means over its pairs); the parts are logged by :func:`wsss.train.fit`."""
+    """Forward and loss of one whole batch (means over its pairs); the parts are logged by :func:`wsss.engine.train.fit`."""
     return IRNObjective(path_index, device).loss(model, batch, None)
 
 
@@ -323,7 +323,7 @@ def iter_walk_scores(model: IRNet, data: VOCLayoutDataset, ids: Sequence[str],
 def labels_from_walk(scores: torch.Tensor | None, keys: np.ndarray | Sequence[int], size: tuple[int, int],
                      bg_thresholds: Sequence[float]) -> list[np.ndarray]:
     """The pseudo labels of :func:`walk_scores` at each of ``bg_thresholds`` (see :func:`pseudo_label`; the argmax
-    is computed once, :func:`wsss.evaluate.labels_at_thresholds`)."""
+    is computed once, :func:`wsss.pipeline.evaluate.labels_at_thresholds`)."""
     keys = np.asarray(keys, dtype=np.int64).reshape(-1)
     if scores is None:
         return [np.zeros(tuple(size), np.uint8) for _ in bg_thresholds]

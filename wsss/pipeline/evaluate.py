@@ -10,8 +10,8 @@ import numpy as np
 
 from wsss.artifacts.cam import index_cam_dirs, load_cam
 from wsss.data.dataset import VOCLayoutDataset
-from wsss.errors import InputError
-from wsss.metrics import ConfusionMatrix
+from wsss.runtime.errors import InputError
+from wsss.engine.metrics import ConfusionMatrix
 
 
 def labels_at_thresholds(cams: np.ndarray, keys: np.ndarray, bg_scores: Sequence[float]) -> list[np.ndarray]:

@@ -40,10 +40,10 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from wsss.errors import InputError
-from wsss.io import read_json
+from wsss.runtime.errors import InputError
+from wsss.runtime.io import read_json
 from wsss.methods import get_method
-from wsss.validation import holdout_split
+from wsss.pipeline.heldout import holdout_split
 
 log = logging.getLogger("wsss")
 

@@ -1,4 +1,4 @@
-"""IRN refinement library (wsss.irn, wsss.data.irn_data): IR label files, the loss, training, pseudo labels."""
+"""IRN refinement library (wsss.pipeline.pseudo_labels, wsss.data.irn_data): IR label files, the loss, training, pseudo labels."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import torch
 from wsss.artifacts.cam import CamRecord, save_cam
 from wsss.data.dataset import VOCLayoutDataset, format_labels_tsv
 from wsss.data.irn_data import AffinityTrainSet, index_label_dirs
-from wsss.errors import InputError
-from wsss.io import read_label_png, write_jpeg, write_label_png
-from wsss.irn import (
+from wsss.runtime.errors import InputError
+from wsss.runtime.io import read_label_png, write_jpeg, write_label_png
+from wsss.pipeline.pseudo_labels import (
     aggregate_losses,
     boundary_map,
     build_irn,
@@ -28,7 +28,7 @@ from wsss.irn import (
     write_ir_labels,
 )
 from wsss.ops.path_index import PathIndex
-from wsss.train import build_optimizer, fit
+from wsss.engine.train import build_optimizer, fit
 
 IR_OPTIONS = {"conf_fg": 0.30, "conf_bg": 0.05, "gt_prob": 0.7, "iters": 10, "pos": (3, 3), "bi": (50, 5, 10)}
 

@@ -1,0 +1,1 @@
+"""The training engine (fit: resume, logging, early stopping) and the metrics it and the evaluations use."""

@@ -1,0 +1,1 @@
+"""Plumbing: command-line stages, launching, GPU leases, distributed sessions, config validation, typed stage configs, atomic I/O, errors, progress lines."""
