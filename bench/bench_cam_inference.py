@@ -19,21 +19,23 @@ import numpy as np
 import torch
 
 from wsss.artifacts.cam import CamRecord, save_cam
-from wsss.pipeline.classify import cam_and_scores, image_scores
 from wsss.models.backbone import build_resnet
 from wsss.models.vwl import VWLNet
 from wsss.ops.cam import multiscale_cams, pack_cam
+from wsss.pipeline.classify import cam_and_scores, image_scores
 
 
-def time_inference(model: VWLNet, images: list[torch.Tensor], keys: list[np.ndarray], batch: bool,
-                   repeats: int) -> tuple[float, list]:
+def time_inference(
+    model: VWLNet, images: list[torch.Tensor], keys: list[np.ndarray], batch: bool, repeats: int
+) -> tuple[float, list]:
     """Best-of-``repeats`` seconds for all images, and the CAMs of the last repeat."""
     best, out = float("inf"), []
     for _ in range(repeats):
         start = time.perf_counter()
         with torch.inference_mode():
-            out = multiscale_cams(model.forward_cam, images, keys, batch_scales=batch, max_batch=len(images),
-                                  with_high_res=False)
+            out = multiscale_cams(
+                model.forward_cam, images, keys, batch_scales=batch, max_batch=len(images), with_high_res=False
+            )
         if images[0].is_cuda:
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - start)
@@ -46,8 +48,7 @@ def reference_bytes(cam4: np.ndarray, size: tuple[int, int]) -> int:
     return cam4.astype(np.float32).nbytes + cam4.shape[0] * size[0] * size[1] * 4
 
 
-def time_scores(model: VWLNet, images: list[torch.Tensor], keys: list[np.ndarray], reuse: bool,
-                repeats: int) -> float:
+def time_scores(model: VWLNet, images: list[torch.Tensor], keys: list[np.ndarray], reuse: bool, repeats: int) -> float:
     """Best-of-``repeats`` process CPU seconds of CAMs plus image scores for all images: scores from the
     multi-scale pass's scale-1.0 forward (``reuse``, what infer_cam does) or from an extra forward per image."""
     best = float("inf")
@@ -55,8 +56,14 @@ def time_scores(model: VWLNet, images: list[torch.Tensor], keys: list[np.ndarray
         start = time.process_time()
         with torch.inference_mode():
             if reuse:
-                multiscale_cams(lambda x: cam_and_scores(model, x), images, keys, max_batch=len(images),
-                                with_high_res=False, with_scores=True)
+                multiscale_cams(
+                    lambda x: cam_and_scores(model, x),
+                    images,
+                    keys,
+                    max_batch=len(images),
+                    with_high_res=False,
+                    with_scores=True,
+                )
             else:
                 multiscale_cams(model.forward_cam, images, keys, max_batch=len(images), with_high_res=False)
                 for image in images:
@@ -99,8 +106,10 @@ def main() -> None:
     print(f"bytes per image: ours {ours}, reference >= {ref}; ratio reference/ours {ref / ours:.1f}x")
     t_extra = time_scores(model, images, keys, False, args.repeats)
     t_reuse = time_scores(model, images, keys, True, args.repeats)
-    print(f"CAMs + image scores, CPU s: extra forward {t_extra:.2f}, reused scale-1.0 forward {t_reuse:.2f}; "
-          f"speed-up {t_extra / t_reuse:.2f}x")
+    print(
+        f"CAMs + image scores, CPU s: extra forward {t_extra:.2f}, reused scale-1.0 forward {t_reuse:.2f}; "
+        f"speed-up {t_extra / t_reuse:.2f}x"
+    )
 
 
 if __name__ == "__main__":

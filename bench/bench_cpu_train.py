@@ -33,14 +33,15 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from wsss.engine.train import MicroBatch  # noqa: E402
 from wsss.pipeline.classify import ClassifierObjective, build_classifier  # noqa: E402
 from wsss.runtime.config import load_schema, run_config, validate_config  # noqa: E402
-from wsss.engine.train import MicroBatch  # noqa: E402
 
 
 def synth_cls() -> tuple[dict, str]:
-    config = validate_config(yaml.safe_load((REPO / "config.yaml").read_text()),
-                             load_schema(REPO / "schemas/config.schema.yaml"))
+    config = validate_config(
+        yaml.safe_load((REPO / "config.yaml").read_text()), load_schema(REPO / "schemas/config.schema.yaml")
+    )
     cfg = run_config(config, "synth")
     return cfg["cls"], cfg["method"]
 
@@ -56,8 +57,10 @@ class Variant:
         self.model = self.model.to(memory_format=fmt)
         g = torch.Generator().manual_seed(seed)
         crop, batch = int(params["crop"]), int(params["batch_size"])
-        self.batch = {"image": torch.randn(batch, 3, crop, crop, generator=g).contiguous(memory_format=fmt),
-                      "labels": (torch.rand(batch, 4, generator=g) < 0.4).float()}
+        self.batch = {
+            "image": torch.randn(batch, 3, crop, crop, generator=g).contiguous(memory_format=fmt),
+            "labels": (torch.rand(batch, 4, generator=g) < 0.4).float(),
+        }
         self.optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=1e-4)
         self.objective = ClassifierObjective(torch.device("cpu"), 0)
         self.micro = MicroBatch(0, tuple(range(batch)), batch, None)
@@ -110,17 +113,21 @@ def main() -> None:
             times[name].append(variant.step())
     base_wall = statistics.median(t[0] for t in times["contiguous, 1 thread"])
     base_cpu = statistics.median(t[1] for t in times["contiguous, 1 thread"])
-    print(f"synth train_cls step: ResNet-{params['backbone']} {method}, crop {params['crop']}, batch "
-          f"{params['batch_size']}; {cores} cores, interop threads {torch.get_num_interop_threads()}, "
-          f"{args.rounds} rounds, median")
+    print(
+        f"synth train_cls step: ResNet-{params['backbone']} {method}, crop {params['crop']}, batch "
+        f"{params['batch_size']}; {cores} cores, interop threads {torch.get_num_interop_threads()}, "
+        f"{args.rounds} rounds, median"
+    )
     print(f"{'variant':<28} {'wall s':>7} {'cpu s':>7} {'wall ratio':>10} {'cpu ratio':>9}")
     for name, samples in times.items():
         wall = statistics.median(t[0] for t in samples)
         cpu = statistics.median(t[1] for t in samples)
         print(f"{name:<28} {wall:>7.3f} {cpu:>7.3f} {base_wall / wall:>10.2f} {base_cpu / cpu:>9.2f}")
     decode = decode_seconds(int(params["resize_long"][-1]), int(params["batch_size"]))
-    print(f"decoding one batch of {params['batch_size']} JPEGs ({params['resize_long'][-1]} px): {decode:.4f} CPU s "
-          f"= {100 * decode / base_cpu:.1f} % of a 1-thread step")
+    print(
+        f"decoding one batch of {params['batch_size']} JPEGs ({params['resize_long'][-1]} px): {decode:.4f} CPU s "
+        f"= {100 * decode / base_cpu:.1f} % of a 1-thread step"
+    )
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from wsss.ops.crf import candidate_labels, crf_from_probs, crf_labels_from_probs
-from wsss.runtime.config import default_config
 from wsss.pipeline.segment import probs_from_logits
+from wsss.runtime.config import default_config
 
 SETTINGS = {k: v for k, v in default_config()["seg"]["crf"].items() if k not in ("label_eps", "max_labels")}
 
@@ -61,7 +61,7 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     cases = [synthetic_case(rng, args.classes, *args.size) for _ in range(args.images)]
     settings: list[float | None] = [None, *args.eps]  # None: every label
-    cpu = {e: 0.0 for e in settings}
+    cpu = dict.fromkeys(settings, 0.0)
     kept: dict[float | None, list[int]] = {e: [] for e in settings}
     differ: dict[float | None, list[float]] = {e: [] for e in settings}
     for image, probs in cases:  # settings interleaved per image: a busy machine slows them alike
@@ -80,8 +80,10 @@ def main() -> None:
     print(f"{'labels':>14} {'s/image':>8} {'speed-up':>8} {'kept':>6} {'differ %':>9} {'max differ %':>12}")
     for eps in settings:
         name = "all" if eps is None else f"eps {eps:g}" + (f" top {args.top_k}" if args.top_k is not None else "")
-        print(f"{name:>14} {cpu[eps] / args.images:>8.2f} {cpu[None] / cpu[eps]:>8.1f} {np.mean(kept[eps]):>6.1f} "
-              f"{np.mean(differ[eps]):>9.4f} {max(differ[eps]):>12.4f}")
+        print(
+            f"{name:>14} {cpu[eps] / args.images:>8.2f} {cpu[None] / cpu[eps]:>8.1f} {np.mean(kept[eps]):>6.1f} "
+            f"{np.mean(differ[eps]):>9.4f} {max(differ[eps]):>12.4f}"
+        )
 
 
 if __name__ == "__main__":

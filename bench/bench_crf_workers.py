@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from wsss.artifacts.cam import CamRecord, save_cam
-from wsss.runtime.io import write_jpeg
-from wsss.pipeline.pseudo_labels import write_ir_labels
 from wsss.ops.cam import stride4_size
+from wsss.pipeline.pseudo_labels import write_ir_labels
+from wsss.runtime.io import write_jpeg
 
 OPTIONS = {"conf_fg": 0.30, "conf_bg": 0.05, "gt_prob": 0.7, "iters": 10, "pos": (3, 3), "bi": (50, 5, 10)}
 

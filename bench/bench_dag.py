@@ -140,7 +140,7 @@ def read_benchmark(path: Path) -> dict[str, float]:
         rows = list(csv.DictReader(fh, delimiter="\t"))
     out = {}
     for key, value in (rows[-1] if rows else {}).items():
-        try:
+        try:  # noqa: SIM105
             out[key] = float(value)
         except (TypeError, ValueError):
             pass
@@ -266,20 +266,26 @@ def format_report(report: Report) -> str:
     t0 = min((j.start for j in jobs), default=None)
     on_path = {j.jobid for j in report.path}
     width = max([len(j.name) for j in jobs] + [3])
-    lines = [f"{'job':<{width}} {'start':>6} {'wall s':>8} {'cpu s':>8} {'cpu/wall':>8} {'rss MB':>8} "
-             f"{'thr':>3} {'startup':>8}  path"]
+    lines = [
+        f"{'job':<{width}} {'start':>6} {'wall s':>8} {'cpu s':>8} {'cpu/wall':>8} {'rss MB':>8} "
+        f"{'thr':>3} {'startup':>8}  path"
+    ]
     for j in sorted(jobs, key=lambda j: (j.start, j.jobid)):
         ratio = j.cpu / j.wall if j.wall else None
-        lines.append(f"{j.name:<{width}} {(j.start - t0).total_seconds():>6.0f} {_num(j.wall)} {_num(j.cpu)} "
-                     f"{_num(ratio, '8.2f')} {_num(j.max_rss, '8.0f')} {j.threads:>3} {_num(j.overhead)}  "
-                     f"{'*' if j.jobid in on_path else ''}")
+        lines.append(
+            f"{j.name:<{width}} {(j.start - t0).total_seconds():>6.0f} {_num(j.wall)} {_num(j.cpu)} "
+            f"{_num(ratio, '8.2f')} {_num(j.max_rss, '8.0f')} {j.threads:>3} {_num(j.overhead)}  "
+            f"{'*' if j.jobid in on_path else ''}"
+        )
     overheads = [j.overhead for j in jobs if j.overhead is not None]
     path_overheads = [j.overhead for j in report.path if j.overhead is not None]
     lines += [
         "",
         f"jobs: {len(jobs)}, cores: {report.cores}, DAG wall: {report.wall:.1f} s",
         f"critical path: {report.path_seconds:.1f} s ({100 * report.path_seconds / report.wall:.0f} % of the wall): "
-        + " -> ".join(j.name for j in report.path) if report.wall > 0 else "critical path: –",
+        + " -> ".join(j.name for j in report.path)
+        if report.wall > 0
+        else "critical path: –",
         f"CPU: {sum(j.cpu for j in jobs):.1f} s of {report.cores * report.wall:.1f} core-seconds; idle-core "
         f"fraction {report.idle_fraction:.2f}; reserved {report.reserved_fraction:.2f}",
         f"start-up overhead: {sum(overheads):.1f} s over {len(overheads)} stage jobs "
@@ -288,8 +294,15 @@ def format_report(report: Report) -> str:
     return "\n".join(lines)
 
 
-def run_dag(workdir: Path, configfile: Path, targets: list[str], cores: int, config: list[str],
-            snakefile: Path = REPO / "Snakefile", extra: list[str] | None = None) -> float:
+def run_dag(
+    workdir: Path,
+    configfile: Path,
+    targets: list[str],
+    cores: int,
+    config: list[str],
+    snakefile: Path = REPO / "Snakefile",
+    extra: list[str] | None = None,
+) -> float:
     """Run Snakemake in ``workdir`` (a copy of ``configfile`` as its config.yaml); the wall seconds. A failed run
     is a one-line error with the log's tail on stderr."""
     workdir.mkdir(parents=True, exist_ok=True)

@@ -29,8 +29,16 @@ FORMATS = ("eager", "torchscript", "onnxruntime", "pt2")
 
 
 def _params(backbone: int) -> dict:
-    return {"backbone": backbone, "pretrained": "none", "norm": "batch", "aspp_rates": [6, 12, 18, 24],
-            "style": "torchvision", "msc_scales": [0.5, 0.75], "test_scales": [1.0], "test_flip": False}
+    return {
+        "backbone": backbone,
+        "pretrained": "none",
+        "norm": "batch",
+        "aspp_rates": [6, 12, 18, 24],
+        "style": "torchvision",
+        "msc_scales": [0.5, 0.75],
+        "test_scales": [1.0],
+        "test_flip": False,
+    }
 
 
 def worker(fmt: str, folder: Path, repeats: int, threads: int) -> None:
@@ -55,8 +63,9 @@ def worker(fmt: str, folder: Path, repeats: int, threads: int) -> None:
             params = _params(json.loads((folder / "bench.json").read_text())["backbone"])
             model = build_segmenter(params, 21, pretrained=False)
             model.load_state_dict(torch.load(folder / "model.pt", weights_only=True))
-            module = ExportedSegmenter(TestTimeSegmenter(model.eval(), params["test_scales"], params["test_flip"]),
-                                       params["style"]).eval()
+            module = ExportedSegmenter(
+                TestTimeSegmenter(model.eval(), params["test_scales"], params["test_flip"]), params["style"]
+            ).eval()
         elif fmt == "torchscript":
             module = torch.jit.load(str(folder / "model.ts")).eval()
         else:
@@ -74,8 +83,23 @@ def worker(fmt: str, folder: Path, repeats: int, threads: int) -> None:
 def measure(fmt: str, folder: Path, repeats: int, threads: int) -> dict:
     """Run :func:`worker` in a fresh process; its best pass time and maximum resident set."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    proc = subprocess.Popen([sys.executable, __file__, "--worker", fmt, "--dir", str(folder), "--repeats",
-                             str(repeats), "--threads", str(threads)], stdout=subprocess.PIPE, env=env, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            __file__,
+            "--worker",
+            fmt,
+            "--dir",
+            str(folder),
+            "--repeats",
+            str(repeats),
+            "--threads",
+            str(threads),
+        ],
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
@@ -123,16 +147,20 @@ def main() -> None:
         for fmt in FORMATS:
             results[fmt]["agree"] = float((np.load(folder / f"labels_{fmt}.npy") == eager_labels).mean())
 
-    print(f"ResNet-{args.backbone} DeepLab, MSC 0.5/0.75, {args.images} images {width}x{height}, "
-          f"{args.threads} threads, torch {torch.__version__}; exports written in {export_s:.0f} s")
+    print(
+        f"ResNet-{args.backbone} DeepLab, MSC 0.5/0.75, {args.images} images {width}x{height}, "
+        f"{args.threads} threads, torch {torch.__version__}; exports written in {export_s:.0f} s"
+    )
     print("| format | images/s | × eager | peak memory (MiB) | × eager | pixels = eager |")
     print("| --- | --- | --- | --- | --- | --- |")
     base = results["eager"]
     for fmt in FORMATS:
         r = results[fmt]
         ips = args.images / r["seconds"]
-        print(f"| {fmt} | {ips:.2f} | {base['seconds'] / r['seconds']:.2f} | {r['peak_mib']:.0f} | "
-              f"{r['peak_mib'] / base['peak_mib']:.2f} | {100 * r['agree']:.2f} % |")
+        print(
+            f"| {fmt} | {ips:.2f} | {base['seconds'] / r['seconds']:.2f} | {r['peak_mib']:.0f} | "
+            f"{r['peak_mib'] / base['peak_mib']:.2f} | {100 * r['agree']:.2f} % |"
+        )
 
 
 if __name__ == "__main__":

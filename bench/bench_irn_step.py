@@ -27,8 +27,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from wsss.pipeline.pseudo_labels import pair_label_counts  # noqa: E402
-from wsss.ops.path_index import PathIndex  # noqa: E402
+from wsss.ops.path_index import PathIndex
+from wsss.pipeline.pseudo_labels import pair_label_counts
 
 
 def voc_like_labels(batch: int, size: int, seed: int) -> torch.Tensor:
@@ -40,8 +40,8 @@ def voc_like_labels(batch: int, size: int, seed: int) -> torch.Tensor:
             y0, x0 = (int(v) for v in torch.randint(0, size * 3 // 4, (2,), generator=g))
             h, w = (int(v) for v in torch.randint(size // 8, size // 2, (2,), generator=g))
             cls = int(torch.randint(1, 21, (1,), generator=g))
-            labels[n, max(0, y0 - 3):y0 + h + 3, max(0, x0 - 3):x0 + w + 3] = 255
-            labels[n, y0:y0 + h, x0:x0 + w] = cls
+            labels[n, max(0, y0 - 3) : y0 + h + 3, max(0, x0 - 3) : x0 + w + 3] = 255
+            labels[n, y0 : y0 + h, x0 : x0 + w] = cls
     return labels
 
 
@@ -81,13 +81,20 @@ def main(argv: list[str] | None = None) -> int:
     assert torch.equal(old, new.cpu()), (old, new)
     old_s = seconds(lambda: pair_label_counts(index.pair_labels(labels)), torch.device("cpu"), args.repeats)
     new_s = seconds(lambda: index.pair_label_counts(labels.to(device)), device, args.repeats)
-    result = {"batch": args.batch, "label_size": size, "radius": args.radius, "offsets": index.num_offsets,
-              "threads": args.threads, "device": str(device),
-              "old_counts_ms_per_image": 1e3 * old_s / args.batch, "new_counts_ms_per_image": 1e3 * new_s / args.batch,
-              "ratio_old_new": old_s / new_s}
+    result = {
+        "batch": args.batch,
+        "label_size": size,
+        "radius": args.radius,
+        "offsets": index.num_offsets,
+        "threads": args.threads,
+        "device": str(device),
+        "old_counts_ms_per_image": 1e3 * old_s / args.batch,
+        "new_counts_ms_per_image": 1e3 * new_s / args.batch,
+        "ratio_old_new": old_s / new_s,
+    }
     if args.step:
-        from wsss.pipeline.pseudo_labels import IRNObjective, build_irn
         from wsss.engine.train import MicroBatch
+        from wsss.pipeline.pseudo_labels import IRNObjective, build_irn
 
         model = build_irn({"backbone": 50, "pretrained": "none"}, 50, pretrained=False).to(device).train()
         optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
@@ -103,8 +110,11 @@ def main(argv: list[str] | None = None) -> int:
             optimizer.step()
 
         step_s = seconds(step, device, max(1, args.repeats - 1))
-        result.update(step_ms_per_image=1e3 * step_s / args.batch, old_share_of_step=old_s / (step_s - new_s + old_s),
-                      new_share_of_step=new_s / step_s)
+        result.update(
+            step_ms_per_image=1e3 * step_s / args.batch,
+            old_share_of_step=old_s / (step_s - new_s + old_s),
+            new_share_of_step=new_s / step_s,
+        )
     for key, value in result.items():
         print(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")
     if args.json:

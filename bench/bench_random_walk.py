@@ -35,8 +35,9 @@ BG_THRESHOLD = 0.25  # IRN's sem_seg_bg_thres, for the label-agreement column
 def synthetic_inputs(height: int, width: int, classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A boundary map (soft edges of random ellipses plus noise) and C seed maps (one blob per class), in [0, 1]."""
     g = torch.Generator().manual_seed(seed)
-    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32),
-                            indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32), indexing="ij"
+    )
     regions = torch.zeros(height, width, dtype=torch.int64)
     seeds = torch.zeros(classes, height, width)
     for c in range(max(classes, 3)):
@@ -73,8 +74,13 @@ def run_child(args: argparse.Namespace) -> None:
     def method(seeds: torch.Tensor, boundary: torch.Tensor) -> torch.Tensor:
         if args.child == "sparse":
             return random_walk(seeds, boundary, radius=args.radius, beta=args.beta, steps=2**args.exp_times)
-        return random_walk_dense(seeds.to(dense_dtype), boundary.to(dense_dtype), radius=args.radius,
-                                 beta=args.beta, exp_times=args.exp_times)
+        return random_walk_dense(
+            seeds.to(dense_dtype),
+            boundary.to(dense_dtype),
+            radius=args.radius,
+            beta=args.beta,
+            exp_times=args.exp_times,
+        )
 
     warm_seeds, warm_boundary = synthetic_inputs(8, 8, args.classes, args.seed)
     method(warm_seeds.to(device), warm_boundary.to(device))
@@ -101,17 +107,42 @@ def run_child(args: argparse.Namespace) -> None:
 
 def run_parent(args: argparse.Namespace) -> None:
     height, width = args.size
-    print(f"random walk: {height}x{width} = {height * width} nodes, radius {args.radius}, beta {args.beta}, "
-          f"{2 ** args.exp_times} steps (exp_times {args.exp_times}), {args.classes} classes, device {args.device}, "
-          f"torch threads {args.threads or torch.get_num_threads()}, dense dtype {args.dense_dtype}")
+    print(
+        f"random walk: {height}x{width} = {height * width} nodes, radius {args.radius}, beta {args.beta}, "
+        f"{2**args.exp_times} steps (exp_times {args.exp_times}), {args.classes} classes, device {args.device}, "
+        f"torch threads {args.threads or torch.get_num_threads()}, dense dtype {args.dense_dtype}"
+    )
     results, outputs = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.methods:
             out = Path(tmp) / f"{name}.npy"
-            command = [sys.executable, __file__, "--child", name, "--out", str(out), "--size", str(height), str(width),
-                       "--classes", str(args.classes), "--radius", str(args.radius), "--beta", str(args.beta),
-                       "--exp-times", str(args.exp_times), "--device", args.device, "--threads", str(args.threads),
-                       "--seed", str(args.seed), "--dense-dtype", args.dense_dtype]
+            command = [
+                sys.executable,
+                __file__,
+                "--child",
+                name,
+                "--out",
+                str(out),
+                "--size",
+                str(height),
+                str(width),
+                "--classes",
+                str(args.classes),
+                "--radius",
+                str(args.radius),
+                "--beta",
+                str(args.beta),
+                "--exp-times",
+                str(args.exp_times),
+                "--device",
+                args.device,
+                "--threads",
+                str(args.threads),
+                "--seed",
+                str(args.seed),
+                "--dense-dtype",
+                args.dense_dtype,
+            ]
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode != 0:
                 sys.exit(f"{name} failed:\n{done.stderr}")
@@ -129,15 +160,23 @@ def run_parent(args: argparse.Namespace) -> None:
         labels = [np.argmax(np.concatenate([np.full_like(x[:1], BG_THRESHOLD), x / x.max()]), axis=0) for x in (a, b)]
         print(f"\nspeed-up (dense/sparse time):   {dense['seconds'] / sparse['seconds']:.1f}x")
         print(f"memory ratio (dense/sparse):    {dense['peak_bytes'] / max(sparse['peak_bytes'], 1):.1f}x")
-        print(f"max |sparse - dense|:           {np.abs(a - b).max():.3g} (after global-max normalisation "
-              f"{normalised:.3g}; max value {b.max():.3g})")
+        print(
+            f"max |sparse - dense|:           {np.abs(a - b).max():.3g} (after global-max normalisation "
+            f"{normalised:.3g}; max value {b.max():.3g})"
+        )
         print(f"label disagreement (bg {BG_THRESHOLD}):   {np.mean(labels[0] != labels[1]):.3%} of pixels")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, nargs=2, default=(125, 94), metavar=("H", "W"),
-                        help="stride-4 grid (default 125 94: a 500×375 VOC image)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        default=(125, 94),
+        metavar=("H", "W"),
+        help="stride-4 grid (default 125 94: a 500×375 VOC image)",
+    )
     parser.add_argument("--classes", type=int, default=2)
     parser.add_argument("--radius", type=int, default=5)
     parser.add_argument("--beta", type=float, default=10.0)
@@ -145,8 +184,12 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--dense-dtype", choices=("float32", "float64"), default="float32",
-                        help="dtype of the dense reference (IRN: float32)")
+    parser.add_argument(
+        "--dense-dtype",
+        choices=("float32", "float64"),
+        default="float32",
+        help="dtype of the dense reference (IRN: float32)",
+    )
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--child", choices=METHODS, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)

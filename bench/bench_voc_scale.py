@@ -40,22 +40,48 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from wsss.runtime.config import load_schema, run_config, validate_config  # noqa: E402
 from wsss.data.dataset import format_labels_tsv  # noqa: E402
+from wsss.runtime.config import load_schema, run_config, validate_config  # noqa: E402
 from wsss.runtime.io import write_jpeg, write_label_png, write_text  # noqa: E402
 
-VOC_CLASSES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
-               "tvmonitor"]
+VOC_CLASSES = [
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+]
 # the rules' current requests (rules/*.smk), printed next to the measurements
-RULE_REQUESTS = {"infer_cam": (6000, 240), "cam_to_ir_label": (4000, 240), "make_pseudo": (6000, 480),
-                 "infer_seg": (8000, 240), "crf": (4000, 240)}
+RULE_REQUESTS = {
+    "infer_cam": (6000, 240),
+    "cam_to_ir_label": (4000, 240),
+    "make_pseudo": (6000, 480),
+    "infer_seg": (8000, 240),
+    "crf": (4000, 240),
+}
 _DONE = re.compile(r"\bdone in ([0-9.]+) s\s*$", re.M)
 
 
 def voc_recipe() -> dict:
-    config = validate_config(yaml.safe_load((REPO / "config.yaml").read_text()),
-                             load_schema(REPO / "schemas/config.schema.yaml"))
+    config = validate_config(
+        yaml.safe_load((REPO / "config.yaml").read_text()), load_schema(REPO / "schemas/config.schema.yaml")
+    )
     return run_config(config, "voc")
 
 
@@ -96,9 +122,11 @@ def write_models(folder: Path, cfg: dict) -> dict[str, Path]:
     from wsss.pipeline.segment import build_segmenter
 
     torch.manual_seed(0)
-    nets = {"cls": build_classifier(dict(cfg["cls"], pretrained="none"), 20, cfg["method"], pretrained=False),
-            "irn": build_irn(dict(cfg["irn"], pretrained="none"), cfg["cls"]["backbone"], pretrained=False),
-            "seg": build_segmenter(dict(cfg["seg"], pretrained="none"), 21, pretrained=False)}
+    nets = {
+        "cls": build_classifier(dict(cfg["cls"], pretrained="none"), 20, cfg["method"], pretrained=False),
+        "irn": build_irn(dict(cfg["irn"], pretrained="none"), cfg["cls"]["backbone"], pretrained=False),
+        "seg": build_segmenter(dict(cfg["seg"], pretrained="none"), 21, pretrained=False),
+    }
     paths = {}
     for name, net in nets.items():
         paths[name] = folder / f"{name}.pt"
@@ -129,8 +157,9 @@ def run_stage(name: str, args: list[str], threads: int, log: Path) -> dict[str, 
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(REPO))
     start = time.perf_counter()
     with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, str(REPO / "stages" / f"{name}.py"), *args], stdout=fh,
-                                stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, str(REPO / "stages" / f"{name}.py"), *args], stdout=fh, stderr=subprocess.STDOUT, env=env
+        )
         _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -139,8 +168,12 @@ def run_stage(name: str, args: list[str], threads: int, log: Path) -> dict[str, 
         print(text[-3000:], file=sys.stderr)
         raise SystemExit(f"error: {log}: stage {name} failed (exit {proc.returncode})")
     done = _DONE.findall(text)
-    return {"wall": wall, "rss_mb": usage.ru_maxrss / 1024, "useful": float(done[-1]) if done else wall,
-            "cpu": usage.ru_utime + usage.ru_stime}
+    return {
+        "wall": wall,
+        "rss_mb": usage.ru_maxrss / 1024,
+        "useful": float(done[-1]) if done else wall,
+        "cpu": usage.ru_utime + usage.ru_stime,
+    }
 
 
 def main() -> None:
@@ -173,33 +206,106 @@ def main() -> None:
             return json.dumps(STAGES[stage].pick(source))
 
         steps = [
-            ("infer_cam", 1, [*common, "--params", params("infer_cam", cfg), "--method",
-                              cfg["method"], "--model", str(models["cls"]), "--device", "cpu", "--out",
-                              str(tmp / "cam")]),
-            ("cam_to_ir_label", 1, [*common, "--params", params("cam_to_ir_label", cfg),
-                "--cams", str(tmp / "cam"), "--threads", "1", "--out", str(tmp / "ir_label")]),
-            ("make_pseudo", 1, [*common, "--params", params("make_pseudo", cfg),
-                "--cams", str(tmp / "cam"), "--model", str(models["irn"]), "--device", "cpu", "--out",
-                str(tmp / "pseudo")]),
-            ("infer_seg", 1, [*common, "--params", params("infer_seg", cfg["seg"]),
-                              "--model", str(models["seg"]), "--device", "cpu", "--out", str(tmp / "seg")]),
+            (
+                "infer_cam",
+                1,
+                [
+                    *common,
+                    "--params",
+                    params("infer_cam", cfg),
+                    "--method",
+                    cfg["method"],
+                    "--model",
+                    str(models["cls"]),
+                    "--device",
+                    "cpu",
+                    "--out",
+                    str(tmp / "cam"),
+                ],
+            ),
+            (
+                "cam_to_ir_label",
+                1,
+                [
+                    *common,
+                    "--params",
+                    params("cam_to_ir_label", cfg),
+                    "--cams",
+                    str(tmp / "cam"),
+                    "--threads",
+                    "1",
+                    "--out",
+                    str(tmp / "ir_label"),
+                ],
+            ),
+            (
+                "make_pseudo",
+                1,
+                [
+                    *common,
+                    "--params",
+                    params("make_pseudo", cfg),
+                    "--cams",
+                    str(tmp / "cam"),
+                    "--model",
+                    str(models["irn"]),
+                    "--device",
+                    "cpu",
+                    "--out",
+                    str(tmp / "pseudo"),
+                ],
+            ),
+            (
+                "infer_seg",
+                1,
+                [
+                    *common,
+                    "--params",
+                    params("infer_seg", cfg["seg"]),
+                    "--model",
+                    str(models["seg"]),
+                    "--device",
+                    "cpu",
+                    "--out",
+                    str(tmp / "seg"),
+                ],
+            ),
             # all 21 labels (label_eps 0): the worst case; random-weight logits would leave one or two labels
-            ("crf", 1, [*common, "--params", json.dumps({"crf": dict(cfg["seg"]["crf"], label_eps=0.0)}),
-                        "--logits", str(tmp / "crf_logits"),
-                        "--workers", "1", "--out", str(tmp / "seg_crf")]),
+            (
+                "crf",
+                1,
+                [
+                    *common,
+                    "--params",
+                    json.dumps({"crf": dict(cfg["seg"]["crf"], label_eps=0.0)}),
+                    "--logits",
+                    str(tmp / "crf_logits"),
+                    "--workers",
+                    "1",
+                    "--out",
+                    str(tmp / "seg_crf"),
+                ],
+            ),
         ]
-        print(f"{args.images} images of {args.size[0]}×{args.size[1]}, 21 labels, VOC recipe networks "
-              f"(cls ResNet-{cfg['cls']['backbone']}, IRNet ResNet-{cfg['irn']['backbone']}, "
-              f"DeepLabV2-R{cfg['seg']['backbone']}), CPU, {os.cpu_count()} cores")
-        print("| stage | threads | peak RSS (MB) | s / image | CPU s / image | start-up (s) | rule mem_mb / runtime (min) |")
+        print(
+            f"{args.images} images of {args.size[0]}×{args.size[1]}, 21 labels, VOC recipe networks "
+            f"(cls ResNet-{cfg['cls']['backbone']}, IRNet ResNet-{cfg['irn']['backbone']}, "
+            f"DeepLabV2-R{cfg['seg']['backbone']}), CPU, {os.cpu_count()} cores"
+        )
+        print(
+            "| stage | threads | peak RSS (MB) | s / image | CPU s / image | start-up (s) | rule mem_mb / runtime (min) |"
+        )
         print("|---|---|---|---|---|---|---|")
         for name, threads, stage_args in steps:
             if args.stages and name not in args.stages:
                 continue
             m = run_stage(name, stage_args, threads, tmp / f"{name}.log")
             mem, runtime = RULE_REQUESTS[name]
-            print(f"| {name} | {threads} | {m['rss_mb']:.0f} | {m['useful'] / args.images:.1f} | "
-                  f"{m['cpu'] / args.images:.1f} | {m['wall'] - m['useful']:.1f} | {mem} / {runtime} |", flush=True)
+            print(
+                f"| {name} | {threads} | {m['rss_mb']:.0f} | {m['useful'] / args.images:.1f} | "
+                f"{m['cpu'] / args.images:.1f} | {m['wall'] - m['useful']:.1f} | {mem} / {runtime} |",
+                flush=True,
+            )
     finally:
         if args.keep is None:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -40,8 +40,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from unittest import mock
 
 import numpy as np
@@ -53,8 +54,20 @@ sys.path.insert(0, str(REPO))
 from wsss.runtime.config import load_schema, run_config, validate_config  # noqa: E402
 
 # part → time limit (s) of its subprocess; the order is the run's order
-LIMITS: dict[str, int] = {"resume": 25, "fit_amp": 30, "cam": 25, "walk": 25, "syncbn": 30, "lease": 20, "tests": 75,
-                          "train_cls": 60, "train_irn": 60, "train_seg": 60, "infer_cam": 30, "dag": 100}
+LIMITS: dict[str, int] = {
+    "resume": 25,
+    "fit_amp": 30,
+    "cam": 25,
+    "walk": 25,
+    "syncbn": 30,
+    "lease": 20,
+    "tests": 75,
+    "train_cls": 60,
+    "train_irn": 60,
+    "train_seg": 60,
+    "infer_cam": 30,
+    "dag": 100,
+}
 BUDGET_S = 540  # the default run's total: under 9 minutes
 CPU_LIMIT_FACTOR = 4
 # the tests' tiny synthetic dataset (tests/helpers.py TINY_SYNTH): seconds to generate
@@ -68,8 +81,9 @@ def recipe(run: str = "voc") -> dict[str, Any]:
     random initial weights (nothing to download)."""
     import yaml
 
-    config = validate_config(yaml.safe_load((REPO / "config.yaml").read_text()),
-                             load_schema(REPO / "schemas/config.schema.yaml"))
+    config = validate_config(
+        yaml.safe_load((REPO / "config.yaml").read_text()), load_schema(REPO / "schemas/config.schema.yaml")
+    )
     cfg = copy.deepcopy(run_config(config, run))
     for section in ("cls", "irn", "seg"):
         cfg[section]["pretrained"] = "none"
@@ -100,8 +114,14 @@ def _state_off_its_parameter(optimizer: torch.optim.Optimizer) -> list[str]:
 
 
 def _small_net() -> torch.nn.Module:
-    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
-                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 1))
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8, 1),
+    )
 
 
 class _Images(torch.utils.data.Dataset):
@@ -146,12 +166,30 @@ def part_resume(device: torch.device, tiny: bool) -> list[Row]:
                 loss = ((m(b["x"].to(device)) - b["y"].to(device)) ** 2).mean()
                 return loss, {}
 
-            fit(model, _Images(), step_fn, resumed, batch_size=4, max_steps=3, seed=0, checkpoint=out / "ckpt.pt",
-                checkpoint_every=10, final_weights=out / "model.pt", log_csv=out / "log.csv", device=device,
-                fingerprint="f")
+            fit(
+                model,
+                _Images(),
+                step_fn,
+                resumed,
+                batch_size=4,
+                max_steps=3,
+                seed=0,
+                checkpoint=out / "ckpt.pt",
+                checkpoint_every=10,
+                final_weights=out / "model.pt",
+                log_csv=out / "log.csv",
+                device=device,
+                fingerprint="f",
+            )
             ok = len(seen) == 2 and seen[0] == [] and not _state_off_its_parameter(resumed)
-            rows.append(("resume", f"{name}, CPU checkpoint → {device.type}", _verdict(ok),
-                         "optimizer state on the parameters' device" if ok else f"steps {len(seen)}: {seen[:1]}"))
+            rows.append(
+                (
+                    "resume",
+                    f"{name}, CPU checkpoint → {device.type}",
+                    _verdict(ok),
+                    "optimizer state on the parameters' device" if ok else f"steps {len(seen)}: {seen[:1]}",
+                )
+            )
     return rows
 
 
@@ -173,22 +211,41 @@ def part_fit_amp(device: torch.device, tiny: bool) -> list[Row]:
     opt = build_optimizer([{"params": model.parameters()}], "sgd", 0.01, 1e-4, 0.9)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        fit(model, _Images(), step_fn, opt, batch_size=4, max_steps=3, seed=0, checkpoint=out / "ckpt.pt",
-            checkpoint_every=10, final_weights=out / "model.pt", log_csv=out / "log.csv", device=device,
-            fingerprint="f", amp=True)
+        fit(
+            model,
+            _Images(),
+            step_fn,
+            opt,
+            batch_size=4,
+            max_steps=3,
+            seed=0,
+            checkpoint=out / "ckpt.pt",
+            checkpoint_every=10,
+            final_weights=out / "model.pt",
+            log_csv=out / "log.csv",
+            device=device,
+            fingerprint="f",
+            amp=True,
+        )
         losses = [float(line.split(",")[2]) for line in (out / "log.csv").read_text().splitlines()[1:]]
     expected = "bfloat16" if autocast_enabled(device, True) else "float32"
     moved = any(not torch.equal(v.cpu(), before[k]) for k, v in model.state_dict().items() if v.is_floating_point())
     weights32 = all(p.dtype == torch.float32 for p in model.parameters())
     ok = dtypes == {expected} and len(losses) == 3 and all(np.isfinite(losses)) and moved and weights32
-    return [("fit amp", f"autocast {'on' if expected == 'bfloat16' else 'off (CPU)'}", _verdict(ok),
-             f"outputs {sorted(dtypes)}, losses {', '.join(f'{v:.3g}' for v in losses)}")]
+    return [
+        (
+            "fit amp",
+            f"autocast {'on' if expected == 'bfloat16' else 'off (CPU)'}",
+            _verdict(ok),
+            f"outputs {sorted(dtypes)}, losses {', '.join(f'{v:.3g}' for v in losses)}",
+        )
+    ]
 
 
 def part_cam(device: torch.device, tiny: bool) -> list[Row]:
     """Multi-scale + flip CAMs of the recipe's classifier on ``device`` vs the CPU (TF32 off: float32 both)."""
-    from wsss.pipeline.classify import build_classifier, cam_and_scores
     from wsss.ops.cam import multiscale_cams
+    from wsss.pipeline.classify import build_classifier, cam_and_scores
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -202,8 +259,15 @@ def part_cam(device: torch.device, tiny: bool) -> list[Row]:
 
     def cams(net: torch.nn.Module, on: torch.device) -> list:
         with torch.inference_mode():
-            return multiscale_cams(lambda x: cam_and_scores(net, x), [i.to(on) for i in images], keys, scales,
-                                   cfg["cam"]["fusion"], with_high_res=True, with_scores=True)
+            return multiscale_cams(
+                lambda x: cam_and_scores(net, x),
+                [i.to(on) for i in images],
+                keys,
+                scales,
+                cfg["cam"]["fusion"],
+                with_high_res=True,
+                with_scores=True,
+            )
 
     ref = cams(model, torch.device("cpu"))
     got = cams(model.to(device), device)
@@ -214,8 +278,14 @@ def part_cam(device: torch.device, tiny: bool) -> list[Row]:
             x = torch.as_tensor(x).double().cpu()
             y = torch.as_tensor(y).double().cpu()
             diff = max(diff, float((x - y).abs().max() / x.abs().max().clamp(min=1e-12)))
-    return [("CAM", f"{device.type} vs CPU, scales {scales} + flip", _verdict(diff <= 1e-3),
-             f"max rel diff {diff:.1e} (limit 1e-3)")]
+    return [
+        (
+            "CAM",
+            f"{device.type} vs CPU, scales {scales} + flip",
+            _verdict(diff <= 1e-3),
+            f"max rel diff {diff:.1e} (limit 1e-3)",
+        )
+    ]
 
 
 def part_walk(device: torch.device, tiny: bool) -> list[Row]:
@@ -237,16 +307,27 @@ def part_walk(device: torch.device, tiny: bool) -> list[Row]:
     sparse_s = time.perf_counter() - start
     float64 = sparse.dtype == dense.dtype == torch.float64
     diff = float((sparse.cpu() - dense.cpu()).abs().max() / dense.abs().max().cpu())
-    rows = [("random walk", f"{height}×{width}, {2 ** exp_times} steps, float64 sparse vs dense",
-             _verdict(float64 and diff <= 1e-9), f"max rel diff {diff:.1e} (limit 1e-9); sparse "
-                                                 f"{sparse_s * 1e3:.0f} ms, dense {dense_s * 1e3:.0f} ms")]
+    rows = [
+        (
+            "random walk",
+            f"{height}×{width}, {2**exp_times} steps, float64 sparse vs dense",
+            _verdict(float64 and diff <= 1e-9),
+            f"max rel diff {diff:.1e} (limit 1e-9); sparse {sparse_s * 1e3:.0f} ms, dense {dense_s * 1e3:.0f} ms",
+        )
+    ]
     h, w, c = (24, 32, 3) if tiny else (94, 125, 21)
     boundary, seeds = torch.rand(h, w, generator=g) ** 4, torch.rand(c, h, w, generator=g)
     start = time.perf_counter()
     random_walk(seeds.to(device), boundary.to(device), steps=256)
     _sync(device)
-    rows.append(("random walk", f"{h}×{w}, {c} classes, 256 steps", "ok",
-                 f"{(time.perf_counter() - start) * 1e3:.0f} ms (sparse)"))
+    rows.append(
+        (
+            "random walk",
+            f"{h}×{w}, {c} classes, 256 steps",
+            "ok",
+            f"{(time.perf_counter() - start) * 1e3:.0f} ms (sparse)",
+        )
+    )
     return rows
 
 
@@ -261,8 +342,9 @@ def part_syncbn(device: torch.device, tiny: bool) -> list[Row]:
     if device.type == "cuda":
         torch.cuda.set_device(0)  # NCCL binds the group to the current device
     with tempfile.TemporaryDirectory() as tmp:
-        dist.init_process_group(distributed.backend_for(device), init_method=f"file://{tmp}/rendezvous", rank=0,
-                                world_size=1)
+        dist.init_process_group(
+            distributed.backend_for(device), init_method=f"file://{tmp}/rendezvous", rank=0, world_size=1
+        )
         try:
             torch.manual_seed(0)
             conv = torch.nn.Conv2d(3, 8, 3).to(device)
@@ -271,8 +353,11 @@ def part_syncbn(device: torch.device, tiny: bool) -> list[Row]:
             outs, grads, forced_calls = [], [], 0
             for bn, forced in ((sync, True), (plain, False)):
                 conv.zero_grad()
-                patch = mock.patch.object(distributed, "rank_world", return_value=(0, 2)) if forced else \
-                    mock.patch.object(distributed, "rank_world", wraps=distributed.rank_world)
+                patch = (
+                    mock.patch.object(distributed, "rank_world", return_value=(0, 2))
+                    if forced
+                    else mock.patch.object(distributed, "rank_world", wraps=distributed.rank_world)
+                )
                 with patch as world, torch.autocast(device_type=device.type, dtype=torch.bfloat16):
                     y = bn(conv(x))
                     loss = (y.float() * torch.linspace(0, 1, y.numel(), device=device).view_as(y)).sum()
@@ -286,9 +371,15 @@ def part_syncbn(device: torch.device, tiny: bool) -> list[Row]:
         finally:
             dist.destroy_process_group()
     ok = forced_calls >= 1 and out_diff <= 0.05 and grad_diff <= 0.05 and running <= 1e-2
-    return [("SyncBatchNorm", f"{distributed.backend_for(device)} world 1, bf16 autocast vs BatchNorm2d", _verdict(ok),
-             f"synchronised path {forced_calls}×; output diff {out_diff:.1e}, grad rel diff {grad_diff:.1e}, "
-             f"running var rel diff {running:.1e}")]
+    return [
+        (
+            "SyncBatchNorm",
+            f"{distributed.backend_for(device)} world 1, bf16 autocast vs BatchNorm2d",
+            _verdict(ok),
+            f"synchronised path {forced_calls}×; output diff {out_diff:.1e}, grad rel diff {grad_diff:.1e}, "
+            f"running var rel diff {running:.1e}",
+        )
+    ]
 
 
 def part_lease(device: torch.device, tiny: bool) -> list[Row]:
@@ -302,23 +393,42 @@ def part_lease(device: torch.device, tiny: bool) -> list[Row]:
         lease = acquire(1, gpus=gpus, directory=lock_dir, timeout=10)
         try:
             env = lease.env()
-            code = ("import os, torch; print(os.environ.get('CUDA_VISIBLE_DEVICES'), "
-                    "os.environ.get('CUDA_DEVICE_ORDER'), torch.cuda.device_count())")
+            code = (
+                "import os, torch; print(os.environ.get('CUDA_VISIBLE_DEVICES'), "
+                "os.environ.get('CUDA_DEVICE_ORDER'), torch.cuda.device_count())"
+            )
             proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
         finally:
             lease.release()
     seen = proc.stdout.split()
     want_count = "1" if device.type == "cuda" else "0"
     ok = proc.returncode == 0 and seen == [lease.ids[0], "PCI_BUS_ID", want_count]
-    return [("GPU lease", f"1 of {len(gpus)} ({', '.join(gpus)})", _verdict(ok),
-             f"child sees CUDA_VISIBLE_DEVICES, CUDA_DEVICE_ORDER, count = {' '.join(seen) or proc.stderr[-200:]}")]
+    return [
+        (
+            "GPU lease",
+            f"1 of {len(gpus)} ({', '.join(gpus)})",
+            _verdict(ok),
+            f"child sees CUDA_VISIBLE_DEVICES, CUDA_DEVICE_ORDER, count = {' '.join(seen) or proc.stderr[-200:]}",
+        )
+    ]
 
 
 def part_tests(device: torch.device, tiny: bool) -> list[Row]:
     """The suite's CUDA tests (``-k cuda``: they skip without CUDA)."""
     files = sorted(str(p) for p in (REPO / "tests").glob("test_*.py") if "cuda" in p.read_text())
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "cuda", "-m", "not slurm and not slow",
-           *files]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-k",
+        "cuda",
+        "-m",
+        "not slurm and not slow",
+        *files,
+    ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)  # within the part's limit
     last = (proc.stdout.strip().splitlines() or ["(no output)"])[-1]
     ok = proc.returncode in (0, 5)  # 5: nothing selected
@@ -357,8 +467,8 @@ class JpegCrops(torch.utils.data.Dataset):
         h, w = image.shape[:2]
         y, x = int(rng.integers(0, max(1, h - self.crop + 1))), int(rng.integers(0, max(1, w - self.crop + 1)))
         out = np.zeros((self.crop, self.crop, 3), np.float32)
-        patch = image[y:y + self.crop, x:x + self.crop]
-        out[:patch.shape[0], :patch.shape[1]] = (patch - 0.45) / 0.225
+        patch = image[y : y + self.crop, x : x + self.crop]
+        out[: patch.shape[0], : patch.shape[1]] = (patch - 0.45) / 0.225
         item = {"image": torch.from_numpy(out.transpose(2, 0, 1).copy())}
         if self.kind == "cls":
             labels = torch.from_numpy((rng.random(20) < 0.15).astype(np.float32))
@@ -398,11 +508,12 @@ class _Clocked:
 
 def _train_speed(stage: str, device: torch.device, tiny: bool) -> list[Row]:
     """Images/s of ``fit`` steps 2.. (after a warm-up step) in float32 and under bfloat16 autocast."""
-    from wsss.pipeline.classify import ClassifierObjective, build_classifier
-    from wsss.pipeline.pseudo_labels import IRNObjective, build_irn, optimizer_groups as irn_groups
-    from wsss.ops.path_index import PathIndex
-    from wsss.pipeline.segment import SegObjective, build_segmenter
     from wsss.engine.train import build_optimizer, fit, seed_everything
+    from wsss.ops.path_index import PathIndex
+    from wsss.pipeline.classify import ClassifierObjective, build_classifier
+    from wsss.pipeline.pseudo_labels import IRNObjective, build_irn
+    from wsss.pipeline.pseudo_labels import optimizer_groups as irn_groups
+    from wsss.pipeline.segment import SegObjective, build_segmenter
 
     cfg = recipe()
     section = {"train_cls": "cls", "train_irn": "irn", "train_seg": "seg"}[stage]
@@ -435,17 +546,37 @@ def _train_speed(stage: str, device: torch.device, tiny: bool) -> list[Row]:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp)
             try:
-                fit(model, data, clock.objective, optimizer, batch_size=batch, max_steps=steps, seed=0,
-                    checkpoint=out / "ckpt.pt", checkpoint_every=10**6, final_weights=out / "model.pt",
-                    log_csv=out / "log.csv", device=device, fingerprint="f", num_workers=workers, amp=amp)
+                fit(
+                    model,
+                    data,
+                    clock.objective,
+                    optimizer,
+                    batch_size=batch,
+                    max_steps=steps,
+                    seed=0,
+                    checkpoint=out / "ckpt.pt",
+                    checkpoint_every=10**6,
+                    final_weights=out / "model.pt",
+                    log_csv=out / "log.csv",
+                    device=device,
+                    fingerprint="f",
+                    num_workers=workers,
+                    amp=amp,
+                )
             except torch.cuda.OutOfMemoryError:
                 rows.append((stage, f"{'bf16' if amp else 'fp32'}, batch {batch}", "–", "out of memory"))
                 continue
         times = clock.times
         speed = batch * (len(times) - 2) / (times[-1] - times[1])
         memory = f"peak {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB, " if device.type == "cuda" else ""
-        rows.append((stage, f"{'bfloat16' if amp else 'float32'}, batch {batch}, crop {crop}", f"{speed:.1f} img/s",
-                     f"{memory}{workers} JPEG workers, deterministic cuDNN"))
+        rows.append(
+            (
+                stage,
+                f"{'bfloat16' if amp else 'float32'}, batch {batch}, crop {crop}",
+                f"{speed:.1f} img/s",
+                f"{memory}{workers} JPEG workers, deterministic cuDNN",
+            )
+        )
         del model, optimizer
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -466,8 +597,8 @@ def part_train_seg(device: torch.device, tiny: bool) -> list[Row]:
 
 def part_infer_cam(device: torch.device, tiny: bool) -> list[Row]:
     """CAM inference images/s at VOC size (375×500) with the recipe's scales, flips and batching."""
-    from wsss.pipeline.classify import build_classifier, cam_and_scores
     from wsss.ops.cam import multiscale_cams
+    from wsss.pipeline.classify import build_classifier, cam_and_scores
 
     cfg = recipe()
     params = dict(cfg["cls"], backbone=10 if tiny else 101)
@@ -480,9 +611,17 @@ def part_infer_cam(device: torch.device, tiny: bool) -> list[Row]:
 
     def run() -> None:
         with torch.inference_mode():
-            multiscale_cams(lambda x: cam_and_scores(model, x), images, keys, scales, cfg["cam"]["fusion"],
-                            max_batch=8, with_high_res=False, with_scores=True,
-                            max_pixels=cfg["cam"]["batch_pixels"])
+            multiscale_cams(
+                lambda x: cam_and_scores(model, x),
+                images,
+                keys,
+                scales,
+                cfg["cam"]["fusion"],
+                max_batch=8,
+                with_high_res=False,
+                with_scores=True,
+                max_pixels=cfg["cam"]["batch_pixels"],
+            )
 
     run()
     _sync(device)
@@ -490,8 +629,14 @@ def part_infer_cam(device: torch.device, tiny: bool) -> list[Row]:
     run()
     _sync(device)
     seconds = time.perf_counter() - start
-    return [("infer_cam", f"{size[0]}×{size[1]}, scales {scales} + flip", f"{len(images) / seconds:.1f} img/s",
-             f"ResNet-{params['backbone']}")]
+    return [
+        (
+            "infer_cam",
+            f"{size[0]}×{size[1]}, scales {scales} + flip",
+            f"{len(images) / seconds:.1f} img/s",
+            f"ResNet-{params['backbone']}",
+        )
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------- 3. DAG
@@ -516,12 +661,19 @@ def part_dag(device: torch.device, tiny: bool) -> list[Row]:
     lines = proc.stdout.splitlines()
     summary = next((line for line in lines if line.startswith("jobs:")), "")
     path = next((line.split(":", 2)[1].strip() for line in lines if line.startswith("critical path:")), "")
-    return [("synthetic DAG", f"device: {device.type}, tiny dataset" + (" (dataset only)" if tiny else ""),
-             summary.split("DAG wall: ")[-1], f"critical path {path}")]
+    return [
+        (
+            "synthetic DAG",
+            f"device: {device.type}, tiny dataset" + (" (dataset only)" if tiny else ""),
+            summary.split("DAG wall: ")[-1],
+            f"critical path {path}",
+        )
+    ]
 
 
 PART_FUNCTIONS: dict[str, Callable[[torch.device, bool], list[Row]]] = {
-    name: globals()[f"part_{name}"] for name in LIMITS}
+    name: globals()[f"part_{name}"] for name in LIMITS
+}
 
 
 # ---------------------------------------------------------------------------------------------------- driver
@@ -549,12 +701,13 @@ def spawn_part(name: str, args: argparse.Namespace, limit: float) -> tuple[list[
         cmd += ["--cpu"] if args.cpu else []
         cmd += [f"--fault={f}" for f in args.fault if f.split(":")[0] == name]
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)  # its own process group: pytest, snakemake die with it
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )  # its own process group: pytest, snakemake die with it
         try:
             _, stderr = proc.communicate(timeout=limit)
         except subprocess.TimeoutExpired:
-            try:
+            try:  # noqa: SIM105
                 os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
@@ -574,8 +727,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip", nargs="*", default=[], choices=list(LIMITS), help="parts to leave out")
     parser.add_argument("--json", type=Path, default=Path("gpu_check.json"), help="rows appended here as they come")
     parser.add_argument("--budget", type=float, default=BUDGET_S, help="seconds for the whole run")
-    parser.add_argument("--limit", action="append", default=[], metavar="PART=S",
-                        help="a part's limit in seconds (as given, also with --cpu)")
+    parser.add_argument(
+        "--limit",
+        action="append",
+        default=[],
+        metavar="PART=S",
+        help="a part's limit in seconds (as given, also with --cpu)",
+    )
     parser.add_argument("--fault", action="append", default=[], metavar="PART:raise|hang", help=argparse.SUPPRESS)
     parser.add_argument("--part", help=argparse.SUPPRESS)
     parser.add_argument("--part-result", type=Path, help=argparse.SUPPRESS)

@@ -41,19 +41,23 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from wsss.artifacts.cam import index_cam_dirs, load_cam  # noqa: E402
-from wsss.outputs.compare import compare_run_name  # noqa: E402
 from wsss.data.dataset import VOCLayoutDataset  # noqa: E402
+from wsss.outputs.compare import compare_run_name  # noqa: E402
 from wsss.runtime.io import IGNORE  # noqa: E402
 
 
-def bench_config(base: dict[str, Any], methods: list[str], seeds: list[int], control: bool,
-                 sizes: dict[str, int]) -> dict[str, Any]:
+def bench_config(
+    base: dict[str, Any], methods: list[str], seeds: list[int], control: bool, sizes: dict[str, int]
+) -> dict[str, Any]:
     """The config's ``synth`` run on a ``shared_body`` copy of its dataset (``parts``) and, with ``control``, on the
     dataset itself (``plain``), compared over ``methods`` and ``seeds``."""
     config = copy.deepcopy(base)
     data = {**config["datasets"]["synth"], **sizes}
-    config["datasets"] = {**config["datasets"], "synth_parts": {**data, "kind": "synth", "shared_body": True},
-                          "synth_plain": {**data, "kind": "synth"}}
+    config["datasets"] = {
+        **config["datasets"],
+        "synth_parts": {**data, "kind": "synth", "shared_body": True},
+        "synth_plain": {**data, "kind": "synth"},
+    }
     synth = config["runs"]["synth"]
     config["runs"] = {"parts": {**copy.deepcopy(synth), "dataset": "synth_parts"}}
     if control:
@@ -81,8 +85,12 @@ def cam_coverage(root: Path, run: str, dataset: Path) -> dict[str, float]:
         hit += int((fg & is_obj).sum())
         pred += int((fg & valid).sum())
         obj += int(is_obj.sum())
-    return {"recall": 100 * hit / max(obj, 1), "precision": 100 * hit / max(pred, 1),
-            "miou": 100 * float(metrics["miou_present"]), "bg_score": bg}
+    return {
+        "recall": 100 * hit / max(obj, 1),
+        "precision": 100 * hit / max(pred, 1),
+        "miou": 100 * float(metrics["miou_present"]),
+        "bg_score": bg,
+    }
 
 
 def _cell(values: list[float]) -> str:
@@ -93,8 +101,10 @@ def _cell(values: list[float]) -> str:
 
 
 def table(root: Path, config: dict[str, Any], methods: list[str], seeds: list[int]) -> tuple[str, dict[str, Any]]:
-    lines = ["| data | method | seeds | CAM recall on object pixels | CAM precision | CAM mIoU | bg_score "
-             "(calibrated) |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| data | method | seeds | CAM recall on object pixels | CAM precision | CAM mIoU | bg_score (calibrated) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     numbers: dict[str, Any] = {}
     gated: list[str] = []
     for base in config["runs"]:
@@ -108,14 +118,20 @@ def table(root: Path, config: dict[str, Any], methods: list[str], seeds: list[in
                 try:
                     rows.append(cam_coverage(root, run, dataset))
                 except (OSError, ValueError, KeyError) as err:
-                    stopped = [line for gate in ("cls_gate", "cam_gate")
-                               for line in _log_lines(root / "logs" / run / f"{gate}.log") if line.startswith("error:")]
+                    stopped = [
+                        line
+                        for gate in ("cls_gate", "cam_gate")
+                        for line in _log_lines(root / "logs" / run / f"{gate}.log")
+                        if line.startswith("error:")
+                    ]
                     print(f"{run}: no CAM results ({stopped[0] if stopped else err})", file=sys.stderr)
                     gated.append(f"{run} stopped at a gate: {stopped[0]}" if stopped else f"{run}: no CAM results")
             numbers[f"{base}/{method}"] = rows
-            lines.append(f"| {base} | {method} | {len(rows)}/{len(seeds)} | {_cell([r['recall'] for r in rows])} | "
-                         f"{_cell([r['precision'] for r in rows])} | {_cell([r['miou'] for r in rows])} | "
-                         f"{', '.join(format(r['bg_score'], '.2f') for r in rows) or '–'} |")
+            lines.append(
+                f"| {base} | {method} | {len(rows)}/{len(seeds)} | {_cell([r['recall'] for r in rows])} | "
+                f"{_cell([r['precision'] for r in rows])} | {_cell([r['miou'] for r in rows])} | "
+                f"{', '.join(format(r['bg_score'], '.2f') for r in rows) or '–'} |"
+            )
     lines += [f"- {line}" for line in gated]
     return "\n".join(lines) + "\n", numbers
 
@@ -145,8 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s]
     sizes = {k: v for k, v in (("num_train_aug", args.num_train_aug), ("num_val", args.num_val)) if v}
     if "num_train_aug" in sizes:
-        sizes["num_train"] = min(sizes["num_train_aug"], yaml.safe_load(args.configfile.read_text())["datasets"]
-                                 ["synth"].get("num_train", 100))
+        sizes["num_train"] = min(
+            sizes["num_train_aug"],
+            yaml.safe_load(args.configfile.read_text())["datasets"]["synth"].get("num_train", 100),
+        )
     config = bench_config(yaml.safe_load(args.configfile.read_text()), methods, seeds, args.control, sizes)
     if args.max_epochs:
         for entry in config["runs"].values():
@@ -157,14 +175,32 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="wsss_mechanism_"))
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    targets = [f"results/{compare_run_name(base, m, s)}/cam_val_metrics.json"
-               for base in config["runs"] for m in methods for s in seeds]
+    targets = [
+        f"results/{compare_run_name(base, m, s)}/cam_val_metrics.json"
+        for base in config["runs"]
+        for m in methods
+        for s in seeds
+    ]
     start = time.monotonic()
     try:
         with open(workdir / "snakemake.log", "w") as fh:
-            proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores",
-                                   str(args.cores), "--keep-going", *targets], cwd=workdir, stdout=fh,
-                                  stderr=subprocess.STDOUT, check=False)
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "snakemake",
+                    "-s",
+                    str(REPO / "Snakefile"),
+                    "--cores",
+                    str(args.cores),
+                    "--keep-going",
+                    *targets,
+                ],
+                cwd=workdir,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                check=False,
+            )
         text, numbers = table(workdir, config, methods, seeds)
         (workdir / "mechanism.json").write_text(json.dumps(numbers, indent=1))
         print(text, end="")

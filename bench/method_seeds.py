@@ -61,17 +61,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
     parser.add_argument("--cores", type=int, default=2)
     args = parser.parse_args(argv)
-    config = compare_config(yaml.safe_load(args.configfile.read_text()), [m for m in args.methods.split(",") if m],
-                            [int(s) for s in args.seeds.split(",") if s], [v for v in args.variants.split(",") if v])
+    config = compare_config(
+        yaml.safe_load(args.configfile.read_text()),
+        [m for m in args.methods.split(",") if m],
+        [int(s) for s in args.seeds.split(",") if s],
+        [v for v in args.variants.split(",") if v],
+    )
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="wsss_methods_"))
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     start = time.monotonic()
     try:
         with open(workdir / "snakemake.log", "w") as fh:
-            proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores",
-                                   str(args.cores), "--keep-going", "results/compare/methods.md"], cwd=workdir,
-                                  stdout=fh, stderr=subprocess.STDOUT, check=False)
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "snakemake",
+                    "-s",
+                    str(REPO / "Snakefile"),
+                    "--cores",
+                    str(args.cores),
+                    "--keep-going",
+                    "results/compare/methods.md",
+                ],
+                cwd=workdir,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                check=False,
+            )
         table = workdir / "results" / "compare" / "methods.md"
         if table.exists():
             print(table.read_text(), end="")

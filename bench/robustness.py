@@ -56,8 +56,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "frequent": {"frequent_class": "circle_rings"},
     "paired": {"paired_classes": ["circle_rings", "square_checker"]},
 }
-AUTO = {"cls": {"epochs": "auto"}, "cam": {"bg_score": "auto"},
-        "irn": {"conf_fg": "auto", "conf_bg": "auto", "bg_threshold": "auto"}}
+AUTO = {
+    "cls": {"epochs": "auto"},
+    "cam": {"bg_score": "auto"},
+    "irn": {"conf_fg": "auto", "conf_bg": "auto", "bg_threshold": "auto"},
+}
 MIN_FINAL = 60.0  # DeepLab+CRF mIoU the issue asks of a variant that passes its gates
 
 
@@ -84,8 +87,15 @@ def bench_config(base: dict[str, Any], variants: list[str], as_configured: bool)
 
 
 def targets(run: str) -> list[str]:
-    return [f"results/{run}/{name}" for name in
-            ("cam_val_metrics.json", "pseudo_val_metrics.json", "pseudo_val_sweep.json", "deeplab_val_metrics.json")]
+    return [
+        f"results/{run}/{name}"
+        for name in (
+            "cam_val_metrics.json",
+            "pseudo_val_metrics.json",
+            "pseudo_val_sweep.json",
+            "deeplab_val_metrics.json",
+        )
+    ]
 
 
 def _json(path: Path) -> dict[str, Any] | None:
@@ -122,10 +132,17 @@ def collect(workdir: Path, variant: str, wall: float | None, returncode: int | N
         return 100 * best["miou"], best[key]
 
     row: dict[str, Any] = {
-        "variant": variant, "run": run, "generator": VARIANTS[variant], "wall_s": wall, "returncode": returncode,
-        "heldout_f1": held.get("f1"), "heldout_map": held.get("map"), "steps": held.get("steps"),
+        "variant": variant,
+        "run": run,
+        "generator": VARIANTS[variant],
+        "wall_s": wall,
+        "returncode": returncode,
+        "heldout_f1": held.get("f1"),
+        "heldout_map": held.get("map"),
+        "steps": held.get("steps"),
         "stopped_early": held.get("stopped_early"),
-        "cam": 100 * cam["miou_present"] if cam else None, "cam_bg": cam["bg_score"] if cam else None,
+        "cam": 100 * cam["miou_present"] if cam else None,
+        "cam_bg": cam["bg_score"] if cam else None,
         "pseudo": 100 * pseudo["miou_present"] if pseudo else None,
         "pseudo_bg": pseudo_sweep["bg_threshold"] if pseudo_sweep else None,
         "deeplab": 100 * seg["no_crf"]["miou_present"] if seg else None,
@@ -146,8 +163,15 @@ def verdict(row: dict[str, Any]) -> str:
     if any(s is None for s in scores):
         return "not run" if row["returncode"] is None else f"FAIL (no result, exit {row['returncode']})"
     cam, pseudo, crf = scores
-    problems = [text for bad, text in ((not cam < pseudo, "pseudo ≤ CAM"), (not pseudo <= crf, "+CRF < pseudo"),
-                                       (crf < MIN_FINAL, f"+CRF < {MIN_FINAL:.0f}")) if bad]
+    problems = [
+        text
+        for bad, text in (
+            (not cam < pseudo, "pseudo ≤ CAM"),
+            (not pseudo <= crf, "+CRF < pseudo"),
+            (crf < MIN_FINAL, f"+CRF < {MIN_FINAL:.0f}"),
+        )
+        if bad
+    ]
     return "ok" if not problems else f"FAIL ({', '.join(problems)})"
 
 
@@ -158,17 +182,20 @@ def _fmt(value: Any, spec: str = ".1f") -> str:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    head = ("| variant | held-out F1 | steps | CAM (bg) | CAM peak (bg) | pseudo (bg) | pseudo peak (bg) | DeepLab fit "
-            "| DeepLab | +CRF | wall | verdict |")
+    head = (
+        "| variant | held-out F1 | steps | CAM (bg) | CAM peak (bg) | pseudo (bg) | pseudo peak (bg) | DeepLab fit "
+        "| DeepLab | +CRF | wall | verdict |"
+    )
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for r in rows:
-        lines.append(
+        lines.append(  # noqa: PERF401
             f"| {r['variant']} | {_fmt(r['heldout_f1'], '.3f')} | {_fmt(r['steps'], 'd')} "
             f"| {_fmt(r['cam'])} ({_fmt(r['cam_bg'], '.2f')}) | {_fmt(r['cam_peak'])} ({_fmt(r['cam_peak_bg'], '.2f')}) "
             f"| {_fmt(r['pseudo'])} ({_fmt(r['pseudo_bg'], '.2f')}) "
             f"| {_fmt(r['pseudo_peak'])} ({_fmt(r['pseudo_peak_bg'], '.2f')}) | {_fmt(r['seg_fit'])} "
             f"| {_fmt(r['deeplab'])} | {_fmt(r['crf'])} "
-            f"| {_fmt(r['wall_s'] and r['wall_s'] / 60, '.1f')} min | {r['verdict']} |")
+            f"| {_fmt(r['wall_s'] and r['wall_s'] / 60, '.1f')} min | {r['verdict']} |"
+        )
     gates = [f"- {r['variant']}: {r['gate']}" for r in rows if r["gate"]]
     return "\n".join(lines + ([""] + gates if gates else [])) + "\n"
 
@@ -177,9 +204,22 @@ def run_variant(workdir: Path, variant: str, cores: int) -> tuple[float, int]:
     log = workdir / f"snakemake_{variant}.log"
     start = time.monotonic()
     with open(log, "w") as fh:
-        proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores",
-                               str(cores), *targets(run_name(variant))], cwd=workdir, stdout=fh,
-                              stderr=subprocess.STDOUT, check=False)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "snakemake",
+                "-s",
+                str(REPO / "Snakefile"),
+                "--cores",
+                str(cores),
+                *targets(run_name(variant)),
+            ],
+            cwd=workdir,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
     return time.monotonic() - start, proc.returncode
 
 
@@ -190,8 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a new temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
     parser.add_argument("--cores", type=int, default=2)
-    parser.add_argument("--as-configured", action="store_true",
-                        help="the config's thresholds and epochs instead of auto")
+    parser.add_argument(
+        "--as-configured", action="store_true", help="the config's thresholds and epochs instead of auto"
+    )
     parser.add_argument("--analyze", type=Path, default=None, help="only print the table of an earlier --workdir")
     args = parser.parse_args(argv)
     variants = [v for v in args.variants.split(",") if v]
@@ -207,16 +248,18 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="wsss_robustness_"))
     workdir.mkdir(parents=True, exist_ok=True)
     base = yaml.safe_load(args.configfile.read_text())
-    (workdir / "config.yaml").write_text(yaml.safe_dump(bench_config(base, variants, args.as_configured),
-                                                        sort_keys=False))
+    (workdir / "config.yaml").write_text(
+        yaml.safe_dump(bench_config(base, variants, args.as_configured), sort_keys=False)
+    )
     rows = []
     try:
         for variant in variants:
             wall, code = run_variant(workdir, variant, args.cores)
             rows.append(collect(workdir, variant, wall, code))
             print(f"{variant}: {rows[-1]['verdict']} in {wall / 60:.1f} min", file=sys.stderr, flush=True)
-            (workdir / "robustness.json").write_text(json.dumps({"as_configured": args.as_configured,
-                                                                 "cores": args.cores, "rows": rows}, indent=1))
+            (workdir / "robustness.json").write_text(
+                json.dumps({"as_configured": args.as_configured, "cores": args.cores, "rows": rows}, indent=1)
+            )
         print(format_table(rows), end="")
         print(f"(working directory {workdir})", file=sys.stderr)
     finally:

@@ -66,8 +66,10 @@ def gpu_stage(name):
     when the config pins the CPU."""
     if config["device"] == "cpu":
         return stage(name)
-    return (f"{lease_timeout_env()}PYTHONPATH={BASEDIR} {shell_word(PYTHON)} -m wsss.runtime.gpu_lease {{resources.gpu}} --"
-            f" {shell_word(PYTHON)} {stage_script(name)}")
+    return (
+        f"{lease_timeout_env()}PYTHONPATH={BASEDIR} {shell_word(PYTHON)} -m wsss.runtime.gpu_lease {{resources.gpu}} --"
+        f" {shell_word(PYTHON)} {stage_script(name)}"
+    )
 
 
 def train_stage(name):
@@ -76,8 +78,10 @@ def train_stage(name):
     decides at job time, from the job's gpu resource). Plain stage(name) when the config pins the CPU."""
     if config["device"] == "cpu":
         return stage(name)
-    return (f"{lease_timeout_env()}PYTHONPATH={BASEDIR} {shell_word(PYTHON)} -m wsss.runtime.launch {{resources.gpu}}"
-            f" {stage_script(name)}")
+    return (
+        f"{lease_timeout_env()}PYTHONPATH={BASEDIR} {shell_word(PYTHON)} -m wsss.runtime.launch {{resources.gpu}}"
+        f" {stage_script(name)}"
+    )
 
 
 def as_json(obj):

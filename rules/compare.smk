@@ -11,19 +11,19 @@ rule cls_verdict:
         heldout="results/{run}/cls/heldout.json",
     output:
         "results/{run}/cls/verdict.json",
-    params:
-        cfg=lambda w: stage_cfg("cls_gate", w.run),
     log:
         "logs/{run}/cls_verdict.log",
     benchmark:
         "benchmarks/{run}/cls_verdict.tsv"
+    conda:
+        "../envs/wsss.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
         gpu=0,
-    conda:
-        "../envs/wsss.yaml"
+    params:
+        cfg=lambda w: stage_cfg("cls_gate", w.run),
     shell:
         f"{stage('cls_gate')} --params {{params.cfg:q}} --heldout {{input.heldout:q}} --verdict {{output:q}} > {{log:q}} 2>&1"
 
@@ -36,23 +36,23 @@ rule cam_verdict:
         calibration=lambda w: calibration_input(w.run, "cam.bg_score"),
     output:
         "results/{run}/cam/verdict.json",
+    log:
+        "logs/{run}/cam_verdict.log",
+    benchmark:
+        "benchmarks/{run}/cam_verdict.tsv"
+    conda:
+        "../envs/wsss.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=lambda w: gpus(w.run, "cls"),
     params:
         cfg=lambda w: stage_cfg("cam_gate", w.run),
         method=lambda w: run_cfg(w.run)["method"],
         dataset=lambda w: dataset_root(w.run),
         split=lambda w: run_cfg(w.run)["cls"]["train_split"],
         device=config["device"],
-    log:
-        "logs/{run}/cam_verdict.log",
-    benchmark:
-        "benchmarks/{run}/cam_verdict.tsv"
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=60,
-        gpu=lambda w: gpus(w.run, "cls"),
-    conda:
-        "../envs/wsss.yaml"
     shell:
         f"OMP_NUM_THREADS={{threads}} {gpu_stage('cam_gate')} --params {{params.cfg:q}} --dataset {{params.dataset:q}}"
         " --split {params.split:q} --cams {input.cams:q} --method {params.method:q} --model {input.model:q}"
@@ -66,22 +66,22 @@ rule seg_verdict:
         model="results/{run}/deeplab/model.pt",
     output:
         "results/{run}/deeplab/verdict.json",
-    params:
-        cfg=lambda w: stage_cfg("seg_gate", w.run),
-        dataset=lambda w: dataset_root(w.run),
-        split=lambda w: run_cfg(w.run)["seg"]["train_split"],
-        device=config["device"],
     log:
         "logs/{run}/seg_verdict.log",
     benchmark:
         "benchmarks/{run}/seg_verdict.tsv"
+    conda:
+        "../envs/wsss.yaml"
     threads: 1
     resources:
         mem_mb=8000,
         runtime=60,
         gpu=lambda w: gpus(w.run, "seg"),
-    conda:
-        "../envs/wsss.yaml"
+    params:
+        cfg=lambda w: stage_cfg("seg_gate", w.run),
+        dataset=lambda w: dataset_root(w.run),
+        split=lambda w: run_cfg(w.run)["seg"]["train_split"],
+        device=config["device"],
     shell:
         f"OMP_NUM_THREADS={{threads}} {gpu_stage('seg_gate')} --params {{params.cfg:q}} --dataset {{params.dataset:q}}"
         " --split {params.split:q} --labels {input.labels:q} --model {input.model:q} --device {params.device:q}"
@@ -127,13 +127,13 @@ for _gate in GATE_VERDICTS:
             f"logs/compare_{{name}}/{_gate}_gates.log",
         benchmark:
             f"benchmarks/compare_{{name}}/{_gate}_gates.tsv"
+        conda:
+            "../envs/wsss.yaml"
         threads: 1
         resources:
             mem_mb=500,
             runtime=5,
             gpu=0,
-        conda:
-            "../envs/wsss.yaml"
         shell:
             f"{stage('compare')} --gather {{input:q}} --out {{output:q}} > {{log:q}} 2>&1"
 
@@ -163,27 +163,27 @@ def compare_cfg(name):
 
 
 rule compare:
-    wildcard_constraints:
-        name="[A-Za-z0-9][A-Za-z0-9_-]*",  # the schema's comparison names; not results/compare/<name>/<gate>_gates.json
     input:
         compare_inputs,
     output:
         table="results/compare/{name}.md",
         figure=report("results/compare/{name}.png", caption="../report/compare.rst", category="comparisons"),
         records="results/compare/{name}.json",
-    params:
-        cfg=lambda w: compare_cfg(w.name),
     log:
         "logs/compare_{name}.log",
     benchmark:
         "benchmarks/compare_{name}.tsv"
+    wildcard_constraints:
+        name="[A-Za-z0-9][A-Za-z0-9_-]*",  # the schema's comparison names; not results/compare/<name>/<gate>_gates.json
+    conda:
+        "../envs/wsss.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
         gpu=0,
-    conda:
-        "../envs/wsss.yaml"
+    params:
+        cfg=lambda w: compare_cfg(w.name),
     shell:
         f"{stage('compare')} --params {{params.cfg:q}} --root . --table {{output.table:q}} --figure {{output.figure:q}}"
         " --records {output.records:q} > {log:q} 2>&1"

@@ -16,21 +16,21 @@ rule prepare_dataset:
         dataset_inputs,
     output:
         dataset_outputs("{dataset}"),
-    wildcard_constraints:
-        dataset=datasets_where(local=False),
-    params:
-        **prepare_dataset_rule_params(),
     log:
         "logs/prepare_{dataset}.log",
     benchmark:
         "benchmarks/prepare_{dataset}.tsv"
+    wildcard_constraints:
+        dataset=datasets_where(local=False),
+    conda:
+        "../envs/wsss.yaml"
     threads: lambda w: dataset_kind(w.dataset).threads(DATASETS[w.dataset])
     resources:
         mem_mb=lambda w: dataset_kind(w.dataset).mem_mb,
         runtime=lambda w: dataset_kind(w.dataset).runtime,
         gpu=0,
-    conda:
-        "../envs/wsss.yaml"
+    params:
+        **prepare_dataset_rule_params(),
     shell:
         f"{stage('prepare_dataset')} --kind {{params.kind:q}} --params {{params.cfg:q}} --out {{params.out:q}}"
         " > {log:q} 2>&1"
@@ -61,21 +61,21 @@ rule dataset_report:
             category="{run}",
             subcategory="data",
         ),
-    params:
-        cfg=lambda w: as_json({"run": w.run}),
-        dataset=lambda w: dataset_root(w.run),
-        split=lambda w: run_cfg(w.run)["cls"]["train_split"],
     log:
         "logs/{run}/dataset_report.log",
     benchmark:
         "benchmarks/{run}/dataset_report.tsv"
+    conda:
+        "../envs/wsss.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=30,
         gpu=0,
-    conda:
-        "../envs/wsss.yaml"
+    params:
+        cfg=lambda w: as_json({"run": w.run}),
+        dataset=lambda w: dataset_root(w.run),
+        split=lambda w: run_cfg(w.run)["cls"]["train_split"],
     shell:
         f"{stage('dataset_report')} --params {{params.cfg:q}} --dataset {{params.dataset:q}} --split {{params.split:q}}"
         " --json {output.json:q} --md {output.md:q} --html {output.html:q} --png {output.png:q} > {log:q} 2>&1"

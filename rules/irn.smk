@@ -10,23 +10,23 @@ rule cam_to_ir_label:
         gate="results/{run}/cam/gate.json",  # the DAG stops at cam_gate when the CAMs do not localise
     output:
         directory("results/{run}/ir_label/shard_{shard}"),
-    params:
-        cfg=lambda w: stage_cfg("cam_to_ir_label", w.run),
-        dataset=lambda w: dataset_root(w.run),
-        split=lambda w: run_cfg(w.run)["irn"]["train_split"],
-        shards=lambda w: run_cfg(w.run)["cam"]["shards"],
     log:
         "logs/{run}/cam_to_ir_label/{shard}.log",
     benchmark:
         "benchmarks/{run}/cam_to_ir_label/{shard}.tsv"
     priority: 10  # on the critical path: scheduled before the evaluation-split jobs
+    conda:
+        "../envs/wsss.yaml"
     threads: lambda w: run_cfg(w.run)["irn"]["crf_workers"]
     resources:
         mem_mb=4000,
         runtime=240,
         gpu=0,
-    conda:
-        "../envs/wsss.yaml"
+    params:
+        cfg=lambda w: stage_cfg("cam_to_ir_label", w.run),
+        dataset=lambda w: dataset_root(w.run),
+        split=lambda w: run_cfg(w.run)["irn"]["train_split"],
+        shards=lambda w: run_cfg(w.run)["cam"]["shards"],
     shell:
         f"OMP_NUM_THREADS=1 {stage('cam_to_ir_label')} --params {{params.cfg:q}} --dataset {{params.dataset:q}}"
         " --split {params.split:q} --shard {wildcards.shard:q} --shards {params.shards:q} --cams {input.cams:q}"
@@ -41,6 +41,18 @@ rule train_irn:
     output:
         model="results/{run}/irn/model.pt",
         log_csv="results/{run}/irn/train_log.csv",
+    log:
+        "logs/{run}/train_irn.log",
+    benchmark:
+        "benchmarks/{run}/train_irn.tsv"
+    priority: 10  # on the critical path: scheduled before the evaluation-split jobs
+    conda:
+        "../envs/wsss.yaml"
+    threads: 2
+    resources:
+        mem_mb=12000,
+        runtime=720,
+        gpu=lambda w: gpus(w.run, "irn"),
     params:
         cfg=lambda w: stage_cfg("train_irn", w.run),
         dataset=lambda w: dataset_root(w.run),
@@ -48,18 +60,6 @@ rule train_irn:
         cls_model=lambda w, input: f"--cls-model {shell_word(input.cls_model[0])}" if input.cls_model else "",
         out_dir=lambda w, output: os.path.dirname(output.model),
         device=config["device"],
-    log:
-        "logs/{run}/train_irn.log",
-    benchmark:
-        "benchmarks/{run}/train_irn.tsv"
-    priority: 10  # on the critical path: scheduled before the evaluation-split jobs
-    threads: 2
-    resources:
-        mem_mb=12000,
-        runtime=720,
-        gpu=lambda w: gpus(w.run, "irn"),
-    conda:
-        "../envs/wsss.yaml"
     shell:
         f"OMP_NUM_THREADS={{threads}} {train_stage('train_irn')} --params {{params.cfg:q}} --dataset {{params.dataset:q}}"
         " --split {params.split:q} --labels {input.labels:q} {params.cls_model} --device {params.device:q}"
@@ -74,24 +74,24 @@ rule make_pseudo:
         calibration=lambda w: pseudo_calibration_input(w.run),
     output:
         directory("results/{run}/pseudo/{split}/shard_{shard}"),
-    params:
-        cfg=lambda w: stage_cfg("make_pseudo", w.run),
-        dataset=lambda w: dataset_root(w.run),
-        shards=lambda w: run_cfg(w.run)["cam"]["shards"],
-        device=config["device"],
     log:
         "logs/{run}/make_pseudo/{split}_{shard}.log",
     benchmark:
         "benchmarks/{run}/make_pseudo/{split}_{shard}.tsv"
     # the training split is on the critical path; the evaluation split waits for free cores
     priority: lambda w: 10 if w.split == run_cfg(w.run)["seg"]["train_split"] else 0
+    conda:
+        "../envs/wsss.yaml"
     threads: 1
     resources:
         mem_mb=6000,
         runtime=480,
         gpu=lambda w: gpus(w.run, "irn"),
-    conda:
-        "../envs/wsss.yaml"
+    params:
+        cfg=lambda w: stage_cfg("make_pseudo", w.run),
+        dataset=lambda w: dataset_root(w.run),
+        shards=lambda w: run_cfg(w.run)["cam"]["shards"],
+        device=config["device"],
     shell:
         f"OMP_NUM_THREADS={{threads}} {gpu_stage('make_pseudo')} --params {{params.cfg:q}} --dataset {{params.dataset:q}}"
         " --split {wildcards.split:q} --shard {wildcards.shard:q} --shards {params.shards:q} --cams {input.cams:q}"
@@ -107,24 +107,24 @@ rule calibrate_pseudo:
         cams=lambda w: cam_shards(w.run, run_cfg(w.run)["cls"]["train_split"]),
     output:
         "results/{run}/calibration_pseudo.json",
+    log:
+        "logs/{run}/calibrate_pseudo.log",
+    benchmark:
+        "benchmarks/{run}/calibrate_pseudo.tsv"
+    priority: 10  # on the critical path when bg_threshold is auto
+    conda:
+        "../envs/wsss.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=120,
+        gpu=lambda w: gpus(w.run, "irn"),
     params:
         cfg=lambda w: stage_cfg("calibrate_pseudo", w.run),
         method=lambda w: run_cfg(w.run)["method"],
         dataset=lambda w: dataset_root(w.run),
         split=lambda w: run_cfg(w.run)["cls"]["train_split"],
         device=config["device"],
-    log:
-        "logs/{run}/calibrate_pseudo.log",
-    benchmark:
-        "benchmarks/{run}/calibrate_pseudo.tsv"
-    priority: 10  # on the critical path when bg_threshold is auto
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=120,
-        gpu=lambda w: gpus(w.run, "irn"),
-    conda:
-        "../envs/wsss.yaml"
     shell:
         f"OMP_NUM_THREADS={{threads}} {gpu_stage('calibrate_pseudo')} --params {{params.cfg:q}}"
         " --dataset {params.dataset:q} --split {params.split:q} --cams {input.cams:q} --method {params.method:q}"
@@ -146,21 +146,21 @@ rule sweep_pseudo:
             category="{run}",
             subcategory="pseudo labels",
         ),
-    params:
-        cfg=lambda w: stage_cfg("sweep_pseudo", w.run),
-        dataset=lambda w: dataset_root(w.run),
-        device=config["device"],
     log:
         "logs/{run}/sweep_pseudo_{split}.log",
     benchmark:
         "benchmarks/{run}/sweep_pseudo_{split}.tsv"
+    conda:
+        "../envs/wsss.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=120,
         gpu=lambda w: gpus(w.run, "irn"),
-    conda:
-        "../envs/wsss.yaml"
+    params:
+        cfg=lambda w: stage_cfg("sweep_pseudo", w.run),
+        dataset=lambda w: dataset_root(w.run),
+        device=config["device"],
     shell:
         f"OMP_NUM_THREADS={{threads}} {gpu_stage('sweep_pseudo')} --params {{params.cfg:q}} --dataset {{params.dataset:q}}"
         " --split {wildcards.split:q} --cams {input.cams:q} --model {input.model:q}"
@@ -175,19 +175,19 @@ rule eval_pseudo:
     output:
         miou="results/{run}/pseudo_{split}_miou.txt",
         metrics="results/{run}/pseudo_{split}_metrics.json",
-    params:
-        dataset=lambda w: dataset_root(w.run),
     log:
         "logs/{run}/eval_pseudo_{split}.log",
     benchmark:
         "benchmarks/{run}/eval_pseudo_{split}.tsv"
+    conda:
+        "../envs/wsss.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=120,
         gpu=0,
-    conda:
-        "../envs/wsss.yaml"
+    params:
+        dataset=lambda w: dataset_root(w.run),
     shell:
         f"{stage('eval_pseudo')} --dataset {{params.dataset:q}} --split {{wildcards.split:q}} --labels {{input.labels:q}}"
         " --miou {output.miou:q} --metrics {output.metrics:q} > {log:q} 2>&1"
@@ -200,20 +200,20 @@ rule check_pseudo:
         labels=lambda w: pseudo_shards(w.run, w.split),
     output:
         "results/{run}/pseudo_{split}_coverage.json",
-    params:
-        cfg=lambda w: stage_cfg("check_pseudo", w.run),
-        dataset=lambda w: dataset_root(w.run),
     log:
         "logs/{run}/check_pseudo_{split}.log",
     benchmark:
         "benchmarks/{run}/check_pseudo_{split}.tsv"
+    conda:
+        "../envs/wsss.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=60,
         gpu=0,
-    conda:
-        "../envs/wsss.yaml"
+    params:
+        cfg=lambda w: stage_cfg("check_pseudo", w.run),
+        dataset=lambda w: dataset_root(w.run),
     shell:
         f"{stage('check_pseudo')} --params {{params.cfg:q}} --dataset {{params.dataset:q}} --split {{wildcards.split:q}}"
         " --cams {input.cams:q} --labels {input.labels:q} --out {output:q} > {log:q} 2>&1"

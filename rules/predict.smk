@@ -15,22 +15,22 @@ rule predict_shard:
         images=lambda w: PREDICT[w.name],
     output:
         temp(directory(f"results/{{run}}/predict_shards/{{name,{PREDICT_NAME}}}/shard_{{shard}}")),
-    params:
-        cfg=lambda w: stage_cfg("predict", w.run),
-        dataset=lambda w: dataset_root(w.run),
-        shards=lambda w: run_cfg(w.run)["seg"]["shards"],
-        device=config["device"],
     log:
         "logs/{run}/predict/{name}_{shard}.log",
     benchmark:
         "benchmarks/{run}/predict/{name}_{shard}.tsv"
+    conda:
+        "../envs/wsss.yaml"
     threads: lambda w: predict_threads(w.run)
     resources:
         mem_mb=8000,
         runtime=240,
         gpu=lambda w: gpus(w.run, "seg"),
-    conda:
-        "../envs/wsss.yaml"
+    params:
+        cfg=lambda w: stage_cfg("predict", w.run),
+        dataset=lambda w: dataset_root(w.run),
+        shards=lambda w: run_cfg(w.run)["seg"]["shards"],
+        device=config["device"],
     shell:
         f"OMP_NUM_THREADS={{threads}} {gpu_stage('predict')} --params {{params.cfg:q}} --images {{input.images:q}}"
         " --dataset {params.dataset:q} --model {input.model:q} --shard {wildcards.shard:q} --shards {params.shards:q}"
@@ -46,13 +46,13 @@ rule predict:
         "logs/{run}/predict/{name}.log",
     benchmark:
         "benchmarks/{run}/predict/{name}.tsv"
+    conda:
+        "../envs/wsss.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=30,
         gpu=0,
-    conda:
-        "../envs/wsss.yaml"
     shell:
         f"{stage('predict_merge')} --shards {{input:q}} --out {{output:q}} > {{log:q}} 2>&1"
 
@@ -65,20 +65,20 @@ rule export_model:
     output:
         ts="results/{run}/deeplab/model.ts",
         json="results/{run}/deeplab/model.json",
-    params:
-        cfg=lambda w: stage_cfg("export_model", w.run),
-        dataset=lambda w: dataset_root(w.run),
     log:
         "logs/{run}/export_model.log",
     benchmark:
         "benchmarks/{run}/export_model.tsv"
+    conda:
+        "../envs/wsss.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
         gpu=0,
-    conda:
-        "../envs/wsss.yaml"
+    params:
+        cfg=lambda w: stage_cfg("export_model", w.run),
+        dataset=lambda w: dataset_root(w.run),
     shell:
         f"OMP_NUM_THREADS={{threads}} {stage('export_model')} --params {{params.cfg:q}} --dataset {{params.dataset:q}}"
         " --model {input.model:q} --run {wildcards.run:q} --ts {output.ts:q} --json {output.json:q} > {log:q} 2>&1"
@@ -91,20 +91,20 @@ rule export_program:
         gate="results/{run}/deeplab/gate.json",  # seg_gate: DeepLab fits its labels
     output:
         "results/{run}/deeplab/model.pt2",
-    params:
-        cfg=lambda w: stage_cfg("export_program", w.run),
-        dataset=lambda w: dataset_root(w.run),
     log:
         "logs/{run}/export_program.log",
     benchmark:
         "benchmarks/{run}/export_program.tsv"
+    conda:
+        "../envs/wsss.yaml"
     threads: 1
     resources:
         mem_mb=6000,
         runtime=30,
         gpu=0,
-    conda:
-        "../envs/wsss.yaml"
+    params:
+        cfg=lambda w: stage_cfg("export_program", w.run),
+        dataset=lambda w: dataset_root(w.run),
     shell:
         f"OMP_NUM_THREADS={{threads}} {stage('export_program')} --params {{params.cfg:q}} --dataset {{params.dataset:q}}"
         " --model {input.model:q} --out {output:q} > {log:q} 2>&1"
@@ -119,13 +119,13 @@ rule export_onnx:
         "logs/{run}/export_onnx.log",
     benchmark:
         "benchmarks/{run}/export_onnx.tsv"
+    conda:
+        "../envs/wsss.yaml"
     threads: 1
     resources:
         mem_mb=6000,
         runtime=30,
         gpu=0,
-    conda:
-        "../envs/wsss.yaml"
     shell:
         f"OMP_NUM_THREADS={{threads}} {stage('export_onnx')} --program {{input:q}} --out {{output:q}} > {{log:q}} 2>&1"
 
@@ -136,20 +136,20 @@ rule voc_submission:
         crf=lambda w: seg_shards(w.run, run_cfg(w.run)["seg"]["submission_split"], "seg_crf"),
     output:
         "results/{run}/voc_test_submission.tar.gz",
-    params:
-        dataset=lambda w: dataset_root(w.run),
-        split=lambda w: run_cfg(w.run)["seg"]["submission_split"],
     log:
         "logs/{run}/voc_submission.log",
     benchmark:
         "benchmarks/{run}/voc_submission.tsv"
+    conda:
+        "../envs/wsss.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=30,
         gpu=0,
-    conda:
-        "../envs/wsss.yaml"
+    params:
+        dataset=lambda w: dataset_root(w.run),
+        split=lambda w: run_cfg(w.run)["seg"]["submission_split"],
     shell:
         f"{stage('voc_submission')} --dataset {{params.dataset:q}} --split {{params.split:q}} --crf {{input.crf:q}}"
         " --out {output:q} > {log:q} 2>&1"

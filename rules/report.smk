@@ -47,6 +47,17 @@ rule report_figures:
             subcategory="training",
         ),
         done="results/{run}/report/done",
+    log:
+        "logs/{run}/report_figures.log",
+    benchmark:
+        "benchmarks/{run}/report_figures.tsv"
+    conda:
+        "../envs/wsss.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+        gpu=0,
     params:
         cfg=lambda w: as_json({"run": w.run, "images": REPORT_IMAGES, "bg_score": run_cfg(w.run)["cam"]["bg_score"]}),
         dataset=lambda w: dataset_root(w.run),
@@ -54,17 +65,6 @@ rule report_figures:
             f"--{k.replace('_', '-')} {shell_word(SUMMARY[k])}" for k in ("cam_split", "pseudo_split", "seg_split")
         ),
         out_dir=lambda w, output: os.path.dirname(output.done),
-    log:
-        "logs/{run}/report_figures.log",
-    benchmark:
-        "benchmarks/{run}/report_figures.tsv"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=30,
-        gpu=0,
-    conda:
-        "../envs/wsss.yaml"
     shell:
         f"{stage('report_figures')} --params {{params.cfg:q}} --dataset {{params.dataset:q}} {{params.splits}}"
         " --cams {input.cams:q} --pseudo {input.pseudo:q} --logits {input.logits:q} --crf {input.crf:q}"

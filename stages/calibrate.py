@@ -7,8 +7,13 @@ import logging
 import sys
 
 import torch
-from wsss.runtime.progress import progress
 
+from wsss.artifacts.cam import index_cam_dirs, load_cam
+from wsss.data.dataset import VOCLayoutDataset
+from wsss.data.transforms import normalize, to_chw
+from wsss.engine.train import resolve_device
+from wsss.methods import method_argument
+from wsss.ops.cam import upsample_cam
 from wsss.pipeline.calibrate import (
     CRITERION,
     IR_CRITERION,
@@ -19,16 +24,11 @@ from wsss.pipeline.calibrate import (
     ir_label_bracket,
     log_rows,
 )
-from wsss.artifacts.cam import index_cam_dirs, load_cam
 from wsss.pipeline.classify import load_classifier
 from wsss.runtime.cli import run_stage, stage_parser
-from wsss.data.dataset import VOCLayoutDataset
-from wsss.data.transforms import normalize, to_chw
 from wsss.runtime.io import write_json
-from wsss.methods import method_argument
-from wsss.ops.cam import upsample_cam
+from wsss.runtime.progress import progress
 from wsss.runtime.stage_config import parse_view
-from wsss.engine.train import resolve_device
 
 log = logging.getLogger("wsss")
 
@@ -36,8 +36,9 @@ log = logging.getLogger("wsss")
 def main(args, params):
     params = parse_view("calibrate", params)
     data = VOCLayoutDataset(args.dataset)
-    ids, held = calibration_set(data.ids(args.split), params["cls"]["holdout_fraction"],
-                                params["cam"]["calibration_images"])
+    ids, held = calibration_set(
+        data.ids(args.split), params["cls"]["holdout_fraction"], params["cam"]["calibration_images"]
+    )
     device = resolve_device(args.device)
     log.info("device %s: %d images of %s (%d held out from the classifier)", device, len(ids), args.split, held)
     model = load_classifier(params["cls"], data.num_classes - 1, args.method, args.model, device)
@@ -52,13 +53,25 @@ def main(args, params):
     rows = log_rows(evidence, "bg_score")
     log.info("calibrated cam.bg_score %.2f from %d image-class pairs", chosen, evidence.pairs)
     if chosen in (evidence.thresholds[1], evidence.thresholds[-2]):
-        log.warning("cam.bg_score %.2f is next to the end of cam.sweep: the best may lie beyond it; widen cam.sweep",
-                    chosen)
+        log.warning(
+            "cam.bg_score %.2f is next to the end of cam.sweep: the best may lie beyond it; widen cam.sweep", chosen
+        )
     conf_fg, conf_bg = ir_label_bracket(evidence, chosen, params["cam"]["bracket_area_ratio"])
     log.info("calibrated irn.conf_fg %.2f, irn.conf_bg %.2f", conf_fg, conf_bg)
-    write_json(args.out, {"bg_score": chosen, "conf_fg": conf_fg, "conf_bg": conf_bg, "criterion": CRITERION,
-                          "ir_label_criterion": IR_CRITERION, "split": args.split, "images": len(ids),
-                          "pairs": evidence.pairs, "rows": rows})
+    write_json(
+        args.out,
+        {
+            "bg_score": chosen,
+            "conf_fg": conf_fg,
+            "conf_bg": conf_bg,
+            "criterion": CRITERION,
+            "ir_label_criterion": IR_CRITERION,
+            "split": args.split,
+            "images": len(ids),
+            "pairs": evidence.pairs,
+            "rows": rows,
+        },
+    )
 
 
 if __name__ == "__main__":

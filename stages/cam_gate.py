@@ -13,6 +13,12 @@ import torch
 from tqdm import tqdm
 
 from wsss.artifacts.cam import index_cam_dirs, load_cam
+from wsss.data.dataset import VOCLayoutDataset
+from wsss.data.statistics import label_statistics
+from wsss.data.transforms import normalize, to_chw
+from wsss.engine.train import resolve_device
+from wsss.methods import method_argument
+from wsss.ops.cam import upsample_cam
 from wsss.pipeline.calibrate import (
     LocalisationEvidence,
     add_localisation,
@@ -21,17 +27,11 @@ from wsss.pipeline.calibrate import (
     resolve_auto,
 )
 from wsss.pipeline.classify import load_classifier
-from wsss.runtime.cli import run_stage, stage_parser
-from wsss.data.dataset import VOCLayoutDataset
-from wsss.data.statistics import label_statistics
-from wsss.data.transforms import normalize, to_chw
-from wsss.runtime.errors import InputError
 from wsss.pipeline.gates import cam_gate
+from wsss.runtime.cli import run_stage, stage_parser
+from wsss.runtime.errors import InputError
 from wsss.runtime.io import write_json
-from wsss.methods import method_argument
-from wsss.ops.cam import upsample_cam
 from wsss.runtime.stage_config import parse_view
-from wsss.engine.train import resolve_device
 
 log = logging.getLogger("wsss")
 
@@ -44,8 +44,14 @@ def main(args, params):
     ids, held = calibration_set(split_ids, params["cls"]["holdout_fraction"], params["cam"]["calibration_images"])
     bg_score = float(resolve_auto(params["cam"], ["bg_score"], args.calibration, "cam")["bg_score"])
     device = resolve_device(args.device)
-    log.info("device %s: CAM regions at bg_score %.2f on %d images of %s (%d held out from the classifier)", device,
-             bg_score, len(ids), args.split, held)
+    log.info(
+        "device %s: CAM regions at bg_score %.2f on %d images of %s (%d held out from the classifier)",
+        device,
+        bg_score,
+        len(ids),
+        args.split,
+        held,
+    )
     model = load_classifier(params["cls"], data.num_classes - 1, args.method, args.model, device)
     evidence, score_fn = LocalisationEvidence.zeros(bg_score), classifier_scores(model, args.method)
     paths = index_cam_dirs(args.cams, ids)
@@ -56,22 +62,46 @@ def main(args, params):
     summary = evidence.summary(data.classes[1:])
     stats = label_statistics([data.label_vector(i) > 0.5 for i in split_ids], data.classes[1:])
     for name, row in summary["classes"].items():
-        log.info("class %s: %d pairs, keep %.3f centre %.3f blank %.3f full %.3f area %.3f: CAM objective %.3f, "
-                 "evidence over the best baseline %.3f", name, row["pairs"], row["keep"], row["centre"], row["blank"],
-                 row["full"], row["area"], row["objective"], row["evidence"])
+        log.info(
+            "class %s: %d pairs, keep %.3f centre %.3f blank %.3f full %.3f area %.3f: CAM objective %.3f, "
+            "evidence over the best baseline %.3f",
+            name,
+            row["pairs"],
+            row["keep"],
+            row["centre"],
+            row["blank"],
+            row["full"],
+            row["area"],
+            row["objective"],
+            row["evidence"],
+        )
     for pair, row in summary["pairs"].items():
         log.info("classes %s: CAM region IoU %.3f on %d images", pair, row["iou"], row["images"])
-    passed, message = cam_gate(summary, stats, bool(gates["enabled"]), gates["min_cam_evidence"],
-                               float(gates["max_cam_overlap"]), int(gates["min_gate_pairs"]),
-                               float(gates["cam_evidence_se"]))
+    passed, message = cam_gate(
+        summary,
+        stats,
+        bool(gates["enabled"]),
+        gates["min_cam_evidence"],
+        float(gates["max_cam_overlap"]),
+        int(gates["min_gate_pairs"]),
+        float(gates["cam_evidence_se"]),
+    )
     if not passed and not args.verdict:
         raise InputError(args.model, message)
     (log.info if message.startswith("cam gate passed") else log.warning)(message)
-    write_json(args.verdict or args.out, {"passed": passed, "enabled": bool(gates["enabled"]),
-                          **{k: gates[k] for k in ("min_cam_evidence", "cam_evidence_se", "max_cam_overlap",
-                                                     "min_gate_pairs")},
-                          "images": len(ids), "split": args.split, "message": message, "evidence": summary,
-                          "labels": {k: stats[k] for k in ("images", "prevalence", "jaccard")}})
+    write_json(
+        args.verdict or args.out,
+        {
+            "passed": passed,
+            "enabled": bool(gates["enabled"]),
+            **{k: gates[k] for k in ("min_cam_evidence", "cam_evidence_se", "max_cam_overlap", "min_gate_pairs")},
+            "images": len(ids),
+            "split": args.split,
+            "message": message,
+            "evidence": summary,
+            "labels": {k: stats[k] for k in ("images", "prevalence", "jaccard")},
+        },
+    )
 
 
 if __name__ == "__main__":
@@ -85,6 +115,8 @@ if __name__ == "__main__":
     parser.add_argument("--device", default="auto")
     out = parser.add_mutually_exclusive_group(required=True)
     out.add_argument("--out", help="results/{run}/cam/gate.json, written only when it passes")
-    out.add_argument("--verdict", help="write the verdict, passed or not, here and exit 0 (rule cam_verdict, the "
-                                       "comparison target's checkpoint)")
+    out.add_argument(
+        "--verdict",
+        help="write the verdict, passed or not, here and exit 0 (rule cam_verdict, the comparison target's checkpoint)",
+    )
     sys.exit(run_stage(main, parser))

@@ -4,12 +4,12 @@
 import logging
 import sys
 
-from wsss.pipeline.calibrate import resolve_auto
 from wsss.artifacts.cam import index_cam_dirs
-from wsss.runtime.cli import run_stage, shard_ids, shard_stage_parser
 from wsss.data.dataset import VOCLayoutDataset
-from wsss.runtime.io import atomic_dir
+from wsss.pipeline.calibrate import resolve_auto
 from wsss.pipeline.pseudo_labels import ir_label_options, write_ir_labels
+from wsss.runtime.cli import run_stage, shard_ids, shard_stage_parser
+from wsss.runtime.io import atomic_dir
 from wsss.runtime.stage_config import parse_view
 
 log = logging.getLogger("wsss")

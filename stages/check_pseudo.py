@@ -6,12 +6,12 @@ import logging
 import sys
 
 from wsss.artifacts.cam import index_cam_dirs
-from wsss.runtime.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.irn_data import index_label_dirs
+from wsss.pipeline.heldout import coverage_warnings, pseudo_coverage
+from wsss.runtime.cli import run_stage, stage_parser
 from wsss.runtime.io import write_json
 from wsss.runtime.stage_config import parse_view
-from wsss.pipeline.heldout import coverage_warnings, pseudo_coverage
 
 log = logging.getLogger("wsss")
 
@@ -20,16 +20,28 @@ def main(args, params):
     params = parse_view("check_pseudo", params)
     data = VOCLayoutDataset(args.dataset)
     ids = data.ids(args.split)
-    counts = pseudo_coverage(data.num_classes, ids, index_cam_dirs(args.cams, ids), index_label_dirs(args.labels, ids),
-                             params["coverage_min_pixels"])
-    warnings = coverage_warnings(counts, data.classes[1:], len(ids), params["coverage_ratio"],
-                                 params["coverage_min_pixels"])
+    counts = pseudo_coverage(
+        data.num_classes,
+        ids,
+        index_cam_dirs(args.cams, ids),
+        index_label_dirs(args.labels, ids),
+        params["coverage_min_pixels"],
+    )
+    warnings = coverage_warnings(
+        counts, data.classes[1:], len(ids), params["coverage_ratio"], params["coverage_min_pixels"]
+    )
     for line in warnings:
         log.warning("%s", line)
     log.info("%d images, %d class warning(s)", len(ids), len(warnings))
-    write_json(args.out, {"split": args.split, "images": len(ids), "warnings": warnings,
-                          "classes": {name: {k: int(v[i]) for k, v in counts.items()}
-                                      for i, name in enumerate(data.classes[1:])}})
+    write_json(
+        args.out,
+        {
+            "split": args.split,
+            "images": len(ids),
+            "warnings": warnings,
+            "classes": {name: {k: int(v[i]) for k, v in counts.items()} for i, name in enumerate(data.classes[1:])},
+        },
+    )
 
 
 if __name__ == "__main__":

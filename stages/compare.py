@@ -7,8 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
-from wsss.runtime.cli import run_stage, stage_parser
 from wsss.outputs.compare import compare_table, read_run, results_json, save_compare_figure
+from wsss.runtime.cli import run_stage, stage_parser
 from wsss.runtime.errors import InputError
 from wsss.runtime.io import write_json, write_text
 

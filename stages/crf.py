@@ -4,10 +4,10 @@
 import logging
 import sys
 
-from wsss.runtime.cli import run_stage, shard_ids, shard_stage_parser
 from wsss.data.dataset import VOCLayoutDataset
-from wsss.runtime.io import atomic_dir
 from wsss.pipeline.segment import crf_shard
+from wsss.runtime.cli import run_stage, shard_ids, shard_stage_parser
+from wsss.runtime.io import atomic_dir
 from wsss.runtime.stage_config import parse_view
 
 log = logging.getLogger("wsss")

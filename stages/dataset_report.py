@@ -6,9 +6,9 @@ with few images, a pair that almost always co-occurs) go to the log and the repo
 import logging
 import sys
 
-from wsss.runtime.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.pipeline.dataset_report import dataset_summary, write_report
+from wsss.runtime.cli import run_stage, stage_parser
 
 log = logging.getLogger("wsss")
 
@@ -18,8 +18,14 @@ def main(args, params):
     summary = dataset_summary(data, args.split)
     for line in summary["warnings"]:
         log.warning("%s", line)
-    log.info("%s: %d images in %s, %d classes, %d warning(s)", params["run"], summary["labels"]["images"], args.split,
-             data.num_classes - 1, len(summary["warnings"]))
+    log.info(
+        "%s: %d images in %s, %d classes, %d warning(s)",
+        params["run"],
+        summary["labels"]["images"],
+        args.split,
+        data.num_classes - 1,
+        len(summary["warnings"]),
+    )
     write_report(summary, args.json, args.md, args.png, args.html, f"{params['run']}: dataset {data.root.name}")
 
 

@@ -4,12 +4,12 @@
 import logging
 import sys
 
-from wsss.pipeline.calibrate import resolve_auto
-from wsss.runtime.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
-from wsss.pipeline.evaluate import evaluate_cams, sweep_table
-from wsss.runtime.io import write_json, write_text
 from wsss.outputs.report import save_sweep
+from wsss.pipeline.calibrate import resolve_auto
+from wsss.pipeline.evaluate import evaluate_cams, sweep_table
+from wsss.runtime.cli import run_stage, stage_parser
+from wsss.runtime.io import write_json, write_text
 from wsss.runtime.stage_config import parse_view
 
 log = logging.getLogger("wsss")
@@ -23,16 +23,40 @@ def main(args, params):
     cam = resolve_auto(params["cam"], ["bg_score"], args.calibration, "cam")
     result = evaluate_cams(data, ids, args.cams, cam["bg_score"], cam["sweep"])
     metrics = result.main.to_json_dict(data.classes)
-    metrics |= {"split": args.split, "images": len(ids), "bg_score": cam["bg_score"], "bg_score_source": source,
-                "image_f1_micro": result.f1.micro_f1(),
-                "baselines_miou": {name: cm.scores()["miou_present"] for name, cm in result.baselines.items()}}
+    metrics |= {
+        "split": args.split,
+        "images": len(ids),
+        "bg_score": cam["bg_score"],
+        "bg_score_source": source,
+        "image_f1_micro": result.f1.micro_f1(),
+        "baselines_miou": {name: cm.scores()["miou_present"] for name, cm in result.baselines.items()},
+    }
     rows = sweep_table(result)
-    log.info("CAM mIoU %.2f %% (bg %.2f), image-level F1 %.3f", 100 * metrics["miou_present"], cam["bg_score"],
-             metrics["image_f1_micro"])
-    save_sweep(args.plot, [r["bg_score"] for r in rows], [100 * r["miou"] for r in rows], cam["bg_score"], source,
-               "background score", f"{args.split}: CAM background-score sweep")
-    write_json(args.sweep, {"split": args.split, "note": "reported only (uses the masks); never picks bg_score",
-                            "bg_score": cam["bg_score"], "bg_score_source": source, "rows": rows})
+    log.info(
+        "CAM mIoU %.2f %% (bg %.2f), image-level F1 %.3f",
+        100 * metrics["miou_present"],
+        cam["bg_score"],
+        metrics["image_f1_micro"],
+    )
+    save_sweep(
+        args.plot,
+        [r["bg_score"] for r in rows],
+        [100 * r["miou"] for r in rows],
+        cam["bg_score"],
+        source,
+        "background score",
+        f"{args.split}: CAM background-score sweep",
+    )
+    write_json(
+        args.sweep,
+        {
+            "split": args.split,
+            "note": "reported only (uses the masks); never picks bg_score",
+            "bg_score": cam["bg_score"],
+            "bg_score_source": source,
+            "rows": rows,
+        },
+    )
     write_json(args.metrics, metrics)
     write_text(args.miou, f"{100 * metrics['miou_present']:.2f}\n")
 

@@ -4,11 +4,11 @@
 import logging
 import sys
 
-from wsss.runtime.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.irn_data import index_label_dirs
-from wsss.runtime.io import write_json, write_text
 from wsss.pipeline.pseudo_labels import evaluate_labels
+from wsss.runtime.cli import run_stage, stage_parser
+from wsss.runtime.io import write_json, write_text
 
 log = logging.getLogger("wsss")
 
@@ -18,9 +18,15 @@ def main(args, params):
     ids = data.mask_ids(args.split)
     cm = evaluate_labels(data, ids, index_label_dirs(args.labels, ids))
     metrics = cm.to_json_dict(data.classes) | {"split": args.split, "images": len(ids)}
-    log.info("pseudo-label mIoU %.2f %% (all classes %.2f %%), background FP %.3f FN %.3f, foreground FP %.3f "
-             "FN %.3f", 100 * metrics["miou_present"], 100 * (metrics["miou_all"] or 0.0), metrics["bg_fp"] or 0.0,
-             metrics["bg_fn"] or 0.0, metrics["fg_fp_mean"] or 0.0, metrics["fg_fn_mean"] or 0.0)
+    log.info(
+        "pseudo-label mIoU %.2f %% (all classes %.2f %%), background FP %.3f FN %.3f, foreground FP %.3f FN %.3f",
+        100 * metrics["miou_present"],
+        100 * (metrics["miou_all"] or 0.0),
+        metrics["bg_fp"] or 0.0,
+        metrics["bg_fn"] or 0.0,
+        metrics["fg_fp_mean"] or 0.0,
+        metrics["fg_fn_mean"] or 0.0,
+    )
     write_json(args.metrics, metrics)
     write_text(args.miou, f"{100 * metrics['miou_present']:.2f}\n")
 

@@ -4,10 +4,10 @@
 import logging
 import sys
 
-from wsss.runtime.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
-from wsss.runtime.io import write_json, write_text
 from wsss.pipeline.segment import evaluate_segmentation, segmentation_report
+from wsss.runtime.cli import run_stage, stage_parser
+from wsss.runtime.io import write_json, write_text
 
 log = logging.getLogger("wsss")
 
@@ -17,8 +17,9 @@ def main(args, params):
     ids = data.mask_ids(args.split)
     report = segmentation_report(evaluate_segmentation(data, ids, args.logits, args.crf), data.classes, args.split)
     report["images"] = len(ids)
-    log.info("DeepLab %s mIoU %.2f %% without CRF, %.2f %% with CRF", args.split, report["miou_no_crf"],
-             report["miou_crf"])
+    log.info(
+        "DeepLab %s mIoU %.2f %% without CRF, %.2f %% with CRF", args.split, report["miou_no_crf"], report["miou_crf"]
+    )
     write_json(args.metrics, report)
     write_text(args.miou, f"{report['miou_crf']:.2f}\n")
 

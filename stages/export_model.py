@@ -5,10 +5,10 @@ the input size) with model.json (classes, input normalisation and colour order, 
 import logging
 import sys
 
-from wsss.runtime.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.outputs.export import export_model
 from wsss.pipeline.segment import load_segmenter
+from wsss.runtime.cli import run_stage, stage_parser
 from wsss.runtime.stage_config import parse_view
 
 log = logging.getLogger("wsss")

@@ -7,8 +7,8 @@ import sys
 
 import torch
 
-from wsss.runtime.cli import run_stage, stage_parser
 from wsss.outputs.export import write_onnx
+from wsss.runtime.cli import run_stage, stage_parser
 
 log = logging.getLogger("wsss")
 

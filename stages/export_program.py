@@ -5,10 +5,10 @@ height and width), loadable with torch.export.load where wsss is not installed."
 import logging
 import sys
 
-from wsss.runtime.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.outputs.export import export_program, write_program
 from wsss.pipeline.segment import load_segmenter
+from wsss.runtime.cli import run_stage, stage_parser
 from wsss.runtime.stage_config import parse_view
 
 log = logging.getLogger("wsss")

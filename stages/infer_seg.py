@@ -6,14 +6,14 @@ import sys
 from pathlib import Path
 
 import torch
-from wsss.runtime.progress import progress
 
-from wsss.runtime.cli import run_stage, shard_ids, shard_stage_parser
 from wsss.data.dataset import VOCLayoutDataset
-from wsss.runtime.io import atomic_dir
-from wsss.pipeline.segment import image_logits, load_segmenter, save_logits
-from wsss.runtime.stage_config import parse_view
 from wsss.engine.train import resolve_device
+from wsss.pipeline.segment import image_logits, load_segmenter, save_logits
+from wsss.runtime.cli import run_stage, shard_ids, shard_stage_parser
+from wsss.runtime.io import atomic_dir
+from wsss.runtime.progress import progress
+from wsss.runtime.stage_config import parse_view
 
 log = logging.getLogger("wsss")
 

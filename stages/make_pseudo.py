@@ -5,13 +5,13 @@ import logging
 import sys
 from pathlib import Path
 
-from wsss.pipeline.calibrate import resolve_auto
-from wsss.runtime.cli import run_stage, shard_ids, shard_stage_parser
 from wsss.data.dataset import VOCLayoutDataset
-from wsss.runtime.io import atomic_dir, write_label_png
-from wsss.pipeline.pseudo_labels import build_irn, iter_walk_scores, labels_from_walk
-from wsss.runtime.stage_config import parse_view
 from wsss.engine.train import load_state_dict_file, resolve_device
+from wsss.pipeline.calibrate import resolve_auto
+from wsss.pipeline.pseudo_labels import build_irn, iter_walk_scores, labels_from_walk
+from wsss.runtime.cli import run_stage, shard_ids, shard_stage_parser
+from wsss.runtime.io import atomic_dir, write_label_png
+from wsss.runtime.stage_config import parse_view
 
 log = logging.getLogger("wsss")
 
@@ -37,7 +37,8 @@ if __name__ == "__main__":
     parser.add_argument("--cams", required=True, help="the CAM folder of this shard")
     parser.add_argument("--model", required=True, help="trained IRNet state dict (irn/model.pt)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--calibration", nargs="*", default=[],
-                        help="calibration_pseudo.json (for irn.bg_threshold auto)")
+    parser.add_argument(
+        "--calibration", nargs="*", default=[], help="calibration_pseudo.json (for irn.bg_threshold auto)"
+    )
     parser.add_argument("--out", required=True, help="output folder of this shard: <id>.png per image")
     sys.exit(run_stage(main, parser))

@@ -7,13 +7,13 @@ import sys
 
 import torch
 
-from wsss.runtime.cli import run_stage, shard_ids, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
-from wsss.runtime.io import atomic_dir, check_apart
+from wsss.engine.train import resolve_device
 from wsss.outputs.predict import list_images, predict_images
 from wsss.pipeline.segment import load_segmenter
+from wsss.runtime.cli import run_stage, shard_ids, stage_parser
+from wsss.runtime.io import atomic_dir, check_apart
 from wsss.runtime.stage_config import parse_view
-from wsss.engine.train import resolve_device
 
 log = logging.getLogger("wsss")
 
@@ -24,12 +24,28 @@ def main(args, params):
     paths = shard_ids(list_images(args.images), args)
     data = VOCLayoutDataset(args.dataset)
     device = resolve_device(args.device)
-    log.info("device %s, shard %d/%d of %s: %d images, CRF %s (%d workers)", device, args.shard, args.shards,
-             args.images, len(paths), params["predict_crf"], args.workers)
+    log.info(
+        "device %s, shard %d/%d of %s: %d images, CRF %s (%d workers)",
+        device,
+        args.shard,
+        args.shards,
+        args.images,
+        len(paths),
+        params["predict_crf"],
+        args.workers,
+    )
     model = load_segmenter(params, data.num_classes, args.model, device)
     with atomic_dir(args.out) as tmp, torch.inference_mode():
-        predict_images(model, paths, tmp, params, device, workers=args.workers, max_pixels=data.max_pixels,
-                       limit_key=f"datasets.{data.root.name}.max_pixels")
+        predict_images(
+            model,
+            paths,
+            tmp,
+            params,
+            device,
+            workers=args.workers,
+            max_pixels=data.max_pixels,
+            limit_key=f"datasets.{data.root.name}.max_pixels",
+        )
 
 
 if __name__ == "__main__":

@@ -4,9 +4,9 @@
 import logging
 import sys
 
+from wsss.outputs.predict import merge_shards
 from wsss.runtime.cli import run_stage, stage_parser
 from wsss.runtime.io import atomic_dir
-from wsss.outputs.predict import merge_shards
 
 log = logging.getLogger("wsss")
 

@@ -4,8 +4,8 @@ or a user's folder."""
 
 import sys
 
-from wsss.runtime.cli import run_stage, stage_parser
 from wsss.data.kinds import get_kind, kind_names
+from wsss.runtime.cli import run_stage, stage_parser
 
 
 def main(args, params):

@@ -6,10 +6,7 @@ import logging
 import sys
 from pathlib import Path
 
-from wsss.runtime.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
-from wsss.runtime.errors import InputError
-from wsss.runtime.io import write_text
 from wsss.outputs.report import (
     cam_overlay_rows,
     pseudo_rows,
@@ -23,6 +20,9 @@ from wsss.outputs.report import (
     segmentation_rows,
     stage_scores,
 )
+from wsss.runtime.cli import run_stage, stage_parser
+from wsss.runtime.errors import InputError
+from wsss.runtime.io import write_text
 
 log = logging.getLogger("wsss")
 
@@ -43,30 +43,52 @@ def main(args, params):
     if bg == "auto" and args.cam_metrics:  # the calibrated score eval_cam used
         bg = read_json(args.cam_metrics[0], "CAM metrics")["bg_score"]
     cam_ids, pseudo_ids, seg_ids = (data.mask_ids(s)[:n] for s in (args.cam_split, args.pseudo_split, args.seg_split))
-    log.info("%s: %d images per panel figure, splits cam %s, pseudo %s, seg %s", run, n, args.cam_split,
-             args.pseudo_split, args.seg_split)
+    log.info(
+        "%s: %d images per panel figure, splits cam %s, pseudo %s, seg %s",
+        run,
+        n,
+        args.cam_split,
+        args.pseudo_split,
+        args.seg_split,
+    )
     # read and check every input before the first figure is written
     cams = cam_overlay_rows(data, cam_ids, args.cams, bg) if args.cams else None
     pseudo = pseudo_rows(data, pseudo_ids, args.pseudo) if args.pseudo else None
     seg = segmentation_rows(data, seg_ids, args.logits, args.crf)
-    miou, per_class = stage_scores(_one(args.cam_metrics, "--cam-metrics"),
-                                   _one(args.pseudo_metrics, "--pseudo-metrics"), args.seg_metrics)
+    miou, per_class = stage_scores(
+        _one(args.cam_metrics, "--cam-metrics"), _one(args.pseudo_metrics, "--pseudo-metrics"), args.seg_metrics
+    )
     curves = {Path(p).parent.name: read_train_log(p) for p in args.train_logs}
     log.info("mIoU %s", ", ".join(f"{k} {v:.2f} %" for k, v in miou.items() if v is not None))
 
     figures = {name: Path(args.out_dir) / f"{name}.png" for name in FIGURES}
     if cams is not None:
-        save_panel_grid(cams, ["image", "CAM", f"CAM labels (bg {bg})", "ground truth"], cam_ids,
-                        figures["cam_overlays"], f"{run}: CAMs on {args.cam_split}")
+        save_panel_grid(
+            cams,
+            ["image", "CAM", f"CAM labels (bg {bg})", "ground truth"],
+            cam_ids,
+            figures["cam_overlays"],
+            f"{run}: CAMs on {args.cam_split}",
+        )
     else:
         save_message(figures["cam_overlays"], f"{run}: CAMs", NO_CAMS)
     if pseudo is not None:
-        save_panel_grid(pseudo, ["image", "pseudo label", "ground truth", "disagreement"], pseudo_ids,
-                        figures["pseudo_vs_gt"], f"{run}: pseudo labels on {args.pseudo_split}")
+        save_panel_grid(
+            pseudo,
+            ["image", "pseudo label", "ground truth", "disagreement"],
+            pseudo_ids,
+            figures["pseudo_vs_gt"],
+            f"{run}: pseudo labels on {args.pseudo_split}",
+        )
     else:
         save_message(figures["pseudo_vs_gt"], f"{run}: pseudo labels", NO_CAMS)
-    save_panel_grid(seg, ["image", "DeepLab", "DeepLab + CRF", "ground truth"], seg_ids, figures["deeplab_crf"],
-                    f"{run}: DeepLab on {args.seg_split}")
+    save_panel_grid(
+        seg,
+        ["image", "DeepLab", "DeepLab + CRF", "ground truth"],
+        seg_ids,
+        figures["deeplab_crf"],
+        f"{run}: DeepLab on {args.seg_split}",
+    )
     save_class_iou(per_class, data.classes, figures["class_iou"], f"{run}: per-class IoU")
     save_miou_progression(miou, figures["miou_progression"], f"{run}: mIoU along the pipeline")
     save_loss_curves(curves, figures["loss_curves"], f"{run}: training losses")
@@ -86,8 +108,12 @@ if __name__ == "__main__":
     parser.add_argument("--cam-metrics", nargs="*", default=[], help="cam_<split>_metrics.json (none: no CAMs)")
     parser.add_argument("--pseudo-metrics", nargs="*", default=[], help="pseudo_<split>_metrics.json")
     parser.add_argument("--seg-metrics", required=True, help="deeplab_<split>_metrics.json")
-    parser.add_argument("--train-logs", nargs="+", required=True,
-                        help="train_log.csv files; each panel is named after the file's folder (cls, irn, deeplab)")
+    parser.add_argument(
+        "--train-logs",
+        nargs="+",
+        required=True,
+        help="train_log.csv files; each panel is named after the file's folder (cls, irn, deeplab)",
+    )
     parser.add_argument("--out-dir", required=True, help="folder of the PNGs")
     parser.add_argument("--done", required=True, help="written last: the list of the figures")
     sys.exit(run_stage(main, parser))

@@ -7,10 +7,10 @@ import json
 import logging
 import sys
 
+from wsss.pipeline.segment import SummaryRow, read_deeplab_metrics, read_miou_file, summary_table
 from wsss.runtime.cli import run_stage, stage_parser
 from wsss.runtime.errors import InputError
 from wsss.runtime.io import write_text
-from wsss.pipeline.segment import SummaryRow, read_deeplab_metrics, read_miou_file, summary_table
 
 log = logging.getLogger("wsss")
 
@@ -37,14 +37,28 @@ def main(args, params):
         no_crf, crf = read_deeplab_metrics(deeplab)
         cam = read_miou_file(entry["cam"]) if entry.get("cam") else None
         pseudo = read_miou_file(entry["pseudo"]) if entry.get("pseudo") else None
-        rows.append(SummaryRow(run, entry.get("dataset", ""), entry.get("method", ""), entry.get("labels", ""),
-                               cam, pseudo, no_crf, crf))
+        rows.append(
+            SummaryRow(
+                run,
+                entry.get("dataset", ""),
+                entry.get("method", ""),
+                entry.get("labels", ""),
+                cam,
+                pseudo,
+                no_crf,
+                crf,
+            )
+        )
         if entry.get("coverage"):
             warnings += [f"{run}: {line}" for line in read_coverage_warnings(entry["coverage"])]
     for line in warnings:
         log.warning("%s", line)
-    write_text(args.out, summary_table(rows, params["cam_split"], params["pseudo_split"], params["seg_split"],
-                                       params["seed_groups"], warnings))
+    write_text(
+        args.out,
+        summary_table(
+            rows, params["cam_split"], params["pseudo_split"], params["seg_split"], params["seed_groups"], warnings
+        ),
+    )
     log.info("%d runs summarised", len(rows))
 
 

@@ -5,15 +5,15 @@ only, never picks the threshold), with the threshold the run uses drawn on it.""
 import logging
 import sys
 
-from wsss.pipeline.calibrate import resolve_auto
-from wsss.runtime.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
-from wsss.runtime.io import write_json
-from wsss.pipeline.pseudo_labels import build_irn, iter_walk_scores, labels_from_walk
 from wsss.engine.metrics import ConfusionMatrix
-from wsss.outputs.report import save_sweep
-from wsss.runtime.stage_config import parse_view
 from wsss.engine.train import load_state_dict_file, resolve_device
+from wsss.outputs.report import save_sweep
+from wsss.pipeline.calibrate import resolve_auto
+from wsss.pipeline.pseudo_labels import build_irn, iter_walk_scores, labels_from_walk
+from wsss.runtime.cli import run_stage, stage_parser
+from wsss.runtime.io import write_json
+from wsss.runtime.stage_config import parse_view
 
 log = logging.getLogger("wsss")
 
@@ -37,13 +37,35 @@ def main(args, params):
     rows = [{"bg_threshold": t, "miou": cm.scores()["miou_present"]} for t, cm in cms.items() if t in irn["sweep"]]
     chosen = cms[irn["bg_threshold"]].scores()["miou_present"]
     peak = max(rows, key=lambda r: r["miou"])
-    log.info("pseudo-label mIoU %.2f %% at bg_threshold %.2f (%s); sweep peak %.2f %% at %.2f", 100 * chosen,
-             irn["bg_threshold"], source, 100 * peak["miou"], peak["bg_threshold"])
-    save_sweep(args.plot, [r["bg_threshold"] for r in rows], [100 * r["miou"] for r in rows], irn["bg_threshold"],
-               source, "random-walk background threshold", f"{args.split}: pseudo-label threshold sweep")
-    write_json(args.out, {"split": args.split, "note": "reported only (uses the masks); never picks bg_threshold",
-                          "bg_threshold": irn["bg_threshold"], "bg_threshold_source": source, "miou": chosen,
-                          "images": len(ids), "rows": rows})
+    log.info(
+        "pseudo-label mIoU %.2f %% at bg_threshold %.2f (%s); sweep peak %.2f %% at %.2f",
+        100 * chosen,
+        irn["bg_threshold"],
+        source,
+        100 * peak["miou"],
+        peak["bg_threshold"],
+    )
+    save_sweep(
+        args.plot,
+        [r["bg_threshold"] for r in rows],
+        [100 * r["miou"] for r in rows],
+        irn["bg_threshold"],
+        source,
+        "random-walk background threshold",
+        f"{args.split}: pseudo-label threshold sweep",
+    )
+    write_json(
+        args.out,
+        {
+            "split": args.split,
+            "note": "reported only (uses the masks); never picks bg_threshold",
+            "bg_threshold": irn["bg_threshold"],
+            "bg_threshold_source": source,
+            "miou": chosen,
+            "images": len(ids),
+            "rows": rows,
+        },
+    )
 
 
 if __name__ == "__main__":
@@ -53,8 +75,9 @@ if __name__ == "__main__":
     parser.add_argument("--cams", nargs="+", required=True, help="CAM shard folders covering the split")
     parser.add_argument("--model", required=True, help="trained IRNet state dict (irn/model.pt)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--calibration", nargs="*", default=[],
-                        help="calibration_pseudo.json (for irn.bg_threshold auto)")
+    parser.add_argument(
+        "--calibration", nargs="*", default=[], help="calibration_pseudo.json (for irn.bg_threshold auto)"
+    )
     parser.add_argument("--out", required=True, help="JSON: mIoU per background threshold")
     parser.add_argument("--plot", required=True, help="PNG of the sweep")
     sys.exit(run_stage(main, parser))

@@ -8,18 +8,24 @@ import logging
 import sys
 from pathlib import Path
 
-from wsss.runtime import distributed
-from wsss.pipeline.classify import build_classifier
-from wsss.runtime.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.loaders import ClassificationTrainSet
+from wsss.engine.train import (
+    build_optimizer,
+    check_batch_split,
+    fit,
+    load_state_dict_file,
+    resolve_device,
+    seed_everything,
+)
+from wsss.methods import get_method, method_argument
+from wsss.pipeline.classify import build_classifier
+from wsss.pipeline.heldout import HeldoutEvaluator, HeldoutTracker, holdout_split, training_report
+from wsss.runtime import distributed
+from wsss.runtime.cli import run_stage, stage_parser
 from wsss.runtime.errors import InputError
 from wsss.runtime.io import write_json, write_text
-from wsss.methods import get_method, method_argument
 from wsss.runtime.stage_config import parse_view
-from wsss.engine.train import (build_optimizer, check_batch_split, fit, load_state_dict_file, resolve_device,
-                        seed_everything)
-from wsss.pipeline.heldout import HeldoutEvaluator, HeldoutTracker, holdout_split, training_report
 
 log = logging.getLogger("wsss")
 
@@ -32,14 +38,23 @@ def main(args, params):
     accumulate = params["accumulate"]
     with distributed.session(resolve_device(args.device)) as env:
         check_batch_split("cls", params["batch_size"], accumulate, env.world_size)
-        log.info("device %s, %d training images of %s, %d held out (cls.holdout_fraction %s)", env.device,
-                 len(train_ids), args.split, len(held_ids), params["holdout_fraction"])
+        log.info(
+            "device %s, %d training images of %s, %d held out (cls.holdout_fraction %s)",
+            env.device,
+            len(train_ids),
+            args.split,
+            len(held_ids),
+            params["holdout_fraction"],
+        )
         seed_everything(params["seed"])
         method = get_method(args.method)
         model = build_classifier(params, data.num_classes - 1, args.method, cache_dir=args.weights_cache)
         per_epoch = len(train_ids) // params["batch_size"]
-        evaluator = (HeldoutEvaluator(data, held_ids, env.device, params["batch_size"], method.image_scores)
-                     if held_ids else None)
+        evaluator = (
+            HeldoutEvaluator(data, held_ids, env.device, params["batch_size"], method.image_scores)
+            if held_ids
+            else None
+        )
         out = Path(args.out_dir)
         trainset = ClassificationTrainSet(data, train_ids, tuple(params["resize_long"]), params["crop"])
         phases = method.training_phases(params)
@@ -57,22 +72,48 @@ def main(args, params):
             auto = phase.epochs == "auto"
             if auto and not held_ids:
                 raise InputError("config: cls.epochs", "auto needs held-out images: set cls.holdout_fraction above 0")
-            optimizer = build_optimizer(phase.groups(model), params["optimizer"], phase.lr, params["weight_decay"],
-                                        params["momentum"])
+            optimizer = build_optimizer(
+                phase.groups(model), params["optimizer"], phase.lr, params["weight_decay"], params["momentum"]
+            )
             steps = max(1, int((params["max_epochs"] if auto else phase.epochs) * per_epoch))
             eval_every = params["eval_every"] or max(1, per_epoch)
-            log.info("phase %s (%d of %d): %s%d steps of batch %d at lr %g; held-out evaluation every %d steps",
-                     phase.name, index + 1, len(phases), "at most " if auto else "", steps, params["batch_size"],
-                     phase.lr, eval_every)
-            tracker = HeldoutTracker("heldout_map", params["min_delta"], params["patience"] if auto else None,
-                                     keep_best=auto)
-            result = fit(model, trainset, phase.objective(env.device, params["seed"]), optimizer,
-                batch_size=params["batch_size"], max_steps=steps, seed=params["seed"],
-                checkpoint=out / f"{prefix}checkpoint.pt", checkpoint_every=params["checkpoint_every"],
-                final_weights=weights, log_csv=out / f"{prefix}train_log.csv", device=env.device,
-                fingerprint=fingerprint, poly_power=params["poly_power"], num_workers=params["workers"],
-                amp=params["amp"], accumulate=accumulate, find_unused_parameters=True, evaluator=evaluator,
-                eval_every=eval_every, tracker=tracker)
+            log.info(
+                "phase %s (%d of %d): %s%d steps of batch %d at lr %g; held-out evaluation every %d steps",
+                phase.name,
+                index + 1,
+                len(phases),
+                "at most " if auto else "",
+                steps,
+                params["batch_size"],
+                phase.lr,
+                eval_every,
+            )
+            tracker = HeldoutTracker(
+                "heldout_map", params["min_delta"], params["patience"] if auto else None, keep_best=auto
+            )
+            result = fit(
+                model,
+                trainset,
+                phase.objective(env.device, params["seed"]),
+                optimizer,
+                batch_size=params["batch_size"],
+                max_steps=steps,
+                seed=params["seed"],
+                checkpoint=out / f"{prefix}checkpoint.pt",
+                checkpoint_every=params["checkpoint_every"],
+                final_weights=weights,
+                log_csv=out / f"{prefix}train_log.csv",
+                device=env.device,
+                fingerprint=fingerprint,
+                poly_power=params["poly_power"],
+                num_workers=params["workers"],
+                amp=params["amp"],
+                accumulate=accumulate,
+                find_unused_parameters=True,
+                evaluator=evaluator,
+                eval_every=eval_every,
+                tracker=tracker,
+            )
             if not last:  # the next phase starts from this phase's final (or best) weights
                 model.load_state_dict(load_state_dict_file(weights))
                 if env.rank == 0:
@@ -83,13 +124,20 @@ def main(args, params):
                 if tracker.best_state:
                     model.load_state_dict(tracker.best_state)
                 prior = evaluator.class_report(model, data.classes[1:])
-            report, line, warn = training_report(tracker, result, auto=auto, held_images=len(held_ids),
-                                                 train_images=len(train_ids), min_delta=params["min_delta"],
-                                                 patience=params["patience"],
-                                                 baseline_f1=evaluator.baseline_f1() if evaluator else None,
-                                                 prior=prior)
+            report, line, warn = training_report(
+                tracker,
+                result,
+                auto=auto,
+                held_images=len(held_ids),
+                train_images=len(train_ids),
+                min_delta=params["min_delta"],
+                patience=params["patience"],
+                baseline_f1=evaluator.baseline_f1() if evaluator else None,
+                prior=prior,
+            )
             (log.warning if warn else log.info)(line)
             write_json(out / "heldout.json", report)
+
 
 if __name__ == "__main__":
     parser = stage_parser(__doc__)
@@ -98,5 +146,7 @@ if __name__ == "__main__":
     method_argument(parser)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--weights-cache", default=None, help="folder for downloaded ImageNet weights")
-    parser.add_argument("--out-dir", required=True, help="writes model.pt, train_log.csv, heldout.json (checkpoint.pt meanwhile)")
+    parser.add_argument(
+        "--out-dir", required=True, help="writes model.pt, train_log.csv, heldout.json (checkpoint.pt meanwhile)"
+    )
     sys.exit(run_stage(main, parser))

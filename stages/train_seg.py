@@ -8,13 +8,13 @@ import logging
 import sys
 from pathlib import Path
 
-from wsss.runtime import distributed
-from wsss.runtime.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.seg_data import SegmentationTrainSet, training_label_paths
-from wsss.pipeline.segment import SegObjective, build_segmenter, check_train_params, optimizer_groups
-from wsss.runtime.stage_config import parse_view
 from wsss.engine.train import build_optimizer, fit, resolve_device, seed_everything
+from wsss.pipeline.segment import SegObjective, build_segmenter, check_train_params, optimizer_groups
+from wsss.runtime import distributed
+from wsss.runtime.cli import run_stage, stage_parser
+from wsss.runtime.stage_config import parse_view
 
 log = logging.getLogger("wsss")
 
@@ -27,24 +27,51 @@ def main(args, params):
     labels = training_label_paths(data, ids, params["label_source"], args.labels)
     with distributed.session(resolve_device(args.device)) as env:
         check_train_params(params, env.world_size)
-        log.info("device %s, %d training images of %s, %s labels", env.device, len(ids), args.split,
-                 params["label_source"])
+        log.info(
+            "device %s, %d training images of %s, %s labels", env.device, len(ids), args.split, params["label_source"]
+        )
         seed_everything(params["seed"])
         model = build_segmenter(params, data.num_classes, cache_dir=args.weights_cache, cls_model=args.cls_model)
-        optimizer = build_optimizer(optimizer_groups(model, params), params["optimizer"], params["lr"],
-                                    params["weight_decay"], params["momentum"])
-        dataset = SegmentationTrainSet(data, ids, labels, crop=params["crop"], scales=params["scales"],
-                                       scale_sampling=params["scale_sampling"], flip=params["flip"],
-                                       style=params["style"])
+        optimizer = build_optimizer(
+            optimizer_groups(model, params),
+            params["optimizer"],
+            params["lr"],
+            params["weight_decay"],
+            params["momentum"],
+        )
+        dataset = SegmentationTrainSet(
+            data,
+            ids,
+            labels,
+            crop=params["crop"],
+            scales=params["scales"],
+            scale_sampling=params["scale_sampling"],
+            flip=params["flip"],
+            style=params["style"],
+        )
         out = Path(args.out_dir)
         key = json.dumps([params.to_params(), ids, sorted(args.labels)], sort_keys=True)
         fingerprint = hashlib.sha256(key.encode()).hexdigest()
-        fit(model, dataset, SegObjective(env.device, params["loss_reduction"]), optimizer,
-            batch_size=params["batch_size"], max_steps=params["iterations"], seed=params["seed"],
-            checkpoint=out / "checkpoint.pt", checkpoint_every=params["checkpoint_every"],
-            final_weights=out / "model.pt", log_csv=out / "train_log.csv", device=env.device,
-            fingerprint=fingerprint, poly_power=params["poly_power"], num_workers=params["workers"],
-            amp=params["amp"], accumulate=params["accumulate"])
+        fit(
+            model,
+            dataset,
+            SegObjective(env.device, params["loss_reduction"]),
+            optimizer,
+            batch_size=params["batch_size"],
+            max_steps=params["iterations"],
+            seed=params["seed"],
+            checkpoint=out / "checkpoint.pt",
+            checkpoint_every=params["checkpoint_every"],
+            final_weights=out / "model.pt",
+            log_csv=out / "train_log.csv",
+            device=env.device,
+            fingerprint=fingerprint,
+            poly_power=params["poly_power"],
+            num_workers=params["workers"],
+            amp=params["amp"],
+            accumulate=params["accumulate"],
+        )
+
 
 if __name__ == "__main__":
     parser = stage_parser(__doc__)

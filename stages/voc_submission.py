@@ -4,10 +4,10 @@
 import logging
 import sys
 
-from wsss.runtime.cli import run_stage, stage_parser
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.irn_data import index_label_dirs
 from wsss.outputs.predict import write_submission
+from wsss.runtime.cli import run_stage, stage_parser
 
 log = logging.getLogger("wsss")
 

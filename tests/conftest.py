@@ -36,7 +36,7 @@ def tiny_voc(tmp_path: Path) -> Path:
     rng = np.random.default_rng(0)
     (root / "ImageSets" / "Segmentation").mkdir(parents=True)
     labels = {}
-    for k, (image_id, cls) in enumerate([("a_1", [1]), ("b_2", [2]), ("c_3", [1, 2])]):
+    for k, (image_id, cls) in enumerate([("a_1", [1]), ("b_2", [2]), ("c_3", [1, 2])]):  # noqa: B007
         mask = np.zeros((12, 16), np.uint8)
         for j, c in enumerate(cls):
             mask[2:8, 2 + 6 * j : 7 + 6 * j] = c

@@ -7,8 +7,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -42,12 +42,15 @@ def snakemake_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2", *args]
 
 
-def run_group(cmd: list[str], cwd: Path, timeout: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run_group(
+    cmd: list[str], cwd: Path, timeout: float, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """``subprocess.run(cmd, capture_output=True, text=True)`` in a new session: on a timeout, or when the test is
     interrupted (pytest-timeout, Ctrl-C), the whole process group is killed (Snakemake and every job it started),
     not just ``cmd``; the exception is raised again."""
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except BaseException:
@@ -73,17 +76,58 @@ def require_or_skip(name: str, reason: str) -> None:
         pytest.fail(f"{reason} (required: {name} is in WSSS_REQUIRE)", pytrace=False)
     pytest.skip(reason)
 
+
 # The synthetic run's from-scratch recipe (config.yaml runs.synth) shrunk: ResNet-10, AdamW 2e-3, 8 epochs of
 # 57 images (7 of the 64 held out, cls.holdout_fraction) = 56 steps of batch 8.
-TINY_CLS = {"backbone": 10, "pretrained": "none", "norm": "batch", "freeze_stem": False, "detach_stage2": False,
-            "k_words": 8, "batch_size": 8, "epochs": 8, "optimizer": "adamw", "lr": 2e-3, "lr_mult_new": 1,
-            "resize_long": [64, 80], "crop": 64, "checkpoint_every": 1000, "workers": 0}
+TINY_CLS = {
+    "backbone": 10,
+    "pretrained": "none",
+    "norm": "batch",
+    "freeze_stem": False,
+    "detach_stage2": False,
+    "k_words": 8,
+    "batch_size": 8,
+    "epochs": 8,
+    "optimizer": "adamw",
+    "lr": 2e-3,
+    "lr_mult_new": 1,
+    "resize_long": [64, 80],
+    "crop": 64,
+    "checkpoint_every": 1000,
+    "workers": 0,
+}
 TINY_CAM = {"scales": [1.0, 0.5], "shards": 2, "bg_score": 0.35}  # the peak of the tiny CAM's bg_score sweep
-TINY_IRN = {"pretrained": "from_cls", "crop": 64, "radius": 5, "batch_size": 8, "epochs": 2, "checkpoint_every": 1000,
-            "workers": 0, "crf_workers": 1, "exp_times": 4, "conf_fg": 0.6, "conf_bg": 0.3, "bg_threshold": 0.5}
-TINY_SEG = {"backbone": 10, "pretrained": "from_cls", "norm": "fixed", "crop": 64, "batch_size": 8, "iterations": 20,
-            "optimizer": "adamw", "lr": 1e-3, "lr_mult_weight": 1, "lr_mult_bias": 1, "scales": [0.75, 1.0],
-            "checkpoint_every": 1000, "workers": 0, "shards": 2, "crf_workers": 1}
+TINY_IRN = {
+    "pretrained": "from_cls",
+    "crop": 64,
+    "radius": 5,
+    "batch_size": 8,
+    "epochs": 2,
+    "checkpoint_every": 1000,
+    "workers": 0,
+    "crf_workers": 1,
+    "exp_times": 4,
+    "conf_fg": 0.6,
+    "conf_bg": 0.3,
+    "bg_threshold": 0.5,
+}
+TINY_SEG = {
+    "backbone": 10,
+    "pretrained": "from_cls",
+    "norm": "fixed",
+    "crop": 64,
+    "batch_size": 8,
+    "iterations": 20,
+    "optimizer": "adamw",
+    "lr": 1e-3,
+    "lr_mult_weight": 1,
+    "lr_mult_bias": 1,
+    "scales": [0.75, 1.0],
+    "checkpoint_every": 1000,
+    "workers": 0,
+    "shards": 2,
+    "crf_workers": 1,
+}
 
 
 def tiny_config(method: str = "vwl_l") -> dict:
@@ -93,11 +137,27 @@ def tiny_config(method: str = "vwl_l") -> dict:
     # gates.min_seg_fit 0: the tiny DeepLab's 20 iterations do not fit its labels (tests/test_heldout.py)
     # the same for the gates against the data's own baselines (README "Gates"): 7 held-out images and 2 classes
     # cannot show a margin over the label prior or the CAMs' localisation evidence (tests/test_gates.py)
-    return {"device": "cpu", "datasets": {"synth": dict(TINY_SYNTH)},
-            "gates": {"min_cls_f1": 0.0, "min_seg_fit": 0.0, "min_prior_gain": None, "min_cam_evidence": None,
-                      "max_cam_overlap": 1.0},
-            "runs": {"tiny": {"dataset": "synth", "method": method, "cls": dict(TINY_CLS), "cam": dict(TINY_CAM),
-                              "irn": dict(TINY_IRN), "seg": dict(TINY_SEG)}}}
+    return {
+        "device": "cpu",
+        "datasets": {"synth": dict(TINY_SYNTH)},
+        "gates": {
+            "min_cls_f1": 0.0,
+            "min_seg_fit": 0.0,
+            "min_prior_gain": None,
+            "min_cam_evidence": None,
+            "max_cam_overlap": 1.0,
+        },
+        "runs": {
+            "tiny": {
+                "dataset": "synth",
+                "method": method,
+                "cls": dict(TINY_CLS),
+                "cam": dict(TINY_CAM),
+                "irn": dict(TINY_IRN),
+                "seg": dict(TINY_SEG),
+            }
+        },
+    }
 
 
 # What the session's tiny DAG (conftest ``tiny_dag``) builds: every stage of run "tiny" and its report figures.

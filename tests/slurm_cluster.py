@@ -85,8 +85,13 @@ class SlurmCluster:
             if self._alive("slurmctld"):
                 self._client("scancel", "--user", str(os.getuid()))
                 deadline = time.monotonic() + 30
-                while self._alive("slurmd") and time.monotonic() < deadline and self._client(
-                        "squeue", "--noheader", "--states=RUNNING,PENDING,COMPLETING,SUSPENDED").stdout.strip():
+                while (
+                    self._alive("slurmd")
+                    and time.monotonic() < deadline
+                    and self._client(
+                        "squeue", "--noheader", "--states=RUNNING,PENDING,COMPLETING,SUSPENDED"
+                    ).stdout.strip()
+                ):
                     time.sleep(0.5)
         except (OSError, subprocess.SubprocessError):
             pass  # the daemons are stopped below either way
@@ -101,7 +106,7 @@ class SlurmCluster:
                 proc.kill()
                 proc.wait(timeout=10)
         for pid in self._leftover_pids():
-            try:
+            try:  # noqa: SIM105
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
@@ -142,8 +147,14 @@ class SlurmCluster:
 
     def _spawn(self, name: str, cmd: list[str]) -> None:
         with open(self.logs / f"{name}.stdout", "wb") as out:
-            self.procs[name] = subprocess.Popen(cmd, env=self.env(), stdout=out, stderr=subprocess.STDOUT,
-                                                stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+            self.procs[name] = subprocess.Popen(
+                cmd,
+                env=self.env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
+            )
 
     def _wait(self, ready, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
@@ -168,10 +179,19 @@ class SlurmCluster:
         users cannot reach (pytest's tmp folders are private)."""
         key = self.root / "munge" / "munge.key"
         subprocess.run([_which("mungekey"), "--create", "--keyfile", str(key)], check=True, capture_output=True)
-        self._spawn("munged", [_which("munged"), "--foreground", "--force", f"--socket={self.munge_socket}",
-                               f"--key-file={key}", f"--pid-file={self.root / 'run' / 'munged.pid'}",
-                               f"--log-file={self.logs / 'munged.log'}",
-                               f"--seed-file={self.root / 'munge' / 'munged.seed'}"])
+        self._spawn(
+            "munged",
+            [
+                _which("munged"),
+                "--foreground",
+                "--force",
+                f"--socket={self.munge_socket}",
+                f"--key-file={key}",
+                f"--pid-file={self.root / 'run' / 'munged.pid'}",
+                f"--log-file={self.logs / 'munged.log'}",
+                f"--seed-file={self.root / 'munge' / 'munged.seed'}",
+            ],
+        )
         self._wait(self.munge_socket.exists, 20, "munged listens")
 
     def _write_config(self) -> None:
@@ -212,13 +232,16 @@ class SlurmCluster:
             "CommunicationParameters": "NoInAddrAny,NoCtldInAddrAny",
         }
         lines = [f"{key}={value}" for key, value in settings.items()]
-        lines.append(f"NodeName={self.host} NodeAddr=127.0.0.1 CPUs={NODE_CPUS} RealMemory={NODE_MEMORY_MB} "
-                     f"Gres=gpu:{len(FAKE_GPUS)} State=UNKNOWN")
+        lines.append(
+            f"NodeName={self.host} NodeAddr=127.0.0.1 CPUs={NODE_CPUS} RealMemory={NODE_MEMORY_MB} "
+            f"Gres=gpu:{len(FAKE_GPUS)} State=UNKNOWN"
+        )
         for partition, default in (("debug", "YES"), ("gpu", "NO")):
             lines.append(f"PartitionName={partition} Nodes={self.host} Default={default} MaxTime=INFINITE State=UP")
         self.conf.write_text("\n".join(lines) + "\n")
-        (self.conf.parent / "gres.conf").write_text("".join(f"NodeName={self.host} Name=gpu File={dev}\n"
-                                                            for dev in FAKE_GPUS))
+        (self.conf.parent / "gres.conf").write_text(
+            "".join(f"NodeName={self.host} Name=gpu File={dev}\n" for dev in FAKE_GPUS)
+        )
 
     def _write_srun_wrapper(self) -> None:
         srun = self.root / "bin" / "srun"

@@ -8,22 +8,41 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from helpers import NoisyRegression, interrupt_at, schema_section
-from wsss.pipeline.classify import ClassifierObjective, build_classifier
-from wsss.pipeline.classify import optimizer_groups as cls_groups
-from wsss.runtime.io import IGNORE
-from wsss.pipeline.pseudo_labels import irn_loss, pair_label_counts
+
+from wsss.engine.train import (
+    AMP_DTYPE,
+    Checkpoint,
+    autocast_enabled,
+    build_optimizer,
+    check_batch_split,
+    fit,
+    load_state_dict_file,
+    split_batch,
+    training_autocast,
+)
 from wsss.models.deeplab import build_deeplab
 from wsss.ops.path_index import PathIndex
+from wsss.pipeline.classify import ClassifierObjective, build_classifier
+from wsss.pipeline.classify import optimizer_groups as cls_groups
+from wsss.pipeline.pseudo_labels import irn_loss, pair_label_counts
 from wsss.pipeline.segment import SegObjective, msc_label_counts, msc_loss, output_names, output_sizes
-from wsss.engine.train import (AMP_DTYPE, Checkpoint, autocast_enabled, build_optimizer, check_batch_split, fit,
-                        load_state_dict_file, split_batch, training_autocast)
 from wsss.runtime.errors import InputError
+from wsss.runtime.io import IGNORE
 
 CPU = torch.device("cpu")
-CLS = schema_section("cls", backbone=18, pretrained="none", norm="fixed", freeze_stem=False, detach_stage2=False,
-                     k_words=8, gamma=2.0, tau=1.0, rho=0.1)
+CLS = schema_section(
+    "cls",
+    backbone=18,
+    pretrained="none",
+    norm="fixed",
+    freeze_stem=False,
+    detach_stage2=False,
+    k_words=8,
+    gamma=2.0,
+    tau=1.0,
+    rho=0.1,
+)
 
 
 class _Images(torch.utils.data.Dataset):
@@ -46,12 +65,38 @@ class _Images(torch.utils.data.Dataset):
         return {"image": self.images[i], "label": self.labels[i], "labels": self.tags[i], "id": f"im{i}"}
 
 
-def _fit(tmp: Path, model, objective, dataset, *, batch_size: int, accumulate: int, steps: int = 3,
-         lr: float = 0.05, groups=None, fail_at: int | None = None, amp: bool = False) -> tuple[dict, str]:
+def _fit(
+    tmp: Path,
+    model,
+    objective,
+    dataset,
+    *,
+    batch_size: int,
+    accumulate: int,
+    steps: int = 3,
+    lr: float = 0.05,
+    groups=None,
+    fail_at: int | None = None,
+    amp: bool = False,
+) -> tuple[dict, str]:
     opt = build_optimizer(groups or [{"params": model.parameters()}], "sgd", lr, 1e-4, 0.9)
-    fit(model, dataset, interrupt_at(objective, fail_at), opt, batch_size=batch_size, max_steps=steps, seed=3, checkpoint=tmp / "ckpt.pt",
-        checkpoint_every=2, final_weights=tmp / "model.pt", log_csv=tmp / "log.csv", device=CPU, fingerprint="f",
-        accumulate=accumulate, amp=amp)
+    fit(
+        model,
+        dataset,
+        interrupt_at(objective, fail_at),
+        opt,
+        batch_size=batch_size,
+        max_steps=steps,
+        seed=3,
+        checkpoint=tmp / "ckpt.pt",
+        checkpoint_every=2,
+        final_weights=tmp / "model.pt",
+        log_csv=tmp / "log.csv",
+        device=CPU,
+        fingerprint="f",
+        accumulate=accumulate,
+        amp=amp,
+    )
     return load_state_dict_file(tmp / "model.pt"), (tmp / "log.csv").read_text()
 
 
@@ -115,8 +160,10 @@ def test_msc_label_counts_use_the_output_sizes(style: str) -> None:
     halves = msc_label_counts(model, labels[:1]) + msc_label_counts(model, labels[1:])
     torch.testing.assert_close(halves, counts)
     whole, _ = msc_loss(outputs, labels, output_names(model))
-    shares = [msc_loss([o[i:i + 1] for o in outputs], labels[i:i + 1], output_names(model), totals=counts)[0]
-              for i in range(2)]
+    shares = [
+        msc_loss([o[i : i + 1] for o in outputs], labels[i : i + 1], output_names(model), totals=counts)[0]
+        for i in range(2)
+    ]
     torch.testing.assert_close(shares[0] + shares[1], whole)
 
 
@@ -124,8 +171,18 @@ def test_seg_accumulation_matches_the_whole_batch_with_uneven_ignore_pixels(tmp_
     runs = []
     for accumulate in (1, 2):
         model = _deeplab()
-        runs.append(_fit(tmp_path / f"a{accumulate}", model, SegObjective(CPU, "sum"), _Images(), batch_size=4,
-                         accumulate=accumulate, lr=0.01, groups=model.param_groups(10, 20)))
+        runs.append(
+            _fit(
+                tmp_path / f"a{accumulate}",
+                model,
+                SegObjective(CPU, "sum"),
+                _Images(),
+                batch_size=4,
+                accumulate=accumulate,
+                lr=0.01,
+                groups=model.param_groups(10, 20),
+            )
+        )
     _assert_same_run(*runs, tol=2e-5)
 
 
@@ -146,8 +203,10 @@ def test_irn_pair_normalised_shares_sum_to_the_whole_batch() -> None:
     grads_shares = torch.autograd.grad(shares[0]["total"] + shares[1]["total"], [edge, disp])
     for a, b in zip(grads_whole, grads_shares):
         torch.testing.assert_close(a, b)
-    naive = irn_loss(edge[:2], disp[:2], labels[:2], index)["total"] / 2 + \
-        irn_loss(edge[2:], disp[2:], labels[2:], index)["total"] / 2
+    naive = (
+        irn_loss(edge[:2], disp[:2], labels[:2], index)["total"] / 2
+        + irn_loss(edge[2:], disp[2:], labels[2:], index)["total"] / 2
+    )
     assert not torch.allclose(naive, whole["total"])  # the counts really are needed
 
 
@@ -157,9 +216,18 @@ def test_vwl_m_accumulation_matches_the_whole_batch(tmp_path: Path) -> None:
     for accumulate in (1, 2):
         torch.manual_seed(0)
         model = build_classifier(CLS, 2, "vwl_m")
-        runs.append(_fit(tmp_path / f"a{accumulate}", model, ClassifierObjective(CPU, 5),
-                         _Images(8, size=64), batch_size=4, accumulate=accumulate, lr=0.01,
-                         groups=cls_groups(model, 10.0)))
+        runs.append(
+            _fit(
+                tmp_path / f"a{accumulate}",
+                model,
+                ClassifierObjective(CPU, 5),
+                _Images(8, size=64),
+                batch_size=4,
+                accumulate=accumulate,
+                lr=0.01,
+                groups=cls_groups(model, 10.0),
+            )
+        )
         banks.append(model.codebook.clone())
     assert int(runs[0][0]["bank_updates"]) == 3
     _assert_same_run(*runs, tol=2e-5)
@@ -172,7 +240,7 @@ def test_autocast_decision() -> None:
     assert not autocast_enabled(cuda, False, bf16_supported=lambda: True)
     assert not autocast_enabled(cuda, True, bf16_supported=lambda: False)
     assert not autocast_enabled(CPU, True, bf16_supported=lambda: True)
-    assert AMP_DTYPE == torch.bfloat16
+    assert torch.bfloat16 == AMP_DTYPE
 
 
 def test_fit_runs_the_forward_under_the_autocast_it_decides(tmp_path: Path, monkeypatch) -> None:

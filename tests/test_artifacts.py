@@ -23,6 +23,12 @@ assert "torch" not in sys.modules, "torch imported"
 
 def test_cam_files_read_and_write_without_torch(tmp_path) -> None:
     """Planted bug: ``import torch`` at the top of wsss/artifacts/cam.py (or importing wsss.pipeline.classify) fails here."""
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], capture_output=True, text=True, cwd=REPO,
-                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]

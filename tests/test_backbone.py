@@ -9,8 +9,8 @@ import torch
 from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
 
-from wsss.runtime.errors import InputError
 from wsss.models.backbone import FixedBatchNorm, build_resnet
+from wsss.runtime.errors import InputError
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from helpers import REPO, tiny_config
 
 _spec = importlib.util.spec_from_file_location("bench_dag", REPO / "bench" / "bench_dag.py")
@@ -76,12 +75,17 @@ def _fake_run(root: Path) -> None:
     (root / ".snakemake/log/2026-12-01T100000.snakemake.log").write_text(MAIN_LOG)
     (root / "benchmarks").mkdir()
     (root / "logs").mkdir()
-    for name, wall, cpu, rss, done in [("prep", 10.0, 8.0, 50, 7.5), ("train", 58.0, 100.0, 900, 55.0),
-                                       ("other", 20.0, 18.0, 300, None)]:
-        (root / f"benchmarks/{name}.tsv").write_text(BENCH_HEADER + f"{wall}\t0:00:{int(wall):02d}\t{rss}\t0\t0\t0\t0\t0\t0"
-                                                                     f"\t{cpu}\n")
-        text = "2026-12-01 10:00:02,000 INFO stage x\n" + (f"2026-12-01 10:00:09,000 INFO done in {done} s\n"
-                                                             if done is not None else "Traceback ...\n")
+    for name, wall, cpu, rss, done in [
+        ("prep", 10.0, 8.0, 50, 7.5),
+        ("train", 58.0, 100.0, 900, 55.0),
+        ("other", 20.0, 18.0, 300, None),
+    ]:
+        (root / f"benchmarks/{name}.tsv").write_text(
+            BENCH_HEADER + f"{wall}\t0:00:{int(wall):02d}\t{rss}\t0\t0\t0\t0\t0\t0\t{cpu}\n"
+        )
+        text = "2026-12-01 10:00:02,000 INFO stage x\n" + (
+            f"2026-12-01 10:00:09,000 INFO done in {done} s\n" if done is not None else "Traceback ...\n"
+        )
         (root / f"logs/{name}.log").write_text(text)
 
 
@@ -113,17 +117,34 @@ def test_runs_a_tiny_target_from_an_empty_workdir(tmp_path: Path) -> None:
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_config(), sort_keys=False))
     workdir = tmp_path / "dag"
-    run = subprocess.run([sys.executable, str(REPO / "bench/bench_dag.py"), "--configfile", str(config), "--cores", "1",
-                          "--workdir", str(workdir), "resources/synth/labels.tsv"], capture_output=True, text=True,
-                         timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench/bench_dag.py"),
+            "--configfile",
+            str(config),
+            "--cores",
+            "1",
+            "--workdir",
+            str(workdir),
+            "resources/synth/labels.tsv",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     lines = run.stdout.splitlines()
     row = next(line for line in lines if line.startswith("prepare_dataset[dataset=synth]"))
     fields = row.split()
     wall, cpu, startup = float(fields[2]), float(fields[3]), float(fields[7])
-    assert fields[-1] == "*" and 0 < wall < 120 and 0 <= cpu and 0 <= startup <= wall
+    assert fields[-1] == "*" and 0 < wall < 120 and cpu >= 0 and 0 <= startup <= wall
     assert "jobs: 1, cores: 1" in run.stdout and "critical path:" in run.stdout and "idle-core fraction" in run.stdout
     assert (workdir / "resources/synth/labels.tsv").is_file()
-    again = subprocess.run([sys.executable, str(REPO / "bench/bench_dag.py"), "--configfile", str(config),
-                            "--workdir", str(workdir)], capture_output=True, text=True, timeout=120)
+    again = subprocess.run(
+        [sys.executable, str(REPO / "bench/bench_dag.py"), "--configfile", str(config), "--workdir", str(workdir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert again.returncode != 0 and again.stderr.strip().splitlines()[-1].startswith("error: ")  # not empty

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from helpers import REPO, planned_jobs, snakemake, write_config
+
 from wsss.runtime.config import check_runs, load_schema, run_config, validate_config
 
 
@@ -55,15 +55,18 @@ def _row(**kw) -> dict:
     return {"cam": 60.0, "pseudo": 70.0, "crf": 75.0, "gate": None, "returncode": 0} | kw
 
 
-@pytest.mark.parametrize(("row", "expected"), [
-    (_row(), "ok"),
-    (_row(pseudo=59.0), "FAIL (pseudo ≤ CAM)"),
-    (_row(crf=69.0), "FAIL (+CRF < pseudo)"),
-    (_row(cam=40.0, pseudo=50.0, crf=55.0), "FAIL (+CRF < 60)"),
-    (_row(crf=None, returncode=1), "FAIL (no result, exit 1)"),
-    (_row(crf=None, returncode=None), "not run"),
-    (_row(crf=None, gate="error: results/x/cls/heldout.json: held-out F1 0.13 < 0.6"), "gate"),
-])
+@pytest.mark.parametrize(
+    ("row", "expected"),
+    [
+        (_row(), "ok"),
+        (_row(pseudo=59.0), "FAIL (pseudo ≤ CAM)"),
+        (_row(crf=69.0), "FAIL (+CRF < pseudo)"),
+        (_row(cam=40.0, pseudo=50.0, crf=55.0), "FAIL (+CRF < 60)"),
+        (_row(crf=None, returncode=1), "FAIL (no result, exit 1)"),
+        (_row(crf=None, returncode=None), "not run"),
+        (_row(crf=None, gate="error: results/x/cls/heldout.json: held-out F1 0.13 < 0.6"), "gate"),
+    ],
+)
 def test_verdict(row: dict, expected: str) -> None:
     assert robustness.verdict(row) == expected
 
@@ -73,26 +76,34 @@ def test_table_reads_a_variant_from_its_artifacts(tmp_path: Path) -> None:
     (res / "cls").mkdir(parents=True)
     (res / "cls/heldout.json").write_text(json.dumps({"f1": 0.9, "map": 0.95, "steps": 432, "stopped_early": True}))
     (res / "cam_val_metrics.json").write_text(json.dumps({"miou_present": 0.6, "bg_score": 0.4}))
-    (res / "cam_val_sweep.json").write_text(json.dumps({"rows": [{"bg_score": 0.3, "miou": 0.62},
-                                                                 {"bg_score": 0.4, "miou": 0.6}]}))
+    (res / "cam_val_sweep.json").write_text(
+        json.dumps({"rows": [{"bg_score": 0.3, "miou": 0.62}, {"bg_score": 0.4, "miou": 0.6}]})
+    )
     (res / "pseudo_val_metrics.json").write_text(json.dumps({"miou_present": 0.7}))
-    (res / "pseudo_val_sweep.json").write_text(json.dumps({"bg_threshold": 0.45, "rows": [
-        {"bg_threshold": 0.45, "miou": 0.7}, {"bg_threshold": 0.5, "miou": 0.71}]}))
-    (res / "deeplab_val_metrics.json").write_text(json.dumps({"no_crf": {"miou_present": 0.72},
-                                                                       "crf": {"miou_present": 0.8}}))
+    (res / "pseudo_val_sweep.json").write_text(
+        json.dumps(
+            {"bg_threshold": 0.45, "rows": [{"bg_threshold": 0.45, "miou": 0.7}, {"bg_threshold": 0.5, "miou": 0.71}]}
+        )
+    )
+    (res / "deeplab_val_metrics.json").write_text(
+        json.dumps({"no_crf": {"miou_present": 0.72}, "crf": {"miou_present": 0.8}})
+    )
     (res / "deeplab").mkdir()
     (res / "deeplab/gate.json").write_text(json.dumps({"fit_miou": 0.765}))
     row = robustness.collect(tmp_path, "seed1", 360.0, 0)
     assert row["cam_peak"] == pytest.approx(62.0) and row["cam_peak_bg"] == 0.3
     assert row["pseudo_peak"] == pytest.approx(71.0) and row["pseudo_bg"] == 0.45 and row["verdict"] == "ok"
     line = robustness.format_table([row]).splitlines()[2]
-    assert line == ("| seed1 | 0.900 | 432 | 60.0 (0.40) | 62.0 (0.30) | 70.0 (0.45) | 71.0 (0.50) | 76.5 | 72.0 "
-                    "| 80.0 | 6.0 min | ok |")
+    assert line == (
+        "| seed1 | 0.900 | 432 | 60.0 (0.40) | 62.0 (0.30) | 70.0 (0.45) | 71.0 (0.50) | 76.5 | 72.0 "
+        "| 80.0 | 6.0 min | ok |"
+    )
     stopped = tmp_path / "logs" / "rb_seed2"
     stopped.mkdir(parents=True)
     (stopped / "seg_gate.log").write_text("INFO params {}\nerror: results/rb_seed2/deeplab/model.pt: DeepLab ...\n")
     assert robustness.collect(tmp_path, "seed2", None, 1)["gate"] == (
-        "seg_gate: error: results/rb_seed2/deeplab/model.pt: DeepLab ...")
+        "seg_gate: error: results/rb_seed2/deeplab/model.pt: DeepLab ..."
+    )
     (stopped / "seg_gate.log").unlink()
     missing = robustness.collect(tmp_path, "seed2", None, 1)
     assert missing["verdict"] == "FAIL (no result, exit 1)" and "| – (–) |" in robustness.format_table([missing])
@@ -101,8 +112,9 @@ def test_table_reads_a_variant_from_its_artifacts(tmp_path: Path) -> None:
 def test_method_seeds_plans_the_comparison_of_four_methods_three_seeds_three_datasets(tmp_path: Path) -> None:
     """bench/method_seeds.py is a thin caller of results/compare/methods.md: the dry run plans one classifier per
     method x seed x dataset up to the gate checkpoint. Planted bug: the variants' runs left out of compare.runs."""
-    config = method_seeds.compare_config(BASE, ["vwl_l", "vwl_m", "cam", "recam"], [0, 1, 2],
-                                         ["texture1.5", "nonconvex"])
+    config = method_seeds.compare_config(
+        BASE, ["vwl_l", "vwl_m", "cam", "recam"], [0, 1, 2], ["texture1.5", "nonconvex"]
+    )
     write_config(tmp_path, config)
     proc = snakemake(tmp_path, "-n", "results/compare/methods.md")
     assert proc.returncode == 0, proc.stderr[-3000:]

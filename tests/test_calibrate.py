@@ -23,18 +23,20 @@ from wsss.pipeline.calibrate import (
     resolve_auto,
     walk_regions,
 )
+from wsss.pipeline.pseudo_labels import labels_from_walk
 from wsss.runtime.config import load_schema
 from wsss.runtime.errors import InputError
-from wsss.pipeline.pseudo_labels import labels_from_walk
 
 
 def _visible_object(obj: torch.Tensor):
     """A classifier that sees class 0 in proportion to the visible pixels of the object ``obj`` (H×W bool) and
     class 1 never: blanking sets pixels to 0, so the visible share is the object's non-zero pixels left."""
+
     def score(batch: torch.Tensor) -> torch.Tensor:
         visible = (batch.abs().sum(dim=1) > 0) & obj
         share = visible.flatten(1).sum(1).double() / obj.sum()
         return torch.stack([share, torch.zeros_like(share)], dim=1)
+
     return score
 
 
@@ -52,8 +54,9 @@ def test_known_answer_smallest_region_that_holds_the_object() -> None:
     add_image(ev, _visible_object(obj), torch.ones(3, h, w), cam, [0])
     assert ev.choice() == pytest.approx(0.65)
     rows = {round(r["bg_score"], 2): r for r in ev.rows()}
-    assert rows[0.65] == pytest.approx({"bg_score": 0.65, "keep": 1.0, "area": 36 / 400, "objective": 1 - 36 / 400,
-                                        "objective_se": 0.0})  # one pair
+    assert rows[0.65] == pytest.approx(
+        {"bg_score": 0.65, "keep": 1.0, "area": 36 / 400, "objective": 1 - 36 / 400, "objective_se": 0.0}
+    )  # one pair
     assert rows[0.70]["objective"] == rows[0.65]["objective"]  # same region
     assert rows[0.60]["area"] == pytest.approx(64 / 400) and rows[0.60]["keep"] == 1.0  # one ring more of background
     assert rows[0.80]["keep"] == pytest.approx(16 / 36) and rows[0.80]["objective"] == pytest.approx(16 / 36 - 16 / 400)
@@ -181,8 +184,11 @@ def test_resolve_auto_reads_only_auto_keys(tmp_path: Path) -> None:
     calib = tmp_path / "calibration.json"
     calib.write_text(json.dumps({"conf_fg": 0.5, "conf_bg": None}))
     section = {"conf_fg": "auto", "conf_bg": 0.1, "crf_iters": 10}
-    assert resolve_auto(section, ["conf_fg", "conf_bg"], [str(calib)], "irn") == {"conf_fg": 0.5, "conf_bg": 0.1,
-                                                                                  "crf_iters": 10}
+    assert resolve_auto(section, ["conf_fg", "conf_bg"], [str(calib)], "irn") == {
+        "conf_fg": 0.5,
+        "conf_bg": 0.1,
+        "crf_iters": 10,
+    }
     assert section["conf_fg"] == "auto"  # not modified
     assert resolve_auto({"conf_bg": 0.1}, ["conf_bg"], [], "irn") == {"conf_bg": 0.1}  # nothing auto: no file needed
     with pytest.raises(InputError, match="irn.conf_bg is auto"):
@@ -206,7 +212,9 @@ def test_auto_bg_score_runs_calibrate_and_eval_cam_uses_it(tiny_dag: Path, tmp_p
     assert proc.returncode == 0, proc.stderr[-3000:]
     calib = json.loads((work / "results/tiny/calibration.json").read_text())
     metrics = json.loads((work / "results/tiny/cam_val_metrics.json").read_text())
-    grid = sorted(load_schema(REPO / "schemas/config.schema.yaml")["properties"]["cam"]["properties"]["sweep"]["default"])
+    grid = sorted(
+        load_schema(REPO / "schemas/config.schema.yaml")["properties"]["cam"]["properties"]["sweep"]["default"]
+    )
     assert "sweep" not in config["runs"]["tiny"]["cam"] and [r["bg_score"] for r in calib["rows"]] == grid
     assert calib["bg_score"] in grid[1:-1] and metrics["bg_score"] == calib["bg_score"]  # the ends only bracket it
     assert metrics["bg_score_source"] == "calibrated (auto)" and calib["pairs"] >= calib["images"] > 0
@@ -299,8 +307,9 @@ def test_localisation_evidence_prefers_a_cam_on_the_object_and_names_overlapping
     assert row["keep"] == 1.0 and row["centre"] > 0.9 and abs(row["evidence"]) < 0.07  # a disc in a square
 
 
-def test_resolve_auto_logs_each_value_and_names_what_is_missing(tmp_path: Path, caplog: pytest.LogCaptureFixture
-                                                                  ) -> None:
+def test_resolve_auto_logs_each_value_and_names_what_is_missing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Mutants killed (mutmut): the log line's format and arguments, the error's file and message."""
     calib = tmp_path / "calibration.json"
     calib.write_text(json.dumps({"conf_fg": 0.456, "conf_bg": True}))
@@ -309,8 +318,10 @@ def test_resolve_auto_logs_each_value_and_names_what_is_missing(tmp_path: Path, 
     assert [r.getMessage() for r in caplog.records] == [f"irn.conf_fg 0.46 from {calib}"]
     with pytest.raises(InputError) as err:
         resolve_auto({"conf_bg": "auto"}, ["conf_bg"], [], "irn")
-    assert (err.value.path, err.value.problem) == ("--calibration", "irn.conf_bg is auto: give the run's calibration "
-                                                                    "file")
+    assert (err.value.path, err.value.problem) == (
+        "--calibration",
+        "irn.conf_bg is auto: give the run's calibration file",
+    )
     with pytest.raises(InputError) as err:  # a boolean is not a threshold
         resolve_auto({"conf_bg": "auto"}, ["conf_bg"], [str(calib)], "irn")
     assert (err.value.path, err.value.problem) == (str(calib), "has no conf_bg for irn.conf_bg: auto (see its log)")
@@ -369,8 +380,10 @@ def test_log_rows_returns_and_logs_every_row(caplog: pytest.LogCaptureFixture) -
     with caplog.at_level("INFO", logger="wsss"):
         rows = log_rows(ev, "bg_score")
     assert rows == ev.rows("bg_score")
-    assert [r.getMessage() for r in caplog.records] == ["bg_score 0.10: keep 0.500 area 0.250 objective 0.250",
-                                                        "bg_score 0.20: keep 0.250 area 0.125 objective 0.125"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "bg_score 0.10: keep 0.500 area 0.250 objective 0.250",
+        "bg_score 0.20: keep 0.250 area 0.125 objective 0.125",
+    ]
 
 
 def test_classifier_scores_is_the_methods_image_scores(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,8 +11,18 @@ from PIL import Image
 
 from wsss.models.backbone import build_resnet
 from wsss.models.vwl import VWLNet
-from wsss.ops.cam import (cam_to_labels, fuse_flip, label_keys, multiscale_cam, multiscale_cams, pack_cam,
-                          resize_image, scaled_size, stride4_size, upsample_cam)
+from wsss.ops.cam import (
+    cam_to_labels,
+    fuse_flip,
+    label_keys,
+    multiscale_cam,
+    multiscale_cams,
+    pack_cam,
+    resize_image,
+    scaled_size,
+    stride4_size,
+    upsample_cam,
+)
 
 
 class CountingCam:
@@ -107,8 +117,10 @@ def test_single_scale_known_answer() -> None:
 
 def test_scales_are_summed_before_normalising() -> None:
     """A CAM function that is constant per image gives each scale's constant; the sum is then normalised."""
+
     def const(b: torch.Tensor) -> torch.Tensor:  # value = image height, at stride 1
         return torch.full((b.shape[0], 2, *b.shape[-2:]), float(b.shape[-2]))
+
     x = torch.zeros(3, 8, 8)
     res = multiscale_cam(const, x, [1], scales=(1.0, 0.5), fusion="sum", with_high_res=False)
     assert res.high_res is None

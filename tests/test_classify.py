@@ -10,11 +10,11 @@ import torch
 from helpers import schema_section
 
 from wsss.artifacts.cam import CamRecord, index_cam_dirs, load_cam, save_cam
-from wsss.pipeline.classify import build_classifier, cam_and_scores, image_scores, training_step
-from wsss.runtime.errors import InputError
-from wsss.pipeline.evaluate import labels_at_thresholds
 from wsss.methods import get_method
 from wsss.ops.cam import cam_to_labels, multiscale_cams, pack_cam, upsample_cam
+from wsss.pipeline.classify import build_classifier, cam_and_scores, image_scores, training_step
+from wsss.pipeline.evaluate import labels_at_thresholds
+from wsss.runtime.errors import InputError
 
 PARAMS = schema_section("cls", backbone=18, pretrained="none", norm="batch", k_words=16, gamma=2.0, tau=1.0, rho=1e-3)
 
@@ -83,8 +83,9 @@ def test_image_scores_come_from_the_scale_one_forward(method: str) -> None:
             torch.testing.assert_close(res.cam, ref.cam)
         assert not torch.allclose(results[0].scores, results[1].scores, atol=1e-3)
         assert sum(calls) == 2 * len(images) * 2  # image + flip at two scales, no extra scoring pass
-        without_one = multiscale_cams(lambda x: cam_and_scores(model, x), images[:1], keys[:1], (0.5,),
-                                      with_scores=True)
+        without_one = multiscale_cams(
+            lambda x: cam_and_scores(model, x), images[:1], keys[:1], (0.5,), with_scores=True
+        )
         assert without_one[0].scores is None  # no scale 1.0: the caller scores the image itself
 
 
@@ -115,7 +116,7 @@ def test_shards_partition_ids() -> None:
     from wsss.runtime.cli import shard_ids
 
     parts = [shard_ids(ids, Namespace(shard=i, shards=4)) for i in range(4)]
-    assert sorted(sum(parts, [])) == sorted(ids) and max(map(len, parts)) - min(map(len, parts)) <= 1
+    assert sorted(sum(parts, [])) == sorted(ids) and max(map(len, parts)) - min(map(len, parts)) <= 1  # noqa: RUF017
     with pytest.raises(InputError, match="--shard: 4 outside 0..3"):
         shard_ids(ids, Namespace(shard=4, shards=4))
 
@@ -143,8 +144,10 @@ def test_cam_evaluation_baselines(tiny_voc: Path, tmp_path: Path) -> None:
         mask = data.mask(image_id)
         keys = np.flatnonzero(data.label_vector(image_id))
         cam = np.stack([(mask == k + 1).astype(np.float32) for k in keys])  # a perfect CAM at full resolution
-        save_cam(tmp_path / f"{image_id}.npz", CamRecord(keys, pack_cam(cam[:, ::4, ::4]), mask.shape,
-                                                         np.zeros(2, np.float32)))
+        save_cam(
+            tmp_path / f"{image_id}.npz",
+            CamRecord(keys, pack_cam(cam[:, ::4, ::4]), mask.shape, np.zeros(2, np.float32)),
+        )
     ids = data.ids("train") + data.ids("val")
     res = evaluate_cams(data, ids, [tmp_path], 0.5, [])
     bg = res.baselines["all_background"].scores()

@@ -22,9 +22,11 @@ from wsss.runtime.io import read_label_png
 REPO = Path(__file__).resolve().parents[1]
 
 # COCO category ids 1, 3, 90 -> contiguous ids 1, 2, 3 (listed out of order in the JSON on purpose).
-CATEGORIES = [{"id": 90, "name": "teddy bear", "supercategory": "indoor"},
-              {"id": 1, "name": "person", "supercategory": "person"},
-              {"id": 3, "name": "traffic light", "supercategory": "outdoor"}]
+CATEGORIES = [
+    {"id": 90, "name": "teddy bear", "supercategory": "indoor"},
+    {"id": 1, "name": "person", "supercategory": "person"},
+    {"id": 3, "name": "traffic light", "supercategory": "outdoor"},
+]
 PERSON, LIGHT, TEDDY = 1, 2, 3
 T1, T2, T3 = (f"COCO_train2014_{i:012d}" for i in (1, 2, 3))
 V4, V5, V6 = (f"COCO_val2014_{i:012d}" for i in (4, 5, 6))
@@ -58,16 +60,25 @@ def compressed_rle(m: np.ndarray) -> dict:
 
 
 def ann(aid: int, image_id: int, cat: int, segmentation, iscrowd: int = 0) -> dict:
-    return {"id": aid, "image_id": image_id, "category_id": cat, "segmentation": segmentation,
-            "iscrowd": iscrowd, "area": 0.0, "bbox": [0, 0, 1, 1]}
+    return {
+        "id": aid,
+        "image_id": image_id,
+        "category_id": cat,
+        "segmentation": segmentation,
+        "iscrowd": iscrowd,
+        "area": 0.0,
+        "bbox": [0, 0, 1, 1],
+    }
 
 
 def coco_json() -> dict[str, dict]:
     """The two subsets. Expected masks are spelled out in the tests below."""
     train = {
-        "images": [{"id": 1, "file_name": f"{T1}.jpg", "height": 30, "width": 40},
-                   {"id": 2, "file_name": f"{T2}.jpg", "height": 24, "width": 32},
-                   {"id": 3, "file_name": f"{T3}.jpg", "height": 16, "width": 16}],
+        "images": [
+            {"id": 1, "file_name": f"{T1}.jpg", "height": 30, "width": 40},
+            {"id": 2, "file_name": f"{T2}.jpg", "height": 24, "width": 32},
+            {"id": 3, "file_name": f"{T3}.jpg", "height": 16, "width": 16},
+        ],
         "annotations": [
             # image 1: a small teddy on a large person (teddy wins), a crowd of lights over the person's corner
             ann(11, 1, 90, [box(10, 10, 16, 16)]),
@@ -85,9 +96,11 @@ def coco_json() -> dict[str, dict]:
         "categories": CATEGORIES,
     }
     val = {
-        "images": [{"id": 4, "file_name": f"{V4}.jpg", "height": 20, "width": 20},
-                   {"id": 5, "file_name": f"{V5}.jpg", "height": 20, "width": 20},
-                   {"id": 6, "file_name": f"{V6}.jpg", "height": 20, "width": 20}],
+        "images": [
+            {"id": 4, "file_name": f"{V4}.jpg", "height": 20, "width": 20},
+            {"id": 5, "file_name": f"{V5}.jpg", "height": 20, "width": 20},
+            {"id": 6, "file_name": f"{V6}.jpg", "height": 20, "width": 20},
+        ],
         "annotations": [
             ann(30, 4, 90, compressed_rle(box_mask(20, 20, 5, 5, 15, 15))),  # non-crowd compressed RLE
             ann(31, 6, 1, [box(0, 0, 2, 2)]),  # 4 pixels: dropped by min_area=10
@@ -124,12 +137,12 @@ def prepared(coco_root, tmp_path_factory) -> Path:
 
 def expected_masks(min_area: int = 0) -> dict[str, np.ndarray]:
     m1 = np.zeros((30, 40), np.uint8)
-    m1[15:30, 15:40] = 255           # crowd
-    m1[0:20, 0:20] = PERSON          # person covers part of the crowd: its pixels stay person
-    m1[10:16, 10:16] = TEDDY         # smaller instance on top of the larger one wins
+    m1[15:30, 15:40] = 255  # crowd
+    m1[0:20, 0:20] = PERSON  # person covers part of the crowd: its pixels stay person
+    m1[10:16, 10:16] = TEDDY  # smaller instance on top of the larger one wins
     m2 = np.zeros((24, 32), np.uint8)
     m2[0:10, 0:10] = PERSON
-    m2[0:10, 5:15] = LIGHT           # equal area 100: annotation 21 > 20 wins the overlap
+    m2[0:10, 5:15] = LIGHT  # equal area 100: annotation 21 > 20 wins the overlap
     m2[15:18, 20:23] = TEDDY if min_area <= 9 else 255
     m2[0:5, 25:30] = PERSON
     m4 = np.zeros((20, 20), np.uint8)
@@ -156,19 +169,19 @@ def test_semantic_mask_rules_on_known_rles():
     h, w = 8, 8
     rle = lambda m: mask_utils.encode(np.asfortranarray(m))  # noqa: E731
     big = Instance(5, 1, False, rle(box_mask(h, w, 0, 0, 6, 6)))
-    small = Instance(9, 2, False, rle(box_mask(h, w, 2, 2, 4, 4)))      # 4 px, inside big
-    twin = Instance(3, 3, False, rle(box_mask(h, w, 1, 0, 7, 6)))       # same area as big, lower id
+    small = Instance(9, 2, False, rle(box_mask(h, w, 2, 2, 4, 4)))  # 4 px, inside big
+    twin = Instance(3, 3, False, rle(box_mask(h, w, 1, 0, 7, 6)))  # same area as big, lower id
     crowd = Instance(7, 3, True, rle(box_mask(h, w, 4, 4, 8, 8)))
     for order in ([big, small, twin, crowd], [crowd, twin, small, big]):
         label, classes = semantic_mask(h, w, order)
         assert classes == (1, 2, 3)
-        assert label[3, 3] == 2                 # smallest on top
-        assert label[1, 1] == 1                 # big (id 5) beats twin (id 3) on equal area
-        assert label[0, 6] == 3                 # only twin
+        assert label[3, 3] == 2  # smallest on top
+        assert label[1, 1] == 1  # big (id 5) beats twin (id 3) on equal area
+        assert label[0, 6] == 3  # only twin
         assert label[5, 5] == 1 and label[7, 7] == 255 and label[7, 0] == 0
     label, classes = semantic_mask(h, w, [big, small, crowd], min_area=5)
     assert classes == (1,)
-    assert label[3, 3] == 1                     # small instance dropped, covered by big
+    assert label[3, 3] == 1  # small instance dropped, covered by big
     label, classes = semantic_mask(h, w, [small], min_area=5)
     assert classes == () and label[3, 3] == 255 and (label != 255).sum() == 60
 
@@ -180,8 +193,9 @@ def test_segmentation_to_rle_validates():
     with pytest.raises(InputError, match="adding up to 20"):
         segmentation_to_rle({"counts": [3, 2, 1], "size": [4, 5]}, 4, 5, "f.json")
     with pytest.raises(InputError, match="add up to 12"):
-        segmentation_to_rle({"counts": compressed_rle(box_mask(3, 4, 0, 0, 1, 1))["counts"], "size": [4, 5]},
-                            4, 5, "f.json")
+        segmentation_to_rle(
+            {"counts": compressed_rle(box_mask(3, 4, 0, 0, 1, 1))["counts"], "size": [4, 5]}, 4, 5, "f.json"
+        )
     with pytest.raises(InputError, match="differs from the image size"):
         segmentation_to_rle(uncompressed_rle(box_mask(5, 4, 1, 1, 3, 3)), 4, 5, "f.json")
     with pytest.raises(InputError, match="odd number"):
@@ -199,7 +213,8 @@ def test_prepared_layout_masks_labels_and_lists(prepared, coco_root):
         f"{T1}\tperson teddy_bear\n"
         f"{T2}\tperson traffic_light teddy_bear\n"
         f"{V4}\tteddy_bear\n"
-        f"{V6}\tperson\n")
+        f"{V6}\tperson\n"
+    )
     for image_id, want in expected_masks().items():
         got = read_label_png(prepared / "SegmentationClass" / f"{image_id}.png", 4)
         np.testing.assert_array_equal(got, want, err_msg=image_id)
@@ -232,8 +247,10 @@ def test_any_coco_format_files_by_subsets(coco_root, prepared, tmp_path):
         for f in (coco_root / subset).iterdir():
             (root / "imgs" / f.name).write_bytes(f.read_bytes())
         (root / f"{subset}.json").write_text((coco_root / "annotations" / f"instances_{subset}.json").read_text())
-    subsets = {"fit": {"images": "imgs", "annotations": "train2014.json"},
-               "holdout": {"images": "imgs", "annotations": "val2014.json"}}
+    subsets = {
+        "fit": {"images": "imgs", "annotations": "train2014.json"},
+        "holdout": {"images": "imgs", "annotations": "val2014.json"},
+    }
     lists = prepare_coco(root, tmp_path / "c", subsets=subsets)
     assert lists == {"fit": [T1, T2], "holdout": [V4, V6]}
     old, new = tree_bytes(prepared), tree_bytes(tmp_path / "c")
@@ -251,8 +268,11 @@ def test_any_coco_format_files_by_subsets(coco_root, prepared, tmp_path):
 
 
 def tree_bytes(root: Path) -> dict[str, bytes | str]:
-    return {str(p.relative_to(root)): (os.readlink(p) if p.is_symlink() else p.read_bytes())
-            for p in sorted(root.rglob("*")) if p.is_symlink() or p.is_file()}
+    return {
+        str(p.relative_to(root)): (os.readlink(p) if p.is_symlink() else p.read_bytes())
+        for p in sorted(root.rglob("*"))
+        if p.is_symlink() or p.is_file()
+    }
 
 
 def test_deterministic_for_any_worker_count(prepared, coco_root, tmp_path):
@@ -322,8 +342,23 @@ def test_bad_json_wrong_size_and_category_mismatch(tmp_path):
 
 def run_stage_script(params: dict, out: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, str(REPO / "stages" / "prepare_dataset.py"), "--kind", "coco", "--params", json.dumps(params),
-                           "--out", str(out)], capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    return subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "stages" / "prepare_dataset.py"),
+            "--kind",
+            "coco",
+            "--params",
+            json.dumps(params),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=120,
+    )
 
 
 def test_stage_script(coco_root, prepared, tmp_path):
@@ -363,19 +398,23 @@ def test_annotations_that_draw_no_pixel_give_no_label(tmp_path, caplog):
     """Detection-only exports (``"segmentation": []``) and polygons outside the image (issue 18: on the old code
     their classes went into labels.tsv while the mask had none). Planted bug: keep area-0 instances in
     semantic_mask's ``kept``."""
+
     def spoil(d):
         d["val2014"]["annotations"] += [ann(40, 4, 1, []), ann(41, 4, 3, [box(100, 100, 110, 110)])]
+
     root = broken_root(tmp_path / "r", spoil)
     with caplog.at_level("WARNING"):
         prepare_coco(root, tmp_path / "o")
     assert VOCLayoutDataset(tmp_path / "o").label_names(V4) == ("teddy_bear",)
     assert [r.getMessage() for r in caplog.records if "draw no pixel" in r.getMessage()] == [
         f"{root / 'annotations' / 'instances_val2014.json'}: 2 non-crowd annotations draw no pixel (empty "
-        "segmentation or outside the image) and give no label"]
+        "segmentation or outside the image) and give no label"
+    ]
 
     def detection_only(d):
         for a in d["val2014"]["annotations"]:
             a["segmentation"] = []
+
     root = broken_root(tmp_path / "r2", detection_only)
     with pytest.raises(InputError, match="none of its 2 non-crowd annotations draws a pixel") as err:
         prepare_coco(root, tmp_path / "o2")
@@ -385,12 +424,13 @@ def test_annotations_that_draw_no_pixel_give_no_label(tmp_path, caplog):
 def test_train_equal_to_val_is_warned(coco_root, tmp_path, caplog):
     """The same JSON and images for two splits (issue 18: accepted silently, val then measures training
     images). Planted bug: drop the warning in prepare_coco."""
-    same = {"images": str(coco_root / "train2014"),
-            "annotations": str(coco_root / "annotations" / "instances_train2014.json")}
+    same = {
+        "images": str(coco_root / "train2014"),
+        "annotations": str(coco_root / "annotations" / "instances_train2014.json"),
+    }
     with caplog.at_level("WARNING"):
         prepare_coco(None, tmp_path / "o", subsets={"train": same, "val": dict(same)})
-    assert any("splits train and val are the same images and annotations" in r.getMessage()
-               for r in caplog.records)
+    assert any("splits train and val are the same images and annotations" in r.getMessage() for r in caplog.records)
 
 
 def _detection_only(d):
@@ -403,23 +443,50 @@ def _detection_only(d):
 # detection-only row (labels without pixels on the old code).
 VAL_JSON, TRAIN_JSON = "annotations/instances_val2014.json", "annotations/instances_train2014.json"
 BAD_COCO = {
-    "unknown category": (lambda d: d["val2014"]["annotations"].append(ann(99, 4, 5, [box(0, 0, 3, 3)])), None,
-                         VAL_JSON, "annotation 99"),
-    "unknown image": (lambda d: d["train2014"]["annotations"].append(ann(98, 77, 1, [])), None, TRAIN_JSON,
-                      "annotation 98: unknown image_id 77"),
-    "image size differs from the JSON": (lambda d: d["train2014"]["images"][1].update(height=25), None,
-                                         f"train2014/{T2}.jpg", "image is 32x24 but"),
-    "categories differ between subsets": (lambda d: d["val2014"]["categories"].pop(), None, VAL_JSON,
-                                          "categories differ from those of instances_train2014.json"),
-    "odd polygon": (lambda d: d["val2014"]["annotations"].append(ann(97, 4, 1, [[1, 2, 3]])), None, VAL_JSON,
-                    "polygon has an odd number of coordinates (3)"),
-    "detection-only subset": (_detection_only, None, VAL_JSON,
-                              "none of its 2 non-crowd annotations draws a pixel (empty segmentation or outside the "
-                              "image: a detection-only export?)"),
-    "missing image file": (lambda d: None, lambda r: (r / "val2014" / f"{V4}.jpg").unlink(), f"val2014/{V4}.jpg",
-                           "image file is missing"),
-    "invalid JSON": (lambda d: None, lambda r: (r / TRAIN_JSON).write_text('{"images": ['), TRAIN_JSON,
-                     "invalid JSON"),
+    "unknown category": (
+        lambda d: d["val2014"]["annotations"].append(ann(99, 4, 5, [box(0, 0, 3, 3)])),
+        None,
+        VAL_JSON,
+        "annotation 99",
+    ),
+    "unknown image": (
+        lambda d: d["train2014"]["annotations"].append(ann(98, 77, 1, [])),
+        None,
+        TRAIN_JSON,
+        "annotation 98: unknown image_id 77",
+    ),
+    "image size differs from the JSON": (
+        lambda d: d["train2014"]["images"][1].update(height=25),
+        None,
+        f"train2014/{T2}.jpg",
+        "image is 32x24 but",
+    ),
+    "categories differ between subsets": (
+        lambda d: d["val2014"]["categories"].pop(),
+        None,
+        VAL_JSON,
+        "categories differ from those of instances_train2014.json",
+    ),
+    "odd polygon": (
+        lambda d: d["val2014"]["annotations"].append(ann(97, 4, 1, [[1, 2, 3]])),
+        None,
+        VAL_JSON,
+        "polygon has an odd number of coordinates (3)",
+    ),
+    "detection-only subset": (
+        _detection_only,
+        None,
+        VAL_JSON,
+        "none of its 2 non-crowd annotations draws a pixel (empty segmentation or outside the "
+        "image: a detection-only export?)",
+    ),
+    "missing image file": (
+        lambda d: None,
+        lambda r: (r / "val2014" / f"{V4}.jpg").unlink(),
+        f"val2014/{V4}.jpg",
+        "image file is missing",
+    ),
+    "invalid JSON": (lambda d: None, lambda r: (r / TRAIN_JSON).write_text('{"images": ['), TRAIN_JSON, "invalid JSON"),
 }
 
 

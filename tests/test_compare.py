@@ -21,17 +21,32 @@ SPLITS = {"cam_split": "val", "pseudo_split": "val", "seg_split": "val"}
 
 
 def _config(compare: dict) -> dict:
-    return validate_config({"runs": {"a": {"dataset": "synth", "method": "vwl_l"},
-                                      "b": {"dataset": "synth", "method": "cam", "cls": {"crop": 128}}},
-                            "compare": compare}, SCHEMA)
+    return validate_config(
+        {
+            "runs": {
+                "a": {"dataset": "synth", "method": "vwl_l"},
+                "b": {"dataset": "synth", "method": "cam", "cls": {"crop": 128}},
+            },
+            "compare": compare,
+        },
+        SCHEMA,
+    )
 
 
 def test_expansion_methods_by_runs_by_seeds() -> None:
     """Planted bug: the derived run keeping the base run's method fails the method check."""
     config = _config({"t": {"runs": ["a", "b"], "methods": ["cam", "recam"], "seeds": [3, 4]}})
     runs = compare_runs(config, "t")
-    assert [r["run"] for r in runs] == ["a-cam_s3", "a-cam_s4", "a-recam_s3", "a-recam_s4", "b-cam_s3", "b-cam_s4",
-                                        "b-recam_s3", "b-recam_s4"]
+    assert [r["run"] for r in runs] == [
+        "a-cam_s3",
+        "a-cam_s4",
+        "a-recam_s3",
+        "a-recam_s4",
+        "b-cam_s3",
+        "b-cam_s4",
+        "b-recam_s3",
+        "b-recam_s4",
+    ]
     entry = config["runs"]["b-recam_s4"]
     assert entry["method"] == "recam" and entry["cls"]["crop"] == 128
     assert (entry["cls"]["seed"], entry["irn"]["seed"], entry["seg"]["seed"]) == (4, 4, 4)
@@ -53,6 +68,7 @@ def test_expansion_reuses_the_base_run_and_checks_names() -> None:
 def test_stage_times_sum_shards_and_map_rules(tmp_path: Path) -> None:
     """calibrate_pseudo is IRN, calibrate is CAM; shards add up. Planted bug: matching rule prefixes in dict order
     (calibrate before calibrate_pseudo) fails."""
+
     def bench(rel: str, seconds: float) -> None:
         path = tmp_path / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,12 +113,41 @@ def test_read_run_stops_at_a_gate(tmp_path: Path) -> None:
 def test_table_mean_and_sample_std_over_seeds() -> None:
     """Mean ± sample std (n − 1) over the seeds that got there; a stopped seed is (k/n), not a zero. Planted bug:
     counting a stopped seed's missing DeepLab as 0 fails."""
-    rows = [RunResult("r_s0", "synth", "cam", 0, 0.8, cls_gate="passed", cam_gate="passed", seg_gate="passed",
-                      metrics={"cam": 40.0, "pseudo": 50.0, "deeplab": 60.0, "deeplab_crf": 61.0}),
-            RunResult("r_s1", "synth", "cam", 1, 0.9, cls_gate="passed", cam_gate="passed", seg_gate="passed",
-                      metrics={"cam": 44.0, "pseudo": 54.0, "deeplab": 66.0, "deeplab_crf": 67.0}),
-            RunResult("r_s2", "synth", "cam", 2, 0.7, cls_gate="passed", cam_gate="passed", seg_gate="stopped",
-                      metrics={"cam": 42.0, "pseudo": 52.0})]
+    rows = [
+        RunResult(
+            "r_s0",
+            "synth",
+            "cam",
+            0,
+            0.8,
+            cls_gate="passed",
+            cam_gate="passed",
+            seg_gate="passed",
+            metrics={"cam": 40.0, "pseudo": 50.0, "deeplab": 60.0, "deeplab_crf": 61.0},
+        ),
+        RunResult(
+            "r_s1",
+            "synth",
+            "cam",
+            1,
+            0.9,
+            cls_gate="passed",
+            cam_gate="passed",
+            seg_gate="passed",
+            metrics={"cam": 44.0, "pseudo": 54.0, "deeplab": 66.0, "deeplab_crf": 67.0},
+        ),
+        RunResult(
+            "r_s2",
+            "synth",
+            "cam",
+            2,
+            0.7,
+            cls_gate="passed",
+            cam_gate="passed",
+            seg_gate="stopped",
+            metrics={"cam": 42.0, "pseudo": 52.0},
+        ),
+    ]
     text = compare_table("t", rows, SPLITS)
     line = next(x for x in text.splitlines() if x.startswith("| synth | cam | 3 |"))
     cells = [c.strip() for c in line.split("|")[1:-1]]

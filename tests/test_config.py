@@ -11,7 +11,6 @@ import yaml
 from wsss.runtime.config import load_schema, validate_config
 from wsss.runtime.errors import InputError
 
-
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -51,25 +50,43 @@ def test_input_not_mutated(schema: dict) -> None:
         ({"runs": {"r": {"dataset": "imagenet"}}}, "runs.r.dataset: 'imagenet' is not a dataset"),
         ({"datasets": {"mine": {"root": "/x"}}}, "datasets.mine: 'kind' is a required property"),
         ({"datasets": {"mine": {"kind": "folder"}}}, "datasets.mine: 'root' is a required property"),
-        ({"datasets": {"mine": {"kind": "folder", "root": "/x", "seed": 1}}},
-         "datasets.mine: Additional properties are not allowed ('seed'"),
-        ({"datasets": {"mine": {"kind": "folder", "root": "/x", "val_fraction": 1}}},
-         "datasets.mine.val_fraction: 1 is greater than or equal to the maximum of 1"),
-        ({"datasets": {"c": {"kind": "coco", "subsets": {"train": {"images": "i"}}}}},
-         "datasets.c.subsets.train: 'annotations' is a required property"),
-        ({"runs": {"r": {"dataset": "synth", "cls": {"train_split": "test"}}}},
-         "runs.r.cls.train_split: 'test' is not a split of dataset 'synth'"),
-        ({"runs": {"r": {"dataset": "synth", "cls": {"crop": 48}}}},
-         "runs.r.cls.crop: 48 gives a 3x3 feature map at output stride 16, below the 4x4 level of hybrid pooling"),
-        ({"datasets": {"synth": {"classes": ["star_dots", "hexagon"]}}},
-         "datasets.synth.classes.1: 'hexagon' is not one of"),
-        ({"datasets": {"synth": {"classes": ["star_dots", "star_dots"]}}},
-         "datasets.synth.classes: ['star_dots', 'star_dots'] has non-unique elements"),
+        (
+            {"datasets": {"mine": {"kind": "folder", "root": "/x", "seed": 1}}},
+            "datasets.mine: Additional properties are not allowed ('seed'",
+        ),
+        (
+            {"datasets": {"mine": {"kind": "folder", "root": "/x", "val_fraction": 1}}},
+            "datasets.mine.val_fraction: 1 is greater than or equal to the maximum of 1",
+        ),
+        (
+            {"datasets": {"c": {"kind": "coco", "subsets": {"train": {"images": "i"}}}}},
+            "datasets.c.subsets.train: 'annotations' is a required property",
+        ),
+        (
+            {"runs": {"r": {"dataset": "synth", "cls": {"train_split": "test"}}}},
+            "runs.r.cls.train_split: 'test' is not a split of dataset 'synth'",
+        ),
+        (
+            {"runs": {"r": {"dataset": "synth", "cls": {"crop": 48}}}},
+            "runs.r.cls.crop: 48 gives a 3x3 feature map at output stride 16, below the 4x4 level of hybrid pooling",
+        ),
+        (
+            {"datasets": {"synth": {"classes": ["star_dots", "hexagon"]}}},
+            "datasets.synth.classes.1: 'hexagon' is not one of",
+        ),
+        (
+            {"datasets": {"synth": {"classes": ["star_dots", "star_dots"]}}},
+            "datasets.synth.classes: ['star_dots', 'star_dots'] has non-unique elements",
+        ),
         ({"datasets": {"synth": {"classes": []}}}, "datasets.synth.classes: []"),
-        ({"datasets": {"synth": {"classes": ["star_dots"], "num_classes": 3}}},
-         "datasets.synth.num_classes: 3 does not match datasets.synth.classes, which names 1"),
-        ({"datasets": {"synth": {"texture_scale": 8}}},
-         "datasets.synth.texture_scale: 8 is greater than the maximum of 4"),
+        (
+            {"datasets": {"synth": {"classes": ["star_dots"], "num_classes": 3}}},
+            "datasets.synth.num_classes: 3 does not match datasets.synth.classes, which names 1",
+        ),
+        (
+            {"datasets": {"synth": {"texture_scale": 8}}},
+            "datasets.synth.texture_scale: 8 is greater than the maximum of 4",
+        ),
         ({"datasets": {"synth": {"texture_scale": "x"}}}, "datasets.synth.texture_scale: 'x' is not of type 'number'"),
     ],
 )
@@ -89,8 +106,10 @@ def test_synth_variants_validate_and_reach_the_generator(schema: dict) -> None:
     from wsss.data.synth import parse_params
 
     names = ["star_dots", "ring_diagonal", "cross_solid", "crescent_hatch"]
-    raw = {"datasets": {"nonconvex": {"kind": "synth", "classes": names, "texture_scale": 1.5}},
-           "runs": {"r": {"dataset": "nonconvex"}}}
+    raw = {
+        "datasets": {"nonconvex": {"kind": "synth", "classes": names, "texture_scale": 1.5}},
+        "runs": {"r": {"dataset": "nonconvex"}},
+    }
     cfg = validate_config(raw, schema)
     entry = cfg["datasets"]["nonconvex"]
     assert (entry["num_classes"], entry["classes"], entry["texture_scale"]) == (4, names, 1.5)
@@ -100,13 +119,26 @@ def test_synth_variants_validate_and_reach_the_generator(schema: dict) -> None:
     assert "kind" not in params
     synth = parse_params(params)
     assert (synth.classes, synth.texture_scale, synth.num_classes) == (tuple(names), 1.5, 4)
-    same = validate_config({"datasets": {"synth": {"classes": names, "num_classes": 4}},
-                            "runs": {"r": {"dataset": "synth"}}}, schema)
+    same = validate_config(
+        {"datasets": {"synth": {"classes": names, "num_classes": 4}}, "runs": {"r": {"dataset": "synth"}}}, schema
+    )
     assert same["datasets"]["synth"]["num_classes"] == 4
     default = validate_config({"runs": {"r": {"dataset": "synth"}}}, schema)["datasets"]["synth"]
     assert (default["classes"], default["texture_scale"], default["num_classes"]) == (None, 1.0, 6)
-    unchanged = {k: v for k, v in default.items() if k not in ("kind", "classes", "texture_scale", "frequent_class",
-                                                             "frequent_fraction", "paired_classes", "shared_body")}
+    unchanged = {
+        k: v
+        for k, v in default.items()
+        if k
+        not in (
+            "kind",
+            "classes",
+            "texture_scale",
+            "frequent_class",
+            "frequent_fraction",
+            "paired_classes",
+            "shared_body",
+        )
+    }
     assert preparer_params(default) == unchanged  # the params of a synth dataset before the keys existed
     assert parse_params(preparer_params(default)) == parse_params({})
 
@@ -114,7 +146,10 @@ def test_synth_variants_validate_and_reach_the_generator(schema: dict) -> None:
 def test_run_overrides_merge_over_section_defaults(schema: dict) -> None:
     from wsss.runtime.config import run_config
 
-    raw = {"cls": {"lr": 0.05}, "runs": {"small": {"dataset": "synth", "cls": {"backbone": 18}}, "big": {"dataset": "voc"}}}
+    raw = {
+        "cls": {"lr": 0.05},
+        "runs": {"small": {"dataset": "synth", "cls": {"backbone": 18}}, "big": {"dataset": "voc"}},
+    }
     cfg = validate_config(raw, schema)
     small, big = run_config(cfg, "small"), run_config(cfg, "big")
     assert small["cls"]["backbone"] == 18 and big["cls"]["backbone"] == 101
@@ -132,11 +167,20 @@ def test_run_override_is_type_checked(schema: dict) -> None:
 
 def test_datasets_by_name_and_kind(schema: dict, tmp_path: Path) -> None:
     """Any name with a kind; the built-in names are their kind and always exist; folder defaults are filled."""
-    raw = {"datasets": {"shapes": {"kind": "folder", "root": str(tmp_path)}, "synth": {"seed": 3}},
-           "runs": {"a": {"dataset": "shapes"}, "b": {"dataset": "synth"}}}
+    raw = {
+        "datasets": {"shapes": {"kind": "folder", "root": str(tmp_path)}, "synth": {"seed": 3}},
+        "runs": {"a": {"dataset": "shapes"}, "b": {"dataset": "synth"}},
+    }
     cfg = validate_config(raw, schema)
-    expected = {"kind": "folder", "root": str(tmp_path), "images": "images", "labels": "labels.csv",
-                "masks": "masks", "classes": None, "val_fraction": 0.1}
+    expected = {
+        "kind": "folder",
+        "root": str(tmp_path),
+        "images": "images",
+        "labels": "labels.csv",
+        "masks": "masks",
+        "classes": None,
+        "val_fraction": 0.1,
+    }
     assert {k: cfg["datasets"]["shapes"][k] for k in expected} == expected
     assert cfg["datasets"]["synth"]["kind"] == "synth" and cfg["datasets"]["synth"]["seed"] == 3
     assert {cfg["datasets"][n]["kind"] for n in ("voc", "coco")} == {"voc", "coco"}
@@ -149,11 +193,24 @@ def test_training_splits_follow_the_dataset(schema: dict, tmp_path: Path) -> Non
 
     (tmp_path / "ImageSets" / "Segmentation").mkdir(parents=True)
     (tmp_path / "ImageSets" / "Segmentation" / "test.txt").write_text("a\n")
-    raw = {"datasets": {"shapes": {"kind": "folder", "root": str(tmp_path)},
-                        "c17": {"kind": "coco", "subsets": {"tr": {"images": "i", "annotations": "a.json"},
-                                                            "val": {"images": "j", "annotations": "b.json"}}}},
-           "runs": {"f": {"dataset": "shapes"}, "v": {"dataset": "voc"}, "c": {"dataset": "c17"},
-                    "t": {"dataset": "shapes", "seg": {"train_split": "test"}}}}
+    raw = {
+        "datasets": {
+            "shapes": {"kind": "folder", "root": str(tmp_path)},
+            "c17": {
+                "kind": "coco",
+                "subsets": {
+                    "tr": {"images": "i", "annotations": "a.json"},
+                    "val": {"images": "j", "annotations": "b.json"},
+                },
+            },
+        },
+        "runs": {
+            "f": {"dataset": "shapes"},
+            "v": {"dataset": "voc"},
+            "c": {"dataset": "c17"},
+            "t": {"dataset": "shapes", "seg": {"train_split": "test"}},
+        },
+    }
     cfg = validate_config(raw, schema)
     f, v, c, t = (run_config(cfg, r) for r in "fvct")
     assert [f[s]["train_split"] for s in ("cls", "irn", "seg")] == ["train"] * 3
@@ -195,8 +252,14 @@ def test_split_names_accept_dataset_ids(schema: dict) -> None:
     from wsss.data.dataset import _ID_RE
 
     names = ["train_aug", "val", "train-1.5", "_x", "2012"]
-    cfg = validate_config({"summary": {"cam_split": names[2]}, "cam": {"infer_splits": names,
-                           "eval": {n: n for n in names}}, "runs": {"r": {"dataset": "synth"}}}, schema)
+    cfg = validate_config(
+        {
+            "summary": {"cam_split": names[2]},
+            "cam": {"infer_splits": names, "eval": {n: n for n in names}},
+            "runs": {"r": {"dataset": "synth"}},
+        },
+        schema,
+    )
     assert cfg["cam"]["infer_splits"] == names
     pattern = re.compile(schema["properties"]["summary"]["properties"]["cam_split"]["pattern"])
     for probe in [*names, BAD_SPLIT, "", ".hidden", "a/b", "a b", "é"]:  # the dataset's id rule, same answers
@@ -230,9 +293,17 @@ def test_ir_label_thresholds_ordered_or_auto(schema: dict) -> None:
 
 def test_roots_apart_from_outputs_pass(schema: dict, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    validate_config({"datasets": {"mine": {"kind": "folder", "root": "data/mine"},
-                                  "voc": {"root": "resources/voc/VOCdevkit/VOC2012"}},
-                     "predict": {"new": "photos"}, "runs": {"r": {"dataset": "mine"}}}, schema)
+    validate_config(
+        {
+            "datasets": {
+                "mine": {"kind": "folder", "root": "data/mine"},
+                "voc": {"root": "resources/voc/VOCdevkit/VOC2012"},
+            },
+            "predict": {"new": "photos"},
+            "runs": {"r": {"dataset": "mine"}},
+        },
+        schema,
+    )
     with pytest.raises(InputError, match="predict.new: 'results/r/predict' overlaps the output folder 'results'"):
         validate_config({"predict": {"new": "results/r/predict"}, "runs": {"r": {"dataset": "synth"}}}, schema)
 
@@ -245,10 +316,15 @@ def test_folder_lists_named_like_builtin_splits_are_not_picked(schema: dict, tmp
     lists.mkdir(parents=True)
     for name in ("train", "val", "train_aug", ".hidden"):
         (lists / f"{name}.txt").write_text("a\n")
-    cfg = validate_config({"datasets": {"mine": {"kind": "folder", "root": "data"}},
-                           "runs": {"r": {"dataset": "mine"}, "aug": {"dataset": "mine",
-                                                                     "seg": {"train_split": "train_aug"}}}}, schema)
+    cfg = validate_config(
+        {
+            "datasets": {"mine": {"kind": "folder", "root": "data"}},
+            "runs": {"r": {"dataset": "mine"}, "aug": {"dataset": "mine", "seg": {"train_split": "train_aug"}}},
+        },
+        schema,
+    )
     from wsss.runtime.config import dataset_splits, run_config
+
     assert dataset_splits(cfg["datasets"]["mine"]) == ["train", "val", "train_aug"]
     r = run_config(cfg, "r")
     assert [r[s]["train_split"] for s in ("cls", "irn", "seg")] == ["train"] * 3 and r["cam"]["eval"] == {}
@@ -260,56 +336,84 @@ def test_folder_lists_named_like_builtin_splits_are_not_picked(schema: dict, tmp
 # folder, failed hours later at stage start, or crashed with a TypeError).
 BAD_CONFIG = {
     # 18: a dataset root equal to, inside or containing an output folder
-    "root is the output folder": ("datasets: {mine: {kind: folder, root: resources/mine}}\nruns: {r: {dataset: mine}}",
-                                  "datasets.mine.root: 'resources/mine' overlaps the output folder 'resources/mine'"),
-    "root inside the output folder": ("datasets: {mine: {kind: folder, root: resources/mine/raw}}\n"
-                                      "runs: {r: {dataset: mine}}",
-                                      "datasets.mine.root: 'resources/mine/raw' overlaps the output folder "
-                                      "'resources/mine'"),
-    "root containing the outputs": ("datasets: {mine: {kind: folder, root: .}}\nruns: {r: {dataset: mine}}",
-                                    "datasets.mine.root: '.' overlaps the output folder 'resources/coco'"),
-    "root inside results": ("datasets: {mine: {kind: folder, root: results/x}}\nruns: {r: {dataset: mine}}",
-                            "datasets.mine.root: 'results/x' overlaps the output folder 'results'"),
-    "coco root is another dataset's output": ("datasets: {mine: {kind: coco, root: resources/synth}}\n"
-                                              "runs: {r: {dataset: mine}}",
-                                              "datasets.mine.root: 'resources/synth' overlaps the output folder "
-                                              "'resources/synth'"),
-    "predict folder inside results": ("runs: {r: {dataset: synth}}\npredict: {new: results/r/predict}",
-                                      "predict.new: 'results/r/predict' overlaps the output folder 'results'"),
+    "root is the output folder": (
+        "datasets: {mine: {kind: folder, root: resources/mine}}\nruns: {r: {dataset: mine}}",
+        "datasets.mine.root: 'resources/mine' overlaps the output folder 'resources/mine'",
+    ),
+    "root inside the output folder": (
+        "datasets: {mine: {kind: folder, root: resources/mine/raw}}\nruns: {r: {dataset: mine}}",
+        "datasets.mine.root: 'resources/mine/raw' overlaps the output folder 'resources/mine'",
+    ),
+    "root containing the outputs": (
+        "datasets: {mine: {kind: folder, root: .}}\nruns: {r: {dataset: mine}}",
+        "datasets.mine.root: '.' overlaps the output folder 'resources/coco'",
+    ),
+    "root inside results": (
+        "datasets: {mine: {kind: folder, root: results/x}}\nruns: {r: {dataset: mine}}",
+        "datasets.mine.root: 'results/x' overlaps the output folder 'results'",
+    ),
+    "coco root is another dataset's output": (
+        "datasets: {mine: {kind: coco, root: resources/synth}}\nruns: {r: {dataset: mine}}",
+        "datasets.mine.root: 'resources/synth' overlaps the output folder 'resources/synth'",
+    ),
+    "predict folder inside results": (
+        "runs: {r: {dataset: synth}}\npredict: {new: results/r/predict}",
+        "predict.new: 'results/r/predict' overlaps the output folder 'results'",
+    ),
     # 18: cross-key constraints the stages checked at start
-    "scale_range order": ("runs: {r: {dataset: synth, irn: {scale_range: [1.5, 0.5]}}}",
-                          "runs.r.irn.scale_range: [1.5, 0.5] must be [low, high] with low <= high"),
-    "resize_long order": ("runs: {r: {dataset: synth, cls: {resize_long: [640, 320]}}}",
-                          "runs.r.cls.resize_long: [640, 320] must be [low, high] with low <= high"),
-    "batch vs accumulate": ("runs: {r: {dataset: synth, seg: {batch_size: 10, accumulate: 3}}}",
-                            "runs.r.seg.batch_size: 10 does not split into seg.accumulate 3 micro-batches; make "
-                            "batch_size a multiple of 3"),
-    "batch vs gpus": ("runs: {r: {dataset: synth, cls: {batch_size: 6, gpus: 4}}}",
-                      "runs.r.cls.batch_size: 6 does not split into cls.accumulate 1 micro-batches on each of 4 GPUs "
-                      "(cls.gpus)"),
-    "irn crop vs radius": ("runs: {r: {dataset: synth, irn: {crop: 16, radius: 10}}}",
-                           "runs.r.irn.crop: 16 is too small for irn.radius 10: crop/4 must exceed 2*(radius-1), so "
-                           "crop > 72"),
-    "epochs auto without holdout": ("runs: {r: {dataset: synth, cls: {epochs: auto, holdout_fraction: 0}}}",
-                                    "runs.r.cls.epochs: auto needs held-out images"),
-    "caffe style with imagenet weights": ("runs: {r: {dataset: synth, seg: {style: caffe, pretrained: imagenet}}}",
-                                          "runs.r.seg.style: 'caffe' expects converted Caffe weights"),
+    "scale_range order": (
+        "runs: {r: {dataset: synth, irn: {scale_range: [1.5, 0.5]}}}",
+        "runs.r.irn.scale_range: [1.5, 0.5] must be [low, high] with low <= high",
+    ),
+    "resize_long order": (
+        "runs: {r: {dataset: synth, cls: {resize_long: [640, 320]}}}",
+        "runs.r.cls.resize_long: [640, 320] must be [low, high] with low <= high",
+    ),
+    "batch vs accumulate": (
+        "runs: {r: {dataset: synth, seg: {batch_size: 10, accumulate: 3}}}",
+        "runs.r.seg.batch_size: 10 does not split into seg.accumulate 3 micro-batches; make batch_size a multiple of 3",
+    ),
+    "batch vs gpus": (
+        "runs: {r: {dataset: synth, cls: {batch_size: 6, gpus: 4}}}",
+        "runs.r.cls.batch_size: 6 does not split into cls.accumulate 1 micro-batches on each of 4 GPUs (cls.gpus)",
+    ),
+    "irn crop vs radius": (
+        "runs: {r: {dataset: synth, irn: {crop: 16, radius: 10}}}",
+        "runs.r.irn.crop: 16 is too small for irn.radius 10: crop/4 must exceed 2*(radius-1), so crop > 72",
+    ),
+    "epochs auto without holdout": (
+        "runs: {r: {dataset: synth, cls: {epochs: auto, holdout_fraction: 0}}}",
+        "runs.r.cls.epochs: auto needs held-out images",
+    ),
+    "caffe style with imagenet weights": (
+        "runs: {r: {dataset: synth, seg: {style: caffe, pretrained: imagenet}}}",
+        "runs.r.seg.style: 'caffe' expects converted Caffe weights",
+    ),
     # 18: names
-    "number as a dataset name": ("runs: {r: {dataset: synth}}\ndatasets: {2024: {kind: synth}}",
-                                 "datasets.2024: YAML reads this name as a int; names are strings: quote it "
-                                 "('2024':)"),
+    "number as a dataset name": (
+        "runs: {r: {dataset: synth}}\ndatasets: {2024: {kind: synth}}",
+        "datasets.2024: YAML reads this name as a int; names are strings: quote it ('2024':)",
+    ),
     "boolean as a run name": ("runs: {yes: {dataset: synth}}", "runs.True: YAML reads this name as a bool"),
     "run name ending in a newline": ('runs: {"r\\n": {dataset: synth}}', "runs: 'r\\n' does not match"),
-    "predict name ending in a newline": ('runs: {r: {dataset: synth}}\npredict: {"p\\n": photos}',
-                                         "predict: 'p\\n' does not match"),
-    "dataset name ending in a newline": ('runs: {r: {dataset: synth}}\ndatasets: {"d\\n": {kind: synth}}',
-                                         "datasets: 'd\\n' does not match"),
+    "predict name ending in a newline": (
+        'runs: {r: {dataset: synth}}\npredict: {"p\\n": photos}',
+        "predict: 'p\\n' does not match",
+    ),
+    "dataset name ending in a newline": (
+        'runs: {r: {dataset: synth}}\ndatasets: {"d\\n": {kind: synth}}',
+        "datasets: 'd\\n' does not match",
+    ),
     # earlier rows
-    "wrong type": ("runs: {r: {dataset: synth}}\ndatasets: {synth: {seed: x}}",
-                   "datasets.synth.seed: 'x' is not of type 'integer'"),
+    "wrong type": (
+        "runs: {r: {dataset: synth}}\ndatasets: {synth: {seed: x}}",
+        "datasets.synth.seed: 'x' is not of type 'integer'",
+    ),
     "unknown dataset": ("runs: {r: {dataset: nope}}", "runs.r.dataset: 'nope' is not a dataset"),
-    "conf thresholds order": ("runs: {r: {dataset: synth, irn: {conf_fg: 0.2, conf_bg: 0.3}}}",
-                              "runs.r.irn.conf_bg: 0.3 must be below irn.conf_fg 0.2"),
+    "conf thresholds order": (
+        "runs: {r: {dataset: synth, irn: {conf_fg: 0.2, conf_bg: 0.3}}}",
+        "runs.r.irn.conf_bg: 0.3 must be below irn.conf_fg 0.2",
+    ),
 }
 
 

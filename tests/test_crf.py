@@ -163,7 +163,8 @@ def test_crf_from_probs_wires_every_kernel_parameter() -> None:
         crf.addPairwiseBilateral(sxy=bi_xy, srgb=bi_rgb, rgbim=np.ascontiguousarray(image), compat=bi_w)
         return np.asarray(crf.inference(5), np.float32).reshape(3, 24, 36)
 
-    ours = crf_from_probs(image, probs, iters=5, pos_xy_std=pos_xy, pos_w=pos_w, bi_xy_std=bi_xy, bi_rgb_std=bi_rgb,
-                          bi_w=bi_w)
+    ours = crf_from_probs(
+        image, probs, iters=5, pos_xy_std=pos_xy, pos_w=pos_w, bi_xy_std=bi_xy, bi_rgb_std=bi_rgb, bi_w=bi_w
+    )
     np.testing.assert_allclose(ours, reference(bi_xy, bi_rgb), atol=1e-6)
     assert np.abs(reference(bi_rgb, bi_xy) - ours).max() > 1e-2  # the comparison tells the parameters apart

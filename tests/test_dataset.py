@@ -126,9 +126,17 @@ def test_non_utf8_labels_and_classes(tiny_voc: Path) -> None:
         path.write_bytes(good)
 
 
-@pytest.mark.parametrize("text, key", [("images: 5\n", "images"), ("masks: [a, b]\n", "masks"),
-                                       ("max_pixels: big\n", "max_pixels"), ("max_pixels: 0\n", "max_pixels"),
-                                       ("max_pixels: true\n", "max_pixels"), ("name: {a: 1}\n", "name")])
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("images: 5\n", "images"),
+        ("masks: [a, b]\n", "masks"),
+        ("max_pixels: big\n", "max_pixels"),
+        ("max_pixels: 0\n", "max_pixels"),
+        ("max_pixels: true\n", "max_pixels"),
+        ("name: {a: 1}\n", "name"),
+    ],
+)
 def test_dataset_yaml_wrong_types(tiny_voc: Path, text: str, key: str) -> None:
     (tiny_voc / "dataset.yaml").write_text(text)
     with pytest.raises(InputError) as err:

@@ -18,22 +18,49 @@ from wsss.data.synth import generate_dataset
 
 def _report(dataset: Path, split: str, out: Path) -> subprocess.CompletedProcess:
     out.mkdir(parents=True, exist_ok=True)
-    return subprocess.run([sys.executable, str(REPO / "stages" / "dataset_report.py"), "--params",
-                           json.dumps({"run": "r"}), "--dataset", str(dataset), "--split", split,
-                           *(a for k in ("json", "md", "png", "html") for a in (f"--{k}", str(out / f"report.{k}")))],
-                          capture_output=True, text=True, cwd=REPO, check=False)
+    return subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "stages" / "dataset_report.py"),
+            "--params",
+            json.dumps({"run": "r"}),
+            "--dataset",
+            str(dataset),
+            "--split",
+            split,
+            *(a for k in ("json", "md", "png", "html") for a in (f"--{k}", str(out / f"report.{k}"))),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
 
 
 def test_synthetic_dataset_report_warns_about_the_frequent_class(tmp_path: Path) -> None:
     """Planted bug caught: prevalence over the wrong axis (per image instead of per class) gives no warning."""
     root = tmp_path / "synth"
-    generate_dataset(root, {"image_size": 48, "num_classes": 3, "num_train_aug": 60, "num_train": 10, "num_val": 10,
-                            "max_objects": 2, "frequent_class": "circle_rings"}, progress=False)
+    generate_dataset(
+        root,
+        {
+            "image_size": 48,
+            "num_classes": 3,
+            "num_train_aug": 60,
+            "num_train": 10,
+            "num_val": 10,
+            "max_objects": 2,
+            "frequent_class": "circle_rings",
+        },
+        progress=False,
+    )
     proc = _report(root, "train_aug", tmp_path / "out")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "out/report.json").read_text())
-    assert summary["splits"] == {"train": {"images": 10, "masks": 10}, "train_aug": {"images": 60, "masks": 60},
-                                 "val": {"images": 10, "masks": 10}}
+    assert summary["splits"] == {
+        "train": {"images": 10, "masks": 10},
+        "train_aug": {"images": 60, "masks": 60},
+        "val": {"images": 10, "masks": 10},
+    }
     assert summary["image_sizes"] == {"48x48": 70} and summary["labels"]["images"] == 60
     assert summary["labels"]["prevalence"][0] > 0.9 and summary["warnings"][0].startswith("class 'circle_rings'")
     assert "WARNING class 'circle_rings' is present in" in proc.stderr

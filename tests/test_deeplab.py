@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsss.runtime.errors import InputError
-from wsss.models.deeplab import ASPP, MSC, build_deeplab, map_init_state
 from wsss.engine.train import build_optimizer
+from wsss.models.deeplab import ASPP, MSC, build_deeplab, map_init_state
+from wsss.runtime.errors import InputError
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +50,9 @@ def test_caffe_style_moves_the_stride_to_the_1x1_conv() -> None:
 def test_aspp_shapes_init_and_branch_sum() -> None:
     torch.manual_seed(0)
     aspp = ASPP(32, 5)
-    assert [(c.dilation, c.padding, c.kernel_size) for c in aspp.branches] == [((r, r), (r, r), (3, 3))
-                                                                                for r in (6, 12, 18, 24)]
+    assert [(c.dilation, c.padding, c.kernel_size) for c in aspp.branches] == [
+        ((r, r), (r, r), (3, 3)) for r in (6, 12, 18, 24)
+    ]
     assert all(c.bias is not None and torch.all(c.bias == 0) for c in aspp.branches)
     weights = torch.cat([c.weight.flatten() for c in aspp.branches])
     assert abs(weights.std().item() - 0.01) < 5e-4 and abs(weights.mean().item()) < 5e-4
@@ -120,8 +121,11 @@ def test_groups_really_train_at_their_rates() -> None:
     labels = torch.randint(0, 3, (1, 5, 5))
     outs = model(torch.randn(1, 3, 33, 33))
     F.cross_entropy(outs[0], labels).backward()
-    checks = [(model.base.aspp.branches[0].bias, 20 * lr, 0.0), (model.base.aspp.branches[1].weight, 10 * lr, 5e-4),
-              (model.base.backbone.layer4[0].conv1.weight, lr, 5e-4)]
+    checks = [
+        (model.base.aspp.branches[0].bias, 20 * lr, 0.0),
+        (model.base.aspp.branches[1].weight, 10 * lr, 5e-4),
+        (model.base.backbone.layer4[0].conv1.weight, lr, 5e-4),
+    ]
     before = [(p.detach().clone(), p.grad.clone()) for p, _, _ in checks]
     opt.step()
     for (p, rate, wd), (old, grad) in zip(checks, before):
@@ -197,23 +201,28 @@ def test_load_init_rejects_bad_checksum_unmapped_keys_and_missing_file(tmp_path:
 
 def test_whole_model_with_backbone_prefix_uses_only_the_backbone(tmp_path: Path) -> None:
     source = _torchvision_state(5)
-    state = {f"backbone.{k}": v for k, v in source.items()} | {"classifier.weight": torch.zeros(4, 512, 1, 1),
-                                                              "codebook": torch.zeros(8, 512)}
+    state = {f"backbone.{k}": v for k, v in source.items()} | {
+        "classifier.weight": torch.zeros(4, 512, 1, 1),
+        "codebook": torch.zeros(8, 512),
+    }
     path = tmp_path / "cls.pt"
     torch.save(state, path)
     model = build_deeplab(3, depth=18, weights=str(path))
     assert torch.equal(model.base.backbone.layer3[1].conv2.weight, source["layer3.1.conv2.weight"])
 
 
-@pytest.mark.parametrize("kazuto, torchvision", [
-    ("layer1.conv1.conv.weight", "conv1.weight"),
-    ("layer1.conv1.bn.running_var", "bn1.running_var"),
-    ("layer2.block1.reduce.conv.weight", "layer1.0.conv1.weight"),
-    ("layer2.block1.shortcut.bn.running_mean", "layer1.0.downsample.1.running_mean"),
-    ("layer3.block4.conv3x3.bn.bias", "layer2.3.bn2.bias"),
-    ("base.layer4.block23.increase.conv.weight", "layer3.22.conv3.weight"),
-    ("module.base.layer5.block1.proj.conv.weight", "layer4.0.downsample.0.weight"),
-])
+@pytest.mark.parametrize(
+    "kazuto, torchvision",
+    [
+        ("layer1.conv1.conv.weight", "conv1.weight"),
+        ("layer1.conv1.bn.running_var", "bn1.running_var"),
+        ("layer2.block1.reduce.conv.weight", "layer1.0.conv1.weight"),
+        ("layer2.block1.shortcut.bn.running_mean", "layer1.0.downsample.1.running_mean"),
+        ("layer3.block4.conv3x3.bn.bias", "layer2.3.bn2.bias"),
+        ("base.layer4.block23.increase.conv.weight", "layer3.22.conv3.weight"),
+        ("module.base.layer5.block1.proj.conv.weight", "layer4.0.downsample.0.weight"),
+    ],
+)
 def test_kazuto_names_map_to_torchvision(kazuto: str, torchvision: str) -> None:
     value = torch.zeros(1)
     assert map_init_state({kazuto: value, "fc.weight": value, "aspp.c0.bias": value}, "x") == {torchvision: value}
@@ -223,8 +232,14 @@ def test_kazuto_named_checkpoint_loads_completely(tmp_path: Path) -> None:
     """A ResNet-50 state dict renamed to kazuto1011's scheme (base. prefix) loads into every backbone tensor."""
     torch.manual_seed(2)
     ref = build_deeplab(3, depth=50, weights="none", style="caffe").base.backbone.state_dict()
-    names = {"conv1": "reduce", "bn1": "reduce", "conv2": "conv3x3", "bn2": "conv3x3", "conv3": "increase",
-             "bn3": "increase"}
+    names = {
+        "conv1": "reduce",
+        "bn1": "reduce",
+        "conv2": "conv3x3",
+        "bn2": "conv3x3",
+        "conv3": "increase",
+        "bn3": "increase",
+    }
     renamed = {}
     for key, value in ref.items():
         parts = key.split(".")

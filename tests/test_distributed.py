@@ -15,15 +15,15 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-
 from helpers import NoisyRegression, interrupt_at
 from test_accumulate import CLS, _Images, _linear, _mse
-from wsss.runtime import distributed
+
+from wsss.engine.train import Checkpoint, build_optimizer, fit, load_state_dict_file
+from wsss.models.deeplab import build_deeplab
 from wsss.pipeline.classify import ClassifierObjective, build_classifier
 from wsss.pipeline.classify import optimizer_groups as cls_groups
-from wsss.models.deeplab import build_deeplab
 from wsss.pipeline.segment import SegObjective
-from wsss.engine.train import Checkpoint, build_optimizer, fit, load_state_dict_file
+from wsss.runtime import distributed
 from wsss.runtime.stage_config import STAGES
 
 CPU = torch.device("cpu")
@@ -39,8 +39,13 @@ def _seg(norm: str):
 def _vwlm():
     torch.manual_seed(0)
     model = build_classifier(dict(CLS, norm="batch"), 2, "vwl_m")
-    return (model, ClassifierObjective(CPU, 5), _Images(8, size=64), cls_groups(model, 10.0),
-            {"batch_size": 4, "accumulate": 2, "find_unused_parameters": True})
+    return (
+        model,
+        ClassifierObjective(CPU, 5),
+        _Images(8, size=64),
+        cls_groups(model, 10.0),
+        {"batch_size": 4, "accumulate": 2, "find_unused_parameters": True},
+    )
 
 
 def _resume():
@@ -48,8 +53,12 @@ def _resume():
     return model, _mse, NoisyRegression(), [{"params": model.parameters()}], {"batch_size": 8, "max_steps": 6}
 
 
-SCENARIOS = {"seg_fixed": lambda: _seg("fixed"), "seg_batch": lambda: _seg("batch"), "vwlm_batch": _vwlm,
-             "resume": _resume}
+SCENARIOS = {
+    "seg_fixed": lambda: _seg("fixed"),
+    "seg_batch": lambda: _seg("batch"),
+    "vwlm_batch": _vwlm,
+    "resume": _resume,
+}
 # The single-process reference of seg_batch runs in float64: its loss jumps at step 1, where torch's float32
 # BatchNorm drifts by ~1e-3 from the exact numbers while the synchronised one stays within ~1e-6 of them.
 REFERENCE_DTYPE = {"seg_batch": torch.float64}
@@ -67,14 +76,27 @@ def _train(name: str, out: Path, fail_at: int | None = None, dtype: torch.dtype 
     opt = build_optimizer(groups, "sgd", 1e-3, 1e-4, 0.9)
     objective = interrupt_at(objective, fail_at)
     kw = {"max_steps": 2, "accumulate": 1, "find_unused_parameters": False, **kw}
-    fit(model, dataset, objective, opt, seed=3, checkpoint=out / "ckpt.pt", checkpoint_every=2,
-        final_weights=out / "model.pt", log_csv=out / "log.csv", device=CPU, fingerprint="f", **kw)
+    fit(
+        model,
+        dataset,
+        objective,
+        opt,
+        seed=3,
+        checkpoint=out / "ckpt.pt",
+        checkpoint_every=2,
+        final_weights=out / "model.pt",
+        log_csv=out / "log.csv",
+        device=CPU,
+        fingerprint="f",
+        **kw,
+    )
     return model
 
 
 def _worker(rank: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
     with distributed.session(CPU) as env:
         assert (env.rank, env.world_size) == (rank, 2) and distributed.rank_world() == (rank, 2)
@@ -117,8 +139,9 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
         _assert_close_states(rank0, model.state_dict(), SCENARIO_TOL.get(name, 1e-4))
         ddp_rows, single_rows = _log_rows(ddp / name / "log.csv"), _log_rows(single / name / "log.csv")
         assert len(ddp_rows) == len(single_rows) == (6 if name == "resume" else 2)
-        torch.testing.assert_close(torch.tensor(ddp_rows), torch.tensor(single_rows),
-                                   rtol=SCENARIO_TOL.get(name, 1e-4), atol=1e-6)
+        torch.testing.assert_close(
+            torch.tensor(ddp_rows), torch.tensor(single_rows), rtol=SCENARIO_TOL.get(name, 1e-4), atol=1e-6
+        )
     vwlm = torch.load(ddp / "vwlm_batch" / "rank0.pt", weights_only=True)
     assert int(vwlm["bank_updates"]) == 2  # re-initialised at step 0, updated at step 1
     assert any("num_batches_tracked" in k and int(v) == 4 for k, v in vwlm.items())  # 2 steps × 2 micro-batches
@@ -151,14 +174,33 @@ def test_train_seg_stage_under_torchrun(tiny_voc: Path, tmp_path: Path) -> None:
     params = json.dumps(STAGES["train_seg"].pick(dict(SEG, iterations=2, crop=24, scales=[1.0])))
     args = ["--params", params, "--dataset", str(tiny_voc), "--split", "train", "--device", "cpu"]
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          str(REPO / "stages" / "train_seg.py"), *args, "--out-dir", str(tmp_path / "two")], env=env,
-                         capture_output=True, text=True, timeout=300)
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(REPO / "stages" / "train_seg.py"),
+            *args,
+            "--out-dir",
+            str(tmp_path / "two"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     assert "process group: 2 processes (gloo)" in two.stderr and two.stderr.count("done in") == 1  # rank 0 logs
     _stage("train_seg", *args, "--out-dir", str(tmp_path / "one"))
-    _assert_close_states(load_state_dict_file(tmp_path / "two" / "model.pt"),
-                         load_state_dict_file(tmp_path / "one" / "model.pt"), 1e-5)
-    torch.testing.assert_close(torch.tensor(_log_rows(tmp_path / "two" / "train_log.csv")),
-                               torch.tensor(_log_rows(tmp_path / "one" / "train_log.csv")), rtol=1e-5, atol=1e-7)
+    _assert_close_states(
+        load_state_dict_file(tmp_path / "two" / "model.pt"), load_state_dict_file(tmp_path / "one" / "model.pt"), 1e-5
+    )
+    torch.testing.assert_close(
+        torch.tensor(_log_rows(tmp_path / "two" / "train_log.csv")),
+        torch.tensor(_log_rows(tmp_path / "one" / "train_log.csv")),
+        rtol=1e-5,
+        atol=1e-7,
+    )
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["model.pt", "train_log.csv"]

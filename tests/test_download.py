@@ -76,7 +76,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
     hits: dict[str, int]
 
-    def do_GET(self):  # noqa: N802 (http.server API)
+    def do_GET(self):
         self.hits[self.path] = self.hits.get(self.path, 0) + 1
         if self.path.startswith("/truncated/"):
             data = (Path(self.directory) / self.path.split("/", 2)[2]).read_bytes()
@@ -99,7 +99,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 def served(tmp_path_factory):
     """A server on 127.0.0.1 (free port) over a folder holding the tiny archives; yields (base_url, dir, hits)."""
     root = tmp_path_factory.mktemp("served")
-    voc_tar, aug_zip = build_archives(tmp_path_factory.mktemp("src"), root)
+    voc_tar, aug_zip = build_archives(tmp_path_factory.mktemp("src"), root)  # noqa: RUF059
     hits: dict[str, int] = {}
     handler = functools.partial(type("H", (_Handler,), {"hits": hits}), directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -113,8 +113,12 @@ def served(tmp_path_factory):
 
 
 def _params(base: str, root: Path, **over) -> dict:
-    params = {"voc_url": f"{base}/VOCtrainval_tiny.tar", "voc_md5": md5sum(root / "VOCtrainval_tiny.tar"),
-              "aug_url": f"{base}/SegmentationClassAug.zip?dl=1", "aug_md5": md5sum(root / "SegmentationClassAug.zip")}
+    params = {
+        "voc_url": f"{base}/VOCtrainval_tiny.tar",
+        "voc_md5": md5sum(root / "VOCtrainval_tiny.tar"),
+        "aug_url": f"{base}/SegmentationClassAug.zip?dl=1",
+        "aug_md5": md5sum(root / "SegmentationClassAug.zip"),
+    }
     params.update(over)
     return params
 
@@ -218,12 +222,15 @@ def _tar_with(path: Path, name: str, data: bytes = b"x", **attrs) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name, attrs", [
-    ("../evil", {}),
-    ("good/../../evil", {}),
-    ("/tmp/evil_abs_wsss_test", {}),
-    ("good/link", {"type": tarfile.SYMTYPE, "linkname": "../../evil"}),
-])
+@pytest.mark.parametrize(
+    "name, attrs",
+    [
+        ("../evil", {}),
+        ("good/../../evil", {}),
+        ("/tmp/evil_abs_wsss_test", {}),
+        ("good/link", {"type": tarfile.SYMTYPE, "linkname": "../../evil"}),
+    ],
+)
 def test_tar_traversal_rejected(tmp_path, name, attrs):
     archive = _tar_with(tmp_path / "evil.tar", name, **attrs)
     dest = tmp_path / "work" / "out"
@@ -277,10 +284,17 @@ class _ArchiveMaker:
     links, files)."""
 
     def __init__(self, path: Path) -> None:
-        self.tar = tarfile.open(path, "w")
+        self.tar = tarfile.open(path, "w")  # noqa: SIM115
 
-    def add(self, name: str, *, symlink_to: str | None = None, hardlink_to: str | None = None,
-            content: str | None = None, directory: bool = False) -> None:
+    def add(
+        self,
+        name: str,
+        *,
+        symlink_to: str | None = None,
+        hardlink_to: str | None = None,
+        content: str | None = None,
+        directory: bool = False,
+    ) -> None:
         info = tarfile.TarInfo(name)
         data = None
         if directory:
@@ -337,11 +351,14 @@ def test_tar_realpath_limit_attack_rejected(tmp_path):
         assert sorted(p.name for p in work.iterdir()) == ["flag"]  # no newfile, no temp folder, no out
 
 
-@pytest.mark.parametrize("name, attrs", [
-    ("good/inside_link", {"type": tarfile.SYMTYPE, "linkname": "file.txt"}),
-    ("good/hard", {"type": tarfile.LNKTYPE, "linkname": "good/file.txt"}),
-    ("good/hard_out", {"type": tarfile.LNKTYPE, "linkname": "../outside"}),
-])
+@pytest.mark.parametrize(
+    "name, attrs",
+    [
+        ("good/inside_link", {"type": tarfile.SYMTYPE, "linkname": "file.txt"}),
+        ("good/hard", {"type": tarfile.LNKTYPE, "linkname": "good/file.txt"}),
+        ("good/hard_out", {"type": tarfile.LNKTYPE, "linkname": "../outside"}),
+    ],
+)
 def test_tar_links_rejected_outright(tmp_path, name, attrs):
     """Even links that stay inside the destination (data_filter accepts them) are refused: a dataset archive
     has none, and refusing them removes the whole family of link-based escapes."""
@@ -365,6 +382,7 @@ def test_tar_path_through_existing_symlink_rejected(tmp_path, monkeypatch):
     """The realpath check is a line of its own: with the link and filter checks out of the way (as if bypassed),
     a member whose folder is a symlink leading out is still refused before it is written."""
     import wsss.data.download as dl
+
     monkeypatch.setattr(dl.tarfile, "data_filter", lambda member, path: member)
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -393,12 +411,12 @@ def _patch_zip(path: Path, member: str, *, method: int | None = None, flags: int
         start = 0
         while (at := data.find(signature, start)) >= 0:
             start = at + 4
-            if data[at + name_at:at + name_at + len(member)] != member.encode():
+            if data[at + name_at : at + name_at + len(member)] != member.encode():
                 continue
             if flags is not None:
-                data[at + flag_at:at + flag_at + 2] = flags.to_bytes(2, "little")
+                data[at + flag_at : at + flag_at + 2] = flags.to_bytes(2, "little")
             if method is not None:
-                data[at + flag_at + 2:at + flag_at + 4] = method.to_bytes(2, "little")
+                data[at + flag_at + 2 : at + flag_at + 4] = method.to_bytes(2, "little")
     path.write_bytes(bytes(data))
 
 
@@ -441,9 +459,16 @@ def _write_sbd_release(path: Path, work: Path, ids: list[str]) -> Path:
     cls = work / "benchmark_RELEASE" / "dataset" / "cls"
     cls.mkdir(parents=True)
     for image_id in ids:
-        savemat(cls / f"{image_id}.mat", {"GTcls": {"Segmentation": _sbd_mask(image_id),
-                                                    "Boundaries": np.zeros((1, 20), dtype=object),
-                                                    "CategoriesPresent": np.array([1])}})
+        savemat(
+            cls / f"{image_id}.mat",
+            {
+                "GTcls": {
+                    "Segmentation": _sbd_mask(image_id),
+                    "Boundaries": np.zeros((1, 20), dtype=object),
+                    "CategoriesPresent": np.array([1]),
+                }
+            },
+        )
     (work / "benchmark_RELEASE" / "dataset" / "train.txt").write_text("\n".join(ids) + "\n")
     with tarfile.open(path, "w:gz") as tar:
         tar.add(work / "benchmark_RELEASE", arcname="benchmark_RELEASE")
@@ -462,8 +487,13 @@ def test_sbd_release_converted_to_aug_masks(served, tmp_path):
         tar.add(tmp_path / "voc_seg.png", arcname="VOCdevkit/VOC2012/SegmentationClass/2007_000033.png")
     (root / "VOCseg.tar").write_bytes(voc_tar.read_bytes())
     _write_sbd_release(root / "benchmark.tgz", tmp_path / "sbd", sorted(IDS))
-    params = {"voc_url": f"{base}/VOCseg.tar", "voc_md5": md5sum(root / "VOCseg.tar"),
-              "aug_url": f"{base}/benchmark.tgz", "aug_md5": md5sum(root / "benchmark.tgz"), "max_pixels": 1000}
+    params = {
+        "voc_url": f"{base}/VOCseg.tar",
+        "voc_md5": md5sum(root / "VOCseg.tar"),
+        "aug_url": f"{base}/benchmark.tgz",
+        "aug_md5": md5sum(root / "benchmark.tgz"),
+        "max_pixels": 1000,
+    }
     out = tmp_path / "voc"
     prepare_voc(out, params, make_lists(tmp_path / "lists"))
     ds = VOCLayoutDataset(out)
@@ -544,18 +574,29 @@ def _zip_members(path: Path, *names: str) -> Path:
 # The archive surface's bad inputs, one row each: (build the archive under tmp_path, subdir, the one-line problem).
 # Issue 18 added the file/folder clash rows (NotADirectoryError traceback on the old code).
 BAD_ARCHIVES = {
-    "tar file and folder of one name": (lambda t: _tar_members(t / "a.tar", ("a", b"1"), ("a/b", b"2")), None,
-                                        "archive members 'a' (a file) and 'a/b' clash"),
-    "tar clash inside subdir": (lambda t: _tar_members(t / "a.tar", ("s/x", b"1"), ("s/x/", None), ("s/x/y", b"2")),
-                                "s", "archive members 'x' (a file) and 'x' (a folder) clash"),
-    "zip file and folder of one name": (lambda t: _zip_members(t / "a.zip", "a", "a/b"), None,
-                                        "archive members 'a' (a file) and 'a/b' clash"),
+    "tar file and folder of one name": (
+        lambda t: _tar_members(t / "a.tar", ("a", b"1"), ("a/b", b"2")),
+        None,
+        "archive members 'a' (a file) and 'a/b' clash",
+    ),
+    "tar clash inside subdir": (
+        lambda t: _tar_members(t / "a.tar", ("s/x", b"1"), ("s/x/", None), ("s/x/y", b"2")),
+        "s",
+        "archive members 'x' (a file) and 'x' (a folder) clash",
+    ),
+    "zip file and folder of one name": (
+        lambda t: _zip_members(t / "a.zip", "a", "a/b"),
+        None,
+        "archive members 'a' (a file) and 'a/b' clash",
+    ),
     "tar member outside": (lambda t: _tar_members(t / "a.tar", ("../evil", b"1")), None, "unsafe archive member"),
     "zip member outside": (lambda t: _zip_members(t / "a.zip", "s/../../evil"), "s", "unsafe archive member"),
-    "tar link": (lambda t: _tar_with(t / "a.tar", "good/l", type=tarfile.SYMTYPE, linkname="x"), None,
-                 "is a symbolic link"),
-    "corrupt": (lambda t: _written(t / "a.tar", b"not an archive at all" * 40), None,
-                "corrupt or unreadable archive"),
+    "tar link": (
+        lambda t: _tar_with(t / "a.tar", "good/l", type=tarfile.SYMTYPE, linkname="x"),
+        None,
+        "is a symbolic link",
+    ),
+    "corrupt": (lambda t: _written(t / "a.tar", b"not an archive at all" * 40), None, "corrupt or unreadable archive"),
     "no such subdir": (lambda t: _tar_members(t / "a.tar", ("x/y", b"1")), "s", "archive has no folder 's'"),
 }
 

@@ -21,8 +21,13 @@ from wsss.pipeline.segment import build_segmenter, image_logits, labels_from_log
 SIZES = [(37, 53), (64, 64), (29, 90), (8, 11)]
 CASES = {
     # ResNet-18, torchvision normalisation, two test scales and the flip (the scripted loops, both MSC scales)
-    "torchvision": {"backbone": 18, "style": "torchvision", "msc_scales": [0.5, 0.75], "test_scales": [1.0, 0.75],
-                    "test_flip": True},
+    "torchvision": {
+        "backbone": 18,
+        "style": "torchvision",
+        "msc_scales": [0.5, 0.75],
+        "test_scales": [1.0, 0.75],
+        "test_flip": True,
+    },
     # ResNet-50 in Caffe style (BGR minus the mean, ceil-mode pool, stride in the 1x1), no MSC scales
     "caffe": {"backbone": 50, "style": "caffe", "msc_scales": [], "test_scales": [1.0], "test_flip": False},
 }
@@ -73,12 +78,17 @@ def test_model_ts_loads_without_wsss_and_matches_eager(tmp_path: Path, name: str
     images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in SIZES]
     torch.save([torch.from_numpy(im).permute(2, 0, 1).contiguous() for im in images], tmp_path / "images.pt")
     site = str(Path(torch.__file__).resolve().parents[1])
-    script = LOADER.replace("SITE", repr(site)).replace("TS", repr(str(ts))).replace(
-        "IMAGES", repr(str(tmp_path / "images.pt"))).replace("OUT", repr(str(tmp_path / "out.pt"))).replace(
-        "NUM_CLASSES", str(len(classes)))
+    script = (
+        LOADER.replace("SITE", repr(site))
+        .replace("TS", repr(str(ts)))
+        .replace("IMAGES", repr(str(tmp_path / "images.pt")))
+        .replace("OUT", repr(str(tmp_path / "out.pt")))
+        .replace("NUM_CLASSES", str(len(classes)))
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")}
-    proc = subprocess.run([sys.executable, "-S", "-c", script], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-S", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = torch.load(tmp_path / "out.pt")
     assert result["batch_equal"]
@@ -123,18 +133,19 @@ def test_readme_snippet_loads_model_ts_without_wsss(tmp_path: Path) -> None:
     code = "\n".join(line[2:] for line in block.strip("\n").splitlines())
     assert len(code.splitlines()) <= 5
     params = CASES["torchvision"]
-    export_model(_model(params), params, ["background", "a", "b", "c"], tmp_path / "model.ts",
-                 tmp_path / "model.json")
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (30, 44, 3), dtype=np.uint8)).save(
-        tmp_path / "photo.jpg")
+    export_model(_model(params), params, ["background", "a", "b", "c"], tmp_path / "model.ts", tmp_path / "model.json")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (30, 44, 3), dtype=np.uint8)).save(tmp_path / "photo.jpg")
     site = str(Path(torch.__file__).resolve().parents[1])
-    script = (f"import sys\nsys.path[:] = [p for p in sys.path if p and '-packages' not in p] + [{site!r}]\n"
-              f"{code}\nassert tuple(ids.shape) == (30, 44) and 0 <= int(ids.min()) and int(ids.max()) < 4\n"
-              "assert meta['classes'][0] == 'background'\n"
-              "try:\n    import wsss\nexcept ImportError:\n    pass\nelse:\n    raise SystemExit('wsss importable')\n")
+    script = (
+        f"import sys\nsys.path[:] = [p for p in sys.path if p and '-packages' not in p] + [{site!r}]\n"
+        f"{code}\nassert tuple(ids.shape) == (30, 44) and 0 <= int(ids.min()) and int(ids.max()) < 4\n"
+        "assert meta['classes'][0] == 'background'\n"
+        "try:\n    import wsss\nexcept ImportError:\n    pass\nelse:\n    raise SystemExit('wsss importable')\n"
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")}
-    proc = subprocess.run([sys.executable, "-S", "-c", script], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-S", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
@@ -143,7 +154,8 @@ def test_readme_snippet_loads_model_ts_without_wsss(tmp_path: Path) -> None:
 DEPLOY_SIZES = [(1, 1), (2, 3), (7, 5), (38, 53), (29, 90), (97, 71)]
 
 PT2_LOADER = LOADER.replace("model = torch.jit.load(TS)", "model = torch.export.load(TS).module()").replace(
-    "images = torch.load(IMAGES)", "images = [x.float() for x in torch.load(IMAGES)]")  # float32 input only
+    "images = torch.load(IMAGES)", "images = [x.float() for x in torch.load(IMAGES)]"
+)  # float32 input only
 
 ONNX_LOADER = r"""
 import sys
@@ -176,11 +188,17 @@ def _run_loader(template: str, tmp_path: Path, model_file: Path, images: Path, n
     out = tmp_path / f"out_{model_file.suffix[1:]}{'.npz' if 'onnxruntime' in template else '.pt'}"
     site = str(Path(torch.__file__).resolve().parents[1])
     assert str(Path(onnxruntime.__file__).resolve().parents[1]) == site
-    script = template.replace("SITE", repr(site)).replace("TS", repr(str(model_file))).replace(
-        "IMAGES", repr(str(images))).replace("OUT", repr(str(out))).replace("NUM_CLASSES", str(num_classes))
+    script = (
+        template.replace("SITE", repr(site))
+        .replace("TS", repr(str(model_file)))
+        .replace("IMAGES", repr(str(images)))
+        .replace("OUT", repr(str(out)))
+        .replace("NUM_CLASSES", str(num_classes))
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")}
-    proc = subprocess.run([sys.executable, "-S", "-c", script], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-S", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 
@@ -233,15 +251,18 @@ def test_readme_onnx_snippet_runs_with_onnxruntime_only(tmp_path: Path) -> None:
     Image.fromarray(rgb).save(tmp_path / "photo.png")
     code = code.replace("photo.jpg", "photo.png")  # lossless, so that the eager model sees the same pixels
     site = str(Path(torch.__file__).resolve().parents[1])
-    script = (f"import sys\nsys.path[:] = [p for p in sys.path if p and '-packages' not in p] + [{site!r}]\n"
-              "sys.modules['torch'] = None  # a Python without torch\n"
-              "for name in ('wsss', 'torch'):\n    try:\n        __import__(name)\n    except ImportError:\n"
-              "        pass\n    else:\n        raise SystemExit(name + ' importable')\n"
-              f"{code}\nassert meta['classes'][0] == 'background' and meta['files']['model.onnx']['opset'] >= 18\n"
-              "np.save('ids.npy', ids)\n")
+    script = (
+        f"import sys\nsys.path[:] = [p for p in sys.path if p and '-packages' not in p] + [{site!r}]\n"
+        "sys.modules['torch'] = None  # a Python without torch\n"
+        "for name in ('wsss', 'torch'):\n    try:\n        __import__(name)\n    except ImportError:\n"
+        "        pass\n    else:\n        raise SystemExit(name + ' importable')\n"
+        f"{code}\nassert meta['classes'][0] == 'background' and meta['files']['model.onnx']['opset'] >= 18\n"
+        "np.save('ids.npy', ids)\n"
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")}
-    proc = subprocess.run([sys.executable, "-S", "-c", script], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-S", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     ids = np.load(tmp_path / "ids.npy")
     eager = labels_from_logits(image_logits(model, rgb, params), rgb.shape[:2])

@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from helpers import REPO, TINY_CLS
+
 from wsss.artifacts.cam import load_cam
-from wsss.pipeline.classify import build_classifier
-from wsss.runtime.config import load_schema, run_config, validate_config
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.transforms import normalize, to_chw
-from wsss.runtime.io import write_label_png
 from wsss.ops.cam import upsample_cam
+from wsss.pipeline.classify import build_classifier
+from wsss.runtime.config import load_schema, run_config, validate_config
+from wsss.runtime.io import write_label_png
 from wsss.runtime.stage_config import TrainIrn
 
 
@@ -34,13 +34,41 @@ def _sections(**overrides) -> dict:
 
 
 def _infer(tiny_voc: Path, tmp: Path, model: Path, cls: dict, high_res: str) -> Path:
-    cam = {"scales": [1.0, 2.0], "fusion": "max", "batch_scales": True, "batch_pixels": 16_000_000,
-           "high_res": high_res}
+    cam = {
+        "scales": [1.0, 2.0],
+        "fusion": "max",
+        "batch_scales": True,
+        "batch_pixels": 16_000_000,
+        "high_res": high_res,
+    }
     out = tmp / f"cams_{high_res}"
-    proc = subprocess.run([sys.executable, str(REPO / "stages/infer_cam.py"), "--params",
-                           json.dumps({"cls": cls, "cam": cam}), "--dataset", str(tiny_voc), "--split", "train",
-                           "--shard", "0", "--shards", "1", "--method", "vwl_l", "--model", str(model), "--device",
-                           "cpu", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "stages/infer_cam.py"),
+            "--params",
+            json.dumps({"cls": cls, "cam": cam}),
+            "--dataset",
+            str(tiny_voc),
+            "--split",
+            "train",
+            "--shard",
+            "0",
+            "--shards",
+            "1",
+            "--method",
+            "vwl_l",
+            "--model",
+            str(model),
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return out
 
@@ -63,8 +91,17 @@ def test_per_scale_high_res_is_the_reference_sum_of_upsampled_scales(tiny_voc: P
         total = torch.zeros(len(keys), h, w)
         with torch.no_grad():
             for s in (1.0, 2.0):
-                x = F.interpolate(image[None], size=(round(h * s), round(w * s)), mode="bicubic",
-                                  align_corners=False, antialias=True) if s != 1.0 else image[None]
+                x = (
+                    F.interpolate(
+                        image[None],
+                        size=(round(h * s), round(w * s)),
+                        mode="bicubic",
+                        align_corners=False,
+                        antialias=True,
+                    )
+                    if s != 1.0
+                    else image[None]
+                )
                 out = model.forward_cam(torch.cat([x, x.flip(-1)]))[:, keys]
                 fused = torch.maximum(out[0], out[1].flip(-1))
                 total += F.interpolate(fused[None], size=(h, w), mode="bilinear", align_corners=False)[0]
@@ -89,8 +126,11 @@ def test_training_stages_pass_their_amp_key_to_fit(tiny_voc: Path, tmp_path: Pat
     """train_cls and train_irn train under bfloat16 autocast only when cls.amp / irn.amp say so (fit decides the
     CUDA part); train_seg already passes seg.amp."""
     seen = {}
-    sections = _sections(cls={**TINY_CLS, "amp": amp}, irn={"backbone": 18, "pretrained": "none", "crop": 32,
-                                                            "radius": 3, "batch_size": 2, "amp": amp})
+    sections = _sections(
+        cls={**TINY_CLS, "amp": amp},
+        irn={"backbone": 18, "pretrained": "none", "crop": 32, "radius": 3, "batch_size": 2, "amp": amp},
+    )
+
     class Stop(Exception):
         """Raised by the stand-in ``fit``: the stage's work after training is not this test's business."""
 
@@ -104,14 +144,32 @@ def test_training_stages_pass_their_amp_key_to_fit(tiny_voc: Path, tmp_path: Pat
     cls_stage = _stage_module("train_cls")
     monkeypatch.setattr(cls_stage, "fit", fake_fit("cls"))
     with pytest.raises(Stop):
-        cls_stage.main(SimpleNamespace(dataset=str(tiny_voc), split="train", method="vwl_l", device="cpu",
-                                       weights_cache=None, out_dir=str(tmp_path / "cls")), sections["cls"])
+        cls_stage.main(
+            SimpleNamespace(
+                dataset=str(tiny_voc),
+                split="train",
+                method="vwl_l",
+                device="cpu",
+                weights_cache=None,
+                out_dir=str(tmp_path / "cls"),
+            ),
+            sections["cls"],
+        )
     for image_id in ("a_1", "b_2"):
         write_label_png(tmp_path / "ir" / f"{image_id}.png", np.zeros((12, 16), np.uint8))
     irn_stage = _stage_module("train_irn")
     monkeypatch.setattr(irn_stage, "fit", fake_fit("irn"))
     with pytest.raises(Stop):
-        irn_stage.main(SimpleNamespace(dataset=str(tiny_voc), split="train", labels=[str(tmp_path / "ir")],
-                                       cls_model=None, device="cpu", weights_cache=None,
-                                       out_dir=str(tmp_path / "irn")), TrainIrn.pick({"irn": sections["irn"], "cls": {"backbone": 18}}))
+        irn_stage.main(
+            SimpleNamespace(
+                dataset=str(tiny_voc),
+                split="train",
+                labels=[str(tmp_path / "ir")],
+                cls_model=None,
+                device="cpu",
+                weights_cache=None,
+                out_dir=str(tmp_path / "irn"),
+            ),
+            TrainIrn.pick({"irn": sections["irn"], "cls": {"backbone": 18}}),
+        )
     assert seen == {"cls": amp, "irn": amp}

@@ -33,10 +33,17 @@ def _image(path: Path, size: tuple[int, int], mode: str = "RGB", seed: int = 0) 
 
 def make_folder(root: Path) -> dict:
     """Five images of several sizes and formats, a CSV naming them by file name or stem, masks for two."""
-    images = {"a": ("a.jpg", (40, 60), "RGB"), "b": ("b.png", (33, 50), "L"), "c": ("c.PNG", (48, 48), "RGBA"),
-              "d": ("d.jpeg", (30, 70), "RGB"), "e": ("e.png", (52, 41), "P")}
-    decoded = {stem: _image(root / "images" / name, size, mode, seed=k)
-               for k, (stem, (name, size, mode)) in enumerate(images.items())}
+    images = {
+        "a": ("a.jpg", (40, 60), "RGB"),
+        "b": ("b.png", (33, 50), "L"),
+        "c": ("c.PNG", (48, 48), "RGBA"),
+        "d": ("d.jpeg", (30, 70), "RGB"),
+        "e": ("e.png", (52, 41), "P"),
+    }
+    decoded = {
+        stem: _image(root / "images" / name, size, mode, seed=k)
+        for k, (stem, (name, size, mode)) in enumerate(images.items())
+    }
     (root / "labels.csv").write_text("image,labels\na.jpg,cat\nb,dog;cat\nc.PNG,dog\nd,cat dog\ne.png,cat\n")
     mask = np.zeros((40, 60), np.uint8)
     mask[5:20, 5:30] = 1
@@ -102,48 +109,96 @@ def test_split_lists_win_over_val_fraction(tmp_path: Path) -> None:
 
 
 BAD_CASES = {
-    "row names a missing image": (lambda r: (r / "labels.csv").write_text(
-        "image,labels\na,cat\nb,dog\nc,dog\nd,cat\ne,cat\nzz.jpg,cat\n"), "labels.csv:7", "no image 'zz.jpg'"),
-    "image with no labels": (lambda r: (r / "labels.csv").write_text(
-        "image,labels\na,cat\nb,dog\nc,dog\nd,cat\n"), "e.png", "image 'e' has no labels"),
-    "empty label cell": (lambda r: (r / "labels.csv").write_text(
-        "image,labels\na,cat\nb,\nc,dog\nd,cat\ne,cat\n"), "labels.csv:3", "image 'b' has no labels"),
-    "label not in classes": (lambda r: (r / "labels.csv").write_text(
-        "image,labels\na,cat\nb,dog\nc,dog\nd,cow\ne,cat\n"), "labels.csv", "labels ['cow'] not in classes"),
-    "duplicate rows": (lambda r: (r / "labels.csv").write_text(
-        "image,labels\na,cat\nb,dog\nc,dog\nd,cat\ne,cat\na.jpg,dog\n"), "labels.csv:7", "duplicate row for image 'a'"),
-    "unreadable image": (lambda r: (r / "images" / "d.jpeg").write_bytes(b"not an image"), "d.jpeg",
-                         "cannot read image"),
-    "mask of another size": (lambda r: write_label_png(r / "masks" / "a.png", np.zeros((10, 10), np.uint8)),
-                             "a.png", "mask is 10x10 but its image a.jpg is 60x40"),
-    "mask value out of range": (lambda r: write_label_png(r / "masks" / "c.png", np.full((48, 48), 7, np.uint8)),
-                                "c.png", "mask values [7]"),
-    "bad header": (lambda r: (r / "labels.csv").write_text("file,classes\na,cat\n"), "labels.csv",
-                   "first line must be the header 'image,labels'"),
-    "not UTF-8": (lambda r: (r / "labels.csv").write_bytes(b"image,labels\na,caf\xe9\n"), "labels.csv",
-                  "not UTF-8"),
+    "row names a missing image": (
+        lambda r: (r / "labels.csv").write_text("image,labels\na,cat\nb,dog\nc,dog\nd,cat\ne,cat\nzz.jpg,cat\n"),
+        "labels.csv:7",
+        "no image 'zz.jpg'",
+    ),
+    "image with no labels": (
+        lambda r: (r / "labels.csv").write_text("image,labels\na,cat\nb,dog\nc,dog\nd,cat\n"),
+        "e.png",
+        "image 'e' has no labels",
+    ),
+    "empty label cell": (
+        lambda r: (r / "labels.csv").write_text("image,labels\na,cat\nb,\nc,dog\nd,cat\ne,cat\n"),
+        "labels.csv:3",
+        "image 'b' has no labels",
+    ),
+    "label not in classes": (
+        lambda r: (r / "labels.csv").write_text("image,labels\na,cat\nb,dog\nc,dog\nd,cow\ne,cat\n"),
+        "labels.csv",
+        "labels ['cow'] not in classes",
+    ),
+    "duplicate rows": (
+        lambda r: (r / "labels.csv").write_text("image,labels\na,cat\nb,dog\nc,dog\nd,cat\ne,cat\na.jpg,dog\n"),
+        "labels.csv:7",
+        "duplicate row for image 'a'",
+    ),
+    "unreadable image": (
+        lambda r: (r / "images" / "d.jpeg").write_bytes(b"not an image"),
+        "d.jpeg",
+        "cannot read image",
+    ),
+    "mask of another size": (
+        lambda r: write_label_png(r / "masks" / "a.png", np.zeros((10, 10), np.uint8)),
+        "a.png",
+        "mask is 10x10 but its image a.jpg is 60x40",
+    ),
+    "mask value out of range": (
+        lambda r: write_label_png(r / "masks" / "c.png", np.full((48, 48), 7, np.uint8)),
+        "c.png",
+        "mask values [7]",
+    ),
+    "bad header": (
+        lambda r: (r / "labels.csv").write_text("file,classes\na,cat\n"),
+        "labels.csv",
+        "first line must be the header 'image,labels'",
+    ),
+    "not UTF-8": (lambda r: (r / "labels.csv").write_bytes(b"image,labels\na,caf\xe9\n"), "labels.csv", "not UTF-8"),
     "same stem twice": (lambda r: _image(r / "images" / "a.png", (8, 8)), "a.png", "two images share the stem 'a'"),
-    "too many pixels": (lambda r: _image(r / "images" / "big.png", (80, 60)), "big.png",
-                        "image has 4800 pixels (60x80), above max_pixels 4000"),
-    "bad stem": (lambda r: _image(r / "images" / "my photo.png", (8, 8)), "my photo.png",
-                 "invalid image id 'my photo': contains a space"),
+    "too many pixels": (
+        lambda r: _image(r / "images" / "big.png", (80, 60)),
+        "big.png",
+        "image has 4800 pixels (60x80), above max_pixels 4000",
+    ),
+    "bad stem": (
+        lambda r: _image(r / "images" / "my photo.png", (8, 8)),
+        "my photo.png",
+        "invalid image id 'my photo': contains a space",
+    ),
     # issue 18 rows
-    "non-ASCII stem": (lambda r: _image(r / "images" / "café.png", (8, 8)), "café.png",
-                       "invalid image id 'café': contains the non-ASCII character 'é'"),
-    "quoted cell with a comma": (lambda r: (r / "labels.csv").write_text(
-        'image,labels\na,"cat,dog"\nb,dog\nc,dog\nd,cat\ne,cat\n'), "labels.csv:2",
-        "class name 'cat,dog' contains ','"),
-    "NUL in a class name": (lambda r: (r / "labels.csv").write_text(
-        "image,labels\na,cat\nb,do\x00g\nc,dog\nd,cat\ne,cat\n"), "labels.csv:3",
-        "class name 'do\\x00g' contains a control or space character"),
-    "path in a class name": (lambda r: (r / "labels.csv").write_text(
-        "image,labels\na,cat\nb,../x\nc,dog\nd,cat\ne,cat\n"), "labels.csv:3", "class name '../x' contains '/'"),
+    "non-ASCII stem": (
+        lambda r: _image(r / "images" / "café.png", (8, 8)),
+        "café.png",
+        "invalid image id 'café': contains the non-ASCII character 'é'",
+    ),
+    "quoted cell with a comma": (
+        lambda r: (r / "labels.csv").write_text('image,labels\na,"cat,dog"\nb,dog\nc,dog\nd,cat\ne,cat\n'),
+        "labels.csv:2",
+        "class name 'cat,dog' contains ','",
+    ),
+    "NUL in a class name": (
+        lambda r: (r / "labels.csv").write_text("image,labels\na,cat\nb,do\x00g\nc,dog\nd,cat\ne,cat\n"),
+        "labels.csv:3",
+        "class name 'do\\x00g' contains a control or space character",
+    ),
+    "path in a class name": (
+        lambda r: (r / "labels.csv").write_text("image,labels\na,cat\nb,../x\nc,dog\nd,cat\ne,cat\n"),
+        "labels.csv:3",
+        "class name '../x' contains '/'",
+    ),
     "JPEG mask": (lambda r: _image(r / "masks" / "b.jpg", (33, 50)), "b.jpg", "mask is a JPEG"),
-    "train and val overlap": (lambda r: _lists(r, "a\nb\nc\n", "c\nd\ne\n"), "val.txt",
-                              "id 'c' is also in train.txt (1 shared)"),
+    "train and val overlap": (
+        lambda r: _lists(r, "a\nb\nc\n", "c\nd\ne\n"),
+        "val.txt",
+        "id 'c' is also in train.txt (1 shared)",
+    ),
     # mutant killed: the "mask without image" check disabled (the stray mask was silently ignored)
-    "mask without image": (lambda r: write_label_png(r / "masks" / "zz.png", np.zeros((8, 8), np.uint8)), "zz.png",
-                           "mask without an image (no zz.jpg/.jpeg/.png in images/)"),
+    "mask without image": (
+        lambda r: write_label_png(r / "masks" / "zz.png", np.zeros((8, 8), np.uint8)),
+        "zz.png",
+        "mask without an image (no zz.jpg/.jpeg/.png in images/)",
+    ),
 }
 
 
@@ -174,8 +229,20 @@ def test_stage_script_prints_one_line(tmp_path: Path) -> None:
     root = tmp_path / "m"
     make_folder(root)
     (root / "labels.csv").write_text("image,labels\na,cat\n")
-    proc = subprocess.run([sys.executable, str(REPO / "stages" / "prepare_dataset.py"), "--kind", "folder", "--params",
-                           f'{{"root": "{root}", "classes": ["cat", "dog"]}}', "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "stages" / "prepare_dataset.py"),
+            "--kind",
+            "folder",
+            "--params",
+            f'{{"root": "{root}", "classes": ["cat", "dog"]}}',
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: {root / 'images' / 'b.png'}: image 'b' has no labels"], proc.stderr
@@ -186,20 +253,37 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("root_rel, out_rel", [
-    ("resources/mine", "resources/mine"),          # the issue's exact config: root is the output folder
-    ("resources/mine/raw", "resources/mine"),      # root inside the output folder
-    ("data", "data/resources/mine"),               # root containing the output folder
-])
+@pytest.mark.parametrize(
+    "root_rel, out_rel",
+    [
+        ("resources/mine", "resources/mine"),  # the issue's exact config: root is the output folder
+        ("resources/mine/raw", "resources/mine"),  # root inside the output folder
+        ("data", "data/resources/mine"),  # root containing the output folder
+    ],
+)
 def test_root_and_output_overlap_leaves_every_user_file(tmp_path: Path, root_rel: str, out_rel: str) -> None:
     """Data loss (issue 18): on the old code the stage built in a temp folder and then rmtree'd --out whole,
     user's images/ and labels.csv included, exit 0. Planted bug: drop the overlap check and the marker check."""
     root = tmp_path / root_rel
     make_folder(root)
     before = _snapshot(tmp_path)
-    proc = subprocess.run([sys.executable, str(REPO / "stages" / "prepare_dataset.py"), "--kind", "folder", "--params",
-                           f'{{"root": "{root_rel}", "classes": ["cat", "dog"]}}', "--out", out_rel],
-                          cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "stages" / "prepare_dataset.py"),
+            "--kind",
+            "folder",
+            "--params",
+            f'{{"root": "{root_rel}", "classes": ["cat", "dog"]}}',
+            "--out",
+            out_rel,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        check=False,
+    )
     assert proc.returncode == 2, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "overlaps the output folder" in errors[0], proc.stderr
@@ -253,8 +337,9 @@ def test_hidden_files_skipped_and_mask_suffix_case(tmp_path: Path, caplog) -> No
     messages = [r.getMessage() for r in caplog.records]
     assert any("skipped 1 hidden file(s)" in m and "._a.jpg" in m for m in messages)
     # a.png holds class 1 (cat) but a's row says dog
-    assert any("masks hold classes their image's row does not list (images per class: cat 1)" in m
-               for m in messages), messages
+    assert any("masks hold classes their image's row does not list (images per class: cat 1)" in m for m in messages), (
+        messages
+    )
     _image(root / "masks" / "e.jpg", (52, 41))
     with pytest.raises(InputError, match="mask is a JPEG"):
         prepare_folder({"root": str(root)}, tmp_path / "out2")
@@ -277,11 +362,14 @@ def test_the_issue_config_through_snakemake_keeps_every_user_file(tmp_path: Path
     from helpers import snakemake, write_config
 
     make_folder(tmp_path / "resources" / "mine")
-    write_config(tmp_path, {"datasets": {"mine": {"kind": "folder", "root": "resources/mine"}},
-                            "runs": {"mine": {"dataset": "mine"}}})
+    write_config(
+        tmp_path,
+        {"datasets": {"mine": {"kind": "folder", "root": "resources/mine"}}, "runs": {"mine": {"dataset": "mine"}}},
+    )
     before = _snapshot(tmp_path / "resources")
     proc = snakemake(tmp_path, "--cores", "1", "resources/mine/labels.tsv", timeout=300)
     assert proc.returncode != 0
-    assert "datasets.mine.root: 'resources/mine' overlaps the output folder 'resources/mine'" in proc.stderr + \
-        proc.stdout
+    assert (
+        "datasets.mine.root: 'resources/mine' overlaps the output folder 'resources/mine'" in proc.stderr + proc.stdout
+    )
     assert _snapshot(tmp_path / "resources") == before

@@ -13,8 +13,14 @@ def test_seg_gate_message_names_the_measure_the_threshold_and_what_to_do() -> No
     iou, names = [0.9, 0.8, 0.036, math.nan], ["background", "a", "star", "absent"]
     ok, line = seg_gate(0.55, iou, names, 64, True, 0.7)
     assert not ok
-    for words in ("55.0 mIoU", "gates.min_seg_fit 0.7", "64 training images", "least reproduced class star 3.6",
-                  "seg.iterations", "gates.enabled: false"):
+    for words in (
+        "55.0 mIoU",
+        "gates.min_seg_fit 0.7",
+        "64 training images",
+        "least reproduced class star 3.6",
+        "seg.iterations",
+        "gates.enabled: false",
+    ):
         assert words in line, words
     problem = line.removesuffix("; gates.enabled: false runs on anyway")
     assert seg_gate(0.55, iou, names, 64, False, 0.7) == (True, f"gates.enabled is false, running on: {problem}")
@@ -24,11 +30,18 @@ def test_seg_gate_message_names_the_measure_the_threshold_and_what_to_do() -> No
 def _heldout(f1, every, mAP, classes):
     """A cls/heldout.json report; ``classes``: name -> (positives, negatives, ap)."""
     n = 63
-    rows = {name: {"positives": p, "negatives": q, "prevalence": p / (p + q), "ap": ap, "f1": None, "prior_f1": None}
-            for name, (p, q, ap) in classes.items()}
+    rows = {
+        name: {"positives": p, "negatives": q, "prevalence": p / (p + q), "ap": ap, "f1": None, "prior_f1": None}
+        for name, (p, q, ap) in classes.items()
+    }
     prior_map = sum(r["prevalence"] for r in rows.values()) / len(rows)
-    return {"held_out_images": n, "f1": f1, "baseline_f1": every, "map": mAP,
-            "prior": {"prior_map": prior_map, "map": mAP, "classes": rows}}
+    return {
+        "held_out_images": n,
+        "f1": f1,
+        "baseline_f1": every,
+        "map": mAP,
+        "prior": {"prior_map": prior_map, "map": mAP, "classes": rows},
+    }
 
 
 def test_cls_gate_stops_a_classifier_worse_than_predicting_every_class() -> None:
@@ -37,8 +50,15 @@ def test_cls_gate_stops_a_classifier_worse_than_predicting_every_class() -> None
     report = _heldout(0.855, 0.861, 0.93, {"car": (60, 3, 0.96), "pole": (59, 4, 0.94), "sign": (55, 8, 0.88)})
     ok, line = cls_gate(report, True, 0.6, 0.25, 3)
     assert not ok
-    for words in ("no better than its label prior", "predicting every class", "micro-F1 0.855", "0.861",
-                  "gates.min_prior_gain 0.25", "cls.pretrained", "gates.enabled: false"):
+    for words in (
+        "no better than its label prior",
+        "predicting every class",
+        "micro-F1 0.855",
+        "0.861",
+        "gates.min_prior_gain 0.25",
+        "cls.pretrained",
+        "gates.enabled: false",
+    ):
         assert words in line, words
     problem = line.removesuffix("; gates.enabled: false runs on anyway")
     assert cls_gate(report, False, 0.6, 0.25, 3) == (True, f"gates.enabled is false, running on: {problem}")
@@ -65,14 +85,30 @@ def test_cls_gate_names_a_class_too_frequent_to_measure() -> None:
 
 
 def _cam_summary(evidence, iou):
-    classes = {name: {"pairs": 30, "keep": 0.9, "centre": 0.5, "blank": 0.1, "full": 0.95, "area": 0.2,
-                      "objective": 0.7, "centre_objective": 0.7 - e, "uniform_objective": 0.1, "evidence": e,
-                      "evidence_se": 0.02} for name, e in evidence.items()}
+    classes = {
+        name: {
+            "pairs": 30,
+            "keep": 0.9,
+            "centre": 0.5,
+            "blank": 0.1,
+            "full": 0.95,
+            "area": 0.2,
+            "objective": 0.7,
+            "centre_objective": 0.7 - e,
+            "uniform_objective": 0.1,
+            "evidence": e,
+            "evidence_se": 0.02,
+        }
+        for name, e in evidence.items()
+    }
     return {"bg_score": 0.5, "classes": classes, "pairs": {k: {"images": 12, "iou": v} for k, v in iou.items()}}
 
 
-STATS = {"classes": ["a", "b", "c"], "prevalence": [0.98, 0.3, 0.3],
-         "jaccard": [[1.0, 0.3, 0.3], [0.3, 1.0, 0.97], [0.3, 0.97, 1.0]]}
+STATS = {
+    "classes": ["a", "b", "c"],
+    "prevalence": [0.98, 0.3, 0.3],
+    "jaccard": [[1.0, 0.3, 0.3], [0.3, 1.0, 0.97], [0.3, 0.97, 1.0]],
+}
 
 
 def test_cam_gate_names_classes_without_evidence_and_classes_it_cannot_tell_apart() -> None:
@@ -81,8 +117,13 @@ def test_cam_gate_names_classes_without_evidence_and_classes_it_cannot_tell_apar
     assert ok and line.startswith("cam gate passed") and "centred region of the same area" in line
     ok, line = cam_gate(_cam_summary({"a": 0.02, "b": 0.4, "c": 0.45}, {"b|c": 0.2}), STATS, True, 0.1, 0.5, 5)
     assert not ok
-    for words in ("CAMs without localisation evidence for a (present in 98 % of the images", "uniform map",
-                  "remove or merge a, or add images without it", "cls.pretrained", "gates.min_cam_evidence 0.1"):
+    for words in (
+        "CAMs without localisation evidence for a (present in 98 % of the images",
+        "uniform map",
+        "remove or merge a, or add images without it",
+        "cls.pretrained",
+        "gates.min_cam_evidence 0.1",
+    ):
         assert words in line, words
     ok, line = cam_gate(_cam_summary({"a": 0.5, "b": 0.4, "c": 0.45}, {"b|c": 0.8}), STATS, True, 0.1, 0.5, 5)
     assert not ok and "cannot tell b and c" in line and "97 % of the images with either" in line
@@ -93,8 +134,10 @@ def test_cam_gate_names_classes_without_evidence_and_classes_it_cannot_tell_apar
 def test_seg_gate_least_reproduced_class_skips_absent_classes() -> None:
     """A class absent from the fit images has IoU NaN: it is not the "least reproduced" one, wherever it is listed.
     Mutant killed: the NaN filter removed (min() with a NaN first keeps the NaN)."""
-    for iou, names in (([math.nan, 0.9, 0.036], ["absent", "background", "star"]),
-                       ([0.9, 0.036, math.nan], ["background", "star", "absent"])):
+    for iou, names in (
+        ([math.nan, 0.9, 0.036], ["absent", "background", "star"]),
+        ([0.9, 0.036, math.nan], ["background", "star", "absent"]),
+    ):
         ok, line = seg_gate(0.4, iou, names, 8, True, 0.6)
         assert not ok and "least reproduced class star 3.6" in line and "nan" not in line
     assert "least reproduced class ? nan" in seg_gate(0.4, [math.nan], ["absent"], 8, True, 0.6)[1]
@@ -103,8 +146,10 @@ def test_seg_gate_least_reproduced_class_skips_absent_classes() -> None:
 def test_seg_gate_passed_line_states_the_fit_and_the_worst_class() -> None:
     """Mutants killed: the percentages computed as 101·x or 100/x (a 0.5 IoU reads 50.0, not 50.5 or 200.0)."""
     ok, line = seg_gate(0.625, [0.75, 0.5], ["background", "star"], 12, True, 0.6)
-    assert ok and line == ("seg gate passed: DeepLab reproduces its training labels at 62.5 mIoU >= gates.min_seg_fit "
-                           "0.6 (12 training images; least reproduced class star 50.0)")
+    assert ok and line == (
+        "seg gate passed: DeepLab reproduces its training labels at 62.5 mIoU >= gates.min_seg_fit "
+        "0.6 (12 training images; least reproduced class star 50.0)"
+    )
     assert seg_gate(0.599, [0.5], ["star"], 12, True, 0.6)[0] is False  # the threshold itself passes, below fails
 
 
@@ -114,16 +159,19 @@ def _report(**kw) -> dict:
 
 def test_cls_gate_passes_at_the_threshold_and_fails_below() -> None:
     ok, line = cls_gate(_report(), True, 0.6)
-    assert ok and line == ("cls gate passed: held-out micro-F1 0.750 beat the label prior by at least "
-                           "gates.min_prior_gain 0.25 of the gap to 1 and reached gates.min_cls_f1 0.6 (7 held-out "
-                           "images; compared with the label prior: predicting every class scores micro-F1 0.667)")
+    assert ok and line == (
+        "cls gate passed: held-out micro-F1 0.750 beat the label prior by at least "
+        "gates.min_prior_gain 0.25 of the gap to 1 and reached gates.min_cls_f1 0.6 (7 held-out "
+        "images; compared with the label prior: predicting every class scores micro-F1 0.667)"
+    )
     assert cls_gate(_report(f1=0.6), True, 0.6, None)[0] is True  # min_cls_f1 alone: the threshold itself passes
     ok, line = cls_gate(_report(f1=0.5999), True, 0.6, None)
     assert not ok and line == (
         "held-out image-level micro-F1 0.600: micro-F1 0.600 is below gates.min_cls_f1 0.6 (gates.min_prior_gain "
         "None; 7 held-out images; label prior not judged (min_prior_gain null): predicting every class scores "
         "micro-F1 0.667): the classifier did not learn these classes and every later stage inherits that; "
-        f"{GATE_ADVICE}; gates.enabled: false runs on anyway")
+        f"{GATE_ADVICE}; gates.enabled: false runs on anyway"
+    )
 
 
 def test_cls_gate_disabled_warns_with_the_same_problem_and_unmeasured_passes() -> None:
@@ -132,9 +180,13 @@ def test_cls_gate_disabled_warns_with_the_same_problem_and_unmeasured_passes() -
     assert problem != failing
     assert cls_gate(_report(f1=0.3), False, 0.6) == (True, f"gates.enabled is false, running on: {problem}")
     ok, line = cls_gate({"f1": None, "held_out_images": 0}, True, 0.6)
-    assert ok and line == ("cls gate not checked: no held-out F1 (cls.holdout_fraction 0 or no finite score); the "
-                           "classifier's quality is unknown")
+    assert ok and line == (
+        "cls gate not checked: no held-out F1 (cls.holdout_fraction 0 or no finite score); the "
+        "classifier's quality is unknown"
+    )
     ok, line = cls_gate({"f1": 0.8}, True, 0.6)  # no baseline, no image count
-    assert ok and line == ("cls gate passed: held-out micro-F1 0.800 reached gates.min_cls_f1 0.6 (? held-out images; "
-                           "compared with the label prior: no baseline recorded)")  # claims no prior it lacks
+    assert ok and line == (
+        "cls gate passed: held-out micro-F1 0.800 reached gates.min_cls_f1 0.6 (? held-out images; "
+        "compared with the label prior: no baseline recorded)"
+    )  # claims no prior it lacks
     assert cls_gate({"f1": 0.0}, True, 0.0)[0] is True

@@ -21,8 +21,8 @@ import os
 from pathlib import Path
 
 import pytest
-
 from helpers import REPO, TINY_SYNTH, baseline_miou, miou_of_pngs, shard_pngs
+
 from wsss.runtime.config import load_schema
 
 GOLDEN = Path(__file__).with_name("golden.json")
@@ -46,12 +46,15 @@ def tiny_dag_numbers(workdir: Path) -> dict[str, float]:
     run = workdir / "results" / "tiny"
     deeplab = json.loads((run / "deeplab_val_metrics.json").read_text())
     first, last = irn_losses(workdir)
-    return {"cam_val_miou": float((run / "cam_val_miou.txt").read_text()),
-            "pseudo_val_miou": float((run / "pseudo_val_miou.txt").read_text()),
-            "deeplab_val_miou": round(float(deeplab["miou_no_crf"]), 2),
-            "deeplab_crf_val_miou": float((run / "deeplab_val_miou.txt").read_text()),
-            "cls_heldout_f1": round(100 * json.loads((run / "cls/heldout.json").read_text())["f1"], 2),
-            "irn_loss_first_quarter": round(first, 4), "irn_loss_last_quarter": round(last, 4)}
+    return {
+        "cam_val_miou": float((run / "cam_val_miou.txt").read_text()),
+        "pseudo_val_miou": float((run / "pseudo_val_miou.txt").read_text()),
+        "deeplab_val_miou": round(float(deeplab["miou_no_crf"]), 2),
+        "deeplab_crf_val_miou": float((run / "deeplab_val_miou.txt").read_text()),
+        "cls_heldout_f1": round(100 * json.loads((run / "cls/heldout.json").read_text())["f1"], 2),
+        "irn_loss_first_quarter": round(first, 4),
+        "irn_loss_last_quarter": round(last, 4),
+    }
 
 
 def baselines(workdir: Path) -> dict[str, float]:
@@ -61,11 +64,13 @@ def baselines(workdir: Path) -> dict[str, float]:
     ids = sorted(shard_pngs(workdir / "results/tiny/seg_crf/val"))
     heldout = json.loads((workdir / "results/tiny/cls/heldout.json").read_text())
     gates = load_schema(REPO / "schemas/config.schema.yaml")["properties"]["gates"]["properties"]
-    return {"all_background_val_miou": baseline_miou(ids, masks, TINY_SYNTH["num_classes"] + 1),
-            "every_class_heldout_f1": 100 * heldout["baseline_f1"],
-            "irn_loss_first_quarter": irn_losses(workdir)[0],
-            "default_min_cls_f1": 100 * gates["min_cls_f1"]["default"],
-            "default_min_seg_fit": 100 * gates["min_seg_fit"]["default"]}
+    return {
+        "all_background_val_miou": baseline_miou(ids, masks, TINY_SYNTH["num_classes"] + 1),
+        "every_class_heldout_f1": 100 * heldout["baseline_f1"],
+        "irn_loss_first_quarter": irn_losses(workdir)[0],
+        "default_min_cls_f1": 100 * gates["min_cls_f1"]["default"],
+        "default_min_seg_fit": 100 * gates["min_seg_fit"]["default"],
+    }
 
 
 @pytest.mark.slow
@@ -99,16 +104,20 @@ def test_every_stage_of_the_tiny_dag_beats_its_baseline_by_its_floor(tiny_dag: P
     """CAM and pseudo labels above the all-background mIoU of the val images (recomputed from the masks) by their
     floors, the classifier's held-out F1 above predicting every class, IRNet's loss below its start."""
     base = baselines(tiny_dag)
-    assert base["all_background_val_miou"] == pytest.approx(json.loads(GOLDEN.read_text())["baselines"]
-                                                            ["all_background_val_miou"], abs=TOLERANCE)
+    assert base["all_background_val_miou"] == pytest.approx(
+        json.loads(GOLDEN.read_text())["baselines"]["all_background_val_miou"], abs=TOLERANCE
+    )
     short = _short_of_floors(tiny_dag, "floors")
     assert not short, f"below their floors (value, floor): {short}"
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the tiny DeepLab does not learn (6.45 %, +CRF 4.09 %, below all-background "
-                   "24.71 %): its pseudo labels (32 %) and classifier (held-out F1 0.75 vs 0.67 for every class) are "
-                   "too weak at 64 images of 64 px (issue 23); a strict xfail fails as soon as this passes")
+@pytest.mark.xfail(
+    strict=True,
+    reason="the tiny DeepLab does not learn (6.45 %, +CRF 4.09 %, below all-background "
+    "24.71 %): its pseudo labels (32 %) and classifier (held-out F1 0.75 vs 0.67 for every class) are "
+    "too weak at 64 images of 64 px (issue 23); a strict xfail fails as soon as this passes",
+)
 def test_tiny_deeplab_beats_its_baseline_and_passes_the_default_seg_gate(tiny_dag: Path) -> None:
     short = _short_of_floors(tiny_dag, "floors_not_met_yet")
     assert not short, f"below their floors (value, floor): {short}"

@@ -13,15 +13,17 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import REPO
 
 SCRIPT = str(REPO / "bench/gpu_check.py")
 
 
 def _rows(text: str) -> list[list[str]]:
-    return [[c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines()
-            if line.startswith("| ") and not line.startswith("| part")]
+    return [
+        [c.strip() for c in line.strip().strip("|").split("|")]
+        for line in text.splitlines()
+        if line.startswith("| ") and not line.startswith("| part")
+    ]
 
 
 @pytest.mark.slow
@@ -30,8 +32,9 @@ def test_cpu_smoke_run_covers_every_part(tmp_path: Path) -> None:
     from gpu_check import LIMITS
 
     out = tmp_path / "rows.json"
-    run = subprocess.run([sys.executable, SCRIPT, "--cpu", "--json", str(out)], capture_output=True, text=True,
-                         timeout=1800)
+    run = subprocess.run(
+        [sys.executable, SCRIPT, "--cpu", "--json", str(out)], capture_output=True, text=True, timeout=1800
+    )
     assert run.returncode == 0, run.stdout + run.stderr[-3000:]
     rows = _rows(run.stdout)
     assert [r["part"] for r in json.loads(out.read_text())["rows"]] == [r[0] for r in rows]
@@ -55,14 +58,30 @@ def test_rows_come_as_parts_finish_and_a_failing_or_hanging_part_does_not_stop_t
     printed only at the end (resume's row arrives after the exit); an uncaught timeout (no lease row, a
     traceback); a part's exception ending the run."""
     out = tmp_path / "rows.json"
-    cmd = [sys.executable, SCRIPT, "--cpu", "--json", str(out), "--only", "resume", "walk", "syncbn", "lease",
-           "--fault", "walk:raise", "--fault", "syncbn:hang", "--limit", "syncbn=25"]
+    cmd = [
+        sys.executable,
+        SCRIPT,
+        "--cpu",
+        "--json",
+        str(out),
+        "--only",
+        "resume",
+        "walk",
+        "syncbn",
+        "lease",
+        "--fault",
+        "walk:raise",
+        "--fault",
+        "syncbn:hang",
+        "--limit",
+        "syncbn=25",
+    ]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # the script must flush by itself
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     arrivals: list[tuple[str, bool, float]] = []  # (line, run still going, time)
     start = time.monotonic()
     for line in proc.stdout:
-        arrivals.append((line, proc.poll() is None, time.monotonic() - start))
+        arrivals.append((line, proc.poll() is None, time.monotonic() - start))  # noqa: PERF401
     stderr = proc.stderr.read()
     proc.wait(timeout=600)
     text = "".join(line for line, _, _ in arrivals)

@@ -30,8 +30,14 @@ def _env(tmp: Path, visible: str | None = "0,1") -> dict[str, str]:
 
 
 def _lease_cli(tmp: Path, n: int, *command: str, visible: str | None = "0,1", **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "wsss.runtime.gpu_lease", str(n), "--", *command], env=_env(tmp, visible),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "wsss.runtime.gpu_lease", str(n), "--", *command],
+        env=_env(tmp, visible),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def test_gpu_ids_and_lock_dir() -> None:
@@ -43,7 +49,8 @@ def test_gpu_ids_and_lock_dir() -> None:
     # per user: the session's runtime folder, else a name with the uid under the temp folder
     assert lock_dir({"XDG_RUNTIME_DIR": "/run/user/7"}) == Path("/run/user/7/wsss-gpu-locks")
     assert lock_dir({"XDG_RUNTIME_DIR": "/run/user/7", "SLURM_JOB_ID": "17"}) == Path(
-        "/run/user/7/wsss-gpu-locks/slurm-17")
+        "/run/user/7/wsss-gpu-locks/slurm-17"
+    )
     assert lock_dir({}, uid=7) == Path(tempfile.gettempdir()) / "wsss-gpu-locks-7"
     assert lock_dir({"SLURM_JOB_ID": "17"}, uid=7) == Path(tempfile.gettempdir()) / "wsss-gpu-locks-7" / "slurm-17"
     assert lock_dir({}) == Path(tempfile.gettempdir()) / f"wsss-gpu-locks-{os.geteuid()}"
@@ -54,15 +61,19 @@ def test_gpu_count_without_torch(tmp_path: Path) -> None:
     a machine without any GPU device."""
     dev = tmp_path / "dev"
     dev.mkdir()
-    probe = ("import sys, wsss.runtime.gpu_lease as g; g.shutil.which = lambda name: None; "
-             "print(g.machine_gpus({}, dev=sys.argv[1])[0], 'torch' in sys.modules)")
-    run = subprocess.run([sys.executable, "-c", probe, str(dev)], env=_env(tmp_path, None), capture_output=True,
-                         text=True, timeout=60)
+    probe = (
+        "import sys, wsss.runtime.gpu_lease as g; g.shutil.which = lambda name: None; "
+        "print(g.machine_gpus({}, dev=sys.argv[1])[0], 'torch' in sys.modules)"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", probe, str(dev)], env=_env(tmp_path, None), capture_output=True, text=True, timeout=60
+    )
     assert run.returncode == 0 and run.stdout.strip() == "[] False", run.stderr
     for name in ("nvidia0", "nvidia1", "nvidiactl", "nvidia-uvm", "nvidia-caps"):
         (dev / name).touch()
-    run = subprocess.run([sys.executable, "-c", probe, str(dev)], env=_env(tmp_path, None), capture_output=True,
-                         text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-c", probe, str(dev)], env=_env(tmp_path, None), capture_output=True, text=True, timeout=60
+    )
     assert run.returncode == 0 and run.stdout.strip() == "['0', '1'] False", run.stderr
 
 
@@ -101,24 +112,51 @@ def test_wait_timeout_is_a_one_line_error(tmp_path: Path) -> None:
     held = acquire(1, gpus=["0"], directory=tmp_path)
     try:
         env = dict(_env(tmp_path, "0"), WSSS_GPU_LEASE_TIMEOUT="0.3")
-        run = subprocess.run([sys.executable, "-m", "wsss.runtime.gpu_lease", "1", "--", "true"], env=env,
-                             capture_output=True, text=True, timeout=60)
+        run = subprocess.run(
+            [sys.executable, "-m", "wsss.runtime.gpu_lease", "1", "--", "true"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert run.returncode == 2
-        assert re.fullmatch(rf"error: wsss\.gpu_lease: no 1 free GPU\(s\) among 0 after \d+ s \(locks in "
-                            rf"{re.escape(str(tmp_path))}\)", run.stderr.strip().splitlines()[-1])
+        assert re.fullmatch(
+            rf"error: wsss\.gpu_lease: no 1 free GPU\(s\) among 0 after \d+ s \(locks in "
+            rf"{re.escape(str(tmp_path))}\)",
+            run.stderr.strip().splitlines()[-1],
+        )
         assert "waiting for 1 free GPU(s): 0 of 1 free" in run.stderr.splitlines()[0]
-        run = subprocess.run([sys.executable, "-m", "wsss.runtime.launch", "1", "stage.py"], env=env,
-                             capture_output=True, text=True, timeout=60)
+        run = subprocess.run(
+            [sys.executable, "-m", "wsss.runtime.launch", "1", "stage.py"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert run.returncode == 2 and run.stderr.strip().splitlines()[-1].startswith(
-            "error: wsss.runtime.launch: no 1 free GPU(s) among 0")
-        run = subprocess.run([sys.executable, "-m", "wsss.runtime.gpu_lease", "--timeout", "0", "1", "--", "true"],
-                             env=_env(tmp_path, "0"), capture_output=True, text=True, timeout=60)
-        assert run.returncode == 2 and run.stderr.strip().splitlines()[-1].startswith("error: wsss.runtime.gpu_lease: no 1")
+            "error: wsss.runtime.launch: no 1 free GPU(s) among 0"
+        )
+        run = subprocess.run(
+            [sys.executable, "-m", "wsss.runtime.gpu_lease", "--timeout", "0", "1", "--", "true"],
+            env=_env(tmp_path, "0"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert run.returncode == 2 and run.stderr.strip().splitlines()[-1].startswith(
+            "error: wsss.runtime.gpu_lease: no 1"
+        )
         env["WSSS_GPU_LEASE_TIMEOUT"] = "soon"
-        run = subprocess.run([sys.executable, "-m", "wsss.runtime.gpu_lease", "1", "--", "true"], env=env,
-                             capture_output=True, text=True, timeout=60)
+        run = subprocess.run(
+            [sys.executable, "-m", "wsss.runtime.gpu_lease", "1", "--", "true"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert run.returncode == 2 and run.stderr.strip() == (
-            "error: $WSSS_GPU_LEASE_TIMEOUT: 'soon' is not a number of seconds >= 0")
+            "error: $WSSS_GPU_LEASE_TIMEOUT: 'soon' is not a number of seconds >= 0"
+        )
     finally:
         held.release()
 
@@ -144,8 +182,13 @@ def test_concurrent_leases_are_disjoint_and_waiters_say_so(tmp_path: Path) -> No
 
 
 def test_cli_leases_across_processes_and_sigkill_releases(tmp_path: Path) -> None:
-    holder = _lease_cli(tmp_path, 1, sys.executable, "-c",
-                        "import os, sys, time; print(os.environ['CUDA_VISIBLE_DEVICES'], flush=True); time.sleep(60)")
+    holder = _lease_cli(
+        tmp_path,
+        1,
+        sys.executable,
+        "-c",
+        "import os, sys, time; print(os.environ['CUDA_VISIBLE_DEVICES'], flush=True); time.sleep(60)",
+    )
     try:
         held = holder.stdout.readline().strip()
         assert held in {"0", "1"}
@@ -169,8 +212,9 @@ def test_cli_errors_and_no_ops(tmp_path: Path) -> None:
     too_many = _lease_cli(tmp_path, 3, "true")
     _, err = too_many.communicate(timeout=60)
     assert too_many.returncode == 2
-    assert err.strip() == ("error: wsss.runtime.gpu_lease: 3 GPUs requested but this machine has 2 "
-                           "(CUDA_VISIBLE_DEVICES: 0,1)")
+    assert err.strip() == (
+        "error: wsss.runtime.gpu_lease: 3 GPUs requested but this machine has 2 (CUDA_VISIBLE_DEVICES: 0,1)"
+    )
     none = _lease_cli(tmp_path, 0, "sh", "-c", "echo ${CUDA_VISIBLE_DEVICES-unset}; exit 3", visible=None)
     out, _ = none.communicate(timeout=60)
     assert none.returncode == 3 and out.strip() == "unset"  # 0 GPUs: the command as is, its exit status
@@ -181,16 +225,34 @@ def test_cli_errors_and_no_ops(tmp_path: Path) -> None:
 
 def test_launcher_uses_torchrun_for_several_gpus(tmp_path: Path) -> None:
     assert stage_argv(2, "s.py", ["--a", "1"], python="py") == [
-        "py", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "s.py", "--a", "1"]
+        "py",
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "s.py",
+        "--a",
+        "1",
+    ]
     assert stage_argv(1, "s.py", ["--a"], python="py") == ["py", "s.py", "--a"]
     assert stage_argv(0, "s.py", [], python="py") == ["py", "s.py"]
     script = tmp_path / "stage.py"
     script.write_text("import os, sys; print(os.environ.get('CUDA_VISIBLE_DEVICES'), sys.argv[1:])\n")
-    run = subprocess.run([sys.executable, "-m", "wsss.runtime.launch", "1", str(script), "--params", "{}"],
-                         env=_env(tmp_path / "locks", "5,6"), capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-m", "wsss.runtime.launch", "1", str(script), "--params", "{}"],
+        env=_env(tmp_path / "locks", "5,6"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 0 and run.stdout.strip() == "5 ['--params', '{}']"
-    run = subprocess.run([sys.executable, "-m", "wsss.runtime.launch", "4", str(script)], env=_env(tmp_path / "locks", "5"),
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-m", "wsss.runtime.launch", "4", str(script)],
+        env=_env(tmp_path / "locks", "5"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 2 and run.stderr.strip().startswith("error: wsss.runtime.launch: 4 GPUs requested")
 
 
@@ -208,7 +270,11 @@ def test_config_timeout_reaches_the_gpu_jobs(tmp_path: Path) -> None:
     write_config(tmp_path, config)
     timed = snakemake(tmp_path, "-n", "-p", "results/tiny/cam_val_miou.txt")
     assert timed.returncode == 0, timed.stderr[-2000:]
-    lease_lines = [line for line in timed.stdout.splitlines() if "-m wsss.runtime.gpu_lease" in line or "-m wsss.runtime.launch" in line]
+    lease_lines = [
+        line
+        for line in timed.stdout.splitlines()
+        if "-m wsss.runtime.gpu_lease" in line or "-m wsss.runtime.launch" in line
+    ]
     assert len(lease_lines) >= 3  # train_cls (launch) and the infer_cam shards (gpu_lease)
     assert all("WSSS_GPU_LEASE_TIMEOUT=30 " in line for line in lease_lines)
 
@@ -237,7 +303,9 @@ def test_lock_folder_parents_are_checked(tmp_path: Path) -> None:
     os.chmod(shared, 0o777)
     with pytest.raises(InputError) as err:
         prepare_lock_dir(shared / "slurm-17")
-    assert err.value.path == str(shared) and "writable by other users without the sticky bit (mode 777)" in str(err.value)
+    assert err.value.path == str(shared) and "writable by other users without the sticky bit (mode 777)" in str(
+        err.value
+    )
     os.chmod(shared, 0o1777)  # like /tmp: others cannot rename what they do not own
     assert prepare_lock_dir(shared / "slurm-18") == shared / "slurm-18"
     if os.geteuid() == 0:  # only root can hand a folder to another uid

@@ -11,14 +11,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from helpers import REPO, NoisyRegression, interrupt_at
+
 from wsss.data.folder import in_val
-from wsss.pipeline.segment import SummaryRow, stage_drops, summary_table
 from wsss.engine.train import Checkpoint, build_optimizer, fit, load_state_dict_file
 from wsss.pipeline.gates import cls_gate
-from wsss.pipeline.heldout import (HeldoutTracker, average_precision, coverage_warnings, holdout_split,
-                             mean_average_precision, micro_f1, pseudo_coverage, training_report)
+from wsss.pipeline.heldout import (
+    HeldoutTracker,
+    average_precision,
+    coverage_warnings,
+    holdout_split,
+    mean_average_precision,
+    micro_f1,
+    pseudo_coverage,
+    training_report,
+)
+from wsss.pipeline.segment import SummaryRow, stage_drops, summary_table
 
 
 # ------------------------------------------------------------------------------------------ held-out slice
@@ -36,7 +44,7 @@ def test_holdout_is_a_salted_hash_of_the_id_stable_under_additions() -> None:
     _, held3 = holdout_split(folder_train, 0.1)
     assert 0.05 < len(held3) / len(folder_train) < 0.15
     # the hash is the documented one
-    h = int.from_bytes(hashlib.sha256(b"wsss-cls-holdout\0img_0000").digest()[:8], "big") / 2.0 ** 64
+    h = int.from_bytes(hashlib.sha256(b"wsss-cls-holdout\0img_0000").digest()[:8], "big") / 2.0**64
     assert ("img_0000" in held) == (h < 0.1)
 
 
@@ -110,16 +118,40 @@ class Scripted:
         return {"heldout_map": self.values[self.step], "heldout_f1": self.values[self.step] / 2}
 
 
-def _fit(tmp: Path, scripted: Scripted, *, max_steps: int, eval_every: int, patience: int | None, min_delta: float,
-         keep_best: bool, fail_at: int | None = None, checkpoint_every: int = 100) -> tuple[dict, HeldoutTracker]:
+def _fit(
+    tmp: Path,
+    scripted: Scripted,
+    *,
+    max_steps: int,
+    eval_every: int,
+    patience: int | None,
+    min_delta: float,
+    keep_best: bool,
+    fail_at: int | None = None,
+    checkpoint_every: int = 100,
+) -> tuple[dict, HeldoutTracker]:
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 1)
     opt = build_optimizer([{"params": model.parameters()}], "sgd", 0.05, 1e-4, 0.9)
     tracker = HeldoutTracker("heldout_map", min_delta=min_delta, patience=patience, keep_best=keep_best)
-    result = fit(model, NoisyRegression(), interrupt_at(scripted.objective, fail_at), opt, batch_size=4,
-                 max_steps=max_steps, seed=3, checkpoint=tmp / "ckpt.pt", checkpoint_every=checkpoint_every,
-                 final_weights=tmp / "model.pt", log_csv=tmp / "log.csv", device=torch.device("cpu"),
-                 fingerprint="f", evaluator=scripted, eval_every=eval_every, tracker=tracker)
+    result = fit(
+        model,
+        NoisyRegression(),
+        interrupt_at(scripted.objective, fail_at),
+        opt,
+        batch_size=4,
+        max_steps=max_steps,
+        seed=3,
+        checkpoint=tmp / "ckpt.pt",
+        checkpoint_every=checkpoint_every,
+        final_weights=tmp / "model.pt",
+        log_csv=tmp / "log.csv",
+        device=torch.device("cpu"),
+        fingerprint="f",
+        evaluator=scripted,
+        eval_every=eval_every,
+        tracker=tracker,
+    )
     return result, tracker
 
 
@@ -146,8 +178,7 @@ def test_early_stop_at_the_step_the_metric_sequence_dictates(tmp_path: Path) -> 
 
 def test_fixed_steps_evaluate_at_the_end_and_keep_the_last_weights(tmp_path: Path) -> None:
     scripted = Scripted({s: 1.0 - s / 10 for s in range(7)})  # only gets worse: no stop without patience
-    result, tracker = _fit(tmp_path, scripted, max_steps=7, eval_every=3, patience=None, min_delta=0.0,
-                           keep_best=False)
+    result, tracker = _fit(tmp_path, scripted, max_steps=7, eval_every=3, patience=None, min_delta=0.0, keep_best=False)
     assert result == {"steps": 7, "max_steps": 7, "stopped_early": False}
     assert [h["step"] for h in tracker.history] == [2, 5, 6]  # every 3rd step and the last one
     weights = load_state_dict_file(tmp_path / "model.pt")
@@ -179,13 +210,25 @@ def test_resume_with_evaluation_state_is_exact(tmp_path: Path) -> None:
 def _gate_stage(tmp_path: Path, report: dict, enabled: bool, min_f1: float) -> tuple[int, str, Path]:
     import subprocess
     import sys
+
     held = tmp_path / "heldout.json"
     held.write_text(json.dumps(report))
     out = tmp_path / "gate.json"
-    proc = subprocess.run([sys.executable, str(REPO / "stages" / "cls_gate.py"), "--params",
-                           json.dumps({"enabled": enabled, "min_cls_f1": min_f1, "min_prior_gain": 0.25,
-                                       "min_class_images": 3}), "--heldout", str(held),
-                           "--out", str(out)], capture_output=True, text=True, cwd=REPO)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "stages" / "cls_gate.py"),
+            "--params",
+            json.dumps({"enabled": enabled, "min_cls_f1": min_f1, "min_prior_gain": 0.25, "min_class_images": 3}),
+            "--heldout",
+            str(held),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     return proc.returncode, proc.stderr, out
 
 
@@ -197,8 +240,16 @@ def test_cls_gate_fails_with_one_line_and_no_output(tmp_path: Path) -> None:
     assert len(errors) == 1 and errors[0] == stderr.strip().splitlines()[-1]
     line = errors[0]
     assert line.startswith(f"error: {tmp_path / 'heldout.json'}: held-out image-level micro-F1 0.130")
-    for words in ("gates.min_cls_f1 0.6", "64 held-out images", "0.510", "cls.epochs: auto", "cls.pretrained",
-                  "larger images", "fewer classes", "gates.enabled: false"):
+    for words in (
+        "gates.min_cls_f1 0.6",
+        "64 held-out images",
+        "0.510",
+        "cls.epochs: auto",
+        "cls.pretrained",
+        "larger images",
+        "fewer classes",
+        "gates.enabled: false",
+    ):
         assert words in line, words
 
 
@@ -218,18 +269,40 @@ def test_training_report_says_when_max_epochs_cut_an_improving_run() -> None:
     tracker = HeldoutTracker("heldout_map", 0.0, patience=3, keep_best=True)
     for step, v in [(9, 0.5), (19, 0.6), (29, 0.7)]:
         tracker.record(step, {"heldout_map": v, "heldout_f1": v})
-    report, line, warn = training_report(tracker, {"steps": 30, "max_steps": 30, "stopped_early": False}, auto=True,
-                                         held_images=10, train_images=90, min_delta=0.0, patience=3, baseline_f1=0.4)
+    report, line, warn = training_report(
+        tracker,
+        {"steps": 30, "max_steps": 30, "stopped_early": False},
+        auto=True,
+        held_images=10,
+        train_images=90,
+        min_delta=0.0,
+        patience=3,
+        baseline_f1=0.4,
+    )
     assert warn and report["still_improving"] and report["kept_step"] == 29 and report["f1"] == 0.7
     assert "reached cls.max_epochs (30 steps) while held-out mAP was still improving" in line
     tracker.record(39, {"heldout_map": 0.6, "heldout_f1": 0.6})
-    report, line, warn = training_report(tracker, {"steps": 40, "max_steps": 100, "stopped_early": True}, auto=True,
-                                         held_images=10, train_images=90, min_delta=0.0, patience=1)
+    report, line, warn = training_report(
+        tracker,
+        {"steps": 40, "max_steps": 100, "stopped_early": True},
+        auto=True,
+        held_images=10,
+        train_images=90,
+        min_delta=0.0,
+        patience=1,
+    )
     assert not warn and not report["still_improving"] and report["kept_step"] == 29
     assert line.startswith("epochs auto: stopped after 40 of at most 100 steps")
     # fixed epochs report the last evaluation (the final weights)
-    report, line, _ = training_report(tracker, {"steps": 40, "max_steps": 40, "stopped_early": False}, auto=False,
-                                      held_images=10, train_images=90, min_delta=0.0, patience=3)
+    report, line, _ = training_report(
+        tracker,
+        {"steps": 40, "max_steps": 40, "stopped_early": False},
+        auto=False,
+        held_images=10,
+        train_images=90,
+        min_delta=0.0,
+        patience=3,
+    )
     assert report["kept_step"] == 39 and report["f1"] == 0.6 and "fixed epochs" in line
     json.dumps(report, allow_nan=False)
 
@@ -263,10 +336,12 @@ def test_pseudo_coverage_counts_and_warns_both_ways(tmp_path: Path) -> None:
     assert counts["pseudo"].tolist() == [2, 20, 10] and counts["labelled"].tolist() == [40, 0, 0]
     warnings = coverage_warnings(counts, ["a", "b", "c"], n, 0.2, 0.01)
     assert len(warnings) == 2
-    assert warnings[0].startswith("class 'a': the classifier finds it in 40 images but the pseudo labels cover it "
-                                  "in only 2")
-    assert warnings[1].startswith("class 'b': the pseudo labels cover it in 20 images but the classifier finds it "
-                                  "in only 0")
+    assert warnings[0].startswith(
+        "class 'a': the classifier finds it in 40 images but the pseudo labels cover it in only 2"
+    )
+    assert warnings[1].startswith(
+        "class 'b': the pseudo labels cover it in 20 images but the classifier finds it in only 0"
+    )
     # fewer than 5 images is not "many"
     small = {"classifier": np.array([4]), "pseudo": np.array([0]), "labelled": np.array([4])}
     assert coverage_warnings(small, ["a"], 40, 0.2, 0.01) == []
@@ -274,12 +349,17 @@ def test_pseudo_coverage_counts_and_warns_both_ways(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------ summary
 def test_summary_flags_stage_drops_and_averages_seeds() -> None:
-    rows = [SummaryRow("bad", "d", "vwl_l", "pseudo", 25.6, 24.7, 14.7, 14.3),
-            SummaryRow("s_s0", "d", "vwl_l", "pseudo", 60.0, 70.0, 72.0, 80.0),
-            SummaryRow("s_s1", "d", "vwl_l", "pseudo", 62.0, 74.0, 76.0, 84.0),
-            SummaryRow("s_s2", "d", "vwl_l", "pseudo", 64.0, 72.0, None, 82.0)]
-    text = summary_table(rows, seed_groups={"s": ["s_s0", "s_s1", "s_s2"]},
-                         warnings=["bad: class 'x': the classifier finds it in 40 images but …"])
+    rows = [
+        SummaryRow("bad", "d", "vwl_l", "pseudo", 25.6, 24.7, 14.7, 14.3),
+        SummaryRow("s_s0", "d", "vwl_l", "pseudo", 60.0, 70.0, 72.0, 80.0),
+        SummaryRow("s_s1", "d", "vwl_l", "pseudo", 62.0, 74.0, 76.0, 84.0),
+        SummaryRow("s_s2", "d", "vwl_l", "pseudo", 64.0, 72.0, None, 82.0),
+    ]
+    text = summary_table(
+        rows,
+        seed_groups={"s": ["s_s0", "s_s1", "s_s2"]},
+        warnings=["bad: class 'x': the classifier finds it in 40 images but …"],
+    )
     assert "| bad | d | vwl_l | pseudo | 25.60 | 24.70 ↓ | 14.70 ↓ | 14.30 ↓ |" in text
     assert "| s_s0 | d | vwl_l | pseudo | 60.00 | 70.00 | 72.00 | 80.00 |" in text
     # stage s_s2 has no DeepLab: +CRF compares with the pseudo labels
@@ -323,9 +403,19 @@ def test_epochs_accepts_a_number_or_auto(repo: Path) -> None:
     schema = load_schema(repo / "schemas" / "config.schema.yaml")
     valid = validate_config({"runs": {"a": {"dataset": "synth", "cls": {"epochs": "auto"}}}}, schema)
     assert valid["cls"]["holdout_fraction"] == 0.1 and valid["gates"] == {
-        "enabled": True, "min_cls_f1": 0.6, "min_seg_fit": 0.6, "seg_fit_images": 64, "coverage_ratio": 0.2,
-        "coverage_min_pixels": 0.01, "min_prior_gain": 0.25, "min_class_images": 3, "min_cam_evidence": 0.0,
-        "cam_evidence_se": 2.0, "max_cam_overlap": 0.5, "min_gate_pairs": 5}
+        "enabled": True,
+        "min_cls_f1": 0.6,
+        "min_seg_fit": 0.6,
+        "seg_fit_images": 64,
+        "coverage_ratio": 0.2,
+        "coverage_min_pixels": 0.01,
+        "min_prior_gain": 0.25,
+        "min_class_images": 3,
+        "min_cam_evidence": 0.0,
+        "cam_evidence_se": 2.0,
+        "max_cam_overlap": 0.5,
+        "min_gate_pairs": 5,
+    }
     with pytest.raises(InputError, match="runs.a.cls.epochs"):
         validate_config({"runs": {"a": {"dataset": "synth", "cls": {"epochs": "forever"}}}}, schema)
 
@@ -335,8 +425,9 @@ def test_loss_figure_reads_and_draws_the_held_out_columns(tmp_path: Path) -> Non
     from wsss.outputs.report import read_train_log, save_loss_curves
 
     log = tmp_path / "train_log.csv"
-    log.write_text("step,lr,loss,cls,heldout_map,heldout_f1\n0,0.1,2.5,2.0,,\n1,0.05,1.5,1.0,0.75,0.5\n"
-                   "2,0.01,1.0,0.9,,\n")
+    log.write_text(
+        "step,lr,loss,cls,heldout_map,heldout_f1\n0,0.1,2.5,2.0,,\n1,0.05,1.5,1.0,0.75,0.5\n2,0.01,1.0,0.9,,\n"
+    )
     columns = read_train_log(log)
     assert columns["heldout_map"][1] == 0.75 and np.isnan(columns["heldout_map"][[0, 2]]).all()
     save_loss_curves({"cls": columns}, tmp_path / "with.png", "t")
@@ -405,5 +496,5 @@ def test_prior_report_baselines_are_what_constant_scores_and_predicting_every_cl
     for k, name in enumerate("abc"):
         row = report["classes"][name]
         assert row["positives"] + row["negatives"] == 50 and row["prevalence"] == labels[:, k].mean()
-        assert abs(row["prior_f1"] - micro_f1(np.ones((50, 1)), labels[:, k:k + 1])) < 1e-12
-        assert abs(row["f1"] - micro_f1(scores[:, k:k + 1], labels[:, k:k + 1])) < 1e-12
+        assert abs(row["prior_f1"] - micro_f1(np.ones((50, 1)), labels[:, k : k + 1])) < 1e-12
+        assert abs(row["f1"] - micro_f1(scores[:, k : k + 1], labels[:, k : k + 1])) < 1e-12

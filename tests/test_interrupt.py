@@ -27,9 +27,21 @@ def _default_signals() -> None:
 
 
 def _start(out: Path, params: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(ROOT / "stages" / "prepare_dataset.py"), "--kind", "synth", "--params",
-                             json.dumps(params), "--out", str(out)], stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_default_signals)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "stages" / "prepare_dataset.py"),
+            "--kind",
+            "synth",
+            "--params",
+            json.dumps(params),
+            "--out",
+            str(out),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_signals,
+    )
 
 
 def _wait_for_temp(parent: Path, proc: subprocess.Popen, min_files: int = 5) -> Path:
@@ -109,7 +121,7 @@ def test_child_process_does_not_unwind_the_parent_stack() -> None:
 class _SlowHandler(http.server.BaseHTTPRequestHandler):
     """Announces 64 MiB and trickles it out, so a download is in flight for as long as the test needs."""
 
-    def do_GET(self):  # noqa: N802 (http.server API)
+    def do_GET(self):
         self.send_response(200)
         self.send_header("Content-Length", str(64 << 20))
         self.end_headers()
@@ -129,8 +141,20 @@ def test_sigterm_mid_download_leaves_no_partial_file(tmp_path: Path) -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     out = tmp_path / "voc"
     params = {"voc_url": f"http://127.0.0.1:{server.server_address[1]}/VOC.tar", "voc_md5": "0" * 32}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "stages" / "prepare_dataset.py"), "--kind", "voc", "--params", json.dumps(params),
-                             "--out", str(out)], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "stages" / "prepare_dataset.py"),
+            "--kind",
+            "voc",
+            "--params",
+            json.dumps(params),
+            "--out",
+            str(out),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while not any(p.stat().st_size > 0 for p in (out / "downloads").glob(".VOC.tar.*.tmp*")):

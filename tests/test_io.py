@@ -13,7 +13,17 @@ import pytest
 from PIL import Image
 
 from wsss.runtime.errors import InputError
-from wsss.runtime.io import OUTPUT_MARKER, _host, atomic_dir, atomic_path, read_label_png, read_rgb, voc_palette, write_jpeg, write_label_png
+from wsss.runtime.io import (
+    OUTPUT_MARKER,
+    _host,
+    atomic_dir,
+    atomic_path,
+    read_label_png,
+    read_rgb,
+    voc_palette,
+    write_jpeg,
+    write_label_png,
+)
 
 
 def test_label_png_roundtrip_and_palette(tmp_path: Path) -> None:
@@ -95,8 +105,10 @@ def test_max_pixels_refuses_before_decoding(tmp_path: Path, monkeypatch) -> None
     monkeypatch.setattr(Image.Image, "load", no_decoding)
     with pytest.raises(InputError) as err:
         read_rgb(tmp_path / "x.jpg", max_pixels=1999, limit_key="datasets.mine.max_pixels")
-    assert str(err.value) == (f"{tmp_path / 'x.jpg'}: image is 50×40 = 2000 pixels, above max_pixels 1999; "
-                              "downscale the image or raise datasets.mine.max_pixels")
+    assert str(err.value) == (
+        f"{tmp_path / 'x.jpg'}: image is 50×40 = 2000 pixels, above max_pixels 1999; "
+        "downscale the image or raise datasets.mine.max_pixels"
+    )
 
 
 def test_exif_orientation_warned_once_and_not_applied(tmp_path: Path, caplog) -> None:
@@ -130,10 +142,12 @@ def test_stale_temps_of_dead_processes_swept(tmp_path: Path) -> None:
         stale_file = tmp_path / f".out.txt.{host}-{dead}-abcd1234.tmp.txt"
         stale_dir = tmp_path / f".d.{host}-{dead}-abcd1234.tmp"
         other_output = tmp_path / f".other.png.{host}-{dead}-x_y01234.tmp.png"
-        kept = [tmp_path / f".out.txt.{host}-{live.pid}-abcd1234.tmp.txt",
-                tmp_path / f".out.txt.otherhost-{dead}-abcd1234.tmp.txt",
-                tmp_path / f"out.txt.{host}-{dead}-abcd1234.tmp",  # not hidden: not ours
-                tmp_path / f".out.txt.{host}-{dead}-abcd.tmp"]  # not a mkstemp name
+        kept = [
+            tmp_path / f".out.txt.{host}-{live.pid}-abcd1234.tmp.txt",
+            tmp_path / f".out.txt.otherhost-{dead}-abcd1234.tmp.txt",
+            tmp_path / f"out.txt.{host}-{dead}-abcd1234.tmp",  # not hidden: not ours
+            tmp_path / f".out.txt.{host}-{dead}-abcd.tmp",
+        ]  # not a mkstemp name
         for path in [stale_file, other_output, *kept]:
             path.write_text("partial")
         stale_dir.mkdir()
@@ -172,9 +186,13 @@ def test_atomic_outputs_follow_the_umask(tmp_path: Path, umask: str, file_mode: 
     """Outputs get the mode a direct write would give (issue 18: they kept mkstemp's 0600 / mkdtemp's 0700, so
     nobody else in a group could read results). Planted bug: drop _as_if_created. Runs in a subprocess so this
     process's umask is untouched."""
-    proc = subprocess.run([sys.executable, "-c", UMASK_SCRIPT, str(tmp_path / "out"), umask], capture_output=True, check=False,
-                          text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    proc = subprocess.run(
+        [sys.executable, "-c", UMASK_SCRIPT, str(tmp_path / "out"), umask],
+        capture_output=True,
+        check=False,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
     assert proc.returncode == 0, proc.stderr
     modes = dict(line.split() for line in proc.stdout.splitlines())
-    assert modes == {"classes.txt": file_mode, "mask.png": file_mode, "folder": dir_mode,
-                     "folder/ids.txt": file_mode}
+    assert modes == {"classes.txt": file_mode, "mask.png": file_mode, "folder": dir_mode, "folder/ids.txt": file_mode}

@@ -8,18 +8,17 @@ import pytest
 import torch
 from helpers import schema_section
 
-from wsss.pipeline.classify import build_classifier
-from wsss.runtime.errors import InputError
-from wsss.pipeline.pseudo_labels import build_irn, irn_loss, optimizer_groups
-from wsss.models.backbone import build_resnet
-from wsss.models.backbone import classifier_backbone_state
+from wsss.engine.train import build_optimizer
+from wsss.models.backbone import build_resnet, classifier_backbone_state
 from wsss.models.irn import IRNet
 from wsss.ops.path_index import PathIndex
-from wsss.engine.train import build_optimizer
+from wsss.pipeline.classify import build_classifier
+from wsss.pipeline.pseudo_labels import build_irn, irn_loss, optimizer_groups
+from wsss.runtime.errors import InputError
 
-
-CLS_PARAMS = schema_section("cls", backbone=18, pretrained="none", norm="batch", k_words=8, gamma=2.0, tau=1.0,
-                            rho=1e-3)
+CLS_PARAMS = schema_section(
+    "cls", backbone=18, pretrained="none", norm="batch", k_words=8, gamma=2.0, tau=1.0, rho=1e-3
+)
 
 
 @pytest.mark.parametrize("depth", [18, 50])
@@ -81,20 +80,27 @@ def test_from_cls_loads_the_classifier_backbone_exactly(tmp_path: Path) -> None:
     path = tmp_path / "model.pt"
     torch.save(classifier.state_dict(), path)
     torch.manual_seed(2)
-    model = build_irn({"pretrained": "from_cls", "pretrained_sha256": None, "backbone": 50}, cls_depth=18, cls_model=path)
+    model = build_irn(
+        {"pretrained": "from_cls", "pretrained_sha256": None, "backbone": 50}, cls_depth=18, cls_model=path
+    )
     assert model.backbone.depth == 18  # from_cls takes the classifier's depth
     source = classifier.backbone.state_dict()
     loaded = model.backbone.state_dict()
     assert set(loaded) == set(source)
     for key, value in source.items():
         assert torch.equal(loaded[key], value), key
-    scratch = build_irn({"pretrained": "none", "pretrained_sha256": None, "backbone": 18}, cls_depth=18).backbone.state_dict()
+    scratch = build_irn(
+        {"pretrained": "none", "pretrained_sha256": None, "backbone": 18}, cls_depth=18
+    ).backbone.state_dict()
     assert not torch.equal(scratch["layer1.0.conv1.weight"], source["layer1.0.conv1.weight"])
 
 
 def test_classifier_backbone_keys_strip_prefixes() -> None:
-    state = {"module.backbone.conv1.weight": torch.ones(1), "backbone.layer1.x": torch.zeros(1),
-             "classifier.weight": torch.ones(2)}
+    state = {
+        "module.backbone.conv1.weight": torch.ones(1),
+        "backbone.layer1.x": torch.zeros(1),
+        "classifier.weight": torch.ones(2),
+    }
     assert set(classifier_backbone_state(state, "m.pt")) == {"conv1.weight", "layer1.x"}
     with pytest.raises(InputError, match="no backbone"):
         classifier_backbone_state({"classifier.weight": torch.ones(2)}, "m.pt")

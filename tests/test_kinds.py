@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from helpers import REPO
 
-from wsss.runtime.config import load_schema, run_config, validate_config
 from wsss.data.kinds import builtin_datasets, dataset_splits, get_kind, kind_names, preparer_params
+from wsss.runtime.config import load_schema, run_config, validate_config
 from wsss.runtime.errors import InputError
 
 SCHEMA = REPO / "schemas" / "config.schema.yaml"

@@ -18,10 +18,10 @@ import torch
 from helpers import REPO, schema_section
 
 import wsss.methods
+from wsss.methods import get_method, method_argument, method_names, registry
 from wsss.pipeline.classify import build_classifier
 from wsss.runtime.config import load_schema, run_config, validate_config
 from wsss.runtime.errors import InputError
-from wsss.methods import get_method, method_argument, method_names, registry
 
 SCHEMA = REPO / "schemas" / "config.schema.yaml"
 

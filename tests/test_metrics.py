@@ -45,8 +45,9 @@ def naive_scores(pred: np.ndarray, gt: np.ndarray, c: int) -> dict:
 def assert_scores_equal(got: dict, want: dict) -> None:
     assert set(got) == set(want)
     for key, w in want.items():
-        np.testing.assert_allclose(np.asarray(got[key], dtype=float), np.asarray(w, dtype=float), rtol=0, atol=1e-12,
-                                   err_msg=key)
+        np.testing.assert_allclose(
+            np.asarray(got[key], dtype=float), np.asarray(w, dtype=float), rtol=0, atol=1e-12, err_msg=key
+        )
 
 
 def random_case(seed: int, c: int = 6, shape: tuple[int, ...] = (13, 17)) -> tuple[np.ndarray, np.ndarray]:
@@ -106,8 +107,9 @@ def test_accumulation_equals_one_big_confusion_and_merge() -> None:
     acc = ConfusionMatrix(c)
     for pred, gt in cases:
         acc.update(pred, gt)
-    big = confusion_matrix(np.concatenate([p.ravel() for p, _ in cases]),
-                           np.concatenate([g.ravel() for _, g in cases]), c)
+    big = confusion_matrix(
+        np.concatenate([p.ravel() for p, _ in cases]), np.concatenate([g.ravel() for _, g in cases]), c
+    )
     np.testing.assert_array_equal(acc.matrix, big)
     a, b = ConfusionMatrix(c), ConfusionMatrix(c)
     for pred, gt in cases[:2]:
@@ -216,7 +218,10 @@ def test_error_messages_name_the_array_the_value_and_the_allowed_range() -> None
     with pytest.raises(ValueError) as err:  # 255 in the prediction is an error unless read as background
         confusion_matrix(np.array([[255, 1, 1]], np.uint8), gt, 3)
     assert str(err.value) == "prediction has value 255 outside 0..2 (1 pixels)"
-    for name, args in (("prediction", (np.zeros(2), np.zeros(2, int))), ("ground truth", (np.zeros(2, int), np.zeros(2)))):
+    for name, args in (
+        ("prediction", (np.zeros(2), np.zeros(2, int))),
+        ("ground truth", (np.zeros(2, int), np.zeros(2))),
+    ):
         with pytest.raises(ValueError) as err:
             confusion_matrix(*args, 2)
         assert str(err.value) == f"{name} must be an integer array, got dtype float64"

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from helpers import REPO, deeplab_miou_from_pngs, snakemake, write_config
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from helpers import REPO, deeplab_miou_from_pngs, snakemake, write_config
 from wsss.data.folder import in_val
 from wsss.data.synth import class_names, render_sample
 from wsss.runtime.io import write_label_png
@@ -67,15 +67,49 @@ def readme_snippet() -> dict:
 def tiny_overrides() -> dict:
     """The fewest steps that run every stage's real code on these images: these tests check the plumbing of own
     data (sizes, formats, splits, outputs), not learning (the session's tiny run and the golden values do that)."""
-    return {"cls": {"backbone": 10, "pretrained": "none", "norm": "batch", "freeze_stem": False,
-                    "detach_stage2": False, "k_words": 8, "batch_size": 4, "epochs": 1, "optimizer": "adamw",
-                    "lr": 1e-3, "resize_long": [64, 80], "crop": 64, "checkpoint_every": 100, "workers": 0},
-            "cam": {"scales": [1.0, 0.5], "shards": 1},
-            "irn": {"pretrained": "from_cls", "crop": 64, "radius": 5, "batch_size": 4, "epochs": 1,
-                    "checkpoint_every": 100, "workers": 0, "crf_workers": 1, "exp_times": 3},
-            "seg": {"backbone": 10, "pretrained": "from_cls", "norm": "batch", "crop": 64, "batch_size": 4,
-                    "iterations": 3, "scales": [0.75, 1.0], "checkpoint_every": 100, "workers": 0, "shards": 1,
-                    "crf_workers": 1}}
+    return {
+        "cls": {
+            "backbone": 10,
+            "pretrained": "none",
+            "norm": "batch",
+            "freeze_stem": False,
+            "detach_stage2": False,
+            "k_words": 8,
+            "batch_size": 4,
+            "epochs": 1,
+            "optimizer": "adamw",
+            "lr": 1e-3,
+            "resize_long": [64, 80],
+            "crop": 64,
+            "checkpoint_every": 100,
+            "workers": 0,
+        },
+        "cam": {"scales": [1.0, 0.5], "shards": 1},
+        "irn": {
+            "pretrained": "from_cls",
+            "crop": 64,
+            "radius": 5,
+            "batch_size": 4,
+            "epochs": 1,
+            "checkpoint_every": 100,
+            "workers": 0,
+            "crf_workers": 1,
+            "exp_times": 3,
+        },
+        "seg": {
+            "backbone": 10,
+            "pretrained": "from_cls",
+            "norm": "batch",
+            "crop": 64,
+            "batch_size": 4,
+            "iterations": 3,
+            "scales": [0.75, 1.0],
+            "checkpoint_every": 100,
+            "workers": 0,
+            "shards": 1,
+            "crf_workers": 1,
+        },
+    }
 
 
 @pytest.mark.slow
@@ -99,8 +133,11 @@ def test_readme_snippet_trains_predicts_and_exports(tmp_path: Path) -> None:
     write_config(work, {"device": "cpu", "gates": {"enabled": False}, "runs": {"synth": {"dataset": "synth"}}})
     (work / "mine.yaml").write_text(yaml.safe_dump(snippet))
 
-    targets = [f"results/{run}/deeplab_val_miou.txt", f"results/{run}/predict/{pred_name}",
-               f"results/{run}/deeplab/model.ts"]
+    targets = [
+        f"results/{run}/deeplab_val_miou.txt",
+        f"results/{run}/predict/{pred_name}",
+        f"results/{run}/deeplab/model.ts",
+    ]
     proc = snakemake(work, *targets, "--configfile", "mine.yaml", timeout=1500)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -135,19 +172,42 @@ def test_folder_without_masks_trains_and_evaluation_says_why(tmp_path: Path) -> 
     make_folder_dataset(data, count=12)
     for mask in (data / "masks").iterdir():
         mask.unlink()
-    write_config(work, {"device": "cpu", "gates": {"enabled": False}, "datasets": {"mine": {"kind": "folder", "root": str(data),
-                                                               "val_fraction": 0.3}},
-                        "runs": {"m": {"dataset": "mine", **tiny_overrides()}}})
+    write_config(
+        work,
+        {
+            "device": "cpu",
+            "gates": {"enabled": False},
+            "datasets": {"mine": {"kind": "folder", "root": str(data), "val_fraction": 0.3}},
+            "runs": {"m": {"dataset": "mine", **tiny_overrides()}},
+        },
+    )
     proc = snakemake(work, "resources/mine/labels.tsv")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    ev = subprocess.run([sys.executable, str(REPO / "stages" / "eval_pseudo.py"), "--dataset", "resources/mine",
-                         "--split", "val", "--labels", "nowhere", "--miou", "m.txt", "--metrics", "m.json"],
-                        cwd=work, capture_output=True, text=True)
+    ev = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "stages" / "eval_pseudo.py"),
+            "--dataset",
+            "resources/mine",
+            "--split",
+            "val",
+            "--labels",
+            "nowhere",
+            "--miou",
+            "m.txt",
+            "--metrics",
+            "m.json",
+        ],
+        cwd=work,
+        capture_output=True,
+        text=True,
+    )
     assert ev.returncode == 2
     assert [line for line in ev.stderr.splitlines() if line.startswith("error:")] == [
         "error: resources/mine/ImageSets/Segmentation/val.txt: split 'val' has no masks "
         f"({len((work / 'resources/mine/ImageSets/Segmentation/val.txt').read_text().split())} images): nothing to "
-        "evaluate; its CAMs, pseudo labels and predictions need none"]
+        "evaluate; its CAMs, pseudo labels and predictions need none"
+    ]
     assert not (work / "m.txt").exists()
 
 
@@ -166,12 +226,21 @@ def make_coco_root(root: Path) -> None:
             for c in classes:
                 rle = mask_utils.encode(np.asfortranarray((mask == c).astype(np.uint8)))
                 rle["counts"] = rle["counts"].decode("ascii")
-                anns.append({"id": len(anns) + 1 + 10000 * offset, "image_id": 1000 * offset + i,
-                             "category_id": 9 + c, "segmentation": rle, "iscrowd": 0,
-                             "area": float((mask == c).sum()), "bbox": [0, 0, 1, 1]})
+                anns.append(
+                    {
+                        "id": len(anns) + 1 + 10000 * offset,
+                        "image_id": 1000 * offset + i,
+                        "category_id": 9 + c,
+                        "segmentation": rle,
+                        "iscrowd": 0,
+                        "area": float((mask == c).sum()),
+                        "bbox": [0, 0, 1, 1],
+                    }
+                )
         (root / "annotations").mkdir(exist_ok=True)
-        (root / "annotations" / f"{split}.json").write_text(json.dumps({"images": images, "annotations": anns,
-                                                                         "categories": cats}))
+        (root / "annotations" / f"{split}.json").write_text(
+            json.dumps({"images": images, "annotations": anns, "categories": cats})
+        )
 
 
 @pytest.mark.slow
@@ -179,9 +248,15 @@ def test_coco_format_subsets_run_end_to_end(tmp_path: Path) -> None:
     root, work = tmp_path / "coco17", tmp_path / "work"
     make_coco_root(root)
     subsets = {s: {"images": s, "annotations": f"annotations/{s}.json"} for s in ("train", "val")}
-    write_config(work, {"device": "cpu", "gates": {"enabled": False},
-                        "datasets": {"c17": {"kind": "coco", "root": str(root), "subsets": subsets}},
-                        "runs": {"c": {"dataset": "c17", **tiny_overrides()}}})
+    write_config(
+        work,
+        {
+            "device": "cpu",
+            "gates": {"enabled": False},
+            "datasets": {"c17": {"kind": "coco", "root": str(root), "subsets": subsets}},
+            "runs": {"c": {"dataset": "c17", **tiny_overrides()}},
+        },
+    )
     proc = snakemake(work, "results/c/deeplab_val_miou.txt", "results/c/pseudo_val_miou.txt", timeout=1500)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (work / "resources/c17/classes.txt").read_text().split("\n")[:2] == ["background", NAMES[0]]

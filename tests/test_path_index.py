@@ -85,7 +85,7 @@ def test_source_window_irn_128() -> None:
     assert (index.out_height, index.out_width, index.num_offsets) == (119, 110, 152)
     rows, cols = torch.meshgrid(torch.arange(128), torch.arange(128), indexing="ij")
     src_rows, src_cols = index.sources(rows), index.sources(cols)
-    assert src_rows[:, 0].tolist() == list(range(0, 119))  # rows 0..127−9
+    assert src_rows[:, 0].tolist() == list(range(119))  # rows 0..127−9
     assert src_cols[0].tolist() == list(range(9, 119))  # cols 9..127−9
     dst_rows, dst_cols = index.destinations(rows), index.destinations(cols)
     assert int(dst_rows.max()) == 127 and int(dst_cols.min()) == 0 and int(dst_cols.max()) == 127
@@ -206,9 +206,15 @@ def _counts_from_pair_labels(index: PathIndex, label: torch.Tensor, ignore_index
     return torch.stack([pairs[k].sum() for k in ("bg_pos", "fg_pos", "neg")]).to(torch.float64)
 
 
-@pytest.mark.parametrize("radius, shape, dtype, ignore_index", [
-    (10, (3, 40, 44), torch.uint8, 255), (5, (2, 17, 23), torch.int64, 255), (5, (19, 21), torch.int32, 4),
-    (3, (4, 9, 12), torch.int16, 255)])
+@pytest.mark.parametrize(
+    "radius, shape, dtype, ignore_index",
+    [
+        (10, (3, 40, 44), torch.uint8, 255),
+        (5, (2, 17, 23), torch.int64, 255),
+        (5, (19, 21), torch.int32, 4),
+        (3, (4, 9, 12), torch.int16, 255),
+    ],
+)
 def test_pair_label_counts_equal_those_of_the_pair_labels(radius, shape, dtype, ignore_index) -> None:
     """Bit-identical to counting the pair labels, on random maps with background, classes, 255 and (signed types)
     negative values, with few classes so that every kind of pair occurs. Planted bug caught: counting a pair
@@ -220,7 +226,9 @@ def test_pair_label_counts_equal_those_of_the_pair_labels(radius, shape, dtype, 
         if dtype.is_signed:
             label[torch.rand(shape, generator=g) < 0.1] = -1
         if trial == 2:  # large regions, as real labels: many positive pairs
-            label = label[..., ::4, ::4].repeat_interleave(4, -2).repeat_interleave(4, -1)[..., :shape[-2], :shape[-1]]
+            label = (
+                label[..., ::4, ::4].repeat_interleave(4, -2).repeat_interleave(4, -1)[..., : shape[-2], : shape[-1]]
+            )
         label = label.to(dtype) if dtype != torch.uint8 else label.clamp(0, 255).to(dtype)
         index = PathIndex(radius, *shape[-2:])
         got = index.pair_label_counts(label, ignore_index)

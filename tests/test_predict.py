@@ -11,25 +11,49 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import run_stage_inline, schema_section
 from PIL import Image
 
 from wsss.data.dataset import VOCLayoutDataset, format_labels_tsv
-from wsss.runtime.errors import InputError
-from wsss.runtime.io import read_label_png, read_rgb, voc_palette, write_jpeg, write_label_png
 from wsss.outputs.predict import SUBMISSION_DIR, list_images, merge_shards, overlay, write_submission
 from wsss.pipeline.segment import crf_refine, image_logits, labels_from_logits, load_segmenter
+from wsss.runtime.errors import InputError
+from wsss.runtime.io import read_label_png, read_rgb, voc_palette, write_jpeg, write_label_png
+from wsss.runtime.stage_config import STAGES
 
-from helpers import run_stage_inline, schema_section  # noqa: E402
-
-from wsss.runtime.stage_config import STAGES  # noqa: E402
-
-SEG = {"backbone": 18, "pretrained": "none", "pretrained_sha256": None, "norm": "batch", "style": "torchvision",
-       "aspp_rates": [6, 12], "msc_scales": [0.5, 0.75], "label_source": "gt", "batch_size": 2, "accumulate": 1,
-       "iterations": 3, "optimizer": "adamw", "lr": 1e-3, "lr_mult_weight": 10, "lr_mult_bias": 20,
-       "weight_decay": 5e-4, "momentum": 0.9, "poly_power": 0.9, "crop": 24, "scales": [0.75, 1.0, 1.25],
-       "scale_sampling": "discrete", "flip": True, "loss_reduction": "sum", "amp": False, "seed": 0,
-       "checkpoint_every": 2, "workers": 0, "test_scales": [1.0], "test_flip": False, "predict_crf": True,
-       "crf": {**schema_section("seg")["crf"], "iters": 3}}
+SEG = {
+    "backbone": 18,
+    "pretrained": "none",
+    "pretrained_sha256": None,
+    "norm": "batch",
+    "style": "torchvision",
+    "aspp_rates": [6, 12],
+    "msc_scales": [0.5, 0.75],
+    "label_source": "gt",
+    "batch_size": 2,
+    "accumulate": 1,
+    "iterations": 3,
+    "optimizer": "adamw",
+    "lr": 1e-3,
+    "lr_mult_weight": 10,
+    "lr_mult_bias": 20,
+    "weight_decay": 5e-4,
+    "momentum": 0.9,
+    "poly_power": 0.9,
+    "crop": 24,
+    "scales": [0.75, 1.0, 1.25],
+    "scale_sampling": "discrete",
+    "flip": True,
+    "loss_reduction": "sum",
+    "amp": False,
+    "seed": 0,
+    "checkpoint_every": 2,
+    "workers": 0,
+    "test_scales": [1.0],
+    "test_flip": False,
+    "predict_crf": True,
+    "crf": {**schema_section("seg")["crf"], "iters": 3},
+}
 
 
 def _params(stage: str, seg: dict) -> str:
@@ -59,7 +83,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         mask = np.zeros(size, np.uint8)
         image = rng.integers(0, 80, (*size, 3), dtype=np.uint8)
         for j, c in enumerate(cls):
-            mask[4:16, 2 + 9 * j: 10 + 9 * j] = c
+            mask[4:16, 2 + 9 * j : 10 + 9 * j] = c
             image[mask == c] = [200, 40, 40] if c == 1 else [40, 40, 200]
         write_label_png(root / "SegmentationClass" / f"{image_id}.png", mask)
         write_jpeg(root / "JPEGImages" / f"{image_id}.jpg", image)
@@ -73,8 +97,22 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     (root / "classes.txt").write_text("background\ncat\ndog\n")
     (root / "dataset.yaml").write_text("name: tiny\n")
     out = root.parent / "deeplab"
-    assert _stage("train_seg", "--params", _params("train_seg", SEG), "--dataset", str(root), "--split", "train",
-                  "--device", "cpu", "--out-dir", str(out)) == 0
+    assert (
+        _stage(
+            "train_seg",
+            "--params",
+            _params("train_seg", SEG),
+            "--dataset",
+            str(root),
+            "--split",
+            "train",
+            "--device",
+            "cpu",
+            "--out-dir",
+            str(out),
+        )
+        == 0
+    )
     return root, out / "model.pt"
 
 
@@ -98,8 +136,13 @@ def _image_folder(folder: Path) -> dict[str, tuple[int, int]]:
 
 def test_list_images_any_case_sorted_and_errors(tmp_path: Path) -> None:
     sizes = _image_folder(tmp_path / "imgs")
-    assert [p.name for p in list_images(tmp_path / "imgs")] == ["grey.png", "pal.Png", "photo.jpeg", "rgb.JPG",
-                                                                 "rgba.png"]
+    assert [p.name for p in list_images(tmp_path / "imgs")] == [
+        "grey.png",
+        "pal.Png",
+        "photo.jpeg",
+        "rgb.JPG",
+        "rgba.png",
+    ]
     assert {p.stem for p in list_images(tmp_path / "imgs")} == set(sizes)
     (tmp_path / "imgs" / "grey.jpg").write_bytes(b"")
     with pytest.raises(InputError, match="grey.jpg and grey.png share the stem 'grey'"):
@@ -132,12 +175,39 @@ def test_predict_stage_shards_match_the_library(trained, tmp_path: Path, use_crf
     params = dict(SEG, predict_crf=use_crf, test_scales=[1.0, 0.75], test_flip=True)
     shards = [tmp_path / f"shard_{k}" for k in range(2)]
     for k, shard in enumerate(shards):
-        assert _stage("predict", "--params", _params("predict", params), "--images", str(tmp_path / "imgs"),
-                      "--dataset", str(root), "--model", str(model_path), "--shard", str(k), "--shards", "2",
-                      "--workers", "2" if use_crf else "1", "--device", "cpu", "--out", str(shard)) == 0
+        assert (
+            _stage(
+                "predict",
+                "--params",
+                _params("predict", params),
+                "--images",
+                str(tmp_path / "imgs"),
+                "--dataset",
+                str(root),
+                "--model",
+                str(model_path),
+                "--shard",
+                str(k),
+                "--shards",
+                "2",
+                "--workers",
+                "2" if use_crf else "1",
+                "--device",
+                "cpu",
+                "--out",
+                str(shard),
+            )
+            == 0
+        )
     names = [sorted(p.name for p in s.iterdir() if p.name != ".wsss-output") for s in shards]
-    assert names[0] == ["grey.png", "grey_overlay.jpg", "photo.png", "photo_overlay.jpg", "rgba.png",
-                        "rgba_overlay.jpg"]
+    assert names[0] == [
+        "grey.png",
+        "grey_overlay.jpg",
+        "photo.png",
+        "photo_overlay.jpg",
+        "rgba.png",
+        "rgba_overlay.jpg",
+    ]
     assert names[1] == ["pal.png", "pal_overlay.jpg", "rgb.png", "rgb_overlay.jpg"]
     assert _stage("predict_merge", "--shards", *map(str, shards), "--out", str(tmp_path / "merged")) == 0
     merged = tmp_path / "merged"
@@ -166,9 +236,25 @@ def test_predict_unreadable_image_is_one_line_error_and_no_output(trained, tmp_p
     bad = tmp_path / "imgs" / "photo.jpeg"
     bad.write_bytes(bad.read_bytes()[:40])
     out = tmp_path / "shard_0"
-    code = _stage("predict", "--params", _params("predict", SEG), "--images", str(tmp_path / "imgs"), "--dataset",
-                  str(root), "--model", str(model_path), "--shard", "0", "--shards", "1", "--device", "cpu",
-                  "--out", str(out))
+    code = _stage(
+        "predict",
+        "--params",
+        _params("predict", SEG),
+        "--images",
+        str(tmp_path / "imgs"),
+        "--dataset",
+        str(root),
+        "--model",
+        str(model_path),
+        "--shard",
+        "0",
+        "--shards",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    )
     assert code == 2
     _one_line_error(capsys.readouterr().err, str(bad), "cannot decode image")
     assert not out.exists() and not list(tmp_path.glob(".shard_0*"))
@@ -179,9 +265,25 @@ def test_predict_with_weights_of_another_class_count_is_one_line_error(trained, 
     _image_folder(tmp_path / "imgs")
     (root / "classes.txt").write_text("background\ncat\ndog\nbird\n")
     try:
-        code = _stage("predict", "--params", _params("predict", SEG), "--images", str(tmp_path / "imgs"), "--dataset",
-                      str(root), "--model", str(model_path), "--shard", "0", "--shards", "1", "--device", "cpu",
-                      "--out", str(tmp_path / "out"))
+        code = _stage(
+            "predict",
+            "--params",
+            _params("predict", SEG),
+            "--images",
+            str(tmp_path / "imgs"),
+            "--dataset",
+            str(root),
+            "--model",
+            str(model_path),
+            "--shard",
+            "0",
+            "--shards",
+            "1",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "out"),
+        )
     finally:
         (root / "classes.txt").write_text("background\ncat\ndog\n")
     assert code == 2
@@ -207,14 +309,54 @@ def test_voc_submission_of_an_unlabelled_test_split(trained, tmp_path: Path) -> 
     crf_dirs = []
     for k in range(2):
         logits, crf = tmp_path / f"seg/shard_{k}", tmp_path / f"crf/shard_{k}"
-        assert _stage("infer_seg", "--params", params, "--dataset", str(root), "--split", "test", "--shard", str(k),
-                      "--shards", "2", "--model", str(model_path), "--device", "cpu", "--out", str(logits)) == 0
-        assert _stage("crf", "--params", _params("crf", SEG), "--dataset", str(root), "--split", "test", "--shard", str(k),
-                      "--shards", "2", "--logits", str(logits), "--out", str(crf)) == 0
+        assert (
+            _stage(
+                "infer_seg",
+                "--params",
+                params,
+                "--dataset",
+                str(root),
+                "--split",
+                "test",
+                "--shard",
+                str(k),
+                "--shards",
+                "2",
+                "--model",
+                str(model_path),
+                "--device",
+                "cpu",
+                "--out",
+                str(logits),
+            )
+            == 0
+        )
+        assert (
+            _stage(
+                "crf",
+                "--params",
+                _params("crf", SEG),
+                "--dataset",
+                str(root),
+                "--split",
+                "test",
+                "--shard",
+                str(k),
+                "--shards",
+                "2",
+                "--logits",
+                str(logits),
+                "--out",
+                str(crf),
+            )
+            == 0
+        )
         crf_dirs.append(str(crf))
     archive = tmp_path / "voc_test_submission.tar.gz"
-    assert _stage("voc_submission", "--dataset", str(root), "--split", "test", "--crf", *crf_dirs,
-                  "--out", str(archive)) == 0
+    assert (
+        _stage("voc_submission", "--dataset", str(root), "--split", "test", "--crf", *crf_dirs, "--out", str(archive))
+        == 0
+    )
     data = VOCLayoutDataset(root)
     with tarfile.open(archive) as tar:
         members = {m.name: m for m in tar.getmembers()}
@@ -230,8 +372,10 @@ def test_voc_submission_of_an_unlabelled_test_split(trained, tmp_path: Path) -> 
             crf_png = next(Path(d) / f"{image_id}.png" for d in crf_dirs if (Path(d) / f"{image_id}.png").exists())
             np.testing.assert_array_equal(labels, read_label_png(crf_png, 3))
     first = archive.read_bytes()
-    assert _stage("voc_submission", "--dataset", str(root), "--split", "test", "--crf", *crf_dirs,
-                  "--out", str(archive)) == 0
+    assert (
+        _stage("voc_submission", "--dataset", str(root), "--split", "test", "--crf", *crf_dirs, "--out", str(archive))
+        == 0
+    )
     assert archive.read_bytes() == first
 
 
@@ -277,14 +421,21 @@ def test_predict_export_and_submission_targets_in_the_tiny_dag(tiny_dag: Path, t
     targets = ["results/tiny/predict/new", "results/tiny/deeplab/model.ts", "results/tiny/voc_test_submission.tar.gz"]
     proc = snakemake(work, "-n", *targets)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert planned_jobs(proc.stdout) == {"predict_shard": 2, "predict": 1, "export_model": 1, "infer_seg": 2,
-                                         "crf": 2, "voc_submission": 1}
+    assert planned_jobs(proc.stdout) == {
+        "predict_shard": 2,
+        "predict": 1,
+        "export_model": 1,
+        "infer_seg": 2,
+        "crf": 2,
+        "voc_submission": 1,
+    }
     proc = snakemake(work, *targets)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     out = work / "results/tiny/predict/new"
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted(
-        [f"{s}.png" for s in sizes] + [f"{s}_overlay.jpg" for s in sizes])
+        [f"{s}.png" for s in sizes] + [f"{s}_overlay.jpg" for s in sizes]
+    )
     classes = (synth / "classes.txt").read_text().split()
     for stem, size in sizes.items():
         assert read_label_png(out / f"{stem}.png", len(classes)).shape == size
@@ -292,11 +443,16 @@ def test_predict_export_and_submission_targets_in_the_tiny_dag(tiny_dag: Path, t
     log = (work / "logs/tiny/predict/new_0.log").read_text()
     assert "predict: 100%" in log and "INFO done in " in log and "CRF True" in log
     assert json.loads((work / "results/tiny/deeplab/model.json").read_text())["classes"] == classes
-    assert torch.jit.load(str(work / "results/tiny/deeplab/model.ts"))(torch.zeros(1, 3, 30, 41)).shape == \
-        (1, len(classes), 30, 41)
+    assert torch.jit.load(str(work / "results/tiny/deeplab/model.ts"))(torch.zeros(1, 3, 30, 41)).shape == (
+        1,
+        len(classes),
+        30,
+        41,
+    )
     with tarfile.open(work / "results/tiny/voc_test_submission.tar.gz") as tar:
-        assert sorted(m.name for m in tar.getmembers() if m.isfile()) == \
-            sorted(f"{SUBMISSION_DIR}/{i}.png" for i in test_ids)
+        assert sorted(m.name for m in tar.getmembers() if m.isfile()) == sorted(
+            f"{SUBMISSION_DIR}/{i}.png" for i in test_ids
+        )
     for name in ["predict/new_1", "predict/new", "export_model", "voc_submission"]:
         assert (work / f"benchmarks/tiny/{name}.tsv").exists(), name
     proc = snakemake(work, "-n", *targets)
@@ -350,11 +506,20 @@ BAD_PREDICT = {
     "missing folder": (lambda f: None, "out", None, "imgs", "image folder is missing"),
     "no images": (lambda f: f.mkdir(), "out", None, "imgs", "no images (*.jpg, *.jpeg, *.png, any case)"),
     "two images share a stem": (_two_stems, "out", None, "imgs", "images x.jpg and x.png share the stem 'x'"),
-    "undecodable image": (lambda f: _one_image(f, data=b"not a jpeg"), "out", None, "imgs/bad.jpg",
-                          "cannot decode image"),
-    "image above max_pixels": (_one_image, "out", 500, "imgs/big.png",
-                               "image is 40×31 = 1240 pixels, above max_pixels 500; downscale the image or raise "
-                               "datasets.voc.max_pixels"),
+    "undecodable image": (
+        lambda f: _one_image(f, data=b"not a jpeg"),
+        "out",
+        None,
+        "imgs/bad.jpg",
+        "cannot decode image",
+    ),
+    "image above max_pixels": (
+        _one_image,
+        "out",
+        500,
+        "imgs/big.png",
+        "image is 40×31 = 1240 pixels, above max_pixels 500; downscale the image or raise datasets.voc.max_pixels",
+    ),
     "output inside the image folder": (_one_image, "imgs/out", None, "imgs", "image folder overlaps the output folder"),
 }
 
@@ -369,9 +534,25 @@ def test_bad_predict_input_is_one_line(trained, tmp_path: Path, capsys, case: st
         (dataset / "dataset.yaml").write_text(f"name: tiny\nmax_pixels: {max_pixels}\n")
     make(tmp_path / "imgs")
     before = sorted(p.name for p in tmp_path.rglob("*"))
-    code = _stage("predict", "--params", _params("predict", dict(SEG, predict_crf=False)), "--images", str(tmp_path / "imgs"),
-                  "--dataset", str(dataset), "--model", str(model_path), "--shard", "0", "--shards", "1",
-                  "--device", "cpu", "--out", str(tmp_path / out))
+    code = _stage(
+        "predict",
+        "--params",
+        _params("predict", dict(SEG, predict_crf=False)),
+        "--images",
+        str(tmp_path / "imgs"),
+        "--dataset",
+        str(dataset),
+        "--model",
+        str(model_path),
+        "--shard",
+        "0",
+        "--shards",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / out),
+    )
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(errors) == 1 and errors[0].startswith(f"error: {tmp_path / where}: {problem}"), errors
     assert sorted(p.name for p in tmp_path.rglob("*")) == before  # no output, no temp

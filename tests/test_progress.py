@@ -46,7 +46,7 @@ def test_log_file_gets_one_plain_line_per_interval(monkeypatch: pytest.MonkeyPat
     steps = [int(re.search(r"(\d+)/100", line).group(1)) for line in lines]
     assert steps[0] == 0 and steps[-1] == 100
     assert 4 <= len(lines) <= 6, lines  # 0, ~30, ~60, ~90, 100
-    assert all(later - earlier >= 29 for earlier, later in zip(steps[1:-2], steps[2:-1]))
+    assert all(later - earlier >= 29 for earlier, later in zip(steps[1:-2], steps[2:-1]))  # noqa: RUF007
     assert all(line.startswith("train:") for line in lines)
     assert re.search(r"\d+/100 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+it/s\]", lines[2])  # elapsed<ETA, rate
 

@@ -12,8 +12,8 @@ import torch
 from wsss.artifacts.cam import CamRecord, save_cam
 from wsss.data.dataset import VOCLayoutDataset, format_labels_tsv
 from wsss.data.irn_data import AffinityTrainSet, index_label_dirs
-from wsss.runtime.errors import InputError
-from wsss.runtime.io import read_label_png, write_jpeg, write_label_png
+from wsss.engine.train import build_optimizer, fit
+from wsss.ops.path_index import PathIndex
 from wsss.pipeline.pseudo_labels import (
     aggregate_losses,
     boundary_map,
@@ -27,8 +27,8 @@ from wsss.pipeline.pseudo_labels import (
     training_step,
     write_ir_labels,
 )
-from wsss.ops.path_index import PathIndex
-from wsss.engine.train import build_optimizer, fit
+from wsss.runtime.errors import InputError
+from wsss.runtime.io import read_label_png, write_jpeg, write_label_png
 
 IR_OPTIONS = {"conf_fg": 0.30, "conf_bg": 0.05, "gt_prob": 0.7, "iters": 10, "pos": (3, 3), "bi": (50, 5, 10)}
 
@@ -63,8 +63,10 @@ def _square_cams(data: VOCLayoutDataset, cam_dir: Path) -> None:
         cls = int(mask.max())
         cam = (mask[::4, ::4] > 0).astype(np.float32)
         cam = np.maximum(cam, 0.1 * np.roll(cam, 2, axis=1))
-        save_cam(cam_dir / f"{image_id}.npz", CamRecord(np.array([cls - 1]), cam[None].astype(np.float16),
-                                                         mask.shape, np.zeros(2, np.float32)))
+        save_cam(
+            cam_dir / f"{image_id}.npz",
+            CamRecord(np.array([cls - 1]), cam[None].astype(np.float16), mask.shape, np.zeros(2, np.float32)),
+        )
 
 
 # ------------------------------------------------------------------------------------------------ loss terms
@@ -103,15 +105,23 @@ def test_aggregation_formula_on_a_two_offset_toy() -> None:
     bg_pos = torch.tensor([[[[True, False]], [[False, False]]]])
     fg_pos = torch.tensor([[[[False, True]], [[True, False]]]])
     neg_lab = torch.tensor([[[[False, False]], [[False, True]]]])
-    terms = aggregate_losses({"pos_aff": pos, "neg_aff": neg, "dp_fg": dp_fg, "dp_bg": dp_bg},
-                             {"bg_pos": bg_pos, "fg_pos": fg_pos, "neg": neg_lab})
+    terms = aggregate_losses(
+        {"pos_aff": pos, "neg_aff": neg, "dp_fg": dp_fg, "dp_bg": dp_bg},
+        {"bg_pos": bg_pos, "fg_pos": fg_pos, "neg": neg_lab},
+    )
     eps = 1e-5
     bg_aff, fg_aff = 1 / (1 + eps), (2 + 3) / (2 + eps)
     # fg pairs: (k0, x1) and (k1, x0); channel values of dp_fg there: ch0 → 1, 2; ch1 → 5, 6
     dp_fg_term = (1 + 2 + 5 + 6) / (2 * 2 + eps)
     dp_bg_term = (10 + 14) / (2 * 1 + eps)  # bg pair (k0, x0): ch0 → 10, ch1 → 14
-    expected = {"bg_pos_aff": bg_aff, "fg_pos_aff": fg_aff, "pos_aff": (bg_aff + fg_aff) / 2,
-                "neg_aff": 8 / (1 + eps), "dp_fg": dp_fg_term, "dp_bg": dp_bg_term}
+    expected = {
+        "bg_pos_aff": bg_aff,
+        "fg_pos_aff": fg_aff,
+        "pos_aff": (bg_aff + fg_aff) / 2,
+        "neg_aff": 8 / (1 + eps),
+        "dp_fg": dp_fg_term,
+        "dp_bg": dp_bg_term,
+    }
     expected["total"] = (expected["pos_aff"] + expected["neg_aff"]) / 2 + (dp_fg_term + dp_bg_term) / 2
     for key, value in expected.items():
         assert float(terms[key]) == pytest.approx(value, rel=1e-6), key
@@ -120,8 +130,9 @@ def test_aggregation_formula_on_a_two_offset_toy() -> None:
 def test_displacement_towards_a_common_centre_has_zero_foreground_loss() -> None:
     """D(p) = c − p for every pixel: D(src) − D(dst) = δ, so dp_fg = 0 and dp_bg = mean |δ| > 0."""
     height, width = 8, 10
-    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32),
-                            indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32), indexing="ij"
+    )
     disp = torch.stack([3.5 - ys, 4.5 - xs])[None]
     index = PathIndex(3, height, width)
     maps = pair_loss_maps(torch.zeros(1, 1, height, width), disp, index)
@@ -210,10 +221,21 @@ def test_tiny_fit_trains_the_branches_only(square_voc: Path, tmp_path: Path) -> 
     optimizer = build_optimizer(optimizer_groups(model, 10.0), "sgd", 0.1, 1e-4, 1e-4)
     index = PathIndex(10, 20, 20)
     out = tmp_path / "irn"
-    fit(model, AffinityTrainSet(data, ids, index_label_dirs([tmp_path / "lab"], ids), crop=80),
-        lambda m, batch, step: training_step(m, batch, index, torch.device("cpu")), optimizer, batch_size=1,
-        max_steps=3, seed=0, checkpoint=out / "checkpoint.pt", checkpoint_every=2, final_weights=out / "model.pt",
-        log_csv=out / "train_log.csv", device=torch.device("cpu"), fingerprint="x")
+    fit(
+        model,
+        AffinityTrainSet(data, ids, index_label_dirs([tmp_path / "lab"], ids), crop=80),
+        lambda m, batch, step: training_step(m, batch, index, torch.device("cpu")),
+        optimizer,
+        batch_size=1,
+        max_steps=3,
+        seed=0,
+        checkpoint=out / "checkpoint.pt",
+        checkpoint_every=2,
+        final_weights=out / "model.pt",
+        log_csv=out / "train_log.csv",
+        device=torch.device("cpu"),
+        fingerprint="x",
+    )
     log = (out / "train_log.csv").read_text().splitlines()
     assert log[0] == "step,lr,loss,bg_pos_aff,fg_pos_aff,pos_aff,neg_aff,dp_fg,dp_bg" and len(log) == 4
     assert all(math.isfinite(float(v)) for row in log[1:] for v in row.split(","))

@@ -11,14 +11,18 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import REPO, run_group, snakemake, tiny_config, write_config
 
 
 def _copy_checkout(dest: Path) -> None:
     """The working tree's tracked and untracked-but-not-ignored files, as they are on disk, copied to ``dest``."""
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                           capture_output=True, text=True, check=True).stdout.split("\0")
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
     for name in filter(None, files):
         src = REPO / name
         if src.is_file():
@@ -44,8 +48,12 @@ def test_checkout_and_interpreter_under_a_folder_with_a_space_run_real_jobs(tiny
     env = {**os.environ, "WSSS_GPU_LOCK_DIR": str(tmp_path / "gpu locks")}
     env.pop("PYTHONPATH", None)
     target = "results/tiny/deeplab_val_miou.txt"  # the tiny DAG's whole chain: CAMs, IRN, DeepLab, CRF
-    proc = run_group([str(python), "-m", "snakemake", "-s", str(checkout / "Snakefile"), "--cores", "2", "-p",
-                      target], workdir, timeout=1200, env=env)
+    proc = run_group(
+        [str(python), "-m", "snakemake", "-s", str(checkout / "Snakefile"), "--cores", "2", "-p", target],
+        workdir,
+        timeout=1200,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     if not torch.cuda.is_available():  # the same CPU run as the tiny build (with CUDA it trained on the GPU)
         assert float((workdir / target).read_text()) == float((tiny_dag / target).read_text())
@@ -88,6 +96,9 @@ def test_every_rule_quotes_its_shell_words(repo: Path) -> None:
             if in_shell and not line.startswith("        "):
                 in_shell = False
             if in_shell:
-                unquoted += [f"{smk.name}:{number}: {m.group(0)}" for m in placeholder.finditer(line)
-                             if m.group(1) not in PRE_QUOTED and m.group(2) != ":q"]
+                unquoted += [
+                    f"{smk.name}:{number}: {m.group(0)}"
+                    for m in placeholder.finditer(line)
+                    if m.group(1) not in PRE_QUOTED and m.group(2) != ":q"
+                ]
     assert not unquoted

@@ -10,10 +10,10 @@ import pytest
 import torch
 from helpers import schema_section
 
-from wsss.pipeline.classify import build_classifier
+from wsss.engine.train import MicroBatch
 from wsss.methods import get_method
 from wsss.methods.recam import class_features, normalised_cams, reactivated_cams, reactivation_loss
-from wsss.engine.train import MicroBatch
+from wsss.pipeline.classify import build_classifier
 
 
 def test_class_features_known_answer() -> None:

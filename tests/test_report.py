@@ -14,12 +14,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import REPO, TINY_DAG_TARGETS, require_or_skip, snakemake
 from PIL import Image
 
-from helpers import REPO, TINY_DAG_TARGETS, require_or_skip, snakemake
+from wsss.outputs.report import (
+    colorize,
+    disagreement,
+    read_train_log,
+    save_class_iou,
+    save_loss_curves,
+    save_miou_progression,
+    stage_scores,
+)
 from wsss.runtime.errors import InputError
-from wsss.outputs.report import (colorize, disagreement, read_train_log, save_class_iou, save_loss_curves,
-                         save_miou_progression, stage_scores)
 
 FIGURES = {  # file -> subcategory of the report (category: the run)
     "cam_overlays.png": "CAMs",
@@ -58,8 +65,11 @@ def test_read_train_log_columns_and_bad_files(tmp_path: Path) -> None:
     good.write_text("step,lr,loss,cls\n0,0.1,2.5,2.0\n1,0.05,1.5,1.0\n")
     columns = read_train_log(good)
     assert list(columns) == ["step", "lr", "loss", "cls"] and columns["loss"].tolist() == [2.5, 1.5]
-    for text, problem in [("a,b\n1,2\n", "not a training log"), ("step,lr,loss\n0,x,1\n", "not numbers"),
-                          ("step,lr,loss\n0,1\n", "not numbers")]:
+    for text, problem in [
+        ("a,b\n1,2\n", "not a training log"),
+        ("step,lr,loss\n0,x,1\n", "not numbers"),
+        ("step,lr,loss\n0,1\n", "not numbers"),
+    ]:
         good.write_text(text)
         with pytest.raises(InputError, match=problem) as err:
             read_train_log(good)
@@ -70,8 +80,16 @@ def test_stage_scores_reads_every_stage_in_percent(tmp_path: Path) -> None:
     cam, pseudo, deeplab = (tmp_path / f"{n}.json" for n in ("cam", "pseudo", "deeplab"))
     cam.write_text(json.dumps({"miou_present": 0.4, "iou": {"background": 0.8, "a": None}}))
     pseudo.write_text(json.dumps({"miou_present": 0.5, "iou": {"background": 0.9, "a": 0.1}}))
-    deeplab.write_text(json.dumps({"miou_no_crf": 55.0, "miou_crf": 57.5, "no_crf": {"iou": {"background": 0.7}},
-                                   "crf": {"iou": {"background": 0.75}}}))
+    deeplab.write_text(
+        json.dumps(
+            {
+                "miou_no_crf": 55.0,
+                "miou_crf": 57.5,
+                "no_crf": {"iou": {"background": 0.7}},
+                "crf": {"iou": {"background": 0.75}},
+            }
+        )
+    )
     miou, per_class = stage_scores(str(cam), str(pseudo), str(deeplab))
     assert miou == {"CAM": 40.0, "pseudo": 50.0, "DeepLab": 55.0, "DeepLab+CRF": 57.5}
     assert per_class["CAM"] == {"background": 80.0, "a": None} and per_class["DeepLab+CRF"] == {"background": 75.0}
@@ -96,12 +114,20 @@ def test_plot_functions_draw_their_values(tmp_path: Path, monkeypatch: pytest.Mo
         real_save(fig, path)
 
     monkeypatch.setattr(report, "_save", keep)
-    save_class_iou({"CAM": {"background": 80.0, "a": None}, "DeepLab": {"background": 70.0, "a": 20.0}},
-                   ["background", "a"], tmp_path / "iou.png", "t")
-    save_miou_progression({"CAM": 40.0, "pseudo": None, "DeepLab": 55.0, "DeepLab+CRF": float("nan")},
-                          tmp_path / "m.png", "t")
-    save_loss_curves({"cls": {"step": np.arange(3.0), "lr": np.full(3, 9.0), "loss": np.array([3.0, 2.0, 1.0])}},
-                     tmp_path / "l.png", "t")
+    save_class_iou(
+        {"CAM": {"background": 80.0, "a": None}, "DeepLab": {"background": 70.0, "a": 20.0}},
+        ["background", "a"],
+        tmp_path / "iou.png",
+        "t",
+    )
+    save_miou_progression(
+        {"CAM": 40.0, "pseudo": None, "DeepLab": 55.0, "DeepLab+CRF": float("nan")}, tmp_path / "m.png", "t"
+    )
+    save_loss_curves(
+        {"cls": {"step": np.arange(3.0), "lr": np.full(3, 9.0), "loss": np.array([3.0, 2.0, 1.0])}},
+        tmp_path / "l.png",
+        "t",
+    )
     [ax] = figures["iou.png"].axes
     bars = {c.get_label(): [p.get_height() for p in c.patches] for c in ax.containers}
     assert list(bars) == ["CAM", "DeepLab"] and bars["DeepLab"] == [70.0, 20.0]
@@ -136,18 +162,47 @@ def test_report_stage_bad_metrics_is_one_line_error_and_writes_nothing(tiny_dag:
     bad = tmp_path / "deeplab_val_metrics.json"
     bad.write_text("{not json")
     run = "results/tiny"
-    cmd = [sys.executable, str(REPO / "stages/report_figures.py"), "--params",
-           json.dumps({"run": "tiny", "images": 2, "bg_score": 0.15}), "--dataset", "resources/synth",
-           "--cam-split", "val", "--pseudo-split", "val", "--seg-split", "val",
-           "--cams", f"{run}/cam/val/shard_0", f"{run}/cam/val/shard_1",
-           "--pseudo", f"{run}/pseudo/val/shard_0", f"{run}/pseudo/val/shard_1",
-           "--logits", f"{run}/seg/val/shard_0", f"{run}/seg/val/shard_1",
-           "--crf", f"{run}/seg_crf/val/shard_0", f"{run}/seg_crf/val/shard_1",
-           "--cam-metrics", f"{run}/cam_val_metrics.json", "--pseudo-metrics", f"{run}/pseudo_val_metrics.json",
-           "--seg-metrics", str(bad), "--train-logs", f"{run}/cls/train_log.csv", "--out-dir", str(tmp_path / "out"),
-           "--done", str(tmp_path / "out/done")]
-    proc = subprocess.run(cmd, cwd=tiny_dag, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    cmd = [
+        sys.executable,
+        str(REPO / "stages/report_figures.py"),
+        "--params",
+        json.dumps({"run": "tiny", "images": 2, "bg_score": 0.15}),
+        "--dataset",
+        "resources/synth",
+        "--cam-split",
+        "val",
+        "--pseudo-split",
+        "val",
+        "--seg-split",
+        "val",
+        "--cams",
+        f"{run}/cam/val/shard_0",
+        f"{run}/cam/val/shard_1",
+        "--pseudo",
+        f"{run}/pseudo/val/shard_0",
+        f"{run}/pseudo/val/shard_1",
+        "--logits",
+        f"{run}/seg/val/shard_0",
+        f"{run}/seg/val/shard_1",
+        "--crf",
+        f"{run}/seg_crf/val/shard_0",
+        f"{run}/seg_crf/val/shard_1",
+        "--cam-metrics",
+        f"{run}/cam_val_metrics.json",
+        "--pseudo-metrics",
+        f"{run}/pseudo_val_metrics.json",
+        "--seg-metrics",
+        str(bad),
+        "--train-logs",
+        f"{run}/cls/train_log.csv",
+        "--out-dir",
+        str(tmp_path / "out"),
+        "--done",
+        str(tmp_path / "out/done"),
+    ]
+    proc = subprocess.run(
+        cmd, cwd=tiny_dag, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)}
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {bad}: cannot read DeepLab metrics")
     assert not (tmp_path / "out").exists()
@@ -224,9 +279,21 @@ def test_html_report_shows_every_figure_in_headless_chromium(tiny_dag: Path, tmp
     checked = tmp_path / "checked.html"
     checked.write_text(head + CHECK_SCRIPT + end + tail)
     browser = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=30000", "--dump-dom", checked.as_uri()],
-        capture_output=True, text=True, timeout=300)
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=30000",
+            "--dump-dom",
+            checked.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     match = re.search(r'<pre id="wsss-check">(.*?)</pre>', browser.stdout, re.S)
     assert match, f"the check script did not finish; chromium stderr: {browser.stderr[-2000:]}"
     found = json.loads(html.unescape(match.group(1)))
@@ -250,9 +317,9 @@ def test_panel_rows_hand_worked(tiny_voc: Path, tmp_path: Path) -> None:
 
     from wsss.artifacts.cam import CamRecord, save_cam
     from wsss.data.dataset import VOCLayoutDataset
-    from wsss.runtime.io import write_label_png
     from wsss.outputs.report import cam_overlay_rows, pseudo_rows, segmentation_rows
     from wsss.pipeline.segment import save_logits
+    from wsss.runtime.io import write_label_png
 
     data = VOCLayoutDataset(tiny_voc)
     image, gt = data.image("c_3"), data.mask("c_3")  # cat at rows 2-7, cols 2-6; dog at cols 8-12; row 0 ignore
@@ -260,8 +327,10 @@ def test_panel_rows_hand_worked(tiny_voc: Path, tmp_path: Path) -> None:
     # CAMs: the stored full-resolution map (cam.high_res: per_scale) is what the report shows, not the stride-4 one
     high = np.zeros((2, 12, 16), np.float16)
     high[0, :, :8], high[1, :, 8:], high[1, :, :8] = 1.0, 0.8, 0.2
-    save_cam(tmp_path / "cams" / "c_3.npz", CamRecord(np.array([0, 1]), np.zeros((2, 3, 4), np.float16), (12, 16),
-                                                       np.array([0.9, 0.9], np.float32), high))
+    save_cam(
+        tmp_path / "cams" / "c_3.npz",
+        CamRecord(np.array([0, 1]), np.zeros((2, 3, 4), np.float16), (12, 16), np.array([0.9, 0.9], np.float32), high),
+    )
     [row] = cam_overlay_rows(data, ["c_3"], [tmp_path / "cams"], bg_score=0.5)
     assert np.array_equal(row[0], image)
     blend = 0.5 * image[:, :8] / 255.0 + 0.5 * np.array([0.5, 0.0, 0.0])  # jet(1.0) is dark red (0.5, 0, 0)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import snakemake, snakemake_cmd, tiny_config, write_config
+
 from wsss.engine.train import Checkpoint
 
 TARGET = "results/tiny/cls/model.pt"
@@ -42,8 +42,9 @@ def _kill_group_after_first_checkpoint(workdir: Path) -> int:
     """Start ``snakemake TARGET`` in its own process group, SIGKILL the whole group (Snakemake, the job's shell
     and the training process) once a checkpoint exists; return the checkpoint's step."""
     checkpoint = workdir / "results/tiny/cls/checkpoint.pt"
-    job = subprocess.Popen(snakemake_cmd(TARGET), cwd=workdir, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, start_new_session=True)
+    job = subprocess.Popen(
+        snakemake_cmd(TARGET), cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 900
         while not checkpoint.exists():
@@ -88,4 +89,6 @@ def test_kill_9_during_training_then_rerun_resumes_to_identical_weights(tmp_path
     for name in ours:
         assert torch.equal(ours[name], theirs[name]), name
     # the loss log of the resumed run is that of the uninterrupted one: every step once, same values
-    assert (killed / "results/tiny/cls/train_log.csv").read_text() == (reference / "results/tiny/cls/train_log.csv").read_text()
+    assert (killed / "results/tiny/cls/train_log.csv").read_text() == (
+        reference / "results/tiny/cls/train_log.csv"
+    ).read_text()

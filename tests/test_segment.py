@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import run_stage_inline, schema_section  # noqa: E402
+from helpers import run_stage_inline, schema_section
 
 from wsss.data import transforms as T
 from wsss.data.dataset import VOCLayoutDataset
@@ -21,8 +21,6 @@ from wsss.data.seg_data import (
     normalize_image,
     training_label_paths,
 )
-from wsss.runtime.errors import InputError
-from wsss.runtime.io import read_label_png, write_label_png
 from wsss.engine.metrics import ConfusionMatrix
 from wsss.models.deeplab import build_deeplab
 from wsss.pipeline.segment import (
@@ -44,6 +42,8 @@ from wsss.pipeline.segment import (
     save_logits,
     summary_table,
 )
+from wsss.runtime.errors import InputError
+from wsss.runtime.io import read_label_png, write_label_png
 from wsss.runtime.stage_config import STAGES
 
 
@@ -58,8 +58,9 @@ def test_msc_loss_known_values() -> None:
     mean, _ = msc_loss(zeros, labels, names, "mean")
     assert mean.item() == pytest.approx(math.log(4), rel=1e-6)
     small = resize_labels(labels, (5, 5))
-    perfect = [F.one_hot(resize_labels(labels, (n, n)).clamp(max=3), 4).permute(0, 3, 1, 2).float() * 50
-               for n in (5, 2, 3, 5)]
+    perfect = [
+        F.one_hot(resize_labels(labels, (n, n)).clamp(max=3), 4).permute(0, 3, 1, 2).float() * 50 for n in (5, 2, 3, 5)
+    ]
     assert msc_loss(perfect, labels, names)[0].item() < 1e-6
     assert (small == 255).any()
     ignored, _ = msc_loss(zeros, torch.full((2, 33, 33), 255), names)
@@ -171,8 +172,10 @@ def test_evaluation_and_crf_shard(tiny_voc: Path, tmp_path: Path) -> None:
 
 
 def test_summary_table_formatting() -> None:
-    rows = [SummaryRow("voc", "voc", "vwl_l", "pseudo", 56.9, 66.456, 69.2049, 70.6),
-            SummaryRow("voc_gt", "voc", "–", "gt", None, None, 76.7, float("nan"))]
+    rows = [
+        SummaryRow("voc", "voc", "vwl_l", "pseudo", 56.9, 66.456, 69.2049, 70.6),
+        SummaryRow("voc_gt", "voc", "–", "gt", None, None, 76.7, float("nan")),
+    ]
     text = summary_table(rows, cam_split="val", pseudo_split="train")
     table = [line for line in text.splitlines() if line.startswith("|")]
     assert len(table) == 4 and all(line.count("|") == 9 for line in table)
@@ -193,8 +196,9 @@ def test_training_set_augmentation(tiny_voc: Path) -> None:
     assert torch.all(item["image"][:, 12:] == 0) and torch.all(item["image"][:, :, 16:] == 0)
     mask = data.mask(ids[0]).astype(np.int64)
     np.testing.assert_array_equal(item["label"][:12, :16].numpy(), mask)
-    np.testing.assert_allclose(item["image"][:, :12, :16].numpy(),
-                               T.to_chw(normalize_image(data.image(ids[0]))), atol=1e-6)
+    np.testing.assert_allclose(
+        item["image"][:, :12, :16].numpy(), T.to_chw(normalize_image(data.image(ids[0]))), atol=1e-6
+    )
     again = SegmentationTrainSet(data, ids, labels, crop=8, scales=[0.5, 1.5], scale_sampling="uniform")
     a, b = again[(1, 7)], again[(1, 7)]
     assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
@@ -231,14 +235,47 @@ def _stage(name: str, *argv: str) -> None:
     assert code == 0, f"{name} exited with {code}"
 
 
-SEG = {"backbone": 18, "pretrained": "none", "pretrained_sha256": None, "norm": "fixed", "style": "torchvision",
-       "aspp_rates": [6, 12, 18, 24], "msc_scales": [0.5, 0.75], "label_source": "gt", "batch_size": 2,
-       "accumulate": 1, "iterations": 3, "optimizer": "sgd", "lr": 2.5e-4, "lr_mult_weight": 10, "lr_mult_bias": 20,
-       "weight_decay": 5e-4, "momentum": 0.9, "poly_power": 0.9, "crop": 24, "scales": [0.75, 1.0, 1.25],
-       "scale_sampling": "discrete", "flip": True, "loss_reduction": "sum", "amp": True, "seed": 0,
-       "checkpoint_every": 2, "workers": 0, "test_scales": [1.0], "test_flip": True,
-       "crf": {"iters": 3, "pos_xy_std": 1, "pos_w": 3, "bi_xy_std": 67, "bi_rgb_std": 3, "bi_w": 4, "label_eps": 1e-3,
-               "max_labels": None}}
+SEG = {
+    "backbone": 18,
+    "pretrained": "none",
+    "pretrained_sha256": None,
+    "norm": "fixed",
+    "style": "torchvision",
+    "aspp_rates": [6, 12, 18, 24],
+    "msc_scales": [0.5, 0.75],
+    "label_source": "gt",
+    "batch_size": 2,
+    "accumulate": 1,
+    "iterations": 3,
+    "optimizer": "sgd",
+    "lr": 2.5e-4,
+    "lr_mult_weight": 10,
+    "lr_mult_bias": 20,
+    "weight_decay": 5e-4,
+    "momentum": 0.9,
+    "poly_power": 0.9,
+    "crop": 24,
+    "scales": [0.75, 1.0, 1.25],
+    "scale_sampling": "discrete",
+    "flip": True,
+    "loss_reduction": "sum",
+    "amp": True,
+    "seed": 0,
+    "checkpoint_every": 2,
+    "workers": 0,
+    "test_scales": [1.0],
+    "test_flip": True,
+    "crf": {
+        "iters": 3,
+        "pos_xy_std": 1,
+        "pos_w": 3,
+        "bi_xy_std": 67,
+        "bi_rgb_std": 3,
+        "bi_w": 4,
+        "label_eps": 1e-3,
+        "max_labels": None,
+    },
+}
 
 
 def _params(stage: str, source: dict) -> str:
@@ -248,42 +285,125 @@ def _params(stage: str, source: dict) -> str:
 
 def test_stages_end_to_end(tiny_voc: Path, tmp_path: Path) -> None:
     root, out = str(tiny_voc), tmp_path / "results"
-    _stage("train_seg", "--params", _params("train_seg", SEG), "--dataset", root, "--split", "train", "--device", "cpu",
-           "--out-dir", str(out / "deeplab"))
+    _stage(
+        "train_seg",
+        "--params",
+        _params("train_seg", SEG),
+        "--dataset",
+        root,
+        "--split",
+        "train",
+        "--device",
+        "cpu",
+        "--out-dir",
+        str(out / "deeplab"),
+    )
     log = (out / "deeplab" / "train_log.csv").read_text().splitlines()
     assert log[0] == "step,lr,loss,loss_1,loss_0.5,loss_0.75,loss_max" and len(log) == 4
     assert not (out / "deeplab" / "checkpoint.pt").exists()
     for k in range(2):
-        _stage("infer_seg", "--params", _params("infer_seg", SEG), "--dataset", root, "--split", "val", "--shard", str(k), "--shards", "2",
-               "--model", str(out / "deeplab" / "model.pt"), "--device", "cpu", "--out", str(out / f"seg/s{k}"))
-        _stage("crf", "--params", _params("crf", SEG), "--dataset", root, "--split", "val", "--shard", str(k), "--shards", "2",
-               "--logits", str(out / f"seg/s{k}"), "--out", str(out / f"crf/s{k}"))
+        _stage(
+            "infer_seg",
+            "--params",
+            _params("infer_seg", SEG),
+            "--dataset",
+            root,
+            "--split",
+            "val",
+            "--shard",
+            str(k),
+            "--shards",
+            "2",
+            "--model",
+            str(out / "deeplab" / "model.pt"),
+            "--device",
+            "cpu",
+            "--out",
+            str(out / f"seg/s{k}"),
+        )
+        _stage(
+            "crf",
+            "--params",
+            _params("crf", SEG),
+            "--dataset",
+            root,
+            "--split",
+            "val",
+            "--shard",
+            str(k),
+            "--shards",
+            "2",
+            "--logits",
+            str(out / f"seg/s{k}"),
+            "--out",
+            str(out / f"crf/s{k}"),
+        )
     shard_files = [sorted(p.name for p in (out / f"seg/s{k}").iterdir() if p.name != ".wsss-output") for k in (0, 1)]
     assert shard_files == [["c_3.npz"], []]
     labels = read_label_png(out / "crf/s0/c_3.png", 3)
     assert labels.shape == (12, 16)
-    _stage("eval_seg", "--dataset", root, "--split", "val", "--logits", str(out / "seg/s0"), str(out / "seg/s1"),
-           "--crf", str(out / "crf/s0"), str(out / "crf/s1"), "--miou", str(out / "miou.txt"),
-           "--metrics", str(out / "metrics.json"))
+    _stage(
+        "eval_seg",
+        "--dataset",
+        root,
+        "--split",
+        "val",
+        "--logits",
+        str(out / "seg/s0"),
+        str(out / "seg/s1"),
+        "--crf",
+        str(out / "crf/s0"),
+        str(out / "crf/s1"),
+        "--miou",
+        str(out / "miou.txt"),
+        "--metrics",
+        str(out / "metrics.json"),
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["crf"]["iou"]) == {"background", "cat", "dog"}
     assert (out / "miou.txt").read_text() == f"{metrics['miou_crf']:.2f}\n"
     expected = 100 * _miou(labels, VOCLayoutDataset(tiny_voc).mask("c_3"), 3)
     assert metrics["miou_crf"] == pytest.approx(expected, abs=1e-3)
-    summary = {"runs": [{"run": "tiny", "dataset": "synth", "method": "–", "labels": "gt", "cam": None,
-                         "pseudo": None, "deeplab": str(out / "metrics.json")}],
-               "cam_split": "val", "pseudo_split": "val", "seg_split": "val", "seed_groups": {}}
+    summary = {
+        "runs": [
+            {
+                "run": "tiny",
+                "dataset": "synth",
+                "method": "–",
+                "labels": "gt",
+                "cam": None,
+                "pseudo": None,
+                "deeplab": str(out / "metrics.json"),
+            }
+        ],
+        "cam_split": "val",
+        "pseudo_split": "val",
+        "seg_split": "val",
+        "seed_groups": {},
+    }
     _stage("summary", "--params", json.dumps(summary), "--out", str(out / "summary.md"))
-    assert f"| tiny | synth | – | gt | – | – | {metrics['miou_no_crf']:.2f} | {metrics['miou_crf']:.2f} |" in \
-        (out / "summary.md").read_text()
+    assert (
+        f"| tiny | synth | – | gt | – | – | {metrics['miou_no_crf']:.2f} | {metrics['miou_crf']:.2f} |"
+        in (out / "summary.md").read_text()
+    )
 
 
 def test_from_cls_starts_the_backbone_from_the_trained_classifier(tmp_path: Path) -> None:
-    from wsss.pipeline.classify import build_classifier
     from wsss.engine.train import save_state_dict
+    from wsss.pipeline.classify import build_classifier
 
-    cls_params = schema_section("cls", backbone=18, pretrained="none", norm="batch", freeze_stem=False, k_words=8,
-                                gamma=2.0, tau=1.0, rho=1e-3, detach_stage2=False)
+    cls_params = schema_section(
+        "cls",
+        backbone=18,
+        pretrained="none",
+        norm="batch",
+        freeze_stem=False,
+        k_words=8,
+        gamma=2.0,
+        tau=1.0,
+        rho=1e-3,
+        detach_stage2=False,
+    )
     torch.manual_seed(3)
     classifier = build_classifier(cls_params, 4, "vwl_l")
     for module in classifier.modules():  # non-trivial BN statistics must travel too
@@ -298,8 +418,9 @@ def test_from_cls_starts_the_backbone_from_the_trained_classifier(tmp_path: Path
     assert seg_state.keys() == cls_state.keys()
     for key, value in cls_state.items():
         assert torch.equal(seg_state[key], value), key
-    assert not any(p.requires_grad for m in seg.modules() if isinstance(m, torch.nn.BatchNorm2d)
-                   for p in m.parameters())  # norm fixed: the classifier's statistics stay frozen
+    assert not any(
+        p.requires_grad for m in seg.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters()
+    )  # norm fixed: the classifier's statistics stay frozen
     with pytest.raises(InputError, match="from_cls needs the trained classifier"):
         build_segmenter(params, 5)
     with pytest.raises(InputError, match="model.pt"):  # a ResNet-34 DeepLab cannot take a ResNet-18 classifier
@@ -310,8 +431,19 @@ def test_seg_gate_measures_the_fit_to_the_training_labels(tiny_voc: Path, tmp_pa
     """Labels that are DeepLab's own predictions fit at 100 mIoU and pass any threshold; the same images labelled
     with another class everywhere fit at 0 and stop the gate with one line; gates.enabled false lets it pass."""
     root, out = str(tiny_voc), tmp_path / "results"
-    _stage("train_seg", "--params", _params("train_seg", SEG), "--dataset", root, "--split", "train", "--device", "cpu",
-           "--out-dir", str(out / "deeplab"))
+    _stage(
+        "train_seg",
+        "--params",
+        _params("train_seg", SEG),
+        "--dataset",
+        root,
+        "--split",
+        "train",
+        "--device",
+        "cpu",
+        "--out-dir",
+        str(out / "deeplab"),
+    )
     data = VOCLayoutDataset(tiny_voc)
     model = load_segmenter(SEG, data.num_classes, out / "deeplab" / "model.pt")
     own, other = tmp_path / "own", tmp_path / "other"
@@ -323,12 +455,28 @@ def test_seg_gate_measures_the_fit_to_the_training_labels(tiny_voc: Path, tmp_pa
     assert fit.scores()["miou_present"] == 1.0
 
     def gate(labels: Path, enabled: bool = True) -> tuple[int, Path]:
-        cfg = {"gates": {"enabled": enabled, "min_seg_fit": 0.99, "seg_fit_images": 64},
-               "seg": {**SEG, "label_source": "pseudo"}}
+        cfg = {
+            "gates": {"enabled": enabled, "min_seg_fit": 0.99, "seg_fit_images": 64},
+            "seg": {**SEG, "label_source": "pseudo"},
+        }
         path = tmp_path / f"gate_{labels.name}_{enabled}.json"
-        code = run_stage_inline("seg_gate", "--params", _params("seg_gate", cfg), "--dataset", root, "--split", "train",
-                                "--labels", str(labels), "--model", str(out / "deeplab" / "model.pt"),
-                                "--device", "cpu", "--out", str(path))
+        code = run_stage_inline(
+            "seg_gate",
+            "--params",
+            _params("seg_gate", cfg),
+            "--dataset",
+            root,
+            "--split",
+            "train",
+            "--labels",
+            str(labels),
+            "--model",
+            str(out / "deeplab" / "model.pt"),
+            "--device",
+            "cpu",
+            "--out",
+            str(path),
+        )
         return code, path
 
     code, path = gate(own)

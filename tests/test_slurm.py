@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from helpers import REPO, require_or_skip, tiny_config, write_config
 from slurm_cluster import SlurmCluster, missing_binaries
 
@@ -27,11 +26,15 @@ GPU_RULES = {"train_cls", "infer_cam", "cam_gate", "train_irn", "make_pseudo", "
 def cluster(tmp_path: Path):
     """munged + slurmctld + slurmd under tmp_path; stopped by PID afterwards, also when the test fails."""
     if os.geteuid() != 0:
-        require_or_skip("slurm", "the SLURM cluster test starts munged/slurmctld/slurmd and runs jobs as root: not root")
+        require_or_skip(
+            "slurm", "the SLURM cluster test starts munged/slurmctld/slurmd and runs jobs as root: not root"
+        )
     missing = missing_binaries()
     if missing:
-        require_or_skip("slurm", f"SLURM/munge not installed ({', '.join(missing)}): "
-                        "apt-get install munge slurmctld slurmd slurm-client")
+        require_or_skip(
+            "slurm",
+            f"SLURM/munge not installed ({', '.join(missing)}): apt-get install munge slurmctld slurmd slurm-client",
+        )
     slurm = SlurmCluster(tmp_path / "cluster")
     try:
         slurm.start()
@@ -69,8 +72,9 @@ def _digests(root: Path) -> dict[str, str]:
     return digests
 
 
-def test_tiny_dag_runs_through_slurm_and_matches_a_local_run(cluster: SlurmCluster, tiny_dag: Path,
-                                                             tmp_path: Path) -> None:
+def test_tiny_dag_runs_through_slurm_and_matches_a_local_run(
+    cluster: SlurmCluster, tiny_dag: Path, tmp_path: Path
+) -> None:
     # device auto: the GPU rules ask SLURM for the node's (fake) GPUs and run on the CPU. With CUDA present both
     # runs would train on it, which is not bit-reproducible, so they stay on the CPU (GPU requests then untested).
     config = tiny_config("vwl_l")
@@ -79,11 +83,24 @@ def test_tiny_dag_runs_through_slurm_and_matches_a_local_run(cluster: SlurmClust
     write_config(remote, config)
     # The target first: --default-resources takes every word after it. squeue as the status command (this
     # cluster keeps no accounting database), and a 1 s poll interval instead of the plugin's 40 s.
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), TARGET,
-           "--workflow-profile", str(REPO / "profiles" / "slurm"),
-           "--default-resources", "slurm_partition=gpu", "slurm_account=",
-           "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1",
-           "--slurm-keep-successful-logs"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        TARGET,
+        "--workflow-profile",
+        str(REPO / "profiles" / "slurm"),
+        "--default-resources",
+        "slurm_partition=gpu",
+        "slurm_account=",
+        "--slurm-status-command",
+        "squeue",
+        "--slurm-init-seconds-before-status-checks",
+        "1",
+        "--slurm-keep-successful-logs",
+    ]
     env = cluster.env()
     env["WSSS_GPU_LOCK_DIR"] = str(tmp_path / "gpu-locks")  # GPU leases of the jobs stay in the test's folder
     proc = subprocess.run(cmd, cwd=remote, env=env, capture_output=True, text=True, timeout=3600)
@@ -91,7 +108,7 @@ def test_tiny_dag_runs_through_slurm_and_matches_a_local_run(cluster: SlurmClust
 
     # every planned job went through SLURM: one sbatch job each, completed, on the requested partition
     start = proc.stderr.index("Job stats")
-    table = proc.stderr[start:proc.stderr.index("\ntotal", start)]
+    table = proc.stderr[start : proc.stderr.index("\ntotal", start)]
     planned = {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", table, re.M) if rule != "total"}
     assert set(planned) == {"prepare_dataset", "cls_gate", "cam_to_ir_label", "crf", "eval_seg"} | GPU_RULES
     submitted = re.findall(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: (.+)\)\.", proc.stderr)

@@ -10,9 +10,9 @@ import pytest
 import yaml
 from helpers import REPO
 
+from wsss.methods import get_method, method_names
 from wsss.runtime.config import load_schema, run_config, validate_config
 from wsss.runtime.errors import InputError
-from wsss.methods import get_method, method_names
 from wsss.runtime.stage_config import RULE_KEYS, STAGES, TrainCls, parse_view, stage_params, view_keys
 
 SCHEMA = load_schema(REPO / "schemas" / "config.schema.yaml")

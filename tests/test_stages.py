@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import REPO, TINY_CLS
 
 
 def _run(stage: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "stages" / f"{stage}.py"), *args], capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(REPO / "stages" / f"{stage}.py"), *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def _assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -40,8 +40,21 @@ def test_corrupt_jpeg_during_training(tiny_voc: Path, tmp_path: Path, workers: i
     params = dict(_schema_cls(), **TINY_CLS)  # every key the stage reads, from the schema's defaults
     params.update(batch_size=2, workers=workers, k_words=4, holdout_fraction=0.0)
     out = tmp_path / "cls"
-    proc = _run("train_cls", "--params", json.dumps(params), "--dataset", str(tiny_voc), "--split", "train",
-                "--method", "cam", "--device", "cpu", "--out-dir", str(out))
+    proc = _run(
+        "train_cls",
+        "--params",
+        json.dumps(params),
+        "--dataset",
+        str(tiny_voc),
+        "--split",
+        "train",
+        "--method",
+        "cam",
+        "--device",
+        "cpu",
+        "--out-dir",
+        str(out),
+    )
     _assert_one_line_error(proc, str(jpeg), "cannot decode image")
     assert not (out / "model.pt").exists() and not (out / "train_log.csv").exists()
 
@@ -54,14 +67,32 @@ def test_mask_out_of_range_during_evaluation(tiny_voc: Path, tmp_path: Path) -> 
 
     cams = tmp_path / "cams"
     for image_id in ["a_1", "b_2", "c_3"]:
-        save_cam(cams / f"{image_id}.npz", CamRecord(np.array([0]), np.ones((1, 3, 4), np.float16), (12, 16),
-                                                     np.zeros(2, np.float32)))
+        save_cam(
+            cams / f"{image_id}.npz",
+            CamRecord(np.array([0]), np.ones((1, 3, 4), np.float16), (12, 16), np.zeros(2, np.float32)),
+        )
     bad = np.zeros((12, 16), np.uint8)
     bad[5, 5] = 9
     write_label_png(tiny_voc / "SegmentationClass/c_3.png", bad)
     out = tmp_path / "out"
-    proc = _run("eval_cam", "--params", json.dumps({"cam": {"bg_score": 0.13, "sweep": [0.1]}}), "--dataset",
-                str(tiny_voc), "--split", "val", "--cams", str(cams), "--miou", str(out / "m.txt"), "--metrics",
-                str(out / "m.json"), "--sweep", str(out / "s.json"), "--plot", str(out / "s.png"))
+    proc = _run(
+        "eval_cam",
+        "--params",
+        json.dumps({"cam": {"bg_score": 0.13, "sweep": [0.1]}}),
+        "--dataset",
+        str(tiny_voc),
+        "--split",
+        "val",
+        "--cams",
+        str(cams),
+        "--miou",
+        str(out / "m.txt"),
+        "--metrics",
+        str(out / "m.json"),
+        "--sweep",
+        str(out / "s.json"),
+        "--plot",
+        str(out / "s.png"),
+    )
     _assert_one_line_error(proc, "c_3.png", "mask values [9] outside 0..2 and 255")
     assert not out.exists() or not any(out.iterdir())

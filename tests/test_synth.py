@@ -14,14 +14,13 @@ import numpy as np
 import pytest
 import yaml
 
-from wsss.data.kinds import get_kind
 from wsss.data.dataset import VOCLayoutDataset
+from wsss.data.kinds import get_kind
 from wsss.data.synth import (
     _RECORDED_IF_SET,
-    SYNTH_CLASSES,
     GENERATOR_VERSION,
     MAX_CLASSES,
-    SynthParams,
+    SYNTH_CLASSES,
     _sample_object,
     class_names,
     generate_dataset,
@@ -34,13 +33,23 @@ from wsss.runtime.errors import InputError
 from wsss.runtime.io import IGNORE, OUTPUT_MARKER, read_label_png
 
 REPO = Path(__file__).resolve().parents[1]
-PARAMS = {"seed": 0, "image_size": 96, "num_classes": 6, "num_train_aug": 120, "num_train": 40, "num_val": 40,
-          "max_objects": 3}
+PARAMS = {
+    "seed": 0,
+    "image_size": 96,
+    "num_classes": 6,
+    "num_train_aug": 120,
+    "num_train": 40,
+    "num_val": 40,
+    "max_objects": 3,
+}
 
 
 def file_hashes(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != OUTPUT_MARKER}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != OUTPUT_MARKER
+    }
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +89,12 @@ def test_layout_follows_the_voc_contract(synth_root):
     assert val == [f"synth_val_{i:06d}" for i in range(40)]
     meta = yaml.safe_load((synth_root / "dataset.yaml").read_text())
     assert {k: meta[k] for k in ("name", "images", "masks", "seed", "generator_version")} == {
-        "name": "synth", "images": "JPEGImages", "masks": "SegmentationClass", "seed": 0, "generator_version": GENERATOR_VERSION}
+        "name": "synth",
+        "images": "JPEGImages",
+        "masks": "SegmentationClass",
+        "seed": 0,
+        "generator_version": GENERATOR_VERSION,
+    }
 
 
 def test_samples_masks_and_labels_agree(synth_root):
@@ -167,8 +181,15 @@ def _single_object_features(seed: int, n: int) -> tuple[np.ndarray, np.ndarray, 
         inner = cv2.erode(m, np.ones((5, 5), np.uint8)).astype(bool)
         magnitude, angle = np.hypot(gx, gy)[inner], np.arctan2(gy, gx)[inner] % np.pi
         orientation = np.bincount((angle / np.pi * 4).astype(int) % 4, weights=magnitude, minlength=4)
-        feats.append([4 * np.pi * area / perimeter**2, solidity, float(len(contours) > 1),
-                      *(orientation / (orientation.sum() + 1e-6)), magnitude.mean() / 100])
+        feats.append(
+            [
+                4 * np.pi * area / perimeter**2,
+                solidity,
+                float(len(contours) > 1),
+                *(orientation / (orientation.sum() + 1e-6)),
+                magnitude.mean() / 100,
+            ]
+        )
         colours.append(rgb[m.astype(bool)].mean(0))
         classes.append(labels[0])
     return np.array(feats), np.array(colours), np.array(classes)
@@ -244,7 +265,14 @@ def test_bad_params_are_input_errors_naming_the_key(params, key):
 def test_defaults():
     p = parse_params({})
     assert (p.seed, p.image_size, p.num_classes, p.num_train_aug, p.num_train, p.num_val, p.max_objects) == (
-        0, 160, 6, 2000, 200, 200, 3)
+        0,
+        160,
+        6,
+        2000,
+        200,
+        200,
+        3,
+    )
     assert (p.texture_scale, p.classes) == (1.0, None)
     # The keys left out of dataset.yaml (and of prepare_synth's params) at their defaults are at the defaults.
     neutral = get_kind("synth").neutral
@@ -264,6 +292,7 @@ def test_variant_params_are_accepted():
 
 
 # ---------------------------------------------------------------------------------------------------- variants
+
 
 def test_texture_scale_multiplies_the_period_and_draws_the_same_numbers():
     specs = SYNTH_CLASSES[:6]
@@ -304,11 +333,23 @@ def test_texture_scale_coarsens_the_rendered_texture_and_keeps_the_layout():
 
 def test_default_variant_params_give_the_default_dataset_byte_for_byte(synth_root, tmp_path):
     explicit = tmp_path / "explicit"
-    generate_dataset(explicit, {**PARAMS, "texture_scale": 1.0, "classes": None, "frequent_class": None,
-                                "frequent_fraction": 0.97, "paired_classes": None}, progress=False)
+    generate_dataset(
+        explicit,
+        {
+            **PARAMS,
+            "texture_scale": 1.0,
+            "classes": None,
+            "frequent_class": None,
+            "frequent_fraction": 0.97,
+            "paired_classes": None,
+        },
+        progress=False,
+    )
     assert file_hashes(explicit) == file_hashes(synth_root)
     meta = yaml.safe_load((synth_root / "dataset.yaml").read_text())
-    assert not {"texture_scale", "classes", "frequent_class", "frequent_fraction", "paired_classes"} & set(meta["params"])
+    assert not {"texture_scale", "classes", "frequent_class", "frequent_fraction", "paired_classes"} & set(
+        meta["params"]
+    )
     coarse = tmp_path / "coarse"
     generate_dataset(coarse, {**PARAMS, "num_train_aug": 40, "num_val": 5, "texture_scale": 2.0}, progress=False)
     coarse_meta = yaml.safe_load((coarse / "dataset.yaml").read_text())
@@ -322,15 +363,18 @@ def test_classes_pick_the_named_classes_in_order(tmp_path):
     names = ["star_dots", "ring_diagonal"]
     assert class_names(classes=names) == class_names(2, names) == ["background", *names]
     root = tmp_path / "picked"
-    cfg = generate_dataset(root, {"image_size": 64, "num_train_aug": 40, "num_train": 10, "num_val": 10,
-                                  "max_objects": 1, "classes": names}, progress=False)
+    cfg = generate_dataset(
+        root,
+        {"image_size": 64, "num_train_aug": 40, "num_train": 10, "num_val": 10, "max_objects": 1, "classes": names},
+        progress=False,
+    )
     assert cfg.num_classes == 2
     assert (root / "classes.txt").read_text().split() == ["background", *names]
     meta = yaml.safe_load((root / "dataset.yaml").read_text())
     assert meta["params"]["classes"] == names and meta["params"]["num_classes"] == 2
     ds = VOCLayoutDataset(root)
     assert ds.classes == ["background", *names]
-    seen = {name: 0 for name in names}
+    seen = dict.fromkeys(names, 0)
     for image_id in ds.ids("train_aug") + ds.ids("val"):
         s = ds.sample(image_id)
         (label,) = np.flatnonzero(s.labels) + 1  # one object per image
@@ -368,12 +412,20 @@ def test_stage_script_writes_the_dataset_and_rejects_bad_params(tmp_path):
     script = [str(REPO / "stages" / "prepare_dataset.py"), "--kind", "synth"]
     small = {"image_size": 48, "num_classes": 2, "num_train_aug": 6, "num_train": 2, "num_val": 3}
     out = tmp_path / "synth"
-    done = subprocess.run([sys.executable, *script, "--params", json.dumps(small), "--out", str(out)],
-                          capture_output=True, text=True, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, *script, "--params", json.dumps(small), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert len(VOCLayoutDataset(out).ids("val")) == 3
-    bad = subprocess.run([sys.executable, *script, "--params", json.dumps({"num_classes": 99}), "--out",
-                          str(tmp_path / "bad")], capture_output=True, text=True, cwd=tmp_path)
+    bad = subprocess.run(
+        [sys.executable, *script, "--params", json.dumps({"num_classes": 99}), "--out", str(tmp_path / "bad")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1].startswith("error: --params: num_classes")
     assert not (tmp_path / "bad").exists()

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import NoisyRegression
+
 from wsss.engine.train import Checkpoint, StepBatchSampler, build_optimizer, fit, load_state_dict_file, poly_lr
 
 
@@ -60,9 +60,21 @@ def _run(tmp: Path, fail_at: int | None = None) -> dict[str, torch.Tensor]:
             raise KeyboardInterrupt("killed")
         return _step(m, batch, step)
 
-    fit(model, NoisyRegression(), step_fn, opt, batch_size=4, max_steps=20, seed=3, checkpoint=tmp / "ckpt.pt",
-        checkpoint_every=5, final_weights=tmp / "model.pt", log_csv=tmp / "log.csv", device=torch.device("cpu"),
-        fingerprint="f1")
+    fit(
+        model,
+        NoisyRegression(),
+        step_fn,
+        opt,
+        batch_size=4,
+        max_steps=20,
+        seed=3,
+        checkpoint=tmp / "ckpt.pt",
+        checkpoint_every=5,
+        final_weights=tmp / "model.pt",
+        log_csv=tmp / "log.csv",
+        device=torch.device("cpu"),
+        fingerprint="f1",
+    )
     return load_state_dict_file(tmp / "model.pt")
 
 
@@ -85,7 +97,8 @@ def test_resume_after_interruption_gives_identical_weights(tmp_path: Path) -> No
 def test_checkpoint_of_other_params_is_ignored(tmp_path: Path) -> None:
     model = torch.nn.Linear(4, 1)
     Checkpoint({k: v * 0 + 5 for k, v in model.state_dict().items()}, {}, 19, {"fingerprint": "other"}).save(
-        tmp_path / "ckpt.pt")
+        tmp_path / "ckpt.pt"
+    )
     weights = _run(tmp_path)
     assert not torch.all(weights["weight"] == 5)
 
@@ -101,8 +114,7 @@ def test_fit_logs_the_poly_schedule_computed_by_hand(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 1)
     head = torch.nn.Parameter(torch.zeros(1))
-    opt = build_optimizer([{"params": model.parameters()}, {"params": [head], "lr_mult": 10.0}], "sgd", 0.05, 0.0,
-                          0.0)
+    opt = build_optimizer([{"params": model.parameters()}, {"params": [head], "lr_mult": 10.0}], "sgd", 0.05, 0.0, 0.0)
     seen = []
 
     def step_fn(m, batch, step):
@@ -110,9 +122,22 @@ def test_fit_logs_the_poly_schedule_computed_by_hand(tmp_path: Path) -> None:
         loss, parts = _step(m, batch, step)
         return loss + 0 * head.sum(), parts
 
-    fit(model, NoisyRegression(), step_fn, opt, batch_size=4, max_steps=7, seed=3, checkpoint=tmp_path / "ckpt.pt",
-        checkpoint_every=100, final_weights=tmp_path / "model.pt", log_csv=tmp_path / "log.csv",
-        device=torch.device("cpu"), fingerprint="f", poly_power=0.9)
+    fit(
+        model,
+        NoisyRegression(),
+        step_fn,
+        opt,
+        batch_size=4,
+        max_steps=7,
+        seed=3,
+        checkpoint=tmp_path / "ckpt.pt",
+        checkpoint_every=100,
+        final_weights=tmp_path / "model.pt",
+        log_csv=tmp_path / "log.csv",
+        device=torch.device("cpu"),
+        fingerprint="f",
+        poly_power=0.9,
+    )
     rows = [line.split(",") for line in (tmp_path / "log.csv").read_text().splitlines()[1:]]
     hand = [0.05 * (1.0 - s / 7) ** 0.9 for s in range(7)]  # 0.05, 0.04352, …, 0.008677
     assert [int(r[0]) for r in rows] == list(range(7))
@@ -135,9 +160,21 @@ def test_non_finite_loss_raises_and_writes_no_weights(tmp_path: Path) -> None:
         return loss, parts
 
     with pytest.raises(FloatingPointError, match="loss became nan at step 3"):
-        fit(model, NoisyRegression(), step_fn, opt, batch_size=4, max_steps=10, seed=3,
-            checkpoint=tmp_path / "ckpt.pt", checkpoint_every=2, final_weights=tmp_path / "model.pt",
-            log_csv=tmp_path / "log.csv", device=torch.device("cpu"), fingerprint="f")
+        fit(
+            model,
+            NoisyRegression(),
+            step_fn,
+            opt,
+            batch_size=4,
+            max_steps=10,
+            seed=3,
+            checkpoint=tmp_path / "ckpt.pt",
+            checkpoint_every=2,
+            final_weights=tmp_path / "model.pt",
+            log_csv=tmp_path / "log.csv",
+            device=torch.device("cpu"),
+            fingerprint="f",
+        )
     assert not (tmp_path / "model.pt").exists() and not (tmp_path / "log.csv").exists()
     assert Checkpoint.load(tmp_path / "ckpt.pt").step == 2  # the last good state stays resumable
     for k, v in model.state_dict().items():  # the NaN gradients were never applied
@@ -197,9 +234,21 @@ def test_resumed_optimizer_state_follows_the_parameters_device(tmp_path: Path, n
         p = next(m.parameters())
         return _step(m, {k: v.to(p.device, p.dtype) for k, v in b.items()}, step)
 
-    fit(model, NoisyRegression(), step_fn, resumed, batch_size=4, max_steps=4, seed=3,
-        checkpoint=tmp_path / "ckpt.pt", checkpoint_every=5, final_weights=tmp_path / "model.pt",
-        log_csv=tmp_path / "log.csv", device=device, fingerprint="f1")
+    fit(
+        model,
+        NoisyRegression(),
+        step_fn,
+        resumed,
+        batch_size=4,
+        max_steps=4,
+        seed=3,
+        checkpoint=tmp_path / "ckpt.pt",
+        checkpoint_every=5,
+        final_weights=tmp_path / "model.pt",
+        log_csv=tmp_path / "log.csv",
+        device=device,
+        fingerprint="f1",
+    )
     assert len(seen) == 2, "fit resumes at step 2 of 4"
     assert seen[0] == [], seen[0]
     assert _state_off_its_parameter(resumed) == []
@@ -217,9 +266,22 @@ def test_fit_learns_a_learnable_problem_loss_falls_tenfold_and_weights_move(tmp_
     torch.nn.init.zeros_(model.bias)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     opt = build_optimizer([{"params": model.parameters()}], "sgd", 0.05, 0.0, 0.9)
-    fit(model, NoisyRegression(), _step, opt, batch_size=4, max_steps=40, seed=3, checkpoint=tmp_path / "ckpt.pt",
-        checkpoint_every=1000, final_weights=tmp_path / "model.pt", log_csv=tmp_path / "log.csv",
-        device=torch.device("cpu"), fingerprint="f", poly_power=0.9)
+    fit(
+        model,
+        NoisyRegression(),
+        _step,
+        opt,
+        batch_size=4,
+        max_steps=40,
+        seed=3,
+        checkpoint=tmp_path / "ckpt.pt",
+        checkpoint_every=1000,
+        final_weights=tmp_path / "model.pt",
+        log_csv=tmp_path / "log.csv",
+        device=torch.device("cpu"),
+        fingerprint="f",
+        poly_power=0.9,
+    )
     losses = [float(line.split(",")[2]) for line in (tmp_path / "log.csv").read_text().splitlines()[1:]]
     assert len(losses) == 40
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5

@@ -13,7 +13,7 @@ def test_random_crop_of_larger_image_is_a_window() -> None:
     rng = np.random.default_rng(0)
     (crop,) = T.random_crop([img], 8, [0.0], rng)
     y, x = divmod(int(crop[0, 0]), 30)
-    np.testing.assert_array_equal(crop, img[y:y + 8, x:x + 8])
+    np.testing.assert_array_equal(crop, img[y : y + 8, x : x + 8])
 
 
 @pytest.mark.parametrize("mode", ["random", "bottom_right"])

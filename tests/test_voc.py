@@ -13,8 +13,15 @@ import pytest
 import yaml
 
 from wsss.data.dataset import VOCLayoutDataset, format_labels_tsv, read_labels_tsv
-from wsss.data.voc import (DEFAULT_LISTS_DIR, VOC_CLASSES, build_labels, cross_check, labels_from_xml, prepare_voc,
-                           read_reference_labels)
+from wsss.data.voc import (
+    DEFAULT_LISTS_DIR,
+    VOC_CLASSES,
+    build_labels,
+    cross_check,
+    labels_from_xml,
+    prepare_voc,
+    read_reference_labels,
+)
 from wsss.runtime.errors import InputError
 from wsss.runtime.io import write_jpeg, write_label_png
 
@@ -37,14 +44,19 @@ def voc_xml(image_id: str, objects: list[str | dict]) -> str:
         obj = {"name": obj} if isinstance(obj, str) else obj
         parts = "".join(
             f"<part><name>{p}</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>2</xmax><ymax>2</ymax></bndbox></part>"
-            for p in obj.get("parts", []))
+            for p in obj.get("parts", [])
+        )
         body.append(
             f"<object><name>{obj['name']}</name><pose>Unspecified</pose>"
             f"<truncated>{obj.get('truncated', 0)}</truncated><difficult>{obj.get('difficult', 0)}</difficult>"
-            f"<bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax></bndbox>{parts}</object>")
-    return (f"<annotation><folder>VOC2012</folder><filename>{image_id}.jpg</filename>"
-            f"<size><width>12</width><height>8</height><depth>3</depth></size><segmented>1</segmented>"
-            + "".join(body) + "</annotation>\n")
+            f"<bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax></bndbox>{parts}</object>"
+        )
+    return (
+        f"<annotation><folder>VOC2012</folder><filename>{image_id}.jpg</filename>"
+        f"<size><width>12</width><height>8</height><depth>3</depth></size><segmented>1</segmented>"
+        + "".join(body)
+        + "</annotation>\n"
+    )
 
 
 def make_voc_root(root: Path, entries=TINY, masks: bool = True) -> dict[str, np.ndarray]:
@@ -91,13 +103,18 @@ def test_voc_classes_match_packaged_labels():
 
 def test_labels_from_xml_counts_objects_not_parts(tmp_path):
     xml = tmp_path / "x.xml"
-    xml.write_text(voc_xml("x", [
-        {"name": "person", "truncated": 1, "parts": ["head", "hand", "horse"]},  # part names never count
-        {"name": "dog", "difficult": 1},                                         # difficult objects count
-        "dog",                                                                   # duplicate
-        "unicorn",                                                               # not a VOC class
-        {"name": " aeroplane\n"},                                                # whitespace around the name
-    ]))
+    xml.write_text(
+        voc_xml(
+            "x",
+            [
+                {"name": "person", "truncated": 1, "parts": ["head", "hand", "horse"]},  # part names never count
+                {"name": "dog", "difficult": 1},  # difficult objects count
+                "dog",  # duplicate
+                "unicorn",  # not a VOC class
+                {"name": " aeroplane\n"},  # whitespace around the name
+            ],
+        )
+    )
     assert labels_from_xml(xml) == ["aeroplane", "dog", "person"]
 
 
@@ -223,9 +240,21 @@ def test_stage_script_bad_root(tmp_path):
     bad = tmp_path / "no_voc_here"
     bad.mkdir()
     proc = subprocess.run(
-        [sys.executable, str(REPO / "stages" / "prepare_dataset.py"), "--kind", "voc", "--params", f'{{"root": "{bad}"}}',
-         "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, cwd=REPO, timeout=60)
+        [
+            sys.executable,
+            str(REPO / "stages" / "prepare_dataset.py"),
+            "--kind",
+            "voc",
+            "--params",
+            f'{{"root": "{bad}"}}',
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and str(bad / "JPEGImages") in errors[0]

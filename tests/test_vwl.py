@@ -9,10 +9,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from wsss.models.backbone import build_resnet
 from wsss.methods import get_method
-from wsss.models.vwl import (VWLNet, decorrelation_loss, hybrid_pool, memory_bank_reinit, memory_bank_update,
-                             word_assignment)
+from wsss.models.backbone import build_resnet
+from wsss.models.vwl import (
+    VWLNet,
+    decorrelation_loss,
+    hybrid_pool,
+    memory_bank_reinit,
+    memory_bank_update,
+    word_assignment,
+)
 
 LABELS = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0]])
 
@@ -135,8 +141,9 @@ def test_word_assignment_matches_cosine_argmax() -> None:
     res = word_assignment(feat, codebook, tau=2.0)
     f = feat.detach().numpy().transpose(0, 2, 3, 1)
     b = codebook.detach().numpy()
-    cos = np.einsum("nhwc,kc->nhwk", f / np.linalg.norm(f, axis=-1, keepdims=True),
-                    b / np.linalg.norm(b, axis=-1, keepdims=True))
+    cos = np.einsum(
+        "nhwc,kc->nhwk", f / np.linalg.norm(f, axis=-1, keepdims=True), b / np.linalg.norm(b, axis=-1, keepdims=True)
+    )
     np.testing.assert_array_equal(res.hard.numpy(), cos.argmax(-1))
     assert res.hard.dtype == torch.int64
     soft = np.exp(2 * cos) / np.exp(2 * cos).sum(-1, keepdims=True)
@@ -182,8 +189,12 @@ def test_vwl_l_forward_and_loss(x: torch.Tensor) -> None:
     torch.testing.assert_close(out["word_logits"], feat.mean((2, 3)) @ net.fc_b.weight.flatten(1).t())
     assert torch.equal(out["hard_words"], words.hard) and torch.equal(out["word_labels"], words.presence)
     total, parts = net.loss(out, LABELS)
-    expected = (_bce(out["logits"], LABELS) + _bce(out["hist_logits"], LABELS)
-                + _bce(out["word_logits"], out["word_labels"]) + decorrelation_loss(net.codebook))
+    expected = (
+        _bce(out["logits"], LABELS)
+        + _bce(out["hist_logits"], LABELS)
+        + _bce(out["word_logits"], out["word_labels"])
+        + decorrelation_loss(net.codebook)
+    )
     torch.testing.assert_close(total, expected)
     assert set(parts) == {"cls", "hist", "word", "dec", "total"}
 
@@ -204,8 +215,9 @@ def test_vwl_l_gradient_routing(x: torch.Tensor) -> None:
     assert _grad_owners(net, terms["cls"]) == deep | {"classifier.weight"}
     total, _ = net.loss(net(x), LABELS)
     total.backward()
-    assert all(p.grad is None for n, p in net.named_parameters() if n.startswith(("backbone.layer1.",
-                                                                                 "backbone.layer2.")))
+    assert all(
+        p.grad is None for n, p in net.named_parameters() if n.startswith(("backbone.layer1.", "backbone.layer2."))
+    )
 
 
 def test_vwl_m_loss_and_routing(x: torch.Tensor) -> None:

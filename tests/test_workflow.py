@@ -6,11 +6,21 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from helpers import (
+    REPO,
+    TINY_DAG_TARGETS,
+    TINY_SYNTH,
+    copy_of_dag,
+    deeplab_miou_from_pngs,
+    planned_jobs,
+    planned_reasons,
+    snakemake,
+    tiny_config,
+    write_config,
+)
 
-from helpers import (REPO, TINY_DAG_TARGETS, TINY_SYNTH, copy_of_dag, deeplab_miou_from_pngs, planned_jobs,
-                     planned_reasons, snakemake, tiny_config, write_config)
-from wsss.runtime.config import load_schema
 from wsss.data.dataset import VOCLayoutDataset
+from wsss.runtime.config import load_schema
 
 
 def test_lint_is_clean(tmp_path: Path) -> None:
@@ -38,7 +48,11 @@ def test_config_value_of_wrong_type_is_one_clear_error(tmp_path: Path) -> None:
 
 
 def _digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.mark.slow
@@ -51,7 +65,7 @@ def test_prepare_synth_runs_for_real_and_is_reproducible(tmp_path: Path) -> None
         assert proc.returncode == 0, proc.stderr
     ds = VOCLayoutDataset(first / "resources/synth")
     assert len(ds.ids("train_aug")) == TINY_SYNTH["num_train_aug"] and len(ds.ids("val")) == TINY_SYNTH["num_val"]
-    assert ds.ids("train") == ds.ids("train_aug")[:TINY_SYNTH["num_train"]]
+    assert ds.ids("train") == ds.ids("train_aug")[: TINY_SYNTH["num_train"]]
     assert _digest(first / "resources/synth") == _digest(second / "resources/synth")
     assert (first / "logs/prepare_synth.log").exists() and (first / "benchmarks/prepare_synth.tsv").exists()
     proc = snakemake(first, "-n", "resources/synth/labels.tsv")
@@ -82,7 +96,9 @@ def test_cam_stages_run_end_to_end(tmp_path: Path) -> None:
     metrics = json.loads((run / "cam_val_metrics.json").read_text())
     assert 0.0 <= miou <= 100.0 and abs(miou - 100 * metrics["miou_present"]) < 0.006
     sweep = json.loads((run / "cam_val_sweep.json").read_text())["rows"]
-    default_sweep = load_schema(REPO / "schemas/config.schema.yaml")["properties"]["cam"]["properties"]["sweep"]["default"]
+    default_sweep = load_schema(REPO / "schemas/config.schema.yaml")["properties"]["cam"]["properties"]["sweep"][
+        "default"
+    ]
     assert [r["bg_score"] for r in sweep] == sorted(default_sweep)
     assert (run / "cam_val_sweep.png").read_bytes()[:4] == b"\x89PNG"
     for name in ["train_cls", "infer_cam/train_aug_0", "infer_cam/val_1", "eval_cam_val"]:
@@ -91,7 +107,7 @@ def test_cam_stages_run_end_to_end(tmp_path: Path) -> None:
     config["runs"]["tiny"]["cam"]["bg_score"] = 0.2
     write_config(tmp_path, config)
     proc = snakemake(tmp_path, "-n", *targets)
-    jobs = proc.stdout[proc.stdout.index("Job stats"):]
+    jobs = proc.stdout[proc.stdout.index("Job stats") :]
     assert "eval_cam" in jobs and "train_cls" not in jobs and "infer_cam" not in jobs
 
 
@@ -113,8 +129,17 @@ def test_whole_dag_runs_on_a_tiny_synthetic_run(tiny_dag: Path) -> None:
 # The tiny DAG's jobs downstream of the DeepLab logits (2 CRF shards of val) and of IRNet (pseudo labels of val
 # for the evaluation and of train_aug for DeepLab, 2 shards each; the val threshold sweep the report shows).
 AFTER_CRF = {"crf": 2, "eval_seg": 1, "summary": 1, "report_figures": 1}
-AFTER_IRN = {"train_irn": 1, "make_pseudo": 4, "eval_pseudo": 1, "sweep_pseudo": 1, "check_pseudo": 1, "train_seg": 1,
-             "seg_gate": 1, "infer_seg": 2, **AFTER_CRF}
+AFTER_IRN = {
+    "train_irn": 1,
+    "make_pseudo": 4,
+    "eval_pseudo": 1,
+    "sweep_pseudo": 1,
+    "check_pseudo": 1,
+    "train_seg": 1,
+    "seg_gate": 1,
+    "infer_seg": 2,
+    **AFTER_CRF,
+}
 
 
 @pytest.mark.slow
@@ -126,8 +151,10 @@ def test_changed_crf_parameter_reruns_only_crf_and_downstream(tiny_dag: Path, tm
     proc = snakemake(work, "-n", *TINY_DAG_TARGETS)
     assert proc.returncode == 0, proc.stderr
     assert planned_jobs(proc.stdout) == AFTER_CRF
-    assert planned_reasons(proc.stdout) == {"params have changed since last execution": {"crf"},
-                                            "input files updated by another job": set(AFTER_CRF) - {"crf"}}
+    assert planned_reasons(proc.stdout) == {
+        "params have changed since last execution": {"crf"},
+        "input files updated by another job": set(AFTER_CRF) - {"crf"},
+    }
 
 
 @pytest.mark.slow
@@ -135,8 +162,10 @@ def test_forcerun_train_irn_reruns_irn_and_downstream_only(tiny_dag: Path) -> No
     proc = snakemake(tiny_dag, "-n", *TINY_DAG_TARGETS, "--forcerun", "train_irn")  # (it takes several rules)
     assert proc.returncode == 0, proc.stderr
     assert planned_jobs(proc.stdout) == AFTER_IRN  # not prepare_synth, train_cls, infer_cam, eval_cam, IR labels
-    assert planned_reasons(proc.stdout) == {"forced": {"train_irn"},
-                                            "input files updated by another job": set(AFTER_IRN) - {"train_irn"}}
+    assert planned_reasons(proc.stdout) == {
+        "forced": {"train_irn"},
+        "input files updated by another job": set(AFTER_IRN) - {"train_irn"},
+    }
 
 
 GPU_STAGES = ["train_cls", "train_irn", "train_seg", "infer_cam/val_0", "make_pseudo/val_1", "infer_seg/val_0"]
@@ -145,12 +174,29 @@ GPU_STAGES = ["train_cls", "train_irn", "train_seg", "infer_cam/val_0", "make_ps
 @pytest.mark.slow
 def test_every_stage_logs_params_device_and_time(tiny_dag: Path) -> None:
     logs = sorted((tiny_dag / "logs").rglob("*.log"))
-    rules = {p.relative_to(tiny_dag / "logs/tiny").parts[0].removesuffix(".log") for p in logs
-             if p.is_relative_to(tiny_dag / "logs/tiny")}
+    rules = {
+        p.relative_to(tiny_dag / "logs/tiny").parts[0].removesuffix(".log")
+        for p in logs
+        if p.is_relative_to(tiny_dag / "logs/tiny")
+    }
     # every rule of the tiny DAG's targets (tests sharing the fixture may have run more, e.g. calibrate)
-    assert rules >= {"train_cls", "cls_gate", "infer_cam", "eval_cam_val", "cam_to_ir_label", "train_irn",
-                     "make_pseudo", "check_pseudo_train_aug", "eval_pseudo_val", "train_seg", "seg_gate", "infer_seg", "crf", "eval_seg_val",
-                     "report_figures"}, rules
+    assert rules >= {
+        "train_cls",
+        "cls_gate",
+        "infer_cam",
+        "eval_cam_val",
+        "cam_to_ir_label",
+        "train_irn",
+        "make_pseudo",
+        "check_pseudo_train_aug",
+        "eval_pseudo_val",
+        "train_seg",
+        "seg_gate",
+        "infer_seg",
+        "crf",
+        "eval_seg_val",
+        "report_figures",
+    }, rules
     for path in logs:
         text = path.read_text()
         assert "INFO params {" in text and "INFO done in " in text, path

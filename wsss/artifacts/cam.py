@@ -47,16 +47,27 @@ def save_cam(path: str | os.PathLike[str], record: CamRecord) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             extra = {} if record.high_res is None else {"high_res": record.high_res.astype(np.float16)}
-            np.savez(fh, keys=record.keys.astype(np.int64), cam=record.cam.astype(np.float16),
-                     size=np.asarray(record.size, dtype=np.int64), scores=record.scores.astype(np.float32), **extra)
+            np.savez(
+                fh,
+                keys=record.keys.astype(np.int64),
+                cam=record.cam.astype(np.float16),
+                size=np.asarray(record.size, dtype=np.int64),
+                scores=record.scores.astype(np.float32),
+                **extra,
+            )
 
 
 def load_cam(path: str | os.PathLike[str]) -> CamRecord:
     """Read a CAM record written by :func:`save_cam` (``allow_pickle=False``); bad files name themselves."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            rec = CamRecord(data["keys"], data["cam"], tuple(int(v) for v in data["size"]), data["scores"],
-                            data["high_res"] if "high_res" in data.files else None)
+            rec = CamRecord(
+                data["keys"],
+                data["cam"],
+                tuple(int(v) for v in data["size"]),
+                data["scores"],
+                data["high_res"] if "high_res" in data.files else None,
+            )
     except FileNotFoundError:
         raise InputError(path, "CAM file is missing") from None
     except (OSError, ValueError, KeyError) as err:
@@ -64,8 +75,9 @@ def load_cam(path: str | os.PathLike[str]) -> CamRecord:
     if rec.cam.ndim != 3 or rec.cam.shape[0] != rec.keys.size:
         raise InputError(path, f"CAM shape {rec.cam.shape} does not match {rec.keys.size} keys")
     if rec.high_res is not None and rec.high_res.shape != (rec.keys.size, *rec.size):
-        raise InputError(path, f"high_res shape {rec.high_res.shape} does not match {rec.keys.size} keys of an "
-                               f"image of {rec.size}")
+        raise InputError(
+            path, f"high_res shape {rec.high_res.shape} does not match {rec.keys.size} keys of an image of {rec.size}"
+        )
     return rec
 
 

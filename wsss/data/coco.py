@@ -43,19 +43,20 @@ import math
 import multiprocessing
 import os
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import yaml
 from PIL import Image, UnidentifiedImageError
 from pycocotools import mask as mask_utils
-from wsss.runtime.progress import progress
 
 from wsss.data.dataset import format_labels_tsv, validate_id
 from wsss.runtime.errors import InputError
 from wsss.runtime.io import DEFAULT_MAX_PIXELS, IGNORE, atomic_dir, check_apart, write_label_png, write_text
+from wsss.runtime.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,9 @@ def class_table(categories: Any, source: str | Path) -> tuple[dict[int, int], li
     order = sorted(by_id)
     names = ["background"] + [by_id[c] for c in order]
     if len(set(names)) != len(names):
-        raise InputError(source, "category names are not unique (after replacing spaces by '_'), or one is 'background'")
+        raise InputError(
+            source, "category names are not unique (after replacing spaces by '_'), or one is 'background'"
+        )
     return {cat_id: k + 1 for k, cat_id in enumerate(order)}, names
 
 
@@ -170,8 +173,9 @@ def segmentation_to_rle(segmentation: Any, height: int, width: int, source: str)
     if isinstance(segmentation, list):
         polygons = []
         for poly in segmentation:
-            if not isinstance(poly, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                     for v in poly):
+            if not isinstance(poly, list) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in poly
+            ):
                 raise InputError(source, "polygon must be a list of numbers")
             if len(poly) % 2:
                 raise InputError(source, f"polygon has an odd number of coordinates ({len(poly)})")
@@ -205,21 +209,26 @@ def _decode(rles: list[dict], height: int, width: int) -> np.ndarray:
     if not rles:
         return np.zeros((height, width, 0), dtype=bool)
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*__array__ implementation doesn't accept a copy keyword",
-                                category=DeprecationWarning)
+        warnings.filterwarnings(
+            "ignore", message=".*__array__ implementation doesn't accept a copy keyword", category=DeprecationWarning
+        )
         return mask_utils.decode(rles).astype(bool)
 
 
-def semantic_mask(height: int, width: int, instances: Sequence[Instance],
-                  min_area: int = 0) -> tuple[np.ndarray, tuple[int, ...]]:
+def semantic_mask(
+    height: int, width: int, instances: Sequence[Instance], min_area: int = 0
+) -> tuple[np.ndarray, tuple[int, ...]]:
     """Render instances into an H×W uint8 id map and return it with the image's class ids (sorted).
 
     Implements the module's rules: kept non-crowd instances painted largest first (ties by ascending annotation
     id), crowd and small (< ``min_area`` pixels) regions 255 where no kept instance lies, background 0.
     """
     areas = [int(a) for a in mask_utils.area([inst.rle for inst in instances])] if instances else []
-    kept = sorted((-area, inst.ann_id, k) for k, (inst, area) in enumerate(zip(instances, areas))
-                  if not inst.iscrowd and area >= max(min_area, 1))  # one that draws no pixel gives no label
+    kept = sorted(
+        (-area, inst.ann_id, k)
+        for k, (inst, area) in enumerate(zip(instances, areas))
+        if not inst.iscrowd and area >= max(min_area, 1)
+    )  # one that draws no pixel gives no label
     pixels = _decode([inst.rle for inst in instances], height, width)
     label = np.zeros((height, width), dtype=np.uint8)
     for _, _, k in kept:
@@ -289,7 +298,8 @@ def load_subset(json_path: str | Path, image_dir: str | Path) -> CocoSubset:
         if "segmentation" not in ann:
             raise InputError(json_path, f"annotation {aid}: no 'segmentation'")
         per_image[ann["image_id"]].append(
-            RawAnnotation(aid, cat_to_class[ann["category_id"]], bool(iscrowd), ann["segmentation"]))
+            RawAnnotation(aid, cat_to_class[ann["category_id"]], bool(iscrowd), ann["segmentation"])
+        )
 
     records = tuple(ImageRecord(stem, path, h, w, tuple(per_image[i])) for i, (stem, path, h, w) in images.items())
     return CocoSubset(json_path, tuple(sorted(cat_to_class)), tuple(names), records)
@@ -321,12 +331,18 @@ def _render_record(task: tuple[ImageRecord, str, str, int]) -> tuple[str, tuple[
         except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
             raise InputError(record.path, f"cannot read image ({err})") from None
         if size != (record.width, record.height):
-            raise InputError(record.path, f"image is {size[0]}x{size[1]} but {json_path} says "
-                                          f"{record.width}x{record.height}")
-        instances = [Instance(a.ann_id, a.class_id, a.iscrowd,
-                              segmentation_to_rle(a.segmentation, record.height, record.width,
-                                                  f"{json_path}: annotation {a.ann_id}"))
-                     for a in record.annotations]
+            raise InputError(
+                record.path, f"image is {size[0]}x{size[1]} but {json_path} says {record.width}x{record.height}"
+            )
+        instances = [
+            Instance(
+                a.ann_id,
+                a.class_id,
+                a.iscrowd,
+                segmentation_to_rle(a.segmentation, record.height, record.width, f"{json_path}: annotation {a.ann_id}"),
+            )
+            for a in record.annotations
+        ]
         label, classes = semantic_mask(record.height, record.width, instances, min_area)
         areas = mask_utils.area([inst.rle for inst in instances]) if instances else []
         empty = sum(1 for inst, area in zip(instances, areas) if not inst.iscrowd and area == 0)
@@ -348,8 +364,9 @@ def _render_subset(subset: CocoSubset, out: Path, min_area: int, pool: Any) -> d
         results = pool.imap(_render_record, tasks, chunksize=max(1, min(32, len(tasks) // 64)))
     kept: dict[str, tuple[int, ...]] = {}
     empty = 0
-    for key, classes, problem, no_pixels in progress(results, total=len(tasks), desc=f"coco {subset.json_path.stem}",
-                                                 unit="img"):
+    for key, classes, problem, no_pixels in progress(
+        results, total=len(tasks), desc=f"coco {subset.json_path.stem}", unit="img"
+    ):
         if problem is not None:
             raise InputError(key, problem)
         empty += no_pixels
@@ -358,14 +375,26 @@ def _render_subset(subset: CocoSubset, out: Path, min_area: int, pool: Any) -> d
     n_ann = sum(len(r.annotations) for r in subset.images)
     n_crowd = sum(a.iscrowd for r in subset.images for a in r.annotations)
     if empty and empty == n_ann - n_crowd:
-        raise InputError(subset.json_path, f"none of its {empty} non-crowd annotations draws a pixel (empty "
-                                           "segmentation or outside the image: a detection-only export?)")
+        raise InputError(
+            subset.json_path,
+            f"none of its {empty} non-crowd annotations draws a pixel (empty "
+            "segmentation or outside the image: a detection-only export?)",
+        )
     if empty:
-        log.warning("%s: %d non-crowd annotations draw no pixel (empty segmentation or outside the image) and give "
-                    "no label", subset.json_path, empty)
-    log.info("%s: %d images, %d annotations (%d crowd); kept %d images, dropped %d without a kept non-crowd "
-             "instance", subset.json_path.name, len(subset.images), n_ann, n_crowd, len(kept),
-             len(subset.images) - len(kept))
+        log.warning(
+            "%s: %d non-crowd annotations draw no pixel (empty segmentation or outside the image) and give no label",
+            subset.json_path,
+            empty,
+        )
+    log.info(
+        "%s: %d images, %d annotations (%d crowd); kept %d images, dropped %d without a kept non-crowd instance",
+        subset.json_path.name,
+        len(subset.images),
+        n_ann,
+        n_crowd,
+        len(kept),
+        len(subset.images) - len(kept),
+    )
     return kept
 
 
@@ -393,8 +422,11 @@ def _check_params(root: Any, splits: Any, subsets: Any, min_area: Any, workers: 
             files[name] = (start / entry["annotations"], start / entry["images"])
         return files
     if base is None:
-        raise InputError("params.root", "required: the COCO 2014 folder (train2014/, val2014/, annotations/), "
-                                        "or give subsets: {split: {images: DIR, annotations: FILE}}")
+        raise InputError(
+            "params.root",
+            "required: the COCO 2014 folder (train2014/, val2014/, annotations/), "
+            "or give subsets: {split: {images: DIR, annotations: FILE}}",
+        )
     splits = DEFAULT_SPLITS if splits is None else splits
     if not isinstance(splits, dict) or not splits:
         raise InputError("params.splits", "must be a non-empty mapping of split name to COCO subset")
@@ -406,9 +438,15 @@ def _check_params(root: Any, splits: Any, subsets: Any, min_area: Any, workers: 
     return {name: (base / "annotations" / f"instances_{subset}.json", base / subset) for name, subset in splits.items()}
 
 
-def prepare_coco(root: str | Path | None, out: str | Path, splits: dict[str, str] | None = None, min_area: int = 0,
-                 workers: int = 1, subsets: dict[str, dict[str, str]] | None = None,
-                 max_pixels: int | None = None) -> dict[str, list[str]]:
+def prepare_coco(
+    root: str | Path | None,
+    out: str | Path,
+    splits: dict[str, str] | None = None,
+    min_area: int = 0,
+    workers: int = 1,
+    subsets: dict[str, dict[str, str]] | None = None,
+    max_pixels: int | None = None,
+) -> dict[str, list[str]]:
     """Turn COCO-format instances into the VOC-layout contract under ``out``; return {split: ids}.
 
     ``max_pixels`` (recorded in ``dataset.yaml``; default :data:`wsss.runtime.io.DEFAULT_MAX_PIXELS`) is the largest
@@ -428,15 +466,19 @@ def prepare_coco(root: str | Path | None, out: str | Path, splits: dict[str, str
     for json_path, image_dir in files.values():
         check_apart(image_dir, final, "COCO image folder")
         if Path(os.path.realpath(final)) in Path(os.path.realpath(json_path)).parents:
-            raise InputError(json_path, f"instances JSON lies inside the output folder {final}, which is replaced "
-                                        "whole: keep your data outside resources/ and results/")
+            raise InputError(
+                json_path,
+                f"instances JSON lies inside the output folder {final}, which is replaced "
+                "whole: keep your data outside resources/ and results/",
+            )
     with atomic_dir(final) as tmp:
         lists = _prepare_coco_into(files, tmp, min_area, workers, max_pixels)
     return lists
 
 
-def _prepare_coco_into(files: dict[str, tuple[Path, Path]], out: Path, min_area: int, workers: int,
-                       max_pixels: int | None) -> dict[str, list[str]]:
+def _prepare_coco_into(
+    files: dict[str, tuple[Path, Path]], out: Path, min_area: int, workers: int, max_pixels: int | None
+) -> dict[str, list[str]]:
     """:func:`prepare_coco`'s work, into the fresh folder ``out`` (a temp folder swapped in on success)."""
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
         (out / sub).mkdir(parents=True, exist_ok=True)
@@ -445,8 +487,12 @@ def _prepare_coco_into(files: dict[str, tuple[Path, Path]], out: Path, min_area:
     for source in sources:
         shared = [split for split, other in files.items() if other == source]
         if len(shared) > 1:
-            log.warning("splits %s are the same images and annotations (%s): evaluation on one of them measures "
-                        "training images", " and ".join(shared), source[0])
+            log.warning(
+                "splits %s are the same images and annotations (%s): evaluation on one of them measures "
+                "training images",
+                " and ".join(shared),
+                source[0],
+            )
     reference: tuple[tuple[int, ...], tuple[str, ...], str] | None = None  # categories, names, JSON file name
     kept: dict[tuple[Path, Path], dict[str, tuple[int, ...]]] = {}
     ctx = multiprocessing.get_context()
@@ -482,13 +528,26 @@ def _prepare_coco_into(files: dict[str, tuple[Path, Path]], out: Path, min_area:
     labels = {i: [names[c] for c in classes] for per in kept.values() for i, classes in per.items()}
     write_text(out / "classes.txt", "".join(f"{n}\n" for n in names))
     write_text(out / "labels.tsv", format_labels_tsv(labels))
-    meta = {"kind": "coco", "splits": {k: {"annotations": str(a), "images": str(i)}
-                                                           for k, (a, i) in files.items()},
-            "min_area": min_area, "num_classes": len(names),
-            "max_pixels": DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels}
+    meta = {
+        "kind": "coco",
+        "splits": {k: {"annotations": str(a), "images": str(i)} for k, (a, i) in files.items()},
+        "min_area": min_area,
+        "num_classes": len(names),
+        "max_pixels": DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels,
+    }
     write_text(out / "dataset.yaml", yaml.safe_dump(meta, sort_keys=True))
     return lists
 
 
-__all__ = ["DEFAULT_SPLITS", "CocoSubset", "ImageRecord", "Instance", "RawAnnotation", "class_table",
-           "load_subset", "prepare_coco", "segmentation_to_rle", "semantic_mask"]
+__all__ = [
+    "DEFAULT_SPLITS",
+    "CocoSubset",
+    "ImageRecord",
+    "Instance",
+    "RawAnnotation",
+    "class_table",
+    "load_subset",
+    "prepare_coco",
+    "segmentation_to_rle",
+    "semantic_mask",
+]

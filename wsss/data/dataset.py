@@ -55,8 +55,11 @@ def _id_problem(image_id: str) -> str:
 def validate_id(image_id: str, source: str | Path) -> str:
     """Return ``image_id`` if it is a plain file stem (no path separators, no ``..``), else raise naming ``source``."""
     if not _ID_RE.match(image_id) or ".." in image_id or image_id.endswith("\n"):
-        raise InputError(source, f"invalid image id {image_id!r}: {_id_problem(image_id)}; ids are file stems of "
-                                 "ASCII letters, digits, '_', '.' and '-' (rename the file)")
+        raise InputError(
+            source,
+            f"invalid image id {image_id!r}: {_id_problem(image_id)}; ids are file stems of "
+            "ASCII letters, digits, '_', '.' and '-' (rename the file)",
+        )
     return image_id
 
 
@@ -77,8 +80,9 @@ def read_id_list(path: str | Path) -> list[str]:
             continue
         image_id = validate_id(line.strip(), path)
         if image_id in first_line:
-            raise InputError(f"{path}:{lineno}", f"duplicate image id {image_id!r} (first on line "
-                                                 f"{first_line[image_id]})")
+            raise InputError(
+                f"{path}:{lineno}", f"duplicate image id {image_id!r} (first on line {first_line[image_id]})"
+            )
         first_line[image_id] = lineno
         ids.append(image_id)
     if not ids:
@@ -136,8 +140,7 @@ def format_labels_tsv(labels: dict[str, list[str] | tuple[str, ...]]) -> str:
     return "\n".join(rows) + "\n"
 
 
-_LAYOUT_TYPES: dict[str, tuple[type, ...]] = {"name": (str,), "images": (str,), "masks": (str,),
-                                              "max_pixels": (int,)}
+_LAYOUT_TYPES: dict[str, tuple[type, ...]] = {"name": (str,), "images": (str,), "masks": (str,), "max_pixels": (int,)}
 """The keys of ``dataset.yaml`` the reader uses and their types (a preparer may record others, e.g. its params)."""
 
 
@@ -209,7 +212,9 @@ class VOCLayoutDataset:
             return ids
         missing = [i for i in ids if i not in self._labels]
         if missing:
-            raise InputError(self.root / "labels.tsv", f"no labels for {len(missing)} ids of {path.name}, e.g. {missing[0]!r}")
+            raise InputError(
+                self.root / "labels.tsv", f"no labels for {len(missing)} ids of {path.name}, e.g. {missing[0]!r}"
+            )
         return ids
 
     def label_names(self, image_id: str) -> tuple[str, ...]:
@@ -234,8 +239,9 @@ class VOCLayoutDataset:
 
     def image(self, image_id: str) -> np.ndarray:
         """The H×W×3 uint8 image; one above ``max_pixels`` (from ``dataset.yaml``) is refused before decoding."""
-        return read_rgb(self.image_path(image_id), max_pixels=self.max_pixels,
-                        limit_key=f"datasets.{self.root.name}.max_pixels")
+        return read_rgb(
+            self.image_path(image_id), max_pixels=self.max_pixels, limit_key=f"datasets.{self.root.name}.max_pixels"
+        )
 
     def mask(self, image_id: str) -> np.ndarray:
         """The H×W uint8 mask, values validated against the class count (255 = ignore)."""
@@ -250,11 +256,15 @@ class VOCLayoutDataset:
         ids = self.ids(split)
         with_mask = [i for i in ids if self.has_mask(i)]
         if not with_mask:
-            raise InputError(self.split_path(split), f"split {split!r} has no masks ({len(ids)} images): nothing to "
-                                                     "evaluate; its CAMs, pseudo labels and predictions need none")
+            raise InputError(
+                self.split_path(split),
+                f"split {split!r} has no masks ({len(ids)} images): nothing to "
+                "evaluate; its CAMs, pseudo labels and predictions need none",
+            )
         if len(with_mask) < len(ids):
-            logging.getLogger(__name__).warning("split %s: evaluating the %d of %d images that have masks", split,
-                                                len(with_mask), len(ids))
+            logging.getLogger(__name__).warning(
+                "split %s: evaluating the %d of %d images that have masks", split, len(with_mask), len(ids)
+            )
         return with_mask
 
     def sample(self, image_id: str, with_mask: bool = True) -> Sample:
@@ -262,8 +272,18 @@ class VOCLayoutDataset:
         image = self.image(image_id)
         mask = self.mask(image_id) if with_mask and self.has_mask(image_id) else None
         if mask is not None and mask.shape != image.shape[:2]:
-            raise InputError(self.mask_path(image_id), f"mask size {mask.shape} differs from image size {image.shape[:2]}")
+            raise InputError(
+                self.mask_path(image_id), f"mask size {mask.shape} differs from image size {image.shape[:2]}"
+            )
         return Sample(image_id, image, self.label_vector(image_id), mask)
 
 
-__all__ = ["IGNORE", "Sample", "VOCLayoutDataset", "format_labels_tsv", "read_id_list", "read_labels_tsv", "validate_id"]
+__all__ = [
+    "IGNORE",
+    "Sample",
+    "VOCLayoutDataset",
+    "format_labels_tsv",
+    "read_id_list",
+    "read_labels_tsv",
+    "validate_id",
+]

@@ -23,10 +23,9 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from wsss.runtime.progress import progress
-
 from wsss.runtime.errors import InputError
 from wsss.runtime.io import atomic_dir, atomic_path, write_text
+from wsss.runtime.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +70,16 @@ def download(url: str, dest: str | os.PathLike[str], md5: str | None) -> Path:
         if expected is None:
             recorded = source_file.read_text() if source_file.is_file() else None
             if recorded == _source_key(url):
-                log.warning("reusing %s without a checksum to verify; its md5 is %s (pin it in the config)", dest,
-                            actual)
+                log.warning(
+                    "reusing %s without a checksum to verify; its md5 is %s (pin it in the config)", dest, actual
+                )
                 return dest
-            log.warning("cached %s came from %s, not %s: copying again (no md5 to tell them apart)", dest,
-                        (recorded or "an unrecorded source").strip(), url)
+            log.warning(
+                "cached %s came from %s, not %s: copying again (no md5 to tell them apart)",
+                dest,
+                (recorded or "an unrecorded source").strip(),
+                url,
+            )
         if actual == expected:
             log.info("reusing %s (md5 ok)", dest)
             return dest
@@ -112,8 +116,11 @@ def _source_key(url: str) -> str:
 def require_md5(url: str, md5: str | None, key: str = "md5") -> None:
     """Raise :class:`InputError` unless ``url`` is a ``file://`` URL or ``md5`` pins it (``key`` names the setting)."""
     if not md5 and urllib.parse.urlparse(url).scheme != "file":
-        raise InputError(url, f"no {key} given: a download over the network must be pinned by its md5 (set {key}, "
-                              "or download the file yourself and give a file:// URL)")
+        raise InputError(
+            url,
+            f"no {key} given: a download over the network must be pinned by its md5 (set {key}, "
+            "or download the file yourself and give a file:// URL)",
+        )
 
 
 def _fetch(url: str, path: Path) -> str:
@@ -124,8 +131,12 @@ def _fetch(url: str, path: Path) -> str:
         with urllib.request.urlopen(url, timeout=60) as response:
             length_header = response.headers.get("Content-Length")
             total = int(length_header) if length_header and length_header.isdigit() else None
-            with open(path, "wb") as out, progress(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                                                   desc=url_filename(url), leave=False) as bar:
+            with (
+                open(path, "wb") as out,
+                progress(
+                    total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=url_filename(url), leave=False
+                ) as bar,
+            ):
                 while chunk := response.read(_CHUNK):
                     out.write(chunk)
                     digest.update(chunk)
@@ -187,7 +198,7 @@ def _strip(name: str, prefix: str) -> str | None:
         return name
     if not name.startswith(prefix):
         return None
-    return name[len(prefix):]
+    return name[len(prefix) :]
 
 
 def _check_layout(archive: Path, members: list[tuple[str, bool]]) -> None:
@@ -196,14 +207,19 @@ def _check_layout(archive: Path, members: list[tuple[str, bool]]) -> None:
     files = {name.rstrip("/") for name, is_dir in members if not is_dir}
     for name, is_dir in members:
         if is_dir and name.rstrip("/") in files:
-            raise InputError(archive, f"archive members {name.rstrip('/')!r} (a file) and {name!r} (a folder) "
-                                      "clash: one path cannot be both")
+            raise InputError(
+                archive,
+                f"archive members {name.rstrip('/')!r} (a file) and {name!r} (a folder) clash: one path cannot be both",
+            )
         parts = name.rstrip("/").split("/")
         for k in range(1, len(parts)):
             parent = "/".join(parts[:k])
             if parent in files:
-                raise InputError(archive, f"archive members {parent!r} (a file) and {name!r} clash: {parent!r} "
-                                          "cannot be both a file and a folder")
+                raise InputError(
+                    archive,
+                    f"archive members {parent!r} (a file) and {name!r} clash: {parent!r} "
+                    "cannot be both a file and a folder",
+                )
 
 
 def _inside(dest: Path, name: str) -> bool:
@@ -225,12 +241,16 @@ def _extract_tar(archive: Path, dest: Path, prefix: str) -> int:
             return None
         if member.issym() or member.islnk():
             kind = "symbolic" if member.issym() else "hard"
-            raise InputError(archive, f"archive member {member.name!r} is a {kind} link (to {member.linkname!r}); "
-                                      "links are not accepted in dataset archives")
+            raise InputError(
+                archive,
+                f"archive member {member.name!r} is a {kind} link (to {member.linkname!r}); "
+                "links are not accepted in dataset archives",
+            )
         safe = tarfile.data_filter(member.replace(name=name, deep=False), path)
         if safe is not None and not _inside(Path(path), safe.name):
-            raise InputError(archive, f"unsafe archive member rejected: {member.name!r} resolves outside the "
-                                      "destination")
+            raise InputError(
+                archive, f"unsafe archive member rejected: {member.name!r} resolves outside the destination"
+            )
         count += 1
         return safe
 
@@ -248,8 +268,12 @@ def _extract_tar(archive: Path, dest: Path, prefix: str) -> int:
     return count
 
 
-_ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate", zipfile.ZIP_BZIP2: "bzip2",
-                zipfile.ZIP_LZMA: "lzma"}
+_ZIP_METHODS = {
+    zipfile.ZIP_STORED: "stored",
+    zipfile.ZIP_DEFLATED: "deflate",
+    zipfile.ZIP_BZIP2: "bzip2",
+    zipfile.ZIP_LZMA: "lzma",
+}
 """The compression methods Python's zipfile can read (deflate64, method 9, and others it cannot)."""
 
 
@@ -262,9 +286,12 @@ def _check_zip_member(archive: Path, info: zipfile.ZipInfo) -> None:
     if info.flag_bits & 0x1:
         raise InputError(archive, f"archive member {info.filename!r} is encrypted; give an unencrypted archive")
     if info.compress_type not in _ZIP_METHODS:
-        raise InputError(archive, f"archive member {info.filename!r} uses compression method {info.compress_type} "
-                                  f"(e.g. 9 = deflate64), which Python cannot read; repack it with "
-                                  f"{', '.join(_ZIP_METHODS.values())}")
+        raise InputError(
+            archive,
+            f"archive member {info.filename!r} uses compression method {info.compress_type} "
+            f"(e.g. 9 = deflate64), which Python cannot read; repack it with "
+            f"{', '.join(_ZIP_METHODS.values())}",
+        )
 
 
 def _extract_zip(archive: Path, dest: Path, prefix: str) -> int:
@@ -281,8 +308,9 @@ def _extract_zip(archive: Path, dest: Path, prefix: str) -> int:
                 if not name:
                     continue
                 if not _inside(dest, name):
-                    raise InputError(archive, f"unsafe archive member rejected: {info.filename!r} resolves outside "
-                                              "the destination")
+                    raise InputError(
+                        archive, f"unsafe archive member rejected: {info.filename!r} resolves outside the destination"
+                    )
                 info.filename = name
                 zf.extract(info, dest)
                 count += 1

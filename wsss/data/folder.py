@@ -40,17 +40,18 @@ import logging
 import os
 import re
 import unicodedata
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import yaml
 from PIL import Image, UnidentifiedImageError
-from wsss.runtime.progress import progress
 
 from wsss.data.dataset import format_labels_tsv, read_id_list, validate_id
 from wsss.runtime.errors import InputError
 from wsss.runtime.io import atomic_dir, check_apart, read_label_png, visible_files, write_text
+from wsss.runtime.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +157,10 @@ def read_labels_csv(path: Path, images: Mapping[str, Path]) -> dict[str, list[st
             raise InputError(where, f"image {stem!r} has no labels")
         for name in names:
             if (problem := class_name_problem(name)) is not None:
-                raise InputError(where, f"class name {name!r} {problem} (separate labels by spaces or ';'; a quoted "
-                                        "cell is one name)")
+                raise InputError(
+                    where,
+                    f"class name {name!r} {problem} (separate labels by spaces or ';'; a quoted cell is one name)",
+                )
         labels[stem] = list(dict.fromkeys(names))
     return labels
 
@@ -166,8 +169,11 @@ def _class_list(classes: list[str] | None, labels: Mapping[str, list[str]] | Non
     """Background + foreground names: ``classes`` as given, else the sorted names of the CSV."""
     if classes is None:
         if labels is None:
-            raise InputError(source, "labels CSV is missing: without it, list the class names in the dataset's "
-                                     "`classes` (mask id k = k-th name) so labels can come from the masks")
+            raise InputError(
+                source,
+                "labels CSV is missing: without it, list the class names in the dataset's "
+                "`classes` (mask id k = k-th name) so labels can come from the masks",
+            )
         classes = sorted({n for names in labels.values() for n in names})
     classes = [unicodedata.normalize("NFC", str(c)) for c in classes]
     if classes and classes[0] == "background":
@@ -184,8 +190,9 @@ def _class_list(classes: list[str] | None, labels: Mapping[str, list[str]] | Non
     return ["background", *classes]
 
 
-def _warn_mask_classes_not_labelled(derived: Mapping[str, list[str]], labels: Mapping[str, list[str]],
-                                    csv_path: Path) -> None:
+def _warn_mask_classes_not_labelled(
+    derived: Mapping[str, list[str]], labels: Mapping[str, list[str]], csv_path: Path
+) -> None:
     """One warning line when masks hold classes their image's CSV row does not list, with the count per class."""
     counts: dict[str, int] = {}
     for stem, names in derived.items():
@@ -193,14 +200,17 @@ def _warn_mask_classes_not_labelled(derived: Mapping[str, list[str]], labels: Ma
             if name not in labels.get(stem, ()):
                 counts[name] = counts.get(name, 0) + 1
     if counts:
-        log.warning("%s: masks hold classes their image's row does not list (images per class: %s); training uses "
-                    "the CSV's labels, evaluation the masks", csv_path,
-                    ", ".join(f"{n} {c}" for n, c in sorted(counts.items())))
+        log.warning(
+            "%s: masks hold classes their image's row does not list (images per class: %s); training uses "
+            "the CSV's labels, evaluation the masks",
+            csv_path,
+            ", ".join(f"{n} {c}" for n, c in sorted(counts.items())),
+        )
 
 
 def in_val(stem: str, fraction: float) -> bool:
     """Whether ``stem`` falls in val: its SHA-256 (first 8 bytes) below ``fraction`` of the range."""
-    return int.from_bytes(hashlib.sha256(stem.encode("utf-8")).digest()[:8], "big") < fraction * 2.0 ** 64
+    return int.from_bytes(hashlib.sha256(stem.encode("utf-8")).digest()[:8], "big") < fraction * 2.0**64
 
 
 def _image_size(path: Path) -> tuple[int, int]:
@@ -241,13 +251,18 @@ def prepare_folder(params: Mapping[str, Any], out: str | Path) -> dict[str, list
     for stem, path in progress(sorted(images.items()), desc="check images", unit="img", mininterval=5.0):
         size = _image_size(path)
         if max_pixels is not None and size[0] * size[1] > max_pixels:
-            raise InputError(path, f"image has {size[0] * size[1]} pixels ({size[1]}x{size[0]}), above max_pixels "
-                                   f"{max_pixels}; downscale it or raise the dataset's max_pixels")
+            raise InputError(
+                path,
+                f"image has {size[0] * size[1]} pixels ({size[1]}x{size[0]}), above max_pixels "
+                f"{max_pixels}; downscale it or raise the dataset's max_pixels",
+            )
         if stem in masks:
             mask = read_label_png(masks[stem], len(classes))
             if mask.shape != size:
-                raise InputError(masks[stem], f"mask is {mask.shape[1]}x{mask.shape[0]} but its image "
-                                              f"{path.name} is {size[1]}x{size[0]}")
+                raise InputError(
+                    masks[stem],
+                    f"mask is {mask.shape[1]}x{mask.shape[0]} but its image {path.name} is {size[1]}x{size[0]}",
+                )
             ids = sorted(int(v) for v in np.unique(mask) if 0 < v < 255)
             derived[stem] = [classes[i] for i in ids]
     if labels is not None:
@@ -267,8 +282,11 @@ def prepare_folder(params: Mapping[str, Any], out: str | Path) -> dict[str, list
             raise InputError(csv_path, f"image {stem!r}: labels {unknown} not in classes {classes[1:]}")
 
     lists_dir = root / "ImageSets" / "Segmentation"
-    given = ({p.stem: p for p in visible_files(lists_dir, "split lists") if p.suffix == ".txt" and p.is_file()}
-             if lists_dir.is_dir() else {})
+    given = (
+        {p.stem: p for p in visible_files(lists_dir, "split lists") if p.suffix == ".txt" and p.is_file()}
+        if lists_dir.is_dir()
+        else {}
+    )
     if "train" in given or "val" in given:
         splits = {stem: read_id_list(p) for stem, p in given.items()}
         for split, ids in splits.items():
@@ -278,8 +296,11 @@ def prepare_folder(params: Mapping[str, Any], out: str | Path) -> dict[str, list
         if "train" in splits and "val" in splits:
             both = sorted(set(splits["train"]) & set(splits["val"]))
             if both:
-                raise InputError(lists_dir / "val.txt", f"id {both[0]!r} is also in train.txt ({len(both)} shared); "
-                                                        "val must hold images the model does not train on")
+                raise InputError(
+                    lists_dir / "val.txt",
+                    f"id {both[0]!r} is also in train.txt ({len(both)} shared); "
+                    "val must hold images the model does not train on",
+                )
             source = f"split lists in {lists_dir}"
         else:
             lone, rest = ("train", "val") if "train" in splits else ("val", "train")

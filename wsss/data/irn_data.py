@@ -33,8 +33,14 @@ class AffinityTrainSet(torch.utils.data.Dataset):
     Items: ``image`` float32 3×crop×crop, ``label`` int64 (crop/4)×(crop/4), ``id``.
     """
 
-    def __init__(self, data: VOCLayoutDataset, ids: Sequence[str], label_paths: dict[str, Path], crop: int,
-                 scale_range: tuple[float, float] = (0.5, 1.5)) -> None:
+    def __init__(
+        self,
+        data: VOCLayoutDataset,
+        ids: Sequence[str],
+        label_paths: dict[str, Path],
+        crop: int,
+        scale_range: tuple[float, float] = (0.5, 1.5),
+    ) -> None:
         if crop % 4:
             raise ValueError(f"crop must be a multiple of 4, got {crop}")
         if not 0 < scale_range[0] <= scale_range[1]:
@@ -57,8 +63,11 @@ class AffinityTrainSet(torch.utils.data.Dataset):
         image, label = T.random_crop([image, label], self.crop, [0.0, IGNORE], rng)
         small = self.crop // 4
         label = T.resize(label, (small, small), nearest=True)
-        return {"image": torch.from_numpy(T.to_chw(image)), "label": torch.from_numpy(label.astype(np.int64)),
-                "id": image_id}
+        return {
+            "image": torch.from_numpy(T.to_chw(image)),
+            "label": torch.from_numpy(label.astype(np.int64)),
+            "id": image_id,
+        }
 
 
 __all__ = ["AffinityTrainSet", "index_label_dirs"]

@@ -104,8 +104,14 @@ def _call(target: str, *args: Any, **kwargs: Any) -> Any:
     splits=lambda entry: ["train_aug", "train", "val"],
     builtin=True,
     runtime=30,
-    neutral={"texture_scale": 1.0, "classes": None, "frequent_class": None, "frequent_fraction": 0.97,
-             "paired_classes": None, "shared_body": False},
+    neutral={
+        "texture_scale": 1.0,
+        "classes": None,
+        "frequent_class": None,
+        "frequent_fraction": 0.97,
+        "paired_classes": None,
+        "shared_body": False,
+    },
 )
 def prepare_synth(out: str, params: dict[str, Any]) -> object:
     """The synthetic dataset (textured shapes on clutter), generated deterministically from its seed."""

@@ -6,12 +6,11 @@ augmentation draw is reproducible from the step alone (exact resume, same batche
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-
-from pathlib import Path
 
 from wsss.data import transforms as T
 from wsss.data.dataset import VOCLayoutDataset
@@ -47,5 +46,8 @@ class ClassificationTrainSet(torch.utils.data.Dataset):
         image = T.normalize(image)
         (image,) = T.random_hflip([image], rng)
         (image,) = T.random_crop([image], self.crop, [0.0], rng)
-        return {"image": torch.from_numpy(T.to_chw(image)), "labels": torch.from_numpy(self.data.label_vector(image_id)),
-                "id": image_id}
+        return {
+            "image": torch.from_numpy(T.to_chw(image)),
+            "labels": torch.from_numpy(self.data.label_vector(image_id)),
+            "id": image_id,
+        }

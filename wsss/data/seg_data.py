@@ -23,8 +23,8 @@ from PIL import Image
 
 from wsss.data import transforms as T
 from wsss.data.dataset import VOCLayoutDataset
-from wsss.data.loaders import read_image_and_label
 from wsss.data.irn_data import index_label_dirs
+from wsss.data.loaders import read_image_and_label
 from wsss.runtime.errors import InputError
 from wsss.runtime.io import IGNORE
 
@@ -58,8 +58,9 @@ def draw_scale(rng: np.random.Generator, scales: Sequence[float], sampling: str 
     raise ValueError(f"scale sampling must be one of {SCALE_SAMPLING}, got {sampling!r}")
 
 
-def training_label_paths(data: VOCLayoutDataset, ids: Sequence[str], source: str,
-                         dirs: Sequence[str | os.PathLike[str]] = ()) -> dict[str, Path]:
+def training_label_paths(
+    data: VOCLayoutDataset, ids: Sequence[str], source: str, dirs: Sequence[str | os.PathLike[str]] = ()
+) -> dict[str, Path]:
     """Where each training id's label PNG is: the dataset's masks (``gt``, the fully supervised upper bound) or the
     pseudo-label shard folders ``dirs`` (``pseudo``). A missing label is an InputError."""
     if source == "pseudo":
@@ -70,8 +71,10 @@ def training_label_paths(data: VOCLayoutDataset, ids: Sequence[str], source: str
         paths = {i: data.mask_path(i) for i in ids}
         missing = [i for i, p in paths.items() if not p.exists()]
         if missing:
-            raise InputError(data.mask_dir, f"no ground-truth mask for {len(missing)} of {len(ids)} training ids, "
-                                            f"e.g. {missing[0]!r}")
+            raise InputError(
+                data.mask_dir,
+                f"no ground-truth mask for {len(missing)} of {len(ids)} training ids, e.g. {missing[0]!r}",
+            )
         return paths
     raise InputError("seg.label_source", f"must be one of {LABEL_SOURCES}, got {source!r}")
 
@@ -85,9 +88,17 @@ class SegmentationTrainSet(torch.utils.data.Dataset):
     Items: ``image`` float32 3×crop×crop, ``label`` int64 crop×crop (values 0..C-1 or 255), ``id``.
     """
 
-    def __init__(self, data: VOCLayoutDataset, ids: Sequence[str], label_paths: dict[str, Path], crop: int = 321,
-                 scales: Sequence[float] = (0.5, 0.75, 1.0, 1.25, 1.5), scale_sampling: str = "discrete",
-                 flip: bool = True, style: str = "torchvision") -> None:
+    def __init__(
+        self,
+        data: VOCLayoutDataset,
+        ids: Sequence[str],
+        label_paths: dict[str, Path],
+        crop: int = 321,
+        scales: Sequence[float] = (0.5, 0.75, 1.0, 1.25, 1.5),
+        scale_sampling: str = "discrete",
+        flip: bool = True,
+        style: str = "torchvision",
+    ) -> None:
         if not scales or min(scales) <= 0:
             raise ValueError(f"scales must be positive, got {list(scales)}")
         if scale_sampling not in SCALE_SAMPLING:
@@ -110,9 +121,20 @@ class SegmentationTrainSet(torch.utils.data.Dataset):
         if self.flip:
             image, label = T.random_hflip([image, label], rng)
         image, label = T.random_crop([image, label], self.crop, [0.0, IGNORE], rng, pad_mode="bottom_right")
-        return {"image": torch.from_numpy(T.to_chw(image)), "label": torch.from_numpy(label.astype(np.int64)),
-                "id": image_id}
+        return {
+            "image": torch.from_numpy(T.to_chw(image)),
+            "label": torch.from_numpy(label.astype(np.int64)),
+            "id": image_id,
+        }
 
 
-__all__ = ["CAFFE_MEAN_BGR", "LABEL_SOURCES", "SCALE_SAMPLING", "SegmentationTrainSet", "draw_scale",
-           "normalize_image", "resize_bilinear", "training_label_paths"]
+__all__ = [
+    "CAFFE_MEAN_BGR",
+    "LABEL_SOURCES",
+    "SCALE_SAMPLING",
+    "SegmentationTrainSet",
+    "draw_scale",
+    "normalize_image",
+    "resize_bilinear",
+    "training_label_paths",
+]

@@ -31,14 +31,20 @@ def label_statistics(labels: np.ndarray, classes: Sequence[str]) -> dict[str, An
     of every class pair's image sets, and the histogram of labels per image. ``classes``: foreground names."""
     y = np.asarray(labels, bool)
     n = int(y.shape[0])
-    both = (y.T.astype(np.int64) @ y.astype(np.int64))
+    both = y.T.astype(np.int64) @ y.astype(np.int64)
     count = np.diag(both).copy()
     either = count[:, None] + count[None, :] - both
     jaccard = np.where(either > 0, both / np.maximum(either, 1), 0.0)
     per_image = np.bincount(y.sum(axis=1), minlength=y.shape[1] + 1) if n else np.zeros(y.shape[1] + 1, np.int64)
-    return {"images": n, "classes": list(classes), "images_per_class": count.tolist(),
-            "prevalence": (count / max(n, 1)).tolist(), "cooccurrence": both.tolist(), "jaccard": jaccard.tolist(),
-            "labels_per_image": per_image.tolist()}
+    return {
+        "images": n,
+        "classes": list(classes),
+        "images_per_class": count.tolist(),
+        "prevalence": (count / max(n, 1)).tolist(),
+        "cooccurrence": both.tolist(),
+        "jaccard": jaccard.tolist(),
+        "labels_per_image": per_image.tolist(),
+    }
 
 
 def frequent_classes(stats: dict[str, Any], limit: float = NEARLY_ALL) -> list[tuple[str, float]]:
@@ -50,8 +56,12 @@ def cooccurring_pairs(stats: dict[str, Any], limit: float = ALMOST_ALWAYS_TOGETH
     """(a, b, Jaccard) of the class pairs whose image sets overlap by more than ``limit`` (of the images with
     either, the share with both)."""
     names, jac = stats["classes"], stats["jaccard"]
-    return [(names[i], names[j], jac[i][j]) for i in range(len(names)) for j in range(i + 1, len(names))
-            if jac[i][j] > limit]
+    return [
+        (names[i], names[j], jac[i][j])
+        for i in range(len(names))
+        for j in range(i + 1, len(names))
+        if jac[i][j] > limit
+    ]
 
 
 def label_warnings(stats: dict[str, Any]) -> list[str]:
@@ -60,17 +70,29 @@ def label_warnings(stats: dict[str, Any]) -> list[str]:
     lines = []
     n = stats["images"]
     for name, p in frequent_classes(stats):
-        lines.append(f"class {name!r} is present in {100 * p:.0f} % of the {n} images (> {100 * NEARLY_ALL:.0f} %): "
-                     f"image-level labels say little about where it is; remove or merge it, or add images without it")
+        lines.append(
+            f"class {name!r} is present in {100 * p:.0f} % of the {n} images (> {100 * NEARLY_ALL:.0f} %): "
+            f"image-level labels say little about where it is; remove or merge it, or add images without it"
+        )
     for name, count in zip(stats["classes"], stats["images_per_class"]):
         if count < FEW_IMAGES:
             lines.append(f"class {name!r} has only {count} of the {n} images (< {FEW_IMAGES}): too few to learn it")
     for a, b, j in cooccurring_pairs(stats):
-        lines.append(f"classes {a!r} and {b!r} appear together in {100 * j:.0f} % of the images with either "
-                     f"(> {100 * ALMOST_ALWAYS_TOGETHER:.0f} %): image-level labels cannot tell them apart; add images "
-                     f"with only one of them, or merge them")
+        lines.append(
+            f"classes {a!r} and {b!r} appear together in {100 * j:.0f} % of the images with either "
+            f"(> {100 * ALMOST_ALWAYS_TOGETHER:.0f} %): image-level labels cannot tell them apart; add images "
+            f"with only one of them, or merge them"
+        )
     return lines
 
 
-__all__ = ["ALMOST_ALWAYS_TOGETHER", "FEW_IMAGES", "NEARLY_ALL", "cooccurring_pairs", "frequent_classes",
-           "label_matrix", "label_statistics", "label_warnings"]
+__all__ = [
+    "ALMOST_ALWAYS_TOGETHER",
+    "FEW_IMAGES",
+    "NEARLY_ALL",
+    "cooccurring_pairs",
+    "frequent_classes",
+    "label_matrix",
+    "label_statistics",
+    "label_warnings",
+]

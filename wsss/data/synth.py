@@ -55,19 +55,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
 import yaml
-from wsss.runtime.progress import progress as progress_bar
 
 from wsss.data.dataset import format_labels_tsv
 from wsss.runtime.errors import InputError
 from wsss.runtime.io import DEFAULT_MAX_PIXELS, IGNORE, atomic_dir, write_jpeg, write_label_png, write_text
+from wsss.runtime.progress import progress as progress_bar
 
 GENERATOR_VERSION = 3
 JPEG_QUALITY = 90
@@ -165,6 +166,7 @@ def min_visible_pixels(image_size: int) -> int:
 
 # ---------------------------------------------------------------------------------------------------- parameters
 
+
 @dataclass(frozen=True)
 class SynthParams:
     """The generator's configuration (the ``--params`` keys of ``prepare_synth``).
@@ -209,8 +211,14 @@ _LIMITS: dict[str, tuple[type, float | None, float | None]] = {
 }
 # Keys added after GENERATOR_VERSION 3's first datasets: dataset.yaml records them only when they differ from these
 # values, so a dataset generated with them at their defaults stays byte-identical to one generated before.
-_RECORDED_IF_SET = {"texture_scale": 1.0, "classes": None, "frequent_class": None, "frequent_fraction": 0.97,
-                    "paired_classes": None, "shared_body": False}
+_RECORDED_IF_SET = {
+    "texture_scale": 1.0,
+    "classes": None,
+    "frequent_class": None,
+    "frequent_fraction": 0.97,
+    "paired_classes": None,
+    "shared_body": False,
+}
 
 
 def parse_params(params: Mapping[str, Any], source: str = "--params") -> SynthParams:
@@ -234,8 +242,12 @@ def parse_params(params: Mapping[str, Any], source: str = "--params") -> SynthPa
             values[key] = value
             continue
         if key == "paired_classes":  # null or two class names (checked below)
-            if value is not None and (not isinstance(value, (list, tuple)) or len(value) != 2
-                                      or not all(isinstance(v, str) for v in value) or value[0] == value[1]):
+            if value is not None and (
+                not isinstance(value, (list, tuple))
+                or len(value) != 2
+                or not all(isinstance(v, str) for v in value)
+                or value[0] == value[1]
+            ):
                 raise InputError(source, f"{key}: must be two different class names or null, got {value!r}")
             values[key] = None if value is None else tuple(value)
             continue
@@ -252,8 +264,11 @@ def parse_params(params: Mapping[str, Any], source: str = "--params") -> SynthPa
             continue
         if kind is int and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
             raise InputError(source, f"{key}: must be an integer, got {value!r}")
-        if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating))
-                              or not math.isfinite(value)):
+        if kind is float and (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float, np.integer, np.floating))
+            or not math.isfinite(value)
+        ):
             raise InputError(source, f"{key}: must be a number, got {value!r}")
         if value < low or (high is not None and value > high):
             bound = f"{low}..{high}" if high is not None else f">= {low}"
@@ -262,8 +277,11 @@ def parse_params(params: Mapping[str, Any], source: str = "--params") -> SynthPa
     if values["classes"] is not None:
         if "num_classes" in params and values["num_classes"] != len(values["classes"]):
             count = len(values["classes"])
-            raise InputError(source, f"num_classes: {values['num_classes']} does not match classes, which names "
-                                     f"{count}; omit num_classes or set it to {count}")
+            raise InputError(
+                source,
+                f"num_classes: {values['num_classes']} does not match classes, which names "
+                f"{count}; omit num_classes or set it to {count}",
+            )
         values["num_classes"] = len(values["classes"])
     names = [spec.name for spec in class_specs(values["num_classes"], values["classes"])]
     for key in ("frequent_class", "paired_classes"):
@@ -272,15 +290,22 @@ def parse_params(params: Mapping[str, Any], source: str = "--params") -> SynthPa
         if missing:
             raise InputError(source, f"{key}: {missing} not among the dataset's classes {names}")
     if values["num_train"] > values["num_train_aug"]:
-        raise InputError(source, f"num_train: {values['num_train']} exceeds num_train_aug "
-                                 f"{values['num_train_aug']} (train is the first num_train ids of train_aug)")
+        raise InputError(
+            source,
+            f"num_train: {values['num_train']} exceeds num_train_aug "
+            f"{values['num_train_aug']} (train is the first num_train ids of train_aug)",
+        )
     if values["image_size"] ** 2 > values["max_pixels"]:
-        raise InputError(source, f"max_pixels: {values['max_pixels']} is below image_size² = "
-                                 f"{values['image_size'] ** 2}: the generated images could not be read")
+        raise InputError(
+            source,
+            f"max_pixels: {values['max_pixels']} is below image_size² = "
+            f"{values['image_size'] ** 2}: the generated images could not be read",
+        )
     return SynthParams(**values)
 
 
 # ---------------------------------------------------------------------------------------------------- shapes
+
 
 def _circle(n: int = 72, radius: float = 1.0, cx: float = 0.0) -> np.ndarray:
     t = np.linspace(0.0, 2 * np.pi, n, endpoint=False)
@@ -312,18 +337,38 @@ _SHAPES: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {
     "triangle": ([_regular(3, 1.05, -90.0) + [0.0, 0.2]], []),
     "star": ([_star() + [0.0, 0.08]], []),
     "ring": ([_circle()], [_circle(radius=0.55)]),
-    "cross": ([np.array([[-0.3, -1], [0.3, -1], [0.3, -0.3], [1, -0.3], [1, 0.3], [0.3, 0.3], [0.3, 1],
-                         [-0.3, 1], [-0.3, 0.3], [-1, 0.3], [-1, -0.3], [-0.3, -0.3]])], []),
+    "cross": (
+        [
+            np.array(
+                [
+                    [-0.3, -1],
+                    [0.3, -1],
+                    [0.3, -0.3],
+                    [1, -0.3],
+                    [1, 0.3],
+                    [0.3, 0.3],
+                    [0.3, 1],
+                    [-0.3, 1],
+                    [-0.3, 0.3],
+                    [-1, 0.3],
+                    [-1, -0.3],
+                    [-0.3, -0.3],
+                ]
+            )
+        ],
+        [],
+    ),
     "hexagon": ([_regular(6, 0.95, 0.0)], []),
     "crescent": ([_circle()], [_circle(radius=0.82, cx=0.48)]),
-    "arrow": ([np.array([[-1, -0.25], [0.15, -0.25], [0.15, -0.65], [1, 0], [0.15, 0.65], [0.15, 0.25],
-                         [-1, 0.25]])], []),
+    "arrow": (
+        [np.array([[-1, -0.25], [0.15, -0.25], [0.15, -0.65], [1, 0], [0.15, 0.65], [0.15, 0.25], [-1, 0.25]])],
+        [],
+    ),
     "heart": ([_heart()], []),
 }
 
 
-def _to_pixels(poly: np.ndarray, centre: tuple[float, float], radius: float, aspect: float,
-               angle: float) -> np.ndarray:
+def _to_pixels(poly: np.ndarray, centre: tuple[float, float], radius: float, aspect: float, angle: float) -> np.ndarray:
     """Unit polygon → int32 points with 4 fractional bits (cv2 ``shift=4``): scale, rotate, translate."""
     pts = poly * [radius * aspect, radius / aspect]
     c, s = math.cos(angle), math.sin(angle)
@@ -331,8 +376,9 @@ def _to_pixels(poly: np.ndarray, centre: tuple[float, float], radius: float, asp
     return np.round(pts * 16).astype(np.int32)
 
 
-def shape_mask(shape: str, size: int, centre: tuple[float, float], radius: float, aspect: float,
-               angle: float) -> np.ndarray:
+def shape_mask(
+    shape: str, size: int, centre: tuple[float, float], radius: float, aspect: float, angle: float
+) -> np.ndarray:
     """Boolean ``size``×``size`` silhouette of ``shape`` (no anti-aliasing, so it matches the painted pixels)."""
     fills, holes = _SHAPES[shape]
     canvas = np.zeros((size, size), np.uint8)
@@ -343,6 +389,7 @@ def shape_mask(shape: str, size: int, centre: tuple[float, float], radius: float
 
 
 # ---------------------------------------------------------------------------------------------------- textures
+
 
 def _stripes(t: np.ndarray, period: float) -> np.ndarray:
     return np.floor(t / period).astype(np.int64) % 2 == 1
@@ -357,12 +404,14 @@ _TEXTURES: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray, float], np.nd
     "hstripes": lambda u, v, r, p: _stripes(v, p),
     "vstripes": lambda u, v, r, p: _stripes(u, p),
     "diagonal": lambda u, v, r, p: _stripes((u + v) * math.sqrt(0.5), p),
-    "dots": lambda u, v, r, p: (np.mod(u, 1.7 * p) - 0.85 * p) ** 2 + (np.mod(v, 1.7 * p) - 0.85 * p) ** 2
-    < (0.5 * p) ** 2,
+    "dots": lambda u, v, r, p: (
+        (np.mod(u, 1.7 * p) - 0.85 * p) ** 2 + (np.mod(v, 1.7 * p) - 0.85 * p) ** 2 < (0.5 * p) ** 2
+    ),
     "hatch": lambda u, v, r, p: (np.mod(u, 1.5 * p) < 0.45 * p) | (np.mod(v, 1.5 * p) < 0.45 * p),
     "waves": lambda u, v, r, p: _stripes(v + 0.7 * p * np.sin(u * (2 * np.pi / (3.5 * p))), p),
-    "diamonds": lambda u, v, r, p: (np.floor((u + v) * math.sqrt(0.5) / p) + np.floor((u - v) * math.sqrt(0.5) / p))
-    .astype(np.int64) % 2 == 1,
+    "diamonds": lambda u, v, r, p: (
+        (np.floor((u + v) * math.sqrt(0.5) / p) + np.floor((u - v) * math.sqrt(0.5) / p)).astype(np.int64) % 2 == 1
+    ),
 }
 
 
@@ -373,6 +422,7 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ---------------------------------------------------------------------------------------------------- layout
+
 
 @dataclass(frozen=True)
 class SynthObject:
@@ -426,8 +476,13 @@ def _palette_colour(rng: np.random.Generator, index: int) -> tuple[float, float,
     return tuple(float(x) for x in np.clip(PALETTE[index] + jitter, 0, 255))
 
 
-def _sample_object(rng: np.random.Generator, size: int, specs: Sequence[ClassSpec],
-                   texture_scale: float = 1.0, shared_body: bool = False) -> SynthObject:
+def _sample_object(
+    rng: np.random.Generator,
+    size: int,
+    specs: Sequence[ClassSpec],
+    texture_scale: float = 1.0,
+    shared_body: bool = False,
+) -> SynthObject:
     """One random object of a class of ``specs`` (class id k ↔ ``specs[k-1]``); ``texture_scale`` multiplies the
     texture period drawn (before the 3-pixel floor) and changes no draw."""
     radius = 0.5 * size * rng.uniform(*SIZE_RANGE)
@@ -454,11 +509,19 @@ def _sample_object(rng: np.random.Generator, size: int, specs: Sequence[ClassSpe
     return obj
 
 
-def layout_objects(rng: np.random.Generator, image_size: int, num_classes: int | None, max_objects: int,
-                   texture_scale: float = 1.0, classes: Sequence[str] | None = None, *,
-                   frequent: int | None = None, frequent_fraction: float = 0.97,
-                   paired: tuple[int, int] | None = None,
-                   shared_body: bool = False) -> list[tuple[SynthObject, np.ndarray]]:
+def layout_objects(
+    rng: np.random.Generator,
+    image_size: int,
+    num_classes: int | None,
+    max_objects: int,
+    texture_scale: float = 1.0,
+    classes: Sequence[str] | None = None,
+    *,
+    frequent: int | None = None,
+    frequent_fraction: float = 0.97,
+    paired: tuple[int, int] | None = None,
+    shared_body: bool = False,
+) -> list[tuple[SynthObject, np.ndarray]]:
     """Place 1..``max_objects`` objects in paint order, each with its full in-frame silhouette.
 
     The classes are :func:`class_specs` (``num_classes``, ``classes``); ``texture_scale`` multiplies the periods.
@@ -486,8 +549,10 @@ def layout_objects(rng: np.random.Generator, image_size: int, num_classes: int |
 
     for n in range(target):
         for _ in range(PLACEMENT_TRIES):
-            obj = as_class(_sample_object(rng, image_size, specs, texture_scale, shared_body),
-                           frequent if force_first and n == 0 else None)
+            obj = as_class(
+                _sample_object(rng, image_size, specs, texture_scale, shared_body),
+                frequent if force_first and n == 0 else None,
+            )
             mask = obj.mask(image_size)
             area = int(mask.sum())
             if area < 2 * min_area:
@@ -523,6 +588,7 @@ def layout_objects(rng: np.random.Generator, image_size: int, num_classes: int |
 
 
 # ---------------------------------------------------------------------------------------------------- rendering
+
 
 def _smooth_field(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
     """A smooth random field in [0, 1] (bicubic upsampling of a coarse uniform grid)."""
@@ -576,11 +642,19 @@ def _paint_object(image: np.ndarray, obj: SynthObject, mask: np.ndarray) -> None
 _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 
 
-def render_sample(rng: np.random.Generator | int | Sequence[int], image_size: int = 160,
-                  num_classes: int | None = None, max_objects: int = 3, *, texture_scale: float = 1.0,
-                  classes: Sequence[str] | None = None, frequent: int | None = None,
-                  frequent_fraction: float = 0.97, paired: tuple[int, int] | None = None,
-                  shared_body: bool = False) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+def render_sample(
+    rng: np.random.Generator | int | Sequence[int],
+    image_size: int = 160,
+    num_classes: int | None = None,
+    max_objects: int = 3,
+    *,
+    texture_scale: float = 1.0,
+    classes: Sequence[str] | None = None,
+    frequent: int | None = None,
+    frequent_fraction: float = 0.97,
+    paired: tuple[int, int] | None = None,
+    shared_body: bool = False,
+) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
     """One synthetic image: (RGB uint8 H×W×3, mask uint8 H×W, sorted foreground class ids that are labelled).
 
     ``rng`` is a generator or a seed for ``np.random.default_rng`` (e.g. ``[seed, split_index, image_index]``).
@@ -592,8 +666,18 @@ def render_sample(rng: np.random.Generator | int | Sequence[int], image_size: in
     num_classes = len(class_specs(num_classes, classes))  # checks them before any drawing
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     image = render_background(rng, image_size)
-    objects = layout_objects(rng, image_size, num_classes, max_objects, texture_scale, classes, frequent=frequent,
-                             frequent_fraction=frequent_fraction, paired=paired, shared_body=shared_body)
+    objects = layout_objects(
+        rng,
+        image_size,
+        num_classes,
+        max_objects,
+        texture_scale,
+        classes,
+        frequent=frequent,
+        frequent_fraction=frequent_fraction,
+        paired=paired,
+        shared_body=shared_body,
+    )
     ids = np.zeros((image_size, image_size), np.uint8)
     for obj, mask in objects:
         _paint_object(image, obj, mask)
@@ -614,13 +698,15 @@ def render_sample(rng: np.random.Generator | int | Sequence[int], image_size: in
 
 # ---------------------------------------------------------------------------------------------------- dataset
 
+
 def image_id(split: str, index: int) -> str:
     """The id of image ``index`` of ``split`` (``train_aug`` ids read ``synth_train_000123``)."""
     return f"synth_{'train' if split == 'train_aug' else split}_{index:06d}"
 
 
-def generate_dataset(out_dir: str | Path, params: Mapping[str, Any] | SynthParams,
-                     progress: bool = True) -> SynthParams:
+def generate_dataset(
+    out_dir: str | Path, params: Mapping[str, Any] | SynthParams, progress: bool = True
+) -> SynthParams:
     """Write the VOC-layout synthetic dataset to ``out_dir`` (replaced whole, atomically); return the params.
 
     Builds in a temporary sibling directory: images and masks first, then the split lists, and last
@@ -637,14 +723,18 @@ def generate_dataset(out_dir: str | Path, params: Mapping[str, Any] | SynthParam
         for split, count in counts.items():
             split_ids[split] = []
             for index in range(count):
-                rgb, mask, classes = render_sample([cfg.seed, SPLITS[split], index], cfg.image_size,
-                                                   cfg.num_classes, cfg.max_objects,
-                                                   texture_scale=cfg.texture_scale, classes=cfg.classes,
-                                                   frequent=names.index(cfg.frequent_class) if cfg.frequent_class
-                                                   else None, frequent_fraction=cfg.frequent_fraction,
-                                                   paired=tuple(names.index(n) for n in cfg.paired_classes)
-                                                   if cfg.paired_classes else None,
-                                                   shared_body=cfg.shared_body)
+                rgb, mask, classes = render_sample(
+                    [cfg.seed, SPLITS[split], index],
+                    cfg.image_size,
+                    cfg.num_classes,
+                    cfg.max_objects,
+                    texture_scale=cfg.texture_scale,
+                    classes=cfg.classes,
+                    frequent=names.index(cfg.frequent_class) if cfg.frequent_class else None,
+                    frequent_fraction=cfg.frequent_fraction,
+                    paired=tuple(names.index(n) for n in cfg.paired_classes) if cfg.paired_classes else None,
+                    shared_body=cfg.shared_body,
+                )
                 name = image_id(split, index)
                 write_jpeg(root / "JPEGImages" / f"{name}.jpg", rgb, quality=JPEG_QUALITY)
                 write_label_png(root / "SegmentationClass" / f"{name}.png", mask)
@@ -657,16 +747,40 @@ def generate_dataset(out_dir: str | Path, params: Mapping[str, Any] | SynthParam
             write_text(root / "ImageSets" / "Segmentation" / f"{split}.txt", "\n".join(split_ids[split]) + "\n")
         write_text(root / "classes.txt", "\n".join(names) + "\n")
         write_text(root / "labels.tsv", format_labels_tsv(labels))
-        recorded = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()
-                    if k not in _RECORDED_IF_SET or v != _RECORDED_IF_SET[k]}
-        meta = {"name": "synth", "images": "JPEGImages", "masks": "SegmentationClass", "seed": cfg.seed,
-                "generator_version": GENERATOR_VERSION, "max_pixels": cfg.max_pixels, "params": recorded}
+        recorded = {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in asdict(cfg).items()
+            if k not in _RECORDED_IF_SET or v != _RECORDED_IF_SET[k]
+        }
+        meta = {
+            "name": "synth",
+            "images": "JPEGImages",
+            "masks": "SegmentationClass",
+            "seed": cfg.seed,
+            "generator_version": GENERATOR_VERSION,
+            "max_pixels": cfg.max_pixels,
+            "params": recorded,
+        }
         write_text(root / "dataset.yaml", yaml.safe_dump(meta, sort_keys=False))
     return cfg
 
 
 __all__ = [
-    "SYNTH_CLASSES", "GENERATOR_VERSION", "MAX_CLASSES", "PALETTE", "ClassSpec", "SynthObject", "SynthParams",
-    "class_names", "class_specs", "generate_dataset", "image_id", "layout_objects", "min_visible_pixels",
-    "parse_params", "render_background", "render_sample", "shape_mask",
+    "GENERATOR_VERSION",
+    "MAX_CLASSES",
+    "PALETTE",
+    "SYNTH_CLASSES",
+    "ClassSpec",
+    "SynthObject",
+    "SynthParams",
+    "class_names",
+    "class_specs",
+    "generate_dataset",
+    "image_id",
+    "layout_objects",
+    "min_visible_pixels",
+    "parse_params",
+    "render_background",
+    "render_sample",
+    "shape_mask",
 ]

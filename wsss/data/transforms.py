@@ -46,8 +46,9 @@ def random_hflip(arrays: list[np.ndarray], rng: np.random.Generator) -> list[np.
     return arrays
 
 
-def random_crop(arrays: list[np.ndarray], size: int, fills: list[float], rng: np.random.Generator,
-                pad_mode: str = "random") -> list[np.ndarray]:
+def random_crop(
+    arrays: list[np.ndarray], size: int, fills: list[float], rng: np.random.Generator, pad_mode: str = "random"
+) -> list[np.ndarray]:
     """Crop all arrays to ``size``×``size`` at one random window.
 
     Where an array is smaller than the crop it sits in a canvas filled with its ``fill``: at a random offset
@@ -66,7 +67,7 @@ def random_crop(arrays: list[np.ndarray], size: int, fills: list[float], rng: np
     out = []
     for arr, fill in zip(arrays, fills):
         canvas = np.full((size, size) + arr.shape[2:], fill, dtype=arr.dtype)
-        canvas[cy:cy + ch, cx:cx + cw] = arr[sy:sy + ch, sx:sx + cw]
+        canvas[cy : cy + ch, cx : cx + cw] = arr[sy : sy + ch, sx : sx + cw]
         out.append(canvas)
     return out
 

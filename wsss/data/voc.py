@@ -17,23 +17,42 @@ import os
 import shutil
 import xml.etree.ElementTree as ET
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import yaml
-from wsss.runtime.progress import progress
 
 from wsss.data.dataset import format_labels_tsv, read_id_list, read_labels_tsv, validate_id
 from wsss.data.download import download, extract, require_md5, url_filename
 from wsss.runtime.errors import InputError
 from wsss.runtime.io import DEFAULT_MAX_PIXELS, atomic_dir, write_label_png, write_text
+from wsss.runtime.progress import progress
 
 log = logging.getLogger(__name__)
 
 VOC_CLASSES: tuple[str, ...] = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 )
 """The 20 foreground classes in VOC order; class ``VOC_CLASSES[k]`` has mask id ``k + 1`` (0 = background)."""
 
@@ -90,8 +109,10 @@ def build_labels(annotation_dir: str | os.PathLike[str], ids: Iterable[str]) -> 
     """{id: labels_from_xml(annotation_dir/id.xml)} for every id; a missing XML is an error naming it."""
     annotation_dir = Path(annotation_dir)
     ids = list(ids)
-    return {i: labels_from_xml(annotation_dir / f"{validate_id(i, annotation_dir)}.xml")
-            for i in progress(ids, desc="annotations", unit="xml", leave=False)}
+    return {
+        i: labels_from_xml(annotation_dir / f"{validate_id(i, annotation_dir)}.xml")
+        for i in progress(ids, desc="annotations", unit="xml", leave=False)
+    }
 
 
 def cross_check(labels: dict[str, list[str]], reference: dict[str, tuple[str, ...]]) -> list[str]:
@@ -116,8 +137,11 @@ def check_voc_root(root: str | os.PathLike[str], mask_dir: str) -> Path:
                 if (candidate / sub).is_dir():
                     hint = f" (did you mean {candidate}?)"
                     break
-            raise InputError(root / sub, f"missing folder: the VOC root must be a VOC2012 folder with "
-                                         f"JPEGImages, Annotations and {mask_dir}{hint}")
+            raise InputError(
+                root / sub,
+                f"missing folder: the VOC root must be a VOC2012 folder with "
+                f"JPEGImages, Annotations and {mask_dir}{hint}",
+            )
     return root
 
 
@@ -140,8 +164,11 @@ def _fetch_voc(out_dir: Path, params: dict[str, Any]) -> Path:
             _extract_once(aug, out_dir / "sbd_cls", SBD_CLS_DIR, params.get("aug_md5"))
             _convert_sbd_once(out_dir / "sbd_cls", voc_root, params.get("aug_md5"))
     else:
-        raise InputError("params.aug_url", f"is empty but mask_dir is {AUG_MASK_DIR}: give aug_url (SBD's "
-                                           f"benchmark.tgz or a {AUG_MASK_DIR}.zip) or set mask_dir: SegmentationClass")
+        raise InputError(
+            "params.aug_url",
+            f"is empty but mask_dir is {AUG_MASK_DIR}: give aug_url (SBD's "
+            f"benchmark.tgz or a {AUG_MASK_DIR}.zip) or set mask_dir: SegmentationClass",
+        )
     return voc_root
 
 
@@ -169,8 +196,9 @@ def read_sbd_mask(path: str | os.PathLike[str]) -> np.ndarray:
     except FileNotFoundError:
         raise InputError(path, "SBD annotation is missing") from None
     except (MatReadError, KeyError, AttributeError, ValueError, TypeError, OSError, NotImplementedError) as err:
-        raise InputError(path, f"not an SBD class annotation with GTcls.Segmentation ({type(err).__name__}: "
-                               f"{err})") from None
+        raise InputError(
+            path, f"not an SBD class annotation with GTcls.Segmentation ({type(err).__name__}: {err})"
+        ) from None
     arr = np.asarray(seg)
     if arr.ndim != 2 or arr.dtype.kind not in "ui":
         raise InputError(path, f"GTcls.Segmentation must be a 2-D integer array, got {arr.dtype} {arr.shape}")
@@ -220,8 +248,9 @@ def _extract_once(archive: Path, dest: Path, subdir: str, md5: str | None) -> No
     write_text(marker, key + "\n")
 
 
-def prepare_voc(out_dir: str | os.PathLike[str], params: dict[str, Any],
-                lists_dir: str | os.PathLike[str] = DEFAULT_LISTS_DIR) -> None:
+def prepare_voc(
+    out_dir: str | os.PathLike[str], params: dict[str, Any], lists_dir: str | os.PathLike[str] = DEFAULT_LISTS_DIR
+) -> None:
     """Materialise the VOC-layout root ``out_dir`` (see module doc); params as in :data:`DEFAULT_PARAMS`.
 
     Every id of every prepared split must have its JPEG and XML (and, for ``require_masks`` splits, its mask);
@@ -290,8 +319,10 @@ def _check_split_files(voc_root: Path, mask_dir: str, split_ids: dict[str, list[
                 raise InputError(image_dir / f"{i}.jpg", f"image of split {split!r} is missing")
         missing = [i for i in ids if not (masks / f"{i}.png").is_file()]
         if missing and split in require_masks:
-            raise InputError(masks / f"{missing[0]}.png",
-                             f"mask is missing ({len(missing)} of {len(ids)} ids of split {split!r} lack masks)")
+            raise InputError(
+                masks / f"{missing[0]}.png",
+                f"mask is missing ({len(missing)} of {len(ids)} ids of split {split!r} lack masks)",
+            )
         if missing and split not in SPLITS_WITHOUT_MASKS:
             log.warning("%d of %d ids of split %r have no mask in %s", len(missing), len(ids), split, masks)
 
@@ -306,11 +337,27 @@ def _log_cross_check(labels: dict[str, list[str]], reference_path: Path) -> None
     compared = len(labels.keys() & reference.keys())
     if disagree:
         first = disagree[0]
-        log.warning("labels of %d of %d ids disagree with %s, e.g. %s: %s vs %s", len(disagree), compared,
-                    reference_path, first, labels[first], list(reference[first]))
+        log.warning(
+            "labels of %d of %d ids disagree with %s, e.g. %s: %s vs %s",
+            len(disagree),
+            compared,
+            reference_path,
+            first,
+            labels[first],
+            list(reference[first]),
+        )
     else:
         log.info("labels agree with %s on all %d shared ids", reference_path, compared)
 
 
-__all__ = ["DEFAULT_LISTS_DIR", "DEFAULT_PARAMS", "VOC_CLASSES", "build_labels", "check_voc_root", "cross_check",
-           "labels_from_xml", "prepare_voc", "read_reference_labels"]
+__all__ = [
+    "DEFAULT_LISTS_DIR",
+    "DEFAULT_PARAMS",
+    "VOC_CLASSES",
+    "build_labels",
+    "check_voc_root",
+    "cross_check",
+    "labels_from_xml",
+    "prepare_voc",
+    "read_reference_labels",
+]

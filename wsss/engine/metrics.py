@@ -23,7 +23,8 @@ as IRNet does for its saved label PNGs.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -168,9 +169,9 @@ class ConfusionMatrix:
         return self
 
     def __add__(self, other: ConfusionMatrix) -> ConfusionMatrix:
-        return ConfusionMatrix.from_matrix(
-            self.matrix, pred_ignore_as_background=self.pred_ignore_as_background
-        ).merge(other)
+        return ConfusionMatrix.from_matrix(self.matrix, pred_ignore_as_background=self.pred_ignore_as_background).merge(
+            other
+        )
 
     def scores(self) -> dict[str, Any]:
         """The metrics of ``scores_from_confusion`` (floats, NaN where undefined)."""

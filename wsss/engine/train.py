@@ -25,18 +25,19 @@ import pickle
 import random
 import sys
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
-from wsss.runtime.progress import progress
 
 from wsss.runtime import distributed
 from wsss.runtime.errors import InputError
 from wsss.runtime.io import atomic_path
+from wsss.runtime.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (all devices); deterministic cuDNN where it is used."""
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002
     torch.manual_seed(seed)
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
@@ -89,8 +90,9 @@ def set_poly_lr(optimizer: torch.optim.Optimizer, step: int, max_steps: int, pow
         group["lr"] = poly_lr(group["initial_lr"], step, max_steps, power)
 
 
-def build_optimizer(groups: Sequence[dict[str, Any]], name: str, lr: float, weight_decay: float,
-                    momentum: float) -> torch.optim.Optimizer:
+def build_optimizer(
+    groups: Sequence[dict[str, Any]], name: str, lr: float, weight_decay: float, momentum: float
+) -> torch.optim.Optimizer:
     """SGD or AdamW over param groups ``{"params", "lr_mult", optional "weight_decay"}``.
 
     Each group's ``initial_lr`` is ``lr · lr_mult``; :func:`set_poly_lr` decays from it. Empty groups are dropped.
@@ -101,8 +103,9 @@ def build_optimizer(groups: Sequence[dict[str, Any]], name: str, lr: float, weig
         if not params:
             continue
         base = lr * g.get("lr_mult", 1.0)
-        torch_groups.append({"params": params, "lr": base, "initial_lr": base,
-                             "weight_decay": g.get("weight_decay", weight_decay)})
+        torch_groups.append(
+            {"params": params, "lr": base, "initial_lr": base, "weight_decay": g.get("weight_decay", weight_decay)}
+        )
     if name == "sgd":
         return torch.optim.SGD(torch_groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if name == "adamw":
@@ -123,8 +126,16 @@ class StepBatchSampler(torch.utils.data.Sampler):
     so the global batch is the same whatever the number of processes. ``aug_seed`` is unique per (step, slot).
     """
 
-    def __init__(self, num_items: int, batch_size: int, seed: int, max_steps: int, start_step: int = 0,
-                 rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        num_items: int,
+        batch_size: int,
+        seed: int,
+        max_steps: int,
+        start_step: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         if num_items < batch_size:
             raise ValueError(f"{num_items} training items are fewer than one batch of {batch_size}")
         if batch_size % world_size:
@@ -138,19 +149,21 @@ class StepBatchSampler(torch.utils.data.Sampler):
 
     def global_batch(self, step: int) -> list[tuple[int, int]]:
         epoch, k = divmod(step, self.steps_per_epoch)
-        order = epoch_permutation(self.num_items, self.seed, epoch)[k * self.batch_size:(k + 1) * self.batch_size]
+        order = epoch_permutation(self.num_items, self.seed, epoch)[k * self.batch_size : (k + 1) * self.batch_size]
         return [(int(i), int(self.seed * 1_000_003 + step * self.batch_size + j)) for j, i in enumerate(order)]
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         for step in range(self.start_step, self.max_steps):
-            yield self.global_batch(step)[self.rank::self.world_size]
+            yield self.global_batch(step)[self.rank :: self.world_size]
 
 
 def check_batch_split(section: str, batch_size: int, accumulate: int, world_size: int) -> None:
     """The global batch must split evenly into ``accumulate`` micro-batches on each of ``world_size`` processes."""
     if accumulate < 1 or batch_size % (accumulate * world_size):
-        raise InputError(f"config: {section}.batch_size", f"{batch_size} does not split into {accumulate} "
-                                                          f"micro-batch(es) on each of {world_size} process(es)")
+        raise InputError(
+            f"config: {section}.batch_size",
+            f"{batch_size} does not split into {accumulate} micro-batch(es) on each of {world_size} process(es)",
+        )
 
 
 @dataclass(frozen=True)
@@ -184,11 +197,12 @@ class Objective(ABC):
         return None
 
     @abstractmethod
-    def loss(self, model: torch.nn.Module, batch: dict[str, Any],
-             micro: MicroBatch) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(
+        self, model: torch.nn.Module, batch: dict[str, Any], micro: MicroBatch
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """This micro-batch's share of the loss and of each logged part."""
 
-    def end_step(self, model: torch.nn.Module, step: int) -> None:
+    def end_step(self, model: torch.nn.Module, step: int) -> None:  # noqa: B027
         """Step-level updates after all micro-batches (none by default)."""
 
 
@@ -199,8 +213,9 @@ class MeanLoss(Objective):
     def __init__(self, step_fn: Callable[..., tuple[torch.Tensor, dict]]) -> None:
         self.step_fn = step_fn
 
-    def loss(self, model: torch.nn.Module, batch: dict[str, Any],
-             micro: MicroBatch) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(
+        self, model: torch.nn.Module, batch: dict[str, Any], micro: MicroBatch
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         loss, parts = self.step_fn(model, batch, micro.step)
         return loss * micro.fraction, {k: float(v) * micro.fraction for k, v in parts.items()}
 
@@ -213,7 +228,7 @@ def split_batch(batch: dict[str, Any], parts: int) -> list[dict[str, Any]]:
     if len(sizes) != 1 or next(iter(sizes)) % parts:
         raise ValueError(f"cannot split a batch with entry lengths {sorted(sizes)} into {parts} equal parts")
     size = next(iter(sizes)) // parts
-    return [{k: v[i * size:(i + 1) * size] for k, v in batch.items()} for i in range(parts)]
+    return [{k: v[i * size : (i + 1) * size] for k, v in batch.items()} for i in range(parts)]
 
 
 @dataclass
@@ -231,7 +246,7 @@ class Checkpoint:
             torch.save({"model": self.model, "optimizer": self.optimizer, "step": self.step, "extra": self.extra}, tmp)
 
     @staticmethod
-    def load(path: str | os.PathLike[str]) -> "Checkpoint":
+    def load(path: str | os.PathLike[str]) -> Checkpoint:
         """Load with ``weights_only=True``; an unreadable file is an InputError naming it."""
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
@@ -267,8 +282,17 @@ def _read_log_rows(path: Path, before_step: int) -> list[str]:
     return lines[:1] + [ln for ln in lines[1:] if ln and int(ln.split(",", 1)[0]) < before_step]
 
 
-def _train_step(net: torch.nn.Module, objective: Objective, batch: dict[str, Any], step: int, *, batch_size: int,
-                accumulate: int, device: torch.device, use_amp: bool) -> tuple[float, dict[str, float]]:
+def _train_step(
+    net: torch.nn.Module,
+    objective: Objective,
+    batch: dict[str, Any],
+    step: int,
+    *,
+    batch_size: int,
+    accumulate: int,
+    device: torch.device,
+    use_amp: bool,
+) -> tuple[float, dict[str, float]]:
     """Forward/backward of this process's micro-batches of one step (gradients left in ``.grad``), then
     ``end_step``; returns the global-batch loss and parts (summed over micro-batches and processes)."""
     rank, world = distributed.rank_world()
@@ -283,8 +307,9 @@ def _train_step(net: torch.nn.Module, objective: Objective, batch: dict[str, Any
         positions = tuple(rank + (m * micro_size + i) * world for i in range(micro_size))
         micro = MicroBatch(step, positions, batch_size, totals)
         last = m == len(micro_batches) - 1
-        no_sync = net.no_sync() if not last and isinstance(net, torch.nn.parallel.DistributedDataParallel) \
-            else nullcontext()
+        no_sync = (
+            net.no_sync() if not last and isinstance(net, torch.nn.parallel.DistributedDataParallel) else nullcontext()
+        )
         with no_sync:
             with training_autocast(device, use_amp):
                 share, parts = objective.loss(net, micro_batch, micro)
@@ -293,19 +318,37 @@ def _train_step(net: torch.nn.Module, objective: Objective, batch: dict[str, Any
         for name, value in parts.items():
             parts_sum[name] = parts_sum.get(name, 0.0) + float(value)
     objective.end_step(net, step)
-    values = torch.cat([loss_sum.reshape(1), torch.tensor(list(parts_sum.values()), dtype=torch.float64,
-                                                          device=device)])
+    values = torch.cat(
+        [loss_sum.reshape(1), torch.tensor(list(parts_sum.values()), dtype=torch.float64, device=device)]
+    )
     values = distributed.all_reduce_sum(values).tolist()
     return values[0], dict(zip(parts_sum, values[1:]))
 
 
-def fit(model: torch.nn.Module, dataset: torch.utils.data.Dataset,
-        objective: Objective | Callable[..., tuple[torch.Tensor, dict]], optimizer: torch.optim.Optimizer, *,
-        batch_size: int, max_steps: int, seed: int, checkpoint: Path, checkpoint_every: int, final_weights: Path,
-        log_csv: Path, device: torch.device, fingerprint: str, poly_power: float = 0.9, num_workers: int = 0,
-        amp: bool = False, accumulate: int = 1, find_unused_parameters: bool = False,
-        evaluator: Callable[[torch.nn.Module], dict[str, float]] | None = None, eval_every: int = 0,
-        tracker: Any = None) -> dict[str, Any]:
+def fit(
+    model: torch.nn.Module,
+    dataset: torch.utils.data.Dataset,
+    objective: Objective | Callable[..., tuple[torch.Tensor, dict]],
+    optimizer: torch.optim.Optimizer,
+    *,
+    batch_size: int,
+    max_steps: int,
+    seed: int,
+    checkpoint: Path,
+    checkpoint_every: int,
+    final_weights: Path,
+    log_csv: Path,
+    device: torch.device,
+    fingerprint: str,
+    poly_power: float = 0.9,
+    num_workers: int = 0,
+    amp: bool = False,
+    accumulate: int = 1,
+    find_unused_parameters: bool = False,
+    evaluator: Callable[[torch.nn.Module], dict[str, float]] | None = None,
+    eval_every: int = 0,
+    tracker: Any = None,
+) -> dict[str, Any]:
     """Train ``model`` for ``max_steps`` steps of ``batch_size`` samples with poly LR, resuming from ``checkpoint``
     if it matches.
 
@@ -333,8 +376,9 @@ def fit(model: torch.nn.Module, dataset: torch.utils.data.Dataset,
     rank, world = distributed.rank_world()
     main = rank == 0
     if accumulate < 1 or batch_size % (accumulate * world):
-        raise ValueError(f"batch size {batch_size} does not split into {accumulate} micro-batch(es) on each of "
-                         f"{world} process(es)")
+        raise ValueError(
+            f"batch size {batch_size} does not split into {accumulate} micro-batch(es) on each of {world} process(es)"
+        )
     objective = objective if isinstance(objective, Objective) else MeanLoss(objective)
     start_step = 0
     if main:
@@ -358,11 +402,21 @@ def fit(model: torch.nn.Module, dataset: torch.utils.data.Dataset,
     partial = log_csv.with_name(log_csv.name + ".partial")
     rows = _read_log_rows(partial, start_step) if main else []
     sampler = StepBatchSampler(len(dataset), batch_size, seed, max_steps, start_step, rank, world)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
-                                         persistent_workers=False, pin_memory=device.type == "cuda")
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=num_workers,
+        persistent_workers=False,
+        pin_memory=device.type == "cuda",
+    )
     use_amp = autocast_enabled(device, amp)
-    log.info("%d process(es) × %d micro-batch(es) of %d per step; bfloat16 autocast %s", world, accumulate,
-             batch_size // (world * accumulate), "on" if use_amp else "off")
+    log.info(
+        "%d process(es) × %d micro-batch(es) of %d per step; bfloat16 autocast %s",
+        world,
+        accumulate,
+        batch_size // (world * accumulate),
+        "on" if use_amp else "off",
+    )
     net = distributed.wrap(model, device, find_unused_parameters)
     step = start_step
     eval_columns = tuple(getattr(evaluator, "columns", ())) if evaluator is not None else ()
@@ -371,12 +425,21 @@ def fit(model: torch.nn.Module, dataset: torch.utils.data.Dataset,
         if fh is not None:
             fh.write("\n".join(rows) + ("\n" if rows else ""))
         header_written = bool(rows)
-        for batch in progress(loader, total=len(sampler), initial=0, desc="train", mininterval=5.0, file=sys.stderr,
-                              disable=not main):
+        for batch in progress(
+            loader, total=len(sampler), initial=0, desc="train", mininterval=5.0, file=sys.stderr, disable=not main
+        ):
             set_poly_lr(optimizer, step, max_steps, poly_power)
             optimizer.zero_grad(set_to_none=True)
-            loss, parts = _train_step(net, objective, batch, step, batch_size=batch_size, accumulate=accumulate,
-                                      device=device, use_amp=use_amp)
+            loss, parts = _train_step(
+                net,
+                objective,
+                batch,
+                step,
+                batch_size=batch_size,
+                accumulate=accumulate,
+                device=device,
+                use_amp=use_amp,
+            )
             if not np.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss} at step {step}")
             optimizer.step()
@@ -388,8 +451,12 @@ def fit(model: torch.nn.Module, dataset: torch.utils.data.Dataset,
                     if tracker is not None:
                         best = tracker.record(step, metrics, model)
                         stop = float(tracker.should_stop)
-                    log.info("step %d: %s%s", step, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()),
-                             " (best so far)" if tracker is not None and best else "")
+                    log.info(
+                        "step %d: %s%s",
+                        step,
+                        ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()),
+                        " (best so far)" if tracker is not None and best else "",
+                    )
                 stopped_early = bool(distributed.all_reduce_sum(torch.tensor([stop], device=device)).item())
             if fh is not None:
                 if not header_written:
@@ -415,6 +482,24 @@ def fit(model: torch.nn.Module, dataset: torch.utils.data.Dataset,
     return {"steps": step, "max_steps": max_steps, "stopped_early": stopped_early}
 
 
-__all__ = ["AMP_DTYPE", "Checkpoint", "MeanLoss", "MicroBatch", "Objective", "StepBatchSampler", "autocast_enabled",
-           "build_optimizer", "check_batch_split", "epoch_permutation", "fit", "load_state_dict_file", "poly_lr",
-           "resolve_device", "save_state_dict", "seed_everything", "set_poly_lr", "split_batch", "training_autocast"]
+__all__ = [
+    "AMP_DTYPE",
+    "Checkpoint",
+    "MeanLoss",
+    "MicroBatch",
+    "Objective",
+    "StepBatchSampler",
+    "autocast_enabled",
+    "build_optimizer",
+    "check_batch_split",
+    "epoch_permutation",
+    "fit",
+    "load_state_dict_file",
+    "poly_lr",
+    "resolve_device",
+    "save_state_dict",
+    "seed_everything",
+    "set_poly_lr",
+    "split_batch",
+    "training_autocast",
+]

@@ -4,13 +4,13 @@ Adding a method: a module here with a registered :class:`Method` subclass, its `
 (``definitions.cls``), its tests and a README line; nothing else reads a method name."""
 
 from wsss.methods.registry import (
-                                   Method,
-                                   TrainingPhase,
-                                   discover,
-                                   get_method,
-                                   method_argument,
-                                   method_names,
-                                   register_method,
+    Method,
+    TrainingPhase,
+    discover,
+    get_method,
+    method_argument,
+    method_names,
+    register_method,
 )
 
 discover()

@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from wsss.models.backbone import ResNetStages
     from wsss.engine.train import Objective
+    from wsss.models.backbone import ResNetStages
 
 
 def normalised_cams(features: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -69,7 +69,7 @@ def reactivated_cams(features: torch.Tensor, classifier: torch.Tensor, predictor
     """ReCAM's inference CAMs N×C×h×w: ``ReLU((P[k] ⊙ W_cls[k])·F)`` (not normalised)."""
     import torch.nn.functional as F
 
-    weight = (predictor.reshape(predictor.shape[0], -1) * classifier.reshape(classifier.shape[0], -1))
+    weight = predictor.reshape(predictor.shape[0], -1) * classifier.reshape(classifier.shape[0], -1)
     return F.relu(F.conv2d(features, weight[:, :, None, None]))
 
 
@@ -113,15 +113,16 @@ def reactivation_objective(device: torch.device, loss_weight: float) -> Objectiv
 
 @functools.cache
 def _objective_class() -> type:
-    from wsss.runtime import distributed
     from wsss.engine.train import MicroBatch, Objective
+    from wsss.runtime import distributed
 
     class _ReCAMObjective(Objective):
         def __init__(self, device: torch.device, loss_weight: float) -> None:
             self.device, self.loss_weight = device, float(loss_weight)
 
-        def loss(self, model: nn.Module, batch: dict[str, Any],
-                 micro: MicroBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        def loss(
+            self, model: nn.Module, batch: dict[str, Any], micro: MicroBatch
+        ) -> tuple[torch.Tensor, dict[str, float]]:
             import torch.nn.functional as F
 
             net: Any = distributed.unwrap(model)
@@ -132,8 +133,10 @@ def _objective_class() -> type:
             cls = F.multilabel_soft_margin_loss(out["logits"].float(), labels.float())
             sce = reactivation_loss(out["class_logits"], labels)
             loss = cls + self.loss_weight * sce
-            return loss * micro.fraction, {"cls": float(cls.detach()) * micro.fraction,
-                                          "sce": float(sce.detach()) * micro.fraction}
+            return loss * micro.fraction, {
+                "cls": float(cls.detach()) * micro.fraction,
+                "sce": float(sce.detach()) * micro.fraction,
+            }
 
     return _ReCAMObjective
 
@@ -160,8 +163,12 @@ class ReCAM(Method):
             rest = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
             return [{"params": rest, "lr_mult": mult}, {"params": predictor, "lr_mult": 1.0}]
 
-        return (cam, TrainingPhase("recam", cls["recam_epochs"], lr, groups,
-                                   lambda device, seed: reactivation_objective(device, weight)))
+        return (
+            cam,
+            TrainingPhase(
+                "recam", cls["recam_epochs"], lr, groups, lambda device, seed: reactivation_objective(device, weight)
+            ),
+        )
 
     def cams_and_scores(self, model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         import torch

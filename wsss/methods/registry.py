@@ -24,9 +24,9 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from wsss.engine.train import Objective
     from wsss.models.backbone import ResNetStages
     from wsss.models.vwl import CAMNet
-    from wsss.engine.train import Objective
 
 POOL_STRIDE = 16  # the classifier's output stride (an OS16 ResNet)
 
@@ -84,6 +84,7 @@ class Method:
         from wsss.pipeline.classify import optimizer_groups
 
         mult = cls["lr_mult_new"]
+
         def groups(model: nn.Module) -> list[dict[str, Any]]:
             return optimizer_groups(cast("CAMNet", model), mult)
 

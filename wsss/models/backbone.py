@@ -21,6 +21,7 @@ from torchvision.models import resnet as tv_resnet
 
 from wsss.runtime.errors import InputError
 
+
 def _resnet10(weights: None = None, **kwargs: Any) -> tv_resnet.ResNet:
     """ResNet-10: torchvision's ResNet with one BasicBlock per layer (about half ResNet-18's compute). It has no
     published ImageNet weights; it exists for CPU runs trained from scratch (the synthetic run)."""
@@ -43,8 +44,9 @@ class FixedBatchNorm(nn.BatchNorm2d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, training=False,
-                            momentum=0.0, eps=self.eps)
+        return F.batch_norm(
+            x, self.running_mean, self.running_var, self.weight, self.bias, training=False, momentum=0.0, eps=self.eps
+        )
 
 
 class ResNetStages(nn.Module):
@@ -61,8 +63,12 @@ class ResNetStages(nn.Module):
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         expansion = 4 if depth >= 50 else 1
-        self.out_channels: tuple[int, int, int, int] = (64 * expansion, 128 * expansion, 256 * expansion,
-                                                        512 * expansion)
+        self.out_channels: tuple[int, int, int, int] = (
+            64 * expansion,
+            128 * expansion,
+            256 * expansion,
+            512 * expansion,
+        )
 
     def stage(self, index: int) -> nn.Module:
         """Stage ``index`` (1..4) as a module sharing this network's parameters (for parameter selection)."""
@@ -129,7 +135,7 @@ def read_state_dict(path: str | os.PathLike[str], sha256: str | None, what: str)
             raise InputError(path, f"sha256 mismatch: expected {sha256}, got {got}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable/unsafe file is bad input
+    except Exception as err:
         first_line = (str(err).splitlines() or [""])[0]
         raise InputError(path, f"cannot read {what} ({type(err).__name__}: {first_line})") from None
     if not isinstance(state, Mapping):
@@ -153,7 +159,7 @@ def _clean_state_dict(state: Mapping[str, object], source: str | os.PathLike[str
     out: dict[str, torch.Tensor] = {}
     for key, value in tensor_entries(state, source).items():
         while key.startswith("module."):
-            key = key[len("module."):]
+            key = key[len("module.") :]
         if not key.startswith("fc."):
             out[key] = value
     return out
@@ -177,14 +183,24 @@ def load_backbone_state(model: ResNetStages, state: Mapping[str, object], source
     bad = [k for k, v in clean.items() if tuple(v.shape) != tuple(expected[k].shape)]
     if bad:
         k = bad[0]
-        raise InputError(source, f"{len(bad)} tensors have the wrong shape (e.g. {k}: "
-                                 f"{tuple(clean[k].shape)} vs {tuple(expected[k].shape)})")
+        raise InputError(
+            source,
+            f"{len(bad)} tensors have the wrong shape (e.g. {k}: "
+            f"{tuple(clean[k].shape)} vs {tuple(expected[k].shape)})",
+        )
     model.load_state_dict(clean, strict=False)
 
 
-def build_resnet(depth: int, strides: Sequence[int] = (2, 2, 2, 1), dilations: Sequence[int] = (1, 1, 1, 1),
-                 weights: str = "none", sha256: str | None = None, cache_dir: str | os.PathLike[str] | None = None,
-                 norm: str = "fixed", freeze_stem: bool = True) -> ResNetStages:
+def build_resnet(
+    depth: int,
+    strides: Sequence[int] = (2, 2, 2, 1),
+    dilations: Sequence[int] = (1, 1, 1, 1),
+    weights: str = "none",
+    sha256: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    norm: str = "fixed",
+    freeze_stem: bool = True,
+) -> ResNetStages:
     """A torchvision ResNet-``depth`` (10/18/34/50/101; 10 = one block per layer) as :class:`ResNetStages`.
 
     strides: (conv1, layer2, layer3, layer4); the max-pool always has stride 2, so the output stride is
@@ -216,11 +232,19 @@ def build_resnet(depth: int, strides: Sequence[int] = (2, 2, 2, 1), dilations: S
         if imagenet is None:
             raise InputError(f"ResNet-{depth}", "has no ImageNet weights; use pretrained: none (or a local file)")
         try:
-            state = imagenet.get_state_dict(model_dir=None if cache_dir is None else str(cache_dir), progress=False,
-                                            check_hash=True, map_location="cpu", weights_only=True)
+            state = imagenet.get_state_dict(
+                model_dir=None if cache_dir is None else str(cache_dir),
+                progress=False,
+                check_hash=True,
+                map_location="cpu",
+                weights_only=True,
+            )
         except (OSError, RuntimeError) as err:
-            raise InputError(imagenet.url, f"cannot fetch ImageNet weights ({err}); without internet, put the "
-                                           f"file in cache_dir or pass a local path as weights") from None
+            raise InputError(
+                imagenet.url,
+                f"cannot fetch ImageNet weights ({err}); without internet, put the "
+                f"file in cache_dir or pass a local path as weights",
+            ) from None
         load_backbone_state(model, state, imagenet.url)
     elif weights != "none":
         path = Path(weights)
@@ -232,8 +256,6 @@ def build_resnet(depth: int, strides: Sequence[int] = (2, 2, 2, 1), dilations: S
     return model
 
 
-
-
 # ------------------------------------------------------------------ initialising from the run's trained classifier
 FROM_CLS = "from_cls"  # config value: initialise a backbone from the run's trained classifier
 
@@ -243,9 +265,9 @@ def classifier_backbone_state(state: Mapping[str, torch.Tensor], source: str) ->
     out = {}
     for key, value in state.items():
         while key.startswith("module."):
-            key = key[len("module."):]
+            key = key[len("module.") :]
         if key.startswith("backbone."):
-            out[key[len("backbone."):]] = value
+            out[key[len("backbone.") :]] = value
     if not out:
         raise InputError(source, "no backbone.* tensors: not a trained classifier state dict")
     return out
@@ -257,8 +279,9 @@ def build_weights(pretrained: str) -> str:
     return "none" if pretrained == FROM_CLS else pretrained
 
 
-def init_from_classifier(backbone: "ResNetStages", pretrained: str, cls_model: str | os.PathLike[str] | None,
-                         section: str) -> None:
+def init_from_classifier(
+    backbone: ResNetStages, pretrained: str, cls_model: str | os.PathLike[str] | None, section: str
+) -> None:
     """For ``pretrained: from_cls`` load the trained classifier's backbone weights and BatchNorm statistics
     (``cls_model``, a state dict read with ``weights_only=True``) into ``backbone``, strictly; no-op otherwise.
     The one place where IRNet and DeepLab start from the classifier."""
@@ -270,5 +293,14 @@ def init_from_classifier(backbone: "ResNetStages", pretrained: str, cls_model: s
     load_backbone_state(backbone, classifier_backbone_state(state, str(cls_model)), str(cls_model))
 
 
-__all__ = ["FROM_CLS", "FixedBatchNorm", "ResNetStages", "build_resnet", "build_weights", "classifier_backbone_state",
-           "init_from_classifier", "load_backbone_state", "read_state_dict"]
+__all__ = [
+    "FROM_CLS",
+    "FixedBatchNorm",
+    "ResNetStages",
+    "build_resnet",
+    "build_weights",
+    "classifier_backbone_state",
+    "init_from_classifier",
+    "load_backbone_state",
+    "read_state_dict",
+]

@@ -44,8 +44,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet as tv_resnet
 
-from wsss.runtime.errors import InputError
 from wsss.models.backbone import ResNetStages, build_resnet, load_backbone_state, read_state_dict, tensor_entries
+from wsss.runtime.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,8 @@ class ASPP(nn.Module):
         super().__init__()
         self.rates = tuple(int(r) for r in rates)
         self.branches = nn.ModuleList(
-            nn.Conv2d(in_channels, num_classes, 3, padding=r, dilation=r, bias=True) for r in self.rates)
+            nn.Conv2d(in_channels, num_classes, 3, padding=r, dilation=r, bias=True) for r in self.rates
+        )
         for conv in self.branches:
             nn.init.normal_(conv.weight, mean=0.0, std=0.01)
             nn.init.zeros_(conv.bias)
@@ -88,8 +89,9 @@ def _halve(n: int, ceil_mode: bool = False) -> int:
 class DeepLabV2(nn.Module):
     """OS8 ResNet + ASPP: B×3×H×W → B×C×h×w logits with (h, w) = :meth:`logit_size` (H, W)."""
 
-    def __init__(self, backbone: ResNetStages, num_classes: int, rates: Sequence[int] = ASPP_RATES,
-                 style: str = "torchvision") -> None:
+    def __init__(
+        self, backbone: ResNetStages, num_classes: int, rates: Sequence[int] = ASPP_RATES, style: str = "torchvision"
+    ) -> None:
         super().__init__()
         if backbone.output_stride != 8:
             raise ValueError(f"DeepLabV2 needs an output-stride-8 backbone, got {backbone.output_stride}")
@@ -142,7 +144,7 @@ class MSC(nn.Module):
             pyramid.append(self.base(F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)))
         fusion = [logits]
         for p in pyramid:
-            fusion.append(F.interpolate(p, size=size, mode="bilinear", align_corners=False))
+            fusion.append(F.interpolate(p, size=size, mode="bilinear", align_corners=False))  # noqa: PERF401
         fused = torch.stack(fusion).amax(dim=0)
         if self.training:
             return [logits] + pyramid + [fused]
@@ -190,12 +192,13 @@ def map_init_state(state: Mapping[str, Any], source: str | os.PathLike[str]) -> 
     """Backbone state in torchvision naming from a torchvision/prefixed/kazuto1011 state dict (module doc)."""
     entries = tensor_entries(state, source)
     while entries and all(k.startswith("module.") for k in entries):
-        entries = {k[len("module."):]: v for k, v in entries.items()}
+        entries = {k[len("module.") :]: v for k, v in entries.items()}
     if any(k.startswith("backbone.") for k in entries):
         dropped = [k for k in entries if not k.startswith("backbone.")]
         if dropped:
-            log.info("%s: using the backbone.* entries only (skipping %d others, e.g. %s)", source, len(dropped),
-                     dropped[0])
+            log.info(
+                "%s: using the backbone.* entries only (skipping %d others, e.g. %s)", source, len(dropped), dropped[0]
+            )
         entries = {k: v for k, v in entries.items() if k.startswith("backbone.")}
     out: dict[str, torch.Tensor] = {}
     for key, value in entries.items():
@@ -219,15 +222,26 @@ def load_init(model: DeepLabV2, path: str | os.PathLike[str], sha256: str | None
     known = set(model.backbone.state_dict())
     unmapped = sorted(k for k in mapped if k not in known)
     if unmapped:
-        raise InputError(path, f"{len(unmapped)} keys map to no ResNet-{model.backbone.depth} parameter "
-                               f"(e.g. {', '.join(unmapped[:5])}); accepted: torchvision names, optionally prefixed "
-                               f"by module./base./backbone., or kazuto1011 DeepLab names")
+        raise InputError(
+            path,
+            f"{len(unmapped)} keys map to no ResNet-{model.backbone.depth} parameter "
+            f"(e.g. {', '.join(unmapped[:5])}); accepted: torchvision names, optionally prefixed "
+            f"by module./base./backbone., or kazuto1011 DeepLab names",
+        )
     load_backbone_state(model.backbone, mapped, path)
 
 
-def build_deeplab(num_classes: int, depth: int = 101, weights: str = "imagenet", sha256: str | None = None,
-                  cache_dir: str | os.PathLike[str] | None = None, norm: str = "fixed", style: str = "torchvision",
-                  rates: Sequence[int] = ASPP_RATES, msc_scales: Sequence[float] = MSC_SCALES) -> MSC:
+def build_deeplab(
+    num_classes: int,
+    depth: int = 101,
+    weights: str = "imagenet",
+    sha256: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    norm: str = "fixed",
+    style: str = "torchvision",
+    rates: Sequence[int] = ASPP_RATES,
+    msc_scales: Sequence[float] = MSC_SCALES,
+) -> MSC:
     """DeepLabV2-MSC on a ResNet-``depth``; ``weights`` = ``imagenet`` (torchvision), ``none`` or a state-dict path.
 
     ``norm="fixed"`` freezes BatchNorm (running statistics, parameters not trained; the recipe for pretrained
@@ -236,9 +250,15 @@ def build_deeplab(num_classes: int, depth: int = 101, weights: str = "imagenet",
         raise ValueError(f"style must be one of {STYLES}, got {style!r}")
     if style == "caffe" and weights == "imagenet":
         raise ValueError("style 'caffe' is for converted Caffe weights (a local file) or none, not torchvision's")
-    backbone = build_resnet(depth, strides=STRIDES, dilations=DILATIONS,
-                            weights="imagenet" if weights == "imagenet" else "none", cache_dir=cache_dir, norm=norm,
-                            freeze_stem=False)
+    backbone = build_resnet(
+        depth,
+        strides=STRIDES,
+        dilations=DILATIONS,
+        weights="imagenet" if weights == "imagenet" else "none",
+        cache_dir=cache_dir,
+        norm=norm,
+        freeze_stem=False,
+    )
     if style == "caffe":
         _caffe_style(backbone)
     base = DeepLabV2(backbone, num_classes, rates, style)
@@ -252,5 +272,14 @@ def build_deeplab(num_classes: int, depth: int = 101, weights: str = "imagenet",
     return MSC(base, msc_scales)
 
 
-__all__ = ["ASPP", "ASPP_RATES", "DeepLabV2", "MSC", "MSC_SCALES", "STYLES", "build_deeplab", "load_init",
-           "map_init_state"]
+__all__ = [
+    "ASPP",
+    "ASPP_RATES",
+    "MSC",
+    "MSC_SCALES",
+    "STYLES",
+    "DeepLabV2",
+    "build_deeplab",
+    "load_init",
+    "map_init_state",
+]

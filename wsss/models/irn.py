@@ -17,7 +17,6 @@ Upsampling is bilinear with align_corners=False and happens after GroupNorm, bef
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -76,7 +75,7 @@ class IRNet(nn.Module):
         self.disp_out = nn.Conv2d(256, 2, 1, bias=False)
         self.backbone.eval()
 
-    def train(self, mode: bool = True) -> "IRNet":
+    def train(self, mode: bool = True) -> IRNet:
         """Set the branches' mode; the backbone always stays in eval mode."""
         super().train(mode)
         self.backbone.eval()

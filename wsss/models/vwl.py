@@ -21,6 +21,7 @@ from torch import nn
 
 from wsss.models.backbone import ResNetStages
 
+
 def hybrid_pool(x: torch.Tensor, gamma: float = 2.0, levels: Iterable[int] = (1, 2, 4)) -> torch.Tensor:
     """Hybrid pooling N×C×h×w → N×C: (γ·GAP + Σ_s M_s) / (γ + #levels).
 
@@ -83,15 +84,17 @@ def memory_bank_sums(feats: torch.Tensor, hard_words: torch.Tensor, k: int) -> t
     return sums, counts
 
 
-def memory_bank_blend(codebook: torch.Tensor, sums: torch.Tensor, counts: torch.Tensor,
-                      rho: float = 1e-3) -> torch.Tensor:
+def memory_bank_blend(
+    codebook: torch.Tensor, sums: torch.Tensor, counts: torch.Tensor, rho: float = 1e-3
+) -> torch.Tensor:
     """ρ·μ + (1−ρ)·B with the centroids μ_k = sums_k / (n_k + 1e-4) (see :func:`memory_bank_sums`)."""
     mu = sums / (counts[:, None] + 1e-4)
     return rho * mu.to(codebook.device) + (1.0 - rho) * codebook.float()
 
 
-def memory_bank_update(codebook: torch.Tensor, feats: torch.Tensor, hard_words: torch.Tensor,
-                       rho: float = 1e-3) -> torch.Tensor:
+def memory_bank_update(
+    codebook: torch.Tensor, feats: torch.Tensor, hard_words: torch.Tensor, rho: float = 1e-3
+) -> torch.Tensor:
     """New codebook ρ·μ + (1−ρ)·B with μ_k = Σ_{w(p)=k} X_p / (n_k + 1e-4) over all batch pixels (raw features).
 
     Unused words have μ_k = 0 and so shrink by (1−ρ) (docs/method.md#vwl-m)."""
@@ -186,11 +189,21 @@ class VWLNet(CAMNet):
     a codebook that is either learned (``memory_bank=False``, VWL-L: L = cls + hist + word + dec) or a memory bank
     moved by :meth:`update_memory_bank` (VWL-M: L = cls + word, hist logged only)."""
 
-    def __init__(self, backbone: ResNetStages, num_classes: int, k_words: int = 256, gamma: float = 2.0,
-                 tau: float = 1.0, levels: Iterable[int] = (1, 2, 4), detach_stage2: bool | None = None,
-                 rho: float = 1e-3, memory_bank: bool = False) -> None:
-        super().__init__(backbone, num_classes, detach_stage2=not memory_bank if detach_stage2 is None
-                         else bool(detach_stage2))
+    def __init__(
+        self,
+        backbone: ResNetStages,
+        num_classes: int,
+        k_words: int = 256,
+        gamma: float = 2.0,
+        tau: float = 1.0,
+        levels: Iterable[int] = (1, 2, 4),
+        detach_stage2: bool | None = None,
+        rho: float = 1e-3,
+        memory_bank: bool = False,
+    ) -> None:
+        super().__init__(
+            backbone, num_classes, detach_stage2=not memory_bank if detach_stage2 is None else bool(detach_stage2)
+        )
         self.memory_bank = bool(memory_bank)
         self.k_words = k_words
         self.gamma = float(gamma)
@@ -235,8 +248,9 @@ class VWLNet(CAMNet):
         return terms
 
     @torch.no_grad()
-    def update_memory_bank(self, features: torch.Tensor, hard_words: torch.Tensor,
-                           generator: torch.Generator | None = None) -> None:
+    def update_memory_bank(
+        self, features: torch.Tensor, hard_words: torch.Tensor, generator: torch.Generator | None = None
+    ) -> None:
         """VWL-M codebook step, after the forward and before backward (docs/method.md#vwl-m).
 
         The first call replaces the codebook by K pixel features sampled from this batch (the reference's

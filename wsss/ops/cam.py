@@ -77,11 +77,19 @@ def max_normalize(cam: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def multiscale_cams(cam_fn: CamFn, images: Sequence[torch.Tensor], keys: Sequence[Sequence[int] | torch.Tensor],
-                    scales: Sequence[float] = (1.0, 0.5, 1.5, 2.0), fusion: str = "max",
-                    resize_mode: str = "bicubic", batch_scales: bool = True, max_batch: int = 8,
-                    with_high_res: bool = True, with_scores: bool = False,
-                    max_pixels: int | None = None) -> list[MultiScaleCAM]:
+def multiscale_cams(
+    cam_fn: CamFn,
+    images: Sequence[torch.Tensor],
+    keys: Sequence[Sequence[int] | torch.Tensor],
+    scales: Sequence[float] = (1.0, 0.5, 1.5, 2.0),
+    fusion: str = "max",
+    resize_mode: str = "bicubic",
+    batch_scales: bool = True,
+    max_batch: int = 8,
+    with_high_res: bool = True,
+    with_scores: bool = False,
+    max_pixels: int | None = None,
+) -> list[MultiScaleCAM]:
     """Multi-scale + flip CAMs of several normalised 3×H×W images (sizes may differ), see the module docstring.
 
     batch_scales=True groups inputs of identical shape (across images and scales) into forward calls of at most
@@ -101,8 +109,12 @@ def multiscale_cams(cam_fn: CamFn, images: Sequence[torch.Tensor], keys: Sequenc
     if len(images) != len(keys):
         raise ValueError(f"{len(images)} images but {len(keys)} key lists")
     max_batch = max(1, int(max_batch)) if batch_scales else 1
-    key_tensors = [torch.as_tensor(np.asarray(k, dtype=np.int64).reshape(-1)) if not isinstance(k, torch.Tensor)
-                   else k.to(torch.long).reshape(-1) for k in keys]
+    key_tensors = [
+        torch.as_tensor(np.asarray(k, dtype=np.int64).reshape(-1))
+        if not isinstance(k, torch.Tensor)
+        else k.to(torch.long).reshape(-1)
+        for k in keys
+    ]
 
     jobs: list[tuple[int, int, torch.Tensor]] = []
     for i, image in enumerate(images):
@@ -124,7 +136,7 @@ def multiscale_cams(cam_fn: CamFn, images: Sequence[torch.Tensor], keys: Sequenc
         if max_pixels is not None:
             per_call = max(1, min(per_call, int(max_pixels) // (2 * shape[0] * shape[1])))
         for start in range(0, len(group), per_call):
-            chunk = group[start:start + per_call]
+            chunk = group[start : start + per_call]
             batch = torch.stack([t for _, _, img in chunk for t in (img, img.flip(-1))])
             out = cam_fn(batch)
             if with_scores:
@@ -137,7 +149,7 @@ def multiscale_cams(cam_fn: CamFn, images: Sequence[torch.Tensor], keys: Sequenc
                 k = key_tensors[i].to(out.device)
                 if k.numel() and (int(k.min()) < 0 or int(k.max()) >= out.shape[1]):
                     raise ValueError(f"keys {k.tolist()} out of range for {out.shape[1]} CAM channels")
-                fused[(i, si)] = fuse_flip(out[2 * j:2 * j + 2, k], fusion)
+                fused[(i, si)] = fuse_flip(out[2 * j : 2 * j + 2, k], fusion)
 
     results = []
     for i, image in enumerate(images):
@@ -155,12 +167,28 @@ def multiscale_cams(cam_fn: CamFn, images: Sequence[torch.Tensor], keys: Sequenc
     return results
 
 
-def multiscale_cam(cam_fn: CamFn, image: torch.Tensor, keys: Sequence[int] | torch.Tensor,
-                   scales: Sequence[float] = (1.0, 0.5, 1.5, 2.0), fusion: str = "max", resize_mode: str = "bicubic",
-                   batch_scales: bool = True, with_high_res: bool = True) -> MultiScaleCAM:
+def multiscale_cam(
+    cam_fn: CamFn,
+    image: torch.Tensor,
+    keys: Sequence[int] | torch.Tensor,
+    scales: Sequence[float] = (1.0, 0.5, 1.5, 2.0),
+    fusion: str = "max",
+    resize_mode: str = "bicubic",
+    batch_scales: bool = True,
+    with_high_res: bool = True,
+) -> MultiScaleCAM:
     """Multi-scale + flip CAMs of one normalised 3×H×W image (see :func:`multiscale_cams`)."""
-    return multiscale_cams(cam_fn, [image], [keys], scales, fusion, resize_mode, batch_scales,
-                           max_batch=len(scales), with_high_res=with_high_res)[0]
+    return multiscale_cams(
+        cam_fn,
+        [image],
+        [keys],
+        scales,
+        fusion,
+        resize_mode,
+        batch_scales,
+        max_batch=len(scales),
+        with_high_res=with_high_res,
+    )[0]
 
 
 def label_keys(label_vector: np.ndarray | Sequence[float]) -> np.ndarray:

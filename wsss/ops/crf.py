@@ -45,8 +45,9 @@ def _check_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def _inference(image: np.ndarray, unary: np.ndarray, n_labels: int, iters: int, pos: Sequence[float],
-               bi: Sequence[float]) -> np.ndarray:
+def _inference(
+    image: np.ndarray, unary: np.ndarray, n_labels: int, iters: int, pos: Sequence[float], bi: Sequence[float]
+) -> np.ndarray:
     """Mean-field inference with one Gaussian (sxy, compat) and one bilateral (sxy, srgb, compat) kernel → n×H×W."""
     height, width = image.shape[:2]
     crf = dcrf.DenseCRF2D(width, height, n_labels)
@@ -57,9 +58,15 @@ def _inference(image: np.ndarray, unary: np.ndarray, n_labels: int, iters: int, 
     return np.asarray(q, dtype=np.float32).reshape(n_labels, height, width)
 
 
-def crf_from_labels(image: np.ndarray, labels: np.ndarray, n_labels: int, gt_prob: float = GT_PROB,
-                    iters: int = ITERS, pos: Sequence[float] = LABEL_POS,
-                    bi: Sequence[float] = LABEL_BI) -> np.ndarray:
+def crf_from_labels(
+    image: np.ndarray,
+    labels: np.ndarray,
+    n_labels: int,
+    gt_prob: float = GT_PROB,
+    iters: int = ITERS,
+    pos: Sequence[float] = LABEL_POS,
+    bi: Sequence[float] = LABEL_BI,
+) -> np.ndarray:
     """Refine an H×W label map (values 0..n_labels−1) with a dense CRF on the RGB uint8 image; returns H×W int64.
 
     ``pos`` = (sxy, compat) of the Gaussian kernel, ``bi`` = (sxy, srgb, compat) of the bilateral kernel. With a
@@ -77,9 +84,16 @@ def crf_from_labels(image: np.ndarray, labels: np.ndarray, n_labels: int, gt_pro
     return np.argmax(_inference(image, unary, n_labels, iters, pos, bi), axis=0)
 
 
-def crf_from_probs(image: np.ndarray, probs: np.ndarray, iters: int = 10, pos_xy_std: float = 1.0,
-                   pos_w: float = 3.0, bi_xy_std: float = 67.0, bi_rgb_std: float = 3.0,
-                   bi_w: float = 4.0) -> np.ndarray:
+def crf_from_probs(
+    image: np.ndarray,
+    probs: np.ndarray,
+    iters: int = 10,
+    pos_xy_std: float = 1.0,
+    pos_w: float = 3.0,
+    bi_xy_std: float = 67.0,
+    bi_rgb_std: float = 3.0,
+    bi_w: float = 4.0,
+) -> np.ndarray:
     """Refine C×H×W class probabilities (each pixel sums to 1) with a dense CRF; returns the C×H×W marginals."""
     probs = np.asarray(probs, dtype=np.float32)
     if probs.ndim != 3 or probs.shape[0] < 1:
@@ -91,8 +105,9 @@ def crf_from_probs(image: np.ndarray, probs: np.ndarray, iters: int = 10, pos_xy
     return _inference(image, unary, probs.shape[0], iters, (pos_xy_std, pos_w), (bi_xy_std, bi_rgb_std, bi_w))
 
 
-def candidate_labels(probs: np.ndarray, eps: float = 0.0, top_k: int | None = None,
-                     always: Sequence[int] = (0,)) -> np.ndarray:
+def candidate_labels(
+    probs: np.ndarray, eps: float = 0.0, top_k: int | None = None, always: Sequence[int] = (0,)
+) -> np.ndarray:
     """Sorted int64 indices of the labels of C×H×W probabilities that can win a CRF: those in ``always``
     (background) plus every label whose probability reaches ``eps`` at some pixel (``eps`` 0: all labels);
     ``top_k`` keeps only the ``top_k`` of those other labels with the highest peak probability (ties: lower index)."""
@@ -110,8 +125,9 @@ def candidate_labels(probs: np.ndarray, eps: float = 0.0, top_k: int | None = No
     return np.union1d(np.flatnonzero(fixed), others).astype(np.int64)
 
 
-def crf_labels_from_probs(image: np.ndarray, probs: np.ndarray, eps: float = 0.0, top_k: int | None = None,
-                          **crf: float) -> np.ndarray:
+def crf_labels_from_probs(
+    image: np.ndarray, probs: np.ndarray, eps: float = 0.0, top_k: int | None = None, **crf: float
+) -> np.ndarray:
     """H×W int64 class ids (indices into ``probs``' C labels) after :func:`crf_from_probs` restricted to
     :func:`candidate_labels` (``eps``, ``top_k``; the kept probabilities renormalised per pixel, which leaves the
     mean-field updates of the kept labels unchanged) and mapped back to ids. ``eps=0`` and no ``top_k`` is the
@@ -125,9 +141,17 @@ def crf_labels_from_probs(image: np.ndarray, probs: np.ndarray, eps: float = 0.0
     return keep[np.argmax(crf_from_probs(image, sub, **crf), axis=0)]
 
 
-def ir_label(image: np.ndarray, cam_hr: np.ndarray, keys: np.ndarray | Sequence[int], conf_fg: float = CONF_FG,
-             conf_bg: float = CONF_BG, gt_prob: float = GT_PROB, iters: int = ITERS,
-             pos: Sequence[float] = LABEL_POS, bi: Sequence[float] = LABEL_BI) -> np.ndarray:
+def ir_label(
+    image: np.ndarray,
+    cam_hr: np.ndarray,
+    keys: np.ndarray | Sequence[int],
+    conf_fg: float = CONF_FG,
+    conf_bg: float = CONF_BG,
+    gt_prob: float = GT_PROB,
+    iters: int = ITERS,
+    pos: Sequence[float] = LABEL_POS,
+    bi: Sequence[float] = LABEL_BI,
+) -> np.ndarray:
     """IRN's training label of one image: uint8 H×W with 0 (background), class ids (keys + 1) and 255 (unsure).
 
     ``cam_hr`` is the Cv×H×W max-normalised CAM of the classes ``keys`` (0-based foreground indices). Two passes,
@@ -160,5 +184,12 @@ def ir_label(image: np.ndarray, cam_hr: np.ndarray, keys: np.ndarray | Sequence[
     return out
 
 
-__all__ = ["CONF_BG", "CONF_FG", "candidate_labels", "crf_from_labels", "crf_from_probs", "crf_labels_from_probs",
-           "ir_label"]
+__all__ = [
+    "CONF_BG",
+    "CONF_FG",
+    "candidate_labels",
+    "crf_from_labels",
+    "crf_from_probs",
+    "crf_labels_from_probs",
+    "ir_label",
+]

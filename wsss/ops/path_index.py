@@ -124,9 +124,7 @@ class PathIndex:
         """x(source) − x(destination) for every offset: N×C×H×W → N×C×K×h'×w' (IRN's displacement pairs)."""
         return self.sources(x).unsqueeze(-3) - self.destinations(x)
 
-    def pair_labels(
-        self, label: torch.Tensor | np.ndarray, ignore_index: int = IGNORE
-    ) -> dict[str, torch.Tensor]:
+    def pair_labels(self, label: torch.Tensor | np.ndarray, ignore_index: int = IGNORE) -> dict[str, torch.Tensor]:
         """IRN's pair labels from a label map N×H×W (or H×W): bool tensors N×K×h'×w' (or K×h'×w').
 
         valid = both labels are in 0..ignore_index−1; pos = valid and equal; ``bg_pos`` = pos and label 0;
@@ -168,4 +166,3 @@ class PathIndex:
             equal_background += (pos & src_background).sum()
         bg_pos = equal_background
         return torch.stack([bg_pos, equal_valid - bg_pos, both_valid - equal_valid]).to(torch.float64)
-

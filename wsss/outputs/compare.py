@@ -40,8 +40,15 @@ SEEDED_SECTIONS = ("cls", "irn", "seg")
 # benchmarks/{run}/<rule>_<split>.tsv or benchmarks/{run}/<rule>/<split>_<shard>.tsv).
 STAGE_RULES = {
     "CAM": ("train_cls", "cls_gate", "cls_verdict", "infer_cam", "calibrate", "eval_cam", "cam_gate", "cam_verdict"),
-    "IRN": ("cam_to_ir_label", "train_irn", "calibrate_pseudo", "make_pseudo", "sweep_pseudo", "eval_pseudo",
-            "check_pseudo"),
+    "IRN": (
+        "cam_to_ir_label",
+        "train_irn",
+        "calibrate_pseudo",
+        "make_pseudo",
+        "sweep_pseudo",
+        "eval_pseudo",
+        "check_pseudo",
+    ),
     "DeepLab": ("train_seg", "seg_gate", "seg_verdict", "infer_seg", "eval_seg"),
     "CRF": ("crf",),
 }
@@ -77,8 +84,15 @@ def compare_runs(config: Mapping[str, Any], name: str) -> list[dict[str, Any]]:
             for seed in entry["seeds"]:
                 same = method == own["method"] and seeds == {seed}
                 run = base if same else compare_run_name(base, method, seed)
-                out.append({"run": run, "base": base, "dataset": config["runs"][base]["dataset"], "method": method,
-                            "seed": seed})
+                out.append(
+                    {
+                        "run": run,
+                        "base": base,
+                        "dataset": config["runs"][base]["dataset"],
+                        "method": method,
+                        "seed": seed,
+                    }
+                )
     return out
 
 
@@ -94,15 +108,20 @@ def expand_compare(config: dict[str, Any]) -> None:
                 raise InputError("config", f"compare.{name}.runs: {base!r} is not a run (runs: {', '.join(runs)})")
         for method in entry.get("methods") or []:
             if method not in method_names():
-                raise InputError("config", f"compare.{name}.methods: {method!r} is not a method (methods: "
-                                           f"{', '.join(method_names())})")
+                raise InputError(
+                    "config",
+                    f"compare.{name}.methods: {method!r} is not a method (methods: {', '.join(method_names())})",
+                )
         for item in compare_runs(config, name):
             if item["run"] == item["base"]:
                 continue
             derived = _derived(config, item["base"], item["method"], item["seed"])
             if item["run"] in runs and runs[item["run"]] != derived:
-                raise InputError("config", f"runs.{item['run']}: already configured, and compare.{name} would "
-                                           f"create it with other settings; rename the run")
+                raise InputError(
+                    "config",
+                    f"runs.{item['run']}: already configured, and compare.{name} would "
+                    f"create it with other settings; rename the run",
+                )
             runs[item["run"]] = derived
 
 
@@ -160,8 +179,10 @@ class RunResult:
     @property
     def stopped_at(self) -> str:
         """The gate that stopped the run ("cls", "cam", "seg"), or ""."""
-        return next((g for g, v in (("cls", self.cls_gate), ("cam", self.cam_gate), ("seg", self.seg_gate))
-                     if v == "stopped"), "")
+        return next(
+            (g for g, v in (("cls", self.cls_gate), ("cam", self.cam_gate), ("seg", self.seg_gate)) if v == "stopped"),
+            "",
+        )
 
     @property
     def stopped(self) -> bool:
@@ -235,25 +256,33 @@ def group_results(results: Sequence[RunResult]) -> dict[tuple[str, str], list[Ru
 def compare_table(name: str, results: Sequence[RunResult], splits: Mapping[str, str]) -> str:
     """The comparison's markdown: the mIoU table, the oracle peaks, held-out F1, gates and wall times."""
     groups = group_results(results)
-    lines = [f"# Comparison `{name}`", "",
-             f"mIoU (%) on {splits['cam_split']} (CAM), {splits['pseudo_split']} (pseudo labels) and "
-             f"{splits['seg_split']} (DeepLab): mean ± sample std (n − 1) over seeds, at the calibrated thresholds "
-             "(chosen without masks). Oracle = the best threshold of the mask sweep: reported, never used. "
-             "(k/n): only k of n seeds got there (the others stopped at a gate).", "",
-             "| dataset | method | seeds | CAM | pseudo | DeepLab | DeepLab+CRF | CAM oracle | pseudo oracle "
-             "| held-out F1 | gates |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Comparison `{name}`",
+        "",
+        f"mIoU (%) on {splits['cam_split']} (CAM), {splits['pseudo_split']} (pseudo labels) and "
+        f"{splits['seg_split']} (DeepLab): mean ± sample std (n − 1) over seeds, at the calibrated thresholds "
+        "(chosen without masks). Oracle = the best threshold of the mask sweep: reported, never used. "
+        "(k/n): only k of n seeds got there (the others stopped at a gate).",
+        "",
+        "| dataset | method | seeds | CAM | pseudo | DeepLab | DeepLab+CRF | CAM oracle | pseudo oracle "
+        "| held-out F1 | gates |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for (dataset, method), rows in groups.items():
         n = len(rows)
         stopped = [r for r in rows if r.stopped]
-        gates = "passed" if not stopped else ", ".join(
-            f"s{r.seed} stopped at {r.stopped_at} gate" for r in stopped)
+        gates = "passed" if not stopped else ", ".join(f"s{r.seed} stopped at {r.stopped_at} gate" for r in stopped)
         cells = [_cell([r.metrics.get(k) for r in rows], n) for k, _ in METRICS]
         oracle = [_cell([r.oracle.get(k) for r in rows], n) for k in ("cam", "pseudo")]
         f1 = _cell([r.heldout_f1 for r in rows], n, 3)
         lines.append(f"| {dataset} | {method} | {n} | " + " | ".join([*cells, *oracle, f1, gates]) + " |")
-    lines += ["", "Wall time per stage (s, each seed's jobs summed over shards; mean ± std over seeds):", "",
-              "| dataset | method | " + " | ".join(STAGE_RULES) + " | total |",
-              "|---|---|" + "---|" * (len(STAGE_RULES) + 1)]
+    lines += [
+        "",
+        "Wall time per stage (s, each seed's jobs summed over shards; mean ± std over seeds):",
+        "",
+        "| dataset | method | " + " | ".join(STAGE_RULES) + " | total |",
+        "|---|---|" + "---|" * (len(STAGE_RULES) + 1),
+    ]
     for (dataset, method), rows in groups.items():
         cells = [_cell([r.times.get(s) for r in rows], len(rows), 0) for s in STAGE_RULES]
         total = _cell([sum(r.times.values()) for r in rows], len(rows), 0)
@@ -261,8 +290,13 @@ def compare_table(name: str, results: Sequence[RunResult], splits: Mapping[str, 
     gate_lines = [line for r in results for line in r.gate_lines]
     if gate_lines:
         lines += ["", "## Gates", "", *[f"- {line}" for line in gate_lines]]
-    lines += ["", "## Runs", "", "| run | CAM | pseudo | DeepLab | DeepLab+CRF | bg_score | bg_threshold |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Runs",
+        "",
+        "| run | CAM | pseudo | DeepLab | DeepLab+CRF | bg_score | bg_threshold |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         cells = ["–" if r.metrics.get(k) is None else f"{r.metrics[k]:.2f}" for k, _ in METRICS]
         thr = ["–" if r.thresholds.get(k) is None else f"{r.thresholds[k]:.2f}" for k in ("bg_score", "bg_threshold")]
@@ -313,6 +347,18 @@ def results_json(results: Sequence[RunResult]) -> list[dict[str, Any]]:
     return [vars(r) | {"stopped": r.stopped} for r in results]
 
 
-__all__ = ["METRICS", "STAGE_RULES", "RunResult", "compare_run_name", "compare_runs", "compare_table",
-           "expand_compare", "group_results", "mean_std", "read_run", "results_json", "save_compare_figure",
-           "stage_times"]
+__all__ = [
+    "METRICS",
+    "STAGE_RULES",
+    "RunResult",
+    "compare_run_name",
+    "compare_runs",
+    "compare_table",
+    "expand_compare",
+    "group_results",
+    "mean_std",
+    "read_run",
+    "results_json",
+    "save_compare_figure",
+    "stage_times",
+]

@@ -22,16 +22,15 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from wsss.data.seg_data import CAFFE_MEAN_BGR
 from wsss.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from wsss.runtime.io import atomic_path, palette_rgb, write_json
 from wsss.models.deeplab import MSC
 from wsss.pipeline.segment import TestTimeSegmenter
+from wsss.runtime.io import atomic_path, palette_rgb, write_json
 
 FORMAT = "wsss-deeplab-torchscript/1"
 TRACE_SIZE = 65
@@ -45,11 +44,19 @@ def normalisation(style: str) -> dict[str, Any]:
     """What the network expects of its input, as applied inside ``model.ts`` (:func:`wsss.data.seg_data.
     normalize_image`): ``x[channel_order] / divisor - mean) / std`` with ``x`` the RGB image on 0..255."""
     if style == "torchvision":
-        return {"channel_order": "RGB", "divisor": 255.0, "mean": [float(v) for v in IMAGENET_MEAN],
-                "std": [float(v) for v in IMAGENET_STD]}
+        return {
+            "channel_order": "RGB",
+            "divisor": 255.0,
+            "mean": [float(v) for v in IMAGENET_MEAN],
+            "std": [float(v) for v in IMAGENET_STD],
+        }
     if style == "caffe":
-        return {"channel_order": "BGR", "divisor": 1.0, "mean": [float(v) for v in CAFFE_MEAN_BGR],
-                "std": [1.0, 1.0, 1.0]}
+        return {
+            "channel_order": "BGR",
+            "divisor": 1.0,
+            "mean": [float(v) for v in CAFFE_MEAN_BGR],
+            "std": [1.0, 1.0, 1.0],
+        }
     raise ValueError(f"unknown normalisation style {style!r}")
 
 
@@ -73,8 +80,7 @@ class ExportedSegmenter(nn.Module):
             x = x.flip(1)
         x = (x / self.divisor - self.mean) / self.std
         logits = self.segmenter(x)
-        return F.interpolate(logits, size=[images.shape[-2], images.shape[-1]], mode="bilinear",
-                             align_corners=False)
+        return F.interpolate(logits, size=[images.shape[-2], images.shape[-1]], mode="bilinear", align_corners=False)
 
 
 def script_model(model: MSC, params: dict[str, Any]) -> torch.jit.ScriptModule:
@@ -122,10 +128,16 @@ def write_onnx(program: torch.export.ExportedProgram, path: str | os.PathLike[st
     ``scores`` B×C×H×W, all of B, H, W dynamic), one file (no external data), atomically."""
     import onnx
 
-    onnx_program = torch.onnx.export(program, (torch.zeros(EXAMPLE_SHAPE),), dynamo=True,
-                                     input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                                     opset_version=ONNX_OPSET, custom_translation_table={builtins.round: _onnx_round},
-                                     verbose=False)
+    onnx_program = torch.onnx.export(
+        program,
+        (torch.zeros(EXAMPLE_SHAPE),),
+        dynamo=True,
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        opset_version=ONNX_OPSET,
+        custom_translation_table={builtins.round: _onnx_round},
+        verbose=False,
+    )
     proto = onnx_program.model_proto
     for value in (*proto.graph.input, *proto.graph.output):  # readable names for the dynamic axes
         for axis, name in zip(value.type.tensor_type.shape.dim, ("batch", None, "height", "width")):
@@ -165,20 +177,37 @@ def metadata(params: dict[str, Any], classes: Sequence[str], run: str | None = N
         "test_flip": bool(params["test_flip"]),
         "crf": "not included (the pipeline's predict rule adds pydensecrf with seg.crf)",
         "files": {
-            "model.ts": {"format": "TorchScript (torch.jit.load; deprecated upstream)", "input": "images",
-                         "output": "scores"},
-            "model.pt2": {"format": "torch.export program (torch.export.load(path).module())",
-                          "input_dtype": "float32",
-                          "dynamic_axes": ["batch", "height", "width"]},
-            "model.onnx": {"format": "ONNX", "opset": ONNX_OPSET, "input": INPUT_NAME, "output": OUTPUT_NAME,
-                           "input_dtype": "float32", "dynamic_axes": ["batch", "height", "width"]},
+            "model.ts": {
+                "format": "TorchScript (torch.jit.load; deprecated upstream)",
+                "input": "images",
+                "output": "scores",
+            },
+            "model.pt2": {
+                "format": "torch.export program (torch.export.load(path).module())",
+                "input_dtype": "float32",
+                "dynamic_axes": ["batch", "height", "width"],
+            },
+            "model.onnx": {
+                "format": "ONNX",
+                "opset": ONNX_OPSET,
+                "input": INPUT_NAME,
+                "output": OUTPUT_NAME,
+                "input_dtype": "float32",
+                "dynamic_axes": ["batch", "height", "width"],
+            },
         },
         "torch_version": torch.__version__,
     }
 
 
-def export_model(model: MSC, params: dict[str, Any], classes: Sequence[str], ts_path: str | os.PathLike[str],
-                 json_path: str | os.PathLike[str], run: str | None = None) -> None:
+def export_model(
+    model: MSC,
+    params: dict[str, Any],
+    classes: Sequence[str],
+    ts_path: str | os.PathLike[str],
+    json_path: str | os.PathLike[str],
+    run: str | None = None,
+) -> None:
     """Write ``model.ts`` and ``model.json``, each atomically."""
     scripted = script_model(model, params)
     with atomic_path(ts_path) as tmp:
@@ -186,5 +215,15 @@ def export_model(model: MSC, params: dict[str, Any], classes: Sequence[str], ts_
     write_json(json_path, metadata(params, classes, run))
 
 
-__all__ = ["ExportedSegmenter", "FORMAT", "ONNX_OPSET", "export_model", "export_program", "metadata",
-           "normalisation", "script_model", "write_onnx", "write_program"]
+__all__ = [
+    "FORMAT",
+    "ONNX_OPSET",
+    "ExportedSegmenter",
+    "export_model",
+    "export_program",
+    "metadata",
+    "normalisation",
+    "script_model",
+    "write_onnx",
+    "write_program",
+]

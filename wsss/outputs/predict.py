@@ -24,13 +24,21 @@ from typing import Any
 
 import numpy as np
 import torch
-from wsss.runtime.progress import progress
 
-from wsss.runtime.errors import InputError
-from wsss.runtime.io import (DEFAULT_MAX_PIXELS, atomic_path, palette_rgb, read_label_png, read_rgb, visible_files,
-                     write_jpeg, write_label_png)
 from wsss.models.deeplab import MSC
 from wsss.pipeline.segment import crf_refine, image_logits, labels_from_logits
+from wsss.runtime.errors import InputError
+from wsss.runtime.io import (
+    DEFAULT_MAX_PIXELS,
+    atomic_path,
+    palette_rgb,
+    read_label_png,
+    read_rgb,
+    visible_files,
+    write_jpeg,
+    write_label_png,
+)
+from wsss.runtime.progress import progress
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 OVERLAY_ALPHA = 0.5
@@ -53,8 +61,11 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
     seen: dict[str, Path] = {}
     for path in paths:
         if path.stem in seen:
-            raise InputError(folder, f"images {seen[path.stem].name} and {path.name} share the stem {path.stem!r} "
-                                     f"(outputs are named by stem)")
+            raise InputError(
+                folder,
+                f"images {seen[path.stem].name} and {path.name} share the stem {path.stem!r} "
+                f"(outputs are named by stem)",
+            )
         seen[path.stem] = path
     return paths
 
@@ -78,16 +89,30 @@ def _crf_pool_init() -> None:
     torch.set_num_threads(1)
 
 
-def _logits_of(model: MSC, paths: Sequence[Path], params: dict[str, Any], device: torch.device | str,
-               max_pixels: int, limit_key: str) -> Iterator[tuple[Path, np.ndarray, np.ndarray]]:
+def _logits_of(
+    model: MSC,
+    paths: Sequence[Path],
+    params: dict[str, Any],
+    device: torch.device | str,
+    max_pixels: int,
+    limit_key: str,
+) -> Iterator[tuple[Path, np.ndarray, np.ndarray]]:
     for path in progress(paths, desc="predict", mininterval=5.0, file=sys.stderr):
         rgb = read_rgb(path, max_pixels=max_pixels, limit_key=limit_key)
         yield path, rgb, image_logits(model, rgb, params, device).numpy()
 
 
-def predict_images(model: MSC, paths: Sequence[Path], out_dir: str | os.PathLike[str], params: dict[str, Any],
-                   device: torch.device | str = "cpu", workers: int = 1, chunk: int = 16,
-                   max_pixels: int = DEFAULT_MAX_PIXELS, limit_key: str = "max_pixels") -> None:
+def predict_images(
+    model: MSC,
+    paths: Sequence[Path],
+    out_dir: str | os.PathLike[str],
+    params: dict[str, Any],
+    device: torch.device | str = "cpu",
+    workers: int = 1,
+    chunk: int = 16,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    limit_key: str = "max_pixels",
+) -> None:
     """Write ``<stem>.png`` and ``<stem>_overlay.jpg`` into ``out_dir`` for every image of ``paths``.
 
     ``params`` is the ``seg`` section (``style``, ``test_scales``, ``test_flip``, ``predict_crf``, ``crf``). With
@@ -118,8 +143,7 @@ def predict_images(model: MSC, paths: Sequence[Path], out_dir: str | os.PathLike
         _refine_batch(pool, batch, crf, write)
 
 
-def _refine_batch(pool: Any, batch: list[tuple[Path, np.ndarray, np.ndarray]], crf: dict[str, Any],
-                  write: Any) -> None:
+def _refine_batch(pool: Any, batch: list[tuple[Path, np.ndarray, np.ndarray]], crf: dict[str, Any], write: Any) -> None:
     results = pool.map(_crf_task, [(rgb, logits, crf) for _, rgb, logits in batch])
     for (path, rgb, _), labels in zip(batch, results):
         write(path, rgb, labels)
@@ -143,15 +167,19 @@ def merge_shards(shard_dirs: Sequence[str | os.PathLike[str]], out_dir: str | os
     return len(seen)
 
 
-def write_submission(path: str | os.PathLike[str], ids: Sequence[str], label_paths: dict[str, Path],
-                     num_classes: int) -> None:
+def write_submission(
+    path: str | os.PathLike[str], ids: Sequence[str], label_paths: dict[str, Path], num_classes: int
+) -> None:
     """The PASCAL VOC test-server archive: a gzipped tar holding ``results/VOC2012/Segmentation/comp6_test_cls/
     <id>.png`` (palette PNGs of class ids) for every id, written atomically. Each label map is checked
     (readable, ids below ``num_classes``, no ignore pixels) and stored as it is. The archive is reproducible:
     sorted entries, mtime 0, root ownership, no gzip time stamp."""
     with atomic_path(path, suffix=".tar.gz") as tmp:
-        with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz, \
-                tarfile.open(fileobj=gz, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        with (
+            open(tmp, "wb") as raw,
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz,
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.USTAR_FORMAT) as tar,
+        ):
             for name in _parents(SUBMISSION_DIR):
                 info = tarfile.TarInfo(name)
                 info.type, info.mode = tarfile.DIRTYPE, 0o755
@@ -159,8 +187,10 @@ def write_submission(path: str | os.PathLike[str], ids: Sequence[str], label_pat
             for image_id in progress(sorted(ids), desc="submission", mininterval=5.0, file=sys.stderr):
                 labels = read_label_png(label_paths[image_id], num_classes)
                 if (labels == 255).any():
-                    raise InputError(label_paths[image_id], "label map has ignore (255) pixels; the server needs a "
-                                                            "class for every pixel")
+                    raise InputError(
+                        label_paths[image_id],
+                        "label map has ignore (255) pixels; the server needs a class for every pixel",
+                    )
                 data = Path(label_paths[image_id]).read_bytes()  # a palette PNG (wsss.runtime.io.write_label_png)
                 info = tarfile.TarInfo(f"{SUBMISSION_DIR}/{image_id}.png")
                 info.size, info.mode = len(data), 0o644
@@ -172,5 +202,12 @@ def _parents(path: str) -> list[str]:
     return ["/".join(parts[: k + 1]) for k in range(len(parts))]
 
 
-__all__ = ["IMAGE_SUFFIXES", "SUBMISSION_DIR", "list_images", "merge_shards", "overlay", "predict_images",
-           "write_submission"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "SUBMISSION_DIR",
+    "list_images",
+    "merge_shards",
+    "overlay",
+    "predict_images",
+    "write_submission",
+]

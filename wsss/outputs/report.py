@@ -10,21 +10,22 @@ from __future__ import annotations
 import csv
 import math
 import os
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from wsss.artifacts.cam import index_cam_dirs, load_cam  # noqa: E402
-from wsss.data.dataset import VOCLayoutDataset  # noqa: E402
-from wsss.data.irn_data import index_label_dirs  # noqa: E402
-from wsss.runtime.errors import InputError  # noqa: E402
-from wsss.runtime.io import IGNORE, atomic_path, palette_rgb, read_json, read_label_png  # noqa: E402
-from wsss.ops.cam import cam_to_labels  # noqa: E402
-from wsss.pipeline.segment import index_logit_dirs, labels_from_logits, load_logits  # noqa: E402
+from wsss.artifacts.cam import index_cam_dirs, load_cam
+from wsss.data.dataset import VOCLayoutDataset
+from wsss.data.irn_data import index_label_dirs
+from wsss.ops.cam import cam_to_labels
+from wsss.pipeline.segment import index_logit_dirs, labels_from_logits, load_logits
+from wsss.runtime.errors import InputError
+from wsss.runtime.io import IGNORE, atomic_path, palette_rgb, read_json, read_label_png
 
 _PALETTE = palette_rgb()
 STAGES = ("CAM", "pseudo", "DeepLab", "DeepLab+CRF")
@@ -55,8 +56,13 @@ def _save(fig: plt.Figure, path: str | os.PathLike[str]) -> None:
     plt.close(fig)
 
 
-def save_panel_grid(rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str], row_names: Sequence[str],
-                    path: str | os.PathLike[str], title: str) -> None:
+def save_panel_grid(
+    rows: Sequence[Sequence[np.ndarray]],
+    titles: Sequence[str],
+    row_names: Sequence[str],
+    path: str | os.PathLike[str],
+    title: str,
+) -> None:
     """One PNG of image panels: a row per image, a column per titled view."""
     if not rows:
         raise ValueError("no images to show")
@@ -92,8 +98,9 @@ def _check_size(path: str | os.PathLike[str], what: str, size: Sequence[int], ma
         raise InputError(path, f"{what} {tuple(size)} but the mask is {tuple(mask_shape)}")
 
 
-def cam_overlay_rows(data: VOCLayoutDataset, ids: Sequence[str], cam_dirs: Sequence[str | os.PathLike[str]],
-                     bg_score: float) -> list[list[np.ndarray]]:
+def cam_overlay_rows(
+    data: VOCLayoutDataset, ids: Sequence[str], cam_dirs: Sequence[str | os.PathLike[str]], bg_score: float
+) -> list[list[np.ndarray]]:
     """Per image: the image, its CAMs (max over the ground-truth classes) over it, CAM labels at ``bg_score``,
     and the ground truth."""
     paths = index_cam_dirs(cam_dirs, ids)
@@ -104,13 +111,13 @@ def cam_overlay_rows(data: VOCLayoutDataset, ids: Sequence[str], cam_dirs: Seque
         _check_size(paths[image_id], "CAM of image size", rec.size, gt.shape)
         cams = rec.full_res()
         heat = cams.max(axis=0) if cams.shape[0] else np.zeros(gt.shape, np.float32)
-        rows.append([image, heat_overlay(image, heat), colorize(cam_to_labels(cams, rec.keys, bg_score)),
-                     colorize(gt)])
+        rows.append([image, heat_overlay(image, heat), colorize(cam_to_labels(cams, rec.keys, bg_score)), colorize(gt)])
     return rows
 
 
-def pseudo_rows(data: VOCLayoutDataset, ids: Sequence[str],
-                label_dirs: Sequence[str | os.PathLike[str]]) -> list[list[np.ndarray]]:
+def pseudo_rows(
+    data: VOCLayoutDataset, ids: Sequence[str], label_dirs: Sequence[str | os.PathLike[str]]
+) -> list[list[np.ndarray]]:
     """Per image: the image, its pseudo label, the ground truth and where the two disagree."""
     paths = index_label_dirs(label_dirs, ids)
     rows = []
@@ -122,8 +129,12 @@ def pseudo_rows(data: VOCLayoutDataset, ids: Sequence[str],
     return rows
 
 
-def segmentation_rows(data: VOCLayoutDataset, ids: Sequence[str], logit_dirs: Sequence[str | os.PathLike[str]],
-                      crf_dirs: Sequence[str | os.PathLike[str]]) -> list[list[np.ndarray]]:
+def segmentation_rows(
+    data: VOCLayoutDataset,
+    ids: Sequence[str],
+    logit_dirs: Sequence[str | os.PathLike[str]],
+    crf_dirs: Sequence[str | os.PathLike[str]],
+) -> list[list[np.ndarray]]:
     """Per image: the image, DeepLab's argmax without CRF, with CRF, and the ground truth."""
     logit_paths, crf_paths = index_logit_dirs(logit_dirs, ids), index_label_dirs(crf_dirs, ids)
     rows = []
@@ -146,8 +157,9 @@ def _field(data: Mapping[str, Any], path: str | os.PathLike[str], *keys: str) ->
     return value
 
 
-def stage_scores(cam: str | None, pseudo: str | None, deeplab: str) -> tuple[dict[str, float | None],
-                                                                             dict[str, dict[str, float | None]]]:
+def stage_scores(
+    cam: str | None, pseudo: str | None, deeplab: str
+) -> tuple[dict[str, float | None], dict[str, dict[str, float | None]]]:
     """From the metrics JSONs: mIoU (%) per stage (CAM, pseudo, DeepLab, DeepLab+CRF; None if the run lacks it)
     and per-class IoU (%) per stage, keyed by class name."""
     miou: dict[str, float | None] = {"CAM": None, "pseudo": None}
@@ -168,8 +180,12 @@ def _percent(iou: Mapping[str, float | None]) -> dict[str, float | None]:
     return {name: None if v is None else 100 * float(v) for name, v in iou.items()}
 
 
-def save_class_iou(per_class: Mapping[str, Mapping[str, float | None]], classes: Sequence[str],
-                   path: str | os.PathLike[str], title: str) -> None:
+def save_class_iou(
+    per_class: Mapping[str, Mapping[str, float | None]],
+    classes: Sequence[str],
+    path: str | os.PathLike[str],
+    title: str,
+) -> None:
     """Grouped bars: IoU (%) of every class, one bar per stage; classes without a value (no pixels) get none."""
     stages = [s for s in STAGES if s in per_class]
     x = np.arange(len(classes))
@@ -179,8 +195,9 @@ def save_class_iou(per_class: Mapping[str, Mapping[str, float | None]], classes:
         values = [per_class[stage].get(name) for name in classes]
         heights = [np.nan if v is None else v for v in values]
         ax.bar(x + (k - (len(stages) - 1) / 2) * width, heights, width, label=stage)
-    ax.set_xticks(x, classes, rotation=45 if len(classes) > 8 else 0, ha="right" if len(classes) > 8 else "center",
-                  fontsize=8)
+    ax.set_xticks(
+        x, classes, rotation=45 if len(classes) > 8 else 0, ha="right" if len(classes) > 8 else "center", fontsize=8
+    )
     ax.set(ylabel="IoU (%)", ylim=(0, 100), title=title)
     ax.legend(fontsize=8, ncols=len(stages))
     fig.tight_layout()
@@ -202,8 +219,15 @@ def save_miou_progression(miou: Mapping[str, float | None], path: str | os.PathL
     _save(fig, path)
 
 
-def save_sweep(path: str | os.PathLike[str], thresholds: Sequence[float], miou: Sequence[float], chosen: float,
-               source: str, xlabel: str, title: str) -> None:
+def save_sweep(
+    path: str | os.PathLike[str],
+    thresholds: Sequence[float],
+    miou: Sequence[float],
+    chosen: float,
+    source: str,
+    xlabel: str,
+    title: str,
+) -> None:
     """The oracle sweep (mIoU in %% per threshold, from the masks: reported only) with the threshold the run uses
     drawn on it (``source``: configured or calibrated)."""
     fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
@@ -227,15 +251,15 @@ def read_train_log(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         raise InputError(path, "not a training log (expected a header starting step,lr,loss)")
     header, body = rows[0], [r for r in rows[1:] if r]
     try:
-        table = np.asarray([[c if c.strip() else "nan" for c in r] for r in body],
-                           dtype=np.float64).reshape(len(body), len(header))
+        table = np.asarray([[c if c.strip() else "nan" for c in r] for r in body], dtype=np.float64).reshape(
+            len(body), len(header)
+        )
     except ValueError:
         raise InputError(path, "training log rows are not numbers with one value per column") from None
     return {name: table[:, k] for k, name in enumerate(header)}
 
 
-def save_loss_curves(curves: Mapping[str, Mapping[str, np.ndarray]], path: str | os.PathLike[str],
-                     title: str) -> None:
+def save_loss_curves(curves: Mapping[str, Mapping[str, np.ndarray]], path: str | os.PathLike[str], title: str) -> None:
     """One panel per training stage (``{name: read_train_log(...)}``): every loss column against the step; the
     held-out columns (``heldout_*``: mAP, micro-F1 of the classifier) as markers on a right axis from 0 to 1, at
     the evaluated steps."""
@@ -254,8 +278,15 @@ def save_loss_curves(curves: Mapping[str, Mapping[str, np.ndarray]], path: str |
             right = ax.twinx()
             for (key, values), marker in zip(held.items(), "os^v"):
                 at = np.isfinite(values)
-                right.plot(columns["step"][at], values[at], marker=marker, markersize=3, linewidth=1.0,
-                           linestyle="--", label=key.replace("heldout_", "held-out "))
+                right.plot(
+                    columns["step"][at],
+                    values[at],
+                    marker=marker,
+                    markersize=3,
+                    linewidth=1.0,
+                    linestyle="--",
+                    label=key.replace("heldout_", "held-out "),
+                )
             right.set(ylim=(0, 1), ylabel="held-out")
             right.legend(fontsize=7, loc="upper right")
     fig.suptitle(title, fontsize=10)
@@ -263,6 +294,21 @@ def save_loss_curves(curves: Mapping[str, Mapping[str, np.ndarray]], path: str |
     _save(fig, path)
 
 
-__all__ = ["STAGES", "cam_overlay_rows", "colorize", "disagreement", "heat_overlay", "pseudo_rows", "read_json",
-           "read_train_log", "save_class_iou", "save_loss_curves", "save_message", "save_miou_progression",
-           "save_panel_grid", "save_sweep", "segmentation_rows", "stage_scores"]
+__all__ = [
+    "STAGES",
+    "cam_overlay_rows",
+    "colorize",
+    "disagreement",
+    "heat_overlay",
+    "pseudo_rows",
+    "read_json",
+    "read_train_log",
+    "save_class_iou",
+    "save_loss_curves",
+    "save_message",
+    "save_miou_progression",
+    "save_panel_grid",
+    "save_sweep",
+    "segmentation_rows",
+    "stage_scores",
+]

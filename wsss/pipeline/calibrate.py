@@ -34,29 +34,36 @@ picked too low thresholds: the walk's regions already spread the class past the 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from wsss.runtime.errors import InputError
-from wsss.runtime.io import read_json
 from wsss.methods import get_method
 from wsss.pipeline.heldout import holdout_split
+from wsss.runtime.errors import InputError
+from wsss.runtime.io import read_json
 
 log = logging.getLogger("wsss")
 
-CRITERION = ("bg_score = the lowest t of cam.sweep whose keep(t) - area(t) lies within cam.calibration_se standard "
-             "errors of the highest (one-standard-error rule): keep = the classifier's probability of each "
-             "ground-truth class with only the CAM region above t kept, area = the region's share of the image; "
-             "averaged over image-class pairs of training images")
-IR_CRITERION = ("conf_fg = the sweep value above bg_score whose region's mean area is nearest to area_ratio x the "
-                "area at bg_score (the region's core), conf_bg = the one below bg_score nearest to area / area_ratio "
-                "(the region grown by the same factor): pixels between them are left unsure")
-WALK_CRITERION = ("bg_threshold = argmax_t keep(t) - area(t) over irn.sweep, with the "
-                  "region of class c at t = the pixels the pseudo label gives c at bg_threshold t (random-walk "
-                  "score of c above t and highest of the image's classes)")
+CRITERION = (
+    "bg_score = the lowest t of cam.sweep whose keep(t) - area(t) lies within cam.calibration_se standard "
+    "errors of the highest (one-standard-error rule): keep = the classifier's probability of each "
+    "ground-truth class with only the CAM region above t kept, area = the region's share of the image; "
+    "averaged over image-class pairs of training images"
+)
+IR_CRITERION = (
+    "conf_fg = the sweep value above bg_score whose region's mean area is nearest to area_ratio x the "
+    "area at bg_score (the region's core), conf_bg = the one below bg_score nearest to area / area_ratio "
+    "(the region grown by the same factor): pixels between them are left unsure"
+)
+WALK_CRITERION = (
+    "bg_threshold = argmax_t keep(t) - area(t) over irn.sweep, with the "
+    "region of class c at t = the pixels the pseudo label gives c at bg_threshold t (random-walk "
+    "score of c above t and highest of the image's classes)"
+)
 
 
 @dataclass
@@ -75,7 +82,7 @@ class RegionEvidence:
             self.objective_sq = np.zeros_like(self.keep)
 
     @classmethod
-    def zeros(cls, thresholds: Sequence[float]) -> "RegionEvidence":
+    def zeros(cls, thresholds: Sequence[float]) -> RegionEvidence:
         t = np.asarray(sorted(float(v) for v in thresholds), np.float64)
         return cls(t, np.zeros_like(t), np.zeros_like(t))
 
@@ -118,10 +125,16 @@ class RegionEvidence:
 
     def rows(self, name: str = "bg_score") -> list[dict[str, float]]:
         n = max(self.pairs, 1)
-        return [{name: float(t), "keep": float(k / n), "area": float(a / n), "objective": float(o),
-                 "objective_se": float(e)}
-                for t, k, a, o, e in zip(self.thresholds, self.keep, self.area, self.objective(),
-                                         self.standard_error())]
+        return [
+            {
+                name: float(t),
+                "keep": float(k / n),
+                "area": float(a / n),
+                "objective": float(o),
+                "objective_se": float(e),
+            }
+            for t, k, a, o, e in zip(self.thresholds, self.keep, self.area, self.objective(), self.standard_error())
+        ]
 
 
 def ir_label_bracket(evidence: RegionEvidence, bg_score: float, area_ratio: float = 0.7) -> tuple[float, float]:
@@ -134,7 +147,7 @@ def ir_label_bracket(evidence: RegionEvidence, bg_score: float, area_ratio: floa
     at = int(np.argmin(np.abs(t - bg_score)))
     if at == 0 or at == len(t) - 1:
         raise ValueError(f"bg_score {bg_score} must lie inside the calibration grid {t.tolist()} to bracket it")
-    above = at + 1 + int(np.argmin(np.abs(area[at + 1:] - area_ratio * area[at])))
+    above = at + 1 + int(np.argmin(np.abs(area[at + 1 :] - area_ratio * area[at])))
     below = int(np.argmin(np.abs(area[:at] - area[at] / area_ratio)))
     return float(t[above]), float(t[below])
 
@@ -156,8 +169,14 @@ def classifier_scores(model: torch.nn.Module, method: str) -> Callable[[torch.Te
 
 
 @torch.inference_mode()
-def add_image(evidence: RegionEvidence, score_fn: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor,
-              cams: np.ndarray, keys: Sequence[int], max_batch: int = 32) -> None:
+def add_image(
+    evidence: RegionEvidence,
+    score_fn: Callable[[torch.Tensor], torch.Tensor],
+    image: torch.Tensor,
+    cams: np.ndarray,
+    keys: Sequence[int],
+    max_batch: int = 32,
+) -> None:
     """Measure one normalised 3×H×W image whose CAMs ``cams`` (Cv×H×W, max-normalised, image size) belong to the
     ground-truth classes ``keys`` (0-based), with ``score_fn`` (e.g. :func:`classifier_scores`); adds one pair per
     class to ``evidence``."""
@@ -166,8 +185,12 @@ def add_image(evidence: RegionEvidence, score_fn: Callable[[torch.Tensor], torch
     for cam, cls in zip(np.asarray(cams, np.float32), keys):
         region = (torch.from_numpy(cam)[None] > t[:, None, None]).to(device, image.dtype)[:, None]  # K×1×H×W
         batch = image[None] * region
-        scores = torch.cat([score_fn(batch[i:i + max_batch])[:, int(cls)]
-                            for i in range(0, len(batch), max_batch)]).double().cpu().numpy()
+        scores = (
+            torch.cat([score_fn(batch[i : i + max_batch])[:, int(cls)] for i in range(0, len(batch), max_batch)])
+            .double()
+            .cpu()
+            .numpy()
+        )
         evidence.add(scores, region.mean(dim=(1, 2, 3)).double().cpu().numpy())
 
 
@@ -193,7 +216,7 @@ class LocalisationEvidence:
     overlaps: dict[tuple[int, int], list[float]]
 
     @classmethod
-    def zeros(cls, bg_score: float) -> "LocalisationEvidence":
+    def zeros(cls, bg_score: float) -> LocalisationEvidence:
         return cls(float(bg_score), {}, {})
 
     def summary(self, classes: Sequence[str]) -> dict[str, Any]:
@@ -210,19 +233,31 @@ class LocalisationEvidence:
             gain = cam_obj - baseline
             se = float(gain.std(ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else None
             out["classes"][classes[c]] = {
-                "pairs": len(rows), "keep": float(keep.mean()), "centre": float(centre.mean()),
-                "blank": float(blank.mean()), "full": float(full.mean()), "area": float(area.mean()),
-                "objective": float(cam_obj.mean()), "centre_objective": float((centre - area).mean()),
+                "pairs": len(rows),
+                "keep": float(keep.mean()),
+                "centre": float(centre.mean()),
+                "blank": float(blank.mean()),
+                "full": float(full.mean()),
+                "area": float(area.mean()),
+                "objective": float(cam_obj.mean()),
+                "centre_objective": float((centre - area).mean()),
                 "uniform_objective": float(np.maximum(blank, full - 1.0).mean()),
-                "evidence": float(gain.mean()), "evidence_se": se}
+                "evidence": float(gain.mean()),
+                "evidence_se": se,
+            }
         for (i, j), values in sorted(self.overlaps.items()):
             out["pairs"][f"{classes[i]}|{classes[j]}"] = {"images": len(values), "iou": float(np.mean(values))}
         return out
 
 
 @torch.inference_mode()
-def add_localisation(evidence: LocalisationEvidence, score_fn: Callable[[torch.Tensor], torch.Tensor],
-                     image: torch.Tensor, cams: np.ndarray, keys: Sequence[int]) -> None:
+def add_localisation(
+    evidence: LocalisationEvidence,
+    score_fn: Callable[[torch.Tensor], torch.Tensor],
+    image: torch.Tensor,
+    cams: np.ndarray,
+    keys: Sequence[int],
+) -> None:
     """Measure one normalised 3×H×W image (CAMs ``cams`` Cv×H×W max-normalised, ground-truth classes ``keys``,
     0-based) into ``evidence`` (see :class:`LocalisationEvidence`): 2 + 2·Cv forward passes in one batch."""
     cams = np.asarray(cams, np.float32)
@@ -234,15 +269,28 @@ def add_localisation(evidence: LocalisationEvidence, score_fn: Callable[[torch.T
     centres = torch.zeros_like(regions).view(len(keys), -1)
     for k, count in enumerate(regions.view(len(keys), -1).sum(dim=1).tolist()):
         centres[k, order[:count]] = True
-    masks = torch.cat([regions.view(len(keys), -1), centres,
-                       torch.zeros(1, h * w, dtype=torch.bool), torch.ones(1, h * w, dtype=torch.bool)])
+    masks = torch.cat(
+        [
+            regions.view(len(keys), -1),
+            centres,
+            torch.zeros(1, h * w, dtype=torch.bool),
+            torch.ones(1, h * w, dtype=torch.bool),
+        ]
+    )
     batch = image[None] * masks.view(-1, 1, h, w).to(image.device, image.dtype)
     scores = score_fn(batch).double().cpu().numpy()
     n = len(keys)
     for k, cls in enumerate(keys):
         cls = int(cls)
-        evidence.rows.setdefault(cls, []).append((scores[k, cls], scores[n + k, cls], scores[2 * n, cls],
-                                                  scores[2 * n + 1, cls], float(regions[k].float().mean())))
+        evidence.rows.setdefault(cls, []).append(
+            (
+                scores[k, cls],
+                scores[n + k, cls],
+                scores[2 * n, cls],
+                scores[2 * n + 1, cls],
+                float(regions[k].float().mean()),
+            )
+        )
     for a in range(n):
         for b in range(a + 1, n):
             union = int((regions[a] | regions[b]).sum())
@@ -251,8 +299,9 @@ def add_localisation(evidence: LocalisationEvidence, score_fn: Callable[[torch.T
             evidence.overlaps.setdefault(pair, []).append(iou)
 
 
-def resolve_auto(section: Mapping[str, Any], keys: Sequence[str], calibration: Sequence[str],
-                 where: str) -> dict[str, Any]:
+def resolve_auto(
+    section: Mapping[str, Any], keys: Sequence[str], calibration: Sequence[str], where: str
+) -> dict[str, Any]:
     """A copy of the config ``section`` (``where`` names it, e.g. ``irn``) with every ``auto`` value among ``keys``
     replaced by the calibrated one from the first file of ``calibration``; a missing file or value is an
     InputError naming it."""
@@ -283,8 +332,9 @@ def log_rows(evidence: RegionEvidence, name: str) -> list[dict[str, float]]:
     """The evidence's rows (:meth:`RegionEvidence.rows`), each also logged."""
     rows = evidence.rows(name)
     for row in rows:
-        log.info("%s %.2f: keep %.3f area %.3f objective %.3f", name, row[name], row["keep"], row["area"],
-                 row["objective"])
+        log.info(
+            "%s %.2f: keep %.3f area %.3f objective %.3f", name, row[name], row["keep"], row["area"], row["objective"]
+        )
     return rows
 
 
@@ -295,6 +345,20 @@ def calibration_ids(train_ids: Sequence[str], heldout_ids: Sequence[str], count:
     return (list(heldout_ids) + [i for i in train_ids if i not in held])[:count]
 
 
-__all__ = ["CRITERION", "IR_CRITERION", "WALK_CRITERION", "LocalisationEvidence", "RegionEvidence", "add_image",
-           "add_localisation", "calibration_ids", "centre_order",
-           "calibration_set", "classifier_scores", "ir_label_bracket", "log_rows", "resolve_auto", "walk_regions"]
+__all__ = [
+    "CRITERION",
+    "IR_CRITERION",
+    "WALK_CRITERION",
+    "LocalisationEvidence",
+    "RegionEvidence",
+    "add_image",
+    "add_localisation",
+    "calibration_ids",
+    "calibration_set",
+    "centre_order",
+    "classifier_scores",
+    "ir_label_bracket",
+    "log_rows",
+    "resolve_auto",
+    "walk_regions",
+]

@@ -10,27 +10,39 @@ from typing import Any
 
 import torch
 
-from wsss.runtime import distributed
+from wsss.engine.train import MicroBatch, Objective, load_state_dict_file
 from wsss.methods import get_method
 from wsss.models.backbone import build_resnet
 from wsss.models.vwl import CAMNet, VWLNet, memory_bank_blend, memory_bank_sums
-from wsss.engine.train import MicroBatch, Objective, load_state_dict_file
+from wsss.runtime import distributed
 
 
-def build_classifier(params: dict[str, Any], num_classes: int, method: str,
-                     cache_dir: str | os.PathLike[str] | None = None, pretrained: bool = True) -> CAMNet:
+def build_classifier(
+    params: dict[str, Any],
+    num_classes: int,
+    method: str,
+    cache_dir: str | os.PathLike[str] | None = None,
+    pretrained: bool = True,
+) -> CAMNet:
     """The classification network of ``method`` (:mod:`wsss.methods`) on an OS16 ResNet from the ``cls`` config
     section; ``pretrained=False`` skips loading backbone weights (when a trained state dict is loaded next anyway)."""
     spec = get_method(method)
     weights = params["pretrained"] if pretrained else "none"
-    backbone = build_resnet(params["backbone"], strides=(2, 2, 2, 1), weights=weights,
-                            sha256=params["pretrained_sha256"], cache_dir=cache_dir, norm=params["norm"],
-                            freeze_stem=params["freeze_stem"])
+    backbone = build_resnet(
+        params["backbone"],
+        strides=(2, 2, 2, 1),
+        weights=weights,
+        sha256=params["pretrained_sha256"],
+        cache_dir=cache_dir,
+        norm=params["norm"],
+        freeze_stem=params["freeze_stem"],
+    )
     return spec.build(backbone, num_classes, params)
 
 
-def load_classifier(params: dict[str, Any], num_classes: int, method: str, path: str | os.PathLike[str],
-                    device: torch.device) -> CAMNet:
+def load_classifier(
+    params: dict[str, Any], num_classes: int, method: str, path: str | os.PathLike[str], device: torch.device
+) -> CAMNet:
     """A trained classifier for inference: built from the ``cls`` section, its state dict loaded (weights only),
     on ``device`` in eval mode."""
     model = build_classifier(params, num_classes, method, pretrained=False)
@@ -44,8 +56,9 @@ def optimizer_groups(model: CAMNet, lr_mult_new: float) -> list[dict[str, Any]]:
     return [{"params": backbone, "lr_mult": 1.0}, {"params": new, "lr_mult": lr_mult_new}]
 
 
-def training_step(model: CAMNet, batch: dict[str, Any], step: int, device: torch.device,
-                  seed: int) -> tuple[torch.Tensor, dict[str, float]]:
+def training_step(
+    model: CAMNet, batch: dict[str, Any], step: int, device: torch.device, seed: int
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Forward, VWL-M memory-bank update (before the caller's backward, docs/method.md#vwl-m), loss, its parts, for one
     whole batch in one process (:class:`ClassifierObjective` with the batch as the global batch).
 
@@ -86,8 +99,9 @@ class _BankStep:
             return
         if self.rows is None:
             gen = torch.Generator(device=feats.device).manual_seed(self.seed * 100_003 + self.step)
-            self.draw = torch.randint(micro.global_size * h * w, (self.model.k_words,), generator=gen,
-                                      device=gen.device).to(feats.device)
+            self.draw = torch.randint(
+                micro.global_size * h * w, (self.model.k_words,), generator=gen, device=gen.device
+            ).to(feats.device)
             self.rows = torch.zeros(self.model.k_words, ch, device=feats.device)
         local = torch.full((micro.global_size,), -1, dtype=torch.long, device=feats.device)
         local[torch.tensor(micro.positions, device=feats.device)] = torch.arange(n, device=feats.device)
@@ -105,8 +119,7 @@ class _BankStep:
             return
         if self.sums is not None:
             stats = distributed.all_reduce_sum(torch.cat([self.sums, self.counts[:, None]], dim=1))
-            self.model.set_codebook(memory_bank_blend(self.model.codebook, stats[:, :-1], stats[:, -1],
-                                                      self.model.rho))
+            self.model.set_codebook(memory_bank_blend(self.model.codebook, stats[:, :-1], stats[:, -1], self.model.rho))
 
 
 class ClassifierObjective(Objective):
@@ -120,8 +133,9 @@ class ClassifierObjective(Objective):
         self.device, self.seed = device, seed
         self._bank: _BankStep | None = None
 
-    def loss(self, model: torch.nn.Module, batch: dict[str, Any],
-             micro: MicroBatch) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(
+        self, model: torch.nn.Module, batch: dict[str, Any], micro: MicroBatch
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         net = distributed.unwrap(model)
         images = batch["image"].to(self.device, non_blocking=True)
         labels = batch["labels"].to(self.device, non_blocking=True)

@@ -48,10 +48,18 @@ def dataset_summary(data: VOCLayoutDataset, split: str) -> dict[str, Any]:
             except OSError as err:
                 raise InputError(data.image_path(image_id), f"not a readable image ({err})") from None
     ids = data.ids(split)
-    stats = label_statistics(np.stack([data.label_vector(i) > 0.5 for i in ids]) if ids else
-                             np.zeros((0, data.num_classes - 1), bool), data.classes[1:])
-    return {"root": str(data.root), "split": split, "splits": splits, "labels": stats,
-            "image_sizes": dict(sizes.most_common()), "warnings": label_warnings(stats)}
+    stats = label_statistics(
+        np.stack([data.label_vector(i) > 0.5 for i in ids]) if ids else np.zeros((0, data.num_classes - 1), bool),
+        data.classes[1:],
+    )
+    return {
+        "root": str(data.root),
+        "split": split,
+        "splits": splits,
+        "labels": stats,
+        "image_sizes": dict(sizes.most_common()),
+        "warnings": label_warnings(stats),
+    }
 
 
 def save_cooccurrence(summary: dict[str, Any], path: str | os.PathLike[str], title: str) -> None:
@@ -73,8 +81,15 @@ def save_cooccurrence(summary: dict[str, Any], path: str | os.PathLike[str], tit
     if c <= 25:
         for i in range(c):
             for j in range(c):
-                ax.text(j, i, f"{100 * cond[i, j]:.0f}%\n{int(both[i, j])}", ha="center", va="center", fontsize=6,
-                        color="white" if cond[i, j] < 0.6 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{100 * cond[i, j]:.0f}%\n{int(both[i, j])}",
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if cond[i, j] < 0.6 else "black",
+                )
     ax.set_title("P(column | row); diagonal: prevalence", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     axes[1].barh(range(c), stats["prevalence"], color="tab:blue")
@@ -97,8 +112,10 @@ def save_cooccurrence(summary: dict[str, Any], path: str | os.PathLike[str], tit
 def _tables(summary: dict[str, Any]) -> tuple[list[str], list[list[str]], list[list[str]], list[list[str]]]:
     stats = summary["labels"]
     splits = [[name, str(s["images"]), str(s["masks"])] for name, s in summary["splits"].items()]
-    classes = [[n, str(k), f"{100 * p:.1f} %"] for n, k, p in zip(stats["classes"], stats["images_per_class"],
-                                                                   stats["prevalence"])]
+    classes = [
+        [n, str(k), f"{100 * p:.1f} %"]
+        for n, k, p in zip(stats["classes"], stats["images_per_class"], stats["prevalence"])
+    ]
     sizes = [[size, str(k)] for size, k in list(summary["image_sizes"].items())[:10]]
     return summary["warnings"], splits, classes, sizes
 
@@ -111,14 +128,34 @@ def markdown(summary: dict[str, Any], figure: str, title: str) -> str:
     def table(head: list[str], rows: list[list[str]]) -> list[str]:
         return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows)]
 
-    lines = [f"# {title}", "", (f"Dataset `{summary['root']}`; label statistics of split `{summary['split']}` "
-                                f"({stats['images']} images)."), "", "## Warnings", ""]
+    lines = [
+        f"# {title}",
+        "",
+        (f"Dataset `{summary['root']}`; label statistics of split `{summary['split']}` ({stats['images']} images)."),
+        "",
+        "## Warnings",
+        "",
+    ]
     lines += [f"- {w}" for w in warnings] or ["- none"]
-    lines += ["", "## Splits", "", *table(["split", "images", "masks"], splits), "", "## Classes", "",
-              *table(["class", "images", "prevalence"], classes), "",
-              "Labels per image: " + ", ".join(f"{k}: {v}" for k, v in enumerate(stats["labels_per_image"]) if v),
-              "", "## Image sizes (width x height)", "", *table(["size", "images"], sizes), "",
-              f"![co-occurrence]({figure})", ""]
+    lines += [
+        "",
+        "## Splits",
+        "",
+        *table(["split", "images", "masks"], splits),
+        "",
+        "## Classes",
+        "",
+        *table(["class", "images", "prevalence"], classes),
+        "",
+        "Labels per image: " + ", ".join(f"{k}: {v}" for k, v in enumerate(stats["labels_per_image"]) if v),
+        "",
+        "## Image sizes (width x height)",
+        "",
+        *table(["size", "images"], sizes),
+        "",
+        f"![co-occurrence]({figure})",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -135,27 +172,29 @@ def html_page(summary: dict[str, Any], figure_png: bytes, title: str) -> str:
 
     items = "".join(f"<li>{esc(w)}</li>" for w in warnings) or "<li>none</li>"
     image = base64.b64encode(figure_png).decode("ascii")
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>"
-            "body{font-family:sans-serif;max-width:70em;margin:2em auto}table{border-collapse:collapse}"
-            "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}.warn li{color:#a00}</style></head><body>"
-            f"<h1>{esc(title)}</h1><p>Dataset <code>{esc(summary['root'])}</code>; label statistics of split "
-            f"<code>{esc(summary['split'])}</code> ({stats['images']} images).</p>"
-            f"<h2>Warnings</h2><ul class='warn'>{items}</ul>"
-            f"<h2>Co-occurrence</h2><img alt='co-occurrence' src='data:image/png;base64,{image}'>"
-            f"<h2>Splits</h2>{table(['split', 'images', 'masks'], splits)}"
-            f"<h2>Classes</h2>{table(['class', 'images', 'prevalence'], classes)}"
-            f"<p>Labels per image: {esc(', '.join(f'{k}: {v}' for k, v in enumerate(stats['labels_per_image']) if v))}"
-            f"</p><h2>Image sizes (width x height)</h2>{table(['size', 'images'], sizes)}</body></html>\n")
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>"
+        "body{font-family:sans-serif;max-width:70em;margin:2em auto}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}.warn li{color:#a00}</style></head><body>"
+        f"<h1>{esc(title)}</h1><p>Dataset <code>{esc(summary['root'])}</code>; label statistics of split "
+        f"<code>{esc(summary['split'])}</code> ({stats['images']} images).</p>"
+        f"<h2>Warnings</h2><ul class='warn'>{items}</ul>"
+        f"<h2>Co-occurrence</h2><img alt='co-occurrence' src='data:image/png;base64,{image}'>"
+        f"<h2>Splits</h2>{table(['split', 'images', 'masks'], splits)}"
+        f"<h2>Classes</h2>{table(['class', 'images', 'prevalence'], classes)}"
+        f"<p>Labels per image: {esc(', '.join(f'{k}: {v}' for k, v in enumerate(stats['labels_per_image']) if v))}"
+        f"</p><h2>Image sizes (width x height)</h2>{table(['size', 'images'], sizes)}</body></html>\n"
+    )
 
 
-def write_report(summary: dict[str, Any], out_json: str, out_md: str, out_png: str, out_html: str,
-                 title: str) -> None:
+def write_report(summary: dict[str, Any], out_json: str, out_md: str, out_png: str, out_html: str, title: str) -> None:
     """Write the four outputs (the figure first; each atomically)."""
     save_cooccurrence(summary, out_png, title)
     with open(out_png, "rb") as fh:
         png = fh.read()
-    write_text(out_md, markdown(summary, os.path.relpath(out_png, os.path.dirname(os.path.abspath(out_md)) or "."),
-                                title))
+    write_text(
+        out_md, markdown(summary, os.path.relpath(out_png, os.path.dirname(os.path.abspath(out_md)) or "."), title)
+    )
     write_text(out_html, html_page(summary, png, title))
     write_json(out_json, summary)
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from wsss.artifacts.cam import index_cam_dirs, load_cam
 from wsss.data.dataset import VOCLayoutDataset
-from wsss.runtime.errors import InputError
 from wsss.engine.metrics import ConfusionMatrix
+from wsss.runtime.errors import InputError
 
 
 def labels_at_thresholds(cams: np.ndarray, keys: np.ndarray, bg_scores: Sequence[float]) -> list[np.ndarray]:
@@ -34,7 +35,7 @@ class F1Counter:
     fn: np.ndarray
 
     @classmethod
-    def zeros(cls, num: int) -> "F1Counter":
+    def zeros(cls, num: int) -> F1Counter:
         return cls(np.zeros(num, np.int64), np.zeros(num, np.int64), np.zeros(num, np.int64))
 
     def update(self, scores: np.ndarray, labels: np.ndarray) -> None:
@@ -63,12 +64,21 @@ class CamEvaluation:
 BASELINES = {"all_background": float("inf"), "all_foreground": float("-inf")}
 
 
-def evaluate_cams(data: VOCLayoutDataset, ids: Sequence[str], cam_dirs: Sequence[str | os.PathLike[str]],
-                  bg_score: float, sweep: Sequence[float]) -> CamEvaluation:
+def evaluate_cams(
+    data: VOCLayoutDataset,
+    ids: Sequence[str],
+    cam_dirs: Sequence[str | os.PathLike[str]],
+    bg_score: float,
+    sweep: Sequence[float],
+) -> CamEvaluation:
     """Score the stored CAMs of ``ids`` (upsampled to image size) against the masks, per background score."""
     n = data.num_classes
-    result = CamEvaluation(ConfusionMatrix(n), {t: ConfusionMatrix(n) for t in sweep}, F1Counter.zeros(n - 1),
-                           {name: ConfusionMatrix(n) for name in BASELINES})
+    result = CamEvaluation(
+        ConfusionMatrix(n),
+        {t: ConfusionMatrix(n) for t in sweep},
+        F1Counter.zeros(n - 1),
+        {name: ConfusionMatrix(n) for name in BASELINES},
+    )
     cam_paths = index_cam_dirs(cam_dirs, ids)
     for image_id in ids:
         path = cam_paths[image_id]

@@ -4,12 +4,15 @@ raise it as the run's error). Pure arithmetic on the numbers, no torch import, s
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from wsss.data.statistics import NEARLY_ALL
 
-GATE_ADVICE = ("train longer (cls.epochs: auto, cls.max_epochs), start from pretrained weights (cls.pretrained: "
-               "imagenet), use larger images (cls.resize_long, cls.crop), or fewer classes")
+GATE_ADVICE = (
+    "train longer (cls.epochs: auto, cls.max_epochs), start from pretrained weights (cls.pretrained: "
+    "imagenet), use larger images (cls.resize_long, cls.crop), or fewer classes"
+)
 
 
 def _gain(value: float, prior: float) -> float:
@@ -19,11 +22,12 @@ def _gain(value: float, prior: float) -> float:
 
 
 def _frequent_advice(prevalence: float) -> str:
-    return ("remove or merge the class, or add images without it" if prevalence > NEARLY_ALL else "")
+    return "remove or merge the class, or add images without it" if prevalence > NEARLY_ALL else ""
 
 
-def cls_gate(report: dict[str, Any], enabled: bool, min_f1: float, min_gain: float | None = 0.25,
-             min_class_images: int = 3) -> tuple[bool, str]:
+def cls_gate(
+    report: dict[str, Any], enabled: bool, min_f1: float, min_gain: float | None = 0.25, min_class_images: int = 3
+) -> tuple[bool, str]:
     """The gate after train_cls on a ``cls/heldout.json`` report: (pass, message).
 
     The classifier must beat what the label prior scores for free on the same held-out images, by a margin: close
@@ -34,8 +38,10 @@ def cls_gate(report: dict[str, Any], enabled: bool, min_f1: float, min_gain: flo
     an unmeasured classifier (no held-out images) passes with a warning."""
     f1 = report.get("f1")
     if f1 is None:
-        return True, ("cls gate not checked: no held-out F1 (cls.holdout_fraction 0 or no finite score); the "
-                      "classifier's quality is unknown")
+        return True, (
+            "cls gate not checked: no held-out F1 (cls.holdout_fraction 0 or no finite score); the "
+            "classifier's quality is unknown"
+        )
     held = report.get("held_out_images", "?")
     every = report.get("baseline_f1")
     prior = report.get("prior") or {}
@@ -45,13 +51,17 @@ def cls_gate(report: dict[str, Any], enabled: bool, min_f1: float, min_gain: flo
     if every is not None:
         compared.append(f"predicting every class scores micro-F1 {every:.3f}")
         if min_gain is not None and _gain(f1, every) < min_gain:
-            failures.append(f"no better than its label prior: micro-F1 {f1:.3f} closes {_pct(_gain(f1, every))} of the gap from predicting every "
-                            f"class ({every:.3f}) to 1")
+            failures.append(
+                f"no better than its label prior: micro-F1 {f1:.3f} closes {_pct(_gain(f1, every))} of the gap from predicting every "
+                f"class ({every:.3f}) to 1"
+            )
     if mAP is not None and prior_map is not None:
         compared.append(f"constant scores (the prevalences) score mAP {prior_map:.3f}")
         if min_gain is not None and _gain(mAP, prior_map) < min_gain:
-            failures.append(f"no better than its label prior: mAP {mAP:.3f} closes {_pct(_gain(mAP, prior_map))} of the gap from constant scores "
-                            f"({prior_map:.3f}) to 1")
+            failures.append(
+                f"no better than its label prior: mAP {mAP:.3f} closes {_pct(_gain(mAP, prior_map))} of the gap from constant scores "
+                f"({prior_map:.3f}) to 1"
+            )
     weak, unmeasured = [], []
     for name, row in (prior.get("classes") or {}).items() if min_gain is not None else ():
         p = row["prevalence"]
@@ -68,8 +78,10 @@ def cls_gate(report: dict[str, Any], enabled: bool, min_f1: float, min_gain: flo
     if weak:
         failures.append(f"it cannot tell classes {', '.join(weak)} from their label prior")
     if unmeasured:
-        notes.append(f"not measurable against their prior (fewer than {min_class_images} held-out images with or "
-                     f"without them): {', '.join(unmeasured)}")
+        notes.append(
+            f"not measurable against their prior (fewer than {min_class_images} held-out images with or "
+            f"without them): {', '.join(unmeasured)}"
+        )
     if f1 < min_f1:
         failures.append(f"micro-F1 {f1:.3f} is below gates.min_cls_f1 {min_f1}")
     judged = "compared with the label prior" if min_gain is not None else "label prior not judged (min_prior_gain null)"
@@ -77,15 +89,22 @@ def cls_gate(report: dict[str, Any], enabled: bool, min_f1: float, min_gain: flo
     if notes:
         context += "; " + "; ".join(notes)
     if not failures:
-        prior_part = ("" if min_gain is None or not compared else
-                      f" beat the label prior by at least gates.min_prior_gain {min_gain} of the gap to 1 and")
-        return True, (f"cls gate passed: held-out micro-F1 {f1:.3f}"
-                      + (f", mAP {mAP:.3f}" if mAP is not None else "")
-                      + f"{prior_part} reached gates.min_cls_f1 {min_f1} ({context})")
+        prior_part = (
+            ""
+            if min_gain is None or not compared
+            else f" beat the label prior by at least gates.min_prior_gain {min_gain} of the gap to 1 and"
+        )
+        return True, (
+            f"cls gate passed: held-out micro-F1 {f1:.3f}"
+            + (f", mAP {mAP:.3f}" if mAP is not None else "")
+            + f"{prior_part} reached gates.min_cls_f1 {min_f1} ({context})"
+        )
     advice = "; ".join(dict.fromkeys(c for c in causes if c)) or ""
-    problem = (f"held-out image-level micro-F1 {f1:.3f}: {'; '.join(failures)} (gates.min_prior_gain {min_gain}; "
-               f"{context}): the classifier did not learn these classes and every later stage inherits that; "
-               f"{advice + '; ' if advice else ''}{GATE_ADVICE}")
+    problem = (
+        f"held-out image-level micro-F1 {f1:.3f}: {'; '.join(failures)} (gates.min_prior_gain {min_gain}; "
+        f"{context}): the classifier did not learn these classes and every later stage inherits that; "
+        f"{advice + '; ' if advice else ''}{GATE_ADVICE}"
+    )
     if not enabled:
         return True, f"gates.enabled is false, running on: {problem}"
     return False, f"{problem}; gates.enabled: false runs on anyway"
@@ -95,12 +114,21 @@ def _pct(x: float) -> str:
     return "none" if x == -math.inf else f"{100 * x:.0f} %"
 
 
-CAM_ADVICE = ("start from pretrained weights (cls.pretrained: imagenet) or use larger images (cls.resize_long, "
-              "cls.crop), so the classifier sees the objects rather than the scene")
+CAM_ADVICE = (
+    "start from pretrained weights (cls.pretrained: imagenet) or use larger images (cls.resize_long, "
+    "cls.crop), so the classifier sees the objects rather than the scene"
+)
 
 
-def cam_gate(summary: dict[str, Any], stats: dict[str, Any], enabled: bool, min_evidence: float | None,
-             max_overlap: float, min_pairs: int = 5, se_factor: float = 2.0) -> tuple[bool, str]:
+def cam_gate(
+    summary: dict[str, Any],
+    stats: dict[str, Any],
+    enabled: bool,
+    min_evidence: float | None,
+    max_overlap: float,
+    min_pairs: int = 5,
+    se_factor: float = 2.0,
+) -> tuple[bool, str]:
     """The gate after the CAMs on :meth:`wsss.pipeline.calibrate.LocalisationEvidence.summary` and the training labels'
     :func:`wsss.data.statistics.label_statistics`: (pass, message). A class with at least ``min_pairs`` measured
     images fails when its CAM region's keep − area beats the best of the baselines (a centred region of the same
@@ -119,10 +147,12 @@ def cam_gate(summary: dict[str, Any], stats: dict[str, Any], enabled: bool, min_
             continue
         upper = row["evidence"] + se_factor * (row.get("evidence_se") or 0.0)
         if min_evidence is not None and upper < min_evidence:
-            weak.append(f"{name} (present in {100 * prevalence[name]:.0f} % of the images; CAM keep − area "
-                        f"{row['objective']:.3f} vs centre map {row['centre_objective']:.3f}, uniform map "
-                        f"{row['uniform_objective']:.3f}: evidence {row['evidence']:.3f}, at most {upper:.3f} with "
-                        f"{se_factor:g} standard errors)")
+            weak.append(
+                f"{name} (present in {100 * prevalence[name]:.0f} % of the images; CAM keep − area "
+                f"{row['objective']:.3f} vs centre map {row['centre_objective']:.3f}, uniform map "
+                f"{row['uniform_objective']:.3f}: evidence {row['evidence']:.3f}, at most {upper:.3f} with "
+                f"{se_factor:g} standard errors)"
+            )
             if prevalence[name] > NEARLY_ALL:
                 advice.append(f"remove or merge {name}, or add images without it")
     same = []
@@ -130,56 +160,80 @@ def cam_gate(summary: dict[str, Any], stats: dict[str, Any], enabled: bool, min_
         a, b = pair.split("|")
         if row["images"] >= min_pairs and row["iou"] > max_overlap:
             jac = stats["jaccard"][index[a]][index[b]]
-            same.append(f"{a} and {b} (their CAM regions overlap at IoU {row['iou']:.2f} on {row['images']} images; "
-                        f"they appear together in {100 * jac:.0f} % of the images with either)")
+            same.append(
+                f"{a} and {b} (their CAM regions overlap at IoU {row['iou']:.2f} on {row['images']} images; "
+                f"they appear together in {100 * jac:.0f} % of the images with either)"
+            )
             advice.append(f"add images with only one of {a}, {b}, or merge them")
-    baseline = (f"compared with a centred region of the same area and a uniform map, at bg_score "
-                f"{summary['bg_score']:.2f}, by the classifier's score with only the region kept")
+    baseline = (
+        f"compared with a centred region of the same area and a uniform map, at bg_score "
+        f"{summary['bg_score']:.2f}, by the classifier's score with only the region kept"
+    )
     if unmeasured:
         baseline += f"; fewer than {min_pairs} images to measure {', '.join(unmeasured)}"
     if not weak and not same:
-        least = min(summary["classes"].items(), key=lambda kv: kv[1]["evidence"] + se_factor * (kv[1].get(
-            "evidence_se") or 0.0), default=None)
+        least = min(
+            summary["classes"].items(),
+            key=lambda kv: kv[1]["evidence"] + se_factor * (kv[1].get("evidence_se") or 0.0),
+            default=None,
+        )
         worst = max(summary["pairs"].items(), key=lambda kv: kv[1]["iou"], default=None)
-        detail = [f"least evidence {least[0]} {least[1]['evidence']:.3f} (+{se_factor:g} standard errors "
-                  f"{least[1]['evidence'] + se_factor * (least[1].get('evidence_se') or 0.0):.3f}) >= "
-                  f"gates.min_cam_evidence {min_evidence}"
-                  ] if least and min_evidence is not None else []
+        detail = (
+            [
+                f"least evidence {least[0]} {least[1]['evidence']:.3f} (+{se_factor:g} standard errors "
+                f"{least[1]['evidence'] + se_factor * (least[1].get('evidence_se') or 0.0):.3f}) >= "
+                f"gates.min_cam_evidence {min_evidence}"
+            ]
+            if least and min_evidence is not None
+            else []
+        )
         if worst:
-            detail.append(f"largest overlap {worst[0].replace('|', '/')} IoU {worst[1]['iou']:.2f} <= "
-                          f"gates.max_cam_overlap {max_overlap}")
+            detail.append(
+                f"largest overlap {worst[0].replace('|', '/')} IoU {worst[1]['iou']:.2f} <= "
+                f"gates.max_cam_overlap {max_overlap}"
+            )
         return True, f"cam gate passed: the CAMs localise every class ({'; '.join(detail)}; {baseline})"
     parts = []
     if weak:
-        parts.append(f"CAMs without localisation evidence for {', '.join(weak)} (below gates.min_cam_evidence "
-                     f"{min_evidence})")
+        parts.append(
+            f"CAMs without localisation evidence for {', '.join(weak)} (below gates.min_cam_evidence {min_evidence})"
+        )
     if same:
         parts.append(f"CAMs that cannot tell {', '.join(same)} apart (above gates.max_cam_overlap {max_overlap})")
-    problem = (f"{'; '.join(parts)} ({baseline}): image-level labels do not say where these classes are, and "
-               f"IRNet and DeepLab would learn the CAMs' mistakes; "
-               f"{'; '.join(dict.fromkeys(advice)) + '; ' if advice else ''}{CAM_ADVICE}")
+    problem = (
+        f"{'; '.join(parts)} ({baseline}): image-level labels do not say where these classes are, and "
+        f"IRNet and DeepLab would learn the CAMs' mistakes; "
+        f"{'; '.join(dict.fromkeys(advice)) + '; ' if advice else ''}{CAM_ADVICE}"
+    )
     if not enabled:
         return True, f"gates.enabled is false, running on: {problem}"
     return False, f"{problem}; gates.enabled: false runs on anyway"
 
 
-SEG_ADVICE = ("train DeepLab longer (seg.iterations; 3x lifted the 6-class synthetic run from 58.4 to 67.1 mIoU), "
-              "or improve its training labels (the pseudo-label warnings of results/summary.md)")
+SEG_ADVICE = (
+    "train DeepLab longer (seg.iterations; 3x lifted the 6-class synthetic run from 58.4 to 67.1 mIoU), "
+    "or improve its training labels (the pseudo-label warnings of results/summary.md)"
+)
 
 
-def seg_gate(fit_miou: float, iou: Sequence[float], class_names: Sequence[str], images: int, enabled: bool,
-             min_fit: float) -> tuple[bool, str]:
+def seg_gate(
+    fit_miou: float, iou: Sequence[float], class_names: Sequence[str], images: int, enabled: bool, min_fit: float
+) -> tuple[bool, str]:
     """The gate after train_seg (rule seg_gate): (pass, message). DeepLab trained on its labels should reproduce
     them on those images; a fit mIoU below ``min_fit`` means it underfits them (or they contradict each other),
     and its predictions fall below its own pseudo labels. A disabled gate passes with the same message."""
     worst = min(((v, n) for v, n in zip(iou, class_names) if not math.isnan(v)), default=(math.nan, "?"))
     context = f"{images} training images; least reproduced class {worst[1]} {100 * worst[0]:.1f}"
     if fit_miou >= min_fit:
-        return True, (f"seg gate passed: DeepLab reproduces its training labels at {100 * fit_miou:.1f} mIoU >= "
-                      f"gates.min_seg_fit {min_fit} ({context})")
-    problem = (f"DeepLab reproduces its own training labels at only {100 * fit_miou:.1f} mIoU ({context}), below "
-               f"gates.min_seg_fit {min_fit}: it did not learn them and its predictions would fall below the pseudo "
-               f"labels; {SEG_ADVICE}")
+        return True, (
+            f"seg gate passed: DeepLab reproduces its training labels at {100 * fit_miou:.1f} mIoU >= "
+            f"gates.min_seg_fit {min_fit} ({context})"
+        )
+    problem = (
+        f"DeepLab reproduces its own training labels at only {100 * fit_miou:.1f} mIoU ({context}), below "
+        f"gates.min_seg_fit {min_fit}: it did not learn them and its predictions would fall below the pseudo "
+        f"labels; {SEG_ADVICE}"
+    )
     if not enabled:
         return True, f"gates.enabled is false, running on: {problem}"
     return False, f"{problem}; gates.enabled: false runs on anyway"

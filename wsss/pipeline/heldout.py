@@ -10,14 +10,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from wsss.pipeline.classify import image_scores
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.transforms import normalize, to_chw
+from wsss.pipeline.classify import image_scores
 from wsss.pipeline.evaluate import F1Counter
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ COLUMNS = ("heldout_map", "heldout_f1")
 def holdout_hash(image_id: str) -> float:
     """A number in [0, 1) from the SHA-256 of the salted id (first 8 bytes)."""
     digest = hashlib.sha256(HOLDOUT_SALT + image_id.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0 ** 64
+    return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
 def holdout_split(ids: Sequence[str], fraction: float) -> tuple[list[str], list[str]]:
@@ -87,8 +88,14 @@ class HeldoutEvaluator:
 
     columns = COLUMNS
 
-    def __init__(self, data: VOCLayoutDataset, ids: Sequence[str], device: torch.device, batch_size: int,
-                 score_fn: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor] = image_scores) -> None:
+    def __init__(
+        self,
+        data: VOCLayoutDataset,
+        ids: Sequence[str],
+        device: torch.device,
+        batch_size: int,
+        score_fn: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor] = image_scores,
+    ) -> None:
         if not ids:
             raise ValueError("no held-out images")
         self.data, self.ids, self.device, self.batch_size = data, list(ids), device, max(1, batch_size)
@@ -131,8 +138,7 @@ class HeldoutEvaluator:
 
     def __call__(self, model: torch.nn.Module) -> dict[str, float]:
         scores = self.scores(model)
-        return {"heldout_map": mean_average_precision(scores, self.labels),
-                "heldout_f1": micro_f1(scores, self.labels)}
+        return {"heldout_map": mean_average_precision(scores, self.labels), "heldout_f1": micro_f1(scores, self.labels)}
 
 
 class HeldoutTracker:
@@ -142,8 +148,9 @@ class HeldoutTracker:
     decides :attr:`should_stop`. The whole state goes into the training checkpoint, so a resumed run stops at the
     same step and keeps the same weights as an uninterrupted one."""
 
-    def __init__(self, key: str = "heldout_map", min_delta: float = 0.0, patience: int | None = None,
-                 keep_best: bool = False) -> None:
+    def __init__(
+        self, key: str = "heldout_map", min_delta: float = 0.0, patience: int | None = None, keep_best: bool = False
+    ) -> None:
         self.key, self.min_delta, self.patience, self.keep_best = key, min_delta, patience, keep_best
         self.history: list[dict[str, float]] = []
         self.best_index: int | None = None
@@ -177,8 +184,12 @@ class HeldoutTracker:
         return self.patience is not None and self.since_best >= self.patience
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": [dict(h) for h in self.history], "best_index": -1 if self.best_index is None else
-                self.best_index, "since_best": self.since_best, "best_state": self.best_state or {}}
+        return {
+            "history": [dict(h) for h in self.history],
+            "best_index": -1 if self.best_index is None else self.best_index,
+            "since_best": self.since_best,
+            "best_state": self.best_state or {},
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.history = [dict(h) for h in state["history"]]
@@ -203,22 +214,38 @@ def prior_report(scores: np.ndarray, labels: np.ndarray, classes: Sequence[str])
         pred = s > 0.5
         tp = int((pred & y).sum())
         f1 = 2 * tp / (int(pred.sum()) + pos) if pred.sum() + pos else None
-        rows[name] = {"positives": pos, "negatives": int(len(y) - pos), "prevalence": p,
-                      "ap": _finite(average_precision(s, y)) if pos else None, "f1": f1,
-                      "prior_f1": 2 * p / (1 + p) if pos else None}
+        rows[name] = {
+            "positives": pos,
+            "negatives": int(len(y) - pos),
+            "prevalence": p,
+            "ap": _finite(average_precision(s, y)) if pos else None,
+            "f1": f1,
+            "prior_f1": 2 * p / (1 + p) if pos else None,
+        }
     measured = [r["prevalence"] for r in rows.values() if r["positives"]]
-    return {"prior_map": float(np.mean(measured)) if measured else None,
-            "map": _finite(mean_average_precision(scores, labels)), "classes": rows}
+    return {
+        "prior_map": float(np.mean(measured)) if measured else None,
+        "map": _finite(mean_average_precision(scores, labels)),
+        "classes": rows,
+    }
 
 
 def _finite(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-def training_report(tracker: HeldoutTracker, result: dict[str, Any], *, auto: bool, held_images: int,
-                    train_images: int, min_delta: float, patience: int,
-                    baseline_f1: float | None = None,
-                    prior: dict[str, Any] | None = None) -> tuple[dict[str, Any], str, bool]:
+def training_report(
+    tracker: HeldoutTracker,
+    result: dict[str, Any],
+    *,
+    auto: bool,
+    held_images: int,
+    train_images: int,
+    min_delta: float,
+    patience: int,
+    baseline_f1: float | None = None,
+    prior: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], str, bool]:
     """(``cls/heldout.json`` contents, the log line, whether it is a warning) after :func:`wsss.engine.train.fit`.
 
     The reported metrics are those of the weights kept: the best evaluation under ``epochs: auto``, else the last
@@ -229,32 +256,54 @@ def training_report(tracker: HeldoutTracker, result: dict[str, Any], *, auto: bo
     steps, max_steps = int(result["steps"]), int(result["max_steps"])
     kept = tracker.best if auto else tracker.last
     still_improving = bool(auto and not result["stopped_early"] and tracker.best is not None)
-    report = {"held_out_images": held_images, "train_images": train_images, "epochs": "auto" if auto else "fixed",
-              "steps": steps, "max_steps": max_steps, "stopped_early": bool(result["stopped_early"]),
-              "still_improving": still_improving, "kept_step": None if kept is None else int(kept["step"]),
-              "map": _finite(kept["heldout_map"]) if kept else None,
-              "f1": _finite(kept["heldout_f1"]) if kept else None, "baseline_f1": _finite(baseline_f1),
-              "prior": prior,
-              "evaluations": [{k: (_finite(v) if k != "step" else int(v)) for k, v in h.items()}
-                              for h in tracker.history]}
+    report = {
+        "held_out_images": held_images,
+        "train_images": train_images,
+        "epochs": "auto" if auto else "fixed",
+        "steps": steps,
+        "max_steps": max_steps,
+        "stopped_early": bool(result["stopped_early"]),
+        "still_improving": still_improving,
+        "kept_step": None if kept is None else int(kept["step"]),
+        "map": _finite(kept["heldout_map"]) if kept else None,
+        "f1": _finite(kept["heldout_f1"]) if kept else None,
+        "baseline_f1": _finite(baseline_f1),
+        "prior": prior,
+        "evaluations": [{k: (_finite(v) if k != "step" else int(v)) for k, v in h.items()} for h in tracker.history],
+    }
     if kept is None:
-        return report, (f"trained {steps} steps; no held-out images (cls.holdout_fraction 0): the classifier is "
-                        f"not measured"), True
-    measured = (f"held-out mAP {kept['heldout_map']:.3f}, micro-F1 {kept['heldout_f1']:.3f} on {held_images} "
-                f"images")
+        return (
+            report,
+            (f"trained {steps} steps; no held-out images (cls.holdout_fraction 0): the classifier is not measured"),
+            True,
+        )
+    measured = f"held-out mAP {kept['heldout_map']:.3f}, micro-F1 {kept['heldout_f1']:.3f} on {held_images} images"
     if not auto:
         return report, f"trained {steps} steps (fixed epochs); {measured} (final weights)", False
     if result["stopped_early"]:
-        return report, (f"epochs auto: stopped after {steps} of at most {max_steps} steps: held-out mAP did not "
-                        f"improve by more than {min_delta} in {patience} evaluations; kept the weights of step "
-                        f"{kept['step']}: {measured}"), False
-    return report, (f"epochs auto: reached cls.max_epochs ({max_steps} steps) while held-out mAP was still "
-                    f"improving (best at step {kept['step']}, {tracker.since_best} evaluation(s) since): kept it, "
-                    f"{measured}; raise cls.max_epochs to train longer"), True
+        return (
+            report,
+            (
+                f"epochs auto: stopped after {steps} of at most {max_steps} steps: held-out mAP did not "
+                f"improve by more than {min_delta} in {patience} evaluations; kept the weights of step "
+                f"{kept['step']}: {measured}"
+            ),
+            False,
+        )
+    return (
+        report,
+        (
+            f"epochs auto: reached cls.max_epochs ({max_steps} steps) while held-out mAP was still "
+            f"improving (best at step {kept['step']}, {tracker.since_best} evaluation(s) since): kept it, "
+            f"{measured}; raise cls.max_epochs to train longer"
+        ),
+        True,
+    )
 
 
-def pseudo_coverage(num_classes: int, ids: Sequence[str], cam_paths: dict[str, Any], label_paths: dict[str, Any],
-                    min_pixels: float) -> dict[str, np.ndarray]:
+def pseudo_coverage(
+    num_classes: int, ids: Sequence[str], cam_paths: dict[str, Any], label_paths: dict[str, Any], min_pixels: float
+) -> dict[str, np.ndarray]:
     """Per foreground class over ``ids``: ``classifier`` = images whose stored image-level probability (the CAM
     record's ``scores``) exceeds 0.5, ``pseudo`` = images whose pseudo-label map gives the class at least
     ``min_pixels`` of the image's non-ignored pixels, ``labelled`` = images labelled with it (the CAM keys)."""
@@ -264,7 +313,7 @@ def pseudo_coverage(num_classes: int, ids: Sequence[str], cam_paths: dict[str, A
     counts = {k: np.zeros(num_classes - 1, np.int64) for k in ("classifier", "pseudo", "labelled")}
     for image_id in ids:
         rec = load_cam(cam_paths[image_id])
-        counts["classifier"] += np.asarray(rec.scores, np.float64).ravel()[:num_classes - 1] > 0.5
+        counts["classifier"] += np.asarray(rec.scores, np.float64).ravel()[: num_classes - 1] > 0.5
         counts["labelled"][np.asarray(rec.keys, np.int64)] += 1
         labels = read_label_png(label_paths[image_id], num_classes)
         valid = max(1, int((labels != 255).sum()))
@@ -273,8 +322,9 @@ def pseudo_coverage(num_classes: int, ids: Sequence[str], cam_paths: dict[str, A
     return counts
 
 
-def coverage_warnings(counts: dict[str, np.ndarray], classes: Sequence[str], images: int, ratio: float,
-                      min_pixels: float) -> list[str]:
+def coverage_warnings(
+    counts: dict[str, np.ndarray], classes: Sequence[str], images: int, ratio: float, min_pixels: float
+) -> list[str]:
     """One line per foreground class whose classifier and pseudo-label image counts disagree: the larger is at least
     5 images and 5 % of ``images``, and the smaller is below ``ratio`` times it. ``classes``: foreground names."""
     lines = []
@@ -283,14 +333,29 @@ def coverage_warnings(counts: dict[str, np.ndarray], classes: Sequence[str], ima
         found, covered = int(counts["classifier"][k]), int(counts["pseudo"][k])
         where = f"(of {images} images; covered = at least {100 * min_pixels:g} % of the pixels)"
         if found >= many and covered < ratio * found:
-            lines.append(f"class {name!r}: the classifier finds it in {found} images but the pseudo labels cover it "
-                         f"in only {covered} {where}")
+            lines.append(
+                f"class {name!r}: the classifier finds it in {found} images but the pseudo labels cover it "
+                f"in only {covered} {where}"
+            )
         elif covered >= many and found < ratio * covered:
-            lines.append(f"class {name!r}: the pseudo labels cover it in {covered} images but the classifier finds "
-                         f"it in only {found} {where}")
+            lines.append(
+                f"class {name!r}: the pseudo labels cover it in {covered} images but the classifier finds "
+                f"it in only {found} {where}"
+            )
     return lines
 
 
-__all__ = ["COLUMNS", "HeldoutEvaluator", "HeldoutTracker", "average_precision", "coverage_warnings", "holdout_hash", "holdout_split",
-           "mean_average_precision", "micro_f1", "prior_report", "pseudo_coverage",
-           "training_report"]
+__all__ = [
+    "COLUMNS",
+    "HeldoutEvaluator",
+    "HeldoutTracker",
+    "average_precision",
+    "coverage_warnings",
+    "holdout_hash",
+    "holdout_split",
+    "mean_average_precision",
+    "micro_f1",
+    "prior_report",
+    "pseudo_coverage",
+    "training_report",
+]

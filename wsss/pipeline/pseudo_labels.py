@@ -28,21 +28,21 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from wsss.runtime.progress import progress
 
 from wsss.artifacts.cam import index_cam_dirs, load_cam
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.transforms import normalize, to_chw
-from wsss.runtime.errors import InputError
-from wsss.pipeline.evaluate import labels_at_thresholds
-from wsss.runtime.io import read_label_png, read_rgb, write_label_png
 from wsss.engine.metrics import ConfusionMatrix
+from wsss.engine.train import MicroBatch, Objective
 from wsss.models.backbone import FROM_CLS, build_resnet, build_weights, init_from_classifier
 from wsss.models.irn import IRNet
 from wsss.ops.crf import ir_label
 from wsss.ops.path_index import PathIndex
 from wsss.ops.random_walk import random_walk
-from wsss.engine.train import MicroBatch, Objective
+from wsss.pipeline.evaluate import labels_at_thresholds
+from wsss.runtime.errors import InputError
+from wsss.runtime.io import read_label_png, read_rgb, write_label_png
+from wsss.runtime.progress import progress
 
 EPS = 1e-5
 PAD_MULTIPLE = 16
@@ -52,12 +52,22 @@ PAD_MULTIPLE = 16
 
 def ir_label_options(params: Mapping[str, Any]) -> dict[str, Any]:
     """The keyword arguments of :func:`wsss.ops.crf.ir_label` from the ``irn`` config section."""
-    return {"conf_fg": params["conf_fg"], "conf_bg": params["conf_bg"], "gt_prob": params["crf_gt_prob"],
-            "iters": params["crf_iters"], "pos": tuple(params["crf_pos"]), "bi": tuple(params["crf_bi"])}
+    return {
+        "conf_fg": params["conf_fg"],
+        "conf_bg": params["conf_bg"],
+        "gt_prob": params["crf_gt_prob"],
+        "iters": params["crf_iters"],
+        "pos": tuple(params["crf_pos"]),
+        "bi": tuple(params["crf_bi"]),
+    }
 
 
-def ir_label_file(image_path: str | os.PathLike[str], cam_path: str | os.PathLike[str],
-                  out_path: str | os.PathLike[str], options: Mapping[str, Any]) -> tuple[int, int, int]:
+def ir_label_file(
+    image_path: str | os.PathLike[str],
+    cam_path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    options: Mapping[str, Any],
+) -> tuple[int, int, int]:
     """Read one image and its CAM record, write its IR label PNG; returns (foreground, background, ignore) pixels."""
     image = read_rgb(image_path)
     rec = load_cam(cam_path)
@@ -88,15 +98,21 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
-def write_ir_labels(tasks: Sequence[tuple[str, str | os.PathLike[str], str | os.PathLike[str]]],
-                    out_dir: str | os.PathLike[str], options: Mapping[str, Any], workers: int = 1) -> dict[str, int]:
+def write_ir_labels(
+    tasks: Sequence[tuple[str, str | os.PathLike[str], str | os.PathLike[str]]],
+    out_dir: str | os.PathLike[str],
+    options: Mapping[str, Any],
+    workers: int = 1,
+) -> dict[str, int]:
     """IR labels of ``(image_id, image_path, cam_path)`` tasks as ``out_dir/<id>.png``, over ``workers`` processes.
 
     Workers (spawned, one torch thread each) read their own inputs and write their own PNG (atomically); results
     come back in task order. Returns pixel totals ``{"foreground", "background", "ignore"}``.
     """
-    jobs = [(str(image_path), str(cam_path), str(Path(out_dir) / f"{image_id}.png"), dict(options))
-            for image_id, image_path, cam_path in tasks]
+    jobs = [
+        (str(image_path), str(cam_path), str(Path(out_dir) / f"{image_id}.png"), dict(options))
+        for image_id, image_path, cam_path in tasks
+    ]
     totals = np.zeros(3, dtype=np.int64)
     bar = dict(total=len(jobs), desc="ir_label", mininterval=5.0)
     if workers <= 1 or len(jobs) <= 1:
@@ -118,16 +134,27 @@ def backbone_depth(params: Mapping[str, Any], cls_depth: int) -> int:
     return int(cls_depth) if params["pretrained"] == FROM_CLS else int(params["backbone"])
 
 
-def build_irn(params: Mapping[str, Any], cls_depth: int, cls_model: str | os.PathLike[str] | None = None,
-              cache_dir: str | os.PathLike[str] | None = None, pretrained: bool = True) -> IRNet:
+def build_irn(
+    params: Mapping[str, Any],
+    cls_depth: int,
+    cls_model: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    pretrained: bool = True,
+) -> IRNet:
     """IRNet from the ``irn`` config section. ``pretrained``: ``imagenet``, ``none``, a state-dict file, or
     ``from_cls`` (the backbone of the trained classifier ``cls_model``). ``pretrained=False`` builds random weights
     (a trained IRNet state dict is loaded next)."""
     depth = backbone_depth(params, cls_depth)
     source = params["pretrained"] if pretrained else "none"
-    backbone = build_resnet(depth, strides=(2, 2, 2, 1), weights=build_weights(source),
-                            sha256=params["pretrained_sha256"] if pretrained else None, cache_dir=cache_dir,
-                            norm="fixed", freeze_stem=True)
+    backbone = build_resnet(
+        depth,
+        strides=(2, 2, 2, 1),
+        weights=build_weights(source),
+        sha256=params["pretrained_sha256"] if pretrained else None,
+        cache_dir=cache_dir,
+        norm="fixed",
+        freeze_stem=True,
+    )
     init_from_classifier(backbone, source, cls_model, "irn")
     return IRNet(backbone)
 
@@ -136,8 +163,11 @@ def check_train_params(params: Mapping[str, Any]) -> None:
     """Reject a crop the radius-``radius`` pair geometry cannot use: crop/4 must exceed 2·(radius − 1)."""
     crop, radius = int(params["crop"]), int(params["radius"])
     if crop % 4 or crop // 4 <= 2 * (radius - 1):
-        raise InputError("config: irn.crop", f"{crop} must be a multiple of 4 above {8 * (radius - 1)} (the "
-                                             f"stride-4 label must be wider than 2·(radius − 1) for radius {radius})")
+        raise InputError(
+            "config: irn.crop",
+            f"{crop} must be a multiple of 4 above {8 * (radius - 1)} (the "
+            f"stride-4 label must be wider than 2·(radius − 1) for radius {radius})",
+        )
 
 
 def optimizer_groups(model: IRNet, lr_mult_disp: float) -> list[dict[str, Any]]:
@@ -149,8 +179,9 @@ def optimizer_groups(model: IRNet, lr_mult_disp: float) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------- IRN loss (docs/method.md#irnet-training)
 
 
-def pair_loss_maps(edge_logits: torch.Tensor, displacement: torch.Tensor,
-                   path_index: PathIndex) -> dict[str, torch.Tensor]:
+def pair_loss_maps(
+    edge_logits: torch.Tensor, displacement: torch.Tensor, path_index: PathIndex
+) -> dict[str, torch.Tensor]:
     """Per-pair loss maps before masking: ``pos_aff``/``neg_aff`` N×K×h'×w', ``dp_fg``/``dp_bg`` N×2×K×h'×w'.
 
     a = 1 − max sigmoid(edge) along the pair's path; pos = −log(a + 1e-5), neg = −log(1 + 1e-5 − a);
@@ -159,8 +190,12 @@ def pair_loss_maps(edge_logits: torch.Tensor, displacement: torch.Tensor,
     aff = path_index.path_affinity(torch.sigmoid(edge_logits))
     pair = path_index.pair_difference(displacement)
     delta = path_index.offsets_tensor.to(device=pair.device, dtype=pair.dtype).t()[None, :, :, None, None]
-    return {"pos_aff": -torch.log(aff + EPS), "neg_aff": -torch.log(1.0 + EPS - aff),
-            "dp_fg": (pair - delta).abs(), "dp_bg": pair.abs()}
+    return {
+        "pos_aff": -torch.log(aff + EPS),
+        "neg_aff": -torch.log(1.0 + EPS - aff),
+        "dp_fg": (pair - delta).abs(),
+        "dp_bg": pair.abs(),
+    }
 
 
 PAIR_KINDS = ("bg_pos", "fg_pos", "neg")
@@ -171,8 +206,9 @@ def pair_label_counts(pairs: Mapping[str, torch.Tensor]) -> torch.Tensor:
     return torch.stack([pairs[k].sum() for k in PAIR_KINDS]).to(torch.float64)
 
 
-def aggregate_losses(maps: Mapping[str, torch.Tensor], pairs: Mapping[str, torch.Tensor],
-                     totals: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+def aggregate_losses(
+    maps: Mapping[str, torch.Tensor], pairs: Mapping[str, torch.Tensor], totals: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
     """IRN's loss from the pair maps and the bool pair labels ``bg_pos``/``fg_pos``/``neg`` (N×K×h'×w'):
 
     pos_aff = ½[Σ bg_pos·L_pos/(Σ bg_pos + ε) + Σ fg_pos·L_pos/(Σ fg_pos + ε)],
@@ -199,8 +235,13 @@ def aggregate_losses(maps: Mapping[str, torch.Tensor], pairs: Mapping[str, torch
     return terms
 
 
-def irn_loss(edge_logits: torch.Tensor, displacement: torch.Tensor, labels: torch.Tensor,
-             path_index: PathIndex, totals: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+def irn_loss(
+    edge_logits: torch.Tensor,
+    displacement: torch.Tensor,
+    labels: torch.Tensor,
+    path_index: PathIndex,
+    totals: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
     """All IRN loss terms (see :func:`aggregate_losses`) for a batch: labels N×h×w (0, class ids, 255) at the
     resolution of the N×1×h×w edge logits and N×2×h×w displacement (computed in float32)."""
     maps = pair_loss_maps(edge_logits.float(), displacement.float(), path_index)
@@ -219,8 +260,9 @@ class IRNObjective(Objective):
         # where the batch goes (the GPU when there is one), without the N×K×h'×w' pair labels
         return self.path_index.pair_label_counts(batch["label"].to(self.device, non_blocking=True))
 
-    def loss(self, model: torch.nn.Module, batch: Mapping[str, Any],
-             micro: MicroBatch | None) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(
+        self, model: torch.nn.Module, batch: Mapping[str, Any], micro: MicroBatch | None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         images = batch["image"].to(self.device, non_blocking=True)
         labels = batch["label"].to(self.device, non_blocking=True)
         edge, disp = model(images)
@@ -228,8 +270,9 @@ class IRNObjective(Objective):
         return terms["total"], {k: float(v.detach()) for k, v in terms.items() if k != "total"}
 
 
-def training_step(model: IRNet, batch: Mapping[str, Any], path_index: PathIndex,
-                  device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
+def training_step(
+    model: IRNet, batch: Mapping[str, Any], path_index: PathIndex, device: torch.device
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Forward and loss of one whole batch (means over its pairs); the parts are logged by :func:`wsss.engine.train.fit`."""
     return IRNObjective(path_index, device).loss(model, batch, None)
 
@@ -261,8 +304,15 @@ def boundary_map(model: IRNet, image: torch.Tensor, canvas: int | None = None) -
 
 
 @torch.no_grad()
-def walk_scores(cam4: torch.Tensor | np.ndarray, keys: np.ndarray | Sequence[int], boundary: torch.Tensor,
-                size: tuple[int, int], radius: int = 5, beta: float = 10.0, exp_times: int = 8) -> torch.Tensor | None:
+def walk_scores(
+    cam4: torch.Tensor | np.ndarray,
+    keys: np.ndarray | Sequence[int],
+    boundary: torch.Tensor,
+    size: tuple[int, int],
+    radius: int = 5,
+    beta: float = 10.0,
+    exp_times: int = 8,
+) -> torch.Tensor | None:
     """The random walk's class scores of one image: Cv×H×W in [0, 1] (``None`` when there are no keys or the seeds
     vanish everywhere).
 
@@ -275,8 +325,10 @@ def walk_scores(cam4: torch.Tensor | np.ndarray, keys: np.ndarray | Sequence[int
     cam = torch.as_tensor(np.asarray(cam4, dtype=np.float32) if not isinstance(cam4, torch.Tensor) else cam4)
     cam = cam.to(device=boundary.device, dtype=torch.float32)
     if cam.ndim != 3 or cam.shape[0] != keys.size or tuple(cam.shape[1:]) != tuple(boundary.shape):
-        raise ValueError(f"CAM {tuple(cam.shape)} must be Cv×h×w with Cv = {keys.size} keys and h×w = boundary "
-                         f"{tuple(boundary.shape)}")
+        raise ValueError(
+            f"CAM {tuple(cam.shape)} must be Cv×h×w with Cv = {keys.size} keys and h×w = boundary "
+            f"{tuple(boundary.shape)}"
+        )
     if 4 * boundary.shape[0] < height or 4 * boundary.shape[1] < width:
         raise ValueError(f"boundary {tuple(boundary.shape)} is too small for an image of {size} at stride 4")
     if keys.size == 0:
@@ -289,20 +341,34 @@ def walk_scores(cam4: torch.Tensor | np.ndarray, keys: np.ndarray | Sequence[int
     return up / peak
 
 
-def pseudo_label(cam4: torch.Tensor | np.ndarray, keys: np.ndarray | Sequence[int], boundary: torch.Tensor,
-                 size: tuple[int, int], radius: int = 5, beta: float = 10.0, exp_times: int = 8,
-                 bg_threshold: float = 0.25) -> np.ndarray:
+def pseudo_label(
+    cam4: torch.Tensor | np.ndarray,
+    keys: np.ndarray | Sequence[int],
+    boundary: torch.Tensor,
+    size: tuple[int, int],
+    radius: int = 5,
+    beta: float = 10.0,
+    exp_times: int = 8,
+    bg_threshold: float = 0.25,
+) -> np.ndarray:
     """Pseudo label (uint8 H×W, 0 = background, class ids keys + 1, never 255) by IRN's random walk: the
     :func:`walk_scores` with a constant background channel ``bg_threshold`` prepended; argmax (ties → background)
     mapped through [0] + (keys + 1). No keys, or seeds that vanish everywhere, give all background.
     """
-    return labels_from_walk(walk_scores(cam4, keys, boundary, size, radius, beta, exp_times), keys, size,
-                            [bg_threshold])[0]
+    return labels_from_walk(
+        walk_scores(cam4, keys, boundary, size, radius, beta, exp_times), keys, size, [bg_threshold]
+    )[0]
 
 
-def iter_walk_scores(model: IRNet, data: VOCLayoutDataset, ids: Sequence[str],
-                     cam_dirs: Sequence[str | os.PathLike[str]], params: Mapping[str, Any], device: torch.device,
-                     desc: str = "walk") -> Iterable[tuple[str, np.ndarray, np.ndarray, torch.Tensor | None]]:
+def iter_walk_scores(
+    model: IRNet,
+    data: VOCLayoutDataset,
+    ids: Sequence[str],
+    cam_dirs: Sequence[str | os.PathLike[str]],
+    params: Mapping[str, Any],
+    device: torch.device,
+    desc: str = "walk",
+) -> Iterable[tuple[str, np.ndarray, np.ndarray, torch.Tensor | None]]:
     """Per image of ``ids``: ``(id, RGB image, keys, walk scores)``: the IRNet boundary map (``params`` = the
     ``irn`` section: boundary_canvas, rw_radius, beta, exp_times) and the :func:`walk_scores` of its stored CAM.
     A CAM of another size than its image is an InputError naming the CAM file."""
@@ -312,16 +378,25 @@ def iter_walk_scores(model: IRNet, data: VOCLayoutDataset, ids: Sequence[str],
             image = data.image(image_id)
             rec = load_cam(cam_paths[image_id])
             if tuple(rec.size) != image.shape[:2]:
-                raise InputError(cam_paths[image_id], f"CAM of image size {rec.size} but the image is "
-                                                      f"{image.shape[:2]}")
-            boundary = boundary_map(model, torch.from_numpy(to_chw(normalize(image))).to(device),
-                                    params["boundary_canvas"])
-            yield image_id, image, rec.keys, walk_scores(rec.cam, rec.keys, boundary, rec.size, params["rw_radius"],
-                                                         params["beta"], params["exp_times"])
+                raise InputError(
+                    cam_paths[image_id], f"CAM of image size {rec.size} but the image is {image.shape[:2]}"
+                )
+            boundary = boundary_map(
+                model, torch.from_numpy(to_chw(normalize(image))).to(device), params["boundary_canvas"]
+            )
+            yield (
+                image_id,
+                image,
+                rec.keys,
+                walk_scores(
+                    rec.cam, rec.keys, boundary, rec.size, params["rw_radius"], params["beta"], params["exp_times"]
+                ),
+            )
 
 
-def labels_from_walk(scores: torch.Tensor | None, keys: np.ndarray | Sequence[int], size: tuple[int, int],
-                     bg_thresholds: Sequence[float]) -> list[np.ndarray]:
+def labels_from_walk(
+    scores: torch.Tensor | None, keys: np.ndarray | Sequence[int], size: tuple[int, int], bg_thresholds: Sequence[float]
+) -> list[np.ndarray]:
     """The pseudo labels of :func:`walk_scores` at each of ``bg_thresholds`` (see :func:`pseudo_label`; the argmax
     is computed once, :func:`wsss.pipeline.evaluate.labels_at_thresholds`)."""
     keys = np.asarray(keys, dtype=np.int64).reshape(-1)
@@ -342,7 +417,22 @@ def evaluate_labels(data: VOCLayoutDataset, ids: Iterable[str], label_paths: Map
     return cm
 
 
-__all__ = ["IRNObjective", "PAIR_KINDS", "aggregate_losses", "backbone_depth", "boundary_map", "build_irn",
-           "check_train_params", "evaluate_labels", "ir_label_file", "ir_label_options", "irn_loss",
-           "optimizer_groups", "pair_label_counts", "pair_loss_maps", "pseudo_label", "training_step",
-           "write_ir_labels"]
+__all__ = [
+    "PAIR_KINDS",
+    "IRNObjective",
+    "aggregate_losses",
+    "backbone_depth",
+    "boundary_map",
+    "build_irn",
+    "check_train_params",
+    "evaluate_labels",
+    "ir_label_file",
+    "ir_label_options",
+    "irn_loss",
+    "optimizer_groups",
+    "pair_label_counts",
+    "pair_loss_maps",
+    "pseudo_label",
+    "training_step",
+    "write_ir_labels",
+]

@@ -23,25 +23,30 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from wsss.runtime.progress import progress
 
-from wsss.runtime import distributed
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.irn_data import index_label_dirs
-from wsss.runtime.errors import InputError
-from wsss.runtime.io import IGNORE, atomic_path, index_shard_files, read_label_png, write_label_png
-from wsss.engine.metrics import ConfusionMatrix
 from wsss.data.seg_data import normalize_image
 from wsss.data.transforms import to_chw
+from wsss.engine.metrics import ConfusionMatrix
+from wsss.engine.train import MicroBatch, Objective, check_batch_split, load_state_dict_file
 from wsss.models.backbone import FROM_CLS, build_weights, init_from_classifier
 from wsss.models.deeplab import MSC, _halve, build_deeplab
 from wsss.ops.crf import crf_labels_from_probs
-from wsss.engine.train import MicroBatch, Objective, check_batch_split
-from wsss.engine.train import load_state_dict_file
+from wsss.runtime import distributed
+from wsss.runtime.errors import InputError
+from wsss.runtime.io import IGNORE, atomic_path, index_shard_files, read_label_png, write_label_png
+from wsss.runtime.progress import progress
+
 
 # ----------------------------------------------------------------------------------------------------- training
-def build_segmenter(params: dict[str, Any], num_classes: int, cache_dir: str | os.PathLike[str] | None = None,
-                    pretrained: bool = True, cls_model: str | os.PathLike[str] | None = None) -> MSC:
+def build_segmenter(
+    params: dict[str, Any],
+    num_classes: int,
+    cache_dir: str | os.PathLike[str] | None = None,
+    pretrained: bool = True,
+    cls_model: str | os.PathLike[str] | None = None,
+) -> MSC:
     """DeepLabV2-MSC from the ``seg`` config section; ``pretrained=False`` skips the initial weights (when a trained
     state dict is loaded next anyway).
 
@@ -51,26 +56,41 @@ def build_segmenter(params: dict[str, Any], num_classes: int, cache_dir: str | o
     weights = params["pretrained"] if pretrained else "none"
     from_cls = weights == FROM_CLS
     if params["style"] == "caffe" and (weights == "imagenet" or from_cls):
-        raise InputError("seg.style", f"'caffe' expects converted Caffe weights (a local file in seg.pretrained) or "
-                                      f"none, not {weights}; use style torchvision")
+        raise InputError(
+            "seg.style",
+            f"'caffe' expects converted Caffe weights (a local file in seg.pretrained) or "
+            f"none, not {weights}; use style torchvision",
+        )
     sha256 = params["pretrained_sha256"] if pretrained else None  # read only when weights are loaded
-    model = build_deeplab(num_classes, depth=params["backbone"], weights=build_weights(weights),
-                          sha256=sha256, cache_dir=cache_dir, norm=params["norm"],
-                          style=params["style"], rates=params["aspp_rates"], msc_scales=params["msc_scales"])
+    model = build_deeplab(
+        num_classes,
+        depth=params["backbone"],
+        weights=build_weights(weights),
+        sha256=sha256,
+        cache_dir=cache_dir,
+        norm=params["norm"],
+        style=params["style"],
+        rates=params["aspp_rates"],
+        msc_scales=params["msc_scales"],
+    )
     init_from_classifier(model.base.backbone, weights, cls_model, "seg")
     return model
 
 
-def load_segmenter(params: dict[str, Any], num_classes: int, path: str | os.PathLike[str],
-                   device: torch.device | str = "cpu") -> MSC:
+def load_segmenter(
+    params: dict[str, Any], num_classes: int, path: str | os.PathLike[str], device: torch.device | str = "cpu"
+) -> MSC:
     """The trained DeepLab of ``path`` (a state dict, read with ``weights_only=True``) in eval mode on ``device``;
     weights that do not fit the ``seg`` settings and ``num_classes`` are an InputError naming the file."""
     model = build_segmenter(params, num_classes, pretrained=False)
     try:
         model.load_state_dict(load_state_dict_file(path))
     except RuntimeError as err:
-        raise InputError(path, f"weights do not fit a ResNet-{params['backbone']} DeepLab with {num_classes} classes "
-                               f"({str(err).splitlines()[0]})") from None
+        raise InputError(
+            path,
+            f"weights do not fit a ResNet-{params['backbone']} DeepLab with {num_classes} classes "
+            f"({str(err).splitlines()[0]})",
+        ) from None
     return model.to(device).eval()
 
 
@@ -100,8 +120,13 @@ def _cross_entropy(logits: torch.Tensor, target: torch.Tensor, total: torch.Tens
     return loss / count.clamp(min=1)
 
 
-def msc_loss(outputs: Sequence[torch.Tensor], labels: torch.Tensor, names: Sequence[str],
-             reduction: str = "sum", totals: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+def msc_loss(
+    outputs: Sequence[torch.Tensor],
+    labels: torch.Tensor,
+    names: Sequence[str],
+    reduction: str = "sum",
+    totals: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """CE (ignore 255) of each MSC training output against ``labels`` nearest-resized to that output's size,
     combined by ``sum`` (kazuto1011) or ``mean`` (rulixiang; docs/method.md#deeplabv2). Returns (loss, {name: value}).
 
@@ -110,8 +135,10 @@ def msc_loss(outputs: Sequence[torch.Tensor], labels: torch.Tensor, names: Seque
     share of the global-batch loss."""
     if reduction not in ("sum", "mean"):
         raise ValueError(f"reduction must be sum or mean, got {reduction!r}")
-    losses = [_cross_entropy(out, resize_labels(labels, out.shape[-2:]), None if totals is None else totals[i])
-              for i, out in enumerate(outputs)]
+    losses = [
+        _cross_entropy(out, resize_labels(labels, out.shape[-2:]), None if totals is None else totals[i])
+        for i, out in enumerate(outputs)
+    ]
     total = torch.stack(losses).sum()
     if reduction == "mean":
         total = total / len(losses)
@@ -133,12 +160,12 @@ def output_sizes(model: MSC, height: int, width: int) -> list[tuple[int, int]]:
 def msc_label_counts(model: MSC, labels: torch.Tensor) -> torch.Tensor:
     """Non-ignored label pixels per MSC training output (labels resized as :func:`msc_loss` does), float64."""
     sizes = output_sizes(model, *labels.shape[-2:])
-    return torch.tensor([float((resize_labels(labels, size) != IGNORE).sum()) for size in sizes],
-                        dtype=torch.float64)
+    return torch.tensor([float((resize_labels(labels, size) != IGNORE).sum()) for size in sizes], dtype=torch.float64)
 
 
-def training_step(model: MSC, batch: dict[str, Any], device: torch.device,
-                  reduction: str = "sum") -> tuple[torch.Tensor, dict[str, float]]:
+def training_step(
+    model: MSC, batch: dict[str, Any], device: torch.device, reduction: str = "sum"
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Forward the MSC model in training mode and return the combined loss with its per-output parts (means over
     this batch's non-ignored pixels)."""
     return SegObjective(device, reduction).loss(model, batch, None)
@@ -155,8 +182,9 @@ class SegObjective(Objective):
     def counts(self, model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         return msc_label_counts(distributed.unwrap(model), batch["label"])
 
-    def loss(self, model: torch.nn.Module, batch: dict[str, Any],
-             micro: MicroBatch | None) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(
+        self, model: torch.nn.Module, batch: dict[str, Any], micro: MicroBatch | None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         images = batch["image"].to(self.device, non_blocking=True)
         labels = batch["label"].to(self.device, non_blocking=True)
         totals = None if micro is None else micro.totals
@@ -169,7 +197,7 @@ def _rounded_length(n: int, scale: float) -> int:
     ``int``. Elsewhere a scale p/q with q a power of two up to 2^16 (0.5, 0.75, 1.25, …: n·scale is exact in
     float64, so the result is the same) is rounded in integers, which torch.export keeps symbolic and can save."""
     if torch.jit.is_scripting():
-        return max(1, int(round(n * scale)))
+        return max(1, int(round(n * scale)))  # noqa: RUF046
     p, q = scale.as_integer_ratio()
     if q > 1 << 16:
         return max(1, round(n * scale))
@@ -229,8 +257,9 @@ class TestTimeSegmenter(torch.nn.Module):
 
 
 @torch.no_grad()
-def predict_logits(model: MSC, image: torch.Tensor, scales: Sequence[float] = (1.0,),
-                   flip: bool = False) -> torch.Tensor:
+def predict_logits(
+    model: MSC, image: torch.Tensor, scales: Sequence[float] = (1.0,), flip: bool = False
+) -> torch.Tensor:
     """Test-time logits (:class:`TestTimeSegmenter`) of one normalised 3×H×W image on its stride-8 grid."""
     if model.training:
         raise ValueError("predict_logits needs the model in eval mode")
@@ -238,8 +267,9 @@ def predict_logits(model: MSC, image: torch.Tensor, scales: Sequence[float] = (1
 
 
 @torch.no_grad()
-def image_logits(model: MSC, rgb: np.ndarray, params: dict[str, Any],
-                 device: torch.device | str = "cpu") -> torch.Tensor:
+def image_logits(
+    model: MSC, rgb: np.ndarray, params: dict[str, Any], device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """Test-time logits of one uint8 RGB H×W×3 image with the ``seg`` settings ``style``, ``test_scales`` and
     ``test_flip`` (normalised as in training; :func:`predict_logits`): float32 C×h×w on the CPU."""
     image = torch.from_numpy(to_chw(normalize_image(rgb, params["style"]))).to(device)
@@ -312,10 +342,18 @@ def crf_refine(image: np.ndarray, logits: np.ndarray | torch.Tensor, crf: Mappin
     ``max_labels`` of them; :func:`wsss.ops.crf.crf_labels_from_probs`); ``label_eps: 0`` is the all-class CRF."""
     settings = dict(crf)
     probs = probs_from_logits(logits, tuple(image.shape[:2]))
-    labels = crf_labels_from_probs(image, probs, eps=float(settings["label_eps"]), top_k=settings["max_labels"],
-                                   iters=int(settings["iters"]), pos_xy_std=settings["pos_xy_std"],
-                                   pos_w=settings["pos_w"], bi_xy_std=settings["bi_xy_std"],
-                                   bi_rgb_std=settings["bi_rgb_std"], bi_w=settings["bi_w"])
+    labels = crf_labels_from_probs(
+        image,
+        probs,
+        eps=float(settings["label_eps"]),
+        top_k=settings["max_labels"],
+        iters=int(settings["iters"]),
+        pos_xy_std=settings["pos_xy_std"],
+        pos_w=settings["pos_w"],
+        bi_xy_std=settings["bi_xy_std"],
+        bi_rgb_std=settings["bi_rgb_std"],
+        bi_w=settings["bi_w"],
+    )
     return labels.astype(np.uint8)
 
 
@@ -342,8 +380,14 @@ def _crf_worker(task: tuple[str, str, str]) -> tuple[str, tuple[str, str] | None
     return image_id, None
 
 
-def crf_shard(root: str | os.PathLike[str], ids: Sequence[str], logit_dirs: Sequence[str | os.PathLike[str]],
-              out_dir: str | os.PathLike[str], crf: Mapping[str, Any], workers: int = 1) -> None:
+def crf_shard(
+    root: str | os.PathLike[str],
+    ids: Sequence[str],
+    logit_dirs: Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    crf: Mapping[str, Any],
+    workers: int = 1,
+) -> None:
     """Write ``<out_dir>/<id>.png`` (CRF-refined ids) for ``ids``, using ``workers`` processes (spawned, one
     torch thread each); ``workers=1`` runs in this process."""
     paths = index_logit_dirs(logit_dirs, ids)
@@ -367,8 +411,12 @@ def _raise_first(results: Any) -> None:
 
 
 # --------------------------------------------------------------------------------------------------- evaluation
-def evaluate_segmentation(data: VOCLayoutDataset, ids: Sequence[str], logit_dirs: Sequence[str | os.PathLike[str]],
-                          crf_dirs: Sequence[str | os.PathLike[str]]) -> dict[str, ConfusionMatrix]:
+def evaluate_segmentation(
+    data: VOCLayoutDataset,
+    ids: Sequence[str],
+    logit_dirs: Sequence[str | os.PathLike[str]],
+    crf_dirs: Sequence[str | os.PathLike[str]],
+) -> dict[str, ConfusionMatrix]:
     """Confusions over ``ids`` of the argmax of the upsampled logits (``no_crf``) and of the CRF labels (``crf``)."""
     n = data.num_classes
     logit_paths = index_logit_dirs(logit_dirs, ids)
@@ -389,8 +437,14 @@ def evaluate_segmentation(data: VOCLayoutDataset, ids: Sequence[str], logit_dirs
     return result
 
 
-def label_fit(model: MSC, data: VOCLayoutDataset, ids: Sequence[str], label_paths: dict[str, Path],
-              params: dict[str, Any], device: torch.device | str = "cpu") -> ConfusionMatrix:
+def label_fit(
+    model: MSC,
+    data: VOCLayoutDataset,
+    ids: Sequence[str],
+    label_paths: dict[str, Path],
+    params: dict[str, Any],
+    device: torch.device | str = "cpu",
+) -> ConfusionMatrix:
     """Confusion over ``ids`` between DeepLab's test-time predictions (:func:`image_logits`) and the label maps it
     trained on (``label_paths``; 255 ignored): how well it fits its own training labels, no mask read."""
     matrix = ConfusionMatrix(data.num_classes)
@@ -481,32 +535,55 @@ def _mean_std(values: Sequence[float | None]) -> str:
     return f"{mean:.2f} ± {std:.2f}"
 
 
-def summary_table(rows: Sequence[SummaryRow], cam_split: str = "val", pseudo_split: str = "val",
-                  seg_split: str = "val", seed_groups: dict[str, Sequence[str]] | None = None,
-                  warnings: Sequence[str] = ()) -> str:
+def summary_table(
+    rows: Sequence[SummaryRow],
+    cam_split: str = "val",
+    pseudo_split: str = "val",
+    seg_split: str = "val",
+    seed_groups: dict[str, Sequence[str]] | None = None,
+    warnings: Sequence[str] = (),
+) -> str:
     """Markdown: a title, one note line and a table with one row per run (mIoU in %, two decimals, – if absent,
     ↓ after a stage below the previous one); with ``seed_groups`` (base run -> its per-seed runs) a table of
     mean ± sample std over the seeds; then a Warnings list: every stage drop and ``warnings`` (pre-formatted)."""
-    header = ["Run", "Dataset", "Method", "Training labels", f"CAM ({cam_split})", f"Pseudo ({pseudo_split})",
-              f"DeepLab ({seg_split})", f"DeepLab+CRF ({seg_split})"]
-    lines = ["# Results", "", "mIoU in % over the classes present in the ground truth; ↓ marks a stage below the "
-             "previous one (CAM → pseudo → DeepLab → DeepLab+CRF).", "",
-             "| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 4 + ["---:"] * 4) + "|"]
+    header = [
+        "Run",
+        "Dataset",
+        "Method",
+        "Training labels",
+        f"CAM ({cam_split})",
+        f"Pseudo ({pseudo_split})",
+        f"DeepLab ({seg_split})",
+        f"DeepLab+CRF ({seg_split})",
+    ]
+    lines = [
+        "# Results",
+        "",
+        "mIoU in % over the classes present in the ground truth; ↓ marks a stage below the "
+        "previous one (CAM → pseudo → DeepLab → DeepLab+CRF).",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] * 4 + ["---:"] * 4) + "|",
+    ]
     notes = []
     for r in rows:
         values = [r.cam, r.pseudo, r.deeplab, r.deeplab_crf]
         cells = [_cell(v) for v in values]
         for k, prev in stage_drops(r):
             cells[k] += " ↓"
-            notes.append(f"{r.run}: {STAGE_NAMES[k]} ({values[k]:.2f}) below {STAGE_NAMES[prev]} "
-                         f"({values[prev]:.2f})")
+            notes.append(f"{r.run}: {STAGE_NAMES[k]} ({values[k]:.2f}) below {STAGE_NAMES[prev]} ({values[prev]:.2f})")
         lines.append("| " + " | ".join([r.run, r.dataset, r.method, r.labels, *cells]) + " |")
     if seed_groups:
         by_run = {r.run: r for r in rows}
-        lines += ["", "## Seeds", "", "mean ± sample standard deviation (n − 1) over the per-seed runs "
-                  "{run}_s{seed}.", "",
-                  "| " + " | ".join(["Run", "Seeds", *header[4:]]) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * 4)
-                  + "|"]
+        lines += [
+            "",
+            "## Seeds",
+            "",
+            "mean ± sample standard deviation (n − 1) over the per-seed runs {run}_s{seed}.",
+            "",
+            "| " + " | ".join(["Run", "Seeds", *header[4:]]) + " |",
+            "|" + "|".join(["---"] * 2 + ["---:"] * 4) + "|",
+        ]
         for base, members in seed_groups.items():
             group = [by_run[m] for m in members if m in by_run]
             cells = [_mean_std([getattr(r, f) for r in group]) for f in ("cam", "pseudo", "deeplab", "deeplab_crf")]
@@ -518,9 +595,36 @@ def summary_table(rows: Sequence[SummaryRow], cam_split: str = "val", pseudo_spl
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["SegLogits", "SegObjective", "SummaryRow", "TestTimeSegmenter", "build_segmenter",
-           "check_train_params", "crf_refine", "crf_shard", "evaluate_segmentation", "image_logits", "label_fit",
-           "index_logit_dirs", "labels_from_logits", "load_logits", "load_segmenter", "msc_label_counts", "msc_loss",
-           "optimizer_groups", "output_names", "output_sizes", "predict_logits", "probs_from_logits",
-           "read_deeplab_metrics", "read_miou_file", "resize_labels", "save_logits", "segmentation_report",
-           "stage_drops", "summary_table", "training_step", "upsample_logits"]
+__all__ = [
+    "SegLogits",
+    "SegObjective",
+    "SummaryRow",
+    "TestTimeSegmenter",
+    "build_segmenter",
+    "check_train_params",
+    "crf_refine",
+    "crf_shard",
+    "evaluate_segmentation",
+    "image_logits",
+    "index_logit_dirs",
+    "label_fit",
+    "labels_from_logits",
+    "load_logits",
+    "load_segmenter",
+    "msc_label_counts",
+    "msc_loss",
+    "optimizer_groups",
+    "output_names",
+    "output_sizes",
+    "predict_logits",
+    "probs_from_logits",
+    "read_deeplab_metrics",
+    "read_miou_file",
+    "resize_labels",
+    "save_logits",
+    "segmentation_report",
+    "stage_drops",
+    "summary_table",
+    "training_step",
+    "upsample_logits",
+]

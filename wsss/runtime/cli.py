@@ -16,8 +16,9 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable, Iterator
 from types import FrameType
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from wsss.runtime.errors import InputError
 
@@ -45,7 +46,7 @@ def shard_ids(ids: list[str], args: argparse.Namespace) -> list[str]:
     """The ids of this stage's shard (``--shard`` of ``--shards``): every ``shards``-th id from ``shard``."""
     if not 0 <= args.shard < args.shards:
         raise InputError("--shard", f"{args.shard} outside 0..{args.shards - 1}")
-    return list(ids[args.shard::args.shards])
+    return list(ids[args.shard :: args.shards])
 
 
 def parse_params(text: str) -> dict[str, Any]:
@@ -95,8 +96,11 @@ def signals_as_exceptions(signums: tuple[int, ...] = (signal.SIGTERM, signal.SIG
             signal.signal(s, old)
 
 
-def run_stage(main: Callable[[argparse.Namespace, dict[str, Any]], None], parser: argparse.ArgumentParser,
-              argv: list[str] | None = None) -> int:
+def run_stage(
+    main: Callable[[argparse.Namespace, dict[str, Any]], None],
+    parser: argparse.ArgumentParser,
+    argv: list[str] | None = None,
+) -> int:
     """Parse args, log params, run ``main``; InputError becomes a one-line error and exit status 2; SIGTERM or
     SIGINT unwinds ``main`` (its temporary outputs are removed) and returns 128 + the signal number, as a shell
     reports a killed job. Under torchrun only rank 0 logs below warnings (the ranks share one log file)."""

@@ -10,11 +10,11 @@ from typing import Any
 import jsonschema
 import yaml
 
-from wsss.outputs.compare import expand_compare
 from wsss.data.kinds import builtin_datasets, dataset_splits, kind_names
+from wsss.methods import get_method, method_names
+from wsss.outputs.compare import expand_compare
 from wsss.runtime.errors import InputError
 from wsss.runtime.io import paths_overlap
-from wsss.methods import get_method, method_names
 
 
 def _with_defaults(validator_class: type) -> type:
@@ -70,8 +70,10 @@ def load_schema(path: str | Path) -> dict[str, Any]:
     dataset = definitions.get("dataset")
     if dataset is not None:
         dataset["properties"]["kind"]["enum"] = list(kind_names())
-        dataset["allOf"] = [{"if": {"properties": {"kind": {"const": kind}}}, "then": {"$ref": f"#/definitions/{kind}"}}
-                            for kind in kind_names()]
+        dataset["allOf"] = [
+            {"if": {"properties": {"kind": {"const": kind}}}, "then": {"$ref": f"#/definitions/{kind}"}}
+            for kind in kind_names()
+        ]
     return _inline_refs(schema, schema)
 
 
@@ -87,7 +89,9 @@ def validate_config(config: dict[str, Any], schema: dict[str, Any], source: str 
     _fill_synth_num_classes(config)
     validator_class = _with_defaults(jsonschema.validators.validator_for(schema))
     validator = validator_class(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    errors = sorted(
+        validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path)))
+    )
     if errors:
         err = errors[0]
         key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
@@ -117,8 +121,11 @@ def _check_name_types(config: Any, source: str) -> None:
             continue
         for name in entries:
             if not isinstance(name, str):
-                raise InputError(source, f"{section}.{name}: YAML reads this name as a {type(name).__name__}; "
-                                         f"names are strings: quote it ('{name}':)")
+                raise InputError(
+                    source,
+                    f"{section}.{name}: YAML reads this name as a {type(name).__name__}; "
+                    f"names are strings: quote it ('{name}':)",
+                )
 
 
 SEEDED_SECTIONS = ("cls", "irn", "seg")
@@ -140,8 +147,10 @@ def expand_seeds(config: dict[str, Any]) -> None:
             for section in SEEDED_SECTIONS:
                 derived[section] = {**derived.get(section, {}), "seed": k}
             if name in runs and runs[name] != derived:
-                raise InputError("config", f"runs.{name}: already configured, and seed {k} of runs.{run} would "
-                                           f"create it; rename the run")
+                raise InputError(
+                    "config",
+                    f"runs.{name}: already configured, and seed {k} of runs.{run} would create it; rename the run",
+                )
             runs[name] = derived
 
 
@@ -168,8 +177,13 @@ def _fill_synth_num_classes(config: dict[str, Any]) -> None:
     if not isinstance(datasets, dict):
         return
     for entry in datasets.values():
-        if (isinstance(entry, dict) and entry.get("kind") == "synth" and "num_classes" not in entry
-                and isinstance(entry.get("classes"), list) and entry["classes"]):
+        if (
+            isinstance(entry, dict)
+            and entry.get("kind") == "synth"
+            and "num_classes" not in entry
+            and isinstance(entry.get("classes"), list)
+            and entry["classes"]
+        ):
             entry["num_classes"] = len(entry["classes"])
 
 
@@ -178,9 +192,12 @@ def check_synth_classes(config: dict[str, Any]) -> None:
     for name, entry in config["datasets"].items():
         if entry["kind"] == "synth" and entry["classes"] is not None and entry["num_classes"] != len(entry["classes"]):
             count = len(entry["classes"])
-            raise InputError("config", f"datasets.{name}.num_classes: {entry['num_classes']} does not match "
-                                       f"datasets.{name}.classes, which names {count}; leave num_classes out or set "
-                                       f"it to {count}")
+            raise InputError(
+                "config",
+                f"datasets.{name}.num_classes: {entry['num_classes']} does not match "
+                f"datasets.{name}.classes, which names {count}; leave num_classes out or set "
+                f"it to {count}",
+            )
 
 
 def training_split(splits: list[str]) -> str:
@@ -219,17 +236,26 @@ def check_output_paths(config: dict[str, Any]) -> None:
             continue
         own = f"{DATASET_ROOT}/{name}"
         for out in outputs:
-            if entry["kind"] == "voc" and out == own and Path(os.path.realpath(own)) in Path(
-                    os.path.realpath(root)).parents:
+            if (
+                entry["kind"] == "voc"
+                and out == own
+                and Path(os.path.realpath(own)) in Path(os.path.realpath(root)).parents
+            ):
                 continue
             if paths_overlap(root, out):
-                raise InputError("config", f"datasets.{name}.root: {root!r} overlaps the output folder {out!r} "
-                                           f"(equal, inside or containing it), which the pipeline replaces; move "
-                                           f"the data outside {DATASET_ROOT}/ and {OUTPUT_ROOT}/")
+                raise InputError(
+                    "config",
+                    f"datasets.{name}.root: {root!r} overlaps the output folder {out!r} "
+                    f"(equal, inside or containing it), which the pipeline replaces; move "
+                    f"the data outside {DATASET_ROOT}/ and {OUTPUT_ROOT}/",
+                )
     for name, folder in sorted(config["predict"].items()):
         if paths_overlap(folder, OUTPUT_ROOT):
-            raise InputError("config", f"predict.{name}: {folder!r} overlaps the output folder {OUTPUT_ROOT!r} "
-                                       f"(equal, inside or containing it); move the images elsewhere")
+            raise InputError(
+                "config",
+                f"predict.{name}: {folder!r} overlaps the output folder {OUTPUT_ROOT!r} "
+                f"(equal, inside or containing it); move the images elsewhere",
+            )
 
 
 def check_stage_keys(cfg: dict[str, Any], where: str, device: str) -> None:
@@ -245,19 +271,28 @@ def check_stage_keys(cfg: dict[str, Any], where: str, device: str) -> None:
         world = max(1, cfg[section]["gpus"]) if device != "cpu" else 1
         if batch % (accumulate * world):
             gpus = f" on each of {world} GPUs ({section}.gpus)" if world > 1 else ""
-            raise InputError("config", f"{where}.{section}.batch_size: {batch} does not split into {section}.accumulate "
-                                       f"{accumulate} micro-batches{gpus}; make batch_size a multiple of "
-                                       f"{accumulate * world}")
+            raise InputError(
+                "config",
+                f"{where}.{section}.batch_size: {batch} does not split into {section}.accumulate "
+                f"{accumulate} micro-batches{gpus}; make batch_size a multiple of "
+                f"{accumulate * world}",
+            )
     crop, radius = cfg["irn"]["crop"], cfg["irn"]["radius"]
     if crop // 4 <= 2 * (radius - 1):
-        raise InputError("config", f"{where}.irn.crop: {crop} is too small for irn.radius {radius}: crop/4 must exceed "
-                                   f"2*(radius-1), so crop > {8 * (radius - 1)}")
+        raise InputError(
+            "config",
+            f"{where}.irn.crop: {crop} is too small for irn.radius {radius}: crop/4 must exceed "
+            f"2*(radius-1), so crop > {8 * (radius - 1)}",
+        )
     if cfg["cls"]["epochs"] == "auto" and not cfg["cls"]["holdout_fraction"] > 0:
         raise InputError("config", f"{where}.cls.epochs: auto needs held-out images: set cls.holdout_fraction above 0")
     seg = cfg["seg"]
     if seg["style"] == "caffe" and seg["pretrained"] in ("imagenet", "from_cls"):
-        raise InputError("config", f"{where}.seg.style: 'caffe' expects converted Caffe weights (a local file in "
-                                   f"seg.pretrained) or none, not seg.pretrained {seg['pretrained']}")
+        raise InputError(
+            "config",
+            f"{where}.seg.style: 'caffe' expects converted Caffe weights (a local file in "
+            f"seg.pretrained) or none, not seg.pretrained {seg['pretrained']}",
+        )
 
 
 STAGE_SECTIONS = ("cls", "cam", "irn", "seg")
@@ -273,8 +308,10 @@ def run_config(config: dict[str, Any], run: str) -> dict[str, Any]:
     except KeyError:
         raise InputError("config", f"runs.{run}: no such run (known: {sorted(config['runs'])})") from None
     if entry["dataset"] not in config["datasets"]:
-        raise InputError("config", f"runs.{run}.dataset: {entry['dataset']!r} is not a dataset (datasets: "
-                                   f"{sorted(config['datasets'])})")
+        raise InputError(
+            "config",
+            f"runs.{run}.dataset: {entry['dataset']!r} is not a dataset (datasets: {sorted(config['datasets'])})",
+        )
     merged = {"run": run, "dataset": entry["dataset"], "method": entry["method"]}
     for section in STAGE_SECTIONS:
         merged[section] = {**config[section], **entry.get(section, {})}
@@ -287,12 +324,16 @@ def run_config(config: dict[str, Any], run: str) -> dict[str, Any]:
         if merged[section]["train_split"] is None:
             merged[section]["train_split"] = default
         elif merged[section]["train_split"] not in splits:
-            raise InputError("config", f"{key}: {merged[section]['train_split']!r} is not a split of dataset "
-                                       f"{entry['dataset']!r} (splits: {splits})")
+            raise InputError(
+                "config",
+                f"{key}: {merged[section]['train_split']!r} is not a split of dataset "
+                f"{entry['dataset']!r} (splits: {splits})",
+            )
     for section in ("cam", "irn"):
         if merged[section]["eval"] is None:
-            merged[section]["eval"] = ({"train": "train_aug"} if kind != "folder" and {"train", "train_aug"} <= set(splits)
-                                       else {})
+            merged[section]["eval"] = (
+                {"train": "train_aug"} if kind != "folder" and {"train", "train_aug"} <= set(splits) else {}
+            )
     return merged
 
 

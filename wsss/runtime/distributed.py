@@ -44,8 +44,7 @@ class DistEnv:
 
 def launch_env() -> tuple[int, int, int]:
     """(rank, world size, local rank) from torchrun's environment variables; (0, 1, 0) outside torchrun."""
-    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-            int(os.environ.get("LOCAL_RANK", 0)))
+    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0)))  # noqa: PLW1508
 
 
 def backend_for(device: torch.device) -> str:
@@ -114,8 +113,15 @@ class _SyncBatchNormFunction(torch.autograd.Function):
     share of the weight and bias gradients (DDP sums those)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, mean: torch.Tensor,
-                invstd: torch.Tensor, count: float) -> torch.Tensor:
+    def forward(
+        ctx,
+        x: torch.Tensor,
+        weight: torch.Tensor | None,
+        bias: torch.Tensor | None,
+        mean: torch.Tensor,
+        invstd: torch.Tensor,
+        count: float,
+    ) -> torch.Tensor:
         out = (x.float() - _expand(mean)) * _expand(invstd)
         if weight is not None:
             out = out * _expand(weight.float()) + _expand(bias.float())
@@ -166,7 +172,7 @@ class SyncBatchNorm2d(nn.BatchNorm2d):
             n = float(stats[-1])
             mean = stats[:c] / n
             # Σ_r M2_r + Σ_r n_r·mean_r² − n·mean²: the cancellation happens only between the process means
-            var = ((stats[c:2 * c] + stats[2 * c:3 * c] - n * mean * mean) / n).clamp(min=0)
+            var = ((stats[c : 2 * c] + stats[2 * c : 3 * c] - n * mean * mean) / n).clamp(min=0)
             if self.track_running_stats and self.running_mean is not None:
                 self._update_running(mean, var, n)
             invstd = torch.rsqrt(var + self.eps).float()
@@ -190,8 +196,9 @@ def convert_batchnorm(model: nn.Module) -> int:
         for name, child in list(parent.named_children()):
             if type(child) is not nn.BatchNorm2d:
                 continue
-            sync = SyncBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
-                                   child.track_running_stats)
+            sync = SyncBatchNorm2d(
+                child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
+            )
             sync.weight, sync.bias = child.weight, child.bias
             if child.track_running_stats:
                 sync.running_mean, sync.running_var = child.running_mean, child.running_var
@@ -212,8 +219,11 @@ def wrap(model: nn.Module, device: torch.device, find_unused_parameters: bool = 
     if replaced:
         log.info("synchronised %d BatchNorm layers across processes", replaced)
     return nn.parallel.DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False,
-        find_unused_parameters=find_unused_parameters)
+        model,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        forward_sync_buffers=False,
+        find_unused_parameters=find_unused_parameters,
+    )
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -221,5 +231,16 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-__all__ = ["DistEnv", "SyncBatchNorm2d", "all_reduce_sum", "backend_for", "check_same", "convert_batchnorm",
-           "launch_env", "rank_world", "session", "unwrap", "wrap"]
+__all__ = [
+    "DistEnv",
+    "SyncBatchNorm2d",
+    "all_reduce_sum",
+    "backend_for",
+    "check_same",
+    "convert_batchnorm",
+    "launch_env",
+    "rank_world",
+    "session",
+    "unwrap",
+    "wrap",
+]

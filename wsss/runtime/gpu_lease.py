@@ -79,11 +79,17 @@ def _check_private_dir(path: Path, uid: int) -> None:
     if not stat.S_ISDIR(st.st_mode):
         raise InputError(path, "GPU lock folder is not a directory")
     if st.st_uid != uid:
-        raise InputError(path, f"GPU lock folder is owned by uid {st.st_uid}, not by this user (uid {uid}); "
-                               f"set {LOCK_DIR_ENV} to a folder of your own")
+        raise InputError(
+            path,
+            f"GPU lock folder is owned by uid {st.st_uid}, not by this user (uid {uid}); "
+            f"set {LOCK_DIR_ENV} to a folder of your own",
+        )
     if st.st_mode & 0o022:
-        raise InputError(path, f"GPU lock folder is writable by other users (mode {stat.S_IMODE(st.st_mode):o}); "
-                               f"chmod go-w it or set {LOCK_DIR_ENV}")
+        raise InputError(
+            path,
+            f"GPU lock folder is writable by other users (mode {stat.S_IMODE(st.st_mode):o}); "
+            f"chmod go-w it or set {LOCK_DIR_ENV}",
+        )
 
 
 def prepare_lock_dir(path: Path, uid: int | None = None) -> Path:
@@ -119,12 +125,18 @@ def _check_ancestors(path: Path, uid: int) -> None:
         except OSError as err:
             raise InputError(parent, err.strerror or str(err)) from None
         if st.st_uid not in (uid, 0):
-            raise InputError(parent, f"a parent of the GPU lock folder {path} is owned by uid {st.st_uid}, not by "
-                                     f"this user (uid {uid}) or root; set {LOCK_DIR_ENV} to a folder of your own")
+            raise InputError(
+                parent,
+                f"a parent of the GPU lock folder {path} is owned by uid {st.st_uid}, not by "
+                f"this user (uid {uid}) or root; set {LOCK_DIR_ENV} to a folder of your own",
+            )
         if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
-            raise InputError(parent, f"a parent of the GPU lock folder {path} is writable by other users without "
-                                     f"the sticky bit (mode {stat.S_IMODE(st.st_mode):o}), so they could move the "
-                                     f"lock folder; chmod go-w (or +t) it or set {LOCK_DIR_ENV}")
+            raise InputError(
+                parent,
+                f"a parent of the GPU lock folder {path} is writable by other users without "
+                f"the sticky bit (mode {stat.S_IMODE(st.st_mode):o}), so they could move the "
+                f"lock folder; chmod go-w (or +t) it or set {LOCK_DIR_ENV}",
+            )
 
 
 def lease_timeout(environ: Mapping[str, str] = os.environ) -> float | None:
@@ -248,8 +260,14 @@ def _try_lock(path: Path) -> IO[bytes] | None:
     return os.fdopen(fd, "rb", buffering=0)
 
 
-def acquire(n: int, gpus: Sequence[str] | None = None, directory: Path | None = None, poll: float = 2.0,
-            timeout: float | None = None, report: Callable[[str], None] | None = None) -> Lease:
+def acquire(
+    n: int,
+    gpus: Sequence[str] | None = None,
+    directory: Path | None = None,
+    poll: float = 2.0,
+    timeout: float | None = None,
+    report: Callable[[str], None] | None = None,
+) -> Lease:
     """Take ``n`` free GPUs among ``gpus`` (default :func:`machine_gpus`), waiting while fewer are free.
 
     All-or-nothing: a partial set is released before waiting again, so waiting jobs never hold GPUs. Raises
@@ -318,8 +336,12 @@ def lease_or_error(n: int, prog: str, timeout: float | None = None) -> Lease | N
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m wsss.runtime.gpu_lease [--timeout S] N -- command...``: lease N GPUs, then exec the command."""
     parser = argparse.ArgumentParser(prog="python -m wsss.runtime.gpu_lease", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--timeout", type=float, default=None,
-                        help=f"give up after this many seconds of waiting (default ${TIMEOUT_ENV}, else never)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help=f"give up after this many seconds of waiting (default ${TIMEOUT_ENV}, else never)",
+    )
     parser.add_argument("gpus", type=int, help="GPUs to lease (0: run the command as is)")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- command [args...]")
     args = parser.parse_args(argv)

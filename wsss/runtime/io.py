@@ -10,8 +10,9 @@ import re
 import shutil
 import socket
 import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -113,8 +114,9 @@ def sweep_stale_temps(path: str | os.PathLike[str], force: bool = False) -> list
     pattern = re.compile(r"\..+\." + re.escape(_host()) + r"-(?P<pid>\d+)-[a-z0-9_]{8}\.tmp.*")
     try:
         with os.scandir(folder) as entries:
-            stale = [Path(e.path) for e in entries
-                     if (m := pattern.fullmatch(e.name)) and not _pid_alive(int(m["pid"]))]
+            stale = [
+                Path(e.path) for e in entries if (m := pattern.fullmatch(e.name)) and not _pid_alive(int(m["pid"]))
+            ]
     except FileNotFoundError:
         return removed
     _swept_dirs.add(key)
@@ -125,8 +127,12 @@ def sweep_stale_temps(path: str | os.PathLike[str], force: bool = False) -> list
             sibling.unlink(missing_ok=True)
         removed.append(sibling)
     if removed:
-        log.warning("removed %d stale temp(s) left by dead processes in %s: %s", len(removed), folder,
-                    ", ".join(p.name for p in removed))
+        log.warning(
+            "removed %d stale temp(s) left by dead processes in %s: %s",
+            len(removed),
+            folder,
+            ", ".join(p.name for p in removed),
+        )
     return removed
 
 
@@ -162,8 +168,18 @@ ever replaced, so a stage never deletes a folder it did not write (a dataset roo
 _LEGACY_MARKERS = (".wsss_extracted", "dataset.yaml")
 """Files by which folders written before :data:`OUTPUT_MARKER` existed are recognised: a download extraction's
 marker, or a prepared dataset's metadata when the folder holds nothing but the VOC-layout entries."""
-_LEGACY_DATASET_ENTRIES = frozenset({"JPEGImages", "SegmentationClass", "SegmentationClassAug", "ImageSets",
-                                     "classes.txt", "labels.tsv", "dataset.yaml", ".snakemake_timestamp"})
+_LEGACY_DATASET_ENTRIES = frozenset(
+    {
+        "JPEGImages",
+        "SegmentationClass",
+        "SegmentationClassAug",
+        "ImageSets",
+        "classes.txt",
+        "labels.tsv",
+        "dataset.yaml",
+        ".snakemake_timestamp",
+    }
+)
 
 
 def written_by_pipeline(folder: Path) -> bool:
@@ -184,8 +200,11 @@ def check_apart(source: str | os.PathLike[str], out: str | os.PathLike[str], wha
     """An InputError unless the input folder ``source`` and the output folder ``out`` are apart: the output is
     replaced whole, so an input equal to, inside or containing it would be deleted."""
     if paths_overlap(source, out):
-        raise InputError(source, f"{what} overlaps the output folder {out} (equal, inside or containing it); the "
-                                 f"output is replaced whole: keep your data outside resources/ and results/")
+        raise InputError(
+            source,
+            f"{what} overlaps the output folder {out} (equal, inside or containing it); the "
+            f"output is replaced whole: keep your data outside resources/ and results/",
+        )
 
 
 @contextlib.contextmanager
@@ -219,8 +238,11 @@ def _check_replaceable(path: Path) -> None:
     if path.is_symlink():
         return
     if path.is_dir() and not written_by_pipeline(path):
-        raise InputError(path, f"exists and was not written by this pipeline (no {OUTPUT_MARKER} marker); "
-                               "refusing to replace it: move it away or choose another output folder")
+        raise InputError(
+            path,
+            f"exists and was not written by this pipeline (no {OUTPUT_MARKER} marker); "
+            "refusing to replace it: move it away or choose another output folder",
+        )
     if path.exists() and not path.is_dir():
         raise InputError(path, "exists and is not a folder; refusing to replace it with the output folder")
 
@@ -303,8 +325,7 @@ _EXIF_ORIENTATION = 0x0112
 _warned_orientation: set[str] = set()
 
 
-def read_rgb(path: str | os.PathLike[str], max_pixels: int | None = None,
-             limit_key: str = "max_pixels") -> np.ndarray:
+def read_rgb(path: str | os.PathLike[str], max_pixels: int | None = None, limit_key: str = "max_pixels") -> np.ndarray:
     """Read an image as H×W×3 uint8 RGB; a missing, corrupt or oversized file raises InputError naming it.
 
     16-bit grey images are scaled to 8 bits (``round(v × 255 / 65535)``); 32-bit and float images are refused.
@@ -316,8 +337,11 @@ def read_rgb(path: str | os.PathLike[str], max_pixels: int | None = None,
         with Image.open(path) as img:
             width, height = img.size
             if max_pixels is not None and width * height > max_pixels:
-                raise InputError(path, f"image is {width}×{height} = {width * height} pixels, above max_pixels "
-                                       f"{max_pixels}; downscale the image or raise {limit_key}")
+                raise InputError(
+                    path,
+                    f"image is {width}×{height} = {width * height} pixels, above max_pixels "
+                    f"{max_pixels}; downscale the image or raise {limit_key}",
+                )
             _warn_orientation(path, img)
             img.load()
             arr = _to_rgb(path, img)
@@ -337,8 +361,7 @@ def _to_rgb(path: str | os.PathLike[str], img: Image.Image) -> np.ndarray:
         grey = ((wide * 255 + 32767) // 65535).astype(np.uint8)
         return np.repeat(grey[:, :, None], 3, axis=2)
     if img.mode in ("I", "F") or img.mode.startswith("I;"):
-        raise InputError(path, f"unsupported image mode {img.mode} (32-bit or float pixels); convert it to "
-                               "8-bit RGB")
+        raise InputError(path, f"unsupported image mode {img.mode} (32-bit or float pixels); convert it to 8-bit RGB")
     return np.array(img.convert("RGB"), dtype=np.uint8)
 
 
@@ -348,8 +371,12 @@ def _warn_orientation(path: str | os.PathLike[str], img: Image.Image) -> None:
     if orientation not in range(2, 9) or str(path) in _warned_orientation:
         return
     _warned_orientation.add(str(path))
-    log.warning("%s: EXIF orientation %s would rotate or flip the image in a viewer; it is read in stored pixel "
-                "order (as its mask must be)", path, orientation)
+    log.warning(
+        "%s: EXIF orientation %s would rotate or flip the image in a viewer; it is read in stored pixel "
+        "order (as its mask must be)",
+        path,
+        orientation,
+    )
 
 
 def write_jpeg(path: str | os.PathLike[str], rgb: np.ndarray, quality: int = 95) -> None:
@@ -358,8 +385,9 @@ def write_jpeg(path: str | os.PathLike[str], rgb: np.ndarray, quality: int = 95)
         Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).save(tmp, format="JPEG", quality=quality)
 
 
-def index_shard_files(dirs: Sequence[str | os.PathLike[str]], ids: Sequence[str], suffix: str,
-                      what: str) -> dict[str, Path]:
+def index_shard_files(
+    dirs: Sequence[str | os.PathLike[str]], ids: Sequence[str], suffix: str, what: str
+) -> dict[str, Path]:
     """Map every id to its ``<id><suffix>`` among the shard folders ``dirs`` (the first folder holding it wins).
 
     Each folder is listed once, so indexing N ids costs one directory scan per shard, not N look-ups.

@@ -21,8 +21,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
-from wsss.runtime.errors import InputError
 from wsss.methods import get_method
+from wsss.runtime.errors import InputError
 
 V = TypeVar("V", bound="View")
 
