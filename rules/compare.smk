@@ -88,32 +88,6 @@ rule seg_verdict:
         " --verdict {output:q} > {log:q} 2>&1"
 
 
-GATE_VERDICTS = {"cls": "cls/verdict.json", "cam": "cam/verdict.json", "seg": "deeplab/verdict.json"}
-
-
-def _passed(path):
-    with open(path) as fh:
-        return json.load(fh)["passed"]
-
-
-def compare_passed(name, gate):
-    """The comparison's runs that passed every gate up to ``gate`` (after its checkpoint compare_<gate>_gates)."""
-    getattr(checkpoints, f"compare_{gate}_gates").get(name=name)
-    return [run for run in compare_reaching(name, gate) if _passed(f"results/{run}/{GATE_VERDICTS[gate]}")]
-
-
-def compare_reaching(name, gate):
-    """The comparison's runs that reach ``gate``: all for the first, else those past the previous gate."""
-    gates = list(GATE_VERDICTS)
-    if gate == gates[0]:
-        return [item["run"] for item in compare_runs(config, name)]
-    return compare_passed(name, gates[gates.index(gate) - 1])
-
-
-def compare_verdicts(gate):
-    return lambda w: [f"results/{run}/{GATE_VERDICTS[gate]}" for run in compare_reaching(w.name, gate)]
-
-
 for _gate in GATE_VERDICTS:
 
     checkpoint:
@@ -136,30 +110,6 @@ for _gate in GATE_VERDICTS:
             gpu=0,
         shell:
             f"{stage('compare')} --gather {{input:q}} --out {{output:q}} > {{log:q}} 2>&1"
-
-
-def compare_inputs(wildcards):
-    """Per run of the comparison: its held-out report and cls verdict; past the cls gate its CAM metrics and sweep
-    and the cam verdict; past the cam gate its pseudo-label metrics and sweep and the seg verdict; past the seg gate
-    its DeepLab metrics. A gate's checkpoint gathers the verdicts of every run that reaches it."""
-    if wildcards.name not in config.get("compare", {}):
-        raise WorkflowError(f"config.yaml: compare.{wildcards.name}: no such comparison")
-    name = wildcards.name
-    files = [f"results/{item['run']}/cls/heldout.json" for item in compare_runs(config, name)]
-    files += compare_verdicts("cls")(wildcards)
-    for run in compare_passed(name, "cls"):
-        files += [f"results/{run}/cam_{SUMMARY['cam_split']}_{k}.json" for k in ("metrics", "sweep")]
-    files += compare_verdicts("cam")(wildcards)
-    for run in compare_passed(name, "cam"):
-        files += [f"results/{run}/pseudo_{SUMMARY['pseudo_split']}_{k}.json" for k in ("metrics", "sweep")]
-    files += compare_verdicts("seg")(wildcards)
-    files += [f"results/{run}/deeplab_{SUMMARY['seg_split']}_metrics.json" for run in compare_passed(name, "seg")]
-    return files
-
-
-def compare_cfg(name):
-    """The compare stage's --params: a document of its own (the summary splits, the comparison's name and runs)."""
-    return as_json({**SUMMARY, "name": name, "runs": compare_runs(config, name)})
 
 
 rule compare:

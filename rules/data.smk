@@ -3,14 +3,6 @@
 # come from the kind; config `datasets:` names the datasets, each of one kind.
 
 
-def prepare_dataset_rule_params():
-    return {
-        "cfg": lambda w: dataset_params(w.dataset),
-        "kind": lambda w: DATASETS[w.dataset]["kind"],
-        "out": lambda w, output: os.path.dirname(output[0]),
-    }
-
-
 rule prepare_dataset:
     input:
         dataset_inputs,

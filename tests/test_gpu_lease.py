@@ -121,7 +121,7 @@ def test_wait_timeout_is_a_one_line_error(tmp_path: Path) -> None:
         )
         assert run.returncode == 2
         assert re.fullmatch(
-            rf"error: wsss\.gpu_lease: no 1 free GPU\(s\) among 0 after \d+ s \(locks in "
+            rf"error: wsss\.runtime\.gpu_lease: no 1 free GPU\(s\) among 0 after \d+ s \(locks in "
             rf"{re.escape(str(tmp_path))}\)",
             run.stderr.strip().splitlines()[-1],
         )

@@ -140,14 +140,14 @@ def prepare_coco(out: str, params: dict[str, Any]) -> object:
     unknown = sorted(set(params) - set(COCO_PARAMS))
     if unknown:
         raise InputError("--params", f"unknown keys {unknown}; known: {list(COCO_PARAMS)}")
-    # sparse params (a preparer run by hand) keep prepare_coco's own defaults, as the other preparers do
+    # the rule sends the validated section (schema defaults filled in); a by-hand run with sparse params gets
+    # prepare_coco's signature defaults, which equal the schema's
     return _call(
         "wsss.data.coco:prepare_coco",
         params.get("root"),
         out,
         splits=params.get("splits"),
-        min_area=params.get("min_area", 0),
-        workers=params.get("workers", 1),
+        **{key: params[key] for key in ("min_area", "workers") if key in params},
         subsets=params.get("subsets"),
         max_pixels=params.get("max_pixels"),
     )
