@@ -240,7 +240,7 @@ def test_readme_onnx_snippet_runs_with_onnxruntime_only(tmp_path: Path) -> None:
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     section = readme.split("## Predict and export", 1)[1].split("\n## ", 1)[0]
-    block = next(b.split("```", 1)[0] for b in section.split("```python")[1:] if "onnxruntime" in b)
+    block = next(code for b in section.split("```python")[1:] if "onnxruntime" in (code := b.split("```", 1)[0]))
     code = "\n".join(line[2:] for line in block.strip("\n").splitlines())
     assert len(code.splitlines()) <= 5
     params = CASES["torchvision"]
