@@ -301,8 +301,10 @@ def test_html_report_shows_every_figure_in_headless_chromium(tiny_dag: Path, tmp
 
     expected = {f"results/tiny/report/{name}": sub for name, sub in FIGURES.items()}
     expected |= {f"results/tiny/{name}": sub for name, sub in SWEEPS.items()}
+    expected["results/tiny/dataset_report.png"] = "data"  # the dataset report's figure (rule dataset_report)
     categories = {cat: {sub: sorted(paths) for sub, paths in subs.items()} for cat, subs in found["categories"].items()}
-    assert categories == {"tiny": {sub: sorted(p for p, s in expected.items() if s == sub) for sub in FIGURES.values()}}
+    subs = set(expected.values())
+    assert categories == {"tiny": {sub: sorted(p for p, s in expected.items() if s == sub) for sub in subs}}
     assert set(FIGURES.values()) <= set(found["menus"]["tiny"].splitlines())  # the run's menu lists the kinds
     assert set(found["figures"]) == set(expected)  # every figure was reached through the menus
     for path, fig in found["figures"].items():
