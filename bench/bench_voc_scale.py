@@ -41,32 +41,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from wsss.data.dataset import format_labels_tsv  # noqa: E402
+from wsss.data.voc import VOC_CLASSES as VOC_FOREGROUND  # noqa: E402
 from wsss.runtime.config import load_schema, run_config, validate_config  # noqa: E402
 from wsss.runtime.io import write_jpeg, write_label_png, write_text  # noqa: E402
 
-VOC_CLASSES = [
-    "background",
-    "aeroplane",
-    "bicycle",
-    "bird",
-    "boat",
-    "bottle",
-    "bus",
-    "car",
-    "cat",
-    "chair",
-    "cow",
-    "diningtable",
-    "dog",
-    "horse",
-    "motorbike",
-    "person",
-    "pottedplant",
-    "sheep",
-    "sofa",
-    "train",
-    "tvmonitor",
-]
+VOC_CLASSES = ["background", *VOC_FOREGROUND]  # the one list: wsss.data.voc
 # the rules' current requests (rules/*.smk), printed next to the measurements
 RULE_REQUESTS = {
     "infer_cam": (6000, 240),
