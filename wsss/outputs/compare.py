@@ -189,6 +189,24 @@ class RunResult:
         return "stopped" in (self.cls_gate, self.cam_gate, self.seg_gate)
 
 
+def _gate_passes(out: RunResult, path: Path, gate: str) -> bool:
+    """Record the verdict of ``gate`` (cls, cam, seg) in ``out``; a stopped run keeps the gate's line."""
+    verdict = _read_json(path, "gate verdict")
+    setattr(out, f"{gate}_gate", "passed" if verdict["passed"] else "stopped")
+    if not verdict["passed"]:
+        out.gate_lines.append(f"{out.run}: {gate} gate: {verdict['message']}")
+    return bool(verdict["passed"])
+
+
+def _read_stage(out: RunResult, res: Path, stage: str, split: str, label: str, threshold: str) -> None:
+    """The mIoU of ``stage`` (cam, pseudo) at the run's threshold, its oracle peak and the threshold it used."""
+    metrics = _read_json(res / f"{stage}_{split}_metrics.json", f"{label} metrics file")
+    sweep = _read_json(res / f"{stage}_{split}_sweep.json", f"{label} sweep")
+    out.metrics[stage] = 100 * metrics["miou_present"]
+    out.oracle[stage] = 100 * max(r["miou"] for r in sweep["rows"])
+    out.thresholds[threshold] = sweep.get(threshold)
+
+
 def read_run(root: Path, item: Mapping[str, Any], splits: Mapping[str, str]) -> RunResult:
     """The results of one comparison run under ``root`` (the working directory): the gate verdicts
     (``cls/verdict.json``, ``deeplab/verdict.json``) and the metrics files the verdicts let the DAG build."""
@@ -198,30 +216,13 @@ def read_run(root: Path, item: Mapping[str, Any], splits: Mapping[str, str]) -> 
     heldout = _read_json(res / "cls" / "heldout.json", "held-out report")
     out.heldout_f1 = heldout.get("f1")
     out.times = stage_times(root / "benchmarks" / run)
-    verdict = _read_json(res / "cls" / "verdict.json", "gate verdict")
-    out.cls_gate = "passed" if verdict["passed"] else "stopped"
-    if not verdict["passed"]:
-        out.gate_lines.append(f"{run}: cls gate: {verdict['message']}")
+    if not _gate_passes(out, res / "cls" / "verdict.json", "cls"):
         return out
-    cam = _read_json(res / f"cam_{splits['cam_split']}_metrics.json", "CAM metrics file")
-    cam_sweep = _read_json(res / f"cam_{splits['cam_split']}_sweep.json", "CAM sweep")
-    out.metrics["cam"] = 100 * cam["miou_present"]
-    out.oracle["cam"] = 100 * max(r["miou"] for r in cam_sweep["rows"])
-    out.thresholds["bg_score"] = cam_sweep.get("bg_score")
-    verdict = _read_json(res / "cam" / "verdict.json", "gate verdict")
-    out.cam_gate = "passed" if verdict["passed"] else "stopped"
-    if not verdict["passed"]:
-        out.gate_lines.append(f"{run}: cam gate: {verdict['message']}")
+    _read_stage(out, res, "cam", splits["cam_split"], "CAM", "bg_score")
+    if not _gate_passes(out, res / "cam" / "verdict.json", "cam"):
         return out
-    pseudo = _read_json(res / f"pseudo_{splits['pseudo_split']}_metrics.json", "pseudo-label metrics file")
-    pseudo_sweep = _read_json(res / f"pseudo_{splits['pseudo_split']}_sweep.json", "pseudo-label sweep")
-    out.metrics["pseudo"] = 100 * pseudo["miou_present"]
-    out.oracle["pseudo"] = 100 * max(r["miou"] for r in pseudo_sweep["rows"])
-    out.thresholds["bg_threshold"] = pseudo_sweep.get("bg_threshold")
-    verdict = _read_json(res / "deeplab" / "verdict.json", "gate verdict")
-    out.seg_gate = "passed" if verdict["passed"] else "stopped"
-    if not verdict["passed"]:
-        out.gate_lines.append(f"{run}: seg gate: {verdict['message']}")
+    _read_stage(out, res, "pseudo", splits["pseudo_split"], "pseudo-label", "bg_threshold")
+    if not _gate_passes(out, res / "deeplab" / "verdict.json", "seg"):
         return out
     seg = _read_json(res / f"deeplab_{splits['seg_split']}_metrics.json", "DeepLab metrics file")
     out.metrics["deeplab"], out.metrics["deeplab_crf"] = float(seg["miou_no_crf"]), float(seg["miou_crf"])
