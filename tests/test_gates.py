@@ -113,9 +113,9 @@ STATS = {
 
 def test_cam_gate_names_classes_without_evidence_and_classes_it_cannot_tell_apart() -> None:
     """Planted bugs: a gate blind to the per-class evidence or to the overlap of two classes' CAMs passes these."""
-    ok, line = cam_gate(_cam_summary({"a": 0.5, "b": 0.4, "c": 0.45}, {"b|c": 0.2}), STATS, True, 0.1, 0.5, 5)
+    ok, line = cam_gate(_cam_summary({"a": 0.5, "b": 0.4, "c": 0.45}, {"b|c": 0.2}), STATS, True, 0.1, 0.5, 5, 2.0)
     assert ok and line.startswith("cam gate passed") and "centred region of the same area" in line
-    ok, line = cam_gate(_cam_summary({"a": 0.02, "b": 0.4, "c": 0.45}, {"b|c": 0.2}), STATS, True, 0.1, 0.5, 5)
+    ok, line = cam_gate(_cam_summary({"a": 0.02, "b": 0.4, "c": 0.45}, {"b|c": 0.2}), STATS, True, 0.1, 0.5, 5, 2.0)
     assert not ok
     for words in (
         "CAMs without localisation evidence for a (present in 98 % of the images",
@@ -125,10 +125,10 @@ def test_cam_gate_names_classes_without_evidence_and_classes_it_cannot_tell_apar
         "gates.min_cam_evidence 0.1",
     ):
         assert words in line, words
-    ok, line = cam_gate(_cam_summary({"a": 0.5, "b": 0.4, "c": 0.45}, {"b|c": 0.8}), STATS, True, 0.1, 0.5, 5)
+    ok, line = cam_gate(_cam_summary({"a": 0.5, "b": 0.4, "c": 0.45}, {"b|c": 0.8}), STATS, True, 0.1, 0.5, 5, 2.0)
     assert not ok and "cannot tell b and c" in line and "97 % of the images with either" in line
     assert "add images with only one of b, c, or merge them" in line
-    assert cam_gate(_cam_summary({"a": 0.02}, {}), STATS, False, 0.1, 0.5, 5)[0] is True
+    assert cam_gate(_cam_summary({"a": 0.02}, {}), STATS, False, 0.1, 0.5, 5, 2.0)[0] is True
 
 
 def test_seg_gate_least_reproduced_class_skips_absent_classes() -> None:
@@ -158,14 +158,14 @@ def _report(**kw) -> dict:
 
 
 def test_cls_gate_passes_at_the_threshold_and_fails_below() -> None:
-    ok, line = cls_gate(_report(), True, 0.6)
+    ok, line = cls_gate(_report(), True, 0.6, 0.25, 3)
     assert ok and line == (
         "cls gate passed: held-out micro-F1 0.750 beat the label prior by at least "
         "gates.min_prior_gain 0.25 of the gap to 1 and reached gates.min_cls_f1 0.6 (7 held-out "
         "images; compared with the label prior: predicting every class scores micro-F1 0.667)"
     )
-    assert cls_gate(_report(f1=0.6), True, 0.6, None)[0] is True  # min_cls_f1 alone: the threshold itself passes
-    ok, line = cls_gate(_report(f1=0.5999), True, 0.6, None)
+    assert cls_gate(_report(f1=0.6), True, 0.6, None, 3)[0] is True  # min_cls_f1 alone: the threshold itself passes
+    ok, line = cls_gate(_report(f1=0.5999), True, 0.6, None, 3)
     assert not ok and line == (
         "held-out image-level micro-F1 0.600: micro-F1 0.600 is below gates.min_cls_f1 0.6 (gates.min_prior_gain "
         "None; 7 held-out images; label prior not judged (min_prior_gain null): predicting every class scores "
@@ -175,18 +175,18 @@ def test_cls_gate_passes_at_the_threshold_and_fails_below() -> None:
 
 
 def test_cls_gate_disabled_warns_with_the_same_problem_and_unmeasured_passes() -> None:
-    failing = cls_gate(_report(f1=0.3), True, 0.6)[1]
+    failing = cls_gate(_report(f1=0.3), True, 0.6, 0.25, 3)[1]
     problem = failing.removesuffix("; gates.enabled: false runs on anyway")
     assert problem != failing
-    assert cls_gate(_report(f1=0.3), False, 0.6) == (True, f"gates.enabled is false, running on: {problem}")
-    ok, line = cls_gate({"f1": None, "held_out_images": 0}, True, 0.6)
+    assert cls_gate(_report(f1=0.3), False, 0.6, 0.25, 3) == (True, f"gates.enabled is false, running on: {problem}")
+    ok, line = cls_gate({"f1": None, "held_out_images": 0}, True, 0.6, 0.25, 3)
     assert ok and line == (
         "cls gate not checked: no held-out F1 (cls.holdout_fraction 0 or no finite score); the "
         "classifier's quality is unknown"
     )
-    ok, line = cls_gate({"f1": 0.8}, True, 0.6)  # no baseline, no image count
+    ok, line = cls_gate({"f1": 0.8}, True, 0.6, 0.25, 3)  # no baseline, no image count
     assert ok and line == (
         "cls gate passed: held-out micro-F1 0.800 reached gates.min_cls_f1 0.6 (? held-out images; "
         "compared with the label prior: no baseline recorded)"
     )  # claims no prior it lacks
-    assert cls_gate({"f1": 0.0}, True, 0.0)[0] is True
+    assert cls_gate({"f1": 0.0}, True, 0.0, 0.25, 3)[0] is True

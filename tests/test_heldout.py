@@ -261,8 +261,11 @@ def test_cls_gate_passes_above_the_threshold_and_when_disabled(tmp_path: Path) -
     assert code == 0 and out.exists()
     assert "WARNING gates.enabled is false, running on: held-out image-level micro-F1 0.130" in stderr
     # unmeasured (no held-out images): passes with a warning
-    assert cls_gate({"f1": None}, True, 0.6)[0] is True
-    assert cls_gate({"f1": 0.59999}, True, 0.6)[0] is False and cls_gate({"f1": 0.6}, True, 0.6)[0] is True
+    assert cls_gate({"f1": None}, True, 0.6, 0.25, 3)[0] is True
+    assert (
+        cls_gate({"f1": 0.59999}, True, 0.6, 0.25, 3)[0] is False
+        and cls_gate({"f1": 0.6}, True, 0.6, 0.25, 3)[0] is True
+    )
 
 
 def test_training_report_says_when_max_epochs_cut_an_improving_run() -> None:

@@ -26,7 +26,7 @@ def _frequent_advice(prevalence: float) -> str:
 
 
 def cls_gate(
-    report: dict[str, Any], enabled: bool, min_f1: float, min_gain: float | None = 0.25, min_class_images: int = 3
+    report: dict[str, Any], enabled: bool, min_f1: float, min_gain: float | None, min_class_images: int
 ) -> tuple[bool, str]:
     """The gate after train_cls on a ``cls/heldout.json`` report: (pass, message).
 
@@ -126,8 +126,8 @@ def cam_gate(
     enabled: bool,
     min_evidence: float | None,
     max_overlap: float,
-    min_pairs: int = 5,
-    se_factor: float = 2.0,
+    min_pairs: int,
+    se_factor: float,
 ) -> tuple[bool, str]:
     """The gate after the CAMs on :meth:`wsss.pipeline.calibrate.LocalisationEvidence.summary` and the training labels'
     :func:`wsss.data.statistics.label_statistics`: (pass, message). A class with at least ``min_pairs`` measured
