@@ -121,3 +121,49 @@ def test_method_seeds_plans_the_comparison_of_four_methods_three_seeds_three_dat
     jobs = planned_jobs(proc.stdout)
     assert jobs["train_cls"] == jobs["cls_verdict"] == 36 and jobs["prepare_dataset"] == 3
     assert jobs["compare_cls_gates"] == jobs["compare"] == 1
+
+
+def test_until_gates_targets_and_row_read_the_early_gates(tmp_path: Path) -> None:
+    """--until gates builds cls/gate.json and cam/gate.json only and its row compares with the label prior and the
+    trivial maps as the gates do. Planted bugs: the gap closed as value − prior (0.40 here, not 0.80), a class below
+    gates.min_class_images or a pair below gates.min_gate_pairs judged."""
+    assert robustness.targets("rb_seed1", "gates") == [
+        "results/rb_seed1/cls/gate.json",
+        "results/rb_seed1/cam/gate.json",
+    ]
+    write_config(tmp_path, robustness.bench_config(BASE, ["seed1", "paired"], False))
+    res = tmp_path / "results" / "rb_seed1"
+    (res / "cls").mkdir(parents=True)
+    (res / "cam").mkdir()
+    classes = {
+        "a": {"positives": 20, "negatives": 30, "prevalence": 0.4, "ap": 0.94},  # gain 0.9
+        "b": {"positives": 2, "negatives": 48, "prevalence": 0.04, "ap": 0.05},  # too few positives: not judged
+        "c": {"positives": 25, "negatives": 25, "prevalence": 0.5, "ap": 0.8},  # gain 0.6: the least
+    }
+    (res / "cls" / "heldout.json").write_text(
+        json.dumps({"f1": 0.9, "baseline_f1": 0.5, "map": 0.9, "prior_map": None, "steps": 432,
+                    "prior": {"prior_map": 0.5, "classes": classes}})
+    )  # fmt: skip
+    (res / "cls" / "gate.json").write_text(json.dumps({"passed": True}))
+    evidence = {
+        "bg_score": 0.35,
+        "classes": {"a": {"pairs": 20, "evidence": 0.2, "evidence_se": 0.05},
+                    "b": {"pairs": 2, "evidence": -0.5, "evidence_se": 0.1},
+                    "c": {"pairs": 25, "evidence": 0.1, "evidence_se": 0.04}},
+        "pairs": {"a|b": {"images": 2, "iou": 0.9}, "a|c": {"images": 6, "iou": 0.3}},
+    }  # fmt: skip
+    (res / "cam" / "gate.json").write_text(json.dumps({"passed": True, "evidence": evidence}))
+    row = robustness.collect_gates(tmp_path, "seed1", 300.0, 0)
+    assert row["least_class_gain"] == ("c", pytest.approx(0.6))
+    assert row["least_cam_evidence"] == ("c", 0.1, 0.04) and row["largest_overlap"] == ("a|c", 0.3, 6)
+    assert row["verdict"] == "passes both"
+    line = robustness.format_gates_table([row]).splitlines()[2]
+    assert line == (
+        "| seed1 | 0.900 / 0.500 (0.80) | 0.900 / 0.500 (0.80) | c 0.60 | c 0.100 ± 0.040 (0.35) | a|c 0.30 (6) "
+        "| 5.0 min | passes both |"
+    )
+    logs = tmp_path / "logs" / "rb_paired"
+    logs.mkdir(parents=True)
+    (logs / "cam_gate.log").write_text("error: results/rb_paired/cam: the CAMs of a, c overlap ...\n")
+    stopped = robustness.collect_gates(tmp_path, "paired", 200.0, 1)
+    assert stopped["verdict"] == "cam_gate" and stopped["least_cam_evidence"] is None
