@@ -190,3 +190,15 @@ def test_cls_gate_disabled_warns_with_the_same_problem_and_unmeasured_passes() -
         "compared with the label prior: no baseline recorded)"
     )  # claims no prior it lacks
     assert cls_gate({"f1": 0.0}, True, 0.0, 0.25, 3)[0] is True
+
+
+def test_cam_gate_passed_line_reports_only_what_it_judged() -> None:
+    """The passed line's least evidence and largest overlap come from the classes and pairs with at least
+    gates.min_gate_pairs images. Planted bug: the worst pair over all pairs (a 3-image pair at IoU 0.9 reported as
+    if it had been judged against max_cam_overlap)."""
+    summary = _cam_summary({"a": 0.5, "b": 0.4, "c": 0.45}, {"b|c": 0.2, "a|b": 0.9})
+    summary["pairs"]["a|b"]["images"] = 3
+    summary["classes"]["a"].update(pairs=2, evidence=-0.3)  # too few images to judge: not the least
+    ok, line = cam_gate(summary, STATS, True, 0.1, 0.5, 5, 2.0)
+    assert ok
+    assert "largest overlap b/c IoU 0.20 on 12 images" in line and "least evidence b 0.400" in line

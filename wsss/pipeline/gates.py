@@ -173,11 +173,12 @@ def cam_gate(
         baseline += f"; fewer than {min_pairs} images to measure {', '.join(unmeasured)}"
     if not weak and not same:
         least = min(
-            summary["classes"].items(),
+            ((k, v) for k, v in summary["classes"].items() if v["pairs"] >= min_pairs),
             key=lambda kv: kv[1]["evidence"] + se_factor * (kv[1].get("evidence_se") or 0.0),
             default=None,
         )
-        worst = max(summary["pairs"].items(), key=lambda kv: kv[1]["iou"], default=None)
+        judged_pairs = ((k, v) for k, v in summary["pairs"].items() if v["images"] >= min_pairs)
+        worst = max(judged_pairs, key=lambda kv: kv[1]["iou"], default=None)
         detail = (
             [
                 f"least evidence {least[0]} {least[1]['evidence']:.3f} (+{se_factor:g} standard errors "
@@ -189,7 +190,7 @@ def cam_gate(
         )
         if worst:
             detail.append(
-                f"largest overlap {worst[0].replace('|', '/')} IoU {worst[1]['iou']:.2f} <= "
+                f"largest overlap {worst[0].replace('|', '/')} IoU {worst[1]['iou']:.2f} on {worst[1]['images']} images <= "
                 f"gates.max_cam_overlap {max_overlap}"
             )
         return True, f"cam gate passed: the CAMs localise every class ({'; '.join(detail)}; {baseline})"
