@@ -323,3 +323,16 @@ def test_ir_label_passes_pos_and_bi_to_both_passes() -> None:
     out = ir_label(image, cam, keys, iters=5, pos=pos, bi=bi)
     np.testing.assert_array_equal(out, reference(pos, bi))
     assert not np.array_equal(out, reference((bi[0], bi[2]), (pos[0], 20.0, pos[1])))
+
+
+def test_pruned_labels_renormalised_per_pixel_before_the_clip() -> None:
+    """pydensecrf clips probabilities at 1e-5 before −log, so the kept labels must be renormalised per pixel first:
+    at a pixel where a dropped class (top_k=1) holds nearly everything, background 0.6e-5 and class 1 0.8e-5 become
+    0.43 and 0.57 and class 1 wins (without iterations the CRF returns its unary). Planted bugs caught: multiplying
+    by the sum, dividing by a global sum, or not at all (both clipped to 1e-5: a tie, background)."""
+    probs = np.zeros((3, 1, 2), np.float32)
+    probs[:, 0, 0] = [0.0, 1.0, 0.0]
+    probs[:, 0, 1] = [0.6e-5, 0.8e-5, 1 - 1.4e-5]
+    assert candidate_labels(probs, top_k=1).tolist() == [0, 1]
+    out = crf_labels_from_probs(np.zeros((1, 2, 3), np.uint8), probs, top_k=1, iters=0)
+    assert out.tolist() == [[1, 1]]
