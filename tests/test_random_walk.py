@@ -189,3 +189,49 @@ def test_random_walk_cuda_matches_cpu() -> None:
     cuda = random_walk(seeds.cuda(), boundary.cuda())
     assert cuda.is_cuda
     torch.testing.assert_close(cuda.cpu(), cpu, rtol=0, atol=1e-6)
+
+
+def test_mixed_dtypes_compute_in_float64_and_return_the_wider_type() -> None:
+    """float32 inputs are walked in float64 and rounded once at the end: bit-identical to the float64 walk cast to
+    float32; a float64 seed or boundary makes the result float64, for the sparse walk and the dense reference alike.
+    Planted bugs caught: the boundary (or the dense reference's 1 − B) left in float32, the output type taken from
+    one input only, the dense reference's float type from one input or none."""
+    boundary = _boundary(6, 7, seed=3)
+    seeds = _seeds(2, 6, 7, seed=3)
+    b32, s32 = boundary.float(), seeds.float()
+    want = random_walk(s32.double(), b32.double(), radius=3, steps=16)
+    assert torch.equal(random_walk(s32, b32, radius=3, steps=16), want.float())
+    for s, b in [(s32.double(), b32), (s32, b32.double())]:
+        got = random_walk(s, b, radius=3, steps=16)
+        assert got.dtype == torch.float64 and torch.equal(got, want)
+        dense = random_walk_dense(s, b, radius=3, exp_times=4)
+        assert dense.dtype == torch.float64
+        assert torch.equal(dense, random_walk_dense(s32.double(), b32.double(), radius=3, exp_times=4))
+
+
+def test_apply_steps_and_dtypes() -> None:
+    """One step by default, 0 steps is the identity, negative steps are refused; a float64 operator walks float32
+    maps in float32 (exactly as its float32 copy does). Planted bugs caught: a default of 2 steps, refusing 0 steps, the operator's weights not cast
+    to the maps' type, messages replaced by None."""
+    operator = transition_operator(affinity_from_boundary(_boundary(6, 7, seed=1), 3))
+    x = _seeds(2, 6, 7, seed=1)
+    assert torch.equal(operator.apply(x), operator.apply(x, steps=1)) and not torch.equal(operator.apply(x), x)
+    assert torch.equal(operator.apply(x, steps=0), x)
+    walked32 = operator.apply(x.float(), steps=3)
+    as32 = TransitionOperator(operator.offsets, operator.weights.float())
+    assert walked32.dtype == torch.float32 and torch.equal(walked32, as32.apply(x.float(), steps=3))
+    torch.testing.assert_close(walked32, operator.apply(x, steps=3).float(), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match=r"^steps must be >= 0, got -1$"):
+        operator.apply(x, steps=-1)
+    with pytest.raises(ValueError, match=r"^maps are \(2, 6, 8\), operator is for 6x7$"):
+        operator.apply(torch.zeros(2, 6, 8))
+
+
+def test_shape_errors_name_the_shapes() -> None:
+    """Planted bugs caught: ``ValueError(None)`` or an unformatted shape in the messages."""
+    with pytest.raises(ValueError, match=r"^seeds must be C×H×W and boundary H×W, got \(2, 5, 6\) and \(5, 7\)$"):
+        random_walk(torch.zeros(2, 5, 6), torch.zeros(5, 7))
+    with pytest.raises(ValueError, match=r"^boundary must be H×W, got \(1, 5, 6\)$"):
+        dense_transition_matrix(torch.zeros(1, 5, 6))
+    with pytest.raises(ValueError, match=r"^boundary must be H×W or N×1×H×W, got \(2, 5, 6\)$"):
+        affinity_from_boundary(torch.zeros(2, 5, 6))
