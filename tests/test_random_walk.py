@@ -235,3 +235,24 @@ def test_shape_errors_name_the_shapes() -> None:
         dense_transition_matrix(torch.zeros(1, 5, 6))
     with pytest.raises(ValueError, match=r"^boundary must be H×W or N×1×H×W, got \(2, 5, 6\)$"):
         affinity_from_boundary(torch.zeros(2, 5, 6))
+
+
+def test_half_precision_boundaries_are_computed_in_float32() -> None:
+    """A float16 boundary (as stored CAM-derived maps may be) gives the float32 results of its float32 copy, in the
+    dense reference too. Planted bug caught: the dense reference computing path affinities in float16."""
+    boundary = _boundary(5, 6, seed=2, dtype=torch.float32).half()
+    dense = dense_transition_matrix(boundary, radius=3, beta=2.0)
+    assert dense.dtype == torch.float32 and torch.equal(dense, dense_transition_matrix(boundary.float(), 3, 2.0))
+    seeds = _seeds(2, 5, 6, seed=2, dtype=torch.float32).half()
+    walked = random_walk(seeds, boundary, radius=3, steps=4)
+    assert walked.dtype == torch.float32 and torch.equal(walked, random_walk(seeds.float(), boundary.float(), 3, steps=4))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_dense_reference_cuda_matches_cpu() -> None:
+    """Planted bugs caught (on a CUDA machine only): index or matrix tensors made on the CPU (``device=None``)."""
+    boundary = _boundary(6, 7, seed=5)
+    cpu = dense_transition_matrix(boundary, radius=3)
+    cuda = dense_transition_matrix(boundary.cuda(), radius=3)
+    assert cuda.is_cuda
+    torch.testing.assert_close(cuda.cpu(), cpu, rtol=0, atol=1e-12)
