@@ -8,6 +8,7 @@ import torch
 
 from wsss.ops.path_index import path_pixels, search_offsets
 from wsss.ops.random_walk import (
+    NeighbourAffinity,
     TransitionOperator,
     affinity_from_boundary,
     dense_transition_matrix,
@@ -233,14 +234,30 @@ def test_shape_errors_name_the_shapes() -> None:
         random_walk(torch.zeros(2, 5, 6), torch.zeros(5, 7))
     with pytest.raises(ValueError, match=r"^boundary must be H×W, got \(1, 5, 6\)$"):
         dense_transition_matrix(torch.zeros(1, 5, 6))
-    with pytest.raises(ValueError, match=r"^boundary must be H×W or N×1×H×W, got \(2, 5, 6\)$"):
-        affinity_from_boundary(torch.zeros(2, 5, 6))
+    for shape in [(2, 5, 6), (1, 2, 5, 6)]:  # planted bug caught: ``dim() == 4 or shape[1] == 1`` takes N×2×H×W
+        with pytest.raises(ValueError, match=rf"^boundary must be H×W or N×1×H×W, got \({', '.join(map(str, shape))}\)$"):
+            affinity_from_boundary(torch.zeros(shape))
+
+
+def test_operator_from_a_single_offset_chain() -> None:
+    """A hand-made one-offset affinity (a horizontal chain, a = 1 inside the row): T's columns sum to 1 and its
+    planes are self, right and left neighbour. Planted bug caught: the self plane shaped after ``forward[1]``."""
+    values = torch.ones(1, 2, 4)
+    values[0, :, -1] = 0  # the right neighbour of the last column is outside
+    operator = transition_operator(NeighbourAffinity(((0, 1),), values), beta=1.0)
+    assert operator.offsets == ((0, 0), (0, 1), (0, -1))
+    # column sums: 1 + a(right) + a(left): 2 at the row ends, 3 inside
+    torch.testing.assert_close(operator.weights[0], torch.tensor([[0.5, 1 / 3, 1 / 3, 0.5]] * 2))
+    torch.testing.assert_close(operator.weights.sum(dim=0), torch.ones(2, 4))
 
 
 def test_half_precision_boundaries_are_computed_in_float32() -> None:
     """A float16 boundary (as stored CAM-derived maps may be) gives the float32 results of its float32 copy, in the
-    dense reference too. Planted bug caught: the dense reference computing path affinities in float16."""
+    dense reference too. Planted bugs caught: path affinities computed in float16 (``batch.to(None)``, or the dense
+    reference's ``boundary.to(None)``)."""
     boundary = _boundary(5, 6, seed=2, dtype=torch.float32).half()
+    values = affinity_from_boundary(boundary, radius=3).values
+    assert values.dtype == torch.float32 and torch.equal(values, affinity_from_boundary(boundary.float(), 3).values)
     dense = dense_transition_matrix(boundary, radius=3, beta=2.0)
     assert dense.dtype == torch.float32 and torch.equal(dense, dense_transition_matrix(boundary.float(), 3, 2.0))
     seeds = _seeds(2, 5, 6, seed=2, dtype=torch.float32).half()
