@@ -336,3 +336,15 @@ def test_pruned_labels_renormalised_per_pixel_before_the_clip() -> None:
     assert candidate_labels(probs, top_k=1).tolist() == [0, 1]
     out = crf_labels_from_probs(np.zeros((1, 2, 3), np.uint8), probs, top_k=1, iters=0)
     assert out.tolist() == [[1, 1]]
+
+
+def test_crf_labels_from_float64_probs_are_those_of_their_float32_copy() -> None:
+    """The labels depend on the float32 values only (the CRF's type), also where the rounding crosses ``eps``:
+    label 1 peaks at 0.099999999 (float32: 0.1), eps = 0.1, so it is kept and wins its pixel (without iterations the
+    CRF returns its unary). Planted bug caught: comparing the float64 peaks (label 1 dropped, background wins)."""
+    probs = np.full((11, 1, 1), 0.09)
+    probs[1], probs[0] = 0.099999999, 1 - 0.099999999 - 9 * 0.09
+    image = np.zeros((1, 1, 3), np.uint8)
+    want = crf_labels_from_probs(image, probs.astype(np.float32), eps=0.1, iters=0)
+    assert want.tolist() == [[1]]
+    np.testing.assert_array_equal(crf_labels_from_probs(image, probs, eps=0.1, iters=0), want)
