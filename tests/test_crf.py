@@ -222,10 +222,18 @@ def test_crf_from_probs_defaults_are_the_deeplab_setting() -> None:
     """The defaults are 10 iterations, Gaussian sxy 1 / compat 3, bilateral sxy 67 / srgb 3 / compat 4 (module
     docstring): bit-identical to passing them. Planted bug caught: any one default changed by one."""
     image, probs = _noisy_scene()
-    explicit = crf_from_probs(image, probs, iters=10, pos_xy_std=1.0, pos_w=3.0, bi_xy_std=67.0, bi_rgb_std=3.0, bi_w=4.0)
+    explicit = crf_from_probs(
+        image, probs, iters=10, pos_xy_std=1.0, pos_w=3.0, bi_xy_std=67.0, bi_rgb_std=3.0, bi_w=4.0
+    )
     np.testing.assert_array_equal(crf_from_probs(image, probs), explicit)
-    for name, value in [("iters", 11), ("pos_xy_std", 2.0), ("pos_w", 4.0), ("bi_xy_std", 68.0), ("bi_rgb_std", 4.0),
-                        ("bi_w", 5.0)]:  # each one-off change is visible, so the comparison above can fail
+    for name, value in [
+        ("iters", 11),
+        ("pos_xy_std", 2.0),
+        ("pos_w", 4.0),
+        ("bi_xy_std", 68.0),
+        ("bi_rgb_std", 4.0),
+        ("bi_w", 5.0),
+    ]:  # each one-off change is visible, so the comparison above can fail
         assert not np.array_equal(crf_from_probs(image, probs, **{name: value}), explicit), name
 
 

@@ -235,7 +235,9 @@ def test_shape_errors_name_the_shapes() -> None:
     with pytest.raises(ValueError, match=r"^boundary must be H×W, got \(1, 5, 6\)$"):
         dense_transition_matrix(torch.zeros(1, 5, 6))
     for shape in [(2, 5, 6), (1, 2, 5, 6)]:  # planted bug caught: ``dim() == 4 or shape[1] == 1`` takes N×2×H×W
-        with pytest.raises(ValueError, match=rf"^boundary must be H×W or N×1×H×W, got \({', '.join(map(str, shape))}\)$"):
+        with pytest.raises(
+            ValueError, match=rf"^boundary must be H×W or N×1×H×W, got \({', '.join(map(str, shape))}\)$"
+        ):
             affinity_from_boundary(torch.zeros(shape))
 
 
@@ -262,7 +264,9 @@ def test_half_precision_boundaries_are_computed_in_float32() -> None:
     assert dense.dtype == torch.float32 and torch.equal(dense, dense_transition_matrix(boundary.float(), 3, 2.0))
     seeds = _seeds(2, 5, 6, seed=2, dtype=torch.float32).half()
     walked = random_walk(seeds, boundary, radius=3, steps=4)
-    assert walked.dtype == torch.float32 and torch.equal(walked, random_walk(seeds.float(), boundary.float(), 3, steps=4))
+    assert walked.dtype == torch.float32 and torch.equal(
+        walked, random_walk(seeds.float(), boundary.float(), 3, steps=4)
+    )
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
