@@ -215,3 +215,89 @@ def test_max_pixels_bounds_each_forward_call_and_changes_no_cam() -> None:
     cam = CountingCam(_asymmetric_cam)
     multiscale_cams(cam, images[:2], [[0]] * 2, scales=(2.0,), max_pixels=10)
     assert [c[0] for c in cam.calls] == [2, 2]  # one image (with its flip) per call at least
+
+
+def test_stride4_size_is_the_ceiling_of_a_quarter() -> None:
+    """Every H, W in 1..20 against ⌈n/4⌉ and against the output size of a stride-4 conv (kernel 1, no padding).
+    Planted bug caught: (W − 2) // 4 + 1 (wrong for W ≡ 1 mod 4)."""
+    for h in range(1, 21):
+        for w in range(1, 21):
+            conv = F.conv2d(torch.zeros(1, 1, h, w), torch.ones(1, 1, 1, 1), stride=4).shape[-2:]
+            assert stride4_size(h, w) == (-(-h // 4), -(-w // 4)) == tuple(conv), (h, w)
+
+
+def test_resize_image_returns_the_image_itself_at_its_own_size() -> None:
+    """Planted bugs caught: comparing ``shape[2:]`` or ``shape[-3:]`` with the size (then it always resamples)."""
+    x = _image(7, 9, 0)
+    assert resize_image(x, (7, 9)) is x and resize_image(x, [7, 9], "bilinear") is x
+    assert resize_image(x, (9, 7)).shape == (3, 9, 7)
+    with pytest.raises(ValueError, match=r"^resize_mode must be one of \('bicubic', 'bilinear'\), got 'nearest'$"):
+        resize_image(x, (9, 7), "nearest")
+
+
+def test_fuse_flip_defaults_to_max_and_names_the_choices() -> None:
+    """Planted bugs caught: a default other than ``"max"``; ``ValueError(None)``."""
+    cams = torch.rand(2, 3, 4, 5, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(fuse_flip(cams), fuse_flip(cams, "max"))
+    with pytest.raises(ValueError, match=r"^fusion must be one of \('max', 'sum'\), got 'mean'$"):
+        fuse_flip(cams, "mean")
+
+
+def test_multiscale_cam_one_forward_call_per_size() -> None:
+    """Nine scales that round a 10×10 image to the same 10×10 go in one call of 18 rows (each with its flip) unless
+    batch_scales=False (9 calls of 2); the CAMs are the same either way. Planted bugs caught: ``multiscale_cam``
+    passing max_batch=8 (calls of 16 + 2), dropping or replacing its ``batch_scales`` argument, a default False."""
+    x = _image(10, 10, 1)
+    scales = tuple(1.0 + 0.005 * k for k in range(9))
+    together, apart = CountingCam(_asymmetric_cam), CountingCam(_asymmetric_cam)
+    a = multiscale_cam(together, x, [0, 2], scales=scales)
+    b = multiscale_cam(apart, x, [0, 2], scales=scales, batch_scales=False)
+    assert [c[0] for c in together.calls] == [18] and [c[0] for c in apart.calls] == [2] * 9
+    torch.testing.assert_close(a.cam, b.cam)
+    torch.testing.assert_close(a.high_res, b.high_res)
+
+
+def test_label_keys_are_int64_indices_strictly_above_one_half() -> None:
+    """Planted bugs caught: ``>= 0.5``; ``astype(None)`` (float64 indices)."""
+    keys = label_keys([0.5, 0.51, 1.0, 0.0, 0.49])
+    assert keys.dtype == np.int64 and keys.tolist() == [1, 2]
+
+
+def test_cam_to_labels_ties_and_key_shapes() -> None:
+    """A CAM equal to ``bg_score`` is background whatever the float types (the comparison is made in float32, the
+    CAMs' storage type): 0.1 rounds up in float32, 0.13 rounds down. Keys may come as a column (``np.argwhere``).
+    Planted bugs caught: the background plane or the CAMs left in float64; ``reshape(None)`` of the keys."""
+    assert cam_to_labels(np.full((1, 1, 2), 0.1, np.float32), [3], bg_score=0.1).tolist() == [[0, 0]]
+    assert cam_to_labels(np.full((1, 1, 2), 0.13), [3], bg_score=0.13).tolist() == [[0, 0]]
+    assert cam_to_labels(np.full((1, 1, 2), 0.14), [3], bg_score=0.13).tolist() == [[4, 4]]
+    vector = np.array([0, 1, 0, 1.0])
+    cams = np.array([[[0.9, 0.0]], [[0.0, 0.8]]], np.float32)
+    column = np.argwhere(vector > 0.5)
+    assert column.shape == (2, 1) and cam_to_labels(cams, column, 0.5).tolist() == [[2, 4]]
+    assert cam_to_labels(cams, label_keys(vector), 0.5).tolist() == [[2, 4]]
+
+
+def test_cam_to_labels_rejects_maps_of_the_wrong_rank_or_count() -> None:
+    """Planted bugs caught: ``and`` instead of ``or`` (a 2-D map with the right first axis passes); ``ValueError(None)``."""
+    with pytest.raises(ValueError, match=r"^cams must be Cv×h×w with Cv = len\(keys\) = 2, got \(2, 4\)$"):
+        cam_to_labels(np.zeros((2, 4)), [1, 2], 0.1)
+    with pytest.raises(ValueError, match=r"^cams must be Cv×h×w with Cv = len\(keys\) = 1, got \(2, 1, 4\)$"):
+        cam_to_labels(np.zeros((2, 1, 4)), [1], 0.1)
+
+
+def test_upsample_cam_dtypes_empty_and_bad_shapes() -> None:
+    """float16/float64 arrays and bfloat16 tensors give exactly the float32 computation; no channels give Cv = 0.
+    Planted bugs caught: interpolating in the input's own dtype (``np.asarray(cam)`` without float32); sending a
+    tensor through numpy (bfloat16 has no numpy type); a wrong empty result; an unformatted message."""
+    cam = np.random.default_rng(0).random((3, 5, 6)).astype(np.float32)
+    for dtype in (np.float16, np.float64):
+        for normalize in (True, False):
+            want = upsample_cam(cam.astype(dtype).astype(np.float32), (17, 23), normalize)
+            got = upsample_cam(cam.astype(dtype), (17, 23), normalize)
+            assert got.dtype == np.float32 and np.array_equal(got, want), (dtype, normalize)
+    bf16 = torch.from_numpy(cam).to(torch.bfloat16)
+    assert np.array_equal(upsample_cam(bf16, (17, 23)), upsample_cam(bf16.float().numpy(), (17, 23)))
+    empty = upsample_cam(np.zeros((0, 2, 3), np.float16), (8, 12))
+    assert empty.shape == (0, 8, 12) and empty.dtype == np.float32
+    with pytest.raises(ValueError, match=r"^cam must be Cv×h×w, got \(2, 3\)$"):
+        upsample_cam(np.zeros((2, 3)), (8, 12))

@@ -240,3 +240,81 @@ def test_pair_label_counts_equal_those_of_the_pair_labels(radius, shape, dtype, 
 def test_pair_label_counts_rejects_maps_of_another_size() -> None:
     with pytest.raises(ValueError, match="expected spatial size 20x30"):
         PathIndex(5, 20, 30).pair_label_counts(torch.zeros(2, 20, 31, dtype=torch.uint8))
+
+
+def test_errors_name_the_argument_and_the_limit() -> None:
+    """The one-line messages a user sees. Planted bug caught: ``ValueError(None)``, or the wrong name in a message."""
+    with pytest.raises(ValueError, match=r"^radius must be an integer >= 2, got 1$"):
+        search_offsets(1)
+    with pytest.raises(ValueError, match=r"^map 10x8 too small for radius 5: need H > 4 and W > 8$"):
+        PathIndex(5, 10, 8)  # W == 2·margin leaves no source column; W = 9 leaves one
+    assert PathIndex(5, 5, 9).out_width == 1 and PathIndex(5, 5, 9).out_height == 1
+    index = PathIndex(3, 8, 9)
+    with pytest.raises(ValueError, match=r"^boundary must be N×1×H×W, got \(1, 2, 8, 9\)$"):
+        index.path_affinity(torch.zeros(1, 2, 8, 9))
+    with pytest.raises(ValueError, match=r"^boundary is \(1, 1, 8, 10\), expected spatial size 8x9$"):
+        index.path_affinity(torch.zeros(1, 1, 8, 10))
+    for method in (index.sources, index.destinations):
+        with pytest.raises(ValueError, match=r"^map is \(8, 10\), expected spatial size 8x9$"):
+            method(torch.zeros(8, 10))
+    with pytest.raises(ValueError, match=r"^label is \(8, 10\), expected spatial size 8x9$"):
+        index.pair_label_counts(torch.zeros(8, 10, dtype=torch.int64))
+
+
+@pytest.mark.parametrize("method", ["pair_labels", "pair_label_counts"])
+def test_pair_label_methods_reject_float_bool_and_4d_maps(method: str) -> None:
+    """Planted bugs caught: ``or`` → ``and`` between the dtype checks (a bool map accepted) or before them (a 4-D map
+    accepted), and a message that fails to format."""
+    call = getattr(PathIndex(3, 8, 9), method)
+    for bad, text in [
+        (torch.zeros(8, 9), r"torch\.float32 \(8, 9\)"),
+        (torch.zeros(8, 9, dtype=torch.bool), r"torch\.bool \(8, 9\)"),
+        (torch.zeros(1, 1, 8, 9, dtype=torch.int64), r"torch\.int64 \(1, 1, 8, 9\)"),
+    ]:
+        with pytest.raises(ValueError, match=rf"^label must be an integer N×H×W or H×W map, got {text}$"):
+            call(bad)
+
+
+def test_pair_labels_compare_uint8_labels_as_integers() -> None:
+    """An ``ignore_index`` above 255 on uint8 labels: every label is valid (torch would compare a uint8 map with 300
+    modulo 256, i.e. with 44). Planted bug caught: dropping the cast to int64 marks labels 44..255 invalid."""
+    label = torch.tensor([[0, 0, 50, 50], [0, 200, 200, 50], [0, 0, 200, 200]], dtype=torch.uint8)
+    index = PathIndex(2, 3, 4)
+    wide = index.pair_labels(label, ignore_index=300)
+    as_int = index.pair_labels(label.to(torch.int64), ignore_index=300)
+    assert all(torch.equal(wide[k], as_int[k]) for k in wide)
+    total = sum(int(wide[k].sum()) for k in wide)
+    assert int(wide["fg_pos"].sum()) > 0 and total == index.num_offsets * 2 * 2  # all valid: every pair counted once
+    counts = index.pair_label_counts(label, ignore_index=300)
+    assert counts.tolist() == [float(wide[k].sum()) for k in ("bg_pos", "fg_pos", "neg")]
+
+
+def test_pair_label_counts_exact_above_float32_range() -> None:
+    """More than 2**24 pairs (a batch of IRN-size labels has ~2e6 per image): the counts stay exact integers.
+    All background, radius 10, 341×341 sources: 152·341² = 17674712 background pairs, 0 others. Planted bug caught:
+    accumulating in float32 (``torch.zeros(())`` without ``dtype=torch.int64``) rounds the count."""
+    label = torch.zeros(341 + 9, 341 + 18, dtype=torch.uint8)
+    counts = PathIndex(10, *label.shape).pair_label_counts(label)
+    assert counts.tolist() == [152.0 * 341 * 341, 0.0, 0.0]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_pair_label_counts_on_cuda_equal_cpu() -> None:
+    """The counters live on the label's device. Planted bug caught (on a CUDA machine only): ``torch.zeros((),
+    device=None)`` puts them on the CPU, and adding CUDA sums into them fails."""
+    label = torch.randint(0, 3, (2, 12, 14), generator=torch.Generator().manual_seed(0))
+    index = PathIndex(4, 12, 14)
+    counts = index.pair_label_counts(label.cuda())
+    assert counts.is_cuda and torch.equal(counts.cpu(), index.pair_label_counts(label))
+
+
+def test_path_pixels_in_every_quadrant() -> None:
+    """Offsets with dy < 0 (not in the half-disc, but ``path_pixels`` is defined for any segment): the brute-force
+    distance set, and the mirror image of the opposite offset. Planted bugs caught: the row range starting at 0
+    instead of min(0, dy), or ending at max(1, dy)."""
+    for dy, dx in [(-2, 3), (-3, -1), (-1, 0), (-4, 2), (2, -3)]:
+        box = [(y, x) for y in range(-6, 7) for x in range(-6, 7)]
+        expected = {p for p in box if _segment_distance(*p, dy, dx) < 1 - 1e-12}
+        path = path_pixels(dy, dx)
+        assert set(path) == expected and len(path) == len(expected), (dy, dx)
+        assert {(-y, -x) for y, x in path_pixels(-dy, -dx)} == expected

@@ -8,6 +8,7 @@ import torch
 
 from wsss.ops.path_index import path_pixels, search_offsets
 from wsss.ops.random_walk import (
+    NeighbourAffinity,
     TransitionOperator,
     affinity_from_boundary,
     dense_transition_matrix,
@@ -189,3 +190,90 @@ def test_random_walk_cuda_matches_cpu() -> None:
     cuda = random_walk(seeds.cuda(), boundary.cuda())
     assert cuda.is_cuda
     torch.testing.assert_close(cuda.cpu(), cpu, rtol=0, atol=1e-6)
+
+
+def test_mixed_dtypes_compute_in_float64_and_return_the_wider_type() -> None:
+    """float32 inputs are walked in float64 and rounded once at the end: bit-identical to the float64 walk cast to
+    float32; a float64 seed or boundary makes the result float64, for the sparse walk and the dense reference alike.
+    Planted bugs caught: the boundary (or the dense reference's 1 − B) left in float32, the output type taken from
+    one input only, the dense reference's float type from one input or none."""
+    boundary = _boundary(6, 7, seed=3)
+    seeds = _seeds(2, 6, 7, seed=3)
+    b32, s32 = boundary.float(), seeds.float()
+    want = random_walk(s32.double(), b32.double(), radius=3, steps=16)
+    assert torch.equal(random_walk(s32, b32, radius=3, steps=16), want.float())
+    for s, b in [(s32.double(), b32), (s32, b32.double())]:
+        got = random_walk(s, b, radius=3, steps=16)
+        assert got.dtype == torch.float64 and torch.equal(got, want)
+        dense = random_walk_dense(s, b, radius=3, exp_times=4)
+        assert dense.dtype == torch.float64
+        assert torch.equal(dense, random_walk_dense(s32.double(), b32.double(), radius=3, exp_times=4))
+
+
+def test_apply_steps_and_dtypes() -> None:
+    """One step by default, 0 steps is the identity, negative steps are refused; a float64 operator walks float32
+    maps in float32 (exactly as its float32 copy does). Planted bugs caught: a default of 2 steps, refusing 0 steps, the operator's weights not cast
+    to the maps' type, messages replaced by None."""
+    operator = transition_operator(affinity_from_boundary(_boundary(6, 7, seed=1), 3))
+    x = _seeds(2, 6, 7, seed=1)
+    assert torch.equal(operator.apply(x), operator.apply(x, steps=1)) and not torch.equal(operator.apply(x), x)
+    assert torch.equal(operator.apply(x, steps=0), x)
+    walked32 = operator.apply(x.float(), steps=3)
+    as32 = TransitionOperator(operator.offsets, operator.weights.float())
+    assert walked32.dtype == torch.float32 and torch.equal(walked32, as32.apply(x.float(), steps=3))
+    torch.testing.assert_close(walked32, operator.apply(x, steps=3).float(), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match=r"^steps must be >= 0, got -1$"):
+        operator.apply(x, steps=-1)
+    with pytest.raises(ValueError, match=r"^maps are \(2, 6, 8\), operator is for 6x7$"):
+        operator.apply(torch.zeros(2, 6, 8))
+
+
+def test_shape_errors_name_the_shapes() -> None:
+    """Planted bugs caught: ``ValueError(None)`` or an unformatted shape in the messages."""
+    with pytest.raises(ValueError, match=r"^seeds must be C×H×W and boundary H×W, got \(2, 5, 6\) and \(5, 7\)$"):
+        random_walk(torch.zeros(2, 5, 6), torch.zeros(5, 7))
+    with pytest.raises(ValueError, match=r"^boundary must be H×W, got \(1, 5, 6\)$"):
+        dense_transition_matrix(torch.zeros(1, 5, 6))
+    for shape in [(2, 5, 6), (1, 2, 5, 6)]:  # planted bug caught: ``dim() == 4 or shape[1] == 1`` takes N×2×H×W
+        with pytest.raises(
+            ValueError, match=rf"^boundary must be H×W or N×1×H×W, got \({', '.join(map(str, shape))}\)$"
+        ):
+            affinity_from_boundary(torch.zeros(shape))
+
+
+def test_operator_from_a_single_offset_chain() -> None:
+    """A hand-made one-offset affinity (a horizontal chain, a = 1 inside the row): T's columns sum to 1 and its
+    planes are self, right and left neighbour. Planted bug caught: the self plane shaped after ``forward[1]``."""
+    values = torch.ones(1, 2, 4)
+    values[0, :, -1] = 0  # the right neighbour of the last column is outside
+    operator = transition_operator(NeighbourAffinity(((0, 1),), values), beta=1.0)
+    assert operator.offsets == ((0, 0), (0, 1), (0, -1))
+    # column sums: 1 + a(right) + a(left): 2 at the row ends, 3 inside
+    torch.testing.assert_close(operator.weights[0], torch.tensor([[0.5, 1 / 3, 1 / 3, 0.5]] * 2))
+    torch.testing.assert_close(operator.weights.sum(dim=0), torch.ones(2, 4))
+
+
+def test_half_precision_boundaries_are_computed_in_float32() -> None:
+    """A float16 boundary (as stored CAM-derived maps may be) gives the float32 results of its float32 copy, in the
+    dense reference too. Planted bugs caught: path affinities computed in float16 (``batch.to(None)``, or the dense
+    reference's ``boundary.to(None)``)."""
+    boundary = _boundary(5, 6, seed=2, dtype=torch.float32).half()
+    values = affinity_from_boundary(boundary, radius=3).values
+    assert values.dtype == torch.float32 and torch.equal(values, affinity_from_boundary(boundary.float(), 3).values)
+    dense = dense_transition_matrix(boundary, radius=3, beta=2.0)
+    assert dense.dtype == torch.float32 and torch.equal(dense, dense_transition_matrix(boundary.float(), 3, 2.0))
+    seeds = _seeds(2, 5, 6, seed=2, dtype=torch.float32).half()
+    walked = random_walk(seeds, boundary, radius=3, steps=4)
+    assert walked.dtype == torch.float32 and torch.equal(
+        walked, random_walk(seeds.float(), boundary.float(), 3, steps=4)
+    )
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_dense_reference_cuda_matches_cpu() -> None:
+    """Planted bugs caught (on a CUDA machine only): index or matrix tensors made on the CPU (``device=None``)."""
+    boundary = _boundary(6, 7, seed=5)
+    cpu = dense_transition_matrix(boundary, radius=3)
+    cuda = dense_transition_matrix(boundary.cuda(), radius=3)
+    assert cuda.is_cuda
+    torch.testing.assert_close(cuda.cpu(), cpu, rtol=0, atol=1e-12)

@@ -192,7 +192,7 @@ def multiscale_cam(
 
 
 def label_keys(label_vector: np.ndarray | Sequence[float]) -> np.ndarray:
-    """Indices (int64) of the classes present in a multi-hot foreground label vector."""
+    """Indices (int64) of the classes present (value > 0.5) in a multi-hot foreground label vector."""
     return np.flatnonzero(np.asarray(label_vector) > 0.5).astype(np.int64)
 
 
