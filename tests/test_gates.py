@@ -408,7 +408,9 @@ def test_cam_gate_passed_line_names_the_least_evidence_with_its_standard_errors_
         "e": (4, -1.0, 0.0),
     }
     pairs = {"a|b": (12, 0.1), "a|c": (5, 0.3), "b|c": (12, 0.2), "c|d": (4, 0.45)}
-    ok, line = cam_gate(_cam_rows(classes, pairs), {**STATS4, "classes": [*"abcde"], "prevalence": [0.5] * 5}, True, 0.1, 0.5, 5, 2.0)
+    ok, line = cam_gate(
+        _cam_rows(classes, pairs), {**STATS4, "classes": [*"abcde"], "prevalence": [0.5] * 5}, True, 0.1, 0.5, 5, 2.0
+    )
     assert ok and line == (
         "cam gate passed: the CAMs localise every class (least evidence d 0.220 (+2 standard errors 0.220) >= "
         "gates.min_cam_evidence 0.1; largest overlap a/c IoU 0.30 on 5 images <= gates.max_cam_overlap 0.5; "
@@ -424,6 +426,8 @@ def test_cam_gate_passed_line_when_nothing_is_judged() -> None:
     without a judged class or without a threshold. Bug fixed here: the line read "(; compared with ..." (an empty
     detail joined before the baseline)."""
     ok, line = _cam({"a": (4, -1.0, 0.0)})
-    assert ok and line == f"cam gate passed: the CAMs localise every class ({BASELINE}; fewer than 5 images to measure a)"
+    assert (
+        ok and line == f"cam gate passed: the CAMs localise every class ({BASELINE}; fewer than 5 images to measure a)"
+    )
     ok, line = _cam({"c": (5, -1.0, 0.0)}, min_evidence=None)
     assert ok and line == f"cam gate passed: the CAMs localise every class ({BASELINE})", line
