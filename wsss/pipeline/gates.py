@@ -193,7 +193,7 @@ def cam_gate(
                 f"largest overlap {worst[0].replace('|', '/')} IoU {worst[1]['iou']:.2f} on {worst[1]['images']} images <= "
                 f"gates.max_cam_overlap {max_overlap}"
             )
-        return True, f"cam gate passed: the CAMs localise every class ({'; '.join(detail)}; {baseline})"
+        return True, f"cam gate passed: the CAMs localise every class ({'; '.join([*detail, baseline])})"
     parts = []
     if weak:
         parts.append(
