@@ -37,7 +37,8 @@ def test_checkout_and_interpreter_under_a_folder_with_a_space_run_real_jobs(tiny
     reached through "My Projects/…/.venv" (a link to this virtualenv, so sys.executable has the space too), in a
     working directory under a space too. The working directory is a copy of the session's tiny build (no second
     whole DAG of the same config): IRNet is retrained there (-f) and everything after it up to the pseudo labels'
-    evaluation reruns (mtime), so the copy must reproduce the tiny build's IRNet weights and pseudo-label mIoU."""
+    evaluation reruns (mtime), so the copy must reproduce the tiny build's IRNet weights and pseudo-label mIoU.
+    Planted bug caught: train_stage()'s script path not quoted (rules/common.smk)."""
     checkout = tmp_path / "My Projects" / "wsss repo"
     _copy_checkout(checkout)
     (checkout / ".venv").symlink_to(Path(sys.prefix), target_is_directory=True)
