@@ -20,8 +20,9 @@ starts. Parts, cheapest and most informative first (the whole default run stays 
    recipe's scales and flips;
 3. ``dag``: the synthetic DAG with ``device: cuda`` at the tests' tiny dataset sizes (``bench/bench_dag.py``).
 
-``--cpu`` runs all of it on the CPU at tiny sizes (the test suite does, so the script cannot rot); its numbers
-mean nothing.
+``--cpu`` runs all of it on the CPU at tiny sizes (the test suite does, so the script cannot rot), one thread per
+process (``OMP_NUM_THREADS=1`` for every part and what it starts: on a loaded 2-core machine OpenMP's spin-waiting
+made the tiny convolutions about 100× slower, 3 s per ResNet-10 step of 2 crops of 64 px); its numbers mean nothing.
 
     python bench/gpu_check.py                    # on a GPU machine
     python bench/gpu_check.py --cpu              # smoke run anywhere
@@ -700,9 +701,10 @@ def spawn_part(name: str, args: argparse.Namespace, limit: float) -> tuple[list[
         cmd = [sys.executable, str(Path(__file__).resolve()), "--part", name, "--part-result", str(result)]
         cmd += ["--cpu"] if args.cpu else []
         cmd += [f"--fault={f}" for f in args.fault if f.split(":")[0] == name]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"} if args.cpu else None  # see the module docstring
         start = time.perf_counter()
         proc = subprocess.Popen(
-            cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+            cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
         )  # its own process group: pytest, snakemake die with it
         try:
             _, stderr = proc.communicate(timeout=limit)

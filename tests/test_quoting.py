@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import REPO, run_group, snakemake, tiny_config, write_config
+from helpers import REPO, copy_of_dag, planned_jobs, run_group, snakemake, tiny_config, write_config
 
 
 def _copy_checkout(dest: Path) -> None:
@@ -32,35 +32,40 @@ def _copy_checkout(dest: Path) -> None:
 
 @pytest.mark.slow
 def test_checkout_and_interpreter_under_a_folder_with_a_space_run_real_jobs(tiny_dag: Path, tmp_path: Path) -> None:
-    """Every job kind goes through the copy's paths: stage() (cam_to_ir_label, crf, eval_seg), gpu_stage() (infer_cam,
-    make_pseudo, infer_seg, device auto; the lease runs unleased without a GPU) and train_stage() (train_cls,
-    train_irn, train_seg), with the interpreter reached through
-    "My Projects/…/.venv" (a link to this virtualenv, so sys.executable has the space too). The config is the
-    session's tiny one (device auto: the CPU here), so the copy must reproduce the tiny build's DeepLab+CRF mIoU."""
+    """Every launcher kind runs real jobs through the copy's paths: train_stage() (train_irn), gpu_stage()
+    (make_pseudo, device auto: the lease runs unleased without a GPU) and stage() (eval_pseudo), with the interpreter
+    reached through "My Projects/…/.venv" (a link to this virtualenv, so sys.executable has the space too), in a
+    working directory under a space too. The working directory is a copy of the session's tiny build (no second
+    whole DAG of the same config): IRNet is retrained there (-f) and everything after it up to the pseudo labels'
+    evaluation reruns (mtime), so the copy must reproduce the tiny build's IRNet weights and pseudo-label mIoU.
+    Planted bug caught: train_stage()'s script path not quoted (rules/common.smk)."""
     checkout = tmp_path / "My Projects" / "wsss repo"
     _copy_checkout(checkout)
     (checkout / ".venv").symlink_to(Path(sys.prefix), target_is_directory=True)
     python = checkout / ".venv" / "bin" / Path(sys.executable).name
-    workdir = tmp_path / "My Projects" / "run dir"
+    workdir = copy_of_dag(tiny_dag, tmp_path / "My Projects" / "run dir")
     config = tiny_config("vwl_l")
     config["device"] = "auto"
     write_config(workdir, config)
     env = {**os.environ, "WSSS_GPU_LOCK_DIR": str(tmp_path / "gpu locks")}
     env.pop("PYTHONPATH", None)
-    target = "results/tiny/deeplab_val_miou.txt"  # the tiny DAG's whole chain: CAMs, IRN, DeepLab, CRF
-    proc = run_group(
-        [str(python), "-m", "snakemake", "-s", str(checkout / "Snakefile"), "--cores", "2", "-p", target],
-        workdir,
-        timeout=1200,
-        env=env,
-    )
+    target = "results/tiny/pseudo_val_miou.txt"  # IRNet -> random walk (val shards) -> evaluation
+    cmd = [str(python), "-m", "snakemake", "-s", str(checkout / "Snakefile"), "--cores", "2", "-p"]
+    # mtime only: the copy's device (auto) and Snakefile path would otherwise rerun the whole DAG
+    cmd += ["--rerun-triggers", "mtime", "-f", "results/tiny/irn/model.pt", target]
+    proc = run_group(cmd, workdir, timeout=1200, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    if not torch.cuda.is_available():  # the same CPU run as the tiny build (with CUDA it trained on the GPU)
-        assert float((workdir / target).read_text()) == float((tiny_dag / target).read_text())
+    assert planned_jobs(proc.stdout + proc.stderr) == {"train_irn": 1, "make_pseudo": 2, "eval_pseudo": 1}
     printed = proc.stdout + proc.stderr
-    for launcher in ["-m wsss.runtime.launch", "-m wsss.runtime.gpu_lease", "stages/eval_seg.py"]:
+    for launcher in ["-m wsss.runtime.launch", "-m wsss.runtime.gpu_lease", "stages/eval_pseudo.py"]:
         assert launcher in printed
     assert f"PYTHONPATH='{checkout}'" in printed and f"'{python}'" in printed  # the copy's code, quoted
+    model = "results/tiny/irn/model.pt"
+    assert (workdir / model).stat().st_mtime > (tiny_dag / model).stat().st_mtime  # retrained, not the copy's
+    if not torch.cuda.is_available():  # the same CPU run as the tiny build (with CUDA it trained on the GPU)
+        got, want = (torch.load(d / model, weights_only=True) for d in (workdir, tiny_dag))
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+        assert (workdir / target).read_text() == (tiny_dag / target).read_text()
 
 
 def test_injected_split_name_is_a_one_line_config_error(tmp_path: Path) -> None:
