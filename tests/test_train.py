@@ -319,7 +319,9 @@ def test_fit_learns_a_learnable_problem_loss_falls_tenfold_and_weights_move(tmp_
 # --- mutation testing (issue 23): each test below names the mutants of wsss/engine/train.py it kills ---------------
 
 
-def _fit_linear(tmp: Path, step_fn, *, steps: int = 4, batch_size: int = 4, **kwargs) -> tuple[torch.nn.Module, dict]:
+def _fit_linear(
+    tmp: Path, step_fn, *, steps: int = 4, batch_size: int = 4, data=None, **kwargs
+) -> tuple[torch.nn.Module, dict]:
     """A zero-initialised linear model fitted on NoisyRegression with SGD (lr 0.05, momentum 0.9)."""
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 1)
@@ -336,7 +338,8 @@ def _fit_linear(tmp: Path, step_fn, *, steps: int = 4, batch_size: int = 4, **kw
         "fingerprint": "f",
         **kwargs,
     }
-    result = fit(model, NoisyRegression(), step_fn, opt, batch_size=batch_size, max_steps=steps, **options)
+    data = NoisyRegression() if data is None else data
+    result = fit(model, data, step_fn, opt, batch_size=batch_size, max_steps=steps, **options)
     return model, result
 
 
@@ -456,6 +459,8 @@ def test_check_batch_split_and_split_batch() -> None:
         assert err.value.problem == (
             f"8 does not split into {accumulate} micro-batch(es) on each of {world} process(es)"
         )
+    with pytest.raises(InputError, match="6 does not split into 1 micro-batch"):
+        check_batch_split("seg", 6, 1, 4)  # 4 processes: 6 % 4 (a world-size quotient would pass)
     batch = {"x": torch.arange(6), "names": list("abcdef")}
     assert split_batch(batch, 1)[0] is batch
     parts = split_batch(batch, 3)
@@ -689,6 +694,17 @@ def test_fit_evaluates_after_the_last_step_and_resumes_the_tracker(tmp_path: Pat
     assert (tmp_path / "a" / "log.csv").read_text() == (tmp_path / "b" / "log.csv").read_text()
 
 
+def test_a_checkpoint_with_evaluation_state_resumes_without_a_tracker(tmp_path: Path) -> None:
+    """A checkpoint written with a tracker resumes a run without one (its evaluation state is then not read).
+    Kills: ``tracker is not None or ...`` (a None tracker asked to load it)."""
+    model = torch.nn.Linear(4, 1)
+    extra = {"fingerprint": "f", "evaluation": {"history": [], "best_index": -1, "since_best": 0, "best_state": {}}}
+    opt = build_optimizer([{"params": model.parameters()}], "sgd", 0.05, 0.0, 0.9)
+    Checkpoint(model.state_dict(), opt.state_dict(), 2, extra).save(tmp_path / "ckpt.pt")
+    _, result = _fit_linear(tmp_path, _step, steps=3)
+    assert result["steps"] == 3 and len((tmp_path / "log.csv").read_text().splitlines()) == 2  # header + step 2
+
+
 def test_fit_makes_its_folders_trains_the_model_and_ignores_foreign_checkpoints(tmp_path: Path, caplog) -> None:
     """Output folders are created (nested, or existing); the model is put in train mode; the partial log exists
     while training; a checkpoint with another fingerprint is ignored with a warning; a final checkpoint
@@ -830,7 +846,16 @@ def test_fit_defaults_and_the_autocast_it_asks_for(tmp_path: Path, monkeypatch, 
             fingerprint="f",
             evaluator=evaluator,
         )
-    assert asked == [(torch.device("cpu"), False)]
+    pids = []
+    _fit_linear(
+        tmp_path / "workers",
+        lambda m, b, s: (pids.append(set(b["pid"].tolist())), _step(m, b, s))[1],
+        steps=1,
+        data=_Pids(),
+        num_workers=1,
+    )
+    assert pids and os.getpid() not in pids[0]  # num_workers reaches the DataLoader
+    assert asked == [(torch.device("cpu"), False)] * 2
     assert seen == [({os.getpid()}, True)] * 3
     assert model.moves == [(torch.device("cpu"),)]
     assert len(evaluator.seen) == 1
