@@ -638,9 +638,15 @@ def test_segmentation_to_rle_all_forms_and_errors():
 
 
 def test_semantic_mask_min_area_is_inclusive_and_no_instances():
-    """An instance of exactly min_area pixels is kept; no instances give an all-background map."""
+    """An instance of exactly min_area pixels is kept; no instances give an all-background map; pycocotools'
+    numpy-2 DeprecationWarning is silenced (kills: the warning filter's message or category changed)."""
+    import warnings
+
     rle = mask_utils.encode(np.asfortranarray(box_mask(5, 5, 0, 0, 2, 2)))
-    label, classes = semantic_mask(5, 5, [Instance(1, 2, False, rle)], min_area=4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        label, classes = semantic_mask(5, 5, [Instance(1, 2, False, rle)], min_area=4)
+    assert [str(w.message) for w in caught] == []
     assert classes == (2,) and (label == 2).sum() == 4 and (label == 0).sum() == 21
     label, classes = semantic_mask(5, 5, [], min_area=4)
     assert classes == () and label.shape == (5, 5) and label.dtype == np.uint8 and not label.any()
@@ -897,11 +903,15 @@ def test_link_is_atomic_and_idempotent(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "l"]
 
 
-def test_render_subset_logs_its_counts(coco_root, tmp_path, caplog):
-    """One info line per subset with the image, annotation and crowd counts and the kept/dropped images."""
+def test_render_subset_logs_its_counts(coco_root, tmp_path, caplog, capsys):
+    """One info line per subset with the image, annotation and crowd counts and the kept/dropped images; the
+    progress bar names the subset and counts images."""
     with caplog.at_level("INFO", logger="wsss.data.coco"):
         prepare_coco(coco_root, tmp_path / "o")
     messages = [r.getMessage() for r in caplog.records]
+    err = capsys.readouterr().err
+    assert "coco instances_train2014: 100%" in err and "2/2" in err and "img/s" in err
+    assert f"reading {coco_root / 'annotations' / 'instances_val2014.json'}" in messages
     assert (
         "instances_train2014.json: 3 images, 8 annotations (2 crowd); kept 2 images, dropped 1 without a kept "
         "non-crowd instance"
@@ -911,3 +921,24 @@ def test_render_subset_logs_its_counts(coco_root, tmp_path, caplog):
         "non-crowd instance"
     ) in messages
     assert "split train: 2 images" in messages and "split val: 2 images" in messages
+
+
+def test_inputs_overlapping_the_output_are_refused(coco_root, tmp_path, caplog):
+    """The COCO root or an image folder equal to, inside or containing the output folder is refused naming it
+    (the output is replaced whole); the same images and annotations for two splits are warned about in full.
+    Kills: the check_apart calls and their labels, the shared-splits warning text."""
+    where, problem = _problem(prepare_coco, coco_root, coco_root / "out")
+    assert where == str(coco_root) and problem.startswith("COCO root overlaps the output folder")
+    subsets = {"a": {"images": str(tmp_path / "o" / "imgs"), "annotations": str(coco_root / "x.json")}}
+    where, problem = _problem(prepare_coco, None, tmp_path / "o", subsets=subsets)
+    assert where == str(tmp_path / "o" / "imgs") and problem.startswith("COCO image folder overlaps the output folder")
+    same = {
+        "images": str(coco_root / "train2014"),
+        "annotations": str(coco_root / "annotations" / "instances_train2014.json"),
+    }
+    with caplog.at_level("WARNING", logger="wsss.data.coco"):
+        prepare_coco(None, tmp_path / "s", subsets={"train": same, "val": dict(same), "test": dict(same)})
+    assert [r.getMessage() for r in caplog.records] == [
+        f"splits train and val and test are the same images and annotations ({same['annotations']}): evaluation "
+        "on one of them measures training images"
+    ]
