@@ -345,7 +345,7 @@ def _render_record(task: tuple[ImageRecord, str, str, int]) -> tuple[str, tuple[
             for a in record.annotations
         ]
         label, classes = semantic_mask(record.height, record.width, instances, min_area)
-        areas = mask_utils.area([inst.rle for inst in instances]) if instances else []
+        areas = mask_utils.area([inst.rle for inst in instances])  # a candidate has a non-crowd annotation
         empty = sum(1 for inst, area in zip(instances, areas) if not inst.iscrowd and area == 0)
         if classes:
             write_label_png(Path(out) / "SegmentationClass" / f"{record.image_id}.png", label)
