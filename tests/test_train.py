@@ -874,12 +874,15 @@ class _FakeDDP(torch.nn.parallel.DistributedDataParallel):
         torch.nn.Module.__init__(self)
         self.module = module
         self.no_sync_calls = 0
+        self.events: list[str] = []
 
     def forward(self, *args, **kwargs):
+        self.events.append("forward")
         return self.module(*args, **kwargs)
 
     def no_sync(self):
         self.no_sync_calls += 1
+        self.events.append("no_sync")
         return nullcontext()
 
 
@@ -920,7 +923,7 @@ def test_train_step_under_ddp_syncs_only_the_last_micro_batch(monkeypatch) -> No
     _, parts = train._train_step(
         net, objective, {"x": x, "y": y}, 0, batch_size=6, accumulate=3, device=torch.device("cpu"), use_amp=False
     )
-    assert net.no_sync_calls == 2
+    assert net.no_sync_calls == 2 and net.events == ["no_sync", "forward", "no_sync", "forward", "forward"]
     assert objective.models == [("counts", model), ("end_step", net)]
     assert parts["tenth"] == 0.1 + 0.1 + 0.1 and parts["one"] == 3.0
 
@@ -969,3 +972,115 @@ def test_fit_as_rank_one_of_two_writes_nothing_and_takes_its_half(tmp_path: Path
         _fit_linear(tmp_path / "uneven", step_fn, steps=1, batch_size=6, accumulate=2)
     with pytest.raises(ValueError, match="does not split into 0 micro-batch"):
         _fit_linear(tmp_path / "zero", step_fn, steps=1, batch_size=4, accumulate=0)
+
+
+class _ConstantShares(Objective):
+    """Shares 1, 1e-8, 1e-8 (float32 tensors): their float32 sum is 1 exactly, their float64 sum is not."""
+
+    def loss(self, model, batch, micro):
+        value = (1.0, 1e-8, 1e-8)[micro.positions[0] // len(micro.positions)]
+        return model(batch["x"]).sum() * 0 + value, {}
+
+
+def test_train_step_sums_the_shares_in_float64() -> None:
+    """The global-batch loss is summed in float64 (tiny shares are not lost against a large one). Kills: the
+    float64 of the running loss sum (its dtype dropped)."""
+    from wsss.engine import train
+
+    loss, _ = train._train_step(
+        torch.nn.Linear(4, 1),
+        _ConstantShares(),
+        {"x": torch.zeros(3, 4)},
+        0,
+        batch_size=3,
+        accumulate=3,
+        device=torch.device("cpu"),
+        use_amp=False,
+    )
+    tiny = float(torch.tensor(1e-8))  # 1e-8 as float32
+    assert loss == 1.0 + tiny + tiny
+
+
+def test_fit_passes_its_poly_power_and_skips_parameters_without_gradient(tmp_path: Path) -> None:
+    """poly_power reaches the schedule (lr at step s = 0.05·(1 − s/3)^2); a parameter that gets a gradient only at
+    step 0 is not moved afterwards (set_to_none: SGD skips a None gradient; a zeroed one would keep the
+    momentum moving it). Kills: set_poly_lr without the power, zero_grad(set_to_none=False/None)."""
+    extra = torch.nn.Parameter(torch.ones(1))
+    after_first = []
+
+    def step_fn(m, batch, step):
+        loss, parts = _step(m, batch, step)
+        if step == 0:
+            return loss + extra.sum(), parts
+        if step == 1:
+            after_first.append(extra.detach().clone())
+        return loss, parts
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    opt = build_optimizer([{"params": [*model.parameters(), extra]}], "sgd", 0.05, 0.0, 0.9)
+    fit(
+        model,
+        NoisyRegression(),
+        step_fn,
+        opt,
+        batch_size=4,
+        max_steps=3,
+        seed=3,
+        checkpoint=tmp_path / "ckpt.pt",
+        checkpoint_every=100,
+        final_weights=tmp_path / "model.pt",
+        log_csv=tmp_path / "log.csv",
+        device=torch.device("cpu"),
+        fingerprint="f",
+        poly_power=2.0,
+    )
+    lr = [float(line.split(",")[1]) for line in (tmp_path / "log.csv").read_text().splitlines()[1:]]
+    assert lr == pytest.approx([0.05 * (1 - s / 3) ** 2 for s in range(3)], rel=1e-5)
+    assert after_first[0].item() == pytest.approx(0.95) and torch.equal(extra.detach(), after_first[0])
+
+
+class _MinimalTracker:
+    """A tracker without ``best_state`` (fit must not require one): never stops."""
+
+    should_stop = False
+
+    def record(self, step, metrics, model):
+        return False
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
+def test_fit_without_a_tracker_or_without_best_state_keeps_the_last_weights(tmp_path: Path, monkeypatch) -> None:
+    """An evaluator without a tracker never stops training (and its last evaluation is no early stop); a tracker
+    without ``best_state`` leaves the last weights as the final ones; no checkpoint is written after the last step
+    (it would be deleted at once). Kills: the initial ``stop`` value, getattr without its default, ``step <=
+    max_steps``."""
+    saved_steps = []
+    original_save = Checkpoint.save
+
+    def save(self, path):
+        saved_steps.append(self.step)
+        return original_save(self, path)
+
+    monkeypatch.setattr(Checkpoint, "save", save)
+    for name, tracker in (("none", None), ("minimal", _MinimalTracker())):
+        saved_steps.clear()
+        model, result = _fit_linear(
+            tmp_path / name,
+            _step,
+            steps=4,
+            checkpoint_every=2,
+            evaluator=_Evaluator([0.1] * 4),
+            tracker=tracker,
+            eval_every=1,
+        )
+        assert result == {"steps": 4, "max_steps": 4, "stopped_early": False}
+        final = load_state_dict_file(tmp_path / name / "model.pt")
+        for k, v in model.state_dict().items():
+            assert torch.equal(final[k], v)
+        assert saved_steps == [2]

@@ -487,7 +487,7 @@ def fit(
                     extra["evaluation"] = tracker.state_dict()
                 Checkpoint(model.state_dict(), optimizer.state_dict(), step, extra).save(checkpoint)
     if main:
-        best_state = getattr(tracker, "best_state", None) if tracker is not None else None
+        best_state = getattr(tracker, "best_state", None)  # None without a tracker
         save_state_dict(final_weights, best_state if best_state else model.state_dict())
         os.replace(partial, log_csv)
         checkpoint.unlink(missing_ok=True)
