@@ -120,6 +120,12 @@ BAD_CASES = {
         "e.png",
         "image 'e' has no labels",
     ),
+    # mutant killed: labels.get(stem, None) in the mask-class warning (a masked image without a CSV row crashed it)
+    "masked image with no row": (
+        lambda r: (r / "labels.csv").write_text("image,labels\nb,dog\nc,dog\nd,cat\ne,cat\n"),
+        "a.jpg",
+        "image 'a' has no labels",
+    ),
     "empty label cell": (
         lambda r: (r / "labels.csv").write_text("image,labels\na,cat\nb,\nc,dog\nd,cat\ne,cat\n"),
         "labels.csv:3",
