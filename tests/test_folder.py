@@ -342,7 +342,8 @@ def test_hidden_files_skipped_and_mask_suffix_case(tmp_path: Path, caplog) -> No
     ds = VOCLayoutDataset(tmp_path / "out")
     assert ds.has_mask("d") and sorted(ds.ids("train") + ds.ids("val")) == list("abcde")
     messages = [r.getMessage() for r in caplog.records]
-    assert any("skipped 1 hidden file(s)" in m and "._a.jpg" in m for m in messages)
+    assert f"images: skipped 1 hidden file(s) in {root / 'images'}, e.g. ._a.jpg" in messages
+    assert f"masks: skipped 1 hidden file(s) in {root / 'masks'}, e.g. ._a.png" in messages
     # a.png holds class 1 (cat) but a's row says dog
     assert any("masks hold classes their image's row does not list (images per class: cat 1)" in m for m in messages), (
         messages
@@ -403,7 +404,8 @@ def test_params_are_checked(tmp_path: Path) -> None:
         "unknown keys ['a', 'colour']; known: ['root', 'images', 'labels', 'masks', 'classes', 'val_fraction']",
     )
     for params in ({}, {"root": ""}, {"root": 3}):
-        assert _error(params, tmp_path / "o").problem == "root: required, the dataset folder"
+        err = _error(params, tmp_path / "o")
+        assert (err.path, err.problem) == ("--params", "root: required, the dataset folder")
     for fraction in (0, 1, 1.5, -0.1):
         err = _error({"root": str(root), "val_fraction": fraction}, tmp_path / "o")
         assert err.problem == f"val_fraction: must lie in (0, 1), got {fraction!r}"
@@ -471,9 +473,9 @@ def test_image_and_mask_folders_skip_other_entries_and_refuse_empty_or_twice(tmp
     image folder and two masks of one stem are one-line errors; no masks/ folder means no masks."""
     root = tmp_path / "m"
     make_folder(root)
-    (root / "images" / "notes.txt").write_text("not an image")
+    (root / "images" / "0notes.txt").write_text("not an image")  # sorted first: a skip that stopped the scan fails
     (root / "images" / "sub.png").mkdir()
-    (root / "masks" / "readme.txt").write_text("x")
+    (root / "masks" / "0readme.txt").write_text("x")
     (root / "masks" / "d.png").mkdir()
     prepare_folder({"root": str(root)}, tmp_path / "o1")
     ds = VOCLayoutDataset(tmp_path / "o1")
@@ -482,6 +484,14 @@ def test_image_and_mask_folders_skip_other_entries_and_refuse_empty_or_twice(tmp
     err = _error({"root": str(root)}, tmp_path / "o2")
     assert (Path(err.path).name, err.problem) == ("a.png", "two masks share the stem 'a' (a.PNG, a.png)")
     (root / "masks" / "a.PNG").unlink()
+    for name in ("b.jpeg", "b.JPG"):
+        _image(root / "masks" / name, (33, 50))
+        err = _error({"root": str(root)}, tmp_path / "o2")
+        assert (Path(err.path).name, err.problem) == (
+            name,
+            "mask is a JPEG; lossy compression changes class ids: save masks as PNG",
+        )
+        (root / "masks" / name).unlink()
     for p in (root / "masks").iterdir():
         p.unlink() if p.is_file() else p.rmdir()
     (root / "masks").rmdir()
@@ -612,7 +622,7 @@ def test_max_pixels_is_inclusive(tmp_path: Path) -> None:
     assert err.problem.startswith("image has 2400 pixels (60x40), above max_pixels 2399")
 
 
-def test_other_lists_alone_fall_back_to_the_hash_split_and_empty_splits_are_refused(tmp_path: Path) -> None:
+def test_other_lists_alone_fall_back_to_the_hash_split_and_empty_splits_are_refused(tmp_path: Path, caplog) -> None:
     """Split lists other than train/val (e.g. test.txt alone) do not replace the hash split; hidden and non-.txt
     files there are ignored; an empty train or val split is an error naming its source."""
     root = tmp_path / "m"
@@ -622,7 +632,11 @@ def test_other_lists_alone_fall_back_to_the_hash_split_and_empty_splits_are_refu
     (lists / "test.txt").write_text("e\n")
     (lists / "train.csv").write_text("a\n")
     (lists / "._train.txt").write_bytes(b"\x00\x05")
-    splits = prepare_folder({"root": str(root), "val_fraction": 0.4}, tmp_path / "o")
+    with caplog.at_level("INFO"):
+        splits = prepare_folder({"root": str(root), "val_fraction": 0.4}, tmp_path / "o")
+    assert f"split lists: skipped 1 hidden file(s) in {lists}, e.g. ._train.txt" in [
+        r.getMessage() for r in caplog.records
+    ]
     assert splits["val"] == [s for s in "abcde" if in_val(s, 0.4)]
     assert splits["train"] == [s for s in "abcde" if not in_val(s, 0.4)]
     err = _error({"root": str(root), "val_fraction": 1e-9}, tmp_path / "o2")
