@@ -649,3 +649,15 @@ def test_other_lists_alone_fall_back_to_the_hash_split_and_empty_splits_are_refu
     assert err.problem == (
         f"split 'train' is empty (val.txt in {lists}, train = the other images); add images or change val_fraction"
     )
+
+
+def test_root_overlapping_the_output_and_the_progress_line(tmp_path: Path, capsys) -> None:
+    """In-process: a root containing the output folder is refused naming the root as "dataset root"; the image
+    check shows a "check images" progress bar counting the images. Kills: check_apart's label, the bar's desc."""
+    root = tmp_path / "m"
+    make_folder(root)
+    err = _error({"root": str(root)}, root / "out")
+    assert err.path == str(root) and err.problem.startswith("dataset root overlaps the output folder")
+    capsys.readouterr()
+    prepare_folder({"root": str(root)}, tmp_path / "o")
+    assert "check images: 100%" in capsys.readouterr().err
