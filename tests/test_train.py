@@ -1084,3 +1084,14 @@ def test_fit_without_a_tracker_or_without_best_state_keeps_the_last_weights(tmp_
         for k, v in model.state_dict().items():
             assert torch.equal(final[k], v)
         assert saved_steps == [2]
+
+
+def test_a_plain_function_evaluator_adds_no_columns(tmp_path: Path) -> None:
+    """An evaluator without a ``columns`` attribute (a plain function) still feeds the tracker; the log keeps its
+    four columns. Kills: ``getattr(evaluator, "columns")`` without its default (or with None)."""
+    from wsss.pipeline.heldout import HeldoutTracker
+
+    tracker = HeldoutTracker("m")
+    _fit_linear(tmp_path, _step, steps=2, evaluator=lambda model: {"m": 0.5}, tracker=tracker, eval_every=1)
+    assert [h["step"] for h in tracker.history] == [0, 1]
+    assert (tmp_path / "log.csv").read_text().splitlines()[0] == "step,lr,loss,mse"

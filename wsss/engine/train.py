@@ -431,7 +431,7 @@ def fit(
     )
     net = distributed.wrap(model, device, find_unused_parameters)
     step = start_step
-    eval_columns = tuple(getattr(evaluator, "columns", ())) if evaluator is not None else ()
+    eval_columns = tuple(getattr(evaluator, "columns", ()))  # () without an evaluator
     stopped_early = False
     with open(partial, "w") if main else nullcontext() as fh:
         if fh is not None:
