@@ -573,9 +573,12 @@ def test_compressed_run_totals_are_checked_independently():
         "f.json: annotation 3",
         "negative run length in compressed RLE counts",
     )
-    assert _problem(_compressed_run_total, "1P", "s")[1] == "truncated compressed RLE counts"  # 'P': more follows
+    assert _problem(_compressed_run_total, "1P", "f: a 1") == ("f: a 1", "truncated compressed RLE counts")  # 'P': more
     for bad in ("/", "p", "1 2"):
-        assert _problem(_compressed_run_total, bad, "s")[1] == "invalid character in compressed RLE counts"
+        assert _problem(_compressed_run_total, bad, "f: a 1") == (
+            "f: a 1",
+            "invalid character in compressed RLE counts",
+        )
     assert _compressed_run_total("?", "s") == 15  # '?' = 15: the largest one-character run
     assert (
         _problem(_compressed_run_total, "O", "s")[1] == "negative run length in compressed RLE counts"
@@ -909,6 +912,17 @@ def test_render_subset_logs_its_counts(coco_root, tmp_path, caplog, capsys):
     with caplog.at_level("INFO", logger="wsss.data.coco"):
         prepare_coco(coco_root, tmp_path / "o")
     messages = [r.getMessage() for r in caplog.records]
+    assert not [m for m in messages if "are the same images" in m]  # train and val are different subsets
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
+        ".wsss-output",
+        "ImageSets",
+        "JPEGImages",
+        "SegmentationClass",
+        "classes.txt",
+        "dataset.yaml",
+        "labels.tsv",
+    ]
+    assert [p.name for p in (tmp_path / "o" / "ImageSets").iterdir()] == ["Segmentation"]
     err = capsys.readouterr().err
     assert "coco instances_train2014: 100%" in err and "2/2" in err and "img/s" in err
     assert f"reading {coco_root / 'annotations' / 'instances_val2014.json'}" in messages
@@ -942,3 +956,42 @@ def test_inputs_overlapping_the_output_are_refused(coco_root, tmp_path, caplog):
         f"splits train and val and test are the same images and annotations ({same['annotations']}): evaluation "
         "on one of them measures training images"
     ]
+
+
+def test_worker_pool_only_when_asked_and_its_chunks(coco_root, tmp_path, monkeypatch):
+    """One process by default (no pool); ``workers=2`` renders in a pool of 2 (same output); the pool's chunks
+    are len/64 clamped to 1..32 (an integer: a float chunksize breaks ``imap``). Kills: the default worker
+    count, the ``workers > 1`` condition, ``//`` in the chunk size."""
+    import multiprocessing
+
+    from wsss.data import coco
+
+    pools = []
+    real = multiprocessing.get_context()
+
+    class _Ctx:
+        def Pool(self, n):
+            pools.append(n)
+            return real.Pool(n)
+
+    monkeypatch.setattr(coco.multiprocessing, "get_context", _Ctx)
+    prepare_coco(coco_root, tmp_path / "one")
+    assert pools == []
+    prepare_coco(coco_root, tmp_path / "two", workers=2)
+    assert pools == [2] and tree_bytes(tmp_path / "one") == tree_bytes(tmp_path / "two")
+
+    class _Pool:
+        def imap(self, fn, tasks, chunksize):
+            self.chunksize = chunksize
+            return [(t[0].image_id, (1,), None, 0) for t in tasks]
+
+    for n, chunk in ((10, 1), (200, 3), (5000, 32)):
+        records = tuple(
+            coco.ImageRecord(f"i{k}", tmp_path / "x.jpg", 2, 2, (coco.RawAnnotation(k, 1, False, []),))
+            for k in range(n)
+        )
+        pool = _Pool()
+        kept = coco._render_subset(
+            coco.CocoSubset(tmp_path / "s.json", (1,), ("background", "a"), records), tmp_path, 0, pool
+        )
+        assert pool.chunksize == chunk and isinstance(pool.chunksize, int) and len(kept) == n
