@@ -700,6 +700,7 @@ def test_load_subset_parses_and_refuses_malformed_entries(tmp_path):
             "expected a COCO instances object with 'images', 'annotations', 'categories' lists",
         ),
         (lambda d: d.update(annotations={}), "expected a COCO instances object"),
+        (lambda d: d.update(categories=[]), "'categories' must be a non-empty list"),
         (
             lambda d: d[img].append({"id": "7", "file_name": "c.jpg"}),
             "image entry {'id': '7', 'file_name': 'c.jpg'} needs an integer 'id' and a string 'file_name'",
