@@ -198,7 +198,7 @@ BAD_CASES = {
     "train and val overlap": (
         lambda r: _lists(r, "a\nb\nc\n", "c\nd\ne\n"),
         "val.txt",
-        "id 'c' is also in train.txt (1 shared)",
+        "id 'c' is also in train.txt (1 shared); val must hold images the model does not train on",
     ),
     # mutant killed: the "mask without image" check disabled (the stray mask was silently ignored)
     "mask without image": (
@@ -660,4 +660,5 @@ def test_root_overlapping_the_output_and_the_progress_line(tmp_path: Path, capsy
     assert err.path == str(root) and err.problem.startswith("dataset root overlaps the output folder")
     capsys.readouterr()
     prepare_folder({"root": str(root)}, tmp_path / "o")
-    assert "check images: 100%" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "check images: 100%" in err and "img/s" in err
