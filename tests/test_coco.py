@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 from pycocotools import mask as mask_utils
 
@@ -505,3 +506,493 @@ def test_bad_coco_input_is_one_line_and_keeps_the_previous_output(tmp_path, case
     assert err.value.path.startswith(str(root / where)) and problem in err.value.problem, str(err.value)
     assert "\n" not in str(err.value) and tree_bytes(out) == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp folder left
+
+
+# --- mutation testing (issue 23): direct tests of the parsing helpers; each names the mutants it kills -------------
+
+
+def _problem(fn, *args, **kwargs) -> tuple[str, str]:
+    with pytest.raises(InputError) as err:
+        fn(*args, **kwargs)
+    return err.value.path, err.value.problem
+
+
+def test_class_table_refuses_bad_categories():
+    """Every malformed category list is one line naming the file; 254 classes fit uint8 masks, 255 do not.
+    Kills: the type checks (a bool id), the messages, the MAX_CLASSES bound, the name joining."""
+    assert _problem(class_table, [], "c.json") == ("c.json", "'categories' must be a non-empty list")
+    assert _problem(class_table, {"id": 1}, "c.json")[1] == "'categories' must be a non-empty list"
+    for cat in ({"id": True, "name": "x"}, {"id": 1, "name": 3}, {"name": "x"}, "cat"):
+        assert _problem(class_table, [cat], "c.json") == (
+            "c.json",
+            f"category entry {cat!r:.80} needs an integer 'id' and a string 'name'",
+        )
+    assert _problem(class_table, [{"id": 4, "name": " \t"}], "c.json")[1] == "category 4 has an empty name"
+    assert _problem(class_table, [{"id": 4, "name": "background"}], "c.json")[1] == (
+        "category names are not unique (after replacing spaces by '_'), or one is 'background'"
+    )
+    cats = [{"id": i, "name": f"c{i}"} for i in range(1, 256)]
+    assert _problem(class_table, cats, "c.json")[1] == "255 categories do not fit uint8 masks (at most 254)"
+    mapping, names = class_table(cats[:254], "c.json")
+    assert mapping[254] == 254 and len(names) == 255
+    assert class_table([{"id": 7, "name": " hot  dog\tstand "}], "c.json") == ({7: 1}, ["background", "hot_dog_stand"])
+
+
+def _encode_counts(values: list[int]) -> str:
+    """COCO's compressed RLE string of ``values`` as given (independent of pycocotools: LEB128-like 5-bit groups
+    with a continuation bit, offset 48; the caller applies the runs[i] - runs[i-2] differencing)."""
+    out = []
+    for x in values:
+        more = True
+        while more:
+            c = x & 0x1F
+            x >>= 5
+            more = x != -1 if c & 0x10 else x != 0
+            out.append(chr((c | 0x20 if more else c) + 48))
+    return "".join(out)
+
+
+def test_compressed_run_totals_are_checked_independently():
+    """_compressed_run_total decodes COCO's string: on random masks (many runs, long runs) the total is H·W as
+    pycocotools encodes them, and equals the sum of the runs encoded by an independent encoder; truncated,
+    out-of-alphabet and negative-run strings are errors. Kills: the bit arithmetic, the sign extension, the
+    differencing from the third run on, str/bytes handling."""
+    from wsss.data.coco import _compressed_run_total
+
+    rng = np.random.default_rng(0)
+    for h, w, p in ((7, 9, 0.5), (40, 50, 0.02), (64, 64, 0.97), (1, 3000, 0.3)):
+        m = (rng.random((h, w)) < p).astype(np.uint8)
+        counts = mask_utils.encode(np.asfortranarray(m))["counts"]
+        assert _compressed_run_total(counts, "s") == h * w
+        assert _compressed_run_total(counts.decode(), "s") == h * w
+    runs = [0, 5, 3, 1000, 2, 40000, 7, 1, 1]
+    deltas = runs[:3] + [runs[i] - runs[i - 2] for i in range(3, len(runs))]
+    assert _compressed_run_total(_encode_counts(deltas), "s") == sum(runs)
+    assert _compressed_run_total("", "s") == 0
+    assert _problem(_compressed_run_total, _encode_counts([5, 3, -10]), "f.json: annotation 3") == (
+        "f.json: annotation 3",
+        "negative run length in compressed RLE counts",
+    )
+    assert _problem(_compressed_run_total, "1P", "f: a 1") == ("f: a 1", "truncated compressed RLE counts")  # 'P': more
+    for bad in ("/", "p", "1 2"):
+        assert _problem(_compressed_run_total, bad, "f: a 1") == (
+            "f: a 1",
+            "invalid character in compressed RLE counts",
+        )
+    assert _compressed_run_total("?", "s") == 15  # '?' = 15: the largest one-character run
+    assert (
+        _problem(_compressed_run_total, "O", "s")[1] == "negative run length in compressed RLE counts"
+    )  # 31: sign bit
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+def test_segmentation_to_rle_all_forms_and_errors():
+    """Polygons (fewer than 3 points skipped; coordinates within ±1e6), uncompressed and compressed RLE (str or
+    bytes) give the same mask; each malformed form is a one-line error naming the source. Kills: the polygon
+    checks and bounds, the 6-coordinate minimum, the size and counts checks, the bytes encoding."""
+    want = box_mask(6, 8, 2, 1, 5, 4)
+    forms = [
+        [box(2, 1, 5, 4)],
+        [box(2, 1, 5, 4), [0, 0, 1, 1], [0.5, 0.5]],  # a 2-point and a 1-point polygon are skipped
+        uncompressed_rle(want),
+        compressed_rle(want),
+        {"counts": compressed_rle(want)["counts"].encode(), "size": [6, 8]},
+    ]
+    for seg in forms:
+        rle = segmentation_to_rle(seg, 6, 8, "s")
+        np.testing.assert_array_equal(mask_utils.decode(rle), want)
+    compressed = segmentation_to_rle(compressed_rle(want), 6, 8, "s")
+    assert compressed == {"size": [6, 8], "counts": compressed_rle(want)["counts"].encode()}
+    triangle = segmentation_to_rle([[0.0, 0.0, 7.0, 0.0, 0.0, 5.0]], 6, 8, "s")
+    assert mask_utils.area(triangle) > 0
+    for seg in ([], [[1, 2, 3, 4]], [[1e6, 1e6, 1e6 + 0, 0, 0, -1e6]]):
+        rle = segmentation_to_rle(seg, 6, 8, "s")
+        assert mask_utils.decode(rle).shape == (6, 8) and (seg != [] or mask_utils.area(rle) == 0)
+    source = "f.json: annotation 5"
+    errors = {
+        "polygon must be a list of numbers": ([[1, 2, "3", 4, 5, 6]], [[1, 2, True, 4, 5, 6]], [(1, 2, 3, 4, 5, 6)]),
+        "polygon coordinates must be finite and within +-1e+06": (
+            [[0, 0, 1, 0, float("nan"), 1]],
+            [[0, 0, 1, 0, float("inf"), 1]],
+            [[0, 0, 1e6 + 1, 0, 0, 1]],
+            [[0, 0, -1e6 - 1, 0, 0, 1]],
+        ),
+        "RLE size [6, 9] differs from the image size [6, 8]": ({"counts": [48], "size": [6, 9]},),
+        "RLE size (6, 8) differs from the image size [6, 8]": ({"counts": [48], "size": (6, 8)},),
+        "RLE run lengths must be non-negative integers adding up to 48": (
+            {"counts": [50, -2], "size": [6, 8]},
+            {"counts": [47, True], "size": [6, 8]},
+            {"counts": [47.0, 1], "size": [6, 8]},
+            {"counts": [40, 7], "size": [6, 8]},
+        ),
+        "RLE 'counts' must be a list of integers or a string": ({"counts": 48, "size": [6, 8]},),
+        "segmentation must be a list of polygons or an RLE object with 'counts' and 'size'": (
+            {"counts": [48]},
+            {"size": [6, 8]},
+            "polygon",
+        ),
+    }
+    for problem, segs in errors.items():
+        for seg in segs:
+            assert _problem(segmentation_to_rle, seg, 6, 8, source) == (source, problem), seg
+    assert _problem(segmentation_to_rle, {"counts": "", "size": [6, 8]}, 6, 8, source)[1] == (
+        "RLE run lengths add up to 0, not 48"
+    )
+
+
+def test_semantic_mask_min_area_is_inclusive_and_no_instances():
+    """An instance of exactly min_area pixels is kept; no instances give an all-background map; pycocotools'
+    numpy-2 DeprecationWarning is silenced (kills: the warning filter's message or category changed)."""
+    import warnings
+
+    rle = mask_utils.encode(np.asfortranarray(box_mask(5, 5, 0, 0, 2, 2)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        label, classes = semantic_mask(5, 5, [Instance(1, 2, False, rle)], min_area=4)
+    assert [str(w.message) for w in caught] == []
+    assert classes == (2,) and (label == 2).sum() == 4 and (label == 0).sum() == 21
+    label, classes = semantic_mask(5, 5, [], min_area=4)
+    assert classes == () and label.shape == (5, 5) and label.dtype == np.uint8 and not label.any()
+
+
+def _subset_json(tmp_path: Path, data) -> Path:
+    path = tmp_path / "inst.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_load_subset_parses_and_refuses_malformed_entries(tmp_path):
+    """The records (stem, path, size, annotations in JSON order with contiguous class ids, iscrowd default 0) and
+    one error per malformed entry, naming the JSON. Kills: the entry checks, positivity of the size, the plain
+    file name check, the duplicate checks, the iscrowd values, the messages."""
+    from wsss.data.coco import load_subset
+
+    good = {
+        "images": [
+            {"id": 5, "file_name": "a.jpg", "height": 3, "width": 4},
+            {"id": 2, "file_name": "b.png", "height": 1, "width": 1},
+        ],
+        "annotations": [
+            {"id": 9, "image_id": 5, "category_id": 90, "segmentation": []},
+            {"id": 1, "image_id": 5, "category_id": 1, "segmentation": [box(0, 0, 1, 1)], "iscrowd": 1},
+        ],
+        "categories": CATEGORIES,
+    }
+    subset = load_subset(_subset_json(tmp_path, good), tmp_path / "imgs")
+    assert subset.category_ids == (1, 3, 90)
+    assert subset.class_names == ("background", "person", "traffic_light", "teddy_bear")
+    assert [(r.image_id, r.path, r.height, r.width) for r in subset.images] == [
+        ("a", tmp_path / "imgs" / "a.jpg", 3, 4),
+        ("b", tmp_path / "imgs" / "b.png", 1, 1),
+    ]
+    assert [(a.ann_id, a.class_id, a.iscrowd) for a in subset.images[0].annotations] == [(9, 3, False), (1, 1, True)]
+    assert subset.images[1].annotations == () and subset.json_path == tmp_path / "inst.json"
+
+    def spoiled(edit):
+        data = copy.deepcopy(good)
+        edit(data)
+        return _subset_json(tmp_path, data)
+
+    img, an = "images", "annotations"
+    cases = [
+        (
+            lambda d: d.pop("images"),
+            "expected a COCO instances object with 'images', 'annotations', 'categories' lists",
+        ),
+        (lambda d: d.update(annotations={}), "expected a COCO instances object"),
+        (lambda d: d.update(categories=[]), "'categories' must be a non-empty list"),
+        (
+            lambda d: d[img].append({"id": "7", "file_name": "c.jpg"}),
+            "image entry {'id': '7', 'file_name': 'c.jpg'} needs an integer 'id' and a string 'file_name'",
+        ),
+        (
+            lambda d: d[img].append({"id": 7, "file_name": 3}),
+            "image entry {'id': 7, 'file_name': 3} needs an integer 'id' and a string 'file_name'",
+        ),
+        (lambda d: d[img].append(["x"]), "image entry ['x'] needs"),
+        (lambda d: d[img][0].update(height=0), "image 5: 'height' and 'width' must be positive integers"),
+        (lambda d: d[img][0].update(width=0), "image 5: 'height' and 'width' must be positive integers"),
+        (lambda d: d[img][0].update(width=2.0), "image 5: 'height' and 'width' must be positive integers"),
+        (lambda d: d[img][0].pop("height"), "image 5: 'height' and 'width' must be positive integers"),
+        (lambda d: d[img][0].update(file_name="sub/a.jpg"), "image 5: file_name 'sub/a.jpg' must be a plain file name"),
+        (lambda d: d[img][1].update(id=5), "duplicate image id 5"),
+        (lambda d: d[img][1].update(file_name="a.png"), "two images share the file stem 'a'"),
+        (lambda d: d[an].append({"image_id": 5}), "annotation entry {'image_id': 5} needs an integer 'id'"),
+        (lambda d: d[an].append("x"), "annotation entry 'x' needs an integer 'id'"),
+        (lambda d: d[an][1].update(id=9), "duplicate annotation id 9"),
+        (lambda d: d[an][1].update(iscrowd=2), "annotation 1: iscrowd must be 0 or 1, got 2"),
+        (lambda d: d[an][1].pop("segmentation"), "annotation 1: no 'segmentation'"),
+        (lambda d: d[an][1].pop("image_id"), "annotation 1: unknown image_id None"),
+        (lambda d: d[an][1].update(category_id=2), "annotation 1: unknown category_id 2"),
+    ]
+    for edit, problem in cases:
+        path = spoiled(edit)
+        where, got = _problem(load_subset, path, tmp_path)
+        assert where == str(path) and got.startswith(problem), (problem, got)
+    bad_stem = spoiled(lambda d: d[img][0].update(file_name="my a.jpg"))
+    assert _problem(load_subset, bad_stem, tmp_path)[0] == str(bad_stem)
+    assert _problem(load_subset, tmp_path / "none.json", tmp_path) == (
+        str(tmp_path / "none.json"),
+        "annotation file is missing",
+    )
+    (tmp_path / "latin1.json").write_bytes(b'{"images": "caf\xe9"}')
+    assert _problem(load_subset, tmp_path / "latin1.json", tmp_path)[1].startswith("invalid JSON (")
+    (tmp_path / "list.json").write_text("[]")
+    assert _problem(load_subset, tmp_path / "list.json", tmp_path)[1].startswith("expected a COCO instances object")
+
+
+def test_params_are_checked(tmp_path):
+    """Each bad parameter is one line naming it; subsets resolve against root; the default splits are the
+    COCO 2014 layout. Kills: the type and range checks (min_area 0 and workers 1 allowed), the messages, the
+    default split names and file names."""
+    from wsss.data.coco import _check_params
+
+    root = tmp_path / "r"
+    root.mkdir()
+    assert _check_params(str(root), None, None, 0, 1) == {
+        "train": (root / "annotations" / "instances_train2014.json", root / "train2014"),
+        "val": (root / "annotations" / "instances_val2014.json", root / "val2014"),
+    }
+    assert _check_params(root, {"all": "mine"}, None, 3, 4) == {
+        "all": (root / "annotations" / "instances_mine.json", root / "mine")
+    }
+    subsets = {"fit": {"images": "i", "annotations": "a.json"}}
+    assert _check_params(str(root), None, subsets, 0, 1) == {"fit": (root / "a.json", root / "i")}
+    cases = [
+        ((5, None, None, 0, 1), ("params.root", "must be a folder path, got 5")),
+        (("", None, None, 0, 1), ("params.root", "must be a folder path, got ''")),
+        ((str(root / "x"), None, None, 0, 1), (str(root / "x"), "COCO root is not a directory")),
+        ((str(root), None, None, -1, 1), ("params.min_area", "must be an integer >= 0, got -1")),
+        ((str(root), None, None, 1.0, 1), ("params.min_area", "must be an integer >= 0, got 1.0")),
+        ((str(root), None, None, True, 1), ("params.min_area", "must be an integer >= 0, got True")),
+        ((str(root), None, None, 0, 0), ("params.workers", "must be an integer >= 1, got 0")),
+        ((str(root), None, None, 0, "2"), ("params.workers", "must be an integer >= 1, got '2'")),
+        (
+            (str(root), None, {}, 0, 1),
+            ("params.subsets", "must be a non-empty mapping of split name to {images, annotations}"),
+        ),
+        (
+            (str(root), None, ["x"], 0, 1),
+            ("params.subsets", "must be a non-empty mapping of split name to {images, annotations}"),
+        ),
+        (
+            (str(root), None, {"fit": {"images": "i"}}, 0, 1),
+            ("params.subsets", "fit: needs 'images' (folder) and 'annotations' (JSON file)"),
+        ),
+        (
+            (str(root), None, {"fit": "i"}, 0, 1),
+            ("params.subsets", "fit: needs 'images' (folder) and 'annotations' (JSON file)"),
+        ),
+        (
+            (None, None, None, 0, 1),
+            (
+                "params.root",
+                "required: the COCO 2014 folder (train2014/, val2014/, annotations/), or give subsets: {split: {images: DIR, annotations: FILE}}",
+            ),
+        ),
+        ((str(root), {}, None, 0, 1), ("params.splits", "must be a non-empty mapping of split name to COCO subset")),
+        (
+            (str(root), ["train"], None, 0, 1),
+            ("params.splits", "must be a non-empty mapping of split name to COCO subset"),
+        ),
+        ((str(root), {"train": 2014}, None, 0, 1), ("params.splits", "split names and subsets must be strings")),
+        ((str(root), {1: "x"}, None, 0, 1), ("params.splits", "split names and subsets must be strings")),
+    ]
+    for args, expected in cases:
+        assert _problem(_check_params, *args) == expected, args
+    for args in (
+        (str(root), {"a b": "x"}, None, 0, 1),
+        (str(root), {"a": "../x"}, None, 0, 1),
+        (str(root), None, {"a/b": {"images": "i", "annotations": "a"}}, 0, 1),
+    ):
+        where, problem = _problem(_check_params, *args)
+        assert where in ("params.splits", "params.subsets") and problem.startswith("invalid image id"), args
+
+
+def test_json_inside_the_output_and_nothing_to_prepare_and_dataset_yaml(coco_root, tmp_path):
+    """An instances JSON inside the output folder is refused (the folder is replaced whole); a subset with only
+    crowd annotations is an error; dataset.yaml records kind, splits, min_area, num_classes and the default
+    max_pixels. Kills: the realpath/parents check, the empty-subset check, the meta entries."""
+    from wsss.runtime.io import DEFAULT_MAX_PIXELS
+
+    out = tmp_path / "out"
+    prepare_coco(coco_root, out, min_area=2)
+    assert yaml.safe_load((out / "dataset.yaml").read_text()) == {
+        "kind": "coco",
+        "splits": {
+            s: {"annotations": str(coco_root / "annotations" / f"instances_{c}.json"), "images": str(coco_root / c)}
+            for s, c in (("train", "train2014"), ("val", "val2014"))
+        },
+        "min_area": 2,
+        "num_classes": 4,
+        "max_pixels": DEFAULT_MAX_PIXELS,
+    }
+    (out / "mine.json").write_text("{}")
+    where, problem = _problem(
+        prepare_coco,
+        None,
+        out,
+        subsets={"a": {"images": str(coco_root / "val2014"), "annotations": str(out / "mine.json")}},
+    )
+    assert where == str(out / "mine.json") and problem.startswith(f"instances JSON lies inside the output folder {out}")
+
+    def only_crowds(d):
+        for a in d["val2014"]["annotations"]:
+            a["iscrowd"] = 1
+            a["segmentation"] = uncompressed_rle(box_mask(20, 20, 0, 0, 3, 3))
+
+    root = broken_root(tmp_path / "r", only_crowds)
+    where, problem = _problem(prepare_coco, root, tmp_path / "o2")
+    assert (
+        where.endswith("instances_val2014.json")
+        and problem == "no image has a non-crowd annotation (nothing to prepare)"
+    )
+
+
+def test_render_record_reports_problems_as_values(tmp_path):
+    """The worker returns (path, None, problem, 0) for a missing, unreadable or mis-sized image (exceptions do not
+    survive pickling), and (id, classes, None, empty count) otherwise, linking the image only when it has classes.
+    Kills: the error tuple's fields, the size message, the empty count, the link condition."""
+    from wsss.data.coco import ImageRecord, RawAnnotation, _render_record
+
+    (tmp_path / "o" / "SegmentationClass").mkdir(parents=True)
+    (tmp_path / "o" / "JPEGImages").mkdir()
+    Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(tmp_path / "x.jpg")
+    anns = (
+        RawAnnotation(1, 2, False, [box(0, 0, 2, 2)]),
+        RawAnnotation(2, 1, False, []),
+        RawAnnotation(3, 1, True, []),
+    )
+    rec = ImageRecord("x", tmp_path / "x.jpg", 6, 8, anns)
+    assert _render_record((rec, str(tmp_path / "o"), "j.json", 0)) == ("x", (2,), None, 1)
+    assert os.readlink(tmp_path / "o" / "JPEGImages" / "x.jpg") == str(tmp_path / "x.jpg")
+    assert read_label_png(tmp_path / "o" / "SegmentationClass" / "x.png")[:2, :2].tolist() == [[2, 2], [2, 2]]
+    none = ImageRecord("y", tmp_path / "x.jpg", 6, 8, (RawAnnotation(4, 1, False, []),))
+    assert _render_record((none, str(tmp_path / "o"), "j.json", 0)) == ("y", (), None, 1)
+    assert not (tmp_path / "o" / "JPEGImages" / "y.jpg").exists()
+    wrong = ImageRecord("x", tmp_path / "x.jpg", 8, 6, anns)
+    assert _render_record((wrong, str(tmp_path / "o"), "j.json", 0)) == (
+        str(tmp_path / "x.jpg"),
+        None,
+        "image is 8x6 but j.json says 6x8",
+        0,
+    )
+    gone = ImageRecord("z", tmp_path / "z.jpg", 6, 8, anns)
+    assert _render_record((gone, str(tmp_path / "o"), "j.json", 0)) == (
+        str(tmp_path / "z.jpg"),
+        None,
+        "image file is missing",
+        0,
+    )
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    bad = ImageRecord("b", tmp_path / "bad.jpg", 6, 8, anns)
+    path, classes, problem, empty = _render_record((bad, str(tmp_path / "o"), "j.json", 0))
+    assert (path, classes, empty) == (str(tmp_path / "bad.jpg"), None, 0) and problem.startswith("cannot read image (")
+
+
+def test_link_is_atomic_and_idempotent(tmp_path):
+    """_link leaves a correct link alone, replaces a stale one, and leaves no temp name behind."""
+    from wsss.data.coco import _link
+
+    (tmp_path / "a").write_text("a")
+    (tmp_path / "b").write_text("b")
+    link = tmp_path / "l"
+    _link(tmp_path / "a", link)
+    assert os.readlink(link) == str(tmp_path / "a")
+    before = os.lstat(link).st_ino
+    _link(tmp_path / "a", link)
+    assert os.lstat(link).st_ino == before
+    _link(tmp_path / "b", link)
+    assert os.readlink(link) == str(tmp_path / "b")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "l"]
+
+
+def test_render_subset_logs_its_counts(coco_root, tmp_path, caplog, capsys):
+    """One info line per subset with the image, annotation and crowd counts and the kept/dropped images; the
+    progress bar names the subset and counts images."""
+    with caplog.at_level("INFO", logger="wsss.data.coco"):
+        prepare_coco(coco_root, tmp_path / "o")
+    messages = [r.getMessage() for r in caplog.records]
+    assert not [m for m in messages if "are the same images" in m]  # train and val are different subsets
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [
+        ".wsss-output",
+        "ImageSets",
+        "JPEGImages",
+        "SegmentationClass",
+        "classes.txt",
+        "dataset.yaml",
+        "labels.tsv",
+    ]
+    assert [p.name for p in (tmp_path / "o" / "ImageSets").iterdir()] == ["Segmentation"]
+    err = capsys.readouterr().err
+    assert "coco instances_train2014: 100%" in err and "2/2" in err and "img/s" in err
+    assert f"reading {coco_root / 'annotations' / 'instances_val2014.json'}" in messages
+    assert (
+        "instances_train2014.json: 3 images, 8 annotations (2 crowd); kept 2 images, dropped 1 without a kept "
+        "non-crowd instance"
+    ) in messages
+    assert (
+        "instances_val2014.json: 3 images, 2 annotations (0 crowd); kept 2 images, dropped 1 without a kept "
+        "non-crowd instance"
+    ) in messages
+    assert "split train: 2 images" in messages and "split val: 2 images" in messages
+
+
+def test_inputs_overlapping_the_output_are_refused(coco_root, tmp_path, caplog):
+    """The COCO root or an image folder equal to, inside or containing the output folder is refused naming it
+    (the output is replaced whole); the same images and annotations for two splits are warned about in full.
+    Kills: the check_apart calls and their labels, the shared-splits warning text."""
+    where, problem = _problem(prepare_coco, coco_root, coco_root / "out")
+    assert where == str(coco_root) and problem.startswith("COCO root overlaps the output folder")
+    subsets = {"a": {"images": str(tmp_path / "o" / "imgs"), "annotations": str(coco_root / "x.json")}}
+    where, problem = _problem(prepare_coco, None, tmp_path / "o", subsets=subsets)
+    assert where == str(tmp_path / "o" / "imgs") and problem.startswith("COCO image folder overlaps the output folder")
+    same = {
+        "images": str(coco_root / "train2014"),
+        "annotations": str(coco_root / "annotations" / "instances_train2014.json"),
+    }
+    with caplog.at_level("WARNING", logger="wsss.data.coco"):
+        prepare_coco(None, tmp_path / "s", subsets={"train": same, "val": dict(same), "test": dict(same)})
+    assert [r.getMessage() for r in caplog.records] == [
+        f"splits train and val and test are the same images and annotations ({same['annotations']}): evaluation "
+        "on one of them measures training images"
+    ]
+
+
+def test_worker_pool_only_when_asked_and_its_chunks(coco_root, tmp_path, monkeypatch):
+    """One process by default (no pool); ``workers=2`` renders in a pool of 2 (same output); the pool's chunks
+    are len/64 clamped to 1..32 (an integer: a float chunksize breaks ``imap``). Kills: the default worker
+    count, the ``workers > 1`` condition, ``//`` in the chunk size."""
+    import multiprocessing
+
+    from wsss.data import coco
+
+    pools = []
+    real = multiprocessing.get_context()
+
+    class _Ctx:
+        def Pool(self, n):
+            pools.append(n)
+            return real.Pool(n)
+
+    monkeypatch.setattr(coco.multiprocessing, "get_context", _Ctx)
+    prepare_coco(coco_root, tmp_path / "one")
+    assert pools == []
+    prepare_coco(coco_root, tmp_path / "two", workers=2)
+    assert pools == [2] and tree_bytes(tmp_path / "one") == tree_bytes(tmp_path / "two")
+
+    class _Pool:
+        def imap(self, fn, tasks, chunksize):
+            self.chunksize = chunksize
+            return [(t[0].image_id, (1,), None, 0) for t in tasks]
+
+    for n, chunk in ((10, 1), (200, 3), (5000, 32)):
+        records = tuple(
+            coco.ImageRecord(f"i{k}", tmp_path / "x.jpg", 2, 2, (coco.RawAnnotation(k, 1, False, []),))
+            for k in range(n)
+        )
+        pool = _Pool()
+        kept = coco._render_subset(
+            coco.CocoSubset(tmp_path / "s.json", (1,), ("background", "a"), records), tmp_path, 0, pool
+        )
+        assert pool.chunksize == chunk and isinstance(pool.chunksize, int) and len(kept) == n

@@ -204,10 +204,9 @@ def segmentation_to_rle(segmentation: Any, height: int, width: int, source: str)
     raise InputError(source, "segmentation must be a list of polygons or an RLE object with 'counts' and 'size'")
 
 
-def _decode(rles: list[dict], height: int, width: int) -> np.ndarray:
-    """Decode RLEs into an H×W×N bool stack (pycocotools' numpy-2 copy-keyword DeprecationWarning silenced)."""
-    if not rles:
-        return np.zeros((height, width, 0), dtype=bool)
+def _decode(rles: list[dict]) -> np.ndarray:
+    """Decode RLEs (at least one) into an H×W×N bool stack (pycocotools' numpy-2 copy-keyword DeprecationWarning
+    silenced)."""
     with warnings.catch_warnings():
         warnings.filterwarnings(
             "ignore", message=".*__array__ implementation doesn't accept a copy keyword", category=DeprecationWarning
@@ -223,13 +222,15 @@ def semantic_mask(
     Implements the module's rules: kept non-crowd instances painted largest first (ties by ascending annotation
     id), crowd and small (< ``min_area`` pixels) regions 255 where no kept instance lies, background 0.
     """
-    areas = [int(a) for a in mask_utils.area([inst.rle for inst in instances])] if instances else []
+    if not instances:
+        return np.zeros((height, width), dtype=np.uint8), ()
+    areas = [int(a) for a in mask_utils.area([inst.rle for inst in instances])]
     kept = sorted(
         (-area, inst.ann_id, k)
         for k, (inst, area) in enumerate(zip(instances, areas))
         if not inst.iscrowd and area >= max(min_area, 1)
     )  # one that draws no pixel gives no label
-    pixels = _decode([inst.rle for inst in instances], height, width)
+    pixels = _decode([inst.rle for inst in instances])
     label = np.zeros((height, width), dtype=np.uint8)
     for _, _, k in kept:
         label[pixels[:, :, k]] = instances[k].class_id
@@ -344,7 +345,7 @@ def _render_record(task: tuple[ImageRecord, str, str, int]) -> tuple[str, tuple[
             for a in record.annotations
         ]
         label, classes = semantic_mask(record.height, record.width, instances, min_area)
-        areas = mask_utils.area([inst.rle for inst in instances]) if instances else []
+        areas = mask_utils.area([inst.rle for inst in instances])  # a candidate has a non-crowd annotation
         empty = sum(1 for inst, area in zip(instances, areas) if not inst.iscrowd and area == 0)
         if classes:
             write_label_png(Path(out) / "SegmentationClass" / f"{record.image_id}.png", label)

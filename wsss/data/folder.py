@@ -274,9 +274,10 @@ def prepare_folder(params: Mapping[str, Any], out: str | Path) -> dict[str, list
         labels = derived
     for stem in sorted(images):
         names = labels.get(stem)
-        if not names:
-            where = csv_path if csv_path.is_file() else masks.get(stem, images[stem])
-            raise InputError(images[stem] if names is None else where, f"image {stem!r} has no labels")
+        if names is None:  # not in the CSV (a CSV row never has an empty label set)
+            raise InputError(images[stem], f"image {stem!r} has no labels")
+        if not names:  # labels from the masks (every image has one then): its mask holds only 0 and 255
+            raise InputError(masks[stem], f"image {stem!r} has no labels")
         unknown = [n for n in names if n not in index or n == "background"]
         if unknown:
             raise InputError(csv_path, f"image {stem!r}: labels {unknown} not in classes {classes[1:]}")

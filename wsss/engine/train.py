@@ -23,6 +23,7 @@ import logging
 import os
 import pickle
 import random
+import struct
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -231,6 +232,17 @@ def split_batch(batch: dict[str, Any], parts: int) -> list[dict[str, Any]]:
     return [{k: v[i * size : (i + 1) * size] for k, v in batch.items()} for i in range(parts)]
 
 
+# what torch.load raises on a file that is not a torch save: empty or cut short (EOFError, struct.error), not a
+# zip archive (RuntimeError), a pickle of something else (UnpicklingError), unreadable (OSError)
+_UNREADABLE = (OSError, RuntimeError, ValueError, EOFError, struct.error, pickle.UnpicklingError)
+
+
+def _first_line(err: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when the message is empty."""
+    lines = str(err).splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
 @dataclass
 class Checkpoint:
     """What a resumable training run saves: weights, optimizer state and the next step to run."""
@@ -251,16 +263,16 @@ class Checkpoint:
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
             return Checkpoint(data["model"], data["optimizer"], int(data["step"]), dict(data.get("extra", {})))
-        except (OSError, RuntimeError, KeyError, TypeError, ValueError, pickle.UnpicklingError) as err:
-            raise InputError(path, f"cannot load checkpoint ({str(err).splitlines()[0]})") from None
+        except (*_UNREADABLE, KeyError, TypeError) as err:
+            raise InputError(path, f"cannot load checkpoint ({_first_line(err)})") from None
 
 
 def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """Load a state dict saved by a stage (``{"model": ...}`` checkpoints or bare state dicts), weights only."""
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError, pickle.UnpicklingError) as err:
-        raise InputError(path, f"cannot load weights ({str(err).splitlines()[0]})") from None
+    except _UNREADABLE as err:
+        raise InputError(path, f"cannot load weights ({_first_line(err)})") from None
     if isinstance(data, dict) and "model" in data and isinstance(data["model"], dict):
         data = data["model"]
     if not isinstance(data, dict):
@@ -279,7 +291,7 @@ def _read_log_rows(path: Path, before_step: int) -> list[str]:
     if not path.exists():
         return []
     lines = path.read_text().splitlines()
-    return lines[:1] + [ln for ln in lines[1:] if ln and int(ln.split(",", 1)[0]) < before_step]
+    return lines[:1] + [ln for ln in lines[1:] if ln and int(ln.partition(",")[0]) < before_step]
 
 
 def _train_step(
@@ -419,7 +431,7 @@ def fit(
     )
     net = distributed.wrap(model, device, find_unused_parameters)
     step = start_step
-    eval_columns = tuple(getattr(evaluator, "columns", ())) if evaluator is not None else ()
+    eval_columns = tuple(getattr(evaluator, "columns", ()))  # () without an evaluator
     stopped_early = False
     with open(partial, "w") if main else nullcontext() as fh:
         if fh is not None:
@@ -475,7 +487,7 @@ def fit(
                     extra["evaluation"] = tracker.state_dict()
                 Checkpoint(model.state_dict(), optimizer.state_dict(), step, extra).save(checkpoint)
     if main:
-        best_state = getattr(tracker, "best_state", None) if tracker is not None else None
+        best_state = getattr(tracker, "best_state", None)  # None without a tracker
         save_state_dict(final_weights, best_state if best_state else model.state_dict())
         os.replace(partial, log_csv)
         checkpoint.unlink(missing_ok=True)
