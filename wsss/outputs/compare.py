@@ -318,7 +318,7 @@ def save_compare_figure(path: Path, name: str, results: Sequence[RunResult]) -> 
     groups = group_results(results)
     datasets = list(dict.fromkeys(d for d, _ in groups))
     methods = list(dict.fromkeys(m for _, m in groups))
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.6), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(max(4.5 * len(datasets), 6.5), 3.6), squeeze=False, sharey=True)
     width = 0.8 / max(1, len(methods))
     for ax, dataset in zip(axes[0], datasets):
         x = np.arange(len(METRICS))
