@@ -263,7 +263,7 @@ def test_cls_gate_failure_line_names_every_failure_class_and_the_advice_for_a_fr
         "scores micro-F1 0.500; constant scores (the prevalences) score mAP 0.356; not measurable against their "
         "prior (fewer than 3 held-out images with or without them): rare (2 of 63 held-out images have it), gone "
         "(1 of 63 held-out images have it)): the classifier did not learn these classes and every later stage "
-        "inherits that; remove or merge the class, or add images without it; "
+        "inherits that; remove or merge wall, or add images without it; "
         f"{GATE_ADVICE}; gates.enabled: false runs on anyway"
     ), line
 
@@ -274,7 +274,7 @@ def test_cls_gate_advice_for_a_frequent_class_only_above_90_percent() -> None:
     at the measured class (its advice text)."""
     ok, line = cls_gate(_heldout(0.5, 0.4, 0.99, {"a": (62, 1, 1.0), "b": (20, 43, 0.98)}), True, 0.6, 0.25, 3)
     assert not ok and "below gates.min_cls_f1 0.6" in line
-    assert f"inherits that; remove or merge the class, or add images without it; {GATE_ADVICE};" in line, line
+    assert f"inherits that; remove or merge a, or add images without it; {GATE_ADVICE};" in line, line
     ok, line = cls_gate(_heldout(0.9, 0.5, 0.99, {"a": (90, 10, 0.9)}), True, 0.6, 0.25, 3)
     assert not ok and "cannot tell classes a (AP 0.900 vs its prevalence 0.900" in line
     assert f"inherits that; {GATE_ADVICE};" in line and "remove or merge" not in line, line
@@ -426,8 +426,21 @@ def test_cam_gate_passed_line_when_nothing_is_judged() -> None:
     without a judged class or without a threshold. Bug fixed here: the line read "(; compared with ..." (an empty
     detail joined before the baseline)."""
     ok, line = _cam({"a": (4, -1.0, 0.0)})
-    assert (
-        ok and line == f"cam gate passed: the CAMs localise every class ({BASELINE}; fewer than 5 images to measure a)"
-    )
+    assert ok and line == (
+        "cam gate passed: no class had the gates.min_gate_pairs 5 images needed to judge its CAMs "
+        f"({BASELINE}; fewer than 5 images to measure a)"
+    )  # the headline says nothing was judged (it read "the CAMs localise every class")
     ok, line = _cam({"c": (5, -1.0, 0.0)}, min_evidence=None)
-    assert ok and line == f"cam gate passed: the CAMs localise every class ({BASELINE})", line
+    assert ok and line == f"cam gate passed: CAM evidence not judged (gates.min_cam_evidence null) ({BASELINE})", line
+
+
+def test_cls_gate_names_each_frequent_class_in_its_advice() -> None:
+    """Two classes in > 90 % of the held-out images (the street photos' car and pole): the advice names both, each
+    once. Mutants killed: the advice separator changed; the class name dropped from the advice."""
+    classes = {"car": (60, 3, 0.96), "pole": (59, 4, 0.95), "sign": (20, 43, 0.5)}
+    ok, line = cls_gate(_heldout(0.7, 0.6, 0.7, classes), True, 0.6, 0.25, 3)
+    assert not ok
+    assert (
+        "remove or merge car, or add images without it; remove or merge pole, or add images without it; "
+        f"{GATE_ADVICE}" in line
+    ), line

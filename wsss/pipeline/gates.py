@@ -21,8 +21,8 @@ def _gain(value: float, prior: float) -> float:
     return (value - prior) / (1.0 - prior) if prior < 1.0 else -math.inf
 
 
-def _frequent_advice(prevalence: float) -> str:
-    return "remove or merge the class, or add images without it" if prevalence > NEARLY_ALL else ""
+def _frequent_advice(name: str, prevalence: float) -> str:
+    return f"remove or merge {name}, or add images without it" if prevalence > NEARLY_ALL else ""
 
 
 def cls_gate(
@@ -68,13 +68,13 @@ def cls_gate(
         if row["positives"] < min_class_images or row["negatives"] < min_class_images:
             unmeasured.append(f"{name} ({row['positives']} of {held} held-out images have it)")
             if p > NEARLY_ALL:
-                causes.append(_frequent_advice(p))
+                causes.append(_frequent_advice(name, p))
             continue
         gain = _gain(row["ap"], p)
         if min_gain is not None and gain < min_gain:
             weak.append(f"{name} (AP {row['ap']:.3f} vs its prevalence {p:.3f}: {_pct(gain)} of the gap)")
             if p > NEARLY_ALL:
-                causes.append(_frequent_advice(p))
+                causes.append(_frequent_advice(name, p))
     if weak:
         failures.append(f"it cannot tell classes {', '.join(weak)} from their label prior")
     if unmeasured:
@@ -193,7 +193,13 @@ def cam_gate(
                 f"largest overlap {worst[0].replace('|', '/')} IoU {worst[1]['iou']:.2f} on {worst[1]['images']} images <= "
                 f"gates.max_cam_overlap {max_overlap}"
             )
-        return True, f"cam gate passed: the CAMs localise every class ({'; '.join([*detail, baseline])})"
+        if min_evidence is None:
+            headline = "CAM evidence not judged (gates.min_cam_evidence null)"
+        elif least is None:
+            headline = f"no class had the gates.min_gate_pairs {min_pairs} images needed to judge its CAMs"
+        else:
+            headline = "the CAMs localise every class"
+        return True, f"cam gate passed: {headline} ({'; '.join([*detail, baseline])})"
     parts = []
     if weak:
         parts.append(
