@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import math
 import shutil
@@ -49,6 +50,10 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a script: the checkout's wsss
+
+from wsss.pipeline.gates import prior_gap_closed  # noqa: E402
+from wsss.runtime.config import load_schema, validate_config  # noqa: E402
 
 # name -> overrides of datasets.synth (generator parameters, wsss/data/synth.py)
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -167,10 +172,9 @@ def collect(workdir: Path, variant: str, wall: float | None, returncode: int | N
 
 
 def _gain(value: float | None, prior: float | None) -> float | None:
-    """The share of the gap from the prior's score to 1 that ``value`` closes (as the cls gate measures it)."""
-    if value is None or prior is None or prior >= 1:
-        return None
-    return (value - prior) / (1 - prior)
+    """The cls gate's share of the prior's gap to 1 that ``value`` closes; None when either is missing or the prior
+    is already perfect."""
+    return None if value is None or prior is None or prior >= 1 else prior_gap_closed(value, prior)
 
 
 def collect_gates(workdir: Path, variant: str, wall: float | None, returncode: int | None) -> dict[str, Any]:
@@ -222,10 +226,9 @@ def collect_gates(workdir: Path, variant: str, wall: float | None, returncode: i
     return row
 
 
+@functools.cache
 def _gates_config(workdir: Path) -> dict[str, Any]:
-    sys.path.insert(0, str(REPO))
-    from wsss.runtime.config import load_schema, validate_config
-
+    """The scratch config's ``gates`` section with the schema's defaults (read once per working directory)."""
     config = yaml.safe_load((workdir / "config.yaml").read_text())
     return validate_config(config, load_schema(REPO / "schemas" / "config.schema.yaml"))["gates"]
 

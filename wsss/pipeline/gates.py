@@ -15,7 +15,7 @@ GATE_ADVICE = (
 )
 
 
-def _gain(value: float, prior: float) -> float:
+def prior_gap_closed(value: float, prior: float) -> float:
     """The share of the gap between the prior's score and a perfect 1 that ``value`` closes (1 = perfect, 0 = no
     better than the prior, < 0 = worse); -inf when the prior is already perfect (nothing to learn shows)."""
     return (value - prior) / (1.0 - prior) if prior < 1.0 else -math.inf
@@ -50,16 +50,16 @@ def cls_gate(
     compared = []
     if every is not None:
         compared.append(f"predicting every class scores micro-F1 {every:.3f}")
-        if min_gain is not None and _gain(f1, every) < min_gain:
+        if min_gain is not None and prior_gap_closed(f1, every) < min_gain:
             failures.append(
-                f"no better than its label prior: micro-F1 {f1:.3f} closes {_pct(_gain(f1, every))} of the gap from predicting every "
+                f"no better than its label prior: micro-F1 {f1:.3f} closes {_pct(prior_gap_closed(f1, every))} of the gap from predicting every "
                 f"class ({every:.3f}) to 1"
             )
     if mAP is not None and prior_map is not None:
         compared.append(f"constant scores (the prevalences) score mAP {prior_map:.3f}")
-        if min_gain is not None and _gain(mAP, prior_map) < min_gain:
+        if min_gain is not None and prior_gap_closed(mAP, prior_map) < min_gain:
             failures.append(
-                f"no better than its label prior: mAP {mAP:.3f} closes {_pct(_gain(mAP, prior_map))} of the gap from constant scores "
+                f"no better than its label prior: mAP {mAP:.3f} closes {_pct(prior_gap_closed(mAP, prior_map))} of the gap from constant scores "
                 f"({prior_map:.3f}) to 1"
             )
     weak, unmeasured = [], []
@@ -70,7 +70,7 @@ def cls_gate(
             if p > NEARLY_ALL:
                 causes.append(_frequent_advice(name, p))
             continue
-        gain = _gain(row["ap"], p)
+        gain = prior_gap_closed(row["ap"], p)
         if min_gain is not None and gain < min_gain:
             weak.append(f"{name} (AP {row['ap']:.3f} vs its prevalence {p:.3f}: {_pct(gain)} of the gap)")
             if p > NEARLY_ALL:
@@ -141,11 +141,12 @@ def cam_gate(
     prevalence = dict(zip(names, stats["prevalence"]))
     index = {n: i for i, n in enumerate(names)}
     weak, unmeasured, advice = [], [], []
+    uppers: dict[str, float] = {}  # judged classes: evidence + se_factor standard errors
     for name, row in summary["classes"].items():
         if row["pairs"] < min_pairs:
             unmeasured.append(name)
             continue
-        upper = row["evidence"] + se_factor * (row.get("evidence_se") or 0.0)
+        upper = uppers[name] = row["evidence"] + se_factor * (row.get("evidence_se") or 0.0)
         if min_evidence is not None and upper < min_evidence:
             weak.append(
                 f"{name} (present in {100 * prevalence[name]:.0f} % of the images; CAM keep − area "
@@ -154,11 +155,12 @@ def cam_gate(
                 f"{se_factor:g} standard errors)"
             )
             if prevalence[name] > NEARLY_ALL:
-                advice.append(f"remove or merge {name}, or add images without it")
+                advice.append(_frequent_advice(name, prevalence[name]))
     same = []
-    for pair, row in summary["pairs"].items():
+    judged_pairs = {pair: row for pair, row in summary["pairs"].items() if row["images"] >= min_pairs}
+    for pair, row in judged_pairs.items():
         a, b = pair.split("|")
-        if row["images"] >= min_pairs and row["iou"] > max_overlap:
+        if row["iou"] > max_overlap:
             jac = stats["jaccard"][index[a]][index[b]]
             same.append(
                 f"{a} and {b} (their CAM regions overlap at IoU {row['iou']:.2f} on {row['images']} images; "
@@ -172,20 +174,14 @@ def cam_gate(
     if unmeasured:
         baseline += f"; fewer than {min_pairs} images to measure {', '.join(unmeasured)}"
     if not weak and not same:
-        least = min(
-            ((k, v) for k, v in summary["classes"].items() if v["pairs"] >= min_pairs),
-            key=lambda kv: kv[1]["evidence"] + se_factor * (kv[1].get("evidence_se") or 0.0),
-            default=None,
-        )
-        judged_pairs = ((k, v) for k, v in summary["pairs"].items() if v["images"] >= min_pairs)
-        worst = max(judged_pairs, key=lambda kv: kv[1]["iou"], default=None)
+        least = min(uppers, key=uppers.__getitem__, default=None)
+        worst = max(judged_pairs.items(), key=lambda kv: kv[1]["iou"], default=None)
         detail = (
             [
-                f"least evidence {least[0]} {least[1]['evidence']:.3f} (+{se_factor:g} standard errors "
-                f"{least[1]['evidence'] + se_factor * (least[1].get('evidence_se') or 0.0):.3f}) >= "
-                f"gates.min_cam_evidence {min_evidence}"
+                f"least evidence {least} {summary['classes'][least]['evidence']:.3f} (+{se_factor:g} standard "
+                f"errors {uppers[least]:.3f}) >= gates.min_cam_evidence {min_evidence}"
             ]
-            if least and min_evidence is not None
+            if least is not None and min_evidence is not None
             else []
         )
         if worst:
