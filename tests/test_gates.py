@@ -444,3 +444,13 @@ def test_cls_gate_names_each_frequent_class_in_its_advice() -> None:
         "remove or merge car, or add images without it; remove or merge pole, or add images without it; "
         f"{GATE_ADVICE}" in line
     ), line
+
+
+def test_cam_gate_no_frequent_class_advice_at_exactly_90_percent() -> None:
+    """A class without evidence at exactly 90 % prevalence is not 'nearly all': the line goes straight from the
+    gate's message to the general advice, with no empty advice before it. Mutant killed: ``>=`` for ``>`` before
+    the frequent-class advice (it would write an empty advice, '…; ; start from pretrained …')."""
+    stats = {**STATS4, "prevalence": [0.9, 0.3, 0.3, 0.3]}
+    ok, line = cam_gate(_cam_rows({"a": (5, -0.5, 0.0)}, {}), stats, True, 0.1, 0.5, 5, 2.0)
+    assert not ok and "present in 90 % of the images" in line
+    assert f"the CAMs' mistakes; {CAM_ADVICE}" in line and "; ;" not in line, line
