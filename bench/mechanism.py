@@ -151,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-train-aug", type=int, default=None, help="reduced size: training images")
     parser.add_argument("--num-val", type=int, default=None, help="reduced size: val images")
     parser.add_argument("--max-epochs", type=float, default=None, help="reduced size: cls.max_epochs of the runs")
+    parser.add_argument(
+        "--epochs", type=float, default=None, help="cls.epochs of the runs: a fixed number instead of auto (early stop)"
+    )
     parser.add_argument("--configfile", type=Path, default=REPO / "config.yaml")
     parser.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a new temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
@@ -166,9 +169,10 @@ def main(argv: list[str] | None = None) -> int:
             yaml.safe_load(args.configfile.read_text())["datasets"]["synth"].get("num_train", 100),
         )
     config = bench_config(yaml.safe_load(args.configfile.read_text()), methods, seeds, args.control, sizes)
-    if args.max_epochs:
-        for entry in config["runs"].values():
-            entry["cls"] = {**entry.get("cls", {}), "max_epochs": args.max_epochs}
+    for key, value in (("max_epochs", args.max_epochs), ("epochs", args.epochs)):
+        if value:
+            for entry in config["runs"].values():
+                entry["cls"] = {**entry.get("cls", {}), key: value}
     if args.analyze:
         print(table(args.analyze, config, methods, seeds)[0], end="")
         return 0
