@@ -57,10 +57,10 @@ def tiny_dag(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A scratch working directory with the whole tiny DAG built once per session (``helpers.TINY_DAG_TARGETS``:
     CAMs → IRN → DeepLab → CRF → summary, and the report figures). Tests read it or dry-run in it; a test that
     changes its config or reruns a rule works on a copy (``helpers.copy_of_dag``)."""
-    from helpers import TINY_DAG_TARGETS, snakemake, tiny_config, write_config
+    from helpers import TINY_DAG_TARGETS, snakemake, tiny_dag_config, write_config
 
     workdir = tmp_path_factory.mktemp("tiny_dag")
-    write_config(workdir, tiny_config("vwl_l"))
+    write_config(workdir, tiny_dag_config())
     proc = snakemake(workdir, *TINY_DAG_TARGETS, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return workdir

@@ -4,13 +4,12 @@ choice of images, and the calibrate rule feeding eval_cam on the session's tiny 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import REPO, copy_of_dag, planned_jobs, snakemake, tiny_config, write_config
+from helpers import REPO, copy_of_dag, planned_jobs, snakemake, tiny_dag_config, write_config
 
 from wsss.pipeline.calibrate import (
     RegionEvidence,
@@ -200,22 +199,17 @@ def test_resolve_auto_reads_only_auto_keys(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_auto_bg_score_runs_calibrate_and_eval_cam_uses_it(tiny_dag: Path, tmp_path: Path) -> None:
-    """bg_score auto (in a copy of the tiny DAG): rule calibrate runs on the schema's default grid (cam.sweep, not
-    configured here), picks a value inside it by the one-SE rule recomputed from its rows, and eval_cam uses it."""
-    config = tiny_config()
-    config["runs"]["tiny"]["cam"]["bg_score"] = "auto"
-    work = copy_of_dag(tiny_dag, tmp_path / "work", config)
-    dry = snakemake(work, "-n", "results/tiny/cam_val_miou.txt")
-    assert planned_jobs(dry.stdout) == {"calibrate": 1, "eval_cam": 1}, dry.stdout[-2000:]
-    proc = snakemake(work, "results/tiny/cam_val_miou.txt")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    calib = json.loads((work / "results/tiny/calibration.json").read_text())
-    metrics = json.loads((work / "results/tiny/cam_val_metrics.json").read_text())
+def test_auto_bg_score_runs_calibrate_and_eval_cam_uses_it(tiny_dag: Path) -> None:
+    """bg_score auto (the session's tiny build): rule calibrate ran on the schema's default grid (cam.sweep, not
+    configured), picked a value inside it by the one-SE rule recomputed from its rows, and eval_cam used it."""
+    config = tiny_dag_config()
+    assert config["runs"]["tiny"]["cam"]["bg_score"] == "auto" and "sweep" not in config["runs"]["tiny"]["cam"]
+    calib = json.loads((tiny_dag / "results/tiny/calibration.json").read_text())
+    metrics = json.loads((tiny_dag / "results/tiny/cam_val_metrics.json").read_text())
     grid = sorted(
         load_schema(REPO / "schemas/config.schema.yaml")["properties"]["cam"]["properties"]["sweep"]["default"]
     )
-    assert "sweep" not in config["runs"]["tiny"]["cam"] and [r["bg_score"] for r in calib["rows"]] == grid
+    assert [r["bg_score"] for r in calib["rows"]] == grid
     assert calib["bg_score"] in grid[1:-1] and metrics["bg_score"] == calib["bg_score"]  # the ends only bracket it
     assert metrics["bg_score_source"] == "calibrated (auto)" and calib["pairs"] >= calib["images"] > 0
     assert calib["bg_score"] == _one_se_choice(calib["rows"][1:-1], "bg_score")
@@ -223,40 +217,53 @@ def test_auto_bg_score_runs_calibrate_and_eval_cam_uses_it(tiny_dag: Path, tmp_p
 
 
 @pytest.mark.slow
-def test_fixed_walk_threshold_sweep_agrees_with_the_pseudo_labels(tiny_dag: Path) -> None:
-    """The report's pseudo-label sweep (built with the tiny DAG) marks the configured threshold, and its score there
-    is eval_pseudo's from the label PNGs (two implementations of the same labels)."""
-    sweep = json.loads((tiny_dag / "results/tiny/pseudo_val_sweep.json").read_text())
-    fixed = tiny_config()["runs"]["tiny"]["irn"]["bg_threshold"]
-    assert sweep["bg_threshold"] == fixed and sweep["bg_threshold_source"] == "configured"
-    miou = float((tiny_dag / "results/tiny/pseudo_val_miou.txt").read_text())
-    assert 100 * sweep["miou"] == pytest.approx(miou, abs=0.006)
-    assert (tiny_dag / "results/tiny/pseudo_val_sweep.png").read_bytes()[:4] == b"\x89PNG"
-
-
-@pytest.mark.slow
-def test_auto_ir_thresholds_and_walk_threshold(tiny_dag: Path, tmp_path: Path) -> None:
-    """All IRN thresholds auto (in a copy of the tiny DAG): cam_to_ir_label reads conf_fg/conf_bg from
+def test_auto_ir_thresholds_and_walk_threshold(tiny_dag: Path) -> None:
+    """All IRN thresholds auto (the session's tiny build): cam_to_ir_label read conf_fg/conf_bg from
     calibration.json, make_pseudo and the oracle sweep read bg_threshold from calibration_pseudo.json, and the sweep's
-    score at that threshold is the pseudo-label evaluation's."""
-    work = tmp_path / "work"
-    shutil.copytree(tiny_dag, work, symlinks=True)
-    config = tiny_config()
-    config["runs"]["tiny"]["irn"].update(conf_fg="auto", conf_bg="auto", bg_threshold="auto")
-    write_config(work, config)
-    proc = snakemake(work, "results/tiny/pseudo_val_miou.txt", "results/tiny/pseudo_val_sweep.json")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    calib = json.loads((work / "results/tiny/calibration.json").read_text())
-    walk = json.loads((work / "results/tiny/calibration_pseudo.json").read_text())
-    sweep = json.loads((work / "results/tiny/pseudo_val_sweep.json").read_text())
+    score at that threshold is eval_pseudo's from the label PNGs (two implementations of the same labels)."""
+    irn = tiny_dag_config()["runs"]["tiny"]["irn"]
+    assert irn["conf_fg"] == irn["conf_bg"] == irn["bg_threshold"] == "auto"
+    run = tiny_dag / "results/tiny"
+    calib = json.loads((run / "calibration.json").read_text())
+    walk = json.loads((run / "calibration_pseudo.json").read_text())
+    sweep = json.loads((run / "pseudo_val_sweep.json").read_text())
     assert calib["conf_bg"] < calib["bg_score"] < calib["conf_fg"]
-    log = (work / "logs/tiny/cam_to_ir_label/0.log").read_text()
+    log = (tiny_dag / "logs/tiny/cam_to_ir_label/0.log").read_text()
     assert f"irn.conf_fg {calib['conf_fg']:.2f} from" in log and f"irn.conf_bg {calib['conf_bg']:.2f}" in log
     best = max(walk["rows"], key=lambda r: r["objective"])  # the random walk's threshold: the plain argmax
     assert walk["bg_threshold"] == best["bg_threshold"] and walk["pairs"] > 0
     assert sweep["bg_threshold"] == walk["bg_threshold"] and sweep["bg_threshold_source"] == "calibrated (auto)"
+    miou = float((run / "pseudo_val_miou.txt").read_text())
+    assert 100 * sweep["miou"] == pytest.approx(miou, abs=0.006)
+    assert (run / "pseudo_val_sweep.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_configured_thresholds_replace_the_calibrated_ones(tiny_dag: Path, tmp_path: Path) -> None:
+    """A fixed walk threshold, then a fixed bg_score (in a copy of the tiny build): only the stages that read the value
+    rerun, without calibrating, and report it as configured; the sweep's score at the configured walk threshold is
+    eval_pseudo's. (A fixed bg_score also moves the cam gate and the IR labels, whose auto bracket surrounds it: only
+    eval_cam is asked for here.)"""
+    config = tiny_dag_config()
+    config["runs"]["tiny"]["irn"]["bg_threshold"] = 0.5
+    work = copy_of_dag(tiny_dag, tmp_path / "work", config)
+    targets = ["results/tiny/pseudo_val_miou.txt", "results/tiny/pseudo_val_sweep.json"]
+    dry = snakemake(work, "-n", *targets)
+    assert planned_jobs(dry.stdout) == {"make_pseudo": 2, "eval_pseudo": 1, "sweep_pseudo": 1}, dry.stdout[-2000:]
+    proc = snakemake(work, *targets)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = json.loads((work / "results/tiny/pseudo_val_sweep.json").read_text())
+    assert sweep["bg_threshold"] == 0.5 and sweep["bg_threshold_source"] == "configured"
     miou = float((work / "results/tiny/pseudo_val_miou.txt").read_text())
     assert 100 * sweep["miou"] == pytest.approx(miou, abs=0.006)
+    config["runs"]["tiny"]["cam"]["bg_score"] = 0.35
+    write_config(work, config)
+    dry = snakemake(work, "-n", "results/tiny/cam_val_miou.txt")
+    assert planned_jobs(dry.stdout) == {"eval_cam": 1}, dry.stdout[-2000:]
+    proc = snakemake(work, "results/tiny/cam_val_miou.txt")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((work / "results/tiny/cam_val_metrics.json").read_text())
+    assert metrics["bg_score"] == 0.35 and metrics["bg_score_source"] == "configured"
 
 
 def test_localisation_evidence_prefers_a_cam_on_the_object_and_names_overlapping_classes() -> None:

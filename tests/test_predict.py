@@ -407,7 +407,7 @@ def test_predict_export_and_submission_targets_in_the_tiny_dag(tiny_dag: Path, t
     """On a copy of the session's tiny DAG (its trained DeepLab): only the new jobs run; one PNG per image at the
     image's size plus its overlay, progress bars in the logs; model.ts/json; the submission of a split named test;
     an unreadable image fails with one line and leaves no prediction folder."""
-    from helpers import planned_jobs, snakemake, tiny_config, write_config
+    from helpers import planned_jobs, snakemake, tiny_dag_config, write_config
 
     work = tmp_path / "work"
     shutil.copytree(tiny_dag, work, symlinks=True)
@@ -415,7 +415,7 @@ def test_predict_export_and_submission_targets_in_the_tiny_dag(tiny_dag: Path, t
     synth = work / "resources/synth"
     test_ids = (synth / "ImageSets/Segmentation/val.txt").read_text().split()[:3]
     (synth / "ImageSets/Segmentation/test.txt").write_text("\n".join(test_ids) + "\n")
-    config = tiny_config("vwl_l")
+    config = tiny_dag_config()
     config["predict"] = {"new": "new images"}
     write_config(work, config)
     targets = ["results/tiny/predict/new", "results/tiny/deeplab/model.ts", "results/tiny/voc_test_submission.tar.gz"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import REPO, copy_of_dag, planned_jobs, run_group, snakemake, tiny_config, write_config
+from helpers import REPO, copy_of_dag, planned_jobs, run_group, snakemake, tiny_config, tiny_dag_config, write_config
 
 
 def _copy_checkout(dest: Path) -> None:
@@ -44,7 +44,7 @@ def test_checkout_and_interpreter_under_a_folder_with_a_space_run_real_jobs(tiny
     (checkout / ".venv").symlink_to(Path(sys.prefix), target_is_directory=True)
     python = checkout / ".venv" / "bin" / Path(sys.executable).name
     workdir = copy_of_dag(tiny_dag, tmp_path / "My Projects" / "run dir")
-    config = tiny_config("vwl_l")
+    config = tiny_dag_config()
     config["device"] = "auto"
     write_config(workdir, config)
     env = {**os.environ, "WSSS_GPU_LOCK_DIR": str(tmp_path / "gpu locks")}
@@ -55,7 +55,12 @@ def test_checkout_and_interpreter_under_a_folder_with_a_space_run_real_jobs(tiny
     cmd += ["--rerun-triggers", "mtime", "-f", "results/tiny/irn/model.pt", target]
     proc = run_group(cmd, workdir, timeout=1200, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert planned_jobs(proc.stdout + proc.stderr) == {"train_irn": 1, "make_pseudo": 2, "eval_pseudo": 1}
+    assert planned_jobs(proc.stdout + proc.stderr) == {
+        "train_irn": 1,
+        "calibrate_pseudo": 1,  # the walk threshold (auto) is calibrated from the retrained IRNet
+        "make_pseudo": 2,
+        "eval_pseudo": 1,
+    }
     printed = proc.stdout + proc.stderr
     for launcher in ["-m wsss.runtime.launch", "-m wsss.runtime.gpu_lease", "stages/eval_pseudo.py"]:
         assert launcher in printed

@@ -13,13 +13,24 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import REPO, require_or_skip, tiny_config, write_config
+from helpers import REPO, require_or_skip, tiny_dag_config, write_config
 from slurm_cluster import SlurmCluster, missing_binaries
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
 TARGET = "results/tiny/deeplab_val_miou.txt"
-GPU_RULES = {"train_cls", "infer_cam", "cam_gate", "train_irn", "make_pseudo", "train_seg", "seg_gate", "infer_seg"}
+GPU_RULES = {
+    "train_cls",
+    "infer_cam",
+    "calibrate",
+    "cam_gate",
+    "train_irn",
+    "calibrate_pseudo",
+    "make_pseudo",
+    "train_seg",
+    "seg_gate",
+    "infer_seg",
+}
 
 
 @pytest.fixture
@@ -77,7 +88,7 @@ def test_tiny_dag_runs_through_slurm_and_matches_a_local_run(
 ) -> None:
     # device auto: the GPU rules ask SLURM for the node's (fake) GPUs and run on the CPU. With CUDA present both
     # runs would train on it, which is not bit-reproducible, so they stay on the CPU (GPU requests then untested).
-    config = tiny_config("vwl_l")
+    config = tiny_dag_config()
     config["device"] = "cpu" if torch.cuda.is_available() else "auto"
     local, remote = tiny_dag, tmp_path / "slurm"  # the local run: the session's tiny build (same config but device)
     write_config(remote, config)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from helpers import (
     REPO,
+    TINY_DAG_SYNTH,
     TINY_DAG_TARGETS,
     TINY_SYNTH,
     copy_of_dag,
@@ -16,6 +17,7 @@ from helpers import (
     planned_reasons,
     snakemake,
     tiny_config,
+    tiny_dag_config,
     write_config,
 )
 
@@ -76,8 +78,6 @@ def test_prepare_synth_runs_for_real_and_is_reproducible(tmp_path: Path) -> None
 def test_cam_stages_run_end_to_end(tmp_path: Path) -> None:
     import json
 
-    from helpers import tiny_config
-
     config = tiny_config("vwl_m")
     config["runs"]["tiny"]["cls"]["epochs"] = 1  # the plumbing, not learning (test_golden.py does that)
     write_config(tmp_path, config)
@@ -115,22 +115,24 @@ def test_cam_stages_run_end_to_end(tmp_path: Path) -> None:
 def test_whole_dag_runs_on_a_tiny_synthetic_run(tiny_dag: Path) -> None:
     run = tiny_dag / "results/tiny"
     # the final labels: their mIoU recomputed from the PNGs (not from eval_seg's own JSON) is the reported one; the
-    # floors over predicting background everywhere: tests/test_golden.py (DeepLab's is a strict xfail there)
+    # floors over predicting background everywhere: tests/test_golden.py
     reported, recomputed, all_background = deeplab_miou_from_pngs(tiny_dag, "tiny", "synth")
     assert reported == pytest.approx(recomputed, abs=0.006) and 0 < all_background < 100
-    assert len(list((run / "pseudo/train_aug").glob("shard_*/*.png"))) == TINY_SYNTH["num_train_aug"]
-    assert len(list((run / "seg_crf/val").glob("shard_*/*.png"))) == TINY_SYNTH["num_val"]
+    assert len(list((run / "pseudo/train_aug").glob("shard_*/*.png"))) == TINY_DAG_SYNTH["num_train_aug"]
+    assert len(list((run / "seg_crf/val").glob("shard_*/*.png"))) == TINY_DAG_SYNTH["num_val"]
     summary = (tiny_dag / "results/summary.md").read_text()
     assert "| tiny |" in summary.replace("|tiny|", "| tiny |")
     proc = snakemake(tiny_dag, "-n", *TINY_DAG_TARGETS)
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
-# The tiny DAG's jobs downstream of the DeepLab logits (2 CRF shards of val) and of IRNet (pseudo labels of val
-# for the evaluation and of train_aug for DeepLab, 2 shards each; the val threshold sweep the report shows).
+# The tiny DAG's jobs downstream of the DeepLab logits (2 CRF shards of val) and of IRNet (the walk threshold
+# calibrated from it, pseudo labels of val for the evaluation and of train_aug for DeepLab, 2 shards each; the val
+# threshold sweep the report shows).
 AFTER_CRF = {"crf": 2, "eval_seg": 1, "summary": 1, "report_figures": 1}
 AFTER_IRN = {
     "train_irn": 1,
+    "calibrate_pseudo": 1,
     "make_pseudo": 4,
     "eval_pseudo": 1,
     "sweep_pseudo": 1,
@@ -145,7 +147,7 @@ AFTER_IRN = {
 @pytest.mark.slow
 def test_changed_crf_parameter_reruns_only_crf_and_downstream(tiny_dag: Path, tmp_path: Path) -> None:
     # (`--list-changes params` cannot show this in Snakemake 9.27: it lists every output with recorded params)
-    config = tiny_config("vwl_l")
+    config = tiny_dag_config()
     config["runs"]["tiny"]["seg"]["crf"] = {**config["runs"]["tiny"]["seg"].get("crf", {}), "bi_w": 5}
     work = copy_of_dag(tiny_dag, tmp_path / "work", config)  # never the shared build itself
     proc = snakemake(work, "-n", *TINY_DAG_TARGETS)
