@@ -110,7 +110,8 @@ def tiny_dag(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if failed.exists():
             pytest.fail(f"the tiny DAG build failed in another worker: {failed.read_text()}", pytrace=False)
         if not done.exists():
-            workdir = tmp_path_factory.mktemp("tiny_dag")  # in this worker's own basetemp, inside `shared`
+            workdir = shared / f"tiny_dag-{worker}"  # next to the markers, not in a worker's own basetemp
+            workdir.mkdir()
             try:
                 _build_tiny_dag(workdir)
             except BaseException as err:  # pytest.fail, a timeout, Ctrl-C: the other workers must not wait or pass
