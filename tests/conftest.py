@@ -28,11 +28,11 @@ def _single_thread():
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under pytest-xdist only, the order in which the workers are handed the tests (``--dist loadgroup`` hands
-    them out in this order as workers become free): the first test that uses the session's tiny DAG comes first, so
-    one worker starts the build at once; every other test that uses it comes after all the tests that do not, so no
-    worker waits on the build's lock while there is other work; among those, the SLURM run (the longest test) comes
-    first, so it does not start last and keep one worker busy after the other has finished. Without xdist the order
-    stays pytest's."""
+    them out in this order as workers become free, an ``xdist_group`` of several tests before single tests): the
+    first test that uses the session's tiny DAG comes first, so one worker starts the build at once; every other
+    test that uses it comes after all the tests that do not, so no worker waits on the build's lock while there is
+    other work; among those, the SLURM run (the longest test) comes first, so it does not start last and keep one
+    worker busy after the other has finished. Without xdist the order stays pytest's."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
     users = [item for item in items if "tiny_dag" in getattr(item, "fixturenames", ())]
