@@ -1,7 +1,9 @@
-"""Shared fixtures: one torch thread for the session, a tiny hand-made VOC-layout dataset and the repository root."""
+"""Shared fixtures: one torch thread for the session, a tiny hand-made VOC-layout dataset, the repository root and
+the session's tiny DAG (built once per session, also when pytest-xdist runs the tests in several workers)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,25 @@ def _single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist only, the order in which the workers are handed the tests (``--dist loadgroup`` hands
+    them out in this order as workers become free, an ``xdist_group`` of several tests before single tests): the
+    first test that uses the session's tiny DAG comes first, so one worker starts the build at once; every other
+    test that uses it comes after all the tests that do not, so no worker waits on the build's lock while there is
+    other work; among those, the SLURM run (the longest test) comes first, so it does not start last and keep one
+    worker busy after the other has finished. Without xdist the order stays pytest's."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    users = [item for item in items if "tiny_dag" in getattr(item, "fixturenames", ())]
+    # the starter is not the SLURM test: without a cluster it skips before its tiny_dag fixture is set up
+    starters = [item for item in users if item.get_closest_marker("slurm") is None]
+    if not starters:
+        return
+    late = sorted((item for item in users if item is not starters[0]), key=lambda i: not i.get_closest_marker("slurm"))
+    user_ids = {id(item) for item in users}
+    items[:] = [starters[0], *(item for item in items if id(item) not in user_ids), *late]
 
 
 @pytest.fixture
@@ -52,15 +73,49 @@ def tiny_voc(tmp_path: Path) -> Path:
     return root
 
 
+def _build_tiny_dag(workdir: Path) -> None:
+    """Run the tiny DAG (``helpers.TINY_DAG_TARGETS`` of ``helpers.tiny_config``) in ``workdir``; fails the caller
+    (``pytest.fail``) when Snakemake does."""
+    from helpers import TINY_DAG_TARGETS, snakemake, tiny_dag_config, write_config
+
+    write_config(workdir, tiny_dag_config())
+    proc = snakemake(workdir, *TINY_DAG_TARGETS, timeout=1800)
+    if proc.returncode != 0:
+        pytest.fail(f"the tiny DAG failed in {workdir} (exit {proc.returncode}):\n{proc.stderr[-3000:]}", pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def tiny_dag(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A scratch working directory with the whole tiny DAG built once per session (``helpers.TINY_DAG_TARGETS``:
     CAMs → IRN → DeepLab → CRF → summary, and the report figures). Tests read it or dry-run in it; a test that
-    changes its config or reruns a rule works on a copy (``helpers.copy_of_dag``)."""
-    from helpers import TINY_DAG_TARGETS, snakemake, tiny_dag_config, write_config
+    changes its config or runs anything else in it works on a copy (``helpers.copy_of_dag``).
 
-    workdir = tmp_path_factory.mktemp("tiny_dag")
-    write_config(workdir, tiny_dag_config())
-    proc = snakemake(workdir, *TINY_DAG_TARGETS, timeout=1800)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return workdir
+    Under pytest-xdist the workers share one build (pytest-xdist's documented pattern: a folder of the whole
+    session, ``getbasetemp().parent``, and a file lock): the first worker that needs it builds it while holding the
+    lock and writes ``tiny_dag.done`` (the build's path) only after the build succeeded, or ``tiny_dag.failed`` (the
+    error) when it failed; a worker that gets the lock later uses the done build or fails with the recorded error,
+    so a failed build fails the tests of every worker and is never retried or taken for a finished one. A build
+    that left no marker (its worker was killed) is not used: the next worker builds again in a folder of its own."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:  # one process (no xdist, `-n 0`, `-p no:xdist`): the session fixture is built once anyway
+        workdir = tmp_path_factory.mktemp("tiny_dag")
+        _build_tiny_dag(workdir)
+        return workdir
+
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent  # this session's folder, above every worker's own basetemp
+    done, failed = shared / "tiny_dag.done", shared / "tiny_dag.failed"
+    with FileLock(shared / "tiny_dag.lock"):
+        if failed.exists():
+            pytest.fail(f"the tiny DAG build failed in another worker: {failed.read_text()}", pytrace=False)
+        if not done.exists():
+            workdir = shared / f"tiny_dag-{worker}"  # next to the markers, not in a worker's own basetemp
+            workdir.mkdir()
+            try:
+                _build_tiny_dag(workdir)
+            except BaseException as err:  # pytest.fail, a timeout, Ctrl-C: the other workers must not wait or pass
+                failed.write_text(f"{worker}: {type(err).__name__}: {err}")
+                raise
+            done.write_text(str(workdir))
+        return Path(done.read_text())

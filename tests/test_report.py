@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import REPO, TINY_DAG_TARGETS, require_or_skip, snakemake
+from helpers import REPO, TINY_DAG_TARGETS, copy_of_dag, require_or_skip, snakemake
 from PIL import Image
 
 from wsss.outputs.report import (
@@ -272,7 +272,10 @@ def test_html_report_shows_every_figure_in_headless_chromium(tiny_dag: Path, tmp
     if chromium is None:
         require_or_skip("chromium", "chromium is not installed (.ci/run installs the Debian package)")
     report = tmp_path / "report.html"
-    proc = snakemake(tiny_dag, "--report", str(report), *TINY_DAG_TARGETS)
+    # on a copy: a (non-dry) Snakemake run writes a log under .snakemake/ and removes .snakemake/iocache/, which
+    # breaks another worker's copy of the shared build taken at that moment (pytest-xdist, README "Tests")
+    work = copy_of_dag(tiny_dag, tmp_path / "work")
+    proc = snakemake(work, "--report", str(report), *TINY_DAG_TARGETS)
     assert proc.returncode == 0, proc.stderr[-3000:]
     head, end, tail = report.read_text().rpartition("</body>")  # the page's scripts contain "</body>" too
     assert end and "<script" not in tail

@@ -16,7 +16,9 @@ import yaml
 from helpers import REPO, require_or_skip, tiny_dag_config, write_config
 from slurm_cluster import SlurmCluster, missing_binaries
 
-pytestmark = [pytest.mark.slow, pytest.mark.slurm]
+# under pytest-xdist the module's tests run in one worker, one after the other: each starts a cluster whose node
+# claims 8 CPUs and runs the whole tiny DAG, too much twice at once on the 2-core machine
+pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.xdist_group("slurm")]
 
 TARGET = "results/tiny/deeplab_val_miou.txt"
 GPU_RULES = {
