@@ -74,7 +74,7 @@ def tiny_voc(tmp_path: Path) -> Path:
 
 
 def _build_tiny_dag(workdir: Path) -> None:
-    """Run the tiny DAG (``helpers.TINY_DAG_TARGETS`` of ``helpers.tiny_config``) in ``workdir``; fails the caller
+    """Run the tiny DAG (``helpers.TINY_DAG_TARGETS`` of ``helpers.tiny_dag_config``) in ``workdir``; fails the caller
     (``pytest.fail``) when Snakemake does."""
     from helpers import TINY_DAG_TARGETS, snakemake, tiny_dag_config, write_config
 
