@@ -6,9 +6,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
-import pytest
-import torch
+# Idle OpenMP threads sleep instead of spinning, in this process and in every job it starts (set before torch loads
+# libgomp; a value the user set is kept). The two workers of `pytest -n 2` each start Snakemake jobs whose rules ask for
+# 2 threads, so the 2-core machine often runs more threads than cores; spinning threads then steal the cores their
+# own team waits on: two 2-thread training loops at once ran 5x slower than with PASSIVE (bench/omp_wait.py). Only how
+# a thread waits changes, not how the work is split: the numbers are the same.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from wsss.data.dataset import format_labels_tsv
 from wsss.runtime.io import write_jpeg, write_label_png
