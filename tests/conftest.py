@@ -13,9 +13,9 @@ from pathlib import Path
 # a thread waits changes, not how the work is split: the numbers are the same.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import pytest
+import torch
 
 from wsss.data.dataset import format_labels_tsv
 from wsss.runtime.io import write_jpeg, write_label_png

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import REPO, copy_of_dag, require_or_skip, snakemake, tiny_dag_config, write_config
+from helpers import REPO, copy_of_dag, require_or_skip, snakemake, tiny_dag_config
 from slurm_cluster import SlurmCluster, missing_binaries
 
 # under pytest-xdist the module's tests run in one worker, one after the other: each starts a cluster whose node
