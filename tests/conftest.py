@@ -33,13 +33,14 @@ def _single_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist only, the order in which the workers are handed the tests (``--dist loadgroup`` hands
-    them out in this order as workers become free, an ``xdist_group`` of several tests before single tests): the
-    first test that uses the session's tiny DAG comes first, so one worker starts the build at once; every other
-    test that uses it comes after all the tests that do not, so no worker waits on the build's lock while there is
-    other work; among those, the SLURM run (the longest test) comes first, so it does not start last and keep one
-    worker busy after the other has finished. Without xdist the order stays pytest's."""
+    """Under pytest-xdist only, which worker runs what, and in which order (``--dist loadgroup`` hands out the
+    ``xdist_group``s of several tests first, then single tests in this order as workers become free): the first test
+    that uses the session's tiny DAG joins the SLURM tests' group, so one worker builds the DAG at once and then runs
+    the SLURM test on it, the longest test, whose status polls leave cores free for the other worker; every other
+    test that uses the build comes after all the tests that do not, so no worker waits on the build's lock while
+    there is other work. Without xdist the order stays pytest's."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
     users = [item for item in items if "tiny_dag" in getattr(item, "fixturenames", ())]
@@ -47,6 +48,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     starters = [item for item in users if item.get_closest_marker("slurm") is None]
     if not starters:
         return
+    starters[0].add_marker(pytest.mark.xdist_group("slurm"))
     late = sorted((item for item in users if item is not starters[0]), key=lambda i: not i.get_closest_marker("slurm"))
     user_ids = {id(item) for item in users}
     items[:] = [starters[0], *(item for item in items if id(item) not in user_ids), *late]
