@@ -61,3 +61,30 @@ def test_timed_out_command_takes_its_process_group_with_it(tmp_path: Path) -> No
 def test_run_group_returns_the_completed_process(tmp_path: Path) -> None:
     proc = run_group([sys.executable, "-c", "import sys; print('out'); sys.exit(3)"], tmp_path, timeout=60)
     assert (proc.returncode, proc.stdout) == (3, "out\n")
+
+
+def test_an_xdist_group_runs_in_one_worker(tmp_path: Path) -> None:
+    """``--dist loadgroup`` keeps an ``xdist_group``'s tests in one worker, in their order, as the suite relies on
+    (conftest: the tiny build, then the SLURM test on it). With pytest 9.2 and pytest-xdist 3.8 the mark is dropped
+    without a word (pytest-dev/pytest-xdist#1386) and the six tests below spread over both workers."""
+    (tmp_path / "test_grouped.py").write_text(
+        "import os, pytest\n"
+        "@pytest.mark.xdist_group('g')\n"
+        "@pytest.mark.parametrize('i', range(6))\n"
+        "def test_member(i):\n"
+        "    with open(os.environ['ORDER_FILE'], 'a') as fh:\n"
+        "        fh.write(f\"{os.environ['PYTEST_XDIST_WORKER']} {i}\\n\")\n"
+        "@pytest.mark.parametrize('i', range(6))\n"
+        "def test_single(i):\n"
+        "    pass\n"
+    )
+    order = tmp_path / "order.txt"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadgroup", "-q", "-p", "no:cacheprovider", "-p",
+         "no:randomly", str(tmp_path / "test_grouped.py")],
+        cwd=tmp_path, env={**os.environ, "ORDER_FILE": str(order)}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = [line.split() for line in order.read_text().splitlines()]
+    assert len({worker for worker, _ in rows}) == 1, rows
+    assert [int(i) for _, i in rows] == list(range(6))
