@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 
 # Idle OpenMP threads sleep instead of spinning, in this process and in every job it starts (set before torch loads
-# libgomp; a value the user set is kept). The two workers of `pytest -n 2` each start Snakemake jobs whose rules ask for
-# 2 threads, so the 2-core machine often runs more threads than cores; spinning threads then steal the cores their
-# own team waits on: two 2-thread training loops at once ran 5x slower than with PASSIVE (bench/omp_wait.py). Only how
-# a thread waits changes, not how the work is split: the numbers are the same.
+# libgomp; a value the user set is kept). The two workers of `pytest -n 2` each start Snakemake jobs whose rules ask
+# for 2 threads, so the 2-core machine often runs more threads than cores, and spinning threads steal the cores their
+# own team waits on: two 2-thread training loops at once took 10.9x the time of one alone, 2.8x with PASSIVE
+# (bench/omp_wait.py). Only how a thread waits changes, not how the work is split: the numbers are the same.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np

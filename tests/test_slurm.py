@@ -23,7 +23,7 @@ from slurm_cluster import SlurmCluster, missing_binaries
 pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.xdist_group("slurm")]
 
 TARGET = "results/tiny/deeplab_val_miou.txt"
-# train_cls, the longest job (two thirds of the DAG's time), is not rerun: its outputs come with the copy, and the
+# train_cls, the longest job (about a third of the DAG's CPU time), is not rerun: its outputs come with the copy, and the
 # other two training rules take the same path (wsss.runtime.launch) with the same kind of resources
 KEPT = ("results/tiny/cls/model.pt", "results/tiny/cls/train_log.csv", "results/tiny/cls/heldout.json")
 GPU_RULES = {
