@@ -48,7 +48,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     starters = [item for item in users if item.get_closest_marker("slurm") is None]
     if not starters:
         return
-    starters[0].add_marker(pytest.mark.xdist_group("slurm"))
+    slurm = [item for item in users if item.get_closest_marker("slurm") is not None]
+    if slurm:  # the group named by the SLURM module's own mark
+        starters[0].add_marker(pytest.mark.xdist_group(*slurm[0].get_closest_marker("xdist_group").args))
     late = sorted((item for item in users if item is not starters[0]), key=lambda i: not i.get_closest_marker("slurm"))
     user_ids = {id(item) for item in users}
     items[:] = [starters[0], *(item for item in items if id(item) not in user_ids), *late]
