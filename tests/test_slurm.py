@@ -106,11 +106,11 @@ def test_tiny_dag_runs_through_slurm_and_matches_a_local_run(
     proc = snakemake(remote, "--cleanup-metadata", *KEPT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     # The target first: --default-resources takes every word after it. squeue as the status command (this
-    # cluster keeps no accounting database), and a 1 s poll interval instead of the plugin's 40 s.
+    # cluster keeps no accounting database); the first poll after 1 s instead of the plugin's 40 s, and the next
+    # ones at most 2 s apart instead of 10 s more each time (snakemake_quick_poll.py).
     cmd = [
         sys.executable,
-        "-m",
-        "snakemake",
+        str(Path(__file__).with_name("snakemake_quick_poll.py")),
         "-s",
         str(REPO / "Snakefile"),
         TARGET,
