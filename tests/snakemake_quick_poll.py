@@ -20,7 +20,9 @@ CAP_S = float(os.environ.get("WSSS_TEST_POLL_S", "2"))
 # version stops using it, fail here rather than run the test at the old pace without a word
 _interval = Executor.next_seconds_between_status_checks
 if not isinstance(_interval, property) or _interval.fset is None:
-    sys.exit("error: snakemake_executor_plugin_slurm.Executor.next_seconds_between_status_checks is no settable property")
+    sys.exit(
+        "error: snakemake_executor_plugin_slurm.Executor.next_seconds_between_status_checks is no settable property"
+    )
 Executor.next_seconds_between_status_checks = _interval.setter(
     lambda self, seconds: _interval.fset(self, None if seconds is None else min(seconds, CAP_S))
 )
