@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -262,6 +263,40 @@ CHECK_SCRIPT = """
 """
 
 
+# Headless Chromium now and then never exits with --dump-dom (no output, no error: once in the suite, 2026-12-06, while
+# 31 runs in a row of the same page took 2.5-3.5 s each); its background services (component updates,
+# on-device models) start regardless of the page. A hang gets a fresh profile and another try; a page whose script
+# never finishes still fails, on every try.
+DUMP_DOM_TRIES, DUMP_DOM_TIMEOUT_S = 3, 90
+
+
+def _dump_dom(chromium: str, page: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    for attempt in range(1, DUMP_DOM_TRIES + 1):
+        cmd = [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            f"--user-data-dir={tmp_path / f'profile{attempt}'}",
+            "--virtual-time-budget=30000",
+            "--dump-dom",
+            page.as_uri(),
+        ]
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=DUMP_DOM_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            if attempt == DUMP_DOM_TRIES:
+                raise
+            warnings.warn(
+                f"chromium --dump-dom hung for {DUMP_DOM_TIMEOUT_S} s (try {attempt}); trying again", stacklevel=1
+            )
+    raise AssertionError("unreachable")
+
+
 def _chromium() -> str | None:
     return shutil.which("chromium") or next((p for p in ["/usr/bin/chromium"] if Path(p).exists()), None)
 
@@ -281,22 +316,7 @@ def test_html_report_shows_every_figure_in_headless_chromium(tiny_dag: Path, tmp
     assert end and "<script" not in tail
     checked = tmp_path / "checked.html"
     checked.write_text(head + CHECK_SCRIPT + end + tail)
-    browser = subprocess.run(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--virtual-time-budget=30000",
-            "--dump-dom",
-            checked.as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    browser = _dump_dom(chromium, checked, tmp_path)
     match = re.search(r'<pre id="wsss-check">(.*?)</pre>', browser.stdout, re.S)
     assert match, f"the check script did not finish; chromium stderr: {browser.stderr[-2000:]}"
     found = json.loads(html.unescape(match.group(1)))
