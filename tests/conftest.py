@@ -4,6 +4,7 @@ the session's tiny DAG (built once per session, also when pytest-xdist runs the 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 # Idle OpenMP threads sleep instead of spinning, in this process and in every job it starts (set before torch loads
@@ -33,27 +34,25 @@ def _single_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist only, which worker runs what, and in which order (``--dist loadgroup`` hands out the
-    ``xdist_group``s of several tests first, then single tests in this order as workers become free): the first test
-    that uses the session's tiny DAG joins the SLURM tests' group, so one worker builds the DAG at once and then runs
-    the SLURM test on it, the longest test, whose status polls leave cores free for the other worker; every other
-    test that uses the build comes after all the tests that do not, so no worker waits on the build's lock while
-    there is other work. Without xdist the order stays pytest's."""
+    """Under pytest-xdist only, which worker runs what, and in which order (``--dist loadgroup`` hands the first work
+    unit to the first worker, the second to the second, then the rest in this order as workers become free): the
+    first test that uses the session's tiny DAG comes first, so one worker builds the DAG at once; the SLURM test
+    second, so the other worker starts it at once: it needs only the build's classifier (conftest
+    ``tiny_dag_classifier``) and runs its cluster while the first worker builds the rest. Every other test that uses
+    the build comes after all the tests that do not, so no worker waits on the build's lock while there is other
+    work. Without xdist the order stays pytest's."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
-    users = [item for item in items if "tiny_dag" in getattr(item, "fixturenames", ())]
-    # the starter is not the SLURM test: without a cluster it skips before its tiny_dag fixture is set up
+    users = [item for item in items if {"tiny_dag", "tiny_dag_classifier"} & set(getattr(item, "fixturenames", ()))]
+    # the starter is not the SLURM test: without a cluster it skips before its fixtures are set up
     starters = [item for item in users if item.get_closest_marker("slurm") is None]
     if not starters:
         return
     slurm = [item for item in users if item.get_closest_marker("slurm") is not None]
-    if slurm:  # the group named by the SLURM module's own mark
-        starters[0].add_marker(pytest.mark.xdist_group(*slurm[0].get_closest_marker("xdist_group").args))
-    late = sorted((item for item in users if item is not starters[0]), key=lambda i: not i.get_closest_marker("slurm"))
+    late = [item for item in users if item is not starters[0] and item.get_closest_marker("slurm") is None]
     user_ids = {id(item) for item in users}
-    items[:] = [starters[0], *(item for item in items if id(item) not in user_ids), *late]
+    items[:] = [starters[0], *slurm, *(item for item in items if id(item) not in user_ids), *late]
 
 
 @pytest.fixture
@@ -84,49 +83,83 @@ def tiny_voc(tmp_path: Path) -> Path:
     return root
 
 
-def _build_tiny_dag(workdir: Path) -> None:
-    """Run the tiny DAG (``helpers.TINY_DAG_TARGETS`` of ``helpers.tiny_dag_config``) in ``workdir``; fails the caller
+def _build_tiny_dag(workdir: Path, targets: tuple[str, ...]) -> None:
+    """Run ``targets`` of the tiny DAG (``helpers.tiny_dag_config``) in ``workdir``; fails the caller
     (``pytest.fail``) when Snakemake does."""
-    from helpers import TINY_DAG_TARGETS, snakemake, tiny_dag_config, write_config
+    from helpers import snakemake, tiny_dag_config, write_config
 
-    write_config(workdir, tiny_dag_config())
-    proc = snakemake(workdir, *TINY_DAG_TARGETS, timeout=1800)
+    if not (workdir / "config.yaml").exists():
+        write_config(workdir, tiny_dag_config())
+    proc = snakemake(workdir, *targets, timeout=1800)
     if proc.returncode != 0:
         pytest.fail(f"the tiny DAG failed in {workdir} (exit {proc.returncode}):\n{proc.stderr[-3000:]}", pytrace=False)
+
+
+def _shared_tiny_dag(tmp_path_factory: pytest.TempPathFactory, whole: bool) -> Path:
+    """The session's tiny build under pytest-xdist, built in two steps: the classifier
+    (``helpers.TINY_DAG_CLASSIFIER``), then the rest (``helpers.TINY_DAG_TARGETS``). The workers share one build
+    (pytest-xdist's documented pattern: a folder of the whole session, ``getbasetemp().parent``, and a file lock): the
+    worker that needs a step first runs it while holding the lock and then writes its marker, ``tiny_dag.classifier``
+    or ``tiny_dag.done`` (the build's path), only after it succeeded, or ``tiny_dag.failed`` (the error) when it
+    failed; each step has its own lock. A worker that gets a step's lock later uses what its marker says is built
+    (the rest is built in the classifier's folder), or fails with the recorded error, so a failed build fails the
+    tests of every worker and is never retried or taken for a finished one. With ``whole`` false the classifier is
+    enough (the SLURM test): its lock is free again while another worker builds the rest, which writes only files of
+    the later steps."""
+    from filelock import FileLock
+    from helpers import TINY_DAG_CLASSIFIER, TINY_DAG_TARGETS
+
+    worker = os.environ["PYTEST_XDIST_WORKER"]
+    shared = tmp_path_factory.getbasetemp().parent  # this session's folder, above every worker's own basetemp
+    classifier, done, failed = (shared / f"tiny_dag.{name}" for name in ("classifier", "done", "failed"))
+
+    def step(marker: Path, build: Callable[[], Path]) -> Path:
+        with FileLock(f"{marker}.lock"):  # one lock per step: tiny_dag.classifier.lock, tiny_dag.done.lock
+            if failed.exists():
+                pytest.fail(f"the tiny DAG build failed in another worker: {failed.read_text()}", pytrace=False)
+            if not marker.exists():
+                try:
+                    marker.write_text(str(build()))
+                except BaseException as err:  # pytest.fail, a timeout, Ctrl-C: the other workers must not wait or pass
+                    failed.write_text(f"{worker}: {type(err).__name__}: {err}")
+                    raise
+            return Path(marker.read_text())
+
+    def build_classifier() -> Path:
+        workdir = shared / f"tiny_dag-{worker}"  # next to the markers, not in a worker's own basetemp
+        workdir.mkdir()
+        _build_tiny_dag(workdir, (TINY_DAG_CLASSIFIER,))
+        return workdir
+
+    def build_rest() -> Path:
+        _build_tiny_dag(workdir, TINY_DAG_TARGETS)
+        return workdir
+
+    workdir = step(classifier, build_classifier)
+    return step(done, build_rest) if whole else workdir
 
 
 @pytest.fixture(scope="session")
 def tiny_dag(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A scratch working directory with the whole tiny DAG built once per session (``helpers.TINY_DAG_TARGETS``:
     CAMs → IRN → DeepLab → CRF → summary, and the report figures). Tests read it or dry-run in it; a test that
-    changes its config or runs anything else in it works on a copy (``helpers.copy_of_dag``).
+    changes its config or runs anything else in it works on a copy (``helpers.copy_of_dag``). Under pytest-xdist the
+    workers share one build (``_shared_tiny_dag``)."""
+    from helpers import TINY_DAG_CLASSIFIER, TINY_DAG_TARGETS
 
-    Under pytest-xdist the workers share one build (pytest-xdist's documented pattern: a folder of the whole
-    session, ``getbasetemp().parent``, and a file lock): the first worker that needs it builds it while holding the
-    lock and writes ``tiny_dag.done`` (the build's path) only after the build succeeded, or ``tiny_dag.failed`` (the
-    error) when it failed; a worker that gets the lock later uses the done build or fails with the recorded error,
-    so a failed build fails the tests of every worker and is never retried or taken for a finished one. A build
-    that left no marker (its worker was killed) is not used: the next worker builds again in a folder of its own."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER")
-    if not worker:  # one process (no xdist, `-n 0`, `-p no:xdist`): the session fixture is built once anyway
+    if not os.environ.get("PYTEST_XDIST_WORKER"):  # one process (no xdist, `-n 0`, `-p no:xdist`): built once anyway
         workdir = tmp_path_factory.mktemp("tiny_dag")
-        _build_tiny_dag(workdir)
+        _build_tiny_dag(workdir, (TINY_DAG_CLASSIFIER,))
+        _build_tiny_dag(workdir, TINY_DAG_TARGETS)
         return workdir
+    return _shared_tiny_dag(tmp_path_factory, whole=True)
 
-    from filelock import FileLock
 
-    shared = tmp_path_factory.getbasetemp().parent  # this session's folder, above every worker's own basetemp
-    done, failed = shared / "tiny_dag.done", shared / "tiny_dag.failed"
-    with FileLock(shared / "tiny_dag.lock"):
-        if failed.exists():
-            pytest.fail(f"the tiny DAG build failed in another worker: {failed.read_text()}", pytrace=False)
-        if not done.exists():
-            workdir = shared / f"tiny_dag-{worker}"  # next to the markers, not in a worker's own basetemp
-            workdir.mkdir()
-            try:
-                _build_tiny_dag(workdir)
-            except BaseException as err:  # pytest.fail, a timeout, Ctrl-C: the other workers must not wait or pass
-                failed.write_text(f"{worker}: {type(err).__name__}: {err}")
-                raise
-            done.write_text(str(workdir))
-        return Path(done.read_text())
+@pytest.fixture(scope="session")
+def tiny_dag_classifier(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    """The working directory of the session's tiny build once its classifier (``helpers.TINY_DAG_CLASSIFIER``) is
+    trained; under pytest-xdist another worker may still be building the rest in it, so read only the dataset, the
+    config and the classifier's files, and ask for ``tiny_dag`` before anything else."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return request.getfixturevalue("tiny_dag")
+    return _shared_tiny_dag(tmp_path_factory, whole=False)

@@ -181,8 +181,10 @@ def tiny_dag_config(method: str = "vwl_l") -> dict:
     return config
 
 
-# What the session's tiny DAG (conftest ``tiny_dag``) builds: every stage of run "tiny" and its report figures.
+# What the session's tiny DAG (conftest ``tiny_dag``) builds: every stage of run "tiny" and its report figures; first
+# its classifier alone (conftest ``tiny_dag_classifier``: the SLURM test starts from it while the rest is built).
 TINY_DAG_TARGETS = ("results/summary.md", "results/tiny/report/done")
+TINY_DAG_CLASSIFIER = "results/tiny/cls/model.pt"
 
 
 def planned_jobs(dry_run_stdout: str) -> dict[str, int]:

@@ -1,13 +1,15 @@
 """The tiny DAG through a real one-node SLURM cluster with profiles/slurm, against the session's local build of the
-same config (conftest ``tiny_dag``; no second local run). SLURM starts from a copy of that build that keeps only the
-dataset and the trained classifier: every other job of the DAG, each rule of it (GPU and CPU, training and not),
-goes through sbatch and must give the local build's files byte for byte."""
+same config (conftest ``tiny_dag``; no second local run). SLURM starts from the dataset and the trained classifier of
+that build (conftest ``tiny_dag_classifier``: under pytest-xdist another worker builds the rest meanwhile): every
+other job of the DAG, each rule of it (GPU and CPU, training and not), goes through sbatch and must give the local
+build's files byte for byte."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import REPO, copy_of_dag, require_or_skip, snakemake, tiny_dag_config
+from helpers import REPO, TINY_DAG_CLASSIFIER, require_or_skip, tiny_dag_config, write_config
 from slurm_cluster import SlurmCluster, missing_binaries
 
 # under pytest-xdist the module's tests run in one worker, one after the other: each starts a cluster whose node
@@ -23,9 +25,9 @@ from slurm_cluster import SlurmCluster, missing_binaries
 pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.xdist_group("slurm")]
 
 TARGET = "results/tiny/deeplab_val_miou.txt"
-# train_cls, the longest job (about a third of the DAG's CPU time), is not rerun: its outputs come with the copy, and the
-# other two training rules take the same path (wsss.runtime.launch) with the same kind of resources
-KEPT = ("results/tiny/cls/model.pt", "results/tiny/cls/train_log.csv", "results/tiny/cls/heldout.json")
+# train_cls, the longest job (about a third of the DAG's CPU time), is not rerun: its outputs are copied from the
+# local build, and the other two training rules take the same path (wsss.runtime.launch) with the same kind of resources
+KEPT = (TINY_DAG_CLASSIFIER, "results/tiny/cls/train_log.csv", "results/tiny/cls/heldout.json")
 GPU_RULES = {
     "infer_cam",
     "calibrate",
@@ -90,21 +92,19 @@ def _digests(root: Path) -> dict[str, str]:
 
 
 def test_tiny_dag_runs_through_slurm_and_matches_a_local_run(
-    cluster: SlurmCluster, tiny_dag: Path, tmp_path: Path
+    cluster: SlurmCluster, tiny_dag_classifier: Path, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     # device auto: the GPU rules ask SLURM for the node's (fake) GPUs and run on the CPU. With CUDA present both
     # runs would train on it, which is not bit-reproducible, so they stay on the CPU (GPU requests then untested).
     config = tiny_dag_config()
     config["device"] = "cpu" if torch.cuda.is_available() else "auto"
-    local, remote = tiny_dag, tmp_path / "slurm"  # the local run: the session's tiny build (same config but device)
-    copy_of_dag(local, remote, config)
-    for path in (remote / "results").rglob("*"):
-        if path.is_file() and str(path.relative_to(remote)) not in KEPT:
-            path.unlink()
-    # the classifier was trained with device: cpu; its metadata would rerun it for device: auto (a changed param).
-    # Without metadata Snakemake judges it by the files' times, as after a copy the user vouches for.
-    proc = snakemake(remote, "--cleanup-metadata", *KEPT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    remote = tmp_path / "slurm"  # the local build's config (but device), dataset and classifier, nothing else
+    write_config(remote, config)
+    shutil.copytree(tiny_dag_classifier / "resources", remote / "resources", symlinks=True)
+    for kept in KEPT:  # with their times, newer than the dataset's; no Snakemake metadata (the build used device cpu:
+        # its records would rerun train_cls for a changed param), so Snakemake judges them by time, as after a copy
+        (remote / kept).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(tiny_dag_classifier / kept, remote / kept)
     # The target first: --default-resources takes every word after it. squeue as the status command (this
     # cluster keeps no accounting database); the first poll after 1 s instead of the plugin's 40 s, and the next
     # ones at most 2 s apart instead of 10 s more each time (snakemake_quick_poll.py).
@@ -161,6 +161,7 @@ def test_tiny_dag_runs_through_slurm_and_matches_a_local_run(
 
     # the same results as the local run, byte for byte (.pt files: tensor for tensor); the local build made more
     # targets (summary, report), so every file the SLURM run wrote is compared with the local one of that path
+    local = request.getfixturevalue("tiny_dag")  # the whole local build (waits for the worker that builds it)
     remote_digests, local_digests = _digests(remote / "results"), _digests(local / "results")
     written = {k: v for k, v in remote_digests.items() if f"results/{k}" not in KEPT}
     assert len(written) > 100 and {k: local_digests.get(k) for k in written} == written
