@@ -3,7 +3,8 @@
 * IR labels (docs/method.md#ir-labels) from the stored CAMs, the ``cam_to_ir_label`` stage;
 * DeepLab+CRF labels (docs/method.md#dense-crf) from the stored logits, the ``crf`` stage (and ``predict``).
 
-No model is built here: torch is imported only to upsample a stored CAM or logits, torchvision never.
+No model is built here: torch is imported only to upsample a stored CAM or logits and, in a worker process, to give
+it one torch thread; torchvision never.
 """
 
 from __future__ import annotations
