@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import REPO, TINY_CLS
+from helpers import REPO, TINY_CLS, fresh_python
 
 
 def _run(stage: str, *args: str) -> subprocess.CompletedProcess:
@@ -169,13 +169,6 @@ def test_stage_without_a_network_imports_no_torch(stage: str) -> None:
 
     Planted bug: ``import torch`` at the top of wsss/pipeline/evaluate.py fails check_pseudo, eval_cam, eval_pseudo
     and eval_seg, each naming the chain ``torch <- pipeline/evaluate.py:16 <- stages/<stage>.py``."""
-    proc = subprocess.run(
-        [sys.executable, "-c", IMPORT_PROBE, str(REPO / "stages" / f"{stage}.py")],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
-        timeout=120,
-    )
+    proc = fresh_python(IMPORT_PROBE, str(REPO / "stages" / f"{stage}.py"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.startswith("[]"), proc.stdout
