@@ -4,7 +4,7 @@
 COCO-like synthetic inputs (default 480×640 images, 81 classes, 1–4 objects per image): coloured ellipses on
 textured noise and stride-8 DeepLab-like logits (each present class high inside its blurred ellipse, every absent
 class low with noise, a few absent classes confusable near the objects), upsampled and soft-maxed as ``crf`` does
-(``wsss.pipeline.segment.probs_from_logits``). Each image is refined once with every label and once per ``eps`` with
+(``wsss.artifacts.logits.probs_from_logits``). Each image is refined once with every label and once per ``eps`` with
 :func:`wsss.ops.crf.crf_labels_from_probs`; the table gives seconds per image, the speed-up (ratio of the sums
 in this one run, CPU seconds of the single-threaded process), the labels kept and the fraction of pixels whose label differs from the all-class CRF.
 
@@ -20,8 +20,8 @@ import time
 import numpy as np
 import torch
 
+from wsss.artifacts.logits import probs_from_logits
 from wsss.ops.crf import candidate_labels, crf_from_probs, crf_labels_from_probs
-from wsss.pipeline.segment import probs_from_logits
 from wsss.runtime.config import default_config
 
 SETTINGS = {k: v for k, v in default_config()["seg"]["crf"].items() if k not in ("label_eps", "max_labels")}

@@ -2,7 +2,7 @@
 """Benchmark IR-label generation (two dense-CRF passes per image) with 1 worker vs N worker processes.
 
 Synthetic VOC-sized inputs (default 375×500 images with random coloured ellipses and a matching stride-4 CAM per
-image, stored like infer_cam stores them) go through ``wsss.pipeline.pseudo_labels.write_ir_labels`` once per worker count; the table
+image, stored like infer_cam stores them) go through ``wsss.pipeline.crf.write_ir_labels`` once per worker count; the table
 gives wall time and images/s (pool start-up included) and checks that every worker count writes identical PNGs.
 
     python bench/bench_crf_workers.py                  # 24 images, workers 1 and os.cpu_count()
@@ -21,7 +21,7 @@ import numpy as np
 
 from wsss.artifacts.cam import CamRecord, save_cam
 from wsss.ops.cam import stride4_size
-from wsss.pipeline.pseudo_labels import write_ir_labels
+from wsss.pipeline.crf import write_ir_labels
 from wsss.runtime.io import write_jpeg
 
 OPTIONS = {"conf_fg": 0.30, "conf_bg": 0.05, "gt_prob": 0.7, "iters": 10, "pos": (3, 3), "bi": (50, 5, 10)}

@@ -119,7 +119,7 @@ def write_logits(data: Path, out: Path, seed: int = 0) -> None:
     from PIL import Image
     from scipy.ndimage import gaussian_filter
 
-    from wsss.pipeline.segment import save_logits
+    from wsss.artifacts.logits import save_logits
 
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)

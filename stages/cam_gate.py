@@ -24,14 +24,13 @@ from wsss.pipeline.calibrate import (
     add_localisation,
     calibration_set,
     classifier_scores,
-    resolve_auto,
 )
 from wsss.pipeline.classify import load_classifier
 from wsss.pipeline.gates import cam_gate
 from wsss.runtime.cli import run_stage, stage_parser
 from wsss.runtime.errors import InputError
 from wsss.runtime.io import write_json
-from wsss.runtime.stage_config import parse_view
+from wsss.runtime.stage_config import parse_view, resolve_auto
 
 log = logging.getLogger("wsss")
 

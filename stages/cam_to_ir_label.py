@@ -6,11 +6,10 @@ import sys
 
 from wsss.artifacts.cam import index_cam_dirs
 from wsss.data.dataset import VOCLayoutDataset
-from wsss.pipeline.calibrate import resolve_auto
-from wsss.pipeline.pseudo_labels import ir_label_options, write_ir_labels
+from wsss.pipeline.crf import ir_label_options, write_ir_labels
 from wsss.runtime.cli import run_stage, shard_ids, shard_stage_parser
 from wsss.runtime.io import atomic_dir
-from wsss.runtime.stage_config import parse_view
+from wsss.runtime.stage_config import parse_view, resolve_auto
 
 log = logging.getLogger("wsss")
 

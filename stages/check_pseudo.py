@@ -7,10 +7,9 @@ import sys
 
 from wsss.artifacts.cam import index_cam_dirs
 from wsss.data.dataset import VOCLayoutDataset
-from wsss.data.irn_data import index_label_dirs
-from wsss.pipeline.heldout import coverage_warnings, pseudo_coverage
+from wsss.pipeline.evaluate import coverage_warnings, pseudo_coverage
 from wsss.runtime.cli import run_stage, stage_parser
-from wsss.runtime.io import write_json
+from wsss.runtime.io import index_label_dirs, write_json
 from wsss.runtime.stage_config import parse_view
 
 log = logging.getLogger("wsss")

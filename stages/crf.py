@@ -5,7 +5,7 @@ import logging
 import sys
 
 from wsss.data.dataset import VOCLayoutDataset
-from wsss.pipeline.segment import crf_shard
+from wsss.pipeline.crf import crf_shard
 from wsss.runtime.cli import run_stage, shard_ids, shard_stage_parser
 from wsss.runtime.io import atomic_dir
 from wsss.runtime.stage_config import parse_view

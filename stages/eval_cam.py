@@ -6,11 +6,10 @@ import sys
 
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.outputs.report import save_sweep
-from wsss.pipeline.calibrate import resolve_auto
 from wsss.pipeline.evaluate import evaluate_cams, sweep_table
 from wsss.runtime.cli import run_stage, stage_parser
 from wsss.runtime.io import write_json, write_text
-from wsss.runtime.stage_config import parse_view
+from wsss.runtime.stage_config import parse_view, resolve_auto
 
 log = logging.getLogger("wsss")
 

@@ -5,10 +5,9 @@ import logging
 import sys
 
 from wsss.data.dataset import VOCLayoutDataset
-from wsss.data.irn_data import index_label_dirs
-from wsss.pipeline.pseudo_labels import evaluate_labels
+from wsss.pipeline.evaluate import evaluate_labels
 from wsss.runtime.cli import run_stage, stage_parser
-from wsss.runtime.io import write_json, write_text
+from wsss.runtime.io import index_label_dirs, write_json, write_text
 
 log = logging.getLogger("wsss")
 

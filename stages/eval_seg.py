@@ -5,7 +5,7 @@ import logging
 import sys
 
 from wsss.data.dataset import VOCLayoutDataset
-from wsss.pipeline.segment import evaluate_segmentation, segmentation_report
+from wsss.pipeline.evaluate import evaluate_segmentation, segmentation_report
 from wsss.runtime.cli import run_stage, stage_parser
 from wsss.runtime.io import write_json, write_text
 

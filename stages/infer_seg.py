@@ -7,9 +7,10 @@ from pathlib import Path
 
 import torch
 
+from wsss.artifacts.logits import save_logits
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.engine.train import resolve_device
-from wsss.pipeline.segment import image_logits, load_segmenter, save_logits
+from wsss.pipeline.segment import image_logits, load_segmenter
 from wsss.runtime.cli import run_stage, shard_ids, shard_stage_parser
 from wsss.runtime.io import atomic_dir
 from wsss.runtime.progress import progress

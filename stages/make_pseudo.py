@@ -7,11 +7,10 @@ from pathlib import Path
 
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.engine.train import load_state_dict_file, resolve_device
-from wsss.pipeline.calibrate import resolve_auto
 from wsss.pipeline.pseudo_labels import build_irn, iter_walk_scores, labels_from_walk
 from wsss.runtime.cli import run_stage, shard_ids, shard_stage_parser
 from wsss.runtime.io import atomic_dir, write_label_png
-from wsss.runtime.stage_config import parse_view
+from wsss.runtime.stage_config import parse_view, resolve_auto
 
 log = logging.getLogger("wsss")
 

@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 
-from wsss.pipeline.segment import SummaryRow, read_deeplab_metrics, read_miou_file, summary_table
+from wsss.outputs.summary import SummaryRow, read_deeplab_metrics, read_miou_file, summary_table
 from wsss.runtime.cli import run_stage, stage_parser
 from wsss.runtime.errors import InputError
 from wsss.runtime.io import write_text

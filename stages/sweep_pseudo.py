@@ -9,11 +9,10 @@ from wsss.data.dataset import VOCLayoutDataset
 from wsss.engine.metrics import ConfusionMatrix
 from wsss.engine.train import load_state_dict_file, resolve_device
 from wsss.outputs.report import save_sweep
-from wsss.pipeline.calibrate import resolve_auto
 from wsss.pipeline.pseudo_labels import build_irn, iter_walk_scores, labels_from_walk
 from wsss.runtime.cli import run_stage, stage_parser
 from wsss.runtime.io import write_json
-from wsss.runtime.stage_config import parse_view
+from wsss.runtime.stage_config import parse_view, resolve_auto
 
 log = logging.getLogger("wsss")
 

@@ -9,12 +9,13 @@ import sys
 from pathlib import Path
 
 from wsss.data.dataset import VOCLayoutDataset
-from wsss.data.irn_data import AffinityTrainSet, index_label_dirs
+from wsss.data.irn_data import AffinityTrainSet
 from wsss.engine.train import build_optimizer, check_batch_split, fit, resolve_device, seed_everything
 from wsss.ops.path_index import PathIndex
 from wsss.pipeline.pseudo_labels import IRNObjective, build_irn, check_train_params, optimizer_groups
 from wsss.runtime import distributed
 from wsss.runtime.cli import run_stage, stage_parser
+from wsss.runtime.io import index_label_dirs
 from wsss.runtime.stage_config import parse_view
 
 log = logging.getLogger("wsss")

@@ -5,9 +5,9 @@ import logging
 import sys
 
 from wsss.data.dataset import VOCLayoutDataset
-from wsss.data.irn_data import index_label_dirs
 from wsss.outputs.predict import write_submission
 from wsss.runtime.cli import run_stage, stage_parser
+from wsss.runtime.io import index_label_dirs
 
 log = logging.getLogger("wsss")
 

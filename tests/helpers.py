@@ -255,6 +255,18 @@ def interrupt_at(objective: Callable, fail_at: int | None) -> Callable:
     return interrupted
 
 
+def fresh_python(script: str, *args: str) -> subprocess.CompletedProcess:
+    """``python -c script args`` in a fresh interpreter that sees only this checkout (for what it imports)."""
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        timeout=120,
+    )
+
+
 def run_stage_inline(name: str, *argv: str) -> int:
     """Run stages/<name>.py in this process (as ``python stages/<name>.py argv…``); returns its exit status."""
     import runpy

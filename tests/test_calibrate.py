@@ -19,12 +19,12 @@ from wsss.pipeline.calibrate import (
     classifier_scores,
     ir_label_bracket,
     log_rows,
-    resolve_auto,
     walk_regions,
 )
 from wsss.pipeline.pseudo_labels import labels_from_walk
 from wsss.runtime.config import load_schema
 from wsss.runtime.errors import InputError
+from wsss.runtime.stage_config import resolve_auto
 
 
 def _visible_object(obj: torch.Tensor):

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import torch
 
+from wsss.artifacts.logits import labels_from_logits
 from wsss.data.seg_data import CAFFE_MEAN_BGR
 from wsss.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from wsss.outputs.export import export_model, export_program, write_onnx, write_program
-from wsss.pipeline.segment import build_segmenter, image_logits, labels_from_logits
+from wsss.pipeline.segment import build_segmenter, image_logits
 
 SIZES = [(37, 53), (64, 64), (29, 90), (8, 11)]
 CASES = {

@@ -15,18 +15,17 @@ from helpers import REPO, NoisyRegression, interrupt_at
 
 from wsss.data.folder import in_val
 from wsss.engine.train import Checkpoint, build_optimizer, fit, load_state_dict_file
+from wsss.outputs.summary import SummaryRow, stage_drops, summary_table
+from wsss.pipeline.evaluate import coverage_warnings, pseudo_coverage
 from wsss.pipeline.gates import cls_gate
 from wsss.pipeline.heldout import (
     HeldoutTracker,
     average_precision,
-    coverage_warnings,
     holdout_split,
     mean_average_precision,
     micro_f1,
-    pseudo_coverage,
     training_report,
 )
-from wsss.pipeline.segment import SummaryRow, stage_drops, summary_table
 
 
 # ------------------------------------------------------------------------------------------ held-out slice

@@ -14,9 +14,11 @@ import torch
 from helpers import run_stage_inline, schema_section
 from PIL import Image
 
+from wsss.artifacts.logits import labels_from_logits
 from wsss.data.dataset import VOCLayoutDataset, format_labels_tsv
 from wsss.outputs.predict import SUBMISSION_DIR, list_images, merge_shards, overlay, write_submission
-from wsss.pipeline.segment import crf_refine, image_logits, labels_from_logits, load_segmenter
+from wsss.pipeline.crf import crf_refine
+from wsss.pipeline.segment import image_logits, load_segmenter
 from wsss.runtime.errors import InputError
 from wsss.runtime.io import read_label_png, read_rgb, voc_palette, write_jpeg, write_label_png
 from wsss.runtime.stage_config import STAGES

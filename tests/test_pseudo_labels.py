@@ -11,24 +11,24 @@ import torch
 
 from wsss.artifacts.cam import CamRecord, save_cam
 from wsss.data.dataset import VOCLayoutDataset, format_labels_tsv
-from wsss.data.irn_data import AffinityTrainSet, index_label_dirs
+from wsss.data.irn_data import AffinityTrainSet
 from wsss.engine.train import build_optimizer, fit
 from wsss.ops.path_index import PathIndex
+from wsss.pipeline.crf import write_ir_labels
+from wsss.pipeline.evaluate import evaluate_labels
 from wsss.pipeline.pseudo_labels import (
     aggregate_losses,
     boundary_map,
     build_irn,
     check_train_params,
-    evaluate_labels,
     irn_loss,
     optimizer_groups,
     pair_loss_maps,
     pseudo_label,
     training_step,
-    write_ir_labels,
 )
 from wsss.runtime.errors import InputError
-from wsss.runtime.io import read_label_png, write_jpeg, write_label_png
+from wsss.runtime.io import index_label_dirs, read_label_png, write_jpeg, write_label_png
 
 IR_OPTIONS = {"conf_fg": 0.30, "conf_bg": 0.05, "gt_prob": 0.7, "iters": 10, "pos": (3, 3), "bi": (50, 5, 10)}
 

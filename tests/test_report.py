@@ -341,9 +341,9 @@ def test_panel_rows_hand_worked(tiny_voc: Path, tmp_path: Path) -> None:
     import torch
 
     from wsss.artifacts.cam import CamRecord, save_cam
+    from wsss.artifacts.logits import save_logits
     from wsss.data.dataset import VOCLayoutDataset
     from wsss.outputs.report import cam_overlay_rows, pseudo_rows, segmentation_rows
-    from wsss.pipeline.segment import save_logits
     from wsss.runtime.io import write_label_png
 
     data = VOCLayoutDataset(tiny_voc)

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from helpers import run_stage_inline, schema_section
 
+from wsss.artifacts.logits import labels_from_logits, load_logits, probs_from_logits, save_logits
 from wsss.data import transforms as T
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.seg_data import (
@@ -23,24 +24,18 @@ from wsss.data.seg_data import (
 )
 from wsss.engine.metrics import ConfusionMatrix
 from wsss.models.deeplab import build_deeplab
+from wsss.outputs.summary import SummaryRow, summary_table
+from wsss.pipeline.crf import crf_refine, crf_shard
+from wsss.pipeline.evaluate import evaluate_segmentation
 from wsss.pipeline.segment import (
-    SummaryRow,
     build_segmenter,
     check_train_params,
-    crf_refine,
-    crf_shard,
-    evaluate_segmentation,
     image_logits,
     label_fit,
-    labels_from_logits,
-    load_logits,
     load_segmenter,
     msc_loss,
     predict_logits,
-    probs_from_logits,
     resize_labels,
-    save_logits,
-    summary_table,
 )
 from wsss.runtime.errors import InputError
 from wsss.runtime.io import read_label_png, write_label_png

@@ -100,4 +100,4 @@ def test_no_defaults_outside_the_schema() -> None:
     for path in [*REPO.glob("stages/*.py"), *REPO.glob("wsss/**/*.py")]:
         for number, line in enumerate(Path(path).read_text().splitlines(), 1):
             assert not pattern.search(line), f"{path.name}:{number}: {line.strip()}"
-    assert "CRF_DEFAULTS" not in (REPO / "wsss" / "pipeline" / "segment.py").read_text()
+    assert "CRF_DEFAULTS" not in (REPO / "wsss" / "pipeline" / "crf.py").read_text()

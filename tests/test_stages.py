@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import REPO, TINY_CLS
+from helpers import REPO, TINY_CLS, fresh_python
 
 
 def _run(stage: str, *args: str) -> subprocess.CompletedProcess:
@@ -96,3 +96,79 @@ def test_mask_out_of_range_during_evaluation(tiny_voc: Path, tmp_path: Path) -> 
     )
     _assert_one_line_error(proc, "c_3.png", "mask values [9] outside 0..2 and 255")
     assert not out.exists() or not any(out.iterdir())
+
+
+# Stages that build no network start without torch and torchvision (~3.3 s of CPU per Snakemake job on a 2-core
+# machine). Some of them still call a torch op when they run (bilinear upsampling of a stored CAM or logits, a
+# softmax) and import torch then, lazily; none imports torchvision or the models.
+NO_MODEL_STAGES = (
+    "cam_to_ir_label",
+    "check_pseudo",
+    "cls_gate",
+    "compare",
+    "crf",
+    "dataset_report",
+    "eval_cam",
+    "eval_pseudo",
+    "eval_seg",
+    "predict_merge",
+    "prepare_dataset",
+    "report_figures",
+    "summary",
+    "voc_submission",
+)
+MODEL_STAGES = (
+    "calibrate",
+    "calibrate_pseudo",
+    "cam_gate",
+    "export_model",
+    "export_onnx",
+    "export_program",
+    "infer_cam",
+    "infer_seg",
+    "make_pseudo",
+    "predict",
+    "seg_gate",
+    "sweep_pseudo",
+    "train_cls",
+    "train_irn",
+    "train_seg",
+)
+
+# Runs one stage's --help and prints who first imported torch or torchvision (the wsss/stages frames of the stack).
+IMPORT_PROBE = """
+import contextlib, io, runpy, sys, traceback
+first = []
+class Probe:
+    def find_spec(self, name, path=None, target=None):
+        if not first and name.split(".")[0] in ("torch", "torchvision"):
+            first.append(name + " <- " + " <- ".join(
+                f"{f.filename.rsplit('/', 2)[-2]}/{f.filename.rsplit('/', 1)[-1]}:{f.lineno}"
+                for f in reversed(traceback.extract_stack()) if "/wsss/" in f.filename or "/stages/" in f.filename))
+        return None
+sys.meta_path.insert(0, Probe())
+sys.argv = [sys.argv[1], "--help"]
+with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+    runpy.run_path(sys.argv[0], run_name="__main__")
+print(sorted(m for m in ("torch", "torchvision") if m in sys.modules), *first)
+"""
+
+
+def test_every_stage_is_classified() -> None:
+    """A new stage script must say whether it builds a network (and so may import torch at start).
+
+    Planted bug: a new stages/zz.py in neither list fails here."""
+    scripts = {p.stem for p in (REPO / "stages").glob("*.py")}
+    assert not set(NO_MODEL_STAGES) & set(MODEL_STAGES)
+    assert scripts == set(NO_MODEL_STAGES) | set(MODEL_STAGES)
+
+
+@pytest.mark.parametrize("stage", NO_MODEL_STAGES)
+def test_stage_without_a_network_imports_no_torch(stage: str) -> None:
+    """``python stages/<stage>.py --help`` imports neither torch nor torchvision.
+
+    Planted bug: ``import torch`` at the top of wsss/pipeline/evaluate.py fails check_pseudo, eval_cam, eval_pseudo
+    and eval_seg, each naming the chain ``torch <- pipeline/evaluate.py:16 <- stages/<stage>.py``."""
+    proc = fresh_python(IMPORT_PROBE, str(REPO / "stages" / f"{stage}.py"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("[]"), proc.stdout

@@ -5,7 +5,6 @@ Indexed by ``(index, aug_seed)`` pairs from :class:`wsss.engine.train.StepBatchS
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,12 +15,7 @@ import torch
 from wsss.data import transforms as T
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.loaders import read_image_and_label
-from wsss.runtime.io import IGNORE, index_shard_files
-
-
-def index_label_dirs(dirs: Sequence[str | os.PathLike[str]], ids: Sequence[str]) -> dict[str, Path]:
-    """Map every id to its ``<id>.png`` among the shard folders ``dirs``; a missing id is an InputError."""
-    return index_shard_files(dirs, ids, ".png", "label PNG")
+from wsss.runtime.io import IGNORE
 
 
 class AffinityTrainSet(torch.utils.data.Dataset):
@@ -70,4 +64,4 @@ class AffinityTrainSet(torch.utils.data.Dataset):
         }
 
 
-__all__ = ["AffinityTrainSet", "index_label_dirs"]
+__all__ = ["AffinityTrainSet"]

@@ -23,10 +23,9 @@ from PIL import Image
 
 from wsss.data import transforms as T
 from wsss.data.dataset import VOCLayoutDataset
-from wsss.data.irn_data import index_label_dirs
 from wsss.data.loaders import read_image_and_label
 from wsss.runtime.errors import InputError
-from wsss.runtime.io import IGNORE
+from wsss.runtime.io import IGNORE, index_label_dirs
 
 CAFFE_MEAN_BGR = np.array([104.008, 116.669, 122.675], dtype=np.float32)
 SCALE_SAMPLING = ("discrete", "uniform")

@@ -2,8 +2,9 @@
 by the dense CRF) and overlays, and the PASCAL VOC test-server archive.
 
 Only the network is used, never image-level labels. The test-time inference is :func:`wsss.pipeline.segment.image_logits`
-(the one ``infer_seg`` runs) and the CRF is :func:`wsss.pipeline.segment.crf_refine` (the one the ``crf`` rule runs), so a
-prediction equals what the evaluation pipeline computes for the same image.
+(the one ``infer_seg`` runs) and the CRF is :func:`wsss.pipeline.crf.crf_refine` (the one the ``crf`` rule runs), so a
+prediction equals what the evaluation pipeline computes for the same image. Only :func:`predict_images` imports
+torch and the model (when called): merging shards and the submission archive do not.
 
 Outputs per image ``<stem>``: ``<stem>.png`` (uint8 class ids at the image's own size, VOC palette) and
 ``<stem>_overlay.jpg`` (the image with the foreground classes' palette colours blended in).
@@ -20,13 +21,12 @@ import sys
 import tarfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from wsss.models.deeplab import MSC
-from wsss.pipeline.segment import crf_refine, image_logits, labels_from_logits
+from wsss.artifacts.logits import labels_from_logits
+from wsss.pipeline.crf import crf_refine
 from wsss.runtime.errors import InputError
 from wsss.runtime.io import (
     DEFAULT_MAX_PIXELS,
@@ -39,6 +39,11 @@ from wsss.runtime.io import (
     write_label_png,
 )
 from wsss.runtime.progress import progress
+
+if TYPE_CHECKING:
+    import torch
+
+    from wsss.models.deeplab import MSC
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 OVERLAY_ALPHA = 0.5
@@ -86,6 +91,8 @@ def _crf_task(task: tuple[np.ndarray, np.ndarray, dict[str, Any]]) -> np.ndarray
 
 
 def _crf_pool_init() -> None:
+    import torch
+
     torch.set_num_threads(1)
 
 
@@ -97,6 +104,8 @@ def _logits_of(
     max_pixels: int,
     limit_key: str,
 ) -> Iterator[tuple[Path, np.ndarray, np.ndarray]]:
+    from wsss.pipeline.segment import image_logits  # torch and torchvision: only where a model runs
+
     for path in progress(paths, desc="predict", mininterval=5.0, file=sys.stderr):
         rgb = read_rgb(path, max_pixels=max_pixels, limit_key=limit_key)
         yield path, rgb, image_logits(model, rgb, params, device).numpy()

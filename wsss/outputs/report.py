@@ -20,12 +20,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from wsss.artifacts.cam import index_cam_dirs, load_cam
+from wsss.artifacts.logits import index_logit_dirs, labels_from_logits, load_logits
 from wsss.data.dataset import VOCLayoutDataset
-from wsss.data.irn_data import index_label_dirs
-from wsss.ops.cam import cam_to_labels
-from wsss.pipeline.segment import index_logit_dirs, labels_from_logits, load_logits
 from wsss.runtime.errors import InputError
-from wsss.runtime.io import IGNORE, atomic_path, palette_rgb, read_json, read_label_png
+from wsss.runtime.io import IGNORE, atomic_path, index_label_dirs, palette_rgb, read_json, read_label_png
 
 _PALETTE = palette_rgb()
 STAGES = ("CAM", "pseudo", "DeepLab", "DeepLab+CRF")
@@ -103,6 +101,8 @@ def cam_overlay_rows(
 ) -> list[list[np.ndarray]]:
     """Per image: the image, its CAMs (max over the ground-truth classes) over it, CAM labels at ``bg_score``,
     and the ground truth."""
+    from wsss.ops.cam import cam_to_labels  # torch, as rec.full_res(): only when CAM panels are drawn
+
     paths = index_cam_dirs(cam_dirs, ids)
     rows = []
     for image_id in ids:

@@ -34,7 +34,7 @@ picked too low thresholds: the walk's regions already spread the class past the 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,8 +43,6 @@ import torch
 
 from wsss.methods import get_method
 from wsss.pipeline.heldout import holdout_split
-from wsss.runtime.errors import InputError
-from wsss.runtime.io import read_json
 
 log = logging.getLogger("wsss")
 
@@ -299,27 +297,6 @@ def add_localisation(
             evidence.overlaps.setdefault(pair, []).append(iou)
 
 
-def resolve_auto(
-    section: Mapping[str, Any], keys: Sequence[str], calibration: Sequence[str], where: str
-) -> dict[str, Any]:
-    """A copy of the config ``section`` (``where`` names it, e.g. ``irn``) with every ``auto`` value among ``keys``
-    replaced by the calibrated one from the first file of ``calibration``; a missing file or value is an
-    InputError naming it."""
-    resolved = dict(section)
-    auto = [key for key in keys if resolved.get(key) == "auto"]
-    if not auto:
-        return resolved
-    if not calibration:
-        raise InputError("--calibration", f"{where}.{auto[0]} is auto: give the run's calibration file")
-    values = read_json(calibration[0], "calibration")
-    for key in auto:
-        if not isinstance(values.get(key), (int, float)) or isinstance(values.get(key), bool):
-            raise InputError(calibration[0], f"has no {key} for {where}.{key}: auto (see its log)")
-        resolved[key] = float(values[key])
-        log.info("%s.%s %.2f from %s", where, key, resolved[key], calibration[0])
-    return resolved
-
-
 def calibration_set(split_ids: Sequence[str], holdout_fraction: float, count: int) -> tuple[list[str], int]:
     """The calibration images of the classifier's training split (:func:`calibration_ids` after the classifier's
     own held-out slice) and how many of them the classifier never trained on."""
@@ -359,6 +336,5 @@ __all__ = [
     "classifier_scores",
     "ir_label_bracket",
     "log_rows",
-    "resolve_auto",
     "walk_regions",
 ]

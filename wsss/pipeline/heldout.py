@@ -301,61 +301,15 @@ def training_report(
     )
 
 
-def pseudo_coverage(
-    num_classes: int, ids: Sequence[str], cam_paths: dict[str, Any], label_paths: dict[str, Any], min_pixels: float
-) -> dict[str, np.ndarray]:
-    """Per foreground class over ``ids``: ``classifier`` = images whose stored image-level probability (the CAM
-    record's ``scores``) exceeds 0.5, ``pseudo`` = images whose pseudo-label map gives the class at least
-    ``min_pixels`` of the image's non-ignored pixels, ``labelled`` = images labelled with it (the CAM keys)."""
-    from wsss.artifacts.cam import load_cam
-    from wsss.runtime.io import read_label_png
-
-    counts = {k: np.zeros(num_classes - 1, np.int64) for k in ("classifier", "pseudo", "labelled")}
-    for image_id in ids:
-        rec = load_cam(cam_paths[image_id])
-        counts["classifier"] += np.asarray(rec.scores, np.float64).ravel()[: num_classes - 1] > 0.5
-        counts["labelled"][np.asarray(rec.keys, np.int64)] += 1
-        labels = read_label_png(label_paths[image_id], num_classes)
-        valid = max(1, int((labels != 255).sum()))
-        area = np.bincount(labels[labels != 255].ravel(), minlength=num_classes)[1:num_classes]
-        counts["pseudo"] += area >= min_pixels * valid
-    return counts
-
-
-def coverage_warnings(
-    counts: dict[str, np.ndarray], classes: Sequence[str], images: int, ratio: float, min_pixels: float
-) -> list[str]:
-    """One line per foreground class whose classifier and pseudo-label image counts disagree: the larger is at least
-    5 images and 5 % of ``images``, and the smaller is below ``ratio`` times it. ``classes``: foreground names."""
-    lines = []
-    many = max(5, 0.05 * images)
-    for k, name in enumerate(classes):
-        found, covered = int(counts["classifier"][k]), int(counts["pseudo"][k])
-        where = f"(of {images} images; covered = at least {100 * min_pixels:g} % of the pixels)"
-        if found >= many and covered < ratio * found:
-            lines.append(
-                f"class {name!r}: the classifier finds it in {found} images but the pseudo labels cover it "
-                f"in only {covered} {where}"
-            )
-        elif covered >= many and found < ratio * covered:
-            lines.append(
-                f"class {name!r}: the pseudo labels cover it in {covered} images but the classifier finds "
-                f"it in only {found} {where}"
-            )
-    return lines
-
-
 __all__ = [
     "COLUMNS",
     "HeldoutEvaluator",
     "HeldoutTracker",
     "average_precision",
-    "coverage_warnings",
     "holdout_hash",
     "holdout_split",
     "mean_average_precision",
     "micro_f1",
     "prior_report",
-    "pseudo_coverage",
     "training_report",
 ]

@@ -18,11 +18,9 @@ Deviations from the reference, all deliberate:
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,99 +30,17 @@ import torch.nn.functional as F
 from wsss.artifacts.cam import index_cam_dirs, load_cam
 from wsss.data.dataset import VOCLayoutDataset
 from wsss.data.transforms import normalize, to_chw
-from wsss.engine.metrics import ConfusionMatrix
 from wsss.engine.train import MicroBatch, Objective
 from wsss.models.backbone import FROM_CLS, build_resnet, build_weights, init_from_classifier
 from wsss.models.irn import IRNet
-from wsss.ops.crf import ir_label
 from wsss.ops.path_index import PathIndex
 from wsss.ops.random_walk import random_walk
 from wsss.pipeline.evaluate import labels_at_thresholds
 from wsss.runtime.errors import InputError
-from wsss.runtime.io import read_label_png, read_rgb, write_label_png
 from wsss.runtime.progress import progress
 
 EPS = 1e-5
 PAD_MULTIPLE = 16
-
-# --------------------------------------------------------------------------------- IR labels (docs/method.md#ir-labels)
-
-
-def ir_label_options(params: Mapping[str, Any]) -> dict[str, Any]:
-    """The keyword arguments of :func:`wsss.ops.crf.ir_label` from the ``irn`` config section."""
-    return {
-        "conf_fg": params["conf_fg"],
-        "conf_bg": params["conf_bg"],
-        "gt_prob": params["crf_gt_prob"],
-        "iters": params["crf_iters"],
-        "pos": tuple(params["crf_pos"]),
-        "bi": tuple(params["crf_bi"]),
-    }
-
-
-def ir_label_file(
-    image_path: str | os.PathLike[str],
-    cam_path: str | os.PathLike[str],
-    out_path: str | os.PathLike[str],
-    options: Mapping[str, Any],
-) -> tuple[int, int, int]:
-    """Read one image and its CAM record, write its IR label PNG; returns (foreground, background, ignore) pixels."""
-    image = read_rgb(image_path)
-    rec = load_cam(cam_path)
-    if tuple(rec.size) != image.shape[:2]:
-        raise InputError(cam_path, f"CAM of image size {rec.size} but the image is {image.shape[:2]}")
-    label = ir_label(image, rec.full_res(), rec.keys, **options)
-    write_label_png(out_path, label)
-    ignore = int((label == 255).sum())
-    background = int((label == 0).sum())
-    return label.size - ignore - background, background, ignore
-
-
-def _ir_label_task(task: tuple[str, str, str, dict[str, Any]]) -> tuple[int, int, int] | tuple[str, str]:
-    """One worker job; an InputError comes back as (path, problem), since it does not survive pickling."""
-    try:
-        return ir_label_file(*task)
-    except InputError as err:
-        return err.path, err.problem
-
-
-def _counts(result: tuple[int, int, int] | tuple[str, str]) -> tuple[int, int, int]:
-    if isinstance(result[0], str):
-        raise InputError(*result)
-    return result
-
-
-def _worker_init() -> None:
-    torch.set_num_threads(1)
-
-
-def write_ir_labels(
-    tasks: Sequence[tuple[str, str | os.PathLike[str], str | os.PathLike[str]]],
-    out_dir: str | os.PathLike[str],
-    options: Mapping[str, Any],
-    workers: int = 1,
-) -> dict[str, int]:
-    """IR labels of ``(image_id, image_path, cam_path)`` tasks as ``out_dir/<id>.png``, over ``workers`` processes.
-
-    Workers (spawned, one torch thread each) read their own inputs and write their own PNG (atomically); results
-    come back in task order. Returns pixel totals ``{"foreground", "background", "ignore"}``.
-    """
-    jobs = [
-        (str(image_path), str(cam_path), str(Path(out_dir) / f"{image_id}.png"), dict(options))
-        for image_id, image_path, cam_path in tasks
-    ]
-    totals = np.zeros(3, dtype=np.int64)
-    bar = dict(total=len(jobs), desc="ir_label", mininterval=5.0)
-    if workers <= 1 or len(jobs) <= 1:
-        for job in progress(jobs, **bar):
-            totals += _counts(_ir_label_task(job))
-    else:
-        ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(min(workers, len(jobs)), initializer=_worker_init) as pool:
-            for counts in progress(pool.imap(_ir_label_task, jobs, chunksize=2), **bar):
-                totals += _counts(counts)
-    return dict(zip(("foreground", "background", "ignore"), (int(v) for v in totals)))
-
 
 # -------------------------------------------------------------------------- IRNet model (docs/method.md#irnet-training)
 
@@ -405,18 +321,6 @@ def labels_from_walk(
     return labels_at_thresholds(scores.float().cpu().numpy(), keys, bg_thresholds)
 
 
-def evaluate_labels(data: VOCLayoutDataset, ids: Iterable[str], label_paths: Mapping[str, Path]) -> ConfusionMatrix:
-    """Confusion of label PNGs (predicted 255 counted as background, as IRN) against the masks of ``ids``."""
-    cm = ConfusionMatrix(data.num_classes, pred_ignore_as_background=True)
-    for image_id in ids:
-        pred = read_label_png(label_paths[image_id], data.num_classes)
-        gt = data.mask(image_id)
-        if pred.shape != gt.shape:
-            raise InputError(label_paths[image_id], f"label size {pred.shape} differs from the mask {gt.shape}")
-        cm.update(pred, gt)
-    return cm
-
-
 __all__ = [
     "PAIR_KINDS",
     "IRNObjective",
@@ -425,14 +329,10 @@ __all__ = [
     "boundary_map",
     "build_irn",
     "check_train_params",
-    "evaluate_labels",
-    "ir_label_file",
-    "ir_label_options",
     "irn_loss",
     "optimizer_groups",
     "pair_label_counts",
     "pair_loss_maps",
     "pseudo_label",
     "training_step",
-    "write_ir_labels",
 ]

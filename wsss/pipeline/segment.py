@@ -1,22 +1,17 @@
-"""DeepLabV2 as a trainable, inferable unit (docs/method.md#deeplabv2): model, MSC loss, multi-scale + flip inference,
-compact logit storage, dense-CRF post-processing, evaluation and the cross-run summary table.
+"""DeepLabV2 as a trainable, inferable unit (docs/method.md#deeplabv2): model, MSC loss, multi-scale + flip inference
+and the fit to its own training labels.
 
-The stages ``train_seg``, ``infer_seg``, ``crf``, ``eval_seg`` and ``summary`` are recipes over these functions.
-
-Stored logits: one ``<id>.npz`` per image (``np.savez``, no pickles) with ``logits`` float16 [C, h, w] on the
-output-stride-8 grid of the full image and ``size`` (H, W). Readers upsample them bilinearly (align_corners=False)
-to H×W, as both references do with their saved stride-8 logits; the CRF takes the softmax of that.
+The stages ``train_seg`` and ``infer_seg`` are recipes over these functions. The stored logits are
+:mod:`wsss.artifacts.logits`; the dense CRF over them is :mod:`wsss.pipeline.crf`, their evaluation
+:func:`wsss.pipeline.evaluate.evaluate_segmentation` and the cross-run table :mod:`wsss.outputs.summary` (numpy only,
+so ``crf``, ``eval_seg`` and ``summary`` import no model).
 """
 
 from __future__ import annotations
 
-import json
-import math
-import multiprocessing
 import os
 import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +19,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from wsss.artifacts.logits import labels_from_logits
 from wsss.data.dataset import VOCLayoutDataset
-from wsss.data.irn_data import index_label_dirs
 from wsss.data.seg_data import normalize_image
 from wsss.data.transforms import to_chw
 from wsss.engine.metrics import ConfusionMatrix
 from wsss.engine.train import MicroBatch, Objective, check_batch_split, load_state_dict_file
 from wsss.models.backbone import FROM_CLS, build_weights, init_from_classifier
 from wsss.models.deeplab import MSC, _halve, build_deeplab
-from wsss.ops.crf import crf_labels_from_probs
 from wsss.runtime import distributed
 from wsss.runtime.errors import InputError
-from wsss.runtime.io import IGNORE, atomic_path, index_shard_files, read_label_png, write_label_png
+from wsss.runtime.io import IGNORE, read_label_png
 from wsss.runtime.progress import progress
 
 
@@ -276,167 +270,7 @@ def image_logits(
     return predict_logits(model, image, params["test_scales"], params["test_flip"]).cpu()
 
 
-@dataclass(frozen=True)
-class SegLogits:
-    """Stored test-time logits of one image: float16 [C, h, w] on the stride-8 grid and the image size (H, W)."""
-
-    logits: np.ndarray
-    size: tuple[int, int]
-
-
-def save_logits(path: str | os.PathLike[str], logits: torch.Tensor | np.ndarray, size: tuple[int, int]) -> None:
-    """Write one image's logits as float16 ``.npz`` (keys ``logits``, ``size``), atomically."""
-    if isinstance(logits, torch.Tensor):
-        logits = logits.detach().float().cpu().numpy()
-    if logits.ndim != 3:
-        raise ValueError(f"logits must be C×h×w, got {logits.shape}")
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, logits=np.ascontiguousarray(logits, dtype=np.float16), size=np.asarray(size, np.int64))
-
-
-def load_logits(path: str | os.PathLike[str]) -> SegLogits:
-    """Read logits written by :func:`save_logits` (``allow_pickle=False``); bad files name themselves."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            rec = SegLogits(data["logits"], tuple(int(v) for v in data["size"]))
-    except FileNotFoundError:
-        raise InputError(path, "logit file is missing") from None
-    except (OSError, ValueError, KeyError) as err:
-        raise InputError(path, f"cannot read logit file ({err})") from None
-    if rec.logits.ndim != 3 or len(rec.size) != 2:
-        raise InputError(path, f"logits of shape {rec.logits.shape} / size {rec.size} are not C×h×w / (H, W)")
-    return rec
-
-
-def index_logit_dirs(dirs: Sequence[str | os.PathLike[str]], ids: Sequence[str]) -> dict[str, Path]:
-    """Map every id to its ``<id>.npz`` among the shard folders ``dirs``; a missing id is an InputError."""
-    return index_shard_files(dirs, ids, ".npz", "logits")
-
-
-def upsample_logits(logits: np.ndarray | torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """C×h×w logits → float32 C×H×W (bilinear, align_corners=False)."""
-    t = torch.as_tensor(np.asarray(logits, dtype=np.float32)) if not isinstance(logits, torch.Tensor) else logits
-    t = t.float().cpu()
-    if tuple(t.shape[-2:]) == tuple(size):
-        return t
-    return F.interpolate(t[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
-
-
-def labels_from_logits(logits: np.ndarray | torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    """uint8 H×W class ids: argmax of the upsampled logits (the no-CRF prediction)."""
-    return upsample_logits(logits, size).argmax(0).numpy().astype(np.uint8)
-
-
-def probs_from_logits(logits: np.ndarray | torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    """float32 C×H×W softmax of the upsampled logits (the CRF's unary)."""
-    return torch.softmax(upsample_logits(logits, size), dim=0).numpy()
-
-
-# ---------------------------------------------------------------------------------------------------------- CRF
-def crf_refine(image: np.ndarray, logits: np.ndarray | torch.Tensor, crf: Mapping[str, Any]) -> np.ndarray:
-    """uint8 H×W ids after a dense CRF (docs/method.md#dense-crf; the seg.crf keys, by default 10 iterations,
-    Gaussian 1/3, bilateral 67/3/4) on the raw RGB uint8 ``image``, with the softmax of the logits upsampled to the
-    image size as unary. Only the
-    labels that can win take part (background and the classes reaching ``label_eps`` somewhere, at most
-    ``max_labels`` of them; :func:`wsss.ops.crf.crf_labels_from_probs`); ``label_eps: 0`` is the all-class CRF."""
-    settings = dict(crf)
-    probs = probs_from_logits(logits, tuple(image.shape[:2]))
-    labels = crf_labels_from_probs(
-        image,
-        probs,
-        eps=float(settings["label_eps"]),
-        top_k=settings["max_labels"],
-        iters=int(settings["iters"]),
-        pos_xy_std=settings["pos_xy_std"],
-        pos_w=settings["pos_w"],
-        bi_xy_std=settings["bi_xy_std"],
-        bi_rgb_std=settings["bi_rgb_std"],
-        bi_w=settings["bi_w"],
-    )
-    return labels.astype(np.uint8)
-
-
-_CRF_WORKER: dict[str, Any] = {}
-
-
-def _crf_worker_init(root: str, crf: dict[str, Any], single_thread: bool) -> None:
-    if single_thread:
-        torch.set_num_threads(1)
-    _CRF_WORKER.update(data=VOCLayoutDataset(root), crf=crf)
-
-
-def _crf_worker(task: tuple[str, str, str]) -> tuple[str, tuple[str, str] | None]:
-    """Refine one image; an InputError comes back as (path, problem) (it does not survive pickling as is)."""
-    image_id, logit_path, out_path = task
-    try:
-        rec = load_logits(logit_path)
-        image = _CRF_WORKER["data"].image(image_id)
-        if tuple(image.shape[:2]) != rec.size:
-            raise InputError(logit_path, f"logits are for an image of size {rec.size}, the image is {image.shape[:2]}")
-        write_label_png(out_path, crf_refine(image, rec.logits, _CRF_WORKER["crf"]))
-    except InputError as err:
-        return image_id, (err.path, err.problem)
-    return image_id, None
-
-
-def crf_shard(
-    root: str | os.PathLike[str],
-    ids: Sequence[str],
-    logit_dirs: Sequence[str | os.PathLike[str]],
-    out_dir: str | os.PathLike[str],
-    crf: Mapping[str, Any],
-    workers: int = 1,
-) -> None:
-    """Write ``<out_dir>/<id>.png`` (CRF-refined ids) for ``ids``, using ``workers`` processes (spawned, one
-    torch thread each); ``workers=1`` runs in this process."""
-    paths = index_logit_dirs(logit_dirs, ids)
-    tasks = [(i, str(paths[i]), str(Path(out_dir) / f"{i}.png")) for i in ids]
-    settings = dict(crf)
-    bar = dict(total=len(tasks), desc="crf", mininterval=5.0, file=sys.stderr)
-    if workers <= 1:
-        _crf_worker_init(str(root), settings, single_thread=False)
-        results = (_crf_worker(t) for t in tasks)
-        _raise_first(progress(results, **bar))
-        return
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(workers, initializer=_crf_worker_init, initargs=(str(root), settings, True)) as pool:
-        _raise_first(progress(pool.imap_unordered(_crf_worker, tasks, chunksize=2), **bar))
-
-
-def _raise_first(results: Any) -> None:
-    for _, error in results:
-        if error is not None:
-            raise InputError(*error)
-
-
 # --------------------------------------------------------------------------------------------------- evaluation
-def evaluate_segmentation(
-    data: VOCLayoutDataset,
-    ids: Sequence[str],
-    logit_dirs: Sequence[str | os.PathLike[str]],
-    crf_dirs: Sequence[str | os.PathLike[str]],
-) -> dict[str, ConfusionMatrix]:
-    """Confusions over ``ids`` of the argmax of the upsampled logits (``no_crf``) and of the CRF labels (``crf``)."""
-    n = data.num_classes
-    logit_paths = index_logit_dirs(logit_dirs, ids)
-    crf_paths = index_label_dirs(crf_dirs, ids)
-    result = {"no_crf": ConfusionMatrix(n), "crf": ConfusionMatrix(n)}
-    for image_id in progress(ids, desc="eval", mininterval=5.0, file=sys.stderr):
-        gt = data.mask(image_id)
-        rec = load_logits(logit_paths[image_id])
-        if rec.size != gt.shape:
-            raise InputError(logit_paths[image_id], f"logits of image size {rec.size} but the mask is {gt.shape}")
-        if rec.logits.shape[0] != n:
-            raise InputError(logit_paths[image_id], f"{rec.logits.shape[0]} classes, the dataset has {n}")
-        result["no_crf"].update(labels_from_logits(rec.logits, rec.size), gt)
-        refined = read_label_png(crf_paths[image_id], n)
-        if refined.shape != gt.shape:
-            raise InputError(crf_paths[image_id], f"CRF labels of size {refined.shape} but the mask is {gt.shape}")
-        result["crf"].update(refined, gt)
-    return result
-
-
 def label_fit(
     model: MSC,
     data: VOCLayoutDataset,
@@ -455,161 +289,13 @@ def label_fit(
     return matrix
 
 
-def segmentation_report(cms: dict[str, ConfusionMatrix], class_names: Sequence[str], split: str) -> dict[str, Any]:
-    """The ``deeplab_<split>_metrics.json`` content: mIoU (%) with and without CRF and both full score sets."""
-    out: dict[str, Any] = {"split": split}
-    for key, cm in cms.items():
-        out[f"miou_{key}"] = round(100 * cm.scores()["miou_present"], 4)
-    for key, cm in cms.items():
-        out[key] = cm.to_json_dict(class_names)
-    return out
-
-
-# ------------------------------------------------------------------------------------------------------ summary
-@dataclass(frozen=True)
-class SummaryRow:
-    """One run's numbers for the summary table (mIoU in %, None where the run has no such stage)."""
-
-    run: str
-    dataset: str
-    method: str
-    labels: str
-    cam: float | None
-    pseudo: float | None
-    deeplab: float | None
-    deeplab_crf: float | None
-
-
-def read_miou_file(path: str | os.PathLike[str]) -> float:
-    """The single number of a ``*_miou.txt`` file."""
-    try:
-        text = Path(path).read_text().strip()
-        return float(text)
-    except FileNotFoundError:
-        raise InputError(path, "mIoU file is missing") from None
-    except ValueError:
-        raise InputError(path, f"expected one number, got {text[:40]!r}") from None
-
-
-def read_deeplab_metrics(path: str | os.PathLike[str]) -> tuple[float, float]:
-    """(mIoU without CRF, with CRF) in % from a ``deeplab_<split>_metrics.json``."""
-    try:
-        data = json.loads(Path(path).read_text())
-        return float(data["miou_no_crf"]), float(data["miou_crf"])
-    except FileNotFoundError:
-        raise InputError(path, "DeepLab metrics file is missing") from None
-    except (ValueError, KeyError, TypeError) as err:
-        raise InputError(path, f"not a DeepLab metrics file ({type(err).__name__}: {err})") from None
-
-
-def _cell(value: float | None) -> str:
-    return "–" if value is None or not math.isfinite(value) else f"{value:.2f}"
-
-
-STAGE_NAMES = ("CAM", "pseudo labels", "DeepLab", "DeepLab+CRF")
-
-
-def stage_drops(row: SummaryRow) -> list[tuple[int, int]]:
-    """(stage, previous stage) index pairs (into :data:`STAGE_NAMES`) where a stage's mIoU is below the previous
-    present stage's, along CAM → pseudo → DeepLab → DeepLab+CRF (absent stages are skipped)."""
-    values = [row.cam, row.pseudo, row.deeplab, row.deeplab_crf]
-    drops, prev = [], None
-    for k, v in enumerate(values):
-        if v is None or not math.isfinite(v):
-            continue
-        if prev is not None and v < values[prev]:
-            drops.append((k, prev))
-        prev = k
-    return drops
-
-
-def _mean_std(values: Sequence[float | None]) -> str:
-    """``mean ± sample std (n−1)`` of the finite values, two decimals; ± – for a single value; – for none."""
-    vals = [v for v in values if v is not None and math.isfinite(v)]
-    if not vals:
-        return "–"
-    mean = sum(vals) / len(vals)
-    if len(vals) < 2:
-        return f"{mean:.2f} ± –"
-    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
-    return f"{mean:.2f} ± {std:.2f}"
-
-
-def summary_table(
-    rows: Sequence[SummaryRow],
-    cam_split: str = "val",
-    pseudo_split: str = "val",
-    seg_split: str = "val",
-    seed_groups: dict[str, Sequence[str]] | None = None,
-    warnings: Sequence[str] = (),
-) -> str:
-    """Markdown: a title, one note line and a table with one row per run (mIoU in %, two decimals, – if absent,
-    ↓ after a stage below the previous one); with ``seed_groups`` (base run -> its per-seed runs) a table of
-    mean ± sample std over the seeds; then a Warnings list: every stage drop and ``warnings`` (pre-formatted)."""
-    header = [
-        "Run",
-        "Dataset",
-        "Method",
-        "Training labels",
-        f"CAM ({cam_split})",
-        f"Pseudo ({pseudo_split})",
-        f"DeepLab ({seg_split})",
-        f"DeepLab+CRF ({seg_split})",
-    ]
-    lines = [
-        "# Results",
-        "",
-        "mIoU in % over the classes present in the ground truth; ↓ marks a stage below the "
-        "previous one (CAM → pseudo → DeepLab → DeepLab+CRF).",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join(["---"] * 4 + ["---:"] * 4) + "|",
-    ]
-    notes = []
-    for r in rows:
-        values = [r.cam, r.pseudo, r.deeplab, r.deeplab_crf]
-        cells = [_cell(v) for v in values]
-        for k, prev in stage_drops(r):
-            cells[k] += " ↓"
-            notes.append(f"{r.run}: {STAGE_NAMES[k]} ({values[k]:.2f}) below {STAGE_NAMES[prev]} ({values[prev]:.2f})")
-        lines.append("| " + " | ".join([r.run, r.dataset, r.method, r.labels, *cells]) + " |")
-    if seed_groups:
-        by_run = {r.run: r for r in rows}
-        lines += [
-            "",
-            "## Seeds",
-            "",
-            "mean ± sample standard deviation (n − 1) over the per-seed runs {run}_s{seed}.",
-            "",
-            "| " + " | ".join(["Run", "Seeds", *header[4:]]) + " |",
-            "|" + "|".join(["---"] * 2 + ["---:"] * 4) + "|",
-        ]
-        for base, members in seed_groups.items():
-            group = [by_run[m] for m in members if m in by_run]
-            cells = [_mean_std([getattr(r, f) for r in group]) for f in ("cam", "pseudo", "deeplab", "deeplab_crf")]
-            seeds = ", ".join(m.rsplit("_s", 1)[-1] for m in members)
-            lines.append("| " + " | ".join([base, seeds, *cells]) + " |")
-    notes += list(warnings)
-    if notes:
-        lines += ["", "## Warnings", ""] + [f"- {n}" for n in notes]
-    return "\n".join(lines) + "\n"
-
-
 __all__ = [
-    "SegLogits",
     "SegObjective",
-    "SummaryRow",
     "TestTimeSegmenter",
     "build_segmenter",
     "check_train_params",
-    "crf_refine",
-    "crf_shard",
-    "evaluate_segmentation",
     "image_logits",
-    "index_logit_dirs",
     "label_fit",
-    "labels_from_logits",
-    "load_logits",
     "load_segmenter",
     "msc_label_counts",
     "msc_loss",
@@ -617,14 +303,6 @@ __all__ = [
     "output_names",
     "output_sizes",
     "predict_logits",
-    "probs_from_logits",
-    "read_deeplab_metrics",
-    "read_miou_file",
     "resize_labels",
-    "save_logits",
-    "segmentation_report",
-    "stage_drops",
-    "summary_table",
     "training_step",
-    "upsample_logits",
 ]

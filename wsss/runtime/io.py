@@ -404,3 +404,8 @@ def index_shard_files(
         where = Path(dirs[0]).parent if dirs else Path(what)
         raise InputError(where, f"no {what} for {len(missing)} of {len(ids)} ids, e.g. {missing[0]!r}")
     return {i: found[i] for i in ids}
+
+
+def index_label_dirs(dirs: Sequence[str | os.PathLike[str]], ids: Sequence[str]) -> dict[str, Path]:
+    """Map every id to its ``<id>.png`` among the shard folders ``dirs``; a missing id is an InputError."""
+    return index_shard_files(dirs, ids, ".png", "label PNG")

@@ -16,15 +16,18 @@ This module imports no torch (the Snakefile reads it).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 from wsss.methods import get_method
 from wsss.runtime.errors import InputError
+from wsss.runtime.io import read_json
 
 V = TypeVar("V", bound="View")
+log = logging.getLogger("wsss")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -492,4 +495,25 @@ def view_keys(view: type[View]) -> dict[str, set[str]]:
     return out
 
 
-__all__ = ["RULE_KEYS", "STAGES", "View", "parse_view", "stage_params", "view_keys"]
+def resolve_auto(
+    section: Mapping[str, Any], keys: Sequence[str], calibration: Sequence[str], where: str
+) -> dict[str, Any]:
+    """A copy of the config ``section`` (``where`` names it, e.g. ``irn``) with every ``auto`` value among ``keys``
+    replaced by the calibrated one from the first file of ``calibration``; a missing file or value is an
+    InputError naming it."""
+    resolved = dict(section)
+    auto = [key for key in keys if resolved.get(key) == "auto"]
+    if not auto:
+        return resolved
+    if not calibration:
+        raise InputError("--calibration", f"{where}.{auto[0]} is auto: give the run's calibration file")
+    values = read_json(calibration[0], "calibration")
+    for key in auto:
+        if not isinstance(values.get(key), (int, float)) or isinstance(values.get(key), bool):
+            raise InputError(calibration[0], f"has no {key} for {where}.{key}: auto (see its log)")
+        resolved[key] = float(values[key])
+        log.info("%s.%s %.2f from %s", where, key, resolved[key], calibration[0])
+    return resolved
+
+
+__all__ = ["RULE_KEYS", "STAGES", "View", "parse_view", "resolve_auto", "stage_params", "view_keys"]
