@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -204,24 +206,44 @@ def _run_loader(template: str, tmp_path: Path, model_file: Path, images: Path, n
     return out
 
 
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tuple[torch.nn.Module, Path]]:
+    """``deployed(case)``: the eager model and a folder with its ``model.pt2`` and ``model.onnx``, exported once per
+    case for the module (torch.export and the ONNX conversion of the torchvision case take most of a minute, and two
+    tests use them; their xdist group keeps them in one worker)."""
+    cache: dict[str, tuple[torch.nn.Module, Path]] = {}
+
+    def get(name: str) -> tuple[torch.nn.Module, Path]:
+        if name not in cache:
+            params, folder = CASES[name], tmp_path_factory.mktemp(f"deployed_{name}")
+            model = _model(params)
+            program = export_program(model, params)
+            write_program(program, folder / "model.pt2")
+            write_onnx(program, folder / "model.onnx")
+            cache[name] = model, folder
+        return cache[name]
+
+    return get
+
+
+@pytest.mark.xdist_group("deployed")
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_model_pt2_and_onnx_load_without_wsss_and_match_eager(tmp_path: Path, name: str) -> None:
+def test_model_pt2_and_onnx_load_without_wsss_and_match_eager(
+    tmp_path: Path, name: str, deployed: Callable[[str], tuple[torch.nn.Module, Path]]
+) -> None:
     """Both deployment files agree with the eager model on >= 99.9 % of pixels at every size of DEPLOY_SIZES.
     Caught: int() of a symbolic size in MSC (the program pinned to the traced 65x67: "Guard failed" at any other
     size), and the export without size-oblivious tracing ("Guard failed: images.size()[2] >= 9" at 1x1)."""
     params = CASES[name]
-    model = _model(params)
-    program = export_program(model, params)
-    write_program(program, tmp_path / "model.pt2")
-    write_onnx(program, tmp_path / "model.onnx")
+    model, folder = deployed(name)
 
     rng = np.random.default_rng(1)
     images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in DEPLOY_SIZES]
     chw = [im.transpose(2, 0, 1).copy() for im in images]
     torch.save([torch.from_numpy(x) for x in chw], tmp_path / "images.pt")
     np.savez(tmp_path / "images.npz", **{str(i): x for i, x in enumerate(chw)})
-    pt2 = torch.load(_run_loader(PT2_LOADER, tmp_path, tmp_path / "model.pt2", tmp_path / "images.pt", 4))
-    onnx_out = np.load(_run_loader(ONNX_LOADER, tmp_path, tmp_path / "model.onnx", tmp_path / "images.npz", 4))
+    pt2 = torch.load(_run_loader(PT2_LOADER, tmp_path, folder / "model.pt2", tmp_path / "images.pt", 4))
+    onnx_out = np.load(_run_loader(ONNX_LOADER, tmp_path, folder / "model.onnx", tmp_path / "images.npz", 4))
     assert pt2["batch_equal"] and bool(onnx_out["batch_equal"])
 
     seen = set()
@@ -234,7 +256,10 @@ def test_model_pt2_and_onnx_load_without_wsss_and_match_eager(tmp_path: Path, na
     assert len(seen) >= 2  # the comparison is not between two constant maps
 
 
-def test_readme_onnx_snippet_runs_with_onnxruntime_only(tmp_path: Path) -> None:
+@pytest.mark.xdist_group("deployed")
+def test_readme_onnx_snippet_runs_with_onnxruntime_only(
+    tmp_path: Path, deployed: Callable[[str], tuple[torch.nn.Module, Path]]
+) -> None:
     """The README's ONNX code, run as written in a Python where neither wsss nor torch imports, gives H×W class
     ids equal to the eager model's. Caught: an output name other than the README's (KeyError in the snippet)."""
     from PIL import Image
@@ -245,8 +270,8 @@ def test_readme_onnx_snippet_runs_with_onnxruntime_only(tmp_path: Path) -> None:
     code = "\n".join(line[2:] for line in block.strip("\n").splitlines())
     assert len(code.splitlines()) <= 5
     params = CASES["torchvision"]
-    model = _model(params)
-    write_onnx(export_program(model, params), tmp_path / "model.onnx")
+    model, folder = deployed("torchvision")
+    shutil.copy(folder / "model.onnx", tmp_path / "model.onnx")
     export_model(model, params, ["background", "a", "b", "c"], tmp_path / "model.ts", tmp_path / "model.json")
     rgb = np.random.default_rng(0).integers(0, 256, (30, 44, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(tmp_path / "photo.png")
