@@ -314,6 +314,61 @@ def test_localisation_evidence_prefers_a_cam_on_the_object_and_names_overlapping
     assert row["keep"] == 1.0 and row["centre"] > 0.9 and abs(row["evidence"]) < 0.07  # a disc in a square
 
 
+def test_centre_order_breaks_ties_by_index() -> None:
+    """On an 8×8 grid every centre distance is exact in binary floating point, and ties are many (the grid's
+    symmetries, and 1² + 7² = 5² + 5²): the order is by distance, then by index, as an integer computation of the
+    same distances gives. Mutants killed (mutmut): argsort's kind other than "stable" (quicksort reorders ties)."""
+    from wsss.pipeline.calibrate import centre_order
+
+    h = w = 8
+    # 4·h²·w² times the squared elliptic distance of pixel (r, c), in integers
+    expected = sorted(
+        range(h * w), key=lambda i: ((2 * (i // w) + 1 - h) ** 2 * w**2 + (2 * (i % w) + 1 - w) ** 2 * h**2, i)
+    )
+    assert centre_order(h, w).tolist() == expected
+
+
+def test_localisation_summary_hand_worked() -> None:
+    """Every key of LocalisationEvidence.summary on two hand-made classes: means, the objectives, the evidence
+    against the better baseline (the centre map for class 0, the uniform map's full − 1 for class 1), its standard
+    error (None for one pair) and the pair IoUs. Mutants killed (mutmut): renamed keys, full − 2 for the uniform
+    map, ddof 0, the standard error for one pair, means replaced."""
+    from wsss.pipeline.calibrate import LocalisationEvidence
+
+    rows = {  # keep, centre, blank, full, area
+        0: [(0.9, 0.5, 0.1, 0.95, 0.2), (0.7, 0.3, 0.0, 0.85, 0.1)],
+        1: [(0.6, 0.1, 0.2, 1.0, 0.3)],
+    }
+    evidence = LocalisationEvidence(0.35, rows, {(0, 1): [0.25, 0.75]})
+    summary = evidence.summary(["cat", "dog"])
+    assert summary["bg_score"] == 0.35 and set(summary) == {"bg_score", "classes", "pairs"}
+    cat, dog = summary["classes"]["cat"], summary["classes"]["dog"]
+    # cat: objectives 0.7 and 0.6; centre map 0.3 and 0.2; uniform max(0.1, -0.05) = 0.1 and max(0.0, -0.15) = 0.0
+    expected_cat = {
+        "pairs": 2,
+        "keep": 0.8,
+        "centre": 0.4,
+        "blank": 0.05,
+        "full": 0.9,
+        "area": 0.15,
+        "objective": 0.65,
+        "centre_objective": 0.25,
+        "uniform_objective": 0.05,
+        "evidence": 0.4,
+    }
+    assert set(cat) == set(expected_cat) | {"evidence_se"}
+    for key, value in expected_cat.items():
+        assert cat[key] == pytest.approx(value, abs=1e-12), key
+    assert cat["evidence_se"] == pytest.approx(0.0, abs=1e-12)  # both gains 0.4: the spread is zero
+    # dog: objective 0.3; centre map -0.2; uniform max(0.2, 0.0) = 0.2: evidence 0.1, one pair: no standard error
+    assert dog["evidence"] == pytest.approx(0.1) and dog["uniform_objective"] == pytest.approx(0.2)
+    assert dog["evidence_se"] is None and dog["pairs"] == 1
+    uneven = LocalisationEvidence(0.35, {0: [(0.9, 0.5, 0.1, 0.95, 0.2), (0.5, 0.3, 0.0, 0.85, 0.1)]}, {})
+    # gains 0.4 and 0.2: sample standard deviation 0.1414…, over sqrt(2): 0.1
+    assert uneven.summary(["cat"])["classes"]["cat"]["evidence_se"] == pytest.approx(0.1)
+    assert summary["pairs"] == {"cat|dog": {"images": 2, "iou": 0.5}}
+
+
 def test_resolve_auto_logs_each_value_and_names_what_is_missing(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
