@@ -331,8 +331,8 @@ def test_centre_order_breaks_ties_by_index() -> None:
 def test_localisation_summary_hand_worked() -> None:
     """Every key of LocalisationEvidence.summary on two hand-made classes: means, the objectives, the evidence
     against the better baseline (the centre map for class 0, the uniform map's full − 1 for class 1), its standard
-    error (None for one pair) and the pair IoUs. Mutants killed (mutmut): renamed keys, full − 2 for the uniform
-    map, ddof 0, the standard error for one pair, means replaced."""
+    error (None for one pair) and the pair IoUs. Mutants killed (mutmut): renamed keys, ddof 0, the standard
+    error for one pair, means replaced (full − 2 for the uniform map is equivalent: tests/mutation_equivalent.md)."""
     from wsss.pipeline.calibrate import LocalisationEvidence
 
     rows = {  # keep, centre, blank, full, area
