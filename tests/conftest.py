@@ -145,12 +145,11 @@ def tiny_dag(tmp_path_factory: pytest.TempPathFactory) -> Path:
     CAMs → IRN → DeepLab → CRF → summary, and the report figures). Tests read it or dry-run in it; a test that
     changes its config or runs anything else in it works on a copy (``helpers.copy_of_dag``). Under pytest-xdist the
     workers share one build (``_shared_tiny_dag``)."""
-    from helpers import TINY_DAG_CLASSIFIER, TINY_DAG_TARGETS
+    from helpers import TINY_DAG_TARGETS
 
     if not os.environ.get("PYTEST_XDIST_WORKER"):  # one process (no xdist, `-n 0`, `-p no:xdist`): built once anyway
         workdir = tmp_path_factory.mktemp("tiny_dag")
-        _build_tiny_dag(workdir, (TINY_DAG_CLASSIFIER,))
-        _build_tiny_dag(workdir, TINY_DAG_TARGETS)
+        _build_tiny_dag(workdir, TINY_DAG_TARGETS)  # nobody waits for the classifier alone
         return workdir
     return _shared_tiny_dag(tmp_path_factory, whole=True)
 
