@@ -3,6 +3,8 @@
 classifier scores the CAM regions of training images (held-out ones first) at each candidate score; writes
 calibration.json."""
 
+import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+
 import logging
 import sys
 

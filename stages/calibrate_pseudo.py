@@ -3,6 +3,8 @@
 scores the pseudo-label regions of training images (held-out ones first) at each candidate threshold; writes
 calibration_pseudo.json."""
 
+import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+
 import logging
 import sys
 

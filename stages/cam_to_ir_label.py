@@ -1,6 +1,8 @@
 #!/usr/bin/env python
 """IR labels (0 background / class id / 255 unsure) of one CAM shard: two label-CRF passes of the CAMs per image."""
 
+import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+
 import logging
 import sys
 

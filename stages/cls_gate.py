@@ -3,6 +3,8 @@
 held-out images (cls/heldout.json: predicting every class, constant scores, per class; gates.min_prior_gain) or its
 micro-F1 is below gates.min_cls_f1; gates.enabled false lets it pass with a warning."""
 
+import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+
 import json
 import logging
 import sys

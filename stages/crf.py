@@ -1,6 +1,8 @@
 #!/usr/bin/env python
 """Dense-CRF refinement of one shard's DeepLab logits on the raw RGB images, in parallel worker processes."""
 
+import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+
 import logging
 import sys
 

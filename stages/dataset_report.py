@@ -3,6 +3,8 @@
 class co-occurrence figure, image sizes, labels per image, masks; warnings (a class in nearly every image, a class
 with few images, a pair that almost always co-occurs) go to the log and the report."""
 
+import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+
 import logging
 import sys
 

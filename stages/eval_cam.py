@@ -1,6 +1,8 @@
 #!/usr/bin/env python
 """Evaluate CAMs of a split at the configured background score; report a background-score sweep (never used to pick it)."""
 
+import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+
 import logging
 import sys
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env python
 """Evaluate the pseudo labels of a split against its masks: mIoU, per-class IoU, FP/FN."""
 
+import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+
 import logging
 import sys
 

@@ -2,6 +2,8 @@
 """Export the trained DeepLab as TorchScript (model.ts: normalisation, test scales/flip, MSC fusion, upsampling to
 the input size) with model.json (classes, input normalisation and colour order, output stride)."""
 
+import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+
 import logging
 import sys
 

@@ -2,6 +2,8 @@
 """Convert the torch.export program (model.pt2) to ONNX (model.onnx: the same graph, dynamic batch, height and
 width, opset wsss.outputs.export.ONNX_OPSET), loadable with onnxruntime."""
 
+import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+
 import logging
 import sys
 

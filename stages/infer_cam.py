@@ -1,6 +1,8 @@
 #!/usr/bin/env python
 """Multi-scale + flip CAMs of one shard of a split, stored compactly (stride 4, float16, GT classes only)."""
 
+import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+
 import logging
 import sys
 from pathlib import Path

@@ -1,6 +1,8 @@
 #!/usr/bin/env python
 """Pseudo labels of one CAM shard: IRNet boundaries (with flip) → random walk of the stride-4 CAMs → argmax."""
 
+import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+
 import logging
 import sys
 from pathlib import Path

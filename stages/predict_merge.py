@@ -1,6 +1,8 @@
 #!/usr/bin/env python
 """Gather the prediction shards of one image folder into results/{run}/predict/{name}/ (one flat folder)."""
 
+import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+
 import logging
 import sys
 

@@ -2,6 +2,8 @@
 """Prepare one dataset of a registered kind (wsss/data/kinds.py) as a VOC-layout root: synthetic, PASCAL VOC, COCO
 or a user's folder."""
 
+import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+
 import sys
 
 from wsss.data.kinds import get_kind, kind_names

@@ -2,6 +2,8 @@
 """Figures of one run for `snakemake --report`: CAM overlays, pseudo labels vs GT, DeepLab with/without CRF,
 per-class IoU, loss curves and the CAM → pseudo → DeepLab → DeepLab+CRF mIoU progression."""
 
+import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+
 import logging
 import sys
 from pathlib import Path

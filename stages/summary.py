@@ -3,6 +3,8 @@
 each seed group; warnings: a stage below the previous one, classes the classifier and the pseudo labels disagree on
 (check_pseudo)."""
 
+import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+
 import json
 import logging
 import sys

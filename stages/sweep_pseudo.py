@@ -2,6 +2,8 @@
 """The oracle sweep of the random walk's background threshold on an evaluation split (uses the masks: reported
 only, never picks the threshold), with the threshold the run uses drawn on it."""
 
+import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+
 import logging
 import sys
 

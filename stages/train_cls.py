@@ -2,6 +2,8 @@
 """Train a method's classifier (wsss.methods) on image-level labels, phase after phase (Method.training_phases);
 resumable; one process per GPU under torchrun."""
 
+import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+
 import hashlib
 import json
 import logging

@@ -2,6 +2,8 @@
 """Train IRNet (boundary + displacement branches on a frozen ResNet) on the IR labels; resumable; one process per
 GPU under torchrun."""
 
+import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+
 import hashlib
 import json
 import logging

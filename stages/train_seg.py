@@ -2,6 +2,8 @@
 """Train DeepLabV2-MSC on pseudo labels (or ground-truth masks for the upper bound); resumable; gradient
 accumulation; bfloat16 autocast on CUDA; one process per GPU under torchrun."""
 
+import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+
 import hashlib
 import json
 import logging

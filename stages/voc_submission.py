@@ -1,6 +1,8 @@
 #!/usr/bin/env python
 """The PASCAL VOC test-server archive of a split's CRF labels: results/VOC2012/Segmentation/comp6_test_cls/<id>.png."""
 
+import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+
 import logging
 import sys
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
+from wsss.runtime import startup
 from wsss.runtime.errors import InputError
 
 log = logging.getLogger("wsss")
@@ -103,7 +104,9 @@ def run_stage(
 ) -> int:
     """Parse args, log params, run ``main``; InputError becomes a one-line error and exit status 2; SIGTERM or
     SIGINT unwinds ``main`` (its temporary outputs are removed) and returns 128 + the signal number, as a shell
-    reports a killed job. Under torchrun only rank 0 logs below warnings (the ranks share one log file)."""
+    reports a killed job. Under torchrun only rank 0 logs below warnings (the ranks share one log file). First it
+    resumes the garbage collector that :mod:`wsss.runtime.startup` paused for the stage's imports."""
+    startup.resume()
     level = logging.INFO if int(os.environ.get("RANK", "0")) == 0 else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     args = parser.parse_args(argv)
