@@ -1,23 +1,22 @@
 #!/usr/bin/env python
 """What pausing the garbage collector during a stage's imports saves (``wsss.runtime.startup``): every job of a small
-synthetic DAG run twice, as Snakemake runs it (``python stages/<name>.py …``: the collector paused during the imports,
-the imported objects frozen, then resumed) and with the collector as Python leaves it (the same script run through
-``runpy`` from ``python -c``, which ``wsss.runtime.startup`` does not treat as a program, so nothing is paused or frozen).
+synthetic DAG (``device: cpu``) run as Snakemake runs it (the collector paused during the imports, the imported
+objects frozen, then resumed) and with ``WSSS_GC_PAUSE=0`` (the collector as Python leaves it), the same commands.
 
-The DAG is built once first (untimed); then each of its jobs' commands (from ``snakemake -n -p -F``) runs in both ways,
-one whole pass each, alternating, ``--repeat`` times. Reported per stage: the CPU seconds (user + system) of the job's
-processes with the collector as is and paused, and their ratio; and whether both ways wrote the same files (.pt files
-compared tensor for tensor, since ``torch.save`` names its archive's folder after a random temporary file).
+The DAG is built once first (untimed); then each of its jobs' commands (from ``snakemake -n -p -F``) runs in both
+ways, one whole pass at a time, in the order as-is, paused, paused, as-is, … (``--repeat`` pairs). Reported per
+stage: the CPU seconds (user + system) of the job's processes each way, summed over the passes, and their ratio;
+and whether both ways wrote the same files (.pt files compared tensor for tensor, since ``torch.save`` names its
+archive's folder after a random temporary file).
 
     python bench/startup.py                          # a temporary working directory, removed after
-    python bench/startup.py --workdir /tmp/su --keep --repeat 2
+    python bench/startup.py --workdir /tmp/su --keep --repeat 1
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import re
 import resource
 import shutil
@@ -64,9 +63,7 @@ CONFIG = {
         }
     },
 }
-# runs a stage script as __main__ without naming it on Python's command line: wsss.runtime.startup then pauses nothing
-RUNPY = "import runpy, sys; sys.argv[0] = {path!r}; runpy.run_path({path!r}, run_name='__main__')"
-_SCRIPT = re.compile(r"(\S*python\S*) ('?)(\S+/stages/(\w+)\.py)\2")
+_SCRIPT = re.compile(r"/stages/(\w+)\.py")
 
 
 def _snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -85,16 +82,9 @@ def _commands(workdir: Path) -> list[tuple[str, str]]:
             cmd = line[len("Shell command: ") :]
             match = _SCRIPT.search(cmd)
             if not match:
-                raise SystemExit(f"error: no stage script found in a job's command (a path with spaces?): {cmd[:200]}")
-            out.append((match.group(4), cmd))
+                raise SystemExit(f"error: no stage script in a job's command: {cmd[:200]}")
+            out.append((match.group(1), cmd))
     return out
-
-
-def _collector_as_is(cmd: str) -> str:
-    """The same command with ``python …/stages/x.py`` replaced by ``python -c <runpy of it>``."""
-    match = _SCRIPT.search(cmd)
-    code = RUNPY.format(path=match.group(3).strip("'"))
-    return cmd[: match.start()] + f"{match.group(1)} -c {json.dumps(code)}" + cmd[match.end() :]
 
 
 def _run(cmd: str, workdir: Path) -> float:
@@ -138,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, help="scratch working directory (default: a new temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
-    parser.add_argument("--repeat", type=int, default=1, help="passes of each way")
+    parser.add_argument("--repeat", type=int, default=2, help="pairs of passes (as is then paused, or the reverse)")
     args = parser.parse_args(argv)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="wsss-startup-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -151,10 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         jobs = _commands(workdir)
         cpu: dict[str, dict[str, float]] = {"as is": {}, "paused": {}}
         digests = {}
-        for _ in range(args.repeat):
-            for way in ("as is", "paused"):
+        for i in range(args.repeat):
+            for way in ("as is", "paused")[:: 1 if i % 2 == 0 else -1]:
                 for stage, cmd in jobs:
-                    seconds = _run(_collector_as_is(cmd) if way == "as is" else cmd, workdir)
+                    seconds = _run(f"export WSSS_GC_PAUSE=0; {cmd}" if way == "as is" else cmd, workdir)
                     cpu[way][stage] = cpu[way].get(stage, 0.0) + seconds
                 digests[way] = _digests(workdir / "results")
         same = digests["as is"] == digests["paused"]

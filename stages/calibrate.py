@@ -3,7 +3,7 @@
 classifier scores the CAM regions of training images (held-out ones first) at each candidate score; writes
 calibration.json."""
 
-import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+import wsss.runtime.startup  # first: the imports below run with the garbage collector paused
 
 import logging
 import sys

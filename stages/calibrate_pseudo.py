@@ -3,7 +3,7 @@
 scores the pseudo-label regions of training images (held-out ones first) at each candidate threshold; writes
 calibration_pseudo.json."""
 
-import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+import wsss.runtime.startup  # first: the imports below run with the garbage collector paused
 
 import logging
 import sys

@@ -6,7 +6,7 @@ labelled in one image whose CAM regions cover the same pixels are named too (wss
 verdict wsss.pipeline.gates.cam_gate). Stops the DAG with one line naming the classes and the cause (their prevalence and
 co-occurrence in the labels); gate.json holds the evidence."""
 
-import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+import wsss.runtime.startup  # first: the imports below run with the garbage collector paused
 
 import logging
 import sys

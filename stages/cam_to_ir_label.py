@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """IR labels (0 background / class id / 255 unsure) of one CAM shard: two label-CRF passes of the CAMs per image."""
 
-import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+import wsss.runtime.startup  # first: the imports below run with the garbage collector paused
 
 import logging
 import sys

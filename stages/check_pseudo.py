@@ -2,7 +2,7 @@
 """The check after make_pseudo: per class, the images where the classifier finds it against the images its pseudo
 labels cover; a large disagreement is a warning (this log, the JSON, results/summary.md). Never fails the run."""
 
-import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+import wsss.runtime.startup  # first: the imports below run with the garbage collector paused
 
 import logging
 import sys

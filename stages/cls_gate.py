@@ -3,7 +3,7 @@
 held-out images (cls/heldout.json: predicting every class, constant scores, per class; gates.min_prior_gain) or its
 micro-F1 is below gates.min_cls_f1; gates.enabled false lets it pass with a warning."""
 
-import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+import wsss.runtime.startup  # first: the imports below run with the garbage collector paused
 
 import json
 import logging

@@ -2,7 +2,7 @@
 """One table and one figure of a comparison (config compare.<name>: methods x datasets x seeds, wsss/outputs/compare.py):
 mIoU per stage at the calibrated thresholds, oracle peaks, held-out F1, gate verdicts, wall time per stage."""
 
-import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+import wsss.runtime.startup  # first: the imports below run with the garbage collector paused
 
 import json
 import logging

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Dense-CRF refinement of one shard's DeepLab logits on the raw RGB images, in parallel worker processes."""
 
-import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+import wsss.runtime.startup  # first: the imports below run with the garbage collector paused
 
 import logging
 import sys

@@ -3,7 +3,7 @@
 class co-occurrence figure, image sizes, labels per image, masks; warnings (a class in nearly every image, a class
 with few images, a pair that almost always co-occurs) go to the log and the report."""
 
-import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+import wsss.runtime.startup  # first: the imports below run with the garbage collector paused
 
 import logging
 import sys

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Evaluate CAMs of a split at the configured background score; report a background-score sweep (never used to pick it)."""
 
-import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+import wsss.runtime.startup  # first: the imports below run with the garbage collector paused
 
 import logging
 import sys

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Evaluate the pseudo labels of a split against its masks: mIoU, per-class IoU, FP/FN."""
 
-import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+import wsss.runtime.startup  # first: the imports below run with the garbage collector paused
 
 import logging
 import sys

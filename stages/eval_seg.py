@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Evaluate DeepLab predictions of a split with and without CRF; the headline number is the CRF mIoU."""
 
-import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+import wsss.runtime.startup  # first: the imports below run with the garbage collector paused
 
 import logging
 import sys

@@ -2,7 +2,7 @@
 """Export the trained DeepLab as TorchScript (model.ts: normalisation, test scales/flip, MSC fusion, upsampling to
 the input size) with model.json (classes, input normalisation and colour order, output stride)."""
 
-import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+import wsss.runtime.startup  # first: the imports below run with the garbage collector paused
 
 import logging
 import sys

@@ -2,7 +2,7 @@
 """Convert the torch.export program (model.pt2) to ONNX (model.onnx: the same graph, dynamic batch, height and
 width, opset wsss.outputs.export.ONNX_OPSET), loadable with onnxruntime."""
 
-import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+import wsss.runtime.startup  # first: the imports below run with the garbage collector paused
 
 import logging
 import sys

@@ -2,7 +2,7 @@
 """Export the trained DeepLab as a torch.export program (model.pt2: the same graph as model.ts, dynamic batch,
 height and width), loadable with torch.export.load where wsss is not installed."""
 
-import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+import wsss.runtime.startup  # first: the imports below run with the garbage collector paused
 
 import logging
 import sys

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Multi-scale + flip CAMs of one shard of a split, stored compactly (stride 4, float16, GT classes only)."""
 
-import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+import wsss.runtime.startup  # first: the imports below run with the garbage collector paused
 
 import logging
 import sys

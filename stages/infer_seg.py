@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """DeepLabV2 logits of one shard of a split: full images, MSC (+ optional test scales and flip), float16 at stride 8."""
 
-import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+import wsss.runtime.startup  # first: the imports below run with the garbage collector paused
 
 import logging
 import sys

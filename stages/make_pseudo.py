@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Pseudo labels of one CAM shard: IRNet boundaries (with flip) → random walk of the stride-4 CAMs → argmax."""
 
-import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+import wsss.runtime.startup  # first: the imports below run with the garbage collector paused
 
 import logging
 import sys

@@ -2,7 +2,7 @@
 """DeepLab predictions for one shard of a folder of new images: <stem>.png (class ids, VOC palette, the image's
 size) and <stem>_overlay.jpg per image; seg.predict_crf adds the dense CRF. No image labels are used."""
 
-import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+import wsss.runtime.startup  # first: the imports below run with the garbage collector paused
 
 import logging
 import sys

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Gather the prediction shards of one image folder into results/{run}/predict/{name}/ (one flat folder)."""
 
-import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+import wsss.runtime.startup  # first: the imports below run with the garbage collector paused
 
 import logging
 import sys

@@ -2,7 +2,7 @@
 """Prepare one dataset of a registered kind (wsss/data/kinds.py) as a VOC-layout root: synthetic, PASCAL VOC, COCO
 or a user's folder."""
 
-import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+import wsss.runtime.startup  # first: the imports below run with the garbage collector paused
 
 import sys
 

@@ -2,7 +2,7 @@
 """Figures of one run for `snakemake --report`: CAM overlays, pseudo labels vs GT, DeepLab with/without CRF,
 per-class IoU, loss curves and the CAM → pseudo → DeepLab → DeepLab+CRF mIoU progression."""
 
-import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+import wsss.runtime.startup  # first: the imports below run with the garbage collector paused
 
 import logging
 import sys

@@ -3,7 +3,7 @@
 read); a fit mIoU below gates.min_seg_fit stops the DAG with one line naming the least reproduced class
 (gates.enabled false: a warning); gate.json holds the fit and every class's IoU."""
 
-import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+import wsss.runtime.startup  # first: the imports below run with the garbage collector paused
 
 import logging
 import math

@@ -3,7 +3,7 @@
 each seed group; warnings: a stage below the previous one, classes the classifier and the pseudo labels disagree on
 (check_pseudo)."""
 
-import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+import wsss.runtime.startup  # first: the imports below run with the garbage collector paused
 
 import json
 import logging

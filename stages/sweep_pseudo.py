@@ -2,7 +2,7 @@
 """The oracle sweep of the random walk's background threshold on an evaluation split (uses the masks: reported
 only, never picks the threshold), with the threshold the run uses drawn on it."""
 
-import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+import wsss.runtime.startup  # first: the imports below run with the garbage collector paused
 
 import logging
 import sys

@@ -2,7 +2,7 @@
 """Train a method's classifier (wsss.methods) on image-level labels, phase after phase (Method.training_phases);
 resumable; one process per GPU under torchrun."""
 
-import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+import wsss.runtime.startup  # first: the imports below run with the garbage collector paused
 
 import hashlib
 import json

@@ -2,7 +2,7 @@
 """Train IRNet (boundary + displacement branches on a frozen ResNet) on the IR labels; resumable; one process per
 GPU under torchrun."""
 
-import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+import wsss.runtime.startup  # first: the imports below run with the garbage collector paused
 
 import hashlib
 import json

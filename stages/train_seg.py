@@ -2,7 +2,7 @@
 """Train DeepLabV2-MSC on pseudo labels (or ground-truth masks for the upper bound); resumable; gradient
 accumulation; bfloat16 autocast on CUDA; one process per GPU under torchrun."""
 
-import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+import wsss.runtime.startup  # first: the imports below run with the garbage collector paused
 
 import hashlib
 import json

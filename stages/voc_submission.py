@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The PASCAL VOC test-server archive of a split's CRF labels: results/VOC2012/Segmentation/comp6_test_cls/<id>.png."""
 
-import wsss.runtime.startup  # noqa: F401  (first: pauses the garbage collector during the imports)
+import wsss.runtime.startup  # first: the imports below run with the garbage collector paused
 
 import logging
 import sys

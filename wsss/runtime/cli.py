@@ -105,8 +105,9 @@ def run_stage(
     """Parse args, log params, run ``main``; InputError becomes a one-line error and exit status 2; SIGTERM or
     SIGINT unwinds ``main`` (its temporary outputs are removed) and returns 128 + the signal number, as a shell
     reports a killed job. Under torchrun only rank 0 logs below warnings (the ranks share one log file). First it
-    resumes the garbage collector that :mod:`wsss.runtime.startup` paused for the stage's imports."""
-    startup.resume()
+    freezes the imported objects and resumes the garbage collector that :mod:`wsss.runtime.startup` paused for the
+    stage's imports."""
+    startup.freeze_and_resume()
     level = logging.INFO if int(os.environ.get("RANK", "0")) == 0 else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     args = parser.parse_args(argv)
