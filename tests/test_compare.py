@@ -12,7 +12,7 @@ import pytest
 import yaml
 from helpers import REPO
 
-from wsss.outputs.compare import RunResult, compare_runs, compare_table, read_run, stage_times
+from wsss.outputs.compare import STAGE_RULES, RunResult, compare_runs, compare_table, read_run, stage_times
 from wsss.runtime.config import load_schema, validate_config
 from wsss.runtime.errors import InputError
 
@@ -66,13 +66,13 @@ def test_expansion_reuses_the_base_run_and_checks_names() -> None:
 
 
 def test_stage_times_sum_shards_and_map_rules(tmp_path: Path) -> None:
-    """calibrate_pseudo is IRN, calibrate is CAM; shards add up. Planted bug: matching rule prefixes in dict order
-    (calibrate before calibrate_pseudo) fails."""
+    """calibrate_pseudo is IRN, calibrate is CAM; shards add up; the CPU column is read on its own. Planted bugs:
+    matching rule prefixes in dict order (calibrate before calibrate_pseudo); the wall column read for the CPU time."""
 
     def bench(rel: str, seconds: float) -> None:
         path = tmp_path / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"s\th:m:s\tmax_rss\n{seconds}\t0:00:01\t10\n")
+        path.write_text(f"s\th:m:s\tmax_rss\tcpu_time\n{seconds}\t0:00:01\t10\t{seconds / 4}\n")
 
     bench("train_cls.tsv", 10)
     bench("calibrate.tsv", 1)
@@ -83,6 +83,7 @@ def test_stage_times_sum_shards_and_map_rules(tmp_path: Path) -> None:
     bench("eval_seg_val.tsv", 6)
     bench("report_figures.tsv", 100)
     assert stage_times(tmp_path) == {"CAM": 18.0, "IRN": 2.0, "DeepLab": 6.0, "CRF": 5.0}
+    assert stage_times(tmp_path, "cpu_time") == {"CAM": 4.5, "IRN": 0.5, "DeepLab": 1.5, "CRF": 1.25}
 
 
 def _write(path: Path, obj: dict) -> None:
@@ -111,8 +112,9 @@ def test_read_run_stops_at_a_gate(tmp_path: Path) -> None:
 
 
 def test_table_mean_and_sample_std_over_seeds() -> None:
-    """Mean ± sample std (n − 1) over the seeds that got there; a stopped seed is (k/n), not a zero. Planted bug:
-    counting a stopped seed's missing DeepLab as 0 fails."""
+    """Mean ± sample std (n − 1) over the seeds that got there; a stopped seed is (k/n), not a zero; the wall and CPU
+    time tables each from their own numbers. Planted bugs: counting a stopped seed's missing DeepLab as 0; the CPU
+    table filled from the wall times."""
     rows = [
         RunResult(
             "r_s0",
@@ -148,7 +150,13 @@ def test_table_mean_and_sample_std_over_seeds() -> None:
             metrics={"cam": 42.0, "pseudo": 52.0},
         ),
     ]
+    for r, wall, cpu in zip(rows, (10.0, 20.0, 30.0), (4.0, 6.0, 8.0)):
+        r.times, r.cpu_times = dict.fromkeys(STAGE_RULES, wall), dict.fromkeys(STAGE_RULES, cpu)
     text = compare_table("t", rows, SPLITS)
+    wall_part, cpu_part = text.split("Wall time per stage", 1)[1].split("CPU time per stage", 1)
+    for part, stage, total in ((wall_part, "20 ± 10", "80 ± 40"), (cpu_part, "6 ± 2", "24 ± 8")):
+        line = next(x for x in part.splitlines() if x.startswith("| synth | cam |"))
+        assert [c.strip() for c in line.split("|")[3:-1]] == [stage] * len(STAGE_RULES) + [total]
     line = next(x for x in text.splitlines() if x.startswith("| synth | cam | 3 |"))
     cells = [c.strip() for c in line.split("|")[1:-1]]
     assert cells[3] == f"42.00 ± {statistics.stdev([40, 44, 42]):.2f}"

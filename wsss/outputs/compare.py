@@ -137,9 +137,10 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
-def stage_times(bench_dir: Path) -> dict[str, float]:
-    """Seconds of job wall time per coarse stage (:data:`STAGE_RULES`), summed over a run's benchmark files (every
-    shard and split: the jobs' time, not the elapsed time of a parallel run). Files of other rules are ignored."""
+def stage_times(bench_dir: Path, column: str = "s") -> dict[str, float]:
+    """Seconds per coarse stage (:data:`STAGE_RULES`) of a benchmark column (``s``: the jobs' wall time;
+    ``cpu_time``: their processes' user + system time), summed over a run's benchmark files (every shard and split:
+    the jobs' time, not the elapsed time of a parallel run). Files of other rules are ignored."""
     times = dict.fromkeys(STAGE_RULES, 0.0)
     if not bench_dir.is_dir():
         return times
@@ -152,7 +153,7 @@ def stage_times(bench_dir: Path) -> dict[str, float]:
         try:
             with open(path) as fh:
                 rows = list(csv.DictReader(fh, delimiter="\t"))
-            times[stage] += sum(float(r["s"]) for r in rows)
+            times[stage] += sum(float(r[column]) for r in rows)
         except (OSError, KeyError, ValueError) as err:
             raise InputError(path, f"not a Snakemake benchmark file ({err})") from None
     return times
@@ -174,7 +175,8 @@ class RunResult:
     metrics: dict[str, float | None] = field(default_factory=dict)  # cam, pseudo, deeplab, deeplab_crf
     oracle: dict[str, float | None] = field(default_factory=dict)  # cam, pseudo sweep peaks
     thresholds: dict[str, float | None] = field(default_factory=dict)  # bg_score, bg_threshold used
-    times: dict[str, float] = field(default_factory=dict)
+    times: dict[str, float] = field(default_factory=dict)  # wall
+    cpu_times: dict[str, float] = field(default_factory=dict)
 
     @property
     def stopped_at(self) -> str:
@@ -216,6 +218,7 @@ def read_run(root: Path, item: Mapping[str, Any], splits: Mapping[str, str]) -> 
     heldout = _read_json(res / "cls" / "heldout.json", "held-out report")
     out.heldout_f1 = heldout.get("f1")
     out.times = stage_times(root / "benchmarks" / run)
+    out.cpu_times = stage_times(root / "benchmarks" / run, "cpu_time")
     if not _gate_passes(out, res / "cls" / "verdict.json", "cls"):
         return out
     _read_stage(out, res, "cam", splits["cam_split"], "CAM", "bg_score")
@@ -255,7 +258,7 @@ def group_results(results: Sequence[RunResult]) -> dict[tuple[str, str], list[Ru
 
 
 def compare_table(name: str, results: Sequence[RunResult], splits: Mapping[str, str]) -> str:
-    """The comparison's markdown: the mIoU table, the oracle peaks, held-out F1, gates and wall times."""
+    """The comparison's markdown: the mIoU table, the oracle peaks, held-out F1, gates, wall and CPU times."""
     groups = group_results(results)
     lines = [
         f"# Comparison `{name}`",
@@ -277,17 +280,26 @@ def compare_table(name: str, results: Sequence[RunResult], splits: Mapping[str, 
         oracle = [_cell([r.oracle.get(k) for r in rows], n) for k in ("cam", "pseudo")]
         f1 = _cell([r.heldout_f1 for r in rows], n, 3)
         lines.append(f"| {dataset} | {method} | {n} | " + " | ".join([*cells, *oracle, f1, gates]) + " |")
-    lines += [
-        "",
-        "Wall time per stage (s, each seed's jobs summed over shards; mean ± std over seeds):",
-        "",
-        "| dataset | method | " + " | ".join(STAGE_RULES) + " | total |",
-        "|---|---|" + "---|" * (len(STAGE_RULES) + 1),
-    ]
-    for (dataset, method), rows in groups.items():
-        cells = [_cell([r.times.get(s) for r in rows], len(rows), 0) for s in STAGE_RULES]
-        total = _cell([sum(r.times.values()) for r in rows], len(rows), 0)
-        lines.append(f"| {dataset} | {method} | " + " | ".join([*cells, total]) + " |")
+    for what, attr, note in (
+        ("Wall time", "times", "each seed's jobs summed over shards"),
+        (
+            "CPU time",
+            "cpu_times",
+            "user + system of each seed's jobs, summed over shards: unlike the wall time, not stretched by other work "
+            "on the machine or by a paused run",
+        ),
+    ):
+        lines += [
+            "",
+            f"{what} per stage (s, {note}; mean ± std over seeds):",
+            "",
+            "| dataset | method | " + " | ".join(STAGE_RULES) + " | total |",
+            "|---|---|" + "---|" * (len(STAGE_RULES) + 1),
+        ]
+        for (dataset, method), rows in groups.items():
+            cells = [_cell([getattr(r, attr).get(s) for r in rows], len(rows), 0) for s in STAGE_RULES]
+            total = _cell([sum(getattr(r, attr).values()) for r in rows], len(rows), 0)
+            lines.append(f"| {dataset} | {method} | " + " | ".join([*cells, total]) + " |")
     gate_lines = [line for r in results for line in r.gate_lines]
     if gate_lines:
         lines += ["", "## Gates", "", *[f"- {line}" for line in gate_lines]]
