@@ -36,13 +36,15 @@ def _variants() -> dict[str, dict[str, Any]]:
     return module.VARIANTS
 
 
-def compare_config(base: dict[str, Any], methods: list[str], seeds: list[int], variants: list[str]) -> dict[str, Any]:
-    """The config's ``synth`` run on its data (``synth``) and on each variant's data (``synth_<variant>``), compared
-    over ``methods`` and ``seeds`` as ``compare.methods``."""
+def compare_config(
+    base: dict[str, Any], methods: list[str], seeds: list[int], variants: list[str], default: bool = True
+) -> dict[str, Any]:
+    """The config's ``synth`` run on its data (``synth``, unless not ``default``) and on each variant's data
+    (``synth_<variant>``), compared over ``methods`` and ``seeds`` as ``compare.methods``."""
     config = copy.deepcopy(base)
     table = _variants()
     data, run = config["datasets"]["synth"], config["runs"]["synth"]
-    config["runs"] = {"synth": copy.deepcopy(run)}
+    config["runs"] = {"synth": copy.deepcopy(run)} if default else {}
     for variant in variants:
         name = "synth_" + variant.replace(".", "_")
         config["datasets"][name] = {**copy.deepcopy(data), "kind": "synth", **table[variant]}
@@ -56,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default="vwl_l,vwl_m,cam,recam")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--variants", default="texture1.5,nonconvex", help="robustness variants ('' for none)")
+    parser.add_argument(
+        "--no-default", action="store_true", help="leave out the default data (only the variants' runs)"
+    )
     parser.add_argument("--configfile", type=Path, default=REPO / "config.yaml")
     parser.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a new temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
@@ -66,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         [m for m in args.methods.split(",") if m],
         [int(s) for s in args.seeds.split(",") if s],
         [v for v in args.variants.split(",") if v],
+        default=not args.no_default,
     )
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="wsss_methods_"))
     workdir.mkdir(parents=True, exist_ok=True)
