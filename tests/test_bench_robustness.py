@@ -123,6 +123,19 @@ def test_method_seeds_plans_the_comparison_of_four_methods_three_seeds_three_dat
     assert jobs["compare_cls_gates"] == jobs["compare"] == 1
 
 
+def test_method_seeds_without_the_default_data_compares_only_the_variants() -> None:
+    """--no-default (the default data's runs built on their own): the variants' runs alone, each on its own dataset
+    with the base run's settings. Planted bugs: the default run kept, a variant run left on the default data."""
+    config = method_seeds.compare_config(BASE, ["cam"], [0], ["texture1.5", "nonconvex"], default=False)
+    assert list(config["runs"]) == ["synth_texture1_5", "synth_nonconvex"]
+    assert config["compare"]["methods"]["runs"] == ["synth_texture1_5", "synth_nonconvex"]
+    for name in config["runs"]:
+        assert config["runs"][name] == {**BASE["runs"]["synth"], "dataset": name}
+    assert config["datasets"]["synth_texture1_5"]["texture_scale"] == 1.5
+    with_default = method_seeds.compare_config(BASE, ["cam"], [0], ["texture1.5"])
+    assert list(with_default["runs"]) == ["synth", "synth_texture1_5"]
+
+
 def test_until_gates_targets_and_row_read_the_early_gates(tmp_path: Path) -> None:
     """--until gates builds cls/gate.json and cam/gate.json only and its row compares with the label prior and the
     trivial maps as the gates do. Planted bugs: the gap closed as value − prior (0.40 here, not 0.80), a class below
