@@ -137,11 +137,11 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
-def stage_times(bench_dir: Path, column: str = "s") -> dict[str, float]:
-    """Seconds per coarse stage (:data:`STAGE_RULES`) of a benchmark column (``s``: the jobs' wall time;
+def stage_times(bench_dir: Path, *columns: str) -> dict[str, dict[str, float]]:
+    """Seconds per coarse stage (:data:`STAGE_RULES`) of each benchmark column (``s``: the jobs' wall time;
     ``cpu_time``: their processes' user + system time), summed over a run's benchmark files (every shard and split:
-    the jobs' time, not the elapsed time of a parallel run). Files of other rules are ignored."""
-    times = dict.fromkeys(STAGE_RULES, 0.0)
+    the jobs' time, not the elapsed time of a parallel run), each file read once. Files of other rules are ignored."""
+    times = {column: dict.fromkeys(STAGE_RULES, 0.0) for column in columns}
     if not bench_dir.is_dir():
         return times
     for path in sorted(bench_dir.rglob("*.tsv")):
@@ -153,7 +153,8 @@ def stage_times(bench_dir: Path, column: str = "s") -> dict[str, float]:
         try:
             with open(path) as fh:
                 rows = list(csv.DictReader(fh, delimiter="\t"))
-            times[stage] += sum(float(r[column]) for r in rows)
+            for column in columns:
+                times[column][stage] += sum(float(r[column]) for r in rows)
         except (OSError, KeyError, ValueError) as err:
             raise InputError(path, f"not a Snakemake benchmark file ({err})") from None
     return times
@@ -217,8 +218,8 @@ def read_run(root: Path, item: Mapping[str, Any], splits: Mapping[str, str]) -> 
     out = RunResult(run, item["dataset"], item["method"], int(item["seed"]))
     heldout = _read_json(res / "cls" / "heldout.json", "held-out report")
     out.heldout_f1 = heldout.get("f1")
-    out.times = stage_times(root / "benchmarks" / run)
-    out.cpu_times = stage_times(root / "benchmarks" / run, "cpu_time")
+    times = stage_times(root / "benchmarks" / run, "s", "cpu_time")
+    out.times, out.cpu_times = times["s"], times["cpu_time"]
     if not _gate_passes(out, res / "cls" / "verdict.json", "cls"):
         return out
     _read_stage(out, res, "cam", splits["cam_split"], "CAM", "bg_score")
