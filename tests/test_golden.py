@@ -1,16 +1,26 @@
-"""Golden numbers of the session's tiny DAG (conftest ``tiny_dag``, gates on at their defaults): the CPU run is
-deterministic, so every stage's number is pinned in tests/golden.json with a tight tolerance, and each must also
-stay above a floor over its baseline on the same images (a number that moves within the tolerance of a broken
-stage is still caught). Without this, every end-to-end test would pass if every stage produced the same garbage
-twice.
+"""Golden numbers of the session's tiny DAG (conftest ``tiny_dag``, gates on at their defaults): every stage's number is
+pinned in tests/golden.json with a tight tolerance, and each must also stay above a floor over its baseline on the
+same images (a number that moves within the tolerance of a broken stage is still caught). Without this, every
+end-to-end test would pass if every stage produced the same garbage twice.
+
+The CPU run repeats exactly in one environment, but not across environments: float sums round differently with
+another instruction set of PyTorch's kernels, another CPU's SIMD extensions or another release of the numeric
+libraries, and the rounding compounds over training. Measured on one commit, the classifier's held-out F1 was 83.33
+on the machine the numbers were first pinned on and 77.78 on the next one (CI's kind; a fresh install), and CAM
+35.52 instead of 39.63 with the kernels lowered to ``ATEN_CPU_CAPABILITY=default``; every stage beat its floor in
+each. So golden.json pins the exact numbers per environment (``environment()``: torch, the kernels' instruction
+set, the CPU's SIMD flags, numpy, Pillow); in an environment with none pinned, the exact test skips and names what
+differs from the pinned ones, and the floors are checked anyway.
 
 A deliberate numerics change (a new default, a fixed bug, another augmentation) moves these numbers: update them on
-purpose in one command, then review the diff of tests/golden.json and commit it with the change that caused it:
+purpose, then review the diff of tests/golden.json and commit it with the change that caused it:
 
     WSSS_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/test_golden.py
 
-(the test then rewrites the exact values from the run it just built and passes; the floors stay). An unexplained
-change is a regression.
+(the test then rewrites this environment's entry from the run it just built, drops the entries of other
+environments, which no longer hold, and passes; the floors stay). The lowered kernels' entries are rebuilt on the
+same machine, one at a time, with ``ATEN_CPU_CAPABILITY=avx2`` or ``=default`` in front and ``WSSS_UPDATE_GOLDEN=add``
+(which keeps the other entries). An unexplained change is a regression.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import platform
 from pathlib import Path
 
 import pytest
@@ -73,17 +84,90 @@ def baselines(workdir: Path) -> dict[str, float]:
     }
 
 
+def environment() -> dict[str, str]:
+    """What the tiny run's exact numbers depend on besides the code, in this process and in the stages it starts
+    (the same CPU and environment variables): torch's build, the instruction set its CPU kernels dispatch to
+    (ATEN_CPU_CAPABILITY lowers it), the CPU's SIMD extensions (oneDNN and MKL pick kernels by them) and the numeric
+    libraries' releases."""
+    import numpy
+    import PIL
+    import torch
+
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    simd = sorted({f for f in flags if f.startswith(("avx", "amx", "fma", "f16c", "sse"))})
+    return {
+        "torch": torch.__version__,
+        "cpu_kernels": str(torch.backends.cpu.get_cpu_capability()),
+        "cpu_simd": " ".join(simd) or platform.machine(),
+        "numpy": numpy.__version__,
+        "pillow": PIL.__version__,
+    }
+
+
+def pinned_for(entries: list[dict], env: dict[str, str]) -> dict[str, float] | None:
+    """The numbers pinned for exactly ``env`` among golden.json's ``tiny_dag`` entries, or None."""
+    return next((entry["numbers"] for entry in entries if entry["environment"] == env), None)
+
+
+def how_it_differs(entries: list[dict], env: dict[str, str]) -> str:
+    """Which fields of ``env`` differ from each pinned entry's environment (for the skip message)."""
+    return "; ".join(
+        ", ".join(
+            f"{k} {entry['environment'].get(k)!r} here {env[k]!r}" for k in env if entry["environment"].get(k) != env[k]
+        )
+        for entry in entries
+    )
+
+
+def with_entry(entries: list[dict], env: dict[str, str], numbers: dict[str, float], keep_others: bool) -> list[dict]:
+    """golden.json's entries after pinning ``numbers`` for ``env`` (replacing its entry; the others dropped unless
+    ``keep_others``: a numerics change makes them stale)."""
+    others = [entry for entry in entries if keep_others and entry["environment"] != env]
+    return [*others, {"environment": env, "numbers": numbers}]
+
+
 @pytest.mark.slow
 def test_tiny_dag_reproduces_the_golden_numbers(tiny_dag: Path) -> None:
-    numbers = tiny_dag_numbers(tiny_dag)
-    if os.environ.get("WSSS_UPDATE_GOLDEN") == "1":
+    numbers, env = tiny_dag_numbers(tiny_dag), environment()
+    update = os.environ.get("WSSS_UPDATE_GOLDEN", "")
+    if update in ("1", "add"):
         data = json.loads(GOLDEN.read_text())
-        data["tiny_dag"] = numbers
+        data["tiny_dag"] = with_entry(data["tiny_dag"], env, numbers, keep_others=update == "add")
         GOLDEN.write_text(json.dumps(data, indent=2) + "\n")
-    golden = json.loads(GOLDEN.read_text())["tiny_dag"]
+    entries = json.loads(GOLDEN.read_text())["tiny_dag"]
+    golden = pinned_for(entries, env)
+    if golden is None:
+        pytest.skip(f"no golden numbers for this environment (differs from the pinned: {how_it_differs(entries, env)})")
     assert set(numbers) == set(golden)
     off = {k: (numbers[k], golden[k]) for k in golden if abs(numbers[k] - golden[k]) > TOLERANCE}
     assert not off, f"tiny DAG numbers moved (now, golden): {off}; if on purpose, see tests/test_golden.py"
+
+
+def test_golden_entries_are_matched_on_the_whole_environment() -> None:
+    """An entry counts only for an identical environment (one differing field, e.g. numpy, means no entry, not the
+    nearest one); updating replaces this environment's entry and drops the others unless asked to keep them."""
+    env = {"torch": "2", "cpu_kernels": "AVX512", "cpu_simd": "avx2", "numpy": "2.4", "pillow": "13"}
+    entries = [
+        {"environment": env, "numbers": {"a": 1.0}},
+        {"environment": {**env, "cpu_kernels": "AVX2"}, "numbers": {"a": 2.0}},
+    ]
+    assert pinned_for(entries, env) == {"a": 1.0}
+    assert pinned_for(entries, {**env, "cpu_kernels": "AVX2"}) == {"a": 2.0}
+    assert pinned_for(entries, {**env, "numpy": "2.5"}) is None
+    assert "numpy '2.4' here '2.5'" in how_it_differs(entries, {**env, "numpy": "2.5"})
+    assert with_entry(entries, env, {"a": 3.0}, keep_others=False) == [{"environment": env, "numbers": {"a": 3.0}}]
+    kept = with_entry(entries, env, {"a": 3.0}, keep_others=True)
+    assert (
+        len(kept) == 2
+        and pinned_for(kept, env) == {"a": 3.0}
+        and pinned_for(kept, entries[1]["environment"]) == {"a": 2.0}
+    )
+    here = environment()
+    assert set(here) == set(env) and all(here.values())
 
 
 def _short_of_floors(workdir: Path, key: str) -> dict[str, tuple[float, float]]:
