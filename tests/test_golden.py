@@ -9,8 +9,9 @@ libraries, and the rounding compounds over training. Measured on one commit, the
 on the machine the numbers were first pinned on and 77.78 on the next one (CI's kind; a fresh install), and CAM
 35.52 instead of 39.63 with the kernels lowered to ``ATEN_CPU_CAPABILITY=default``; every stage beat its floor in
 each. So golden.json pins the exact numbers per environment (``environment()``: torch, the kernels' instruction
-set, the CPU's SIMD flags, numpy, Pillow); in an environment with none pinned, the exact test skips and names what
-differs from the pinned ones, and the floors are checked anyway.
+set, the CPU's SIMD flags, numpy, Pillow, OpenCV; envs/constraints.txt fixes the releases for CI and users); in an
+environment with none pinned, the exact test skips and names what differs from the pinned ones, and the floors are
+checked anyway.
 
 A deliberate numerics change (a new default, a fixed bug, another augmentation) moves these numbers: update them on
 purpose, then review the diff of tests/golden.json and commit it with the change that caused it:
@@ -88,7 +89,8 @@ def environment() -> dict[str, str]:
     """What the tiny run's exact numbers depend on besides the code, in this process and in the stages it starts
     (the same CPU and environment variables): torch's build, the instruction set its CPU kernels dispatch to
     (ATEN_CPU_CAPABILITY lowers it), the CPU's SIMD extensions (oneDNN and MKL pick kernels by them) and the numeric
-    libraries' releases."""
+    libraries' releases (OpenCV draws the synthetic data)."""
+    import cv2
     import numpy
     import PIL
     import torch
@@ -105,6 +107,7 @@ def environment() -> dict[str, str]:
         "cpu_simd": " ".join(simd) or platform.machine(),
         "numpy": numpy.__version__,
         "pillow": PIL.__version__,
+        "opencv": cv2.__version__,
     }
 
 
@@ -150,7 +153,7 @@ def test_tiny_dag_reproduces_the_golden_numbers(tiny_dag: Path) -> None:
 def test_golden_entries_are_matched_on_the_whole_environment() -> None:
     """An entry counts only for an identical environment (one differing field, e.g. numpy, means no entry, not the
     nearest one); updating replaces this environment's entry and drops the others unless asked to keep them."""
-    env = {"torch": "2", "cpu_kernels": "AVX512", "cpu_simd": "avx2", "numpy": "2.4", "pillow": "13"}
+    env = {"torch": "2", "cpu_kernels": "AVX512", "cpu_simd": "avx2", "numpy": "2.4", "pillow": "13", "opencv": "5"}
     entries = [
         {"environment": env, "numbers": {"a": 1.0}},
         {"environment": {**env, "cpu_kernels": "AVX2"}, "numbers": {"a": 2.0}},
