@@ -164,6 +164,9 @@ def test_table_mean_and_sample_std_over_seeds() -> None:
     assert cells[5] == "63.00 ± 4.24 (2/3)"
     assert cells[9] == "0.800 ± 0.100"
     assert cells[10] == "s2 stopped at seg gate"
+    rows[1].seg_gate, rows[1].metrics = "stopped", {"cam": 44.0, "pseudo": 54.0}
+    line = next(x for x in compare_table("t", rows, SPLITS).splitlines() if x.startswith("| synth | cam | 3 |"))
+    assert [c.strip() for c in line.split("|")[1:-1]][5:7] == ["60.00 (1/3)", "61.00 (1/3)"]  # one seed: no ± 0.00
 
 
 def test_schema_rejects_a_bad_compare_entry() -> None:

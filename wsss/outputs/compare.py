@@ -246,7 +246,8 @@ def _cell(values: Sequence[float | None], total: int, digits: int = 2) -> str:
     if stats is None:
         return "–"
     mean, std, n = stats
-    cell = f"{mean:.{digits}f} ± {std:.{digits}f}"
+    # one value has no sample std: "x ± 0.00" would claim a spread of zero
+    cell = f"{mean:.{digits}f}" if n == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
     return cell if n == total else f"{cell} ({n}/{total})"
 
 
@@ -267,7 +268,7 @@ def compare_table(name: str, results: Sequence[RunResult], splits: Mapping[str, 
         f"mIoU (%) on {splits['cam_split']} (CAM), {splits['pseudo_split']} (pseudo labels) and "
         f"{splits['seg_split']} (DeepLab): mean ± sample std (n − 1) over seeds, at the calibrated thresholds "
         "(chosen without masks). Oracle = the best threshold of the mask sweep: reported, never used. "
-        "(k/n): only k of n seeds got there (the others stopped at a gate).",
+        "(k/n): only k of n seeds got there (the others stopped at a gate); one value has no ±.",
         "",
         "| dataset | method | seeds | CAM | pseudo | DeepLab | DeepLab+CRF | CAM oracle | pseudo oracle "
         "| held-out F1 | gates |",
