@@ -45,12 +45,15 @@ def test_no_platform_specific_cuda_packages_are_pinned() -> None:
     assert not [n for n in pins() if n.startswith(("nvidia-", "cuda-", "triton"))]
 
 
+def _specifiers(requirements: list[str]) -> dict[str, str]:
+    """{canonical name: version specifier} of requirement strings."""
+    return {canonicalize_name(req.name): str(req.specifier) for req in map(Requirement, requirements)}
+
+
 def test_the_conda_environment_mirrors_pyproject() -> None:
     env = yaml.safe_load((REPO / "envs/wsss.yaml").read_text())
     (pip_deps,) = [d["pip"] for d in env["dependencies"] if isinstance(d, dict)]
-    assert {
-        canonicalize_name(Requirement(r).name): str(Requirement(r).specifier) for r in PYPROJECT["dependencies"]
-    }.items() <= {canonicalize_name(Requirement(r).name): str(Requirement(r).specifier) for r in pip_deps}.items()
+    assert _specifiers(PYPROJECT["dependencies"]).items() <= _specifiers(pip_deps).items()
 
 
 def test_readme_and_ci_install_with_the_pins() -> None:

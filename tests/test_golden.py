@@ -171,11 +171,12 @@ def test_golden_entries_are_matched_on_the_whole_environment() -> None:
     )
     here = environment()
     assert set(here) == set(env) and all(here.values())
-    # golden.json's own entries: a field added to environment() without updating them would make them never match
-    numbers = {"cam_val_miou", "pseudo_val_miou", "deeplab_val_miou", "deeplab_crf_val_miou", "cls_heldout_f1"}
-    for entry in json.loads(GOLDEN.read_text())["tiny_dag"]:
-        assert set(entry["environment"]) == set(here), entry["environment"]
-        assert numbers | {"irn_loss_first_quarter", "irn_loss_last_quarter"} == set(entry["numbers"])
+    # golden.json's own entries: a field added to environment() without updating them would make them never match;
+    # all pin one set of numbers (the exact test checks it against a build), covering every floor's number
+    data = json.loads(GOLDEN.read_text())
+    assert all(set(entry["environment"]) == set(here) for entry in data["tiny_dag"]), data["tiny_dag"]
+    (keys,) = {frozenset(entry["numbers"]) for entry in data["tiny_dag"]}
+    assert set(data["floors"]) - {"seg_fit_miou"} <= keys  # seg_fit_miou: read from the gate file, not pinned
 
 
 def _short_of_floors(workdir: Path, key: str) -> dict[str, tuple[float, float]]:
